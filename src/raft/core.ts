@@ -1,0 +1,993 @@
+/**
+ * The Raft core: a pure, deterministic state machine with no I/O.
+ *
+ * Inputs: `tick()` (logical time), `step(message)`, `propose()`, `readIndex()`,
+ * `proposeConfig()`, `transferLeadership()`, and `advance()` once the node has carried out a
+ * {@link Ready}. Output: `ready()` returns what the node must do, in this order:
+ *
+ *  1. send `messagesNow` (a leader's appends may leave before its own disk write, as the
+ *     thesis allows: the leader counts itself only for what it has persisted);
+ *  2. persist `snapshot`, then `truncateFrom` / `entries` / `hardState` in one synced write;
+ *  3. send `messages` (votes and acknowledgements: they promise what was just persisted);
+ *  4. apply `committed` entries, answer `reads`;
+ *  5. call `advance(ready)`.
+ *
+ * While the node persists one Ready, new proposals pile up in the core and go out together in
+ * the next one: that is the group commit.
+ * @module
+ */
+import type {
+  ClusterConfig,
+  Entry,
+  EntryType,
+  HardState,
+  MsgAppend,
+  MsgAppendResp,
+  MsgHeartbeat,
+  MsgHeartbeatResp,
+  MsgReadIndex,
+  MsgReadIndexResp,
+  MsgSnapshot,
+  MsgVote,
+  MsgVoteResp,
+  NodeId,
+  PersistedState,
+  RaftMessage,
+  Snapshot,
+} from './types.js'
+
+/** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
+export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
+
+/** Tunables of the core, all in ticks or counts. */
+export interface CoreOptions {
+  id: NodeId
+  /** Minimum election timeout in ticks; the actual one is random in [n, 2n). Default 10. */
+  electionTicks?: number
+  /** Heartbeat interval in ticks. Default 1. */
+  heartbeatTicks?: number
+  /** Run a pre-vote before a real election (no term bump unless a quorum would vote). Default true. */
+  preVote?: boolean
+  /** A leader that has not heard from a quorum for an election timeout steps down; followers
+   * that heard from a leader within the timeout refuse votes. Default true. */
+  checkQuorum?: boolean
+  /** Serve reads at the commit index without a quorum round while the leader lease holds.
+   * Relies on bounded clock drift between nodes (see README). Default false. */
+  leaseRead?: boolean
+  /** Entries per append message. Default 1024. */
+  maxAppendEntries?: number
+  /** Append messages in flight per follower. Default 64. */
+  maxInflight?: number
+  /** Random source in [0, 1); pass a seeded one for deterministic runs. */
+  random?: () => number
+}
+
+/** A read that is ready to be served once the state machine has applied `index`. */
+export interface ReadState {
+  id: number
+  /** The read index; 0 when the read failed (no leader, or leadership lost). */
+  index: number
+}
+
+/** Role, term and known leader; exposed so the node can report and route. */
+export interface SoftState {
+  role: Role
+  term: number
+  leader: NodeId | undefined
+}
+
+/** The work the node must carry out; see the module documentation for the order. */
+export interface Ready {
+  messagesNow: RaftMessage[]
+  snapshot: Snapshot | undefined
+  truncateFrom: number | undefined
+  entries: Entry[]
+  hardState: HardState | undefined
+  messages: RaftMessage[]
+  committed: Entry[]
+  reads: ReadState[]
+  /** Present when role, term or leader changed since the last Ready. */
+  soft: SoftState | undefined
+}
+
+interface Progress {
+  match: number
+  next: number
+  state: 'probe' | 'replicate' | 'snapshot'
+  /** Last index of each append message in flight (replicate state). */
+  inflight: number[]
+  /** In probe state: an append is out and unanswered. */
+  paused: boolean
+  /** Heard from since the last check-quorum round. */
+  active: boolean
+  /** Highest ReadIndex round acknowledged. */
+  ackSeq: number
+  /** Ticks since the snapshot was sent (snapshot state). */
+  snapTicks: number
+  /** Highest commit index sent to this follower. */
+  sentCommit: number
+}
+
+interface PendingRead {
+  ids: number[]
+  /** Undefined for this node's own reads; the follower to answer otherwise. */
+  from: NodeId | undefined
+  index: number
+  seq: number
+}
+
+/** Outcome of a proposal: its place in the log, or why it was refused. */
+export type ProposeResult =
+  | { ok: true; index: number; term: number }
+  | { ok: false; reason: 'not-leader' | 'transferring' | 'config-pending' | 'config-invalid'; leader: NodeId | undefined }
+
+const emptyConfig = (): ClusterConfig => ({ voters: {}, learners: {} })
+
+/** Read-only view of the core's state for tests and status reports. */
+export interface CoreStatus {
+  id: NodeId
+  role: Role
+  term: number
+  vote: NodeId | undefined
+  leader: NodeId | undefined
+  commit: number
+  applied: number
+  lastIndex: number
+  snapshotIndex: number
+  config: ClusterConfig
+}
+
+/** The Raft state machine. See the module documentation. */
+export class RaftCore {
+  readonly id: NodeId
+  private readonly electionTicks: number
+  private readonly heartbeatTicks: number
+  private readonly preVote: boolean
+  private readonly checkQuorum: boolean
+  private readonly leaseRead: boolean
+  private readonly maxAppendEntries: number
+  private readonly maxInflight: number
+  private readonly random: () => number
+
+  // persistent
+  private term = 0
+  private vote: NodeId | undefined
+  // log: entries with index snapIndex+1 .. lastIndex
+  private log: Entry[] = []
+  private snapIndex = 0
+  private snapTerm = 0
+  private snapshot: Snapshot | undefined
+
+  // volatile
+  private role: Role = 'follower'
+  private leader: NodeId | undefined
+  private commit = 0
+  private applied = 0
+  private stableIndex = 0
+  private config: ClusterConfig = emptyConfig()
+  private electionElapsed = 0
+  private heartbeatElapsed = 0
+  private randomizedTimeout = 0
+  private votes = new Map<NodeId, boolean>()
+  private progress = new Map<NodeId, Progress>()
+  private transferee: NodeId | undefined
+  private transferElapsed = 0
+
+  // reads
+  private readSeq = 0
+  private pendingReads: PendingRead[] = []
+  private readsAwaitingCommit: PendingRead[] = []
+  private followerReadIds: number[] = []
+  private readyReads: ReadState[] = []
+
+  // pending outputs
+  private msgsNow: RaftMessage[] = []
+  private msgsAfter: RaftMessage[] = []
+  private pendingTruncate: number | undefined
+  private pendingSnapshot: Snapshot | undefined
+  private hardDirty = false
+  private lastSoft: SoftState
+  private appendsDirty = false
+
+  constructor(opts: CoreOptions, persisted: PersistedState) {
+    this.id = opts.id
+    this.electionTicks = opts.electionTicks ?? 10
+    this.heartbeatTicks = opts.heartbeatTicks ?? 1
+    this.preVote = opts.preVote ?? true
+    this.checkQuorum = opts.checkQuorum ?? true
+    this.leaseRead = opts.leaseRead ?? false
+    this.maxAppendEntries = opts.maxAppendEntries ?? 1024
+    this.maxInflight = opts.maxInflight ?? 64
+    this.random = opts.random ?? Math.random
+    if (this.electionTicks <= this.heartbeatTicks) throw new RangeError('electionTicks must be greater than heartbeatTicks')
+
+    this.term = persisted.hardState.term
+    this.vote = persisted.hardState.vote
+    if (persisted.snapshot) {
+      this.snapshot = persisted.snapshot
+      this.snapIndex = persisted.snapshot.meta.index
+      this.snapTerm = persisted.snapshot.meta.term
+    }
+    this.log = persisted.entries.slice()
+    this.stableIndex = this.lastIndex()
+    this.commit = Math.min(Math.max(persisted.hardState.commit, this.snapIndex), this.lastIndex())
+    this.applied = this.snapIndex
+    this.config = this.latestConfig()
+    this.resetRandomizedTimeout()
+    this.lastSoft = this.soft()
+  }
+
+  // ------------------------------------------------------------------ log helpers
+
+  /** Index of the last entry (or of the snapshot when the log is empty). */
+  lastIndex(): number {
+    return this.snapIndex + this.log.length
+  }
+
+  private lastTerm(): number {
+    return this.log.length ? this.log[this.log.length - 1]!.term : this.snapTerm
+  }
+
+  /** Term of the entry at `index`; undefined when unknown (compacted or beyond the end). */
+  termAt(index: number): number | undefined {
+    if (index === this.snapIndex) return this.snapTerm
+    if (index < this.snapIndex || index > this.lastIndex()) return undefined
+    return this.log[index - this.snapIndex - 1]!.term
+  }
+
+  private entriesFrom(from: number, max: number): Entry[] {
+    const start = from - this.snapIndex - 1
+    return this.log.slice(start, start + max)
+  }
+
+  private truncateFrom(index: number): void {
+    this.log.length = index - this.snapIndex - 1
+    this.pendingTruncate = this.pendingTruncate === undefined ? index : Math.min(this.pendingTruncate, index)
+    this.stableIndex = Math.min(this.stableIndex, index - 1)
+    this.config = this.latestConfig()
+  }
+
+  private append(entries: Entry[]): void {
+    for (const e of entries) {
+      this.log.push(e)
+      if (e.type === 'conf') this.config = cloneConfig(e.data as ClusterConfig)
+    }
+  }
+
+  private latestConfig(): ClusterConfig {
+    for (let i = this.log.length - 1; i >= 0; i--) {
+      const e = this.log[i]!
+      if (e.type === 'conf') return cloneConfig(e.data as ClusterConfig)
+    }
+    return this.snapshot ? cloneConfig(this.snapshot.meta.config) : emptyConfig()
+  }
+
+  /** Index of the last configuration entry in the log (0 if the config comes from the snapshot). */
+  private lastConfigIndex(): number {
+    for (let i = this.log.length - 1; i >= 0; i--) if (this.log[i]!.type === 'conf') return this.log[i]!.index
+    return 0
+  }
+
+  private isVoter(id: NodeId = this.id): boolean {
+    return Object.prototype.hasOwnProperty.call(this.config.voters, id)
+  }
+
+  private voters(): NodeId[] {
+    return Object.keys(this.config.voters)
+  }
+
+  private peers(): NodeId[] {
+    return [...Object.keys(this.config.voters), ...Object.keys(this.config.learners)].filter((p) => p !== this.id)
+  }
+
+  private quorum(): number {
+    return Math.floor(this.voters().length / 2) + 1
+  }
+
+  private upToDate(lastIndex: number, lastTerm: number): boolean {
+    const myTerm = this.lastTerm()
+    return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex())
+  }
+
+  // ------------------------------------------------------------------ public inputs
+
+  /** Current state, for status and tests. */
+  status(): CoreStatus {
+    return {
+      id: this.id,
+      role: this.role,
+      term: this.term,
+      vote: this.vote,
+      leader: this.leader,
+      commit: this.commit,
+      applied: this.applied,
+      lastIndex: this.lastIndex(),
+      snapshotIndex: this.snapIndex,
+      config: cloneConfig(this.config),
+    }
+  }
+
+  /** Replication progress of a follower, on the leader. */
+  progressOf(id: NodeId): { match: number; next: number } | undefined {
+    const pr = this.progress.get(id)
+    return pr ? { match: pr.match, next: pr.next } : undefined
+  }
+
+  /** The voter with the highest match index (the best leadership-transfer target). */
+  bestTransferTarget(): NodeId | undefined {
+    let best: NodeId | undefined
+    let bestMatch = -1
+    for (const v of this.voters()) {
+      if (v === this.id) continue
+      const m = this.progress.get(v)?.match ?? 0
+      if (m > bestMatch) {
+        best = v
+        bestMatch = m
+      }
+    }
+    return best
+  }
+
+  /** Advance logical time by one tick. */
+  tick(): void {
+    this.electionElapsed++
+    if (this.role === 'leader') {
+      this.heartbeatElapsed++
+      if (this.transferee !== undefined && ++this.transferElapsed >= this.electionTicks) this.transferee = undefined
+      for (const pr of this.progress.values()) if (pr.state === 'snapshot') pr.snapTicks++
+      if (this.electionElapsed >= this.electionTicks) {
+        this.electionElapsed = 0
+        if (this.checkQuorum && !this.quorumActive()) {
+          this.becomeFollower(this.term, undefined)
+          return
+        }
+      }
+      if (this.heartbeatElapsed >= this.heartbeatTicks) {
+        this.heartbeatElapsed = 0
+        this.broadcastHeartbeat()
+      }
+      return
+    }
+    if (this.electionElapsed >= this.randomizedTimeout && this.canCampaign()) this.campaign(false)
+  }
+
+  private canCampaign(): boolean {
+    if (!this.isVoter()) return false
+    // Never campaign with committed entries not yet applied that may hold a config change:
+    // harmless here because the config in use is always the latest in the log.
+    return true
+  }
+
+  /**
+   * Append a command (or a config / no-op entry) to the leader's log.
+   * Returns where it landed, or why it was refused (the node then forwards or rejects).
+   */
+  propose(data: unknown, type: EntryType = 'cmd'): ProposeResult {
+    if (this.role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.leader }
+    if (this.transferee !== undefined) return { ok: false, reason: 'transferring', leader: this.leader }
+    const e: Entry = { index: this.lastIndex() + 1, term: this.term, type, data }
+    this.append([e])
+    this.appendsDirty = true
+    return { ok: true, index: e.index, term: e.term }
+  }
+
+  /** Append many commands at once (one Ready, one write). */
+  proposeBatch(datas: unknown[]): ProposeResult {
+    if (this.role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.leader }
+    if (this.transferee !== undefined) return { ok: false, reason: 'transferring', leader: this.leader }
+    const first = this.lastIndex() + 1
+    const entries = datas.map((data, i): Entry => ({ index: first + i, term: this.term, type: 'cmd', data }))
+    this.append(entries)
+    this.appendsDirty = true
+    return { ok: true, index: first, term: this.term }
+  }
+
+  /**
+   * Propose a new configuration. One server at a time: the voter sets of the current and new
+   * configuration may differ by at most one member; learners may change freely. Refused while
+   * another change is uncommitted or before the leader committed an entry of its term.
+   */
+  proposeConfig(next: ClusterConfig): ProposeResult {
+    if (this.role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.leader }
+    if (this.lastConfigIndex() > this.commit || !this.committedInTerm()) {
+      return { ok: false, reason: 'config-pending', leader: this.leader }
+    }
+    const cur = new Set(this.voters())
+    const nxt = new Set(Object.keys(next.voters))
+    let diff = 0
+    for (const v of cur) if (!nxt.has(v)) diff++
+    for (const v of nxt) if (!cur.has(v)) diff++
+    for (const l of Object.keys(next.learners)) if (nxt.has(l)) return { ok: false, reason: 'config-invalid', leader: this.id }
+    if (diff > 1 || nxt.size === 0) return { ok: false, reason: 'config-invalid', leader: this.id }
+    return this.propose(cloneConfig(next), 'conf')
+  }
+
+  /** Ask for a linearizable read. The answer comes in a later Ready's `reads`. */
+  readIndex(id: number): void {
+    if (this.role === 'leader') {
+      this.leaderRead({ ids: [id], from: undefined, index: 0, seq: 0 })
+    } else if (this.leader !== undefined && this.leader !== this.id) {
+      this.followerReadIds.push(id)
+    } else {
+      this.readyReads.push({ id, index: 0 })
+    }
+  }
+
+  /** Hand leadership to `to` (a voter). Proposals are refused until it is done or times out. */
+  transferLeadership(to: NodeId): boolean {
+    if (this.role !== 'leader' || to === this.id || !this.isVoter(to)) return false
+    this.transferee = to
+    this.transferElapsed = 0
+    const pr = this.progress.get(to)
+    if (pr && pr.match === this.lastIndex()) this.send({ t: 'timeoutNow', from: this.id, to, term: this.term })
+    else this.appendsDirty = true
+    return true
+  }
+
+  /**
+   * Install a snapshot the node took of its own state machine at `snapshot.meta.index`
+   * (<= applied), and drop the log entries it covers. The node has already persisted it.
+   */
+  compact(snapshot: Snapshot): void {
+    const idx = snapshot.meta.index
+    if (idx <= this.snapIndex || idx > this.applied || idx > this.stableIndex) return
+    const term = this.termAt(idx)!
+    this.log = this.log.slice(idx - this.snapIndex)
+    this.snapIndex = idx
+    this.snapTerm = term
+    this.snapshot = snapshot
+  }
+
+  /** Feed one message from a peer. Malformed input must be filtered by the caller. */
+  step(m: RaftMessage): void {
+    if (m.to !== this.id) return
+    // Term handling (paper §5.1, with the pre-vote and leader-stickiness rules of the thesis §9.6).
+    if (m.term > this.term) {
+      if (m.t === 'vote') {
+        const leaderFresh = this.checkQuorum && this.leader !== undefined && this.electionElapsed < this.electionTicks
+        if (leaderFresh && !m.transfer) return // a leader is alive: ignore the disruptive candidate
+        if (m.pre) {
+          this.handleVote(m)
+          return
+        }
+      }
+      if (m.t === 'voteResp' && m.pre && m.granted) {
+        // the term we asked for: no bump
+      } else if (m.t === 'readIndex' || m.t === 'readIndexResp') {
+        // not term-bearing for safety; fall through to handlers
+      } else {
+        const lead = m.t === 'app' || m.t === 'hb' || m.t === 'snap' ? m.from : undefined
+        this.becomeFollower(m.term, lead)
+      }
+    } else if (m.term < this.term) {
+      if (m.t === 'app' || m.t === 'hb' || m.t === 'snap') {
+        // tell the stale leader about the newer term so it steps down
+        this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: 0, hint: 0 })
+      } else if (m.t === 'vote') {
+        this.send({ t: 'voteResp', from: this.id, to: m.from, term: this.term, pre: m.pre, granted: false })
+      }
+      if (m.t !== 'readIndex' && m.t !== 'readIndexResp') return
+    }
+
+    switch (m.t) {
+      case 'vote':
+        return this.handleVote(m)
+      case 'voteResp':
+        return this.handleVoteResp(m)
+      case 'app':
+        return this.handleAppend(m)
+      case 'appResp':
+        return this.handleAppendResp(m)
+      case 'hb':
+        return this.handleHeartbeat(m)
+      case 'hbResp':
+        return this.handleHeartbeatResp(m)
+      case 'snap':
+        return this.handleSnapshot(m)
+      case 'timeoutNow':
+        if (this.isVoter() && this.role !== 'leader') this.campaign(true)
+        return
+      case 'readIndex':
+        return this.handleReadIndex(m)
+      case 'readIndexResp':
+        return this.handleReadIndexResp(m)
+    }
+  }
+
+  // ------------------------------------------------------------------ roles
+
+  private resetRandomizedTimeout(): void {
+    this.randomizedTimeout = this.electionTicks + Math.floor(this.random() * this.electionTicks)
+  }
+
+  private soft(): SoftState {
+    return { role: this.role, term: this.term, leader: this.leader }
+  }
+
+  private becomeFollower(term: number, leader: NodeId | undefined): void {
+    const wasLeader = this.role === 'leader'
+    if (term !== this.term) {
+      this.term = term
+      this.vote = undefined
+      this.hardDirty = true
+    }
+    this.role = 'follower'
+    this.leader = leader
+    this.electionElapsed = 0
+    this.votes.clear()
+    this.transferee = undefined
+    this.resetRandomizedTimeout()
+    if (wasLeader) {
+      this.progress.clear()
+      for (const r of [...this.pendingReads, ...this.readsAwaitingCommit]) this.failRead(r)
+      this.pendingReads = []
+      this.readsAwaitingCommit = []
+    }
+  }
+
+  private campaign(transfer: boolean): void {
+    if (this.preVote && !transfer) {
+      this.role = 'precandidate'
+      this.leader = undefined
+      this.votes.clear()
+      this.electionElapsed = 0
+      this.resetRandomizedTimeout()
+      this.poll(this.id, true)
+      if (this.role !== 'precandidate') return
+      for (const v of this.voters()) {
+        if (v === this.id) continue
+        this.send({ t: 'vote', from: this.id, to: v, term: this.term + 1, pre: true, lastIndex: this.lastIndex(), lastTerm: this.lastTerm(), transfer: false })
+      }
+      return
+    }
+    this.becomeCandidate(transfer)
+  }
+
+  private becomeCandidate(transfer: boolean): void {
+    this.role = 'candidate'
+    this.term++
+    this.vote = this.id
+    this.hardDirty = true
+    this.leader = undefined
+    this.votes.clear()
+    this.electionElapsed = 0
+    this.resetRandomizedTimeout()
+    this.poll(this.id, true)
+    if (this.role !== 'candidate') return
+    for (const v of this.voters()) {
+      if (v === this.id) continue
+      this.send({ t: 'vote', from: this.id, to: v, term: this.term, pre: false, lastIndex: this.lastIndex(), lastTerm: this.lastTerm(), transfer })
+    }
+  }
+
+  /** Record a vote and act on the tally. */
+  private poll(from: NodeId, granted: boolean): void {
+    if (!this.isVoter(from)) return
+    this.votes.set(from, granted)
+    let yes = 0
+    let no = 0
+    for (const [id, g] of this.votes) {
+      if (!this.isVoter(id)) continue
+      if (g) yes++
+      else no++
+    }
+    const q = this.quorum()
+    if (yes >= q) {
+      if (this.role === 'precandidate') this.becomeCandidate(false)
+      else if (this.role === 'candidate') this.becomeLeader()
+    } else if (no >= q) {
+      this.becomeFollower(this.term, undefined)
+    }
+  }
+
+  private becomeLeader(): void {
+    this.role = 'leader'
+    this.leader = this.id
+    this.electionElapsed = 0
+    this.heartbeatElapsed = 0
+    this.transferee = undefined
+    this.progress.clear()
+    for (const p of this.peers()) this.progress.set(p, this.newProgress())
+    // A no-op of the new term lets entries of earlier terms commit (paper §5.4.2).
+    const e: Entry = { index: this.lastIndex() + 1, term: this.term, type: 'noop', data: null }
+    this.append([e])
+    this.appendsDirty = true
+  }
+
+  private newProgress(): Progress {
+    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0 }
+  }
+
+  private syncProgress(): void {
+    // Membership may have changed: add/remove followers to replicate to.
+    const peers = new Set(this.peers())
+    for (const id of [...this.progress.keys()]) if (!peers.has(id)) this.progress.delete(id)
+    for (const p of peers) if (!this.progress.has(p)) this.progress.set(p, this.newProgress())
+  }
+
+  private quorumActive(): boolean {
+    let active = 0
+    for (const v of this.voters()) {
+      if (v === this.id) active++
+      else if (this.progress.get(v)?.active) active++
+    }
+    for (const pr of this.progress.values()) pr.active = false
+    return active >= this.quorum()
+  }
+
+  private committedInTerm(): boolean {
+    return this.termAt(this.commit) === this.term
+  }
+
+  // ------------------------------------------------------------------ votes
+
+  private handleVote(m: MsgVote): void {
+    let granted = false
+    if (m.pre) {
+      // Would we vote for it in term m.term? (no state change)
+      granted = m.term > this.term && this.upToDate(m.lastIndex, m.lastTerm)
+    } else {
+      const canVote = this.vote === m.from || (this.vote === undefined && this.leader === undefined)
+      granted = canVote && this.upToDate(m.lastIndex, m.lastTerm)
+      if (granted) {
+        this.vote = m.from
+        this.hardDirty = true
+        this.electionElapsed = 0
+      }
+    }
+    // A pre-vote answer carries the term that was asked for, so a grant does not look stale.
+    this.send({ t: 'voteResp', from: this.id, to: m.from, term: m.pre && granted ? m.term : this.term, pre: m.pre, granted })
+  }
+
+  private handleVoteResp(m: MsgVoteResp): void {
+    if (m.pre && this.role === 'precandidate') this.poll(m.from, m.granted)
+    else if (!m.pre && this.role === 'candidate') this.poll(m.from, m.granted)
+  }
+
+  // ------------------------------------------------------------------ replication (follower)
+
+  private handleAppend(m: MsgAppend): void {
+    this.role = 'follower'
+    this.leader = m.from
+    this.electionElapsed = 0
+    if (m.prevIndex < this.commit) {
+      // Everything up to our commit matches the leader's log already; skip that part.
+      const skip = this.commit - m.prevIndex
+      if (skip >= m.entries.length) {
+        // Our committed prefix is in the leader's log (leader completeness): we match up to it.
+        this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: this.commit, hint: 0 })
+        return
+      }
+      m = { ...m, prevIndex: this.commit, prevTerm: m.entries[skip - 1]!.term, entries: m.entries.slice(skip) }
+    }
+    const t = this.termAt(m.prevIndex)
+    if (t === undefined || t !== m.prevTerm) {
+      let hint = Math.min(m.prevIndex - 1, this.lastIndex())
+      // Skip back over entries of terms the leader cannot have at those indices.
+      while (hint > this.commit && (this.termAt(hint) ?? 0) > m.prevTerm) hint--
+      this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: m.prevIndex, hint })
+      return
+    }
+    let i = 0
+    for (; i < m.entries.length; i++) {
+      const e = m.entries[i]!
+      const have = this.termAt(e.index)
+      if (have === undefined) break
+      if (have !== e.term) {
+        this.truncateFrom(e.index)
+        break
+      }
+    }
+    if (i < m.entries.length) this.append(m.entries.slice(i))
+    const lastNew = m.prevIndex + m.entries.length
+    const c = Math.min(m.commit, lastNew)
+    if (c > this.commit) this.commit = c
+    this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: lastNew, hint: 0 })
+  }
+
+  private handleHeartbeat(m: MsgHeartbeat): void {
+    this.role = 'follower'
+    this.leader = m.from
+    this.electionElapsed = 0
+    const c = Math.min(m.commit, this.lastIndex())
+    if (c > this.commit) this.commit = c
+    this.send({ t: 'hbResp', from: this.id, to: m.from, term: this.term, seq: m.seq })
+  }
+
+  private handleSnapshot(m: MsgSnapshot): void {
+    this.role = 'follower'
+    this.leader = m.from
+    this.electionElapsed = 0
+    const meta = m.snapshot.meta
+    if (meta.index <= this.commit) {
+      this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: this.commit, hint: 0 })
+      return
+    }
+    if (this.termAt(meta.index) === meta.term) {
+      // We already have that entry: just commit up to it (paper §7).
+      this.commit = meta.index
+      this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: meta.index, hint: 0 })
+      return
+    }
+    this.log = []
+    this.pendingTruncate = this.pendingTruncate === undefined ? meta.index + 1 : Math.min(this.pendingTruncate, meta.index + 1)
+    this.snapIndex = meta.index
+    this.snapTerm = meta.term
+    this.snapshot = m.snapshot
+    this.pendingSnapshot = m.snapshot
+    this.commit = meta.index
+    this.applied = meta.index
+    this.stableIndex = meta.index
+    this.config = cloneConfig(meta.config)
+    this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: meta.index, hint: 0 })
+  }
+
+  // ------------------------------------------------------------------ replication (leader)
+
+  private handleAppendResp(m: MsgAppendResp): void {
+    if (this.role !== 'leader') return
+    const pr = this.progress.get(m.from)
+    if (!pr) return
+    pr.active = true
+    if (!m.success) {
+      if (m.index === 0) return // stale-term notice, handled by the term rules
+      if (pr.state === 'replicate' && m.index <= pr.match) return // stale rejection
+      if (pr.state === 'probe' && m.index !== pr.next - 1) return // answer to an older probe
+      pr.next = Math.max(Math.min(m.hint + 1, pr.next - 1), pr.match + 1, 1)
+      pr.state = 'probe'
+      pr.inflight = []
+      pr.paused = false
+      this.sendAppend(m.from, pr)
+      return
+    }
+    if (m.index > pr.match) {
+      pr.match = m.index
+      if (pr.next <= m.index) pr.next = m.index + 1
+      while (pr.inflight.length && pr.inflight[0]! <= m.index) pr.inflight.shift()
+      if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= this.snapIndex)) {
+        pr.state = 'replicate'
+        pr.inflight = []
+        pr.next = pr.match + 1
+      }
+      pr.paused = false
+      this.maybeCommit()
+      if (this.transferee === m.from && pr.match === this.lastIndex()) {
+        this.send({ t: 'timeoutNow', from: this.id, to: m.from, term: this.term })
+      }
+    } else if (pr.state === 'probe') {
+      pr.paused = false
+    }
+    this.appendsDirty = true
+  }
+
+  private handleHeartbeatResp(m: MsgHeartbeatResp): void {
+    if (this.role !== 'leader') return
+    const pr = this.progress.get(m.from)
+    if (!pr) return
+    pr.active = true
+    if (m.seq > pr.ackSeq) pr.ackSeq = m.seq
+    if (pr.state === 'probe') pr.paused = false
+    if (pr.state === 'snapshot' && pr.snapTicks > 2 * this.electionTicks) {
+      // the snapshot was probably lost: start over
+      pr.state = 'probe'
+      pr.paused = false
+      pr.next = pr.match + 1
+    }
+    // A follower still behind may have lost appends: an append (empty if need be) finds out.
+    if (pr.match < this.lastIndex()) this.sendAppend(m.from, pr, true)
+    this.releaseReads()
+  }
+
+  /** Send what `pr` is missing, within flow control. */
+  private sendAppend(to: NodeId, pr: Progress, sendIfEmpty = false): void {
+    if (pr.state === 'snapshot') return
+    if (pr.state === 'probe' && pr.paused) return
+    if (pr.next <= this.snapIndex) {
+      if (!this.snapshot) return
+      pr.state = 'snapshot'
+      pr.snapTicks = 0
+      this.send({ t: 'snap', from: this.id, to, term: this.term, snapshot: this.snapshot })
+      return
+    }
+    const last = this.lastIndex()
+    for (;;) {
+      if (pr.state === 'replicate' && pr.inflight.length >= this.maxInflight) return
+      const prevIndex = pr.next - 1
+      const prevTerm = this.termAt(prevIndex)
+      if (prevTerm === undefined) return
+      const entries = pr.next <= last ? this.entriesFrom(pr.next, this.maxAppendEntries) : []
+      if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
+      this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
+      pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))
+      if (pr.state === 'probe') {
+        pr.paused = true
+        return
+      }
+      if (entries.length === 0) return
+      pr.next += entries.length
+      pr.inflight.push(pr.next - 1)
+      if (pr.next > last) return
+    }
+  }
+
+  private broadcastAppends(): void {
+    for (const [id, pr] of this.progress) this.sendAppend(id, pr)
+  }
+
+  private broadcastHeartbeat(seq = this.readSeq): void {
+    for (const [id, pr] of this.progress) {
+      const commit = Math.min(pr.match, this.commit)
+      pr.sentCommit = Math.max(pr.sentCommit, commit)
+      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq })
+    }
+  }
+
+  private maybeCommit(): void {
+    const matches = this.voters().map((v) => (v === this.id ? this.stableIndex : (this.progress.get(v)?.match ?? 0)))
+    if (matches.length === 0) return
+    matches.sort((a, b) => b - a)
+    const n = matches[this.quorum() - 1]!
+    if (n > this.commit && this.termAt(n) === this.term) {
+      this.commit = n
+      this.appendsDirty = true // followers learn the new commit index with the next append
+      if (this.readsAwaitingCommit.length) {
+        const waiting = this.readsAwaitingCommit
+        this.readsAwaitingCommit = []
+        for (const r of waiting) this.leaderRead(r)
+      }
+      // A leader removed from the configuration steps down once the change is committed.
+      if (!this.isVoter() && this.lastConfigIndex() <= this.commit) this.becomeFollower(this.term, undefined)
+    }
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  private leaderRead(r: PendingRead): void {
+    if (!this.committedInTerm()) {
+      this.readsAwaitingCommit.push(r)
+      return
+    }
+    r.index = this.commit
+    if (this.leaseRead || this.voters().length === 1) {
+      this.answerRead(r)
+      return
+    }
+    r.seq = this.readSeq + 1
+    this.pendingReads.push(r)
+  }
+
+  private answerRead(r: PendingRead): void {
+    if (r.from === undefined) for (const id of r.ids) this.readyReads.push({ id, index: r.index })
+    else this.send({ t: 'readIndexResp', from: this.id, to: r.from, term: this.term, ids: r.ids, index: r.index })
+  }
+
+  private failRead(r: PendingRead): void {
+    if (r.from === undefined) for (const id of r.ids) this.readyReads.push({ id, index: 0 })
+    else this.send({ t: 'readIndexResp', from: this.id, to: r.from, term: this.term, ids: r.ids, index: 0 })
+  }
+
+  private releaseReads(): void {
+    if (!this.pendingReads.length) return
+    const acks = this.voters().map((v) => (v === this.id ? this.readSeq : (this.progress.get(v)?.ackSeq ?? 0)))
+    acks.sort((a, b) => b - a)
+    const confirmed = acks[this.quorum() - 1]!
+    let k = 0
+    while (k < this.pendingReads.length && this.pendingReads[k]!.seq <= confirmed) this.answerRead(this.pendingReads[k++]!)
+    if (k) this.pendingReads = this.pendingReads.slice(k)
+  }
+
+  private handleReadIndex(m: MsgReadIndex): void {
+    if (this.role !== 'leader' || m.term > this.term) {
+      this.send({ t: 'readIndexResp', from: this.id, to: m.from, term: this.term, ids: m.ids, index: 0 })
+      return
+    }
+    this.leaderRead({ ids: m.ids, from: m.from, index: 0, seq: 0 })
+  }
+
+  private handleReadIndexResp(m: MsgReadIndexResp): void {
+    for (const id of m.ids) this.readyReads.push({ id, index: m.index })
+  }
+
+  // ------------------------------------------------------------------ output
+
+  private send(m: RaftMessage): void {
+    if (this.role === 'leader') this.msgsNow.push(m)
+    else this.msgsAfter.push(m)
+  }
+
+  /** Whether `ready()` has anything for the node. */
+  hasReady(): boolean {
+    return (
+      this.msgsNow.length > 0 ||
+      this.msgsAfter.length > 0 ||
+      this.appendsDirty ||
+      this.hardDirty ||
+      this.pendingSnapshot !== undefined ||
+      this.pendingTruncate !== undefined ||
+      this.stableIndex < this.lastIndex() ||
+      this.applied < this.commit ||
+      this.readyReads.length > 0 ||
+      this.followerReadIds.length > 0 ||
+      (this.role === 'leader' && this.pendingReads.some((r) => r.seq > this.readSeq)) ||
+      !sameSoft(this.lastSoft, this.soft())
+    )
+  }
+
+  /** Collect the work for the node. Call `advance(ready)` once it is done, before the next `ready()`. */
+  ready(): Ready {
+    if (this.role === 'leader') {
+      this.syncProgress()
+      if (this.pendingReads.some((r) => r.seq > this.readSeq)) {
+        this.readSeq++
+        this.broadcastHeartbeat(this.readSeq)
+      }
+      if (this.appendsDirty) {
+        this.appendsDirty = false
+        this.broadcastAppends()
+      }
+      // Tell followers about a new commit index at once, not at the next heartbeat, so their
+      // state machines (and local reads) lag by one round trip only.
+      for (const [id, pr] of this.progress) {
+        const c = Math.min(pr.match, this.commit)
+        if (c > pr.sentCommit) {
+          pr.sentCommit = c
+          this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq })
+        }
+      }
+      // single-voter cluster: the leader's own persistence commits
+    } else {
+      this.appendsDirty = false
+      if (this.followerReadIds.length) {
+        if (this.leader !== undefined) {
+          this.send({ t: 'readIndex', from: this.id, to: this.leader, term: this.term, ids: this.followerReadIds })
+        } else {
+          for (const id of this.followerReadIds) this.readyReads.push({ id, index: 0 })
+        }
+        this.followerReadIds = []
+      }
+    }
+    const soft = this.soft()
+    const softChanged = !sameSoft(this.lastSoft, soft)
+    this.lastSoft = soft
+    const committedUpTo = Math.min(this.commit, this.lastIndex())
+    const rd: Ready = {
+      messagesNow: this.msgsNow,
+      snapshot: this.pendingSnapshot,
+      truncateFrom: this.pendingTruncate,
+      entries: this.log.slice(this.stableIndex - this.snapIndex),
+      hardState: this.hardDirty ? { term: this.term, vote: this.vote, commit: this.commit } : undefined,
+      messages: this.msgsAfter,
+      committed: this.applied < committedUpTo ? this.log.slice(this.applied - this.snapIndex, committedUpTo - this.snapIndex) : [],
+      reads: this.readyReads,
+      soft: softChanged ? soft : undefined,
+    }
+    this.msgsNow = []
+    this.msgsAfter = []
+    this.readyReads = []
+    this.pendingSnapshot = undefined
+    this.pendingTruncate = undefined
+    this.hardDirty = false
+    if (rd.committed.length) this.applied = rd.committed[rd.committed.length - 1]!.index
+    return rd
+  }
+
+  /** The node carried out `rd`: its entries are durable. */
+  advance(rd: Ready): void {
+    if (rd.entries.length) {
+      let stable = rd.entries[rd.entries.length - 1]!.index
+      // A truncation (or a snapshot) after ready() may have replaced part of what was written.
+      if (this.pendingTruncate !== undefined) stable = Math.min(stable, this.pendingTruncate - 1)
+      stable = Math.min(stable, this.lastIndex())
+      if (stable > this.stableIndex) this.stableIndex = stable
+      if (this.role === 'leader') this.maybeCommit()
+    }
+  }
+}
+
+function cloneConfig(c: ClusterConfig): ClusterConfig {
+  return { voters: { ...c.voters }, learners: { ...c.learners } }
+}
+
+function sameSoft(a: SoftState, b: SoftState): boolean {
+  return a.role === b.role && a.term === b.term && a.leader === b.leader
+}

@@ -1,0 +1,73 @@
+/**
+ * Typed errors of the Raft engine. Every error has a stable `code` so callers can branch on it
+ * without `instanceof` across package copies.
+ * @module
+ */
+
+/** Base class of every error Sworm throws or rejects with. */
+export class SwormError extends Error {
+  /** Stable machine-readable code, e.g. `'NOT_LEADER'`. */
+  readonly code: string
+  constructor(code: string, message: string, options?: { cause?: unknown }) {
+    super(message, options)
+    this.code = code
+    this.name = new.target.name
+  }
+}
+
+/** The node is not the leader and could not forward the request. `leader` is a hint, maybe stale. */
+export class NotLeaderError extends SwormError {
+  readonly leader: string | undefined
+  constructor(leader: string | undefined, message?: string) {
+    super('NOT_LEADER', message ?? (leader ? `not the leader; try ${leader}` : 'not the leader; no leader known'))
+    this.leader = leader
+  }
+}
+
+/** An operation did not complete in time. It may still take effect later. */
+export class TimeoutError extends SwormError {
+  constructor(message: string) {
+    super('TIMEOUT', message)
+  }
+}
+
+/** The node is stopping or stopped; the operation was not (or may not have been) done. */
+export class ShuttingDownError extends SwormError {
+  constructor(message = 'the node is shutting down') {
+    super('SHUTTING_DOWN', message)
+  }
+}
+
+/**
+ * A proposal was accepted by a leader that lost its leadership before committing it; the entry
+ * was replaced by another leader's and did not take effect.
+ */
+export class ProposalDroppedError extends SwormError {
+  constructor(message = 'the proposal was overwritten by a new leader and did not take effect') {
+    super('PROPOSAL_DROPPED', message)
+  }
+}
+
+/** A membership change was refused (another one is pending, unknown node, ...). */
+export class ConfigChangeError extends SwormError {
+  constructor(message: string) {
+    super('CONFIG_CHANGE', message)
+  }
+}
+
+/** Stable storage holds a record that fails its checksum or cannot be decoded. */
+export class CorruptStorageError extends SwormError {
+  /** The storage key (or description) of the bad record. */
+  readonly record: string
+  constructor(record: string, message: string) {
+    super('CORRUPT_STORAGE', `corrupt record ${record}: ${message}`)
+    this.record = record
+  }
+}
+
+/** Stable storage failed to write (full disk, fsync error). The node stops serving. */
+export class StorageError extends SwormError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('STORAGE', message, options)
+  }
+}

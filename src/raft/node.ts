@@ -1,0 +1,759 @@
+/**
+ * A Raft node: the pure {@link RaftCore} driven by a clock, a {@link RaftStorage}, a
+ * {@link Transport} and the application's {@link StateMachine}.
+ *
+ * The loop takes a `Ready` from the core and carries it out in the order the core requires:
+ * leader appends out, then one synced write (snapshot, truncation, entries, term/vote), then the
+ * acknowledgements, then apply. Proposals that arrive while a write is in flight wait in the core
+ * and share the next write and the next append message (group commit, pipelining).
+ * @module
+ */
+import { EventEmitter } from 'node:events'
+import { RaftCore, type CoreStatus, type Ready, type Role } from './core.js'
+import {
+  ConfigChangeError,
+  NotLeaderError,
+  ProposalDroppedError,
+  ShuttingDownError,
+  StorageError,
+  SwormError,
+  TimeoutError,
+} from './errors.js'
+import type { ClusterConfig, Clock, Entry, Logger, NodeId, RaftStorage, Snapshot, Transport } from './types.js'
+import { silentLogger, systemClock } from './types.js'
+import { validateRaftMessage } from './validate.js'
+
+/**
+ * The replicated state machine. `apply` must be deterministic: the same commands in the same
+ * order give the same results and state on every node. Results must be msgpackr-encodable
+ * (they travel back to the node that proposed the command).
+ */
+export interface StateMachine<C = unknown, R = unknown> {
+  /** Apply one committed command. `index` is its log index. A thrown error is the result (deterministic). */
+  apply(command: C, index: number): R
+  /** Encode the whole state. */
+  snapshot(): Uint8Array
+  /** Replace the whole state with a decoded snapshot. */
+  restore(data: Uint8Array): void
+}
+
+/** Options of {@link RaftNode.start}. */
+export interface RaftNodeOptions<C, R> {
+  id: NodeId
+  storage: RaftStorage
+  transport: Transport
+  stateMachine: StateMachine<C, R>
+  /** Initial configuration when the storage is empty (a new cluster). Omit to join an existing one. */
+  bootstrap?: ClusterConfig
+  /** Extra addresses to reach before a configuration is known (for example the node to join through). */
+  seeds?: Record<NodeId, string>
+  clock?: Clock
+  logger?: Logger
+  random?: () => number
+  /** Tick length. Default 50 ms. */
+  tickMs?: number
+  /** Election timeout in ticks, randomized in [n, 2n). Default 6 (300–600 ms with 50 ms ticks). */
+  electionTicks?: number
+  /** Heartbeat interval in ticks. Default 1. */
+  heartbeatTicks?: number
+  /** Default true. */
+  preVote?: boolean
+  /** Default true. */
+  checkQuorum?: boolean
+  /** Serve linearizable reads from the leader lease (no quorum round). Default false. */
+  leaseRead?: boolean
+  /** Take a snapshot after this many applied entries. Default 10,000. */
+  snapshotEvery?: number
+  /** How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms. */
+  requestTimeoutMs?: number
+  /** Proposals waiting at most (back-pressure); more reject at once. Default 100,000. */
+  maxPending?: number
+}
+
+interface Pending<R> {
+  term: number
+  resolve: (r: R) => void
+  reject: (e: Error) => void
+  deadline: number
+  settled: boolean
+}
+
+interface Forwarded {
+  node: NodeId
+  ref: number
+  term: number
+}
+
+/** Node-level messages that ride the same transport as Raft messages. */
+type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; reqs: Array<[number, unknown]> }
+type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; res: Array<[number, 0 | 1 | 2, unknown, string | undefined]> }
+
+/** Events of a {@link RaftNode}. */
+export interface RaftNodeEvents {
+  /** Role, term or leader changed. */
+  role: [{ role: Role; term: number; leader: NodeId | undefined }]
+  /** The node stopped serving because storage failed. */
+  failed: [Error]
+}
+
+const RESULT_OK = 0
+const RESULT_ERR = 1
+const RESULT_RETRY = 2
+
+/** A running Raft node. Create with {@link RaftNode.start}. */
+export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEvents> {
+  readonly id: NodeId
+  private readonly core: RaftCore
+  private readonly storage: RaftStorage
+  private readonly transport: Transport
+  private readonly sm: StateMachine<C, R>
+  private readonly clock: Clock
+  private readonly log: Logger
+  private readonly tickMs: number
+  private readonly snapshotEvery: number
+  private readonly timeoutMs: number
+  private readonly maxPending: number
+  private readonly electionMs: number
+
+  private tickHandle: unknown
+  private running = false
+  private scheduled = false
+  private stopped = false
+  private failure: Error | undefined
+  private idleWaiters: Array<() => void> = []
+
+  private applied = 0
+  private appliedConfig: ClusterConfig
+  private snapshotIndex = 0
+  private seeds: Record<NodeId, string>
+
+  private readonly pending = new Map<number, Pending<R>>()
+  private readonly pendingOrder: Array<{ index: number; p: Pending<R> }> = []
+  private readonly forwarded = new Map<number, Forwarded>()
+  private fwdSeq = 0
+  private readonly fwdOut = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
+  private fwdQueue: number[] = []
+  private fwdFlushScheduled = false
+  private readonly fwdResults = new Map<NodeId, FwdRespMsg['res']>()
+  private readSeq = 0
+  private readonly readsOut = new Map<number, Pending<void>>()
+  private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
+  private dropLogAt = 0
+  private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
+
+  private constructor(opts: RaftNodeOptions<C, R>, core: RaftCore, appliedConfig: ClusterConfig, applied: number) {
+    super()
+    this.id = opts.id
+    this.core = core
+    this.storage = opts.storage
+    this.transport = opts.transport
+    this.sm = opts.stateMachine
+    this.clock = opts.clock ?? systemClock
+    this.log = opts.logger ?? silentLogger
+    this.tickMs = opts.tickMs ?? 50
+    this.snapshotEvery = opts.snapshotEvery ?? 10_000
+    this.timeoutMs = opts.requestTimeoutMs ?? 5_000
+    this.maxPending = opts.maxPending ?? 100_000
+    this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
+    this.appliedConfig = appliedConfig
+    this.applied = applied
+    this.snapshotIndex = applied
+    this.seeds = { ...(opts.seeds ?? {}) }
+  }
+
+  /**
+   * Load the persisted state (or bootstrap a new cluster), restore the state machine from the
+   * latest snapshot, and start ticking and serving.
+   */
+  static async start<C, R>(opts: RaftNodeOptions<C, R>): Promise<RaftNode<C, R>> {
+    let persisted = await opts.storage.load()
+    const fresh = persisted.entries.length === 0 && persisted.snapshot === undefined && persisted.hardState.term === 0
+    if (fresh && opts.bootstrap) {
+      if (!Object.prototype.hasOwnProperty.call(opts.bootstrap.voters, opts.id)) {
+        throw new TypeError(`bootstrap config must list this node (${opts.id}) as a voter`)
+      }
+      // Every bootstrapping node writes the same first entry, so their logs agree on it.
+      const first: Entry = { index: 1, term: 1, type: 'conf', data: opts.bootstrap }
+      await opts.storage.write({ hardState: { term: 1, vote: undefined, commit: 1 }, entries: [first] })
+      persisted = await opts.storage.load()
+    }
+    let appliedConfig: ClusterConfig = { voters: {}, learners: {} }
+    let applied = 0
+    if (persisted.snapshot) {
+      opts.stateMachine.restore(persisted.snapshot.data)
+      appliedConfig = persisted.snapshot.meta.config
+      applied = persisted.snapshot.meta.index
+    }
+    const core = new RaftCore(
+      {
+        id: opts.id,
+        electionTicks: opts.electionTicks ?? 6,
+        heartbeatTicks: opts.heartbeatTicks ?? 1,
+        preVote: opts.preVote ?? true,
+        checkQuorum: opts.checkQuorum ?? true,
+        leaseRead: opts.leaseRead ?? false,
+        random: opts.random ?? Math.random,
+      },
+      persisted,
+    )
+    const node = new RaftNode<C, R>(opts, core, appliedConfig, applied)
+    node.updatePeers()
+    opts.transport.onMessage((from, msg) => node.receive(from, msg))
+    node.scheduleTick()
+    node.kick()
+    node.log.info('raft node started', {
+      node: opts.id,
+      term: persisted.hardState.term,
+      lastIndex: core.lastIndex(),
+      snapshot: persisted.snapshot?.meta.index ?? 0,
+    })
+    return node
+  }
+
+  // ---------------------------------------------------------------- public API
+
+  /** Role, term, leader, indexes and configuration of this node. */
+  status(): CoreStatus & { appliedConfig: ClusterConfig } {
+    return { ...this.core.status(), applied: this.applied, appliedConfig: this.appliedConfig }
+  }
+
+  /** The leader this node knows of, if any (may be stale). */
+  get leader(): NodeId | undefined {
+    return this.lastSoft.leader
+  }
+
+  /** Whether this node believes it is the leader. */
+  get isLeader(): boolean {
+    return this.lastSoft.role === 'leader'
+  }
+
+  /**
+   * Replicate `command` and resolve with the state machine's result once it is committed and
+   * applied on this node. Followers forward to the leader. Rejects with {@link NotLeaderError}
+   * (no leader reachable), {@link TimeoutError} (outcome unknown), {@link ProposalDroppedError}
+   * (did not take effect) or {@link ShuttingDownError}.
+   */
+  propose(command: C): Promise<R> {
+    if (this.stopped) return Promise.reject(new ShuttingDownError())
+    if (this.failure) return Promise.reject(this.failure)
+    if (this.pending.size + this.fwdOut.size >= this.maxPending) {
+      return Promise.reject(new SwormError('OVERLOADED', `too many proposals in flight (${this.maxPending})`))
+    }
+    return new Promise<R>((resolve, reject) => {
+      const p: Pending<R> = { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false }
+      const res = this.core.propose(command)
+      if (res.ok) {
+        this.trackLocal(res.index, res.term, p)
+        this.kick()
+        return
+      }
+      if (res.reason === 'transferring') {
+        reject(new NotLeaderError(undefined, 'leadership transfer in progress'))
+        return
+      }
+      // forward to the leader (or wait for one until the deadline)
+      const ref = ++this.fwdSeq
+      this.fwdOut.set(ref, { p, cmd: command, sentTo: undefined })
+      this.fwdQueue.push(ref)
+      this.scheduleFwdFlush()
+    })
+  }
+
+  /**
+   * A linearizable read barrier (ReadIndex): resolves once this node's state machine reflects
+   * every write committed before the call. Read the state machine right after it resolves.
+   */
+  read(): Promise<void> {
+    if (this.stopped) return Promise.reject(new ShuttingDownError())
+    if (this.failure) return Promise.reject(this.failure)
+    return new Promise<void>((resolve, reject) => {
+      const id = ++this.readSeq
+      this.readsOut.set(id, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false })
+      this.core.readIndex(id)
+      this.kick()
+    })
+  }
+
+  /**
+   * Add a node: first as a learner that receives the log without voting, then, once it has caught
+   * up, as a voter. Must be called on the leader.
+   */
+  async addNode(id: NodeId, address: string, opts: { voter?: boolean } = {}): Promise<void> {
+    const cfg = this.core.status().config
+    if (cfg.voters[id] !== undefined) return
+    if (cfg.learners[id] === undefined) {
+      await this.changeConfig({ voters: { ...cfg.voters }, learners: { ...cfg.learners, [id]: address } })
+    }
+    if (opts.voter === false) return
+    // wait until the learner has caught up
+    const deadline = this.clock.now() + this.timeoutMs * 4
+    for (;;) {
+      const st = this.core.status()
+      if (st.role !== 'leader') throw new NotLeaderError(st.leader)
+      const pr = this.core.progressOf(id)
+      if (pr && pr.match >= st.commit) break
+      if (this.clock.now() > deadline) throw new TimeoutError(`learner ${id} did not catch up in time`)
+      await this.sleep(this.tickMs)
+    }
+    const cur = this.core.status().config
+    const learners = { ...cur.learners }
+    delete learners[id]
+    await this.changeConfig({ voters: { ...cur.voters, [id]: address }, learners })
+  }
+
+  /** Remove a node (voter or learner) from the cluster. Must be called on the leader. */
+  async removeNode(id: NodeId): Promise<void> {
+    const cfg = this.core.status().config
+    if (cfg.voters[id] === undefined && cfg.learners[id] === undefined) return
+    const voters = { ...cfg.voters }
+    const learners = { ...cfg.learners }
+    delete voters[id]
+    delete learners[id]
+    await this.changeConfig({ voters, learners })
+  }
+
+  /** Replace `oldId` by a new node: add it (learner, catch up, voter), then remove the old one. */
+  async replaceNode(oldId: NodeId, newId: NodeId, address: string): Promise<void> {
+    await this.addNode(newId, address)
+    await this.removeNode(oldId)
+  }
+
+  private async changeConfig(next: ClusterConfig): Promise<void> {
+    const deadline = this.clock.now() + this.timeoutMs
+    for (;;) {
+      const res = this.core.proposeConfig(next)
+      if (res.ok) {
+        const p = new Promise<R>((resolve, reject) => {
+          this.trackLocal(res.index, res.term, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false })
+        })
+        this.kick()
+        await p
+        this.log.info('configuration changed', { node: this.id, voters: Object.keys(next.voters), learners: Object.keys(next.learners) })
+        return
+      }
+      if (res.reason === 'not-leader' || res.reason === 'transferring') throw new NotLeaderError(res.leader)
+      if (res.reason === 'config-invalid') throw new ConfigChangeError('only one voter may be added or removed at a time, and a node cannot be both voter and learner')
+      if (this.clock.now() > deadline) throw new TimeoutError('a previous configuration change is still pending')
+      await this.sleep(this.tickMs)
+    }
+  }
+
+  /**
+   * Hand leadership to `to` (default: the most up-to-date other voter). Resolves when this node
+   * is no longer leader, or rejects with TimeoutError.
+   */
+  async transferLeadership(to?: NodeId): Promise<void> {
+    const st = this.core.status()
+    if (st.role !== 'leader') return
+    const target = to ?? this.core.bestTransferTarget()
+    if (target === undefined) throw new ConfigChangeError('no other voter to transfer leadership to')
+    if (!this.core.transferLeadership(target)) throw new ConfigChangeError(`cannot transfer leadership to ${target}`)
+    this.kick()
+    const deadline = this.clock.now() + this.electionMs * 2
+    while (this.core.status().role === 'leader') {
+      if (this.clock.now() > deadline) throw new TimeoutError(`leadership transfer to ${target} timed out`)
+      await this.sleep(this.tickMs / 2)
+    }
+  }
+
+  /**
+   * Stop: hand over leadership if this node leads (default), stop ticking, fail what is pending
+   * with ShuttingDownError and close the storage. The transport belongs to the caller.
+   */
+  async stop(opts: { transfer?: boolean } = {}): Promise<void> {
+    if (this.stopped) return
+    if ((opts.transfer ?? true) && this.isLeader && Object.keys(this.core.status().config.voters).length > 1) {
+      try {
+        await this.transferLeadership()
+      } catch (err) {
+        this.log.warn('leadership transfer before stop failed', { node: this.id, err: String(err) })
+      }
+    }
+    this.stopped = true
+    this.clock.clearTimeout(this.tickHandle)
+    this.transport.onMessage(() => {})
+    await this.idle()
+    this.failAll(new ShuttingDownError())
+    await this.storage.close().catch(() => {})
+    this.log.info('raft node stopped', { node: this.id })
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.clock.setTimeout(r, ms))
+  }
+
+  private idle(): Promise<void> {
+    if (!this.running && !this.scheduled) return Promise.resolve()
+    return new Promise((r) => this.idleWaiters.push(r))
+  }
+
+  private scheduleTick(): void {
+    this.tickHandle = this.clock.setTimeout(() => {
+      if (this.stopped || this.failure) return
+      this.core.tick()
+      this.expire()
+      this.kick()
+      this.scheduleTick()
+    }, this.tickMs)
+  }
+
+  private trackLocal(index: number, term: number, p: Pending<R>): void {
+    p.term = term
+    this.pending.set(index, p)
+    this.pendingOrder.push({ index, p })
+  }
+
+  private receive(from: NodeId, raw: unknown): void {
+    if (this.stopped || this.failure) return
+    try {
+      const t = (raw as { t?: unknown } | null)?.t
+      if (t === 'fwd') return this.onForward(from, raw)
+      if (t === 'fwdResp') return this.onForwardResp(from, raw)
+      const m = validateRaftMessage(raw, from, this.id)
+      if (typeof m === 'string') {
+        this.logDrop(from, m)
+        return
+      }
+      this.core.step(m)
+      this.kick()
+    } catch (err) {
+      this.log.error('failed to handle a message', { node: this.id, from, err: String(err) })
+    }
+  }
+
+  private logDrop(from: NodeId, reason: string): void {
+    const now = this.clock.now()
+    if (now - this.dropLogAt < 1000) return
+    this.dropLogAt = now
+    this.log.warn('dropped a bad message', { node: this.id, from, reason })
+  }
+
+  /** Run the Ready loop soon (coalescing everything that happens in this turn). */
+  private kick(): void {
+    if (this.running || this.scheduled || this.stopped || this.failure) return
+    this.scheduled = true
+    queueMicrotask(() => {
+      this.scheduled = false
+      void this.run()
+    })
+  }
+
+  private async run(): Promise<void> {
+    if (this.running) return
+    this.running = true
+    try {
+      while (!this.failure && this.core.hasReady()) {
+        const rd = this.core.ready()
+        await this.handleReady(rd)
+        this.core.advance(rd)
+        if (!this.stopped) await this.maybeSnapshot()
+      }
+    } catch (err) {
+      this.fail(err)
+    } finally {
+      this.running = false
+      if (!this.scheduled) {
+        const w = this.idleWaiters
+        this.idleWaiters = []
+        for (const f of w) f()
+      }
+    }
+  }
+
+  private async handleReady(rd: Ready): Promise<void> {
+    for (const m of rd.messagesNow) this.transport.send(m.to, m)
+    if (rd.snapshot) {
+      await this.storage.saveSnapshot(rd.snapshot)
+      this.sm.restore(rd.snapshot.data)
+      this.applied = rd.snapshot.meta.index
+      this.snapshotIndex = rd.snapshot.meta.index
+      this.appliedConfig = rd.snapshot.meta.config
+      this.log.info('installed snapshot from leader', { node: this.id, index: rd.snapshot.meta.index })
+      this.failStaleLocal(rd.snapshot.meta.index)
+    }
+    if (rd.entries.length || rd.hardState || rd.truncateFrom !== undefined) {
+      const w: Parameters<RaftStorage['write']>[0] = {}
+      if (rd.hardState) w.hardState = rd.hardState
+      if (rd.truncateFrom !== undefined) w.truncateFrom = rd.truncateFrom
+      if (rd.entries.length) w.entries = rd.entries
+      await this.storage.write(w)
+    }
+    for (const m of rd.messages) this.transport.send(m.to, m)
+    if (rd.soft) {
+      const prev = this.lastSoft
+      this.lastSoft = rd.soft
+      if (prev.leader !== rd.soft.leader || prev.role !== rd.soft.role) {
+        this.log.info('role changed', { node: this.id, role: rd.soft.role, term: rd.soft.term, leader: rd.soft.leader })
+      }
+      this.emit('role', rd.soft)
+      if (rd.soft.leader !== undefined) this.flushForwards()
+    }
+    if (rd.committed.length) this.applyEntries(rd.committed)
+    if (rd.entries.some((e) => e.type === 'conf') || rd.snapshot || rd.committed.some((e) => e.type === 'conf')) this.updatePeers()
+    for (const r of rd.reads) this.onReadState(r.id, r.index)
+    this.releaseReads()
+    this.sendForwardResults()
+  }
+
+  private applyEntries(entries: Entry[]): void {
+    for (const e of entries) {
+      let ok = true
+      let result: unknown
+      if (e.type === 'cmd') {
+        try {
+          result = this.sm.apply(e.data as C, e.index)
+        } catch (err) {
+          ok = false
+          result = err
+        }
+      } else if (e.type === 'conf') {
+        this.appliedConfig = e.data as ClusterConfig
+      }
+      this.applied = e.index
+      const p = this.pending.get(e.index)
+      if (p) {
+        this.pending.delete(e.index)
+        if (!p.settled) {
+          p.settled = true
+          if (p.term !== e.term) p.reject(new ProposalDroppedError())
+          else if (ok) p.resolve(result as R)
+          else p.reject(result instanceof Error ? result : new Error(String(result)))
+        }
+      }
+      const f = this.forwarded.get(e.index)
+      if (f) {
+        this.forwarded.delete(e.index)
+        let list = this.fwdResults.get(f.node)
+        if (!list) this.fwdResults.set(f.node, (list = []))
+        if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED'])
+        else if (ok) list.push([f.ref, RESULT_OK, result, undefined])
+        else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY'])
+      }
+    }
+  }
+
+  /** Proposals at or below `index` that a snapshot replaced can no longer be matched to entries. */
+  private failStaleLocal(index: number): void {
+    for (const [i, p] of this.pending) {
+      if (i <= index) {
+        this.pending.delete(i)
+        if (!p.settled) {
+          p.settled = true
+          p.reject(new TimeoutError('outcome unknown: the log was replaced by a snapshot'))
+        }
+      }
+    }
+    for (const [i] of this.forwarded) if (i <= index) this.forwarded.delete(i)
+  }
+
+  private async maybeSnapshot(): Promise<void> {
+    if (this.applied - this.snapshotIndex < this.snapshotEvery) return
+    const term = this.core.termAt(this.applied)
+    if (term === undefined) return
+    const snap: Snapshot = { meta: { index: this.applied, term, config: this.appliedConfig }, data: this.sm.snapshot() }
+    await this.storage.saveSnapshot(snap)
+    this.snapshotIndex = snap.meta.index
+    this.core.compact(snap)
+    this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
+  }
+
+  private updatePeers(): void {
+    const cfg = this.core.status().config
+    const peers: Record<NodeId, string> = { ...this.seeds }
+    for (const c of [this.appliedConfig, cfg]) {
+      Object.assign(peers, c.voters, c.learners)
+    }
+    delete peers[this.id]
+    this.transport.setPeers(peers)
+  }
+
+  // ---------------------------------------------------------------- reads
+
+  private onReadState(id: number, index: number): void {
+    const p = this.readsOut.get(id)
+    if (!p) return
+    this.readsOut.delete(id)
+    if (p.settled) return
+    if (index === 0) {
+      p.settled = true
+      p.reject(new NotLeaderError(this.lastSoft.leader, 'no leader could confirm the read'))
+      return
+    }
+    this.readsWaitingApply.push({ index, p })
+  }
+
+  private releaseReads(): void {
+    if (!this.readsWaitingApply.length) return
+    const still: Array<{ index: number; p: Pending<void> }> = []
+    for (const r of this.readsWaitingApply) {
+      if (r.index <= this.applied) {
+        if (!r.p.settled) {
+          r.p.settled = true
+          r.p.resolve()
+        }
+      } else still.push(r)
+    }
+    this.readsWaitingApply = still
+  }
+
+  // ---------------------------------------------------------------- forwarding
+
+  private scheduleFwdFlush(): void {
+    if (this.fwdFlushScheduled) return
+    this.fwdFlushScheduled = true
+    queueMicrotask(() => {
+      this.fwdFlushScheduled = false
+      this.flushForwards()
+    })
+  }
+
+  /** Send queued proposals to the leader, one message for all; proposals of a leader go to its log. */
+  private flushForwards(): void {
+    if (!this.fwdQueue.length) return
+    const st = this.core.status()
+    if (st.role === 'leader') {
+      const refs = this.fwdQueue
+      this.fwdQueue = []
+      for (const ref of refs) {
+        const f = this.fwdOut.get(ref)
+        if (!f) continue
+        this.fwdOut.delete(ref)
+        const res = this.core.propose(f.cmd)
+        if (res.ok) this.trackLocal(res.index, res.term, f.p)
+        else if (!f.p.settled) {
+          f.p.settled = true
+          f.p.reject(new NotLeaderError(res.leader))
+        }
+      }
+      this.kick()
+      return
+    }
+    if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
+    const reqs: FwdMsg['reqs'] = []
+    for (const ref of this.fwdQueue) {
+      const f = this.fwdOut.get(ref)
+      if (!f) continue
+      f.sentTo = st.leader
+      reqs.push([ref, f.cmd])
+    }
+    this.fwdQueue = []
+    if (reqs.length) this.transport.send(st.leader, { t: 'fwd', from: this.id, to: st.leader, reqs } satisfies FwdMsg)
+  }
+
+  private onForward(from: NodeId, raw: unknown): void {
+    const m = raw as Partial<FwdMsg>
+    if (m.from !== from || m.to !== this.id || !Array.isArray(m.reqs)) return this.logDrop(from, 'bad fwd')
+    const reqs = m.reqs.filter((r): r is [number, unknown] => Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]))
+    if (!reqs.length) return
+    const res = this.core.proposeBatch(reqs.map((r) => r[1]))
+    if (!res.ok) {
+      const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined])
+      this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, res: out } satisfies FwdRespMsg)
+      return
+    }
+    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, ref: r[0], term: res.term }))
+    this.kick()
+  }
+
+  private sendForwardResults(): void {
+    if (!this.fwdResults.size) return
+    for (const [node, res] of this.fwdResults) this.transport.send(node, { t: 'fwdResp', from: this.id, to: node, res } satisfies FwdRespMsg)
+    this.fwdResults.clear()
+  }
+
+  private onForwardResp(from: NodeId, raw: unknown): void {
+    const m = raw as Partial<FwdRespMsg>
+    if (m.from !== from || m.to !== this.id || !Array.isArray(m.res)) return this.logDrop(from, 'bad fwdResp')
+    let retry = false
+    for (const r of m.res) {
+      if (!Array.isArray(r)) continue
+      const [ref, kind, value, code] = r
+      const f = this.fwdOut.get(ref)
+      if (!f || f.p.settled) continue
+      if (kind === RESULT_RETRY) {
+        // the node we forwarded to was not leader and did not append: safe to resend
+        f.sentTo = undefined
+        this.fwdQueue.push(ref)
+        retry = true
+        continue
+      }
+      this.fwdOut.delete(ref)
+      f.p.settled = true
+      if (kind === RESULT_OK) f.p.resolve(value as R)
+      else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
+      else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
+    }
+    if (retry) this.clock.setTimeout(() => this.flushForwards(), this.tickMs)
+  }
+
+  // ---------------------------------------------------------------- timeouts and failure
+
+  private expire(): void {
+    const now = this.clock.now()
+    while (this.pendingOrder.length && (this.pendingOrder[0]!.p.settled || this.pendingOrder[0]!.p.deadline <= now)) {
+      const { index, p } = this.pendingOrder.shift()!
+      if (!p.settled) {
+        p.settled = true
+        p.reject(new TimeoutError(`proposal at index ${index} not applied within ${this.timeoutMs} ms; it may still take effect`))
+      }
+      if (this.pending.get(index) === p) this.pending.delete(index)
+    }
+    for (const [ref, f] of this.fwdOut) {
+      if (f.p.settled) {
+        this.fwdOut.delete(ref)
+      } else if (f.p.deadline <= now) {
+        this.fwdOut.delete(ref)
+        f.p.settled = true
+        f.p.reject(
+          f.sentTo === undefined
+            ? new NotLeaderError(this.lastSoft.leader, 'no leader was reachable before the deadline; the command was not sent')
+            : new TimeoutError(`forwarded proposal not answered within ${this.timeoutMs} ms; it may still take effect`),
+        )
+      }
+    }
+    if (this.fwdQueue.length) this.flushForwards()
+    for (const [id, p] of this.readsOut) {
+      if (p.deadline <= now) {
+        this.readsOut.delete(id)
+        if (!p.settled) {
+          p.settled = true
+          p.reject(new TimeoutError(`read not confirmed within ${this.timeoutMs} ms`))
+        }
+      }
+    }
+    if (this.readsWaitingApply.length) {
+      this.readsWaitingApply = this.readsWaitingApply.filter((r) => {
+        if (r.p.deadline > now) return true
+        if (!r.p.settled) {
+          r.p.settled = true
+          r.p.reject(new TimeoutError(`read not applied within ${this.timeoutMs} ms`))
+        }
+        return false
+      })
+    }
+  }
+
+  private failAll(err: Error): void {
+    for (const p of this.pending.values()) if (!p.settled) ((p.settled = true), p.reject(err))
+    this.pending.clear()
+    this.pendingOrder.length = 0
+    for (const f of this.fwdOut.values()) if (!f.p.settled) ((f.p.settled = true), f.p.reject(err))
+    this.fwdOut.clear()
+    this.fwdQueue = []
+    for (const p of this.readsOut.values()) if (!p.settled) ((p.settled = true), p.reject(err))
+    this.readsOut.clear()
+    for (const r of this.readsWaitingApply) if (!r.p.settled) ((r.p.settled = true), r.p.reject(err))
+    this.readsWaitingApply = []
+  }
+
+  private fail(err: unknown): void {
+    const e = err instanceof SwormError ? err : new StorageError(`storage failed: ${String(err)}`, { cause: err })
+    this.failure = e
+    this.clock.clearTimeout(this.tickHandle)
+    this.log.error('raft node stopped serving: storage failure', { node: this.id, err: e.message })
+    this.failAll(e)
+    this.emit('failed', e)
+  }
+}

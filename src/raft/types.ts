@@ -1,0 +1,262 @@
+/**
+ * Shared types of the Raft engine: log entries, persistent state, the wire messages of the
+ * protocol, and the two ports the engine talks through (storage and transport).
+ *
+ * The core (`core.ts`) is pure and only sees these values; `node.ts` moves them between the
+ * core, a {@link RaftStorage} and a {@link Transport}.
+ * @module
+ */
+
+/** Identifier of a Raft node; stable across restarts. */
+export type NodeId = string
+
+/**
+ * A cluster configuration. Voters count towards quorums; learners receive the log but do not
+ * vote. Each member maps to the address its peers reach it at (the transport uses it).
+ */
+export interface ClusterConfig {
+  voters: Record<NodeId, string>
+  learners: Record<NodeId, string>
+}
+
+/** What a log entry holds. */
+export type EntryType =
+  /** An application command, handed to the state machine. */
+  | 'cmd'
+  /** The no-op a new leader appends to commit entries of earlier terms. */
+  | 'noop'
+  /** A new cluster configuration (`data` is a {@link ClusterConfig}). */
+  | 'conf'
+
+/** One log entry. `data` is any msgpackr-encodable value. */
+export interface Entry {
+  index: number
+  term: number
+  type: EntryType
+  data: unknown
+}
+
+/** The state that must be on stable storage before a vote or an append is acknowledged. */
+export interface HardState {
+  term: number
+  vote: NodeId | undefined
+  /** Highest index known committed; persisted lazily, only as a hint for restarts. */
+  commit: number
+}
+
+/** Metadata of a snapshot: the last entry it covers and the configuration at that point. */
+export interface SnapshotMeta {
+  index: number
+  term: number
+  config: ClusterConfig
+}
+
+/** A snapshot of the state machine, as stored and as sent to lagging followers. */
+export interface Snapshot {
+  meta: SnapshotMeta
+  /** Encoded state machine snapshot (opaque to Raft). */
+  data: Uint8Array
+}
+
+/** What a node loads from storage when it starts. */
+export interface PersistedState {
+  hardState: HardState
+  snapshot: Snapshot | undefined
+  /** Entries after the snapshot (or from index 1), in order, without gaps. */
+  entries: Entry[]
+}
+
+/**
+ * One synced write to stable storage. Applied atomically, in this order: drop entries with
+ * index >= `truncateFrom`, append `entries`, store `hardState`.
+ */
+export interface StorageWrite {
+  hardState?: HardState
+  truncateFrom?: number
+  entries?: Entry[]
+}
+
+/**
+ * The storage port. Every method's promise resolves only once the data is durable (fsync).
+ * A storage that detects a corrupt record rejects with {@link CorruptStorageError}.
+ */
+export interface RaftStorage {
+  load(): Promise<PersistedState>
+  write(w: StorageWrite): Promise<void>
+  /** Persist a snapshot and drop every entry with index <= `snapshot.meta.index`. */
+  saveSnapshot(snapshot: Snapshot): Promise<void>
+  close(): Promise<void>
+}
+
+// ---------------------------------------------------------------------------------------------
+// Wire messages of the protocol (Raft paper figure 2, plus pre-vote, ReadIndex, transfer).
+// ---------------------------------------------------------------------------------------------
+
+interface MsgBase {
+  from: NodeId
+  to: NodeId
+  term: number
+}
+
+/** RequestVote (or the pre-vote probe when `pre` is true). */
+export interface MsgVote extends MsgBase {
+  t: 'vote'
+  pre: boolean
+  lastIndex: number
+  lastTerm: number
+  /** Set by a candidate started by leadership transfer: voters skip the leader-stickiness check. */
+  transfer: boolean
+}
+
+/** Answer to {@link MsgVote}. For a pre-vote, `term` is the term that was asked for. */
+export interface MsgVoteResp extends MsgBase {
+  t: 'voteResp'
+  pre: boolean
+  granted: boolean
+}
+
+/** AppendEntries. */
+export interface MsgAppend extends MsgBase {
+  t: 'app'
+  prevIndex: number
+  prevTerm: number
+  entries: Entry[]
+  commit: number
+}
+
+/**
+ * Heartbeat: asserts leadership and carries the commit index (never beyond what the follower
+ * is known to match). `seq` numbers the leader's ReadIndex rounds.
+ */
+export interface MsgHeartbeat extends MsgBase {
+  t: 'hb'
+  commit: number
+  seq: number
+}
+
+/** Answer to {@link MsgHeartbeat}, echoing its `seq`. */
+export interface MsgHeartbeatResp extends MsgBase {
+  t: 'hbResp'
+  seq: number
+}
+
+/** Answer to {@link MsgAppend}. On rejection, `hint` is where the leader should retry from. */
+export interface MsgAppendResp extends MsgBase {
+  t: 'appResp'
+  success: boolean
+  /** On success, the last index the follower now matches; on failure, the rejected prevIndex. */
+  index: number
+  hint: number
+}
+
+/** InstallSnapshot (sent whole; the transport's frame limit bounds its size). */
+export interface MsgSnapshot extends MsgBase {
+  t: 'snap'
+  snapshot: Snapshot
+}
+
+/** TimeoutNow: the leader tells the transfer target to start an election at once. */
+export interface MsgTimeoutNow extends MsgBase {
+  t: 'timeoutNow'
+}
+
+/** A follower asks the leader for a read index on behalf of its clients. */
+export interface MsgReadIndex extends MsgBase {
+  t: 'readIndex'
+  /** Request ids of the follower's pending reads. */
+  ids: number[]
+}
+
+/** The leader's answer to {@link MsgReadIndex}: `index` = 0 means refused (not leader). */
+export interface MsgReadIndexResp extends MsgBase {
+  t: 'readIndexResp'
+  ids: number[]
+  index: number
+}
+
+/** Any protocol message between Raft cores. */
+export type RaftMessage =
+  | MsgVote
+  | MsgVoteResp
+  | MsgAppend
+  | MsgAppendResp
+  | MsgHeartbeat
+  | MsgHeartbeatResp
+  | MsgSnapshot
+  | MsgTimeoutNow
+  | MsgReadIndex
+  | MsgReadIndexResp
+
+/**
+ * The transport port: best-effort, unordered delivery of messages between nodes of one Raft
+ * group. `send` never throws and never blocks; a message may be dropped (Raft retries).
+ * Messages are plain objects encodable by msgpackr.
+ */
+export interface Transport {
+  /** This node's id. */
+  readonly self: NodeId
+  /** Send `msg` to node `to`. Unknown peers and full queues drop the message. */
+  send(to: NodeId, msg: unknown): void
+  /** Set the handler for incoming messages (one per transport). */
+  onMessage(handler: (from: NodeId, msg: unknown) => void): void
+  /** Replace the set of known peers and their addresses. */
+  setPeers(peers: Record<NodeId, string>): void
+  close(): Promise<void>
+}
+
+/** The clock port: time in milliseconds and timers. Replaced by simulated time in tests. */
+export interface Clock {
+  now(): number
+  setTimeout(fn: () => void, ms: number): unknown
+  clearTimeout(handle: unknown): void
+}
+
+/** The real clock. */
+export const systemClock: Clock = {
+  now: () => performance.now(),
+  setTimeout: (fn, ms) => {
+    const t = setTimeout(fn, ms)
+    t.unref?.()
+    return t
+  },
+  clearTimeout: (h) => clearTimeout(h as NodeJS.Timeout),
+}
+
+/** Levels of the logger port, in order of importance. */
+export type LogLevel = 'debug' | 'info' | 'warn' | 'error'
+
+/** The logger port: structured, one line per event. */
+export interface Logger {
+  debug(msg: string, fields?: Record<string, unknown>): void
+  info(msg: string, fields?: Record<string, unknown>): void
+  warn(msg: string, fields?: Record<string, unknown>): void
+  error(msg: string, fields?: Record<string, unknown>): void
+}
+
+/** A logger that drops everything. */
+export const silentLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+}
+
+/**
+ * A logger writing one JSON line per event to stderr, at `level` and above.
+ * @param level - the lowest level written
+ * @param base - fields added to every line (for example `{ node: 'n1' }`)
+ */
+export function consoleLogger(level: LogLevel = 'info', base: Record<string, unknown> = {}): Logger {
+  const order: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 }
+  const min = order[level]
+  const write = (lvl: LogLevel, msg: string, fields?: Record<string, unknown>): void => {
+    if (order[lvl] < min) return
+    process.stderr.write(JSON.stringify({ t: new Date().toISOString(), level: lvl, msg, ...base, ...fields }) + '\n')
+  }
+  return {
+    debug: (m, f) => write('debug', m, f),
+    info: (m, f) => write('info', m, f),
+    warn: (m, f) => write('warn', m, f),
+    error: (m, f) => write('error', m, f),
+  }
+}

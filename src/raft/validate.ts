@@ -1,0 +1,79 @@
+/**
+ * Checks that a message from a peer has the shape of a Raft message before the core sees it.
+ * The transport authenticates peers; this guards against bugs and hostile content alike:
+ * anything that does not fit is dropped by the node with a log line, never thrown.
+ * @module
+ */
+import type { Entry, RaftMessage, Snapshot } from './types.js'
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
+const isStr = (v: unknown): v is string => typeof v === 'string' && v.length > 0 && v.length <= 256
+const ENTRY_TYPES = new Set(['cmd', 'noop', 'conf'])
+
+function isConfig(v: unknown): boolean {
+  if (!isObj(v) || !isObj(v.voters) || !isObj(v.learners)) return false
+  for (const a of [...Object.values(v.voters), ...Object.values(v.learners)]) if (typeof a !== 'string') return false
+  return true
+}
+
+function isEntry(v: unknown): v is Entry {
+  if (!isObj(v) || !isNat(v.index) || v.index < 1 || !isNat(v.term) || typeof v.type !== 'string' || !ENTRY_TYPES.has(v.type)) return false
+  return v.type !== 'conf' || isConfig(v.data)
+}
+
+function isSnapshot(v: unknown): v is Snapshot {
+  if (!isObj(v) || !isObj(v.meta) || !(v.data instanceof Uint8Array)) return false
+  return isNat(v.meta.index) && isNat(v.meta.term) && isConfig(v.meta.config)
+}
+
+/**
+ * Return `msg` as a {@link RaftMessage} if it is one, sent by `from` to `self`; otherwise a short
+ * reason string (for the log line).
+ */
+export function validateRaftMessage(msg: unknown, from: string, self: string): RaftMessage | string {
+  if (!isObj(msg)) return 'not an object'
+  if (msg.from !== from) return 'sender mismatch'
+  if (msg.to !== self) return 'not addressed to this node'
+  if (!isNat(msg.term)) return 'bad term'
+  switch (msg.t) {
+    case 'vote':
+      if (typeof msg.pre !== 'boolean' || typeof msg.transfer !== 'boolean' || !isNat(msg.lastIndex) || !isNat(msg.lastTerm)) return 'bad vote'
+      break
+    case 'voteResp':
+      if (typeof msg.pre !== 'boolean' || typeof msg.granted !== 'boolean') return 'bad voteResp'
+      break
+    case 'app': {
+      if (!isNat(msg.prevIndex) || !isNat(msg.prevTerm) || !isNat(msg.commit) || !Array.isArray(msg.entries)) return 'bad app'
+      let expect = msg.prevIndex + 1
+      for (const e of msg.entries) {
+        if (!isEntry(e) || e.index !== expect++ || e.term > msg.term) return 'bad entry in app'
+      }
+      break
+    }
+    case 'appResp':
+      if (typeof msg.success !== 'boolean' || !isNat(msg.index) || !isNat(msg.hint)) return 'bad appResp'
+      break
+    case 'hb':
+      if (!isNat(msg.commit) || !isNat(msg.seq)) return 'bad hb'
+      break
+    case 'hbResp':
+      if (!isNat(msg.seq)) return 'bad hbResp'
+      break
+    case 'snap':
+      if (!isSnapshot(msg.snapshot)) return 'bad snap'
+      break
+    case 'timeoutNow':
+      break
+    case 'readIndex':
+      if (!Array.isArray(msg.ids) || !msg.ids.every(isNat)) return 'bad readIndex'
+      break
+    case 'readIndexResp':
+      if (!Array.isArray(msg.ids) || !msg.ids.every(isNat) || !isNat(msg.index)) return 'bad readIndexResp'
+      break
+    default:
+      return `unknown message type ${JSON.stringify(String(msg.t)).slice(0, 40)}`
+  }
+  if (!isStr(msg.from) || !isStr(msg.to)) return 'bad ids'
+  return msg as unknown as RaftMessage
+}

@@ -1,0 +1,225 @@
+/**
+ * Deterministic simulation kit: a seeded random source, simulated time with timers, and an
+ * in-process network that can partition, drop, duplicate, delay and reorder messages.
+ *
+ * Everything runs in one process on one event queue; each event runs to completion and then all
+ * promise continuations it caused are drained before the next event, so the same seed replays
+ * the same run.
+ * @module
+ */
+import { pack, unpack } from 'msgpackr'
+import type { Clock, NodeId, Transport } from '../raft/types.js'
+
+/** A small, fast, seeded PRNG (mulberry32). Returns numbers in [0, 1). */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+interface SimEvent {
+  at: number
+  seq: number
+  fn: () => void
+  cancelled: boolean
+}
+
+const drainMicrotasks = (): Promise<void> => new Promise((r) => setImmediate(r))
+
+/** Simulated time: a priority queue of timed events. */
+export class SimScheduler {
+  now = 0
+  private seq = 0
+  private heap: SimEvent[] = []
+  readonly random: () => number
+
+  constructor(seed: number) {
+    this.random = seededRandom(seed)
+  }
+
+  /** Run `fn` at simulated time `now + ms`. */
+  schedule(ms: number, fn: () => void): SimEvent {
+    const ev: SimEvent = { at: this.now + Math.max(0, ms), seq: this.seq++, fn, cancelled: false }
+    this.push(ev)
+    return ev
+  }
+
+  /** A clock for one node; `skew` is added to what it reads (clock drift), `alive` gates its timers. */
+  clock(opts: { skew?: () => number; alive?: () => boolean } = {}): Clock {
+    const alive = opts.alive ?? (() => true)
+    return {
+      now: () => this.now + (opts.skew ? opts.skew() : 0),
+      setTimeout: (fn, ms) =>
+        this.schedule(ms, () => {
+          if (alive()) fn()
+        }),
+      clearTimeout: (h) => {
+        if (h && typeof h === 'object' && 'cancelled' in h) (h as SimEvent).cancelled = true
+      },
+    }
+  }
+
+  /** A promise resolved at `now + ms` of simulated time. */
+  sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.schedule(ms, r))
+  }
+
+  /** Process events until simulated time `until` (or the queue is empty). */
+  async runUntil(until: number): Promise<void> {
+    await drainMicrotasks()
+    while (this.heap.length && this.heap[0]!.at <= until) {
+      const ev = this.pop()!
+      if (ev.cancelled) continue
+      this.now = ev.at
+      ev.fn()
+      await drainMicrotasks()
+    }
+    if (this.now < until) this.now = until
+  }
+
+  /** Process events until `cond()` holds or `maxMs` of simulated time passed. Returns whether it held. */
+  async runUntilTrue(cond: () => boolean, maxMs: number, stepMs = 10): Promise<boolean> {
+    const end = this.now + maxMs
+    while (this.now < end) {
+      if (cond()) return true
+      await this.runUntil(Math.min(end, this.now + stepMs))
+    }
+    return cond()
+  }
+
+  private push(ev: SimEvent): void {
+    const h = this.heap
+    h.push(ev)
+    let i = h.length - 1
+    while (i > 0) {
+      const p = (i - 1) >> 1
+      if (less(h[p]!, ev)) break
+      h[i] = h[p]!
+      i = p
+    }
+    h[i] = ev
+  }
+
+  private pop(): SimEvent | undefined {
+    const h = this.heap
+    const top = h[0]
+    const last = h.pop()
+    if (!h.length || !last) return top
+    let i = 0
+    for (;;) {
+      const l = 2 * i + 1
+      if (l >= h.length) break
+      const r = l + 1
+      const c = r < h.length && less(h[r]!, h[l]!) ? r : l
+      if (less(last, h[c]!)) break
+      h[i] = h[c]!
+      i = c
+    }
+    h[i] = last
+    return top
+  }
+}
+
+function less(a: SimEvent, b: SimEvent): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq)
+}
+
+/** Fault settings of a {@link SimNetwork}. */
+export interface NetworkFaults {
+  /** Probability a message is lost. */
+  drop: number
+  /** Probability a message is delivered twice. */
+  duplicate: number
+  /** Delivery delay range in ms; a spread reorders messages. */
+  minDelay: number
+  maxDelay: number
+}
+
+/** An in-process network of {@link Transport}s with seeded faults. */
+export class SimNetwork {
+  private readonly handlers = new Map<NodeId, (from: NodeId, msg: unknown) => void>()
+  private readonly blocked = new Set<string>()
+  faults: NetworkFaults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
+  delivered = 0
+  dropped = 0
+
+  constructor(private readonly sched: SimScheduler) {}
+
+  /** A transport endpoint for node `id` (replaces an earlier one, e.g. after a restart). */
+  endpoint(id: NodeId): Transport & { detach(): void } {
+    // eslint-disable-next-line @typescript-eslint/no-this-alias
+    const net = this
+    let handler: ((from: NodeId, msg: unknown) => void) | undefined
+    const deliver = (from: NodeId, msg: unknown): void => handler?.(from, msg)
+    this.handlers.set(id, deliver)
+    return {
+      self: id,
+      send: (to, msg) => net.send(id, to, msg),
+      onMessage: (h) => {
+        handler = h
+      },
+      setPeers: () => {},
+      close: async () => {
+        if (net.handlers.get(id) === deliver) net.handlers.delete(id)
+      },
+      detach: () => {
+        handler = undefined
+        if (net.handlers.get(id) === deliver) net.handlers.delete(id)
+      },
+    }
+  }
+
+  /** Block traffic from `a` to `b` (one direction). */
+  block(a: NodeId, b: NodeId): void {
+    this.blocked.add(a + '>' + b)
+  }
+
+  /** Cut the cluster into groups: nodes in different groups cannot talk. */
+  partition(groups: NodeId[][]): void {
+    this.heal()
+    for (const g of groups) for (const h of groups) if (g !== h) for (const a of g) for (const b of h) this.block(a, b)
+  }
+
+  /** Remove every block. */
+  heal(): void {
+    this.blocked.clear()
+  }
+
+  /** Whether any block is in place. */
+  get partitioned(): boolean {
+    return this.blocked.size > 0
+  }
+
+  private send(from: NodeId, to: NodeId, msg: unknown): void {
+    if (this.blocked.has(from + '>' + to)) {
+      this.dropped++
+      return
+    }
+    const r = this.sched.random
+    if (r() < this.faults.drop) {
+      this.dropped++
+      return
+    }
+    // Encode now, as the wire would: later mutation by the sender cannot leak.
+    const bytes = pack(msg)
+    const copies = r() < this.faults.duplicate ? 2 : 1
+    for (let i = 0; i < copies; i++) {
+      const delay = this.faults.minDelay + r() * (this.faults.maxDelay - this.faults.minDelay)
+      this.sched.schedule(delay, () => {
+        if (this.blocked.has(from + '>' + to)) {
+          this.dropped++
+          return
+        }
+        const h = this.handlers.get(to)
+        if (!h) return
+        this.delivered++
+        h(from, unpack(bytes))
+      })
+    }
+  }
+}

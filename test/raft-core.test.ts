@@ -1,0 +1,383 @@
+/**
+ * Unit tests of the pure Raft core, one rule of the paper at a time, on a synchronous in-memory
+ * harness (no timers, no I/O): election safety, log matching, leader completeness, state machine
+ * safety, plus pre-vote, check-quorum, ReadIndex, leadership transfer, snapshots, membership.
+ */
+import t from 'tap'
+import { RaftCore } from '../src/raft/core.js'
+import type { ClusterConfig, Entry, HardState, NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
+import { seededRandom } from '../src/testkit/sim.js'
+
+interface Disk {
+  hs: HardState
+  entries: Entry[]
+  snapshot: Snapshot | undefined
+}
+
+class Harness {
+  cores = new Map<NodeId, RaftCore>()
+  disks = new Map<NodeId, Disk>()
+  applied = new Map<NodeId, Entry[]>()
+  reads = new Map<NodeId, Array<{ id: number; index: number }>>()
+  queue: RaftMessage[] = []
+  cut = new Set<string>()
+  leaders = new Map<number, NodeId>()
+  random = seededRandom(7)
+
+  constructor(ids: NodeId[], voters = ids) {
+    const cfg: ClusterConfig = { voters: Object.fromEntries(voters.map((v) => [v, v])), learners: {} }
+    for (const id of ids) {
+      const boot = voters.includes(id)
+      this.disks.set(id, {
+        hs: { term: boot ? 1 : 0, vote: undefined, commit: boot ? 1 : 0 },
+        entries: boot ? [{ index: 1, term: 1, type: 'conf', data: cfg }] : [],
+        snapshot: undefined,
+      })
+      this.boot(id)
+    }
+  }
+
+  boot(id: NodeId): RaftCore {
+    const d = this.disks.get(id)!
+    const core = new RaftCore({ id, electionTicks: 10, random: this.random }, { hardState: { ...d.hs }, entries: d.entries.slice(), snapshot: d.snapshot })
+    this.cores.set(id, core)
+    this.applied.set(id, [])
+    return core
+  }
+
+  core(id: NodeId): RaftCore {
+    return this.cores.get(id)!
+  }
+
+  isolate(id: NodeId): void {
+    for (const o of this.cores.keys()) if (o !== id) (this.cut.add(`${id}>${o}`), this.cut.add(`${o}>${id}`))
+  }
+
+  heal(): void {
+    this.cut.clear()
+  }
+
+  /** Run readies and deliver messages until nothing moves. */
+  settle(max = 10_000): void {
+    for (let round = 0; round < max; round++) {
+      let moved = false
+      for (const [id, c] of this.cores) {
+        while (c.hasReady()) {
+          moved = true
+          const rd = c.ready()
+          this.queue.push(...rd.messagesNow)
+          const d = this.disks.get(id)!
+          if (rd.snapshot) {
+            d.snapshot = rd.snapshot
+            d.entries = d.entries.filter((e) => e.index > rd.snapshot!.meta.index)
+          }
+          if (rd.truncateFrom !== undefined) d.entries = d.entries.filter((e) => e.index < rd.truncateFrom!)
+          d.entries.push(...rd.entries)
+          if (rd.hardState) d.hs = { ...rd.hardState }
+          this.queue.push(...rd.messages)
+          this.applied.get(id)!.push(...rd.committed)
+          this.reads.set(id, [...(this.reads.get(id) ?? []), ...rd.reads])
+          if (rd.soft?.role === 'leader') {
+            const prev = this.leaders.get(rd.soft.term)
+            if (prev && prev !== id) throw new Error(`two leaders in term ${rd.soft.term}`)
+            this.leaders.set(rd.soft.term, id)
+          }
+          c.advance(rd)
+        }
+      }
+      const q = this.queue
+      this.queue = []
+      for (const m of q) {
+        if (this.cut.has(`${m.from}>${m.to}`)) continue
+        const c = this.cores.get(m.to)
+        if (c) {
+          c.step(m)
+          moved = true
+        }
+      }
+      if (!moved) return
+    }
+    throw new Error('did not settle')
+  }
+
+  tick(id: NodeId, n = 1): void {
+    for (let i = 0; i < n; i++) {
+      this.core(id).tick()
+      this.settle()
+    }
+  }
+
+  tickSome(ids: NodeId[], n: number): void {
+    for (let i = 0; i < n; i++) {
+      for (const id of ids) this.core(id).tick()
+      this.settle()
+    }
+  }
+
+  tickAll(n: number): void {
+    for (let i = 0; i < n; i++) {
+      for (const c of this.cores.values()) c.tick()
+      this.settle()
+    }
+  }
+
+  elect(id: NodeId): void {
+    this.tick(id, 25)
+    if (this.core(id).status().role !== 'leader') throw new Error(`${id} was not elected`)
+  }
+
+  leader(): NodeId | undefined {
+    let best: NodeId | undefined
+    let term = -1
+    for (const [id, c] of this.cores) {
+      const s = c.status()
+      if (s.role === 'leader' && s.term > term) ((best = id), (term = s.term))
+    }
+    return best
+  }
+
+  appliedCmds(id: NodeId): unknown[] {
+    return this.applied.get(id)!.filter((e) => e.type === 'cmd').map((e) => e.data)
+  }
+}
+
+t.test('a single node elects itself and commits', async (t) => {
+  const h = new Harness(['a'])
+  h.elect('a')
+  const r = h.core('a').propose('x')
+  t.ok(r.ok)
+  h.settle()
+  t.same(h.appliedCmds('a'), ['x'])
+})
+
+t.test('election: one leader, others follow; terms agree', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  for (const id of ['b', 'c']) {
+    t.equal(h.core(id).status().leader, 'a')
+    t.equal(h.core(id).status().role, 'follower')
+  }
+  t.equal(h.core('b').status().term, h.core('a').status().term)
+})
+
+t.test('election safety under random ticks: never two leaders in one term', async (t) => {
+  for (let seed = 1; seed <= 30; seed++) {
+    const h = new Harness(['a', 'b', 'c', 'd', 'e'])
+    const r = seededRandom(seed)
+    for (let step = 0; step < 400; step++) {
+      const ids = [...h.cores.keys()]
+      const id = ids[Math.floor(r() * ids.length)]!
+      if (r() < 0.05) (h.heal(), h.isolate(ids[Math.floor(r() * ids.length)]!))
+      if (r() < 0.05) h.heal()
+      h.core(id).tick()
+      h.settle() // throws on two leaders in one term
+    }
+  }
+  t.pass('no term had two leaders')
+})
+
+t.test('log replication: entries reach every follower in order', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  for (let i = 0; i < 50; i++) h.core('a').propose(i)
+  h.settle()
+  h.tickAll(2)
+  for (const id of ['a', 'b', 'c']) t.same(h.appliedCmds(id), Array.from({ length: 50 }, (_, i) => i), `${id} applied all`)
+})
+
+t.test('group commit: many proposals in one Ready become one write and one append per follower', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  const a = h.core('a')
+  for (let i = 0; i < 100; i++) a.propose(i)
+  const rd = a.ready()
+  t.equal(rd.entries.length, 100, 'one write with all entries')
+  const apps = rd.messagesNow.filter((m) => m.t === 'app')
+  t.equal(apps.length, 2, 'one append per follower')
+  t.ok(apps.every((m) => m.t === 'app' && m.entries.length === 100))
+  a.advance(rd)
+})
+
+t.test('log matching: a follower with a conflicting suffix is repaired', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.core('a').propose('common')
+  h.settle()
+  // a is cut off and appends entries nobody else gets
+  h.isolate('a')
+  for (let i = 0; i < 5; i++) h.core('a').propose(`lost${i}`)
+  h.settle()
+  // b or c becomes leader and commits other entries
+  h.tickSome(['b', 'c'], 40)
+  const nl = h.leader()!
+  t.ok(nl === 'b' || nl === 'c', 'a new leader among b and c')
+  for (let i = 0; i < 3; i++) h.core(nl).propose(`kept${i}`)
+  h.settle()
+  h.heal()
+  h.tickAll(25)
+  const l = h.leader()!
+  t.not(l, 'a')
+  const logs = ['a', 'b', 'c'].map((id) => h.appliedCmds(id))
+  t.same(logs[0], logs[1], 'a and b applied the same')
+  t.same(logs[1], logs[2], 'b and c applied the same')
+  t.notOk(logs[0]!.some((x) => String(x).startsWith('lost')), 'the uncommitted suffix was discarded')
+  t.same(logs[0], ['common', 'kept0', 'kept1', 'kept2'])
+})
+
+t.test('voting: a candidate with an out-of-date log is refused (leader completeness)', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.isolate('c')
+  h.core('a').propose('x')
+  h.settle()
+  h.heal()
+  // a and b are unreachable for c's votes: stop a, and c tries to win with b
+  h.cores.delete('a')
+  h.tickSome(['b', 'c'], 60)
+  t.not(h.core('c').status().role, 'leader', 'c lacks the committed entry and cannot win')
+  t.equal(h.core('b').status().role, 'leader', 'b has it and wins')
+})
+
+t.test('only entries of the current term are committed by counting replicas (figure 8)', async (t) => {
+  const h = new Harness(['a', 'b', 'c', 'd', 'e'])
+  h.elect('a')
+  // a appends an entry that reaches only b, then is cut off
+  for (const o of ['c', 'd', 'e']) (h.cut.add(`a>${o}`), h.cut.add(`${o}>a`))
+  h.core('a').propose('old')
+  h.settle()
+  t.equal(h.core('b').status().lastIndex, h.core('a').status().lastIndex)
+  t.notOk(h.appliedCmds('a').includes('old'), 'not committed: only 2 of 5')
+  // a new leader from c,d,e: a's entry must not be treated as committed anywhere
+  h.cores.delete('a')
+  h.cut.clear()
+  h.tickSome(['b', 'c', 'd', 'e'], 40)
+  const leader = h.leader()
+  t.ok(leader && leader !== 'a')
+  h.settle()
+  h.tickAll(5)
+  // whatever happened to 'old', all nodes agree
+  const ref = h.appliedCmds('b')
+  for (const id of ['c', 'd', 'e']) t.same(h.appliedCmds(id), ref)
+})
+
+t.test('pre-vote: a node back from a partition does not disrupt the leader', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  const term = h.core('a').status().term
+  h.isolate('c')
+  h.tick('c', 200) // many election timeouts while cut off
+  t.equal(h.core('c').status().term, term, 'pre-vote kept c from bumping its term')
+  h.heal()
+  h.tickAll(5)
+  t.equal(h.core('a').status().role, 'leader', 'a is still leader')
+  t.equal(h.core('a').status().term, term, 'term unchanged')
+})
+
+t.test('check-quorum: a leader cut off from its quorum steps down', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.isolate('a')
+  h.tick('a', 25)
+  t.not(h.core('a').status().role, 'leader')
+})
+
+t.test('ReadIndex: reads wait for a quorum round and get the commit index', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.core('a').propose('x')
+  h.settle()
+  const commit = h.core('a').status().commit
+  h.core('a').readIndex(1)
+  h.core('b').readIndex(2)
+  h.settle()
+  t.same(h.reads.get('a'), [{ id: 1, index: commit }])
+  t.same(h.reads.get('b'), [{ id: 2, index: commit }], 'follower read forwarded to the leader')
+  // an isolated leader cannot confirm reads
+  h.isolate('a')
+  h.core('a').readIndex(3)
+  h.settle()
+  t.same(h.reads.get('a'), [{ id: 1, index: commit }], 'no answer without a quorum')
+  h.tick('a', 25)
+  t.same(h.reads.get('a')!.at(-1), { id: 3, index: 0 }, 'failed when leadership is lost')
+})
+
+t.test('leadership transfer hands over to an up-to-date voter', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.core('a').propose('x')
+  h.settle()
+  t.ok(h.core('a').transferLeadership('c'))
+  h.settle()
+  t.equal(h.core('c').status().role, 'leader')
+  t.equal(h.core('a').status().leader, 'c')
+})
+
+t.test('snapshots: a follower that fell behind a compacted log gets InstallSnapshot', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.isolate('c')
+  for (let i = 0; i < 20; i++) h.core('a').propose(i)
+  h.settle()
+  const st = h.core('a').status()
+  const snap: Snapshot = { meta: { index: st.applied, term: st.term, config: st.config }, data: new Uint8Array([42]) }
+  h.core('a').compact(snap)
+  t.equal(h.core('a').status().snapshotIndex, st.applied)
+  h.heal()
+  h.tickAll(3)
+  const c = h.core('c').status()
+  t.equal(c.snapshotIndex, st.applied, 'c installed the snapshot')
+  t.equal(c.commit, h.core('a').status().commit)
+  t.same(h.disks.get('c')!.snapshot?.data, new Uint8Array([42]))
+})
+
+t.test('membership: add a learner, promote it, remove a voter', async (t) => {
+  const h = new Harness(['a', 'b', 'c', 'd'], ['a', 'b', 'c'])
+  h.elect('a')
+  const a = h.core('a')
+  const cfg = a.status().config
+  t.ok(a.proposeConfig({ voters: cfg.voters, learners: { d: 'd' } }).ok)
+  t.equal(a.proposeConfig({ voters: cfg.voters, learners: {} }).ok, false, 'one change at a time')
+  h.settle()
+  h.tickAll(2)
+  t.equal(h.core('d').status().commit, a.status().commit, 'learner caught up')
+  h.tick('d', 50)
+  t.not(h.core('d').status().role, 'leader', 'learners never campaign')
+  t.ok(a.proposeConfig({ voters: { ...cfg.voters, d: 'd' }, learners: {} }).ok, 'promote')
+  h.settle()
+  h.tickAll(2)
+  t.same(Object.keys(h.core('b').status().config.voters).sort(), ['a', 'b', 'c', 'd'])
+  t.equal(a.proposeConfig({ voters: { a: 'a', b: 'b' }, learners: {} }).ok, false, 'two voters at once is refused')
+  t.ok(a.proposeConfig({ voters: { a: 'a', b: 'b', d: 'd' }, learners: {} }).ok, 'remove c')
+  h.settle()
+  h.tickAll(2)
+  a.propose('after')
+  h.settle()
+  h.tickAll(2)
+  t.ok(h.appliedCmds('d').includes('after'))
+})
+
+t.test('a leader that removes itself steps down once the change commits', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  t.ok(h.core('a').proposeConfig({ voters: { b: 'b', c: 'c' }, learners: {} }).ok)
+  h.settle()
+  h.tickAll(2)
+  t.not(h.core('a').status().role, 'leader')
+  h.tickAll(40)
+  const l = h.leader()
+  t.ok(l === 'b' || l === 'c', 'b or c leads')
+})
+
+t.test('restart from disk: a node recovers term, vote and log', async (t) => {
+  const h = new Harness(['a', 'b', 'c'])
+  h.elect('a')
+  for (let i = 0; i < 5; i++) h.core('a').propose(i)
+  h.settle()
+  const before = h.core('b').status()
+  h.boot('b')
+  const after = h.core('b').status()
+  t.equal(after.term, before.term)
+  t.equal(after.lastIndex, before.lastIndex)
+  h.tickAll(2)
+  t.same(h.appliedCmds('b'), [0, 1, 2, 3, 4], 'reapplied after restart')
+})
