@@ -1,0 +1,946 @@
+/**
+ * The network transport of Sworm: one {@link WsHub} per process listens on one port and carries
+ * the messages of several Raft groups ("channels") to peer processes over WebSockets.
+ *
+ * Wire protocol (every frame is a binary WebSocket message holding one msgpack value):
+ *
+ * - Handshake (mutual HMAC-SHA256 challenge-response over the cluster secret):
+ *   1. dialer → listener: `{ v: 1, t: 'hello', id, boot, nonce }`
+ *   2. listener → dialer: `{ v: 1, t: 'challenge', id, boot, nonce, proof }` where `proof` is the
+ *      listener's HMAC over both ids and both nonces (role `server`)
+ *   3. dialer → listener: `{ v: 1, t: 'auth', proof }`, the dialer's HMAC over the same values
+ *      (role `client`)
+ *   4. listener → dialer: `{ v: 1, t: 'ok' }`
+ *
+ *   A proof is `HMAC-SHA256(secret, JSON.stringify(['sworm-ws', 1, role, dialerId, listenerId,
+ *   hex(dialerNonce), hex(listenerNonce)]))`. Nonces are 32 fresh random bytes from each side, so a
+ *   recorded handshake cannot be replayed.
+ *   `boot` is a random id of the hub instance, used to recognise a restarted peer.
+ * - Data: `{ v: 1, b: [[group, msg], [group, msg], ...] }`, one frame per peer per event-loop
+ *   turn (messages are batched).
+ *
+ * Until a connection is authenticated any other frame closes it.
+ * @module
+ */
+
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import * as http from 'node:http'
+import * as https from 'node:https'
+import type { AddressInfo } from 'node:net'
+import { Packr } from 'msgpackr'
+import { WebSocket, WebSocketServer, type RawData } from 'ws'
+import { SwormError } from './errors.js'
+import { silentLogger, type Logger, type NodeId, type Transport } from './types.js'
+
+/** Options of a {@link WsHub}. */
+export interface WsHubOptions {
+  /** This node's id (the same in every channel). */
+  nodeId: string
+  /**
+   * The address to listen on, `ws://host:port` or `wss://host:port` (port 0 picks a free port;
+   * see {@link WsHub.address}). `wss` requires {@link WsHubOptions.tls}.
+   */
+  listen: string
+  /** The cluster secret, shared by every node; required and non-empty. */
+  secret: string
+  /**
+   * TLS material for `wss`. The listener serves `key`/`cert`; the dialer presents them too and
+   * verifies the listener against `ca` (or the system CAs). When `ca` is given, the listener also
+   * requests and verifies client certificates (mutual TLS). `rejectUnauthorized` defaults to true.
+   */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer; rejectUnauthorized?: boolean }
+  /** Largest accepted frame in bytes (default 64 MiB). Larger frames are refused and logged. */
+  maxFrameBytes?: number
+  /**
+   * Per peer connection, the socket's buffered bytes above which new messages to that peer are
+   * dropped (default 16 MiB).
+   */
+  maxBufferedBytes?: number
+  /** Where to log (default: nowhere). */
+  logger?: Logger
+}
+
+/** Per-peer counters, as reported by {@link WsHub.stats}. */
+export interface WsPeerStats {
+  /** Whether an authenticated connection to the peer is open. */
+  connected: boolean
+  /** Messages waiting to be sent. */
+  queued: number
+  /** Messages dropped so far (queue overflow, back-pressure, oversized, blocked). */
+  dropped: number
+  /** Messages received from the peer so far (including those dropped by {@link WsHub.blockPeer}). */
+  received: number
+}
+
+/** Protocol version spoken by this hub. */
+export const WS_PROTOCOL_VERSION = 1
+
+const DEFAULT_MAX_FRAME = 64 * 1024 * 1024
+const DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
+const MAX_QUEUE = 1000
+const HANDSHAKE_TIMEOUT_MS = 5000
+const BACKOFF_MIN_MS = 50
+const BACKOFF_MAX_MS = 2000
+const PING_INTERVAL_MS = 15000
+const MAX_PENDING_HANDSHAKES = 256
+const CLOSE_GRACE_MS = 500
+const NONCE_BYTES = 32
+const MAX_ID_LENGTH = 256
+
+type Batch = [group: string, msg: unknown][]
+
+/**
+ * `retiring`: an authenticated duplicate being closed; frames the peer sent on it before it
+ * learned of the duplicate are still delivered, but nothing is sent on it.
+ */
+type ConnState = 'handshake' | 'open' | 'retiring' | 'closed'
+
+/** One WebSocket, inbound or outbound, with its handshake state. */
+interface Conn {
+  ws: WebSocket
+  /** True when this hub dialed it. */
+  outbound: boolean
+  /** For outbound connections: who we expect to reach. After auth: who it is. */
+  peerId: string | undefined
+  /** The peer hub's instance id (after hello/challenge). */
+  peerBoot: string | undefined
+  state: ConnState
+  /** Handshake step the connection is waiting for. */
+  expect: 'hello' | 'challenge' | 'auth' | 'ok' | 'data'
+  nonce: Buffer
+  peerNonce: Buffer | undefined
+  remote: string
+  timer: NodeJS.Timeout | undefined
+  alive: boolean
+}
+
+interface Peer {
+  id: string
+  conn: Conn | undefined
+  dialing: Conn | undefined
+  out: Batch
+  attempts: number
+  retryTimer: NodeJS.Timeout | undefined
+  dropped: number
+  received: number
+}
+
+interface Channel {
+  group: string
+  handler: ((from: NodeId, msg: unknown) => void) | undefined
+  peers: Record<NodeId, string>
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v) && !(v instanceof Uint8Array)
+}
+
+function isId(v: unknown): v is string {
+  return typeof v === 'string' && v.length > 0 && v.length <= MAX_ID_LENGTH
+}
+
+function isNonce(v: unknown): v is Uint8Array {
+  return v instanceof Uint8Array && v.length === NONCE_BYTES
+}
+
+function toBuffer(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data
+  if (Array.isArray(data)) return Buffer.concat(data)
+  return Buffer.from(data)
+}
+
+function errMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e)
+}
+
+/**
+ * One per process: listens on one port and carries the messages of several Raft groups to peer
+ * processes over authenticated WebSockets. Each Raft group gets its {@link Transport} from
+ * {@link WsHub.channel}.
+ *
+ * There is at most one connection per pair of nodes, used in both directions; if both sides dial
+ * at once, the connection dialed by the node with the lower id is kept. Connections to known
+ * peers (addresses given by any channel's `setPeers`) are re-established with exponential backoff
+ * and jitter; messages sent meanwhile wait in a bounded queue (oldest dropped).
+ */
+export class WsHub {
+  private readonly nodeId: string
+  private readonly secret: Buffer
+  private readonly log: Logger
+  private readonly maxFrame: number
+  private readonly maxBuffered: number
+  private readonly tls: WsHubOptions['tls']
+  private readonly secure: boolean
+  private readonly listenHost: string
+  private readonly listenPort: number
+  private readonly boot = randomBytes(8).toString('hex')
+  private readonly packr = new Packr({ useRecords: false })
+
+  private server: http.Server | https.Server | undefined
+  private wss: WebSocketServer | undefined
+  private addr: { host: string; port: number } | undefined
+  private started = false
+  private closed = false
+
+  private readonly channels = new Map<string, Channel>()
+  private readonly peers = new Map<string, Peer>()
+  /** Union of the peer addresses of every channel. */
+  private addresses = new Map<string, string>()
+  private readonly conns = new Set<Conn>()
+  private readonly blocked = new Set<string>()
+  private readonly flushQueue = new Set<Peer>()
+  private flushImmediate: NodeJS.Immediate | undefined
+  private pingTimer: NodeJS.Timeout | undefined
+  private readonly limited = new Map<string, { at: number; suppressed: number }>()
+
+  /**
+   * Create a hub (it does not listen until {@link WsHub.start}).
+   * @param opts - see {@link WsHubOptions}
+   * @throws SwormError `INVALID_ARGUMENT` on a missing id or secret, a bad `listen` URL, or `wss`
+   * without `tls`
+   */
+  constructor(opts: WsHubOptions) {
+    if (!isId(opts.nodeId)) throw new SwormError('INVALID_ARGUMENT', 'nodeId must be a non-empty string')
+    if (typeof opts.secret !== 'string' || opts.secret.length === 0) {
+      throw new SwormError('INVALID_ARGUMENT', 'secret must be a non-empty string')
+    }
+    let url: URL
+    try {
+      url = new URL(opts.listen)
+    } catch {
+      throw new SwormError('INVALID_ARGUMENT', `listen is not a URL: ${opts.listen}`)
+    }
+    if (url.protocol !== 'ws:' && url.protocol !== 'wss:') {
+      throw new SwormError('INVALID_ARGUMENT', `listen must be a ws:// or wss:// URL: ${opts.listen}`)
+    }
+    this.secure = url.protocol === 'wss:'
+    if (this.secure && !opts.tls) throw new SwormError('INVALID_ARGUMENT', 'wss:// requires the tls option')
+    this.listenHost = url.hostname.replace(/^\[(.*)\]$/, '$1')
+    this.listenPort = url.port === '' ? (this.secure ? 443 : 80) : Number(url.port)
+    this.nodeId = opts.nodeId
+    this.secret = Buffer.from(opts.secret, 'utf8')
+    this.log = opts.logger ?? silentLogger
+    this.maxFrame = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME
+    this.maxBuffered = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED
+    this.tls = opts.tls
+  }
+
+  /** The address the hub listens on (after {@link WsHub.start}; the real port when 0 was asked). */
+  get address(): { host: string; port: number } {
+    if (!this.addr) throw new SwormError('NOT_STARTED', 'the hub is not listening')
+    return { ...this.addr }
+  }
+
+  /**
+   * Start listening.
+   * @returns resolves once listening; rejects with the listen error (e.g. `EADDRINUSE`)
+   */
+  start(): Promise<void> {
+    if (this.closed) return Promise.reject(new SwormError('SHUTTING_DOWN', 'the hub is closed'))
+    if (this.started) return Promise.reject(new SwormError('INVALID_ARGUMENT', 'the hub is already started'))
+    this.started = true
+    const onRequest = (_req: http.IncomingMessage, res: http.ServerResponse): void => {
+      res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' })
+      res.end('upgrade required\n')
+    }
+    const server = this.secure
+      ? https.createServer(
+          {
+            key: this.tls!.key,
+            cert: this.tls!.cert,
+            ...(this.tls!.ca !== undefined
+              ? { ca: this.tls!.ca, requestCert: true, rejectUnauthorized: this.tls!.rejectUnauthorized ?? true }
+              : {}),
+          },
+          onRequest,
+        )
+      : http.createServer(onRequest)
+    this.server = server
+    const wss = new WebSocketServer({ server, maxPayload: this.maxFrame, perMessageDeflate: false })
+    this.wss = wss
+    wss.on('error', (e) => this.log.warn('ws server error', { error: errMessage(e) }))
+    wss.on('connection', (ws, req) => this.onIncoming(ws, req))
+    server.on('clientError', (e, socket) => {
+      this.limitedWarn('clientError', 'bad client request', { error: errMessage(e) })
+      socket.destroy()
+    })
+    server.on('tlsClientError', (e: Error) => {
+      this.limitedWarn('tlsClientError', 'TLS handshake failed', { error: errMessage(e) })
+    })
+    return new Promise<void>((resolve, reject) => {
+      const onError = (e: Error): void => {
+        server.off('listening', onListening)
+        reject(e)
+      }
+      const onListening = (): void => {
+        server.off('error', onError)
+        server.on('error', (err) => this.log.error('server error', { error: errMessage(err) }))
+        if (!this.closed) {
+          this.pingTimer = setInterval(() => this.pingAll(), PING_INTERVAL_MS)
+          this.pingTimer.unref()
+        }
+        const a = server.address() as AddressInfo
+        this.addr = { host: a.address, port: a.port }
+        this.log.info('listening', { node: this.nodeId, host: a.address, port: a.port, tls: this.secure })
+        resolve()
+      }
+      server.once('error', onError)
+      server.once('listening', onListening)
+      server.listen(this.listenPort, this.listenHost)
+    })
+  }
+
+  /**
+   * The transport of one Raft group.
+   * @param group - the group's name; messages carry it so each reaches the same group on the peer
+   * @throws SwormError `INVALID_ARGUMENT` if a channel of that group is already open
+   */
+  channel(group: string): Transport {
+    if (typeof group !== 'string') throw new SwormError('INVALID_ARGUMENT', 'group must be a string')
+    if (this.channels.has(group)) throw new SwormError('INVALID_ARGUMENT', `channel ${group} is already open`)
+    if (this.closed) throw new SwormError('SHUTTING_DOWN', 'the hub is closed')
+    const ch: Channel = { group, handler: undefined, peers: {} }
+    this.channels.set(group, ch)
+    let open = true
+    return {
+      self: this.nodeId,
+      send: (to, msg) => {
+        if (open) this.send(group, to, msg)
+      },
+      onMessage: (handler) => {
+        ch.handler = handler
+      },
+      setPeers: (peers) => {
+        if (!open) return
+        const copy: Record<NodeId, string> = {}
+        for (const [id, url] of Object.entries(peers)) if (id !== this.nodeId) copy[id] = url
+        ch.peers = copy
+        this.recomputeAddresses()
+      },
+      close: async () => {
+        if (!open) return
+        open = false
+        ch.handler = undefined
+        if (this.channels.get(group) === ch) this.channels.delete(group)
+        this.recomputeAddresses()
+      },
+    }
+  }
+
+  /**
+   * Test hook for partitions: while `blocked`, every frame to and from peer `id` is dropped (the
+   * connection itself stays up).
+   */
+  blockPeer(id: string, blocked: boolean): void {
+    if (blocked) {
+      this.blocked.add(id)
+      const p = this.peers.get(id)
+      if (p) {
+        p.dropped += p.out.length
+        p.out = []
+      }
+    } else {
+      this.blocked.delete(id)
+    }
+  }
+
+  /** Counters per peer and the number of open sockets (for monitoring and tests). */
+  stats(): { sockets: number; peers: Record<NodeId, WsPeerStats> } {
+    const peers: Record<NodeId, WsPeerStats> = {}
+    for (const p of this.peers.values()) {
+      peers[p.id] = { connected: p.conn !== undefined, queued: p.out.length, dropped: p.dropped, received: p.received }
+    }
+    return { sockets: this.conns.size, peers }
+  }
+
+  /** Close the server and every connection; cancels every timer. Idempotent. */
+  async close(): Promise<void> {
+    if (this.closed) return
+    this.closed = true
+    if (this.flushImmediate) clearImmediate(this.flushImmediate)
+    this.flushImmediate = undefined
+    this.flushQueue.clear()
+    if (this.pingTimer) clearInterval(this.pingTimer)
+    this.pingTimer = undefined
+    for (const p of this.peers.values()) {
+      if (p.retryTimer) clearTimeout(p.retryTimer)
+      p.retryTimer = undefined
+      p.out = []
+    }
+    const waits: Promise<void>[] = []
+    for (const c of this.conns) {
+      if (c.timer) clearTimeout(c.timer)
+      c.timer = undefined
+      waits.push(this.closeSocket(c.ws, 1001, 'shutting down'))
+    }
+    await Promise.all(waits)
+    this.conns.clear()
+    this.peers.clear()
+    this.channels.clear()
+    if (this.wss) {
+      const wss = this.wss
+      await new Promise<void>((resolve) => wss.close(() => resolve()))
+    }
+    if (this.server) {
+      const server = this.server
+      server.closeAllConnections()
+      await new Promise<void>((resolve) => server.close(() => resolve()))
+    }
+    this.log.info('hub closed', { node: this.nodeId })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Sending
+  // ---------------------------------------------------------------------------------------------
+
+  private send(group: string, to: NodeId, msg: unknown): void {
+    try {
+      if (this.closed || to === this.nodeId) return
+      if (this.blocked.has(to)) {
+        const p = this.peers.get(to)
+        if (p) p.dropped++
+        return
+      }
+      let peer = this.peers.get(to)
+      if (!peer) {
+        // Unknown peers (no address, no connection) drop the message.
+        if (!this.addresses.has(to)) return
+        peer = this.newPeer(to)
+      }
+      const conn = peer.conn
+      if (conn && conn.ws.bufferedAmount > this.maxBuffered) {
+        peer.dropped++
+        this.limitedWarn(`backpressure:${to}`, 'peer connection is congested; dropping messages', {
+          peer: to,
+          buffered: conn.ws.bufferedAmount,
+          dropped: peer.dropped,
+        })
+        return
+      }
+      peer.out.push([group, msg])
+      if (peer.out.length > MAX_QUEUE) {
+        peer.out.shift()
+        peer.dropped++
+        this.limitedWarn(`overflow:${to}`, 'send queue full; dropping oldest message', { peer: to, dropped: peer.dropped })
+      }
+      if (conn) this.scheduleFlush(peer)
+      else this.dial(peer)
+    } catch (e) {
+      this.log.error('send failed', { peer: to, error: errMessage(e) })
+    }
+  }
+
+  private newPeer(id: string): Peer {
+    const p: Peer = { id, conn: undefined, dialing: undefined, out: [], attempts: 0, retryTimer: undefined, dropped: 0, received: 0 }
+    this.peers.set(id, p)
+    return p
+  }
+
+  private scheduleFlush(peer: Peer): void {
+    this.flushQueue.add(peer)
+    if (this.flushImmediate) return
+    this.flushImmediate = setImmediate(() => {
+      this.flushImmediate = undefined
+      const peers = [...this.flushQueue]
+      this.flushQueue.clear()
+      for (const p of peers) this.flush(p)
+    })
+  }
+
+  private flush(peer: Peer): void {
+    const conn = peer.conn
+    if (!conn || peer.out.length === 0 || conn.ws.readyState !== WebSocket.OPEN) return
+    const batch = peer.out
+    peer.out = []
+    try {
+      this.sendBatch(peer, conn, batch)
+    } catch (e) {
+      peer.dropped += batch.length
+      this.limitedWarn(`encode:${peer.id}`, 'could not send messages', { peer: peer.id, error: errMessage(e) })
+    }
+  }
+
+  /** Encode and send `batch`, splitting it when the frame would exceed the frame limit. */
+  private sendBatch(peer: Peer, conn: Conn, batch: Batch): void {
+    let frame: Buffer
+    try {
+      frame = this.packr.pack({ v: WS_PROTOCOL_VERSION, b: batch })
+    } catch (e) {
+      if (batch.length === 1) {
+        peer.dropped++
+        this.limitedWarn(`encode:${peer.id}`, 'message cannot be encoded; dropped', {
+          peer: peer.id,
+          group: batch[0]![0],
+          error: errMessage(e),
+        })
+        return
+      }
+      frame = Buffer.alloc(0)
+    }
+    if (frame.length === 0 || frame.length > this.maxFrame) {
+      if (batch.length === 1) {
+        peer.dropped++
+        this.limitedWarn(`oversize:${peer.id}`, 'message exceeds maxFrameBytes; dropped', {
+          peer: peer.id,
+          group: batch[0]![0],
+          bytes: frame.length,
+          max: this.maxFrame,
+        })
+        return
+      }
+      const mid = batch.length >> 1
+      this.sendBatch(peer, conn, batch.slice(0, mid))
+      this.sendBatch(peer, conn, batch.slice(mid))
+      return
+    }
+    conn.ws.send(frame, { binary: true }, (err) => {
+      if (err) this.log.debug('frame not sent', { peer: peer.id, error: errMessage(err) })
+    })
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Peers and dialing
+  // ---------------------------------------------------------------------------------------------
+
+  private recomputeAddresses(): void {
+    const next = new Map<string, string>()
+    for (const ch of this.channels.values()) {
+      for (const [id, url] of Object.entries(ch.peers)) {
+        const prev = next.get(id)
+        if (prev !== undefined && prev !== url) {
+          this.log.debug('conflicting peer addresses across channels', { peer: id, a: prev, b: url })
+        }
+        next.set(id, url)
+      }
+    }
+    this.addresses = next
+    for (const p of [...this.peers.values()]) {
+      if (next.has(p.id)) continue
+      // No longer known: stop reconnecting; an open connection stays usable until it drops.
+      if (p.retryTimer) clearTimeout(p.retryTimer)
+      p.retryTimer = undefined
+      if (!p.conn) {
+        p.out = []
+        if (!p.dialing) this.peers.delete(p.id)
+      }
+    }
+  }
+
+  private dial(peer: Peer): void {
+    if (this.closed || peer.conn || peer.dialing || peer.retryTimer) return
+    const url = this.addresses.get(peer.id)
+    if (url === undefined) return
+    let ws: WebSocket
+    try {
+      ws = new WebSocket(url, {
+        maxPayload: this.maxFrame,
+        perMessageDeflate: false,
+        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        ...(this.tls
+          ? {
+              key: this.tls.key,
+              cert: this.tls.cert,
+              ...(this.tls.ca !== undefined ? { ca: this.tls.ca } : {}),
+              rejectUnauthorized: this.tls.rejectUnauthorized ?? true,
+            }
+          : {}),
+      })
+    } catch (e) {
+      this.limitedWarn(`dial:${peer.id}`, 'cannot dial peer', { peer: peer.id, url, error: errMessage(e) })
+      this.scheduleRetry(peer)
+      return
+    }
+    const conn = this.track(ws, true, url)
+    conn.peerId = peer.id
+    peer.dialing = conn
+    ws.on('open', () => {
+      if (this.closed) return
+      this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce: conn.nonce })
+    })
+    ws.on('unexpected-response', (_req, res) => {
+      this.limitedWarn(`dial:${peer.id}`, 'peer refused the upgrade', { peer: peer.id, url, status: res.statusCode })
+      res.resume()
+      ws.terminate()
+    })
+  }
+
+  private scheduleRetry(peer: Peer): void {
+    if (this.closed || peer.conn || peer.dialing || peer.retryTimer) return
+    if (!this.addresses.has(peer.id)) {
+      if (!peer.conn && !peer.dialing) {
+        peer.out = []
+        this.peers.delete(peer.id)
+      }
+      return
+    }
+    const base = Math.min(BACKOFF_MAX_MS, BACKOFF_MIN_MS * 2 ** Math.min(peer.attempts, 10))
+    peer.attempts++
+    const delay = base / 2 + Math.random() * (base / 2)
+    peer.retryTimer = setTimeout(() => {
+      peer.retryTimer = undefined
+      if (this.peers.get(peer.id) === peer) this.dial(peer)
+    }, delay)
+    peer.retryTimer.unref()
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Connections
+  // ---------------------------------------------------------------------------------------------
+
+  private onIncoming(ws: WebSocket, req: http.IncomingMessage): void {
+    const remote = `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`
+    if (this.closed) {
+      ws.terminate()
+      return
+    }
+    let pending = 0
+    for (const c of this.conns) if (c.state === 'handshake' && !c.outbound) pending++
+    if (pending >= MAX_PENDING_HANDSHAKES) {
+      this.limitedWarn('pending', 'too many connections in handshake; refusing', { remote })
+      ws.on('error', () => {})
+      ws.terminate()
+      return
+    }
+    this.track(ws, false, remote)
+  }
+
+  /** Register a socket: handlers, handshake timeout, bookkeeping. */
+  private track(ws: WebSocket, outbound: boolean, remote: string): Conn {
+    const conn: Conn = {
+      ws,
+      outbound,
+      peerId: undefined,
+      peerBoot: undefined,
+      state: 'handshake',
+      expect: outbound ? 'challenge' : 'hello',
+      nonce: randomBytes(NONCE_BYTES),
+      peerNonce: undefined,
+      remote,
+      timer: undefined,
+      alive: true,
+    }
+    this.conns.add(conn)
+    conn.timer = setTimeout(() => {
+      conn.timer = undefined
+      if (conn.state === 'handshake') this.refuse(conn, 'handshake timeout')
+    }, HANDSHAKE_TIMEOUT_MS)
+    conn.timer.unref()
+    ws.on('error', (e: Error & { code?: string }) => {
+      if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
+        this.limitedWarn(`oversize-in:${remote}`, 'frame exceeds maxFrameBytes; closing connection', {
+          remote,
+          peer: conn.state === 'handshake' ? undefined : conn.peerId,
+          max: this.maxFrame,
+        })
+      } else if (conn.state === 'open' || conn.state === 'retiring') {
+        this.limitedWarn(`sockerr:${conn.peerId}`, 'socket error', { peer: conn.peerId, remote, error: errMessage(e) })
+      } else if (conn.outbound) {
+        // Typically the peer is down (ECONNREFUSED); the dial is retried with backoff.
+        this.log.debug('dial failed', { peer: conn.peerId, url: remote, error: errMessage(e) })
+      } else {
+        this.limitedWarn(`sockerr:${remote}`, 'socket error during handshake', {
+          remote,
+          peer: conn.peerId,
+          error: errMessage(e),
+        })
+      }
+    })
+    ws.on('pong', () => {
+      conn.alive = true
+    })
+    ws.on('message', (data, isBinary) => {
+      try {
+        this.onFrame(conn, data, isBinary)
+      } catch (e) {
+        this.log.error('frame handling failed', { remote, error: errMessage(e) })
+        this.refuse(conn, 'internal error')
+      }
+    })
+    ws.on('close', (code, reason) => this.onClose(conn, code, reason.toString()))
+    return conn
+  }
+
+  private sendRaw(conn: Conn, obj: unknown): void {
+    try {
+      conn.ws.send(this.packr.pack(obj), { binary: true }, () => {})
+    } catch (e) {
+      this.log.debug('handshake frame not sent', { remote: conn.remote, error: errMessage(e) })
+    }
+  }
+
+  /** Refuse / abort a connection because of bad input; logs one warn line. */
+  private refuse(conn: Conn, reason: string, code = 1008): void {
+    if (conn.state === 'closed') return
+    const host = conn.remote.replace(/:[^:]*$/, '')
+    this.limitedWarn(`refuse:${host}:${reason}`, conn.state === 'handshake' ? 'refused connection' : 'closing connection', {
+      remote: conn.remote,
+      peer: conn.peerId,
+      reason,
+    })
+    this.markClosed(conn)
+    void this.closeSocket(conn.ws, code, reason)
+  }
+
+  private markClosed(conn: Conn): void {
+    if (conn.timer) clearTimeout(conn.timer)
+    conn.timer = undefined
+    const wasOpen = conn.state === 'open'
+    conn.state = 'closed'
+    const id = conn.peerId
+    if (id === undefined) return
+    const peer = this.peers.get(id)
+    if (!peer) return
+    if (peer.dialing === conn) {
+      peer.dialing = undefined
+      if (!peer.conn) this.scheduleRetry(peer)
+    }
+    if (peer.conn === conn) {
+      peer.conn = undefined
+      if (wasOpen) this.log.info('peer disconnected', { peer: id, remote: conn.remote })
+      if (this.addresses.has(id)) {
+        peer.attempts = 0
+        this.scheduleRetry(peer)
+      } else if (!peer.dialing) {
+        peer.dropped += peer.out.length
+        peer.out = []
+        this.peers.delete(id)
+      }
+    }
+  }
+
+  /** Close a socket cleanly, terminating it if the close handshake does not finish quickly. */
+  private closeSocket(ws: WebSocket, code: number, reason: string): Promise<void> {
+    if (ws.readyState === WebSocket.CLOSED) return Promise.resolve()
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        ws.terminate()
+      }, CLOSE_GRACE_MS)
+      timer.unref()
+      ws.once('close', () => {
+        clearTimeout(timer)
+        resolve()
+      })
+      try {
+        if (ws.readyState === WebSocket.CONNECTING) ws.terminate()
+        else ws.close(code, reason)
+      } catch {
+        ws.terminate()
+      }
+    })
+  }
+
+  private onClose(conn: Conn, code: number, reason: string): void {
+    this.conns.delete(conn)
+    if (conn.state !== 'closed') {
+      if (conn.state === 'handshake' && conn.outbound && code === 1008) {
+        this.limitedWarn(`refusedby:${conn.peerId}`, 'peer refused the connection', {
+          peer: conn.peerId,
+          remote: conn.remote,
+          reason,
+        })
+      }
+      this.markClosed(conn)
+    }
+  }
+
+  private pingAll(): void {
+    for (const c of this.conns) {
+      if (c.state !== 'open') continue
+      if (!c.alive) {
+        this.log.warn('peer not answering pings; dropping connection', { peer: c.peerId, remote: c.remote })
+        this.markClosed(c)
+        c.ws.terminate()
+        continue
+      }
+      c.alive = false
+      try {
+        c.ws.ping()
+      } catch {
+        // closing already
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------------------------------------
+  // Frames and handshake
+  // ---------------------------------------------------------------------------------------------
+
+  private proof(role: 'server' | 'client', clientId: string, serverId: string, cNonce: Uint8Array, sNonce: Uint8Array): Buffer {
+    const h = createHmac('sha256', this.secret)
+    h.update(
+      JSON.stringify([
+        'sworm-ws',
+        WS_PROTOCOL_VERSION,
+        role,
+        clientId,
+        serverId,
+        Buffer.from(cNonce).toString('hex'),
+        Buffer.from(sNonce).toString('hex'),
+      ]),
+    )
+    return h.digest()
+  }
+
+  private static proofOk(expected: Buffer, got: unknown): boolean {
+    return got instanceof Uint8Array && got.length === expected.length && timingSafeEqual(expected, got)
+  }
+
+  private onFrame(conn: Conn, data: RawData, isBinary: boolean): void {
+    if (conn.state === 'closed' || this.closed) return
+    if (!isBinary) {
+      this.refuse(conn, 'text frame', 1003)
+      return
+    }
+    let obj: unknown
+    try {
+      obj = this.packr.unpack(toBuffer(data))
+    } catch {
+      this.refuse(conn, 'undecodable frame', 1007)
+      return
+    }
+    if (!isPlainObject(obj)) {
+      this.refuse(conn, 'malformed frame', 1007)
+      return
+    }
+    if (obj.v !== WS_PROTOCOL_VERSION) {
+      this.refuse(conn, `unsupported protocol version ${String(obj.v)}`, 1002)
+      return
+    }
+    switch (conn.expect) {
+      case 'hello':
+        return this.onHello(conn, obj)
+      case 'challenge':
+        return this.onChallenge(conn, obj)
+      case 'auth':
+        return this.onAuth(conn, obj)
+      case 'ok':
+        if (obj.t !== 'ok') return this.refuse(conn, 'expected ok')
+        return this.authenticated(conn)
+      case 'data':
+        return this.onData(conn, obj)
+    }
+  }
+
+  /** Listener side, step 1: the dialer introduces itself. */
+  private onHello(conn: Conn, f: Record<string, unknown>): void {
+    if (f.t !== 'hello' || !isId(f.id) || !isNonce(f.nonce) || typeof f.boot !== 'string') {
+      return this.refuse(conn, 'bad hello')
+    }
+    if (f.id === this.nodeId) return this.refuse(conn, 'peer uses our node id')
+    conn.peerId = f.id
+    conn.peerBoot = f.boot
+    conn.peerNonce = Buffer.from(f.nonce)
+    conn.expect = 'auth'
+    this.sendRaw(conn, {
+      v: WS_PROTOCOL_VERSION,
+      t: 'challenge',
+      id: this.nodeId,
+      boot: this.boot,
+      nonce: conn.nonce,
+      proof: this.proof('server', f.id, this.nodeId, conn.peerNonce, conn.nonce),
+    })
+  }
+
+  /** Dialer side: the listener proves it knows the secret and sends its nonce. */
+  private onChallenge(conn: Conn, f: Record<string, unknown>): void {
+    if (f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce) || typeof f.boot !== 'string') {
+      return this.refuse(conn, 'bad challenge')
+    }
+    if (f.id !== conn.peerId) return this.refuse(conn, `expected peer ${conn.peerId} but reached ${f.id}`)
+    const expected = this.proof('server', this.nodeId, f.id, conn.nonce, f.nonce)
+    if (!WsHub.proofOk(expected, f.proof)) return this.refuse(conn, 'authentication failed (bad proof from listener)')
+    conn.peerBoot = f.boot
+    conn.peerNonce = Buffer.from(f.nonce)
+    conn.expect = 'ok'
+    this.sendRaw(conn, {
+      v: WS_PROTOCOL_VERSION,
+      t: 'auth',
+      proof: this.proof('client', this.nodeId, f.id, conn.nonce, conn.peerNonce),
+    })
+  }
+
+  /** Listener side, step 2: the dialer proves it knows the secret. */
+  private onAuth(conn: Conn, f: Record<string, unknown>): void {
+    if (f.t !== 'auth') return this.refuse(conn, 'expected auth')
+    const expected = this.proof('client', conn.peerId!, this.nodeId, conn.peerNonce!, conn.nonce)
+    if (!WsHub.proofOk(expected, f.proof)) return this.refuse(conn, 'authentication failed')
+    this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'ok' })
+    this.authenticated(conn)
+  }
+
+  private authenticated(conn: Conn): void {
+    const id = conn.peerId!
+    if (conn.timer) clearTimeout(conn.timer)
+    conn.timer = undefined
+    conn.state = 'open'
+    conn.expect = 'data'
+    let peer = this.peers.get(id)
+    if (!peer) peer = this.newPeer(id)
+    if (peer.dialing === conn) peer.dialing = undefined
+    const existing = peer.conn
+    if (existing && existing !== conn) {
+      let keepNew: boolean
+      if (existing.peerBoot !== conn.peerBoot) keepNew = true // the peer restarted; the old one is stale
+      else if (existing.outbound === conn.outbound) keepNew = true
+      else keepNew = conn.outbound === (this.nodeId < id) // keep the one dialed by the lower id
+      const loser = keepNew ? existing : conn
+      this.log.debug('duplicate connection; closing one', { peer: id, keptOutbound: !loser.outbound })
+      if (keepNew) peer.conn = conn
+      loser.state = 'retiring'
+      if (loser.timer) clearTimeout(loser.timer)
+      loser.timer = undefined
+      void this.closeSocket(loser.ws, 1000, 'duplicate connection')
+      if (!keepNew) return
+    } else {
+      peer.conn = conn
+      this.log.info('peer connected', { peer: id, remote: conn.remote, outbound: conn.outbound })
+    }
+    peer.attempts = 0
+    if (peer.retryTimer) {
+      clearTimeout(peer.retryTimer)
+      peer.retryTimer = undefined
+    }
+    if (peer.out.length > 0) this.scheduleFlush(peer)
+  }
+
+  private onData(conn: Conn, f: Record<string, unknown>): void {
+    const from = conn.peerId!
+    const b = f.b
+    if (!Array.isArray(b) || f.t !== undefined) return this.refuse(conn, 'malformed data frame', 1007)
+    for (const item of b) {
+      if (!Array.isArray(item) || item.length !== 2 || typeof item[0] !== 'string') {
+        return this.refuse(conn, 'malformed data frame', 1007)
+      }
+    }
+    const peer = this.peers.get(from)
+    if (peer) peer.received += b.length
+    if (this.blocked.has(from)) return
+    for (const [group, msg] of b as Batch) {
+      if (conn.state === 'closed' || this.closed) return
+      const ch = this.channels.get(group)
+      if (!ch || !ch.handler) {
+        this.limitedWarn(`group:${group}`, 'message for unknown group dropped', { peer: from, group })
+        continue
+      }
+      try {
+        ch.handler(from, msg)
+      } catch (e) {
+        this.limitedWarn(`handler:${group}`, 'message handler threw', { peer: from, group, error: errMessage(e) })
+      }
+    }
+  }
+
+  /** Warn at most once per second per `key`, reporting how many lines were suppressed. */
+  private limitedWarn(key: string, msg: string, fields: Record<string, unknown>): void {
+    const now = Date.now()
+    const e = this.limited.get(key)
+    if (e && now - e.at < 1000) {
+      e.suppressed++
+      return
+    }
+    if (this.limited.size > 10000) this.limited.clear()
+    const suppressed = e?.suppressed ?? 0
+    this.limited.set(key, { at: now, suppressed: 0 })
+    this.log.warn(msg, suppressed > 0 ? { ...fields, suppressed } : fields)
+  }
+}

@@ -1,0 +1,461 @@
+import t from 'tap'
+import { spawn } from 'node:child_process'
+import { createHmac, randomBytes } from 'node:crypto'
+import { fileURLToPath } from 'node:url'
+import { pack, unpack } from 'msgpackr'
+import { WebSocket } from 'ws'
+import { WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
+import type { Logger, Transport } from '../src/raft/types.js'
+
+const SECRET = 'test-cluster-secret'
+
+interface LogLine {
+  level: string
+  msg: string
+  fields: Record<string, unknown> | undefined
+}
+
+function captureLogger(): { lines: LogLine[]; logger: Logger } {
+  const lines: LogLine[] = []
+  const rec =
+    (level: string) =>
+    (msg: string, fields?: Record<string, unknown>): void => {
+      lines.push({ level, msg, fields })
+    }
+  return { lines, logger: { debug: rec('debug'), info: rec('info'), warn: rec('warn'), error: rec('error') } }
+}
+
+/** Poll `cond` until it is true; fail after `timeoutMs`. */
+async function waitFor(cond: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    if (cond()) return
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 10))
+  }
+}
+
+interface TestHub {
+  id: string
+  hub: WsHub
+  url: string
+  lines: LogLine[]
+  ch: Record<string, Transport>
+  got: Record<string, { from: string; msg: unknown }[]>
+}
+
+async function makeHub(
+  tt: Tap,
+  id: string,
+  groups: string[],
+  extra: Partial<WsHubOptions> = {},
+): Promise<TestHub> {
+  const { lines, logger } = captureLogger()
+  const hub = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: SECRET, logger, ...extra })
+  await hub.start()
+  tt.teardown(() => hub.close())
+  const ch: Record<string, Transport> = {}
+  const got: Record<string, { from: string; msg: unknown }[]> = {}
+  for (const g of groups) {
+    ch[g] = hub.channel(g)
+    got[g] = []
+    ch[g].onMessage((from, msg) => got[g]!.push({ from, msg }))
+  }
+  return { id, hub, url: `ws://127.0.0.1:${hub.address.port}`, lines, ch, got }
+}
+
+/** The part of a tap test these helpers need. */
+interface Tap {
+  teardown(fn: () => unknown): void
+}
+
+function mesh(hubs: TestHub[]): void {
+  const peers: Record<string, string> = {}
+  for (const h of hubs) peers[h.id] = h.url
+  for (const h of hubs) for (const c of Object.values(h.ch)) c.setPeers(peers)
+}
+
+function has(h: TestHub, group: string, pred: (m: { from: string; msg: unknown }) => boolean): boolean {
+  return h.got[group]!.some(pred)
+}
+
+// ----- a raw client speaking the protocol by hand ----------------------------------------------
+
+function proof(role: string, clientId: string, serverId: string, cNonce: Uint8Array, sNonce: Uint8Array, secret = SECRET): Buffer {
+  return createHmac('sha256', secret)
+    .update(
+      JSON.stringify(['sworm-ws', 1, role, clientId, serverId, Buffer.from(cNonce).toString('hex'), Buffer.from(sNonce).toString('hex')]),
+    )
+    .digest()
+}
+
+interface Raw {
+  ws: WebSocket
+  frames: unknown[]
+  closed: Promise<{ code: number; reason: string }>
+  isClosed: () => boolean
+}
+
+async function rawConnect(tt: Tap, url: string): Promise<Raw> {
+  const ws = new WebSocket(url, { perMessageDeflate: false })
+  ws.on('error', () => {})
+  const frames: unknown[] = []
+  let done = false
+  ws.on('message', (d: Buffer) => {
+    try {
+      frames.push(unpack(d))
+    } catch {
+      frames.push('undecodable')
+    }
+  })
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code, reason) => {
+      done = true
+      resolve({ code, reason: reason.toString() })
+    }),
+  )
+  tt.teardown(() => ws.terminate())
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve())
+    ws.once('error', reject)
+  })
+  return { ws, frames, closed, isClosed: () => done }
+}
+
+/** Connect and authenticate as `id`; returns the raw connection and the frames sent. */
+async function rawAuth(
+  tt: Tap,
+  url: string,
+  id: string,
+  serverId: string,
+  replay?: { hello: Buffer; auth: Buffer },
+  secret = SECRET,
+): Promise<Raw & { hello: Buffer; auth: Buffer }> {
+  const raw = await rawConnect(tt, url)
+  const nonce = randomBytes(32)
+  const hello = replay?.hello ?? pack({ v: 1, t: 'hello', id, boot: 'raw-boot', nonce })
+  raw.ws.send(hello)
+  await waitFor(() => raw.frames.length >= 1 || raw.isClosed(), 5000, 'challenge')
+  const ch = raw.frames[0] as { t: string; id: string; nonce: Uint8Array; proof: Uint8Array }
+  let auth: Buffer
+  if (replay) {
+    auth = replay.auth
+  } else {
+    if (ch.t !== 'challenge' || ch.id !== serverId) throw new Error('unexpected challenge')
+    if (secret === SECRET && !proof('server', id, serverId, nonce, ch.nonce).equals(Buffer.from(ch.proof))) {
+      throw new Error('bad server proof')
+    }
+    auth = pack({ v: 1, t: 'auth', proof: proof('client', id, serverId, nonce, ch.nonce, secret) })
+  }
+  raw.ws.send(auth)
+  return { ...raw, hello, auth }
+}
+
+function dataFrames(raw: Raw): { v: number; b: [string, unknown][] }[] {
+  return raw.frames.filter((f) => (f as { b?: unknown }).b !== undefined) as { v: number; b: [string, unknown][] }[]
+}
+
+// ----- tests ------------------------------------------------------------------------------------
+
+t.test('two hubs exchange messages on two channels in both directions', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g1', 'g2'])
+  const b = await makeHub(tt, 'b', ['g1', 'g2'])
+  mesh([a, b])
+  a.ch.g1!.send('b', { n: 1, g: 'g1' })
+  a.ch.g2!.send('b', { n: 2, g: 'g2' })
+  b.ch.g1!.send('a', { n: 3, g: 'g1' })
+  b.ch.g2!.send('a', { n: 4, g: 'g2', bin: new Uint8Array([1, 2, 3]) })
+  await waitFor(() => b.got.g1!.length === 1 && b.got.g2!.length === 1 && a.got.g1!.length === 1 && a.got.g2!.length === 1)
+  tt.same(b.got.g1, [{ from: 'a', msg: { n: 1, g: 'g1' } }])
+  tt.same(b.got.g2, [{ from: 'a', msg: { n: 2, g: 'g2' } }])
+  tt.same(a.got.g1, [{ from: 'b', msg: { n: 3, g: 'g1' } }])
+  tt.equal((a.got.g2![0]!.msg as { n: number }).n, 4)
+  tt.same([...((a.got.g2![0]!.msg as { bin: Uint8Array }).bin)], [1, 2, 3])
+  // Both dialed at once: one connection survives on each side.
+  await waitFor(() => a.hub.stats().sockets === 1 && b.hub.stats().sockets === 1, 5000, 'one socket per pair')
+  tt.equal(a.hub.stats().peers.b!.connected, true)
+  // ... and it still carries traffic both ways.
+  a.ch.g1!.send('b', 'again')
+  b.ch.g1!.send('a', 'again')
+  await waitFor(() => has(b, 'g1', (m) => m.msg === 'again') && has(a, 'g1', (m) => m.msg === 'again'))
+  tt.throws(() => a.hub.channel('g1'), /already open/)
+})
+
+t.test('three hubs on two channels', async (tt) => {
+  const hs = [await makeHub(tt, 'n1', ['x', 'y']), await makeHub(tt, 'n2', ['x', 'y']), await makeHub(tt, 'n3', ['x', 'y'])]
+  mesh(hs)
+  for (const s of hs) for (const d of hs) if (s !== d) for (const g of ['x', 'y']) s.ch[g]!.send(d.id, { from: s.id, to: d.id, g })
+  await waitFor(() => hs.every((h) => h.got.x!.length === 2 && h.got.y!.length === 2), 5000, 'all messages')
+  for (const h of hs) {
+    for (const g of ['x', 'y']) {
+      const froms = h.got[g]!.map((m) => m.from).sort()
+      tt.same(froms, hs.filter((o) => o !== h).map((o) => o.id).sort(), `${h.id}/${g} senders`)
+      for (const m of h.got[g]!) tt.same(m.msg, { from: m.from, to: h.id, g })
+    }
+  }
+  await waitFor(() => hs.every((h) => h.hub.stats().sockets === 2), 5000, 'one socket per pair')
+})
+
+t.test('messages from one sender arrive in order, batched in one frame per turn', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  // Queued before the connection exists, flushed on connect, in order.
+  for (let i = 0; i < 300; i++) a.ch.g!.send('b', i)
+  await waitFor(() => b.got.g!.length === 300)
+  tt.same(b.got.g!.map((m) => m.msg), [...Array(300).keys()])
+
+  // A raw authenticated client: the hub replies over the incoming connection (no address known)
+  // and batches everything sent in one turn into one frame.
+  const raw = await rawAuth(tt, a.url, 'raw', 'a')
+  await waitFor(() => a.hub.stats().peers.raw?.connected === true, 5000, 'raw connected')
+  for (let i = 0; i < 100; i++) a.ch.g!.send('raw', { i })
+  await waitFor(() => dataFrames(raw).length >= 1)
+  await new Promise((r) => setImmediate(r))
+  const frames = dataFrames(raw)
+  tt.equal(frames.length, 1, 'one frame')
+  tt.equal(frames[0]!.v, 1)
+  tt.same(frames[0]!.b, [...Array(100).keys()].map((i) => ['g', { i }]))
+  // The raw client can send too.
+  raw.ws.send(pack({ v: 1, b: [['g', 'hi'], ['g', 'there']] }))
+  await waitFor(() => has(a, 'g', (m) => m.from === 'raw' && m.msg === 'there'))
+  tt.same(a.got.g!.filter((m) => m.from === 'raw').map((m) => m.msg), ['hi', 'there'])
+})
+
+t.test('oversized outgoing messages are dropped, not the connection', async (tt) => {
+  const opts = { maxFrameBytes: 64 * 1024 }
+  const a = await makeHub(tt, 'a', ['g'], opts)
+  const b = await makeHub(tt, 'b', ['g'], opts)
+  mesh([a, b])
+  a.ch.g!.send('b', 'first')
+  await waitFor(() => b.got.g!.length === 1)
+  a.ch.g!.send('b', 'small-1')
+  a.ch.g!.send('b', new Uint8Array(100 * 1024))
+  a.ch.g!.send('b', 'small-2')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'small-2'))
+  tt.same(b.got.g!.map((m) => m.msg), ['first', 'small-1', 'small-2'])
+  tt.ok(a.hub.stats().peers.b!.dropped >= 1)
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /maxFrameBytes/.test(l.msg)))
+})
+
+t.test('reconnects after a hub is closed and restarted on the same port', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  a.ch.g!.send('b', 'before')
+  await waitFor(() => b.got.g!.length === 1)
+  const port = b.hub.address.port
+  await b.hub.close()
+  await waitFor(() => a.hub.stats().peers.b?.connected === false, 5000, 'disconnect seen')
+  tt.ok(a.lines.some((l) => l.level === 'info' && l.msg === 'peer disconnected'))
+
+  const { lines, logger } = captureLogger()
+  const b2hub = new WsHub({ nodeId: 'b', listen: `ws://127.0.0.1:${port}`, secret: SECRET, logger })
+  await b2hub.start()
+  tt.teardown(() => b2hub.close())
+  const got: unknown[] = []
+  const c = b2hub.channel('g')
+  c.onMessage((_from, msg) => got.push(msg))
+  c.setPeers({ a: a.url, b: `ws://127.0.0.1:${port}` })
+  // a redials by itself (the connection to a known peer is kept up).
+  await waitFor(() => a.hub.stats().peers.b?.connected === true, 5000, 'reconnected')
+  a.ch.g!.send('b', 'after')
+  await waitFor(() => got.includes('after'))
+  c.send('a', 'back')
+  await waitFor(() => has(a, 'g', (m) => m.msg === 'back'))
+  tt.ok(lines.some((l) => l.msg === 'peer connected'))
+})
+
+t.test('a peer with the wrong secret is refused', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  const evil = await makeHub(tt, 'evil', ['g'], { secret: 'not-the-secret' })
+  mesh([a, b, evil])
+  evil.ch.g!.send('a', 'from evil')
+  a.ch.g!.send('evil', 'to evil')
+  await waitFor(
+    () => a.lines.some((l) => l.level === 'warn' && /authentication failed/.test(String(l.fields?.reason))),
+    5000,
+    'refusal logged by a (as listener)',
+  )
+  await waitFor(
+    () => evil.lines.some((l) => l.level === 'warn' && /authentication failed/.test(String(l.fields?.reason))),
+    5000,
+    'refusal logged by evil (as listener)',
+  )
+  // A dialer with the wrong secret that ignores the listener's proof: refused by the listener.
+  const rawEvil = await rawAuth(tt, a.url, 'evil2', 'a', undefined, 'wrong')
+  tt.equal((await rawEvil.closed).code, 1008)
+  const refused = a.lines.find((l) => l.msg === 'refused connection' && l.fields?.reason === 'authentication failed')
+  tt.ok(refused, 'listener refusal logged')
+  tt.match(String(refused?.fields?.remote), /^127\.0\.0\.1:\d+$/)
+  tt.same(a.got.g, [])
+  tt.same(evil.got.g, [])
+  tt.notOk(a.hub.stats().peers.evil?.connected)
+  a.ch.g!.send('b', 'still works')
+  b.ch.g!.send('a', 'still works')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'still works') && has(a, 'g', (m) => m.msg === 'still works'))
+  tt.same(a.got.g!.map((m) => m.from), ['b'])
+})
+
+t.test('hostile input does not crash the hub', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'], { maxFrameBytes: 64 * 1024 })
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+
+  const garbage = await rawConnect(tt, a.url)
+  garbage.ws.send(Buffer.from([0xc1, 0xff, 0x00, 0x13, 0x37]))
+  tt.equal((await garbage.closed).code, 1007, 'garbage bytes')
+
+  const wrongShape = await rawConnect(tt, a.url)
+  wrongShape.ws.send(pack([1, 2, 3]))
+  tt.equal((await wrongShape.closed).code, 1007, 'msgpack of the wrong shape')
+
+  const text = await rawConnect(tt, a.url)
+  text.ws.send('hello?')
+  tt.equal((await text.closed).code, 1003, 'text frame')
+
+  const big = await rawConnect(tt, a.url)
+  big.ws.send(Buffer.alloc(100 * 1024))
+  tt.equal((await big.closed).code, 1009, 'oversized frame')
+
+  const early = await rawConnect(tt, a.url)
+  early.ws.send(pack({ v: 1, b: [['g', 'sneaky']] }))
+  tt.equal((await early.closed).code, 1008, 'data frame before authentication')
+
+  const oldHello = await rawConnect(tt, a.url)
+  oldHello.ws.send(pack({ v: 2, t: 'hello', id: 'x', boot: 'b', nonce: randomBytes(32) }))
+  tt.equal((await oldHello.closed).code, 1002, 'hello with an unknown version')
+
+  const selfId = await rawConnect(tt, a.url)
+  selfId.ws.send(pack({ v: 1, t: 'hello', id: 'a', boot: 'b', nonce: randomBytes(32) }))
+  tt.equal((await selfId.closed).code, 1008, 'hello with our own id')
+
+  const v2 = await rawAuth(tt, a.url, 'raw1', 'a')
+  await waitFor(() => a.hub.stats().peers.raw1?.connected === true)
+  v2.ws.send(pack({ v: 2, b: [['g', 'future']] }))
+  tt.equal((await v2.closed).code, 1002, 'data frame with an unknown version')
+
+  const badBatch = await rawAuth(tt, a.url, 'raw2', 'a')
+  await waitFor(() => a.hub.stats().peers.raw2?.connected === true)
+  badBatch.ws.send(pack({ v: 1, b: [[42, 'x']] }))
+  tt.equal((await badBatch.closed).code, 1007, 'malformed batch entry')
+
+  const unknownGroup = await rawAuth(tt, a.url, 'raw3', 'a')
+  await waitFor(() => a.hub.stats().peers.raw3?.connected === true)
+  unknownGroup.ws.send(pack({ v: 1, b: [['nope', 'lost'], ['g', 'kept']] }))
+  await waitFor(() => has(a, 'g', (m) => m.from === 'raw3' && m.msg === 'kept'))
+  tt.notOk(unknownGroup.isClosed(), 'unknown group does not close the connection')
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /unknown group/.test(l.msg)))
+
+  // A plain HTTP request is answered, not left hanging.
+  const res = await fetch(`http://127.0.0.1:${a.hub.address.port}/`)
+  tt.equal(res.status, 426)
+  await res.text()
+
+  tt.notOk(has(a, 'g', (m) => m.msg === 'sneaky' || m.msg === 'future' || m.msg === 'lost'))
+  a.ch.g!.send('b', 'alive')
+  b.ch.g!.send('a', 'alive')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'alive') && has(a, 'g', (m) => m.msg === 'alive'))
+  tt.ok(a.lines.filter((l) => l.level === 'warn').length >= 8, 'refusals logged')
+})
+
+t.test('a replayed handshake is refused', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const first = await rawAuth(tt, a.url, 'raw', 'a')
+  await waitFor(() => a.hub.stats().peers.raw?.connected === true, 5000, 'genuine handshake accepted')
+  first.ws.close()
+  await first.closed
+  const replayed = await rawAuth(tt, a.url, 'raw', 'a', { hello: first.hello, auth: first.auth })
+  const { code } = await replayed.closed
+  tt.equal(code, 1008)
+  tt.notOk(replayed.frames.some((f) => (f as { t?: string }).t === 'ok'), 'no ok for the replay')
+  tt.ok(a.lines.some((l) => l.level === 'warn' && l.fields?.reason === 'authentication failed'))
+})
+
+t.test('blockPeer drops traffic both ways and unblocking restores it', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  a.ch.g!.send('b', 'hello')
+  b.ch.g!.send('a', 'hello')
+  await waitFor(() => b.got.g!.length === 1 && a.got.g!.length === 1)
+
+  // Outbound: dropped at send time while blocked.
+  a.hub.blockPeer('b', true)
+  a.ch.g!.send('b', 'blocked-out')
+  tt.equal(a.hub.stats().peers.b!.queued, 0)
+  a.hub.blockPeer('b', false)
+  a.ch.g!.send('b', 'after-out')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'after-out'))
+  tt.same(b.got.g!.map((m) => m.msg), ['hello', 'after-out'])
+
+  // Inbound: b's messages reach a's socket (counted) but are not delivered while blocked.
+  a.hub.blockPeer('b', true)
+  const received0 = a.hub.stats().peers.b!.received
+  for (let i = 0; i < 10; i++) b.ch.g!.send('a', `blocked-in-${i}`)
+  await waitFor(() => a.hub.stats().peers.b!.received >= received0 + 10, 5000, 'blocked frames received')
+  tt.same(a.got.g!.map((m) => m.msg), ['hello'])
+  a.hub.blockPeer('b', false)
+  b.ch.g!.send('a', 'after-in')
+  await waitFor(() => has(a, 'g', (m) => m.msg === 'after-in'))
+  tt.same(a.got.g!.map((m) => m.msg), ['hello', 'after-in'])
+})
+
+t.test('close() leaves no handles behind (the process exits)', async (tt) => {
+  const mod = new URL('../src/raft/ws-transport.js', import.meta.url).href
+  const script = `
+    import { WsHub } from ${JSON.stringify(mod)}
+    const mk = async (id) => { const h = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: 's' }); await h.start(); return h }
+    const a = await mk('a'), b = await mk('b')
+    const ca = a.channel('g'), cb = b.channel('g')
+    const peers = { a: 'ws://127.0.0.1:' + a.address.port, b: 'ws://127.0.0.1:' + b.address.port, gone: 'ws://127.0.0.1:1' }
+    ca.setPeers(peers); cb.setPeers(peers)
+    let got = false
+    cb.onMessage(() => { got = true })
+    ca.send('b', 'x'); ca.send('gone', 'y'); cb.send('a', 'z')
+    const t0 = Date.now()
+    while (!got && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10))
+    if (!got) { console.log('no message'); process.exitCode = 2 }
+    await a.close(); await b.close()
+    console.log('closed')
+  `
+  const child = spawn(process.execPath, ['--input-type=module', '-e', script], {
+    cwd: fileURLToPath(new URL('.', import.meta.url)),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  })
+  let out = ''
+  child.stdout.on('data', (d: Buffer) => (out += d.toString()))
+  const started = Date.now()
+  const code = await new Promise<number | null>((resolve) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL')
+      resolve(null)
+    }, 15000)
+    child.on('exit', (c) => {
+      clearTimeout(timer)
+      resolve(c)
+    })
+  })
+  tt.equal(code, 0, 'the child exited by itself')
+  tt.match(out, /closed/)
+  tt.ok(Date.now() - started < 15000)
+})
+
+t.test('options and lifecycle', async (tt) => {
+  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret: '' }), /secret/)
+  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'http://127.0.0.1:0', secret: 's' }), /ws:\/\//)
+  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'wss://127.0.0.1:0', secret: 's' }), /tls/)
+  const a = await makeHub(tt, 'a', [])
+  const dup = new WsHub({ nodeId: 'b', listen: `ws://127.0.0.1:${a.hub.address.port}`, secret: SECRET })
+  await tt.rejects(dup.start(), { code: 'EADDRINUSE' })
+  await dup.close()
+  // A channel can be closed and reopened; a closed channel's sends are ignored.
+  const c = a.hub.channel('g')
+  await c.close()
+  c.send('x', 'ignored')
+  const c2 = a.hub.channel('g')
+  tt.equal(c2.self, 'a')
+  await a.hub.close()
+  await a.hub.close()
+})
