@@ -106,6 +106,9 @@ interface Progress {
   snapTicks: number
   /** Highest commit index sent to this follower. */
   sentCommit: number
+  /** Match index at the previous heartbeat answer, and how many answers saw no progress. */
+  matchAtHb: number
+  stalls: number
 }
 
 interface PendingRead {
@@ -595,7 +598,7 @@ export class RaftCore {
   }
 
   private newProgress(): Progress {
-    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0 }
+    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0 }
   }
 
   private syncProgress(): void {
@@ -767,6 +770,20 @@ export class RaftCore {
     pr.active = true
     if (m.seq > pr.ackSeq) pr.ackSeq = m.seq
     if (pr.state === 'probe') pr.paused = false
+    if (pr.state === 'replicate') {
+      // Appends may have been lost (a partition, a dropped frame): if the follower made no
+      // progress over several heartbeats while behind, start over from what it has.
+      if (pr.match < this.lastIndex() && pr.match === pr.matchAtHb) {
+        if (++pr.stalls >= 3) {
+          pr.state = 'probe'
+          pr.inflight = []
+          pr.paused = false
+          pr.next = pr.match + 1
+          pr.stalls = 0
+        }
+      } else pr.stalls = 0
+      pr.matchAtHb = pr.match
+    }
     if (pr.state === 'snapshot' && pr.snapTicks > 2 * this.electionTicks) {
       // the snapshot was probably lost: start over
       pr.state = 'probe'

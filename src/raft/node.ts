@@ -85,7 +85,7 @@ interface Forwarded {
 }
 
 /** Node-level messages that ride the same transport as Raft messages. */
-type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; reqs: Array<[number, unknown]> }
+type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]> }
 type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; res: Array<[number, 0 | 1 | 2, unknown, string | undefined]> }
 
 /** Events of a {@link RaftNode}. */
@@ -131,6 +131,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly pendingOrder: Array<{ index: number; p: Pending<R> }> = []
   private readonly forwarded = new Map<number, Forwarded>()
   private fwdSeq = 0
+  /** Random id of this incarnation: forwarded refs are unique per (node, boot). */
+  private readonly boot: string
+  /** Forwarded requests already handled, so a duplicated message is not proposed twice. */
+  private readonly fwdSeen = new Map<string, number>()
   private readonly fwdOut = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
   private fwdQueue: number[] = []
   private fwdFlushScheduled = false
@@ -159,6 +163,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.applied = applied
     this.snapshotIndex = applied
     this.seeds = { ...(opts.seeds ?? {}) }
+    const rnd = opts.random ?? Math.random
+    this.boot = Math.floor(rnd() * 2 ** 48).toString(36)
   }
 
   /**
@@ -639,13 +645,23 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       reqs.push([ref, f.cmd])
     }
     this.fwdQueue = []
-    if (reqs.length) this.transport.send(st.leader, { t: 'fwd', from: this.id, to: st.leader, reqs } satisfies FwdMsg)
+    if (reqs.length) this.transport.send(st.leader, { t: 'fwd', from: this.id, to: st.leader, boot: this.boot, reqs } satisfies FwdMsg)
   }
 
   private onForward(from: NodeId, raw: unknown): void {
     const m = raw as Partial<FwdMsg>
     if (m.from !== from || m.to !== this.id || !Array.isArray(m.reqs)) return this.logDrop(from, 'bad fwd')
-    const reqs = m.reqs.filter((r): r is [number, unknown] => Array.isArray(r) && r.length === 2 && Number.isSafeInteger(r[0]))
+    if (typeof m.boot !== 'string') return this.logDrop(from, 'bad fwd')
+    // The network may deliver a message twice: handle each request once, whatever our role.
+    const now = this.clock.now()
+    const reqs = m.reqs.filter((r): r is [number, unknown] => {
+      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) return false
+      const key = `${from}:${m.boot}:${r[0]}`
+      if (this.fwdSeen.has(key)) return false
+      this.fwdSeen.set(key, now)
+      return true
+    })
+    this.pruneFwdSeen(now)
     if (!reqs.length) return
     const res = this.core.proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
@@ -655,6 +671,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, ref: r[0], term: res.term }))
     this.kick()
+  }
+
+  private pruneFwdSeen(now: number): void {
+    // Map iteration is insertion order, so the oldest come first.
+    for (const [k, at] of this.fwdSeen) {
+      if (now - at < this.timeoutMs * 2) break
+      this.fwdSeen.delete(k)
+    }
   }
 
   private sendForwardResults(): void {
