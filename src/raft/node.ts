@@ -80,13 +80,14 @@ interface Pending<R> {
 
 interface Forwarded {
   node: NodeId
+  boot: string
   ref: number
   term: number
 }
 
 /** Node-level messages that ride the same transport as Raft messages. */
 type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]> }
-type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; res: Array<[number, 0 | 1 | 2, unknown, string | undefined]> }
+type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2, unknown, string | undefined]> }
 
 /** Events of a {@link RaftNode}. */
 export interface RaftNodeEvents {
@@ -138,7 +139,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly fwdOut = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
   private fwdQueue: number[] = []
   private fwdFlushScheduled = false
-  private readonly fwdResults = new Map<NodeId, FwdRespMsg['res']>()
+  /** Results to send back, per (node, boot) of the proposer. */
+  private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
   private readonly readsOut = new Map<number, Pending<void>>()
   private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
@@ -531,8 +533,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const f = this.forwarded.get(e.index)
       if (f) {
         this.forwarded.delete(e.index)
-        let list = this.fwdResults.get(f.node)
-        if (!list) this.fwdResults.set(f.node, (list = []))
+        const key = `${f.node}:${f.boot}`
+        let out = this.fwdResults.get(key)
+        if (!out) this.fwdResults.set(key, (out = { node: f.node, boot: f.boot, res: [] }))
+        const list = out.res
         if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED'])
         else if (ok) list.push([f.ref, RESULT_OK, result, undefined])
         else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY'])
@@ -666,10 +670,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const res = this.core.proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
       const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined])
-      this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, res: out } satisfies FwdRespMsg)
+      this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
       return
     }
-    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, ref: r[0], term: res.term }))
+    const boot = m.boot
+    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term }))
     this.kick()
   }
 
@@ -683,13 +688,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   private sendForwardResults(): void {
     if (!this.fwdResults.size) return
-    for (const [node, res] of this.fwdResults) this.transport.send(node, { t: 'fwdResp', from: this.id, to: node, res } satisfies FwdRespMsg)
+    for (const { node, boot, res } of this.fwdResults.values()) {
+      this.transport.send(node, { t: 'fwdResp', from: this.id, to: node, boot, res } satisfies FwdRespMsg)
+    }
     this.fwdResults.clear()
   }
 
   private onForwardResp(from: NodeId, raw: unknown): void {
     const m = raw as Partial<FwdRespMsg>
     if (m.from !== from || m.to !== this.id || !Array.isArray(m.res)) return this.logDrop(from, 'bad fwdResp')
+    if (m.boot !== this.boot) return // an answer to an earlier incarnation of this node
     let retry = false
     for (const r of m.res) {
       if (!Array.isArray(r)) continue
