@@ -1,0 +1,175 @@
+/**
+ * RaftNode behaviour in the simulation: forwarding, typed errors, bad messages from peers,
+ * membership changes through the node API, leadership transfer on stop, snapshots for a node
+ * that joins late, and refusing a corrupt disk.
+ */
+import t from 'tap'
+import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/raft/errors.js'
+import { MemoryStorage } from '../src/raft/memory-storage.js'
+import { RaftNode } from '../src/raft/node.js'
+import type { ClusterConfig, RaftStorage } from '../src/raft/types.js'
+import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
+import type { KvOutput } from '../src/testkit/linearizability.js'
+import { SimCluster } from './sim/raft-cluster.js'
+
+const cfg = (ids: string[]): ClusterConfig => ({ voters: Object.fromEntries(ids.map((i) => [i, `sim://${i}`])), learners: {} })
+
+async function cluster(n: number, seed = 1, opts: { snapshotEvery?: number } = {}): Promise<SimCluster> {
+  const c = new SimCluster({ seed, ...opts })
+  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+  await c.start(ids, cfg(ids))
+  if (!(await c.sched.runUntilTrue(() => c.leader() !== undefined, 5000))) throw new Error('no leader')
+  return c
+}
+
+/** Drive simulated time until the promise settles. */
+async function settle<T>(c: SimCluster, p: Promise<T>, maxMs = 10_000): Promise<T> {
+  let done = false
+  let value: T | undefined
+  let error: unknown
+  let failed = false
+  p.then(
+    (v) => ((done = true), (value = v)),
+    (e) => ((done = true), (failed = true), (error = e)),
+  )
+  if (!(await c.sched.runUntilTrue(() => done, maxMs))) throw new Error('promise did not settle in simulated time')
+  if (failed) throw error
+  return value as T
+}
+
+t.test('proposals on a follower are forwarded to the leader and answered', async (t) => {
+  const c = await cluster(3)
+  const follower = c.alive().find((m) => m !== c.leader())!
+  const out = await settle(c, follower.node!.propose({ op: 'putIfAbsent', key: 'a', value: '1' }))
+  t.same(out, { ok: true })
+  const again = await settle(c, follower.node!.propose({ op: 'putIfAbsent', key: 'a', value: '2' }))
+  t.same(again, { ok: false }, 'the state machine saw the first write')
+  await settle(c, follower.node!.read())
+  t.equal(follower.sm.data.get('a'), '1', 'read-your-writes after a read barrier')
+})
+
+t.test('many concurrent proposals share writes (group commit) and all succeed', async (t) => {
+  const c = await cluster(3)
+  const l = c.leader()!
+  const ps: Promise<KvOutput>[] = []
+  for (let i = 0; i < 500; i++) ps.push(c.alive()[i % 3]!.node!.propose({ op: 'put', key: `k${i}`, value: `${i}` }))
+  const outs = await settle(c, Promise.all(ps))
+  t.equal(outs.length, 500)
+  t.equal(l.sm.data.size, 500)
+})
+
+t.test('no leader reachable: NotLeaderError; nothing was sent', async (t) => {
+  const c = await cluster(3)
+  const m = c.alive()[0]!
+  c.net.partition([[m.id], c.alive().filter((x) => x !== m).map((x) => x.id)])
+  await c.sched.runUntil(c.sched.now + 2000) // m loses its leader (or steps down)
+  const err = await settle(c, m.node!.propose({ op: 'put', key: 'x', value: '1' })).catch((e: unknown) => e)
+  t.ok(err instanceof NotLeaderError || err instanceof TimeoutError, `typed error: ${String(err)}`)
+  const rerr = await settle(c, m.node!.read()).catch((e: unknown) => e)
+  t.ok(rerr instanceof NotLeaderError || rerr instanceof TimeoutError, `reads fail too: ${String(rerr)}`)
+})
+
+t.test('malformed and unknown messages from a peer are dropped; the node keeps working', async (t) => {
+  const c = await cluster(3)
+  const l = c.leader()!
+  const other = c.alive().find((m) => m !== l)!
+  // inject garbage as if it came from `other`
+  const inject = (msg: unknown): void => {
+    const ep = c.net.endpoint('evil')
+    ep.send(l.id, msg)
+  }
+  // messages from a peer id that does not match the sender are dropped too
+  const bad: unknown[] = [
+    null,
+    42,
+    'hello',
+    { t: 'nope', from: other.id, to: l.id, term: 1 },
+    { t: 'app', from: other.id, to: l.id, term: 'x' },
+    { t: 'app', from: 'evil', to: l.id, term: 99, prevIndex: -1, prevTerm: 0, entries: [], commit: 0 },
+    { t: 'app', from: 'evil', to: l.id, term: 99, prevIndex: 0, prevTerm: 0, entries: [{ index: 5, term: 1, type: 'cmd', data: 1 }], commit: 0 },
+    { t: 'vote', from: 'evil', to: l.id, term: 1e30 },
+    { t: 'fwd', from: 'evil', to: l.id, reqs: 'x' },
+    { t: 'fwdResp', from: 'evil', to: l.id, res: [[1, 0, 0]] },
+  ]
+  for (const b of bad) inject(b)
+  await c.sched.runUntil(c.sched.now + 500)
+  t.equal(c.leader(), l, 'leader unchanged')
+  const out = await settle(c, l.node!.propose({ op: 'put', key: 'after', value: 'ok' }))
+  t.same(out, { ok: true })
+})
+
+t.test('membership through the node: add (learner, then voter), replace, remove', async (t) => {
+  const c = await cluster(3, 3)
+  await c.start(['n4', 'n5'], undefined)
+  const l = () => c.leader()!.node!
+  await settle(c, l().propose({ op: 'put', key: 'before', value: '1' }))
+  await settle(c, l().addNode('n4', 'sim://n4'), 20_000)
+  t.ok(l().status().config.voters.n4, 'n4 is a voter')
+  await settle(c, l().replaceNode('n1', 'n5', 'sim://n5').catch(async (e: unknown) => {
+    // the leader may have been n1 and stepped down: retry on the new one
+    if (!(e instanceof NotLeaderError)) throw e
+    await c.sched.runUntilTrue(() => c.leader() !== undefined, 5000)
+    await l().replaceNode('n1', 'n5', 'sim://n5')
+  }), 30_000)
+  await c.sched.runUntilTrue(() => c.leader() !== undefined && !c.leader()!.node!.status().config.voters.n1, 10_000)
+  const voters = Object.keys(c.leader()!.node!.status().config.voters).sort()
+  t.same(voters, ['n2', 'n3', 'n4', 'n5'])
+  await settle(c, l().propose({ op: 'put', key: 'after', value: '2' }))
+  await c.sched.runUntilTrue(() => c.members.get('n5')!.sm.data.get('after') === '2', 5000)
+  t.equal(c.members.get('n5')!.sm.data.get('before'), '1', 'the new node has the old data')
+})
+
+t.test('a node joining after compaction catches up from a snapshot', async (t) => {
+  const c = await cluster(3, 4, { snapshotEvery: 50 })
+  const l = c.leader()!
+  const ps = []
+  for (let i = 0; i < 300; i++) ps.push(l.node!.propose({ op: 'put', key: `k${i}`, value: `${i}` }))
+  await settle(c, Promise.all(ps))
+  await c.sched.runUntil(c.sched.now + 500)
+  t.ok(l.node!.status().snapshotIndex > 0, 'the leader compacted its log')
+  await c.start(['n9'], undefined)
+  await settle(c, c.leader()!.node!.addNode('n9', 'sim://n9'), 20_000)
+  const n9 = c.members.get('n9')!
+  await c.sched.runUntilTrue(() => n9.sm.data.size === 300, 5000)
+  t.equal(n9.sm.data.size, 300, 'all data arrived')
+  t.ok(n9.node!.status().snapshotIndex > 0, 'through a snapshot')
+})
+
+t.test('stop() on the leader hands leadership over first; later calls reject', async (t) => {
+  const c = await cluster(3, 5)
+  const l = c.leader()!
+  const term = l.node!.status().term
+  const node = l.node!
+  await settle(c, node.stop())
+  await c.sched.runUntilTrue(() => c.alive().some((m) => m !== l && m.node!.status().role === 'leader'), 3000)
+  const nl = c.alive().find((m) => m !== l && m.node!.status().role === 'leader')
+  t.ok(nl, 'another node leads')
+  t.ok(nl!.node!.status().term > term, 'in a later term')
+  await t.rejects(node.propose({ op: 'get', key: 'x' }), ShuttingDownError)
+  await t.rejects(node.read(), ShuttingDownError)
+})
+
+t.test('a corrupt disk is refused at start', async (t) => {
+  const corrupt: RaftStorage = {
+    load: () => Promise.reject(new CorruptStorageError('entry 7', 'checksum mismatch')),
+    write: () => Promise.resolve(),
+    saveSnapshot: () => Promise.resolve(),
+    close: () => Promise.resolve(),
+  }
+  const c = new SimCluster({ seed: 1 })
+  await t.rejects(
+    RaftNode.start({ id: 'n1', storage: corrupt, transport: c.net.endpoint('n1'), stateMachine: new KvStateMachine() }),
+    CorruptStorageError,
+  )
+})
+
+t.test('a failing disk stops the node from serving, with a typed error', async (t) => {
+  const c = await cluster(1, 6)
+  const m = c.alive()[0]!
+  await m.storage.close() // every later write fails
+  const err = await settle(c, m.node!.propose({ op: 'put', key: 'x', value: '1' })).catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, 'STORAGE')
+  const err2 = await m.node!.propose({ op: 'put', key: 'y', value: '1' }).catch((e: unknown) => e)
+  t.equal((err2 as { code?: string }).code, 'STORAGE', 'and keeps refusing')
+  t.ok(new MemoryStorage())
+})
