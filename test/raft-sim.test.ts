@@ -9,7 +9,7 @@
 import t from 'tap'
 import { runScenario } from './sim/scenario.js'
 
-const runs = Number(process.env.SIM_RUNS ?? (process.env.CI ? 120 : 60))
+const runs = Number(process.env.SIM_RUNS ?? (process.env.CI ? 200 : 60))
 const base = process.env.SIM_SEED ? Number(process.env.SIM_SEED) : Math.floor(Math.random() * 1e9)
 const seeds = process.env.SIM_SEED ? [base] : Array.from({ length: runs }, (_, i) => base + i)
 

@@ -87,7 +87,7 @@ interface Forwarded {
 
 /** Node-level messages that ride the same transport as Raft messages. */
 type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]> }
-type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2, unknown, string | undefined]> }
+type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2, unknown, string | undefined, number]> }
 
 /** Events of a {@link RaftNode}. */
 export interface RaftNodeEvents {
@@ -142,6 +142,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Results to send back, per (node, boot) of the proposer. */
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
+  /** Callbacks waiting until this node has applied an index. */
+  private waitApplied: Array<{ index: number; fn: () => void }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
   private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
   private dropLogAt = 0
@@ -502,6 +504,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (rd.entries.some((e) => e.type === 'conf') || rd.snapshot || rd.committed.some((e) => e.type === 'conf')) this.updatePeers()
     for (const r of rd.reads) this.onReadState(r.id, r.index)
     this.releaseReads()
+    this.releaseWaitApplied()
     this.sendForwardResults()
   }
 
@@ -537,9 +540,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         let out = this.fwdResults.get(key)
         if (!out) this.fwdResults.set(key, (out = { node: f.node, boot: f.boot, res: [] }))
         const list = out.res
-        if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED'])
-        else if (ok) list.push([f.ref, RESULT_OK, result, undefined])
-        else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY'])
+        if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED', e.index])
+        else if (ok) list.push([f.ref, RESULT_OK, result, undefined, e.index])
+        else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY', e.index])
       }
     }
   }
@@ -608,6 +611,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.readsWaitingApply = still
   }
 
+  private releaseWaitApplied(): void {
+    if (!this.waitApplied.length) return
+    const still: typeof this.waitApplied = []
+    for (const w of this.waitApplied) (w.index <= this.applied ? w.fn() : still.push(w))
+    this.waitApplied = still
+  }
+
   // ---------------------------------------------------------------- forwarding
 
   private scheduleFwdFlush(): void {
@@ -669,7 +679,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (!reqs.length) return
     const res = this.core.proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
-      const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined])
+      const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined, 0])
       this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
       return
     }
@@ -701,7 +711,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     let retry = false
     for (const r of m.res) {
       if (!Array.isArray(r)) continue
-      const [ref, kind, value, code] = r
+      const [ref, kind, value, code, index] = r
       const f = this.fwdOut.get(ref)
       if (!f || f.p.settled) continue
       if (kind === RESULT_RETRY) {
@@ -713,8 +723,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       }
       this.fwdOut.delete(ref)
       f.p.settled = true
-      if (kind === RESULT_OK) f.p.resolve(value as R)
-      else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
+      if (kind === RESULT_OK) {
+        // Read your writes: answer once this node has applied the entry too.
+        if (typeof index === 'number' && index > this.applied) this.waitApplied.push({ index, fn: () => f.p.resolve(value as R) })
+        else f.p.resolve(value as R)
+      } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
       else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
     }
     if (retry) this.clock.setTimeout(() => this.flushForwards(), this.tickMs)
@@ -778,6 +791,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.readsOut.clear()
     for (const r of this.readsWaitingApply) if (!r.p.settled) ((r.p.settled = true), r.p.reject(err))
     this.readsWaitingApply = []
+    // these took effect; only the local apply is missing
+    for (const w of this.waitApplied) w.fn()
+    this.waitApplied = []
   }
 
   private fail(err: unknown): void {
