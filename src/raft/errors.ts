@@ -71,3 +71,31 @@ export class StorageError extends SwormError {
     super('STORAGE', message, options)
   }
 }
+
+/** An argument or option is invalid (wrong type, too large, unknown ref). Nothing was changed. */
+export class InvalidArgumentError extends SwormError {
+  constructor(message: string) {
+    super('INVALID_ARGUMENT', message)
+  }
+}
+
+/** The ref is not registered in this sworm (for `join` / `leave`). */
+export class NotFoundError extends SwormError {
+  constructor(message: string) {
+    super('NOT_FOUND', message)
+  }
+}
+
+/** No worker answers to that name or ref (unknown name, worker ended, node gone). */
+export class NoWorkerError extends SwormError {
+  constructor(message: string) {
+    super('NO_WORKER', message)
+  }
+}
+
+/** The worker crashed (threw or rejected) while handling the message. */
+export class WorkerCrashedError extends SwormError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('WORKER_CRASHED', message, options)
+  }
+}

@@ -142,6 +142,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Results to send back, per (node, boot) of the proposer. */
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
+  private readonly heard = new Map<NodeId, number>()
   /** Callbacks waiting until this node has applied an index. */
   private waitApplied: Array<{ index: number; fn: () => void }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
@@ -415,8 +416,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.pendingOrder.push({ index, p })
   }
 
+  /** When this node last received anything from `peer` (its clock), if ever. */
+  lastHeard(peer: NodeId): number | undefined {
+    return this.heard.get(peer)
+  }
+
   private receive(from: NodeId, raw: unknown): void {
     if (this.stopped || this.failure) return
+    this.heard.set(from, this.clock.now())
     try {
       const t = (raw as { t?: unknown } | null)?.t
       if (t === 'fwd') return this.onForward(from, raw)

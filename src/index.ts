@@ -1,0 +1,27 @@
+/**
+ * Sworm: an embedded, strongly consistent, distributed registry and supervisor for named
+ * workers, replicated by its own Raft.
+ * @packageDocumentation
+ */
+export { Sworm, type SwormEvents, type SwormOptions } from './sworm.js'
+export type { WorkerRef } from './registry/types.js'
+export type { Worker, ExitReason } from './supervisor/local-workers.js'
+export {
+  SwormError,
+  NotLeaderError,
+  TimeoutError,
+  ShuttingDownError,
+  ProposalDroppedError,
+  ConfigChangeError,
+  CorruptStorageError,
+  StorageError,
+  InvalidArgumentError,
+  NotFoundError,
+  NoWorkerError,
+  WorkerCrashedError,
+} from './raft/errors.js'
+export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
+// The engine, for applications that want a replicated state machine of their own.
+export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'
+export { LevelStorage } from './raft/level-storage.js'
+export { WsHub, type WsHubOptions } from './raft/ws-transport.js'

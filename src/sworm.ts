@@ -1,0 +1,639 @@
+/**
+ * The public API: a sworm is a named registry (and, later, supervisor) of workers, replicated
+ * by Raft across the nodes that start it. Every change goes through the log; reads are local.
+ * @module
+ */
+import { randomBytes } from 'node:crypto'
+import { EventEmitter } from 'node:events'
+import { join as joinPath } from 'node:path'
+import { pack } from 'msgpackr'
+import { acquireHub, releaseHub } from './hub-pool.js'
+import {
+  InvalidArgumentError,
+  NoWorkerError,
+  NotFoundError,
+  ShuttingDownError,
+  SwormError,
+  TimeoutError,
+  WorkerCrashedError,
+} from './raft/errors.js'
+import { LevelStorage } from './raft/level-storage.js'
+import { RaftNode } from './raft/node.js'
+import { consoleLogger, type Logger, type LogLevel, type NodeId, type Transport } from './raft/types.js'
+import type { WsHub } from './raft/ws-transport.js'
+import { RegistryState, type RegistryChange } from './registry/state.js'
+import type { RegistryCommand, RegistryResult, WorkerRef } from './registry/types.js'
+import { LocalWorkers, type ExitReason, type Worker } from './supervisor/local-workers.js'
+
+/** Options of {@link Sworm.start}. */
+export interface SwormOptions {
+  /** Name of the sworm. Several sworms can run in one cluster and share a port; each sees only its names. */
+  name: string
+  /** Stable id of this node. */
+  nodeId: string
+  /** Where the other nodes reach this one: `ws://host:port` (or `wss://` with `tls`). */
+  listen: string
+  /**
+   * Every node of a new cluster, id to address, this one included. On a fresh `dataDir` this
+   * bootstraps the cluster; on an existing one it only gives addresses.
+   */
+  peers?: Record<string, string>
+  /** Cluster secret shared by every node; peers without it are refused. */
+  secret: string
+  /** Directory for this node's data (one LevelDB per sworm below it). */
+  dataDir: string
+  /** TLS material when `listen` is `wss://`. */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer; rejectUnauthorized?: boolean }
+  /** Where log lines go. Default: JSON lines on stderr at `logLevel`. */
+  logger?: Logger
+  /** Default `'info'`. Ignored when `logger` is given. */
+  logLevel?: LogLevel
+  /** The leader declares a node gone (dropping its static names) after this much silence. Default 5,000 ms. */
+  nodeDownAfterMs?: number
+  /** Longest name, in UTF-8 bytes. Default 1,024. */
+  maxNameBytes?: number
+  /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
+  maxMessageBytes?: number
+  /** Default `call` timeout. Default 5,000 ms. */
+  callTimeoutMs?: number
+  /** How long a registry operation may take. Default 5,000 ms. */
+  requestTimeoutMs?: number
+  /** Raft tuning (defaults suit a LAN). */
+  raft?: { tickMs?: number; electionTicks?: number; snapshotEvery?: number }
+}
+
+/** Events of a {@link Sworm}. */
+export interface SwormEvents {
+  /** A name was bound (on any node; seen when this node applies it). */
+  registered: [{ name: string; ref: WorkerRef }]
+  /** A name was removed. */
+  unregistered: [{ name: string; ref: WorkerRef }]
+  /** A worker joined a group. */
+  joined: [{ group: string; ref: WorkerRef }]
+  /** A worker left a group. */
+  left: [{ group: string; ref: WorkerRef }]
+  /** A node started serving this sworm. */
+  nodeUp: [{ node: string }]
+  /** The leader declared a node gone. */
+  nodeDown: [{ node: string }]
+  /** The Raft leader changed (as seen by this node). */
+  leaderChanged: [{ leader: string | undefined; term: number }]
+}
+
+type WireMsg =
+  | { t: 'cast'; to: WorkerRef; msg: unknown }
+  | { t: 'call'; id: number; to: WorkerRef; msg: unknown }
+  | { t: 'reply'; id: number; ok: true; value: unknown }
+  | { t: 'reply'; id: number; ok: false; code: string; message: string }
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+function requireString(opts: Record<string, unknown>, key: string): string {
+  const v = opts[key]
+  if (typeof v !== 'string' || v.length === 0) throw new TypeError(`Sworm.start: option "${key}" must be a non-empty string`)
+  return v
+}
+
+function optionalPositive(opts: Record<string, unknown>, key: string, def: number): number {
+  const v = opts[key]
+  if (v === undefined) return def
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new TypeError(`Sworm.start: option "${key}" must be a positive number`)
+  return v
+}
+
+function validateUrl(key: string, v: string): void {
+  let u: URL
+  try {
+    u = new URL(v)
+  } catch {
+    throw new TypeError(`Sworm.start: option "${key}" must be a ws:// or wss:// URL, got ${JSON.stringify(v)}`)
+  }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new TypeError(`Sworm.start: option "${key}" must be a ws:// or wss:// URL, got ${JSON.stringify(v)}`)
+  if (!u.port) throw new TypeError(`Sworm.start: option "${key}" must include a port`)
+}
+
+/**
+ * A sworm running on this node. Start one with {@link Sworm.start} on every node of the cluster.
+ *
+ * @example
+ * ```ts
+ * const sworm = await Sworm.start({ name: 'users', nodeId: 'n1', listen: 'ws://127.0.0.1:4001',
+ *   peers: { n1: 'ws://127.0.0.1:4001', n2: 'ws://127.0.0.1:4002', n3: 'ws://127.0.0.1:4003' },
+ *   dataDir: '/var/lib/app/sworm/n1', secret: process.env.SWORM_SECRET! })
+ * const ref = sworm.spawn({ handleCall: (msg) => ({ echo: msg }) })
+ * await sworm.registerName('user:42', ref)          // true, or false if the name is taken
+ * await sworm.call('user:42', 'hi')                  // { echo: 'hi' }, from any node
+ * ```
+ */
+export class Sworm extends EventEmitter<SwormEvents> {
+  /** Name of this sworm. */
+  readonly name: string
+  /** Id of this node. */
+  readonly nodeId: string
+  /** Incarnation of this node: changes on every start. */
+  readonly incarnation: string
+
+  private readonly raft: RaftNode<RegistryCommand, RegistryResult>
+  private readonly state: RegistryState
+  private readonly hub: WsHub
+  private readonly msgs: Transport
+  private readonly raftChannel: Transport
+  private readonly log: Logger
+  private readonly workers: LocalWorkers
+  private readonly maxNameBytes: number
+  private readonly maxMessageBytes: number
+  private readonly callTimeoutMs: number
+  private readonly nodeDownAfterMs: number
+  private stopped = false
+  private upPromise: Promise<void> | undefined
+  private upResolved = false
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>()
+  private callSeq = 0
+  private detectorTimer: NodeJS.Timeout | undefined
+  private leaderSince = 0
+  private readonly pendingDown = new Set<string>()
+
+  private constructor(init: {
+    name: string
+    nodeId: string
+    inc: string
+    raft: RaftNode<RegistryCommand, RegistryResult>
+    state: RegistryState
+    hub: WsHub
+    msgs: Transport
+    raftChannel: Transport
+    log: Logger
+    workers: LocalWorkers
+    opts: SwormOptions
+  }) {
+    super()
+    this.name = init.name
+    this.nodeId = init.nodeId
+    this.incarnation = init.inc
+    this.raft = init.raft
+    this.state = init.state
+    this.hub = init.hub
+    this.msgs = init.msgs
+    this.raftChannel = init.raftChannel
+    this.log = init.log
+    this.workers = init.workers
+    this.maxNameBytes = init.opts.maxNameBytes ?? 1024
+    this.maxMessageBytes = init.opts.maxMessageBytes ?? 1024 * 1024
+    this.callTimeoutMs = init.opts.callTimeoutMs ?? 5000
+    this.nodeDownAfterMs = init.opts.nodeDownAfterMs ?? 5000
+  }
+
+  /**
+   * Start this node's part of the sworm: open its data, connect to its peers, and announce the
+   * node. Resolves once the node is running, without waiting for a quorum (start the nodes in any
+   * order); operations wait for the cluster as needed.
+   * @throws TypeError naming the option when an option is invalid
+   */
+  static async start(options: SwormOptions): Promise<Sworm> {
+    if (!isObj(options)) throw new TypeError('Sworm.start: options must be an object')
+    const o = options as unknown as Record<string, unknown>
+    const name = requireString(o, 'name')
+    const nodeId = requireString(o, 'nodeId')
+    const listen = requireString(o, 'listen')
+    const dataDir = requireString(o, 'dataDir')
+    const secret = o.secret
+    if (typeof secret !== 'string' || secret.length < 8) throw new TypeError('Sworm.start: option "secret" must be a string of at least 8 characters')
+    validateUrl('listen', listen)
+    if (o.peers !== undefined) {
+      if (!isObj(o.peers)) throw new TypeError('Sworm.start: option "peers" must be an object mapping node ids to ws:// URLs')
+      for (const [id, url] of Object.entries(o.peers)) {
+        if (typeof url !== 'string') throw new TypeError(`Sworm.start: option "peers" entry ${id} must be a URL string`)
+        validateUrl(`peers.${id}`, url)
+      }
+      if (!Object.prototype.hasOwnProperty.call(o.peers, nodeId)) throw new TypeError(`Sworm.start: option "peers" must include this node (${nodeId})`)
+    }
+    for (const k of ['nodeDownAfterMs', 'maxNameBytes', 'maxMessageBytes', 'callTimeoutMs', 'requestTimeoutMs']) optionalPositive(o, k, 1)
+    if (o.logger !== undefined && !isObj(o.logger)) throw new TypeError('Sworm.start: option "logger" must be a logger object')
+    if (o.raft !== undefined && !isObj(o.raft)) throw new TypeError('Sworm.start: option "raft" must be an object')
+    const raftOpts = (o.raft ?? {}) as Record<string, unknown>
+    for (const k of ['tickMs', 'electionTicks', 'snapshotEvery']) optionalPositive(raftOpts, k, 1)
+
+    const log = options.logger ?? consoleLogger(options.logLevel ?? 'info', { sworm: name, node: nodeId })
+    const hub = await acquireHub({ nodeId, listen, secret, logger: log, ...(options.tls ? { tls: options.tls } : {}) })
+    const inc = randomBytes(6).toString('hex')
+    let raft: RaftNode<RegistryCommand, RegistryResult> | undefined
+    let raftChannel: Transport | undefined
+    let msgs: Transport | undefined
+    try {
+      raftChannel = hub.channel(`raft:${name}`)
+      msgs = hub.channel(`msg:${name}`)
+      const storage = await LevelStorage.open(joinPath(dataDir, encodeURIComponent(name)), { logger: log })
+      let sworm: Sworm | undefined
+      const state = new RegistryState((ch) => sworm?.onRegistryChange(ch))
+      const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
+      raft = await RaftNode.start<RegistryCommand, RegistryResult>({
+        id: nodeId,
+        storage,
+        transport: raftChannel,
+        stateMachine: state,
+        ...(options.peers ? { bootstrap: { voters: { ...options.peers }, learners: {} }, seeds: { ...options.peers } } : {}),
+        logger: log,
+        requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+        ...(options.raft?.tickMs ? { tickMs: options.raft.tickMs } : {}),
+        ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
+        ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),
+      })
+      msgs.setPeers(options.peers ?? {})
+      sworm = new Sworm({ name, nodeId, inc, raft, state, hub, msgs, raftChannel, log, workers, opts: options })
+      sworm.wire()
+      return sworm
+    } catch (err) {
+      await raft?.stop({ transfer: false }).catch(() => {})
+      await raftChannel?.close().catch(() => {})
+      await msgs?.close().catch(() => {})
+      await releaseHub(hub)
+      throw err
+    }
+  }
+
+  private wire(): void {
+    this.msgs.onMessage((from, m) => this.onWire(from, m))
+    this.raft.on('role', (s) => {
+      if (s.role === 'leader') this.leaderSince = Date.now()
+      this.emit('leaderChanged', { leader: s.leader, term: s.term })
+    })
+    this.upPromise = this.announce()
+    this.upPromise.catch(() => {})
+    this.detectorTimer = setInterval(() => this.detectDownNodes(), Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)))
+    this.detectorTimer.unref()
+  }
+
+  /** Propose `nodeUp` for this incarnation until it is applied (retrying while there is no quorum). */
+  private async announce(): Promise<void> {
+    for (;;) {
+      if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
+      try {
+        await this.raft.propose({ c: 'nodeUp', node: this.nodeId, inc: this.incarnation })
+        this.upResolved = true
+        this.log.info('node up in sworm', { incarnation: this.incarnation })
+        return
+      } catch (err) {
+        if (err instanceof ShuttingDownError) throw err
+        await new Promise((r) => setTimeout(r, 100).unref())
+      }
+    }
+  }
+
+  private async ready(): Promise<void> {
+    if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
+    if (!this.upResolved) await this.upPromise
+  }
+
+  // ------------------------------------------------------------------ input checks
+
+  private checkName(name: unknown, what = 'name'): string {
+    if (typeof name !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${typeof name}`)
+    if (Buffer.byteLength(name) > this.maxNameBytes) throw new InvalidArgumentError(`${what} is longer than ${this.maxNameBytes} bytes`)
+    return name
+  }
+
+  private checkRef(ref: unknown): WorkerRef {
+    if (!isObj(ref) || typeof ref.node !== 'string' || typeof ref.inc !== 'string' || typeof ref.id !== 'number' || typeof ref.sworm !== 'string') {
+      throw new InvalidArgumentError('not a WorkerRef')
+    }
+    if (ref.sworm !== this.name) throw new InvalidArgumentError(`the ref belongs to sworm ${JSON.stringify(ref.sworm)}, not ${JSON.stringify(this.name)}`)
+    return { sworm: ref.sworm, node: ref.node, inc: ref.inc, id: ref.id }
+  }
+
+  private checkMessage(msg: unknown): void {
+    let size: number
+    try {
+      size = pack(msg).length
+    } catch (err) {
+      throw new InvalidArgumentError(`the message cannot be encoded: ${String(err)}`)
+    }
+    if (size > this.maxMessageBytes) throw new InvalidArgumentError(`the message is ${size} bytes, more than ${this.maxMessageBytes}`)
+  }
+
+  private guard(): void {
+    if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
+  }
+
+  // ------------------------------------------------------------------ registry API
+
+  /**
+   * Host `worker` on this node and return its ref. Its messages are handled one at a time, in
+   * order; a handler that throws or rejects ends it (and its names are removed everywhere).
+   */
+  spawn(worker: Worker): WorkerRef {
+    this.guard()
+    if (!isObj(worker)) throw new InvalidArgumentError('a worker must be an object with optional handleCall/handleCast/terminate methods')
+    const id = this.workers.add(worker)
+    return { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
+  }
+
+  /**
+   * Stop a worker of this node (its `terminate` runs) and remove its names and group memberships
+   * everywhere.
+   */
+  async exit(ref: WorkerRef): Promise<void> {
+    this.guard()
+    const r = this.checkRef(ref)
+    if (r.node !== this.nodeId || r.inc !== this.incarnation) throw new InvalidArgumentError('exit() takes a worker of this node')
+    await this.workers.stop(r.id, 'normal')
+  }
+
+  /**
+   * Bind `name` to `ref` in the whole cluster. Resolves `true`, or `false` when the name is taken
+   * (or the ref's node is gone). Linearizable; the name is visible to local reads on this node as
+   * soon as the promise resolves.
+   */
+  async registerName(name: string, ref: WorkerRef): Promise<boolean> {
+    this.guard()
+    const n = this.checkName(name)
+    const r = this.checkRef(ref)
+    if (r.node === this.nodeId && r.inc === this.incarnation && !this.workers.has(r.id)) return false
+    await this.ready()
+    const res = await this.raft.propose({ c: 'register', name: n, ref: r })
+    return res === true
+  }
+
+  /** Remove `name` everywhere. Resolves `false` when the name was not registered. */
+  async unregisterName(name: string): Promise<boolean> {
+    this.guard()
+    const n = this.checkName(name)
+    await this.ready()
+    return (await this.raft.propose({ c: 'unregister', name: n })) === true
+  }
+
+  /**
+   * The ref bound to `name`, read from this node's copy (no round trip; may lag the leader by the
+   * replication delay). With `{ consistent: true }`, a linearizable read: a Promise that sees every
+   * registration acknowledged before the call.
+   */
+  whereisName(name: string): WorkerRef | undefined
+  whereisName(name: string, opts: { consistent: true }): Promise<WorkerRef | undefined>
+  whereisName(name: string, opts?: { consistent?: boolean }): WorkerRef | undefined | Promise<WorkerRef | undefined>
+  whereisName(name: string, opts?: { consistent?: boolean }): WorkerRef | undefined | Promise<WorkerRef | undefined> {
+    if (opts?.consistent) {
+      return (async () => {
+        this.guard()
+        const n = this.checkName(name)
+        await this.raft.read()
+        return this.state.whereis(n)
+      })()
+    }
+    if (typeof name !== 'string') throw new InvalidArgumentError(`name must be a string, got ${typeof name}`)
+    return this.state.whereis(name)
+  }
+
+  /** Every name of the sworm with its ref (local read). */
+  registered(): Array<[string, WorkerRef]> {
+    return this.state.registered()
+  }
+
+  /**
+   * Add `ref` to `group`.
+   * @throws NotFoundError when `ref` holds no name in this sworm
+   */
+  async join(group: string, ref: WorkerRef): Promise<void> {
+    this.guard()
+    const g = this.checkName(group, 'group')
+    const r = this.checkRef(ref)
+    await this.ready()
+    const res = await this.raft.propose({ c: 'join', group: g, ref: r })
+    if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
+  }
+
+  /**
+   * Remove `ref` from `group`.
+   * @throws NotFoundError when `ref` holds no name in this sworm
+   */
+  async leave(group: string, ref: WorkerRef): Promise<void> {
+    this.guard()
+    const g = this.checkName(group, 'group')
+    const r = this.checkRef(ref)
+    await this.ready()
+    const res = await this.raft.propose({ c: 'leave', group: g, ref: r })
+    if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
+  }
+
+  /** Members of `group` (local read). */
+  members(group: string): WorkerRef[] {
+    if (typeof group !== 'string') throw new InvalidArgumentError(`group must be a string, got ${typeof group}`)
+    return this.state.members(group)
+  }
+
+  // ------------------------------------------------------------------ messaging
+
+  /**
+   * Deliver `msg` to the worker registered as `name` (or to `ref`), wherever it runs. Fire and
+   * forget: resolves once sent.
+   * @throws NoWorkerError when the name is not registered
+   */
+  async send(target: string | WorkerRef, msg: unknown): Promise<void> {
+    this.guard()
+    const ref = this.resolveTarget(target)
+    this.checkMessage(msg)
+    if (this.isLocal(ref)) {
+      if (!this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+      return
+    }
+    this.msgs.send(ref.node, { t: 'cast', to: ref, msg } satisfies WireMsg)
+  }
+
+  /**
+   * Send `msg` to the worker registered as `name` (or to `ref`) and resolve with its reply.
+   * @throws NoWorkerError (no such name or worker), TimeoutError, WorkerCrashedError
+   */
+  async call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } = {}): Promise<R> {
+    this.guard()
+    const ref = this.resolveTarget(target)
+    this.checkMessage(msg)
+    const timeout = opts.timeout ?? this.callTimeoutMs
+    if (this.isLocal(ref)) {
+      let timer: NodeJS.Timeout | undefined
+      try {
+        return (await Promise.race([
+          this.workers.call(ref.id, msg),
+          new Promise<never>((_, rej) => {
+            timer = setTimeout(() => rej(new TimeoutError(`call not answered within ${timeout} ms`)), timeout)
+          }),
+        ])) as R
+      } finally {
+        clearTimeout(timer)
+      }
+    }
+    const id = ++this.callSeq
+    return new Promise<R>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.calls.delete(id)
+        reject(new TimeoutError(`call not answered within ${timeout} ms`))
+      }, timeout)
+      this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      this.msgs.send(ref.node, { t: 'call', id, to: ref, msg } satisfies WireMsg)
+    })
+  }
+
+  private resolveTarget(target: string | WorkerRef): WorkerRef {
+    if (typeof target === 'string') {
+      const ref = this.state.whereis(this.checkName(target))
+      if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)
+      return ref
+    }
+    return this.checkRef(target)
+  }
+
+  private isLocal(ref: WorkerRef): boolean {
+    return ref.node === this.nodeId && ref.inc === this.incarnation
+  }
+
+  private onWire(from: NodeId, raw: unknown): void {
+    if (!isObj(raw)) return
+    const m = raw as WireMsg
+    try {
+      if (m.t === 'cast' || m.t === 'call') {
+        const to = m.to as unknown
+        const local = isObj(to) && to.node === this.nodeId && to.inc === this.incarnation && typeof to.id === 'number'
+        if (m.t === 'cast') {
+          if (local) this.workers.cast(to.id as number, m.msg)
+          return
+        }
+        if (typeof m.id !== 'number') return
+        if (!local || !this.workers.has(to.id as number)) {
+          this.msgs.send(from, { t: 'reply', id: m.id, ok: false, code: 'NO_WORKER', message: 'no such worker on that node' } satisfies WireMsg)
+          return
+        }
+        this.workers.call(to.id as number, m.msg).then(
+          (value) => this.msgs.send(from, { t: 'reply', id: m.id, ok: true, value } satisfies WireMsg),
+          (err: unknown) => {
+            const e = err instanceof SwormError ? err : new WorkerCrashedError(String(err))
+            this.msgs.send(from, { t: 'reply', id: m.id, ok: false, code: e.code, message: e.message } satisfies WireMsg)
+          },
+        )
+        return
+      }
+      if (m.t === 'reply') {
+        const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
+        if (!c) return
+        this.calls.delete(m.id)
+        clearTimeout(c.timer)
+        if (m.ok) c.resolve(m.value)
+        else if (m.code === 'NO_WORKER') c.reject(new NoWorkerError(String(m.message)))
+        else c.reject(new WorkerCrashedError(String(m.message)))
+      }
+    } catch (err) {
+      this.log.warn('dropped a bad worker message', { from, err: String(err) })
+    }
+  }
+
+  // ------------------------------------------------------------------ reactions
+
+  private onRegistryChange(ch: RegistryChange): void {
+    switch (ch.type) {
+      case 'registered':
+        if (this.listenerCount('registered')) this.emit('registered', { name: ch.name, ref: ch.ref })
+        return
+      case 'unregistered':
+        if (this.listenerCount('unregistered')) this.emit('unregistered', { name: ch.name, ref: ch.ref })
+        return
+      case 'joined':
+        if (this.listenerCount('joined')) this.emit('joined', { group: ch.group, ref: ch.ref })
+        return
+      case 'left':
+        if (this.listenerCount('left')) this.emit('left', { group: ch.group, ref: ch.ref })
+        return
+      case 'nodeUp':
+        this.pendingDown.delete(ch.node)
+        this.log.info('node up', { peer: ch.node })
+        this.emit('nodeUp', { node: ch.node })
+        return
+      case 'nodeDown':
+        this.pendingDown.delete(ch.node)
+        this.log.warn('node declared gone', { peer: ch.node })
+        this.emit('nodeDown', { node: ch.node })
+        // We were declared gone but we are alive: come back (our static names were dropped).
+        if (ch.node === this.nodeId && ch.inc === this.incarnation && !this.stopped) {
+          this.upResolved = false
+          this.upPromise = this.announce()
+          this.upPromise.catch(() => {})
+        }
+        return
+    }
+  }
+
+  private onWorkerExit(id: number, reason: ExitReason): void {
+    if (reason.kind === 'crash') this.log.warn('worker crashed', { worker: id, err: String(reason.error) })
+    const ref: WorkerRef = { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
+    if (this.state.namesOfRef(ref).length === 0 && !this.stopped) return
+    void this.proposeUntilDone({ c: 'workerDown', ref })
+  }
+
+  /** Background proposal that must eventually happen (retried until applied or stopped). */
+  private async proposeUntilDone(cmd: RegistryCommand): Promise<void> {
+    for (let attempt = 0; !this.stopped || attempt === 0; attempt++) {
+      try {
+        await this.raft.propose(cmd)
+        return
+      } catch (err) {
+        if (err instanceof ShuttingDownError) return
+        await new Promise((r) => setTimeout(r, 200).unref())
+      }
+    }
+  }
+
+  /** On the leader: declare nodes gone after `nodeDownAfterMs` of silence. */
+  private detectDownNodes(): void {
+    if (this.stopped || !this.raft.isLeader) return
+    const now = performance.now()
+    const sinceLeader = Date.now() - this.leaderSince
+    if (sinceLeader < this.nodeDownAfterMs) return // give every node a chance to reach the new leader
+    for (const rec of this.state.nodeRecords()) {
+      if (!rec.up || rec.node === this.nodeId || this.pendingDown.has(rec.node)) continue
+      const heard = this.raft.lastHeard(rec.node)
+      if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
+      this.pendingDown.add(rec.node)
+      this.raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc }).then(
+        () => this.pendingDown.delete(rec.node),
+        () => this.pendingDown.delete(rec.node),
+      )
+    }
+  }
+
+  // ------------------------------------------------------------------ status and stop
+
+  /** Role, term, leader and indexes of this node's Raft replica, plus registry counts. */
+  status(): { node: string; role: string; term: number; leader: string | undefined; commit: number; applied: number; names: number; workers: number } {
+    const s = this.raft.status()
+    return { node: this.nodeId, role: s.role, term: s.term, leader: s.leader, commit: s.commit, applied: s.applied, names: this.state.size, workers: this.workers.size }
+  }
+
+  /** The Raft node behind this sworm (for tests, tools and membership changes). */
+  get raftNode(): RaftNode<RegistryCommand, RegistryResult> {
+    return this.raft
+  }
+
+  /**
+   * Leave gracefully: this node's workers stop (their `terminate` runs) and their names are
+   * removed everywhere, leadership is handed over, and the node's resources are released.
+   */
+  async stop(): Promise<void> {
+    if (this.stopped) return
+    const local = this.workers.ids().map((id): WorkerRef => ({ sworm: this.name, node: this.nodeId, inc: this.incarnation, id }))
+    const named = local.filter((r) => this.state.namesOfRef(r).length > 0)
+    this.stopped = true
+    clearInterval(this.detectorTimer)
+    await this.workers.stopAll('shutdown')
+    // best effort: drop our names now rather than waiting for the leader to declare us gone
+    await Promise.race([
+      Promise.allSettled(named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))),
+      new Promise((r) => setTimeout(r, 2000).unref()),
+    ])
+    for (const c of this.calls.values()) {
+      clearTimeout(c.timer)
+      c.reject(new ShuttingDownError('the sworm is stopped'))
+    }
+    this.calls.clear()
+    await this.raft.stop()
+    await this.msgs.close()
+    await this.raftChannel.close()
+    await releaseHub(this.hub)
+    this.log.info('sworm stopped')
+  }
+}
+

@@ -1,0 +1,192 @@
+/**
+ * The public registry API on a real 3-node cluster inside one process (real ws, real LevelDB):
+ * every row of the API table, the guarantees, and bad input.
+ */
+import t from 'tap'
+import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, Sworm, TimeoutError, WorkerCrashedError, silentLogger } from '../src/index.js'
+import type { WorkerRef } from '../src/index.js'
+import { freePorts, tempDir, waitFor } from './helpers.js'
+
+const SECRET = 'test-secret-123'
+
+async function startCluster(n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) {
+  const { dir, cleanup } = tempDir()
+  const ports = await freePorts(n)
+  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
+  const nodes = await Promise.all(
+    Object.entries(peers).map(([nodeId, listen]) =>
+      Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: SECRET, logger: silentLogger, ...extra }),
+    ),
+  )
+  await waitFor(() => nodes.some((s) => s.status().role === 'leader'), 10_000, 'a leader')
+  return {
+    nodes,
+    peers,
+    dir,
+    async stop() {
+      await Promise.all(nodes.map((s) => s.stop().catch(() => {})))
+      cleanup()
+    },
+  }
+}
+
+const echo = (tag: string) => ({
+  handleCall: (msg: unknown) => ({ tag, msg }),
+})
+
+t.test('registry API on 3 nodes', async (t) => {
+  const c = await startCluster(3)
+  t.teardown(() => c.stop())
+  const [a, b, cc] = c.nodes as [Sworm, Sworm, Sworm]
+
+  const ref = a.spawn(echo('a1'))
+  t.equal(await a.registerName('user:1', ref), true, 'registerName resolves true')
+  t.same(a.whereisName('user:1'), ref, 'read your writes on the calling node')
+  t.equal(await b.registerName('user:1', b.spawn(echo('b1'))), false, 'taken anywhere: false')
+  t.same(await cc.whereisName('user:1', { consistent: true }), ref, 'consistent read on another node')
+  await waitFor(() => b.whereisName('user:1') !== undefined, 2000, 'b sees the name')
+
+  t.same(await b.call('user:1', 'hi'), { tag: 'a1', msg: 'hi' }, 'call routed to the node that runs the worker')
+  t.same(await a.call('user:1', 'local'), { tag: 'a1', msg: 'local' }, 'local call')
+
+  const got: unknown[] = []
+  const r2 = b.spawn({ handleCast: (m: unknown) => void got.push(m) })
+  t.equal(await b.registerName('sink', r2), true)
+  await waitFor(() => a.whereisName('sink') !== undefined, 2000)
+  await a.send('sink', 1)
+  await a.send('sink', 2)
+  await a.send('sink', 3)
+  await waitFor(() => got.length === 3, 2000, 'casts delivered')
+  t.same(got, [1, 2, 3], 'in order')
+
+  await a.join('online', ref)
+  await b.join('online', r2)
+  t.same(new Set(b.members('online').map((r) => r.id + r.node)), new Set([ref.id + ref.node, r2.id + r2.node]), 'the joining node reads its writes')
+  await waitFor(() => cc.members('online').length === 2, 2000, 'c sees the group')
+  await b.leave('online', r2)
+  t.equal(b.members('online').length, 1)
+  const stranger = a.spawn(echo('x'))
+  await t.rejects(a.join('online', stranger), NotFoundError, 'join of an unregistered ref')
+  await t.rejects(a.leave('online', stranger), NotFoundError)
+
+  t.equal(a.registered().length, 2)
+  t.equal(await a.unregisterName('sink'), true)
+  t.equal(await a.unregisterName('sink'), false, 'unknown name: false')
+  t.equal(a.whereisName('sink'), undefined)
+  await t.rejects(a.call('sink', 1), NoWorkerError)
+  await t.rejects(a.call('nobody', 1), NoWorkerError)
+})
+
+t.test('20 concurrent registerName of one name from every node: exactly one wins', async (t) => {
+  const c = await startCluster(3)
+  t.teardown(() => c.stop())
+  const attempts: Array<Promise<{ ok: boolean; ref: WorkerRef }>> = []
+  for (const s of c.nodes) {
+    for (let i = 0; i < 20; i++) {
+      const ref = s.spawn(echo(`${s.nodeId}-${i}`))
+      attempts.push(s.registerName('the-one', ref).then((ok) => ({ ok, ref })))
+    }
+  }
+  const res = await Promise.all(attempts)
+  const winners = res.filter((r) => r.ok)
+  t.equal(winners.length, 1, 'one winner among 60')
+  for (const s of c.nodes) t.same(await s.whereisName('the-one', { consistent: true }), winners[0]!.ref)
+})
+
+t.test("a static worker's name vanishes everywhere when it ends or crashes", async (t) => {
+  const c = await startCluster(3)
+  t.teardown(() => c.stop())
+  const [a, b] = c.nodes as [Sworm, Sworm]
+  let terminated = ''
+  const ref = a.spawn({
+    handleCall: (m: unknown) => {
+      if (m === 'boom') throw new Error('boom')
+      return 'ok'
+    },
+    terminate: (reason: string) => void (terminated = reason),
+  })
+  t.ok(await a.registerName('w', ref))
+  t.ok(await a.registerName('w-alias', ref))
+  await a.join('g', ref)
+  await waitFor(() => b.whereisName('w') !== undefined, 2000)
+  await t.rejects(b.call('w', 'boom'), WorkerCrashedError, 'the caller sees the crash')
+  await waitFor(() => b.whereisName('w') === undefined && b.whereisName('w-alias') === undefined, 5000, 'names gone on b')
+  t.equal(b.members('g').length, 0, 'group membership gone')
+  t.equal(terminated, 'crash', 'terminate ran')
+
+  const ref2 = a.spawn(echo('2'))
+  t.ok(await a.registerName('w2', ref2))
+  await a.exit(ref2)
+  await waitFor(() => b.whereisName('w2') === undefined, 5000, 'exit removes the name')
+  t.equal(await a.registerName('w3', ref2), false, 'a dead ref cannot take a name')
+})
+
+t.test('names of a node that stops or dies vanish from the others', async (t) => {
+  const c = await startCluster(3, 'procs', { nodeDownAfterMs: 1000 })
+  t.teardown(() => c.stop())
+  const [a, b, cc] = c.nodes as [Sworm, Sworm, Sworm]
+  t.ok(await cc.registerName('on-c', cc.spawn(echo('c'))))
+  await waitFor(() => a.whereisName('on-c') !== undefined, 2000)
+  await cc.stop()
+  await waitFor(() => a.whereisName('on-c') === undefined && b.whereisName('on-c') === undefined, 10_000, 'names of a stopped node gone')
+  t.pass('graceful stop removed the names')
+})
+
+t.test('several sworms in one cluster share ports and see only their own names', async (t) => {
+  const { dir, cleanup } = tempDir()
+  const ports = await freePorts(3)
+  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
+  const start = (name: string) =>
+    Promise.all(Object.entries(peers).map(([nodeId, listen]) => Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: SECRET, logger: silentLogger })))
+  const s1 = await start('alpha')
+  const s2 = await start('beta')
+  t.teardown(async () => {
+    await Promise.all([...s1, ...s2].map((s) => s.stop()))
+    cleanup()
+  })
+  t.ok(await s1[0]!.registerName('x', s1[0]!.spawn(echo('alpha'))))
+  t.ok(await s2[1]!.registerName('x', s2[1]!.spawn(echo('beta'))), 'same name in another sworm')
+  t.same(await s1[2]!.call('x', 1), { tag: 'alpha', msg: 1 })
+  t.same(await s2[0]!.call('x', 1), { tag: 'beta', msg: 1 })
+  await t.rejects(s1[0]!.registerName('y', s2[0]!.spawn(echo('b'))), InvalidArgumentError, 'a ref from another sworm')
+})
+
+t.test('bad input rejects with typed errors and changes nothing', async (t) => {
+  const c = await startCluster(1, 'solo')
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [Sworm]
+  const ref = a.spawn(echo('x'))
+  const bad = [42, null, undefined, {}, 'x'.repeat(2000)]
+  for (const name of bad) await t.rejects(a.registerName(name as string, ref), InvalidArgumentError, `registerName(${String(name).slice(0, 10)})`)
+  await t.rejects(a.registerName('ok', { sworm: 'solo', node: 'n1' } as unknown as WorkerRef), InvalidArgumentError, 'not a ref')
+  t.throws(() => a.whereisName(7 as unknown as string), InvalidArgumentError)
+  await t.rejects(a.whereisName(7 as unknown as string, { consistent: true }), InvalidArgumentError)
+  t.ok(await a.registerName('big', ref))
+  await t.rejects(a.send('big', 'x'.repeat(2 * 1024 * 1024)), InvalidArgumentError, 'oversized message')
+  const circular: Record<string, unknown> = {}
+  circular.self = circular
+  await t.rejects(a.call('big', circular), InvalidArgumentError, 'unencodable message')
+  const slow = a.spawn({ handleCall: () => new Promise(() => {}) })
+  t.ok(await a.registerName('slow', slow))
+  await t.rejects(a.call('slow', 1, { timeout: 50 }), TimeoutError)
+  t.equal(a.registered().length, 2, 'nothing else was registered')
+  await a.stop()
+  await t.rejects(a.registerName('late', ref), ShuttingDownError, 'after stop')
+  await t.rejects(a.call('big', 1), ShuttingDownError)
+})
+
+t.test('Sworm.start validates options and names the bad one', async (t) => {
+  const base = { name: 's', nodeId: 'n1', listen: 'ws://127.0.0.1:1', dataDir: '/tmp/x', secret: SECRET }
+  const cases: Array<[Record<string, unknown>, RegExp]> = [
+    [{ ...base, name: '' }, /"name"/],
+    [{ ...base, nodeId: 3 }, /"nodeId"/],
+    [{ ...base, listen: 'http://x:1' }, /"listen"/],
+    [{ ...base, listen: 'ws://x' }, /"listen"/],
+    [{ ...base, secret: 'short' }, /"secret"/],
+    [{ ...base, peers: { n2: 'ws://127.0.0.1:2' } }, /"peers"/],
+    [{ ...base, peers: 'x' }, /"peers"/],
+    [{ ...base, callTimeoutMs: -1 }, /"callTimeoutMs"/],
+    [{ ...base, raft: { tickMs: 0 } }, /"tickMs"/],
+  ]
+  for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
+})
