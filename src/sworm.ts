@@ -38,6 +38,11 @@ export interface SwormOptions {
    * bootstraps the cluster; on an existing one it only gives addresses.
    */
   peers?: Record<string, string>
+  /**
+   * Instead of `peers`: the address of any member of a running cluster. A node on a fresh
+   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up).
+   */
+  join?: string
   /** Cluster secret shared by every node; peers without it are refused. */
   secret: string
   /** Directory for this node's data (one LevelDB per sworm below it). */
@@ -85,6 +90,7 @@ type WireMsg =
   | { t: 'call'; id: number; to: WorkerRef; msg: unknown }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
+  | { t: 'joinReq'; node: string; url: string }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
@@ -152,6 +158,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private detectorTimer: NodeJS.Timeout | undefined
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
+  private readonly joining = new Set<string>()
 
   private constructor(init: {
     name: string
@@ -207,6 +214,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
       }
       if (!Object.prototype.hasOwnProperty.call(o.peers, nodeId)) throw new TypeError(`Sworm.start: option "peers" must include this node (${nodeId})`)
     }
+    if (o.join !== undefined) {
+      if (typeof o.join !== 'string') throw new TypeError('Sworm.start: option "join" must be a ws:// URL string')
+      validateUrl('join', o.join)
+      if (o.peers !== undefined) throw new TypeError('Sworm.start: give either option "peers" or option "join", not both')
+    }
     for (const k of ['nodeDownAfterMs', 'maxNameBytes', 'maxMessageBytes', 'callTimeoutMs', 'requestTimeoutMs']) optionalPositive(o, k, 1)
     if (o.logger !== undefined && !isObj(o.logger)) throw new TypeError('Sworm.start: option "logger" must be a logger object')
     if (o.raft !== undefined && !isObj(o.raft)) throw new TypeError('Sworm.start: option "raft" must be an object')
@@ -238,9 +250,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
         ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
         ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),
       })
-      msgs.setPeers(options.peers ?? {})
+      const st = raft.status()
+      const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
+      let joinVia: string | undefined
+      if (fresh) {
+        if (!options.join) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
+        joinVia = await hub.discover(options.join)
+        msgs.setPeers({ [joinVia]: options.join })
+      } else {
+        msgs.setPeers(options.peers ?? {})
+      }
       sworm = new Sworm({ name, nodeId, inc, raft, state, hub, msgs, raftChannel, log, workers, opts: options })
       sworm.wire()
+      if (joinVia !== undefined) await sworm.askToJoin(joinVia, listen)
       return sworm
     } catch (err) {
       await raft?.stop({ transfer: false }).catch(() => {})
@@ -261,6 +283,37 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.upPromise.catch(() => {})
     this.detectorTimer = setInterval(() => this.detectDownNodes(), Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)))
     this.detectorTimer.unref()
+  }
+
+  /** Ask the cluster (through `via`) to add this node, until the configuration lists it as a voter. */
+  private async askToJoin(via: string, url: string): Promise<void> {
+    const deadline = Date.now() + 60_000
+    while (!this.raft.status().config.voters[this.nodeId]) {
+      if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
+      if (Date.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
+      const target = this.raft.leader ?? via
+      this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url } satisfies WireMsg)
+      await new Promise((r) => setTimeout(r, 500).unref())
+    }
+    this.log.info('joined the cluster')
+  }
+
+  /** A node asks to be added: the leader adds it; others pass the request on. */
+  private onJoinRequest(node: string, url: string): void {
+    if (!this.raft.isLeader) {
+      const leader = this.raft.leader
+      if (leader !== undefined && leader !== this.nodeId) this.msgs.send(leader, { t: 'joinReq', node, url } satisfies WireMsg)
+      return
+    }
+    if (this.joining.has(node)) return
+    this.joining.add(node)
+    this.raft
+      .addNode(node, url)
+      .then(
+        () => this.log.info('node added to the cluster', { peer: node, url }),
+        (err: unknown) => this.log.warn('could not add node', { peer: node, err: String(err) }),
+      )
+      .finally(() => this.joining.delete(node))
   }
 
   /** Propose `nodeUp` for this incarnation until it is applied (retrying while there is no quorum). */
@@ -506,6 +559,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
             this.msgs.send(from, { t: 'reply', id: m.id, ok: false, code: e.code, message: e.message } satisfies WireMsg)
           },
         )
+        return
+      }
+      if (m.t === 'joinReq') {
+        if (typeof m.node === 'string' && typeof m.url === 'string') {
+          validateUrl('join', m.url)
+          this.onJoinRequest(m.node, m.url)
+        }
         return
       }
       if (m.t === 'reply') {

@@ -190,3 +190,28 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
   ]
   for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
 })
+
+t.test('a node that joins later (join: url) sees every name and takes part', async (t) => {
+  const c = await startCluster(3, 'late')
+  const [a] = c.nodes as [Sworm]
+  for (let i = 0; i < 50; i++) t.ok(await a.registerName(`early:${i}`, a.spawn(echo(`e${i}`))))
+  const [port] = await freePorts(1)
+  const d = await Sworm.start({
+    name: 'late',
+    nodeId: 'n4',
+    listen: `ws://127.0.0.1:${port}`,
+    join: c.peers.n2!,
+    dataDir: `${c.dir}/n4`,
+    secret: SECRET,
+    logger: silentLogger,
+  })
+  t.teardown(async () => {
+    await d.stop()
+    await c.stop()
+  })
+  t.ok(d.raftNode.status().config.voters.n4, 'n4 is a voter')
+  await waitFor(() => d.registered().length === 50, 5000, 'n4 sees every name')
+  t.same(await d.call('early:7', 'x'), { tag: 'e7', msg: 'x' }, 'n4 reaches workers on other nodes')
+  t.ok(await d.registerName('from-n4', d.spawn(echo('d'))))
+  t.same(await a.call('from-n4', 'y'), { tag: 'd', msg: 'y' }, 'others reach workers on n4')
+})

@@ -328,6 +328,63 @@ export class WsHub {
   }
 
   /**
+   * Learn the node id of the hub listening at `url` (for joining a cluster through any member's
+   * address). Runs the first half of the handshake: the listener proves it knows the secret and
+   * says who it is; then the probe connection is closed and `url` is remembered for that id.
+   * @throws SwormError `DISCOVERY` when the peer cannot be reached or fails authentication
+   */
+  discover(url: string, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const nonce = randomBytes(NONCE_BYTES)
+      let done = false
+      let ws: WebSocket
+      const finish = (err: Error | undefined, id?: string): void => {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        try {
+          ws.terminate()
+        } catch {
+          // already closed
+        }
+        if (err) reject(err)
+        else resolve(id!)
+      }
+      const timer = setTimeout(() => finish(new SwormError('DISCOVERY', `no answer from ${url} within ${timeoutMs} ms`)), timeoutMs)
+      timer.unref()
+      try {
+        ws = new WebSocket(url, {
+          maxPayload: 64 * 1024,
+          perMessageDeflate: false,
+          handshakeTimeout: timeoutMs,
+          ...(this.tls
+            ? { key: this.tls.key, cert: this.tls.cert, ...(this.tls.ca !== undefined ? { ca: this.tls.ca } : {}), rejectUnauthorized: this.tls.rejectUnauthorized ?? true }
+            : {}),
+        })
+      } catch (e) {
+        clearTimeout(timer)
+        reject(new SwormError('DISCOVERY', `cannot dial ${url}: ${errMessage(e)}`))
+        return
+      }
+      ws.on('error', (e) => finish(new SwormError('DISCOVERY', `cannot reach ${url}: ${errMessage(e)}`)))
+      ws.on('close', () => finish(new SwormError('DISCOVERY', `${url} closed the connection`)))
+      ws.on('open', () => ws.send(this.packr.pack({ v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce }), { binary: true }))
+      ws.on('message', (data) => {
+        let f: unknown
+        try {
+          f = this.packr.unpack(toBuffer(data))
+        } catch {
+          return finish(new SwormError('DISCOVERY', `bad answer from ${url}`))
+        }
+        if (!isPlainObject(f) || f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce)) return finish(new SwormError('DISCOVERY', `bad answer from ${url}`))
+        const expected = this.proof('server', this.nodeId, f.id, nonce, f.nonce)
+        if (!WsHub.proofOk(expected, f.proof)) return finish(new SwormError('DISCOVERY', `${url} failed authentication (wrong secret?)`))
+        finish(undefined, f.id)
+      })
+    })
+  }
+
+  /**
    * Test hook for partitions: while `blocked`, every frame to and from peer `id` is dropped (the
    * connection itself stays up).
    */
