@@ -8,11 +8,15 @@ import type { ClusterConfig, Logger, NodeId, Transport } from '../../src/raft/ty
 import { KvStateMachine } from '../../src/testkit/kv-state-machine.js'
 import type { KvInput, KvOperation, KvOutput } from '../../src/testkit/linearizability.js'
 import { SimNetwork, SimScheduler } from '../../src/testkit/sim.js'
+import { RegistryKvStateMachine } from './registry-kv.js'
+
+/** What the simulated nodes replicate: the test KV store, or the registry behind a KV face. */
+export type SimMachine = KvStateMachine | RegistryKvStateMachine
 
 export interface SimMember {
   id: NodeId
   node: RaftNode<KvInput, KvOutput> | undefined
-  sm: KvStateMachine
+  sm: SimMachine
   storage: MemoryStorage
   fastDisk: boolean
   transport: (Transport & { detach(): void }) | undefined
@@ -26,6 +30,8 @@ export interface SimClusterOptions {
   logger?: Logger
   snapshotEvery?: number
   tickMs?: number
+  /** Default 'kv'. */
+  machine?: 'kv' | 'registry'
 }
 
 /** The cluster under test plus the invariants it checks as it runs. */
@@ -78,7 +84,8 @@ export class SimCluster {
     m.generation++
     const gen = m.generation
     m.alive = true
-    m.sm = new KvStateMachine((index, cmd) => this.recordApply(m.id, index, cmd))
+    const onApply = (index: number, cmd: KvInput): void => this.recordApply(m.id, index, cmd)
+    m.sm = this.opts.machine === 'registry' ? new RegistryKvStateMachine(onApply) : new KvStateMachine(onApply)
     m.transport = this.net.endpoint(m.id)
     const clock = this.sched.clock({ skew: () => m.skew, alive: () => m.alive && m.generation === gen })
     const opts = {

@@ -11,12 +11,14 @@ const arg = (name: string, def: number): number => {
 const runs = arg('runs', 1000)
 const seed0 = arg('seed', Math.floor(Math.random() * 1e9))
 const duration = arg('duration', 10_000)
-console.log(`running ${runs} simulations from seed ${seed0}, ${duration} ms of faults each`)
+const mi = process.argv.indexOf('--machine')
+const machine = mi >= 0 && process.argv[mi + 1] === 'registry' ? 'registry' : 'kv'
+console.log(`running ${runs} ${machine} simulations from seed ${seed0}, ${duration} ms of faults each`)
 let failed = 0
 const conv: number[] = []
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
-  const res = await runScenario({ seed: seed0 + i, durationMs: duration })
+  const res = await runScenario({ seed: seed0 + i, durationMs: duration, machine })
   conv.push(res.convergedAfterMs)
   if (!res.ok) {
     failed++

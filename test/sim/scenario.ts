@@ -16,6 +16,8 @@ export interface ScenarioOptions {
   clients?: number
   keys?: number
   membership?: boolean
+  /** What the cluster replicates. Default 'kv'. */
+  machine?: 'kv' | 'registry'
 }
 
 export interface ScenarioResult {
@@ -30,7 +32,7 @@ export interface ScenarioResult {
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  const c = new SimCluster({ seed: o.seed, snapshotEvery: 100 + Math.floor((o.seed % 7) * 50) })
+  const c = new SimCluster({ seed: o.seed, snapshotEvery: 100 + Math.floor((o.seed % 7) * 50), machine: o.machine ?? 'kv' })
   const r = c.random
   const nVoters = o.voters ?? (r() < 0.5 ? 3 : 5)
   const ids: NodeId[] = Array.from({ length: nVoters }, (_, i) => `n${i + 1}`)
@@ -170,18 +172,16 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
   for (const m of [...c.members.values()]) if (!m.alive) await c.restart(m.id)
   const healedAt = c.sched.now
   stopClients = true
-  await c.sched.runUntil(c.sched.now + 5000) // clients finish or time out
-  // one final write, so the leader commits everything of earlier terms
   const problems: string[] = []
   const settled = await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000)
-  if (settled) {
-    const l = c.leader()!
-    let done = false
-    void c.clientOp(l, { op: 'put', key: 'final', value: 'x' }).finally(() => (done = true))
-    await c.sched.runUntilTrue(() => done, 5000)
-  }
-  const converged = await c.sched.runUntilTrue(() => c.converged(), 30_000)
+  // converged: every member of the configuration applied the leader's commit index, same data
+  let converged = await c.sched.runUntilTrue(() => c.converged(), 30_000, 5)
   const convergedAfterMs = c.sched.now - healedAt
+  let clientsDone = false
+  void Promise.all(clientLoops).finally(() => (clientsDone = true))
+  await c.sched.runUntilTrue(() => clientsDone, 10_000)
+  // and still converged once the last client operations have settled
+  converged = converged && (await c.sched.runUntilTrue(() => c.converged(), 30_000))
   if (!settled) problems.push('no leader after healing')
   if (!converged) {
     const st = [...c.members.values()].map((m) => {
@@ -192,9 +192,6 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
     })
     problems.push(`members did not converge after healing: ${st.join(' | ')}`)
   }
-  let clientsDone = false
-  void Promise.all(clientLoops).finally(() => (clientsDone = true))
-  await c.sched.runUntilTrue(() => clientsDone, 10_000)
   problems.push(...c.violations)
   const lin = checkLinearizable(kvModel, c.history, { timeoutMs: 30_000 })
   if (!lin.ok) problems.push(`not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
