@@ -24,7 +24,7 @@ class Harness {
   leaders = new Map<number, NodeId>()
   random = seededRandom(7)
 
-  constructor(ids: NodeId[], voters = ids) {
+  constructor(ids: NodeId[], voters = ids, private readonly leaseRead = false) {
     const cfg: ClusterConfig = { voters: Object.fromEntries(voters.map((v) => [v, v])), learners: {} }
     for (const id of ids) {
       const boot = voters.includes(id)
@@ -39,7 +39,7 @@ class Harness {
 
   boot(id: NodeId): RaftCore {
     const d = this.disks.get(id)!
-    const core = new RaftCore({ id, electionTicks: 10, random: this.random }, { hardState: { ...d.hs }, entries: d.entries.slice(), snapshot: d.snapshot })
+    const core = new RaftCore({ id, electionTicks: 10, random: this.random, leaseRead: this.leaseRead }, { hardState: { ...d.hs }, entries: d.entries.slice(), snapshot: d.snapshot })
     this.cores.set(id, core)
     this.applied.set(id, [])
     return core
@@ -380,4 +380,22 @@ t.test('restart from disk: a node recovers term, vote and log', async (t) => {
   t.equal(after.lastIndex, before.lastIndex)
   h.tickAll(2)
   t.same(h.appliedCmds('b'), [0, 1, 2, 3, 4], 'reapplied after restart')
+})
+
+t.test('lease reads: answered at once while a quorum acknowledged recently, not after', async (t) => {
+  const h = new Harness(['a', 'b', 'c'], ['a', 'b', 'c'], true)
+  h.elect('a')
+  h.core('a').propose('x')
+  h.settle()
+  h.tickAll(1) // a heartbeat round acknowledged by b and c
+  const commit = h.core('a').status().commit
+  h.core('a').readIndex(1)
+  const rd = h.core('a').ready()
+  t.same(rd.reads, [{ id: 1, index: commit }], 'served from the lease, no round trip')
+  h.core('a').advance(rd)
+  h.isolate('a')
+  h.tick('a', 9) // the lease runs out after electionTicks - 1 ticks without acknowledgements
+  h.core('a').readIndex(2)
+  h.settle()
+  t.notOk(h.reads.get('a')?.some((r) => r.id === 2 && r.index > 0), 'no lease read once the lease expired')
 })

@@ -178,6 +178,10 @@ export class RaftCore {
 
   // reads
   private readSeq = 0
+  /** Ticks since start (the leader lease is measured in ticks). */
+  private ticks = 0
+  /** Tick at which each heartbeat round was sent. */
+  private readonly roundTicks = new Map<number, number>()
   private pendingReads: PendingRead[] = []
   private readsAwaitingCommit: PendingRead[] = []
   private followerReadIds: number[] = []
@@ -333,6 +337,7 @@ export class RaftCore {
 
   /** Advance logical time by one tick. */
   tick(): void {
+    this.ticks++
     this.electionElapsed++
     if (this.role === 'leader') {
       this.heartbeatElapsed++
@@ -347,7 +352,8 @@ export class RaftCore {
       }
       if (this.heartbeatElapsed >= this.heartbeatTicks) {
         this.heartbeatElapsed = 0
-        this.broadcastHeartbeat()
+        this.newRound()
+        this.broadcastHeartbeat(this.readSeq)
       }
       return
     }
@@ -831,6 +837,31 @@ export class RaftCore {
     for (const [id, pr] of this.progress) this.sendAppend(id, pr)
   }
 
+  /** Start a heartbeat round: a new sequence number, stamped with the tick it was sent at. */
+  private newRound(): void {
+    this.readSeq++
+    this.roundTicks.set(this.readSeq, this.ticks)
+    if (this.roundTicks.size > 4 * this.electionTicks + 64) {
+      for (const k of this.roundTicks.keys()) {
+        if (this.roundTicks.size <= 2 * this.electionTicks + 32) break
+        this.roundTicks.delete(k)
+      }
+    }
+  }
+
+  /**
+   * Leader lease: a quorum acknowledged a heartbeat sent less than `electionTicks - 1` ticks ago.
+   * Followers ignore candidates for `electionTicks` after hearing from the leader, so no other
+   * leader can exist yet — assuming clocks drift by less than one tick per election timeout.
+   */
+  private leaseValid(): boolean {
+    if (this.transferee !== undefined) return false
+    const acks = this.voters().map((v) => (v === this.id ? this.readSeq : (this.progress.get(v)?.ackSeq ?? 0)))
+    acks.sort((a, b) => b - a)
+    const sentAt = this.roundTicks.get(acks[this.quorum() - 1]!)
+    return sentAt !== undefined && this.ticks - sentAt < this.electionTicks - 1
+  }
+
   private broadcastHeartbeat(seq = this.readSeq): void {
     for (const [id, pr] of this.progress) {
       const commit = Math.min(pr.match, this.commit)
@@ -865,7 +896,7 @@ export class RaftCore {
       return
     }
     r.index = this.commit
-    if (this.leaseRead || this.voters().length === 1) {
+    if (this.voters().length === 1 || (this.leaseRead && this.leaseValid())) {
       this.answerRead(r)
       return
     }
@@ -935,7 +966,7 @@ export class RaftCore {
     if (this.role === 'leader') {
       this.syncProgress()
       if (this.pendingReads.some((r) => r.seq > this.readSeq)) {
-        this.readSeq++
+        this.newRound()
         this.broadcastHeartbeat(this.readSeq)
       }
       if (this.appendsDirty) {

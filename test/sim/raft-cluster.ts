@@ -32,6 +32,8 @@ export interface SimClusterOptions {
   tickMs?: number
   /** Default 'kv'. */
   machine?: 'kv' | 'registry'
+  /** Serve reads from the leader lease. Default false. */
+  leaseRead?: boolean
 }
 
 /** The cluster under test plus the invariants it checks as it runs. */
@@ -98,6 +100,7 @@ export class SimCluster {
       snapshotEvery: this.opts.snapshotEvery ?? 200,
       tickMs: this.opts.tickMs ?? 50,
       requestTimeoutMs: 3000,
+      leaseRead: this.opts.leaseRead ?? false,
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
       ...(bootstrap ? { bootstrap } : {}),
     }

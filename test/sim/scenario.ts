@@ -32,7 +32,7 @@ export interface ScenarioResult {
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  const c = new SimCluster({ seed: o.seed, snapshotEvery: 100 + Math.floor((o.seed % 7) * 50), machine: o.machine ?? 'kv' })
+  const c = new SimCluster({ seed: o.seed, snapshotEvery: 100 + Math.floor((o.seed % 7) * 50), machine: o.machine ?? 'kv', leaseRead: o.seed % 3 === 0 })
   const r = c.random
   const nVoters = o.voters ?? (r() < 0.5 ? 3 : 5)
   const ids: NodeId[] = Array.from({ length: nVoters }, (_, i) => `n${i + 1}`)
