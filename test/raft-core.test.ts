@@ -384,7 +384,12 @@ t.test('restart from disk: a node recovers term, vote and log', async (t) => {
 
 t.test('lease reads: answered at once while a quorum acknowledged recently, not after', async (t) => {
   const h = new Harness(['a', 'b', 'c'], ['a', 'b', 'c'], true)
-  h.elect('a')
+  h.tickAll(40)
+  const l = h.leader()!
+  t.ok(l, 'a leader')
+  if (l !== 'a') t.ok(h.core(l).transferLeadership('a'))
+  h.settle()
+  t.equal(h.leader(), 'a')
   h.core('a').propose('x')
   h.settle()
   h.tickAll(1) // a heartbeat round acknowledged by b and c

@@ -106,6 +106,8 @@ interface Progress {
   snapTicks: number
   /** Highest commit index sent to this follower. */
   sentCommit: number
+  /** Index of the snapshot last sent (snapshot state). */
+  snapIndexSent: number
   /** Match index at the previous heartbeat answer, and how many answers saw no progress. */
   matchAtHb: number
   stalls: number
@@ -185,6 +187,7 @@ export class RaftCore {
   private pendingReads: PendingRead[] = []
   private readsAwaitingCommit: PendingRead[] = []
   private followerReadIds: number[] = []
+  private readonly readsSent = new Map<number, { leader: NodeId; term: number }>()
   private readyReads: ReadState[] = []
 
   // pending outputs
@@ -453,7 +456,10 @@ export class RaftCore {
     // Term handling (paper §5.1, with the pre-vote and leader-stickiness rules of the thesis §9.6).
     if (m.term > this.term) {
       if (m.t === 'vote') {
-        const leaderFresh = this.checkQuorum && this.leader !== undefined && this.electionElapsed < this.electionTicks
+        // Leader stickiness; a node that just started does not know whether a leader is alive,
+        // so it waits an election timeout too (keeps leader leases sound across restarts).
+        const leaderFresh =
+          this.checkQuorum && (this.leader !== undefined || (this.leaseRead && this.ticks < this.electionTicks)) && this.electionElapsed < this.electionTicks
         if (leaderFresh && !m.transfer) return // a leader is alive: ignore the disruptive candidate
         if (m.pre) {
           this.handleVote(m)
@@ -604,7 +610,7 @@ export class RaftCore {
   }
 
   private newProgress(): Progress {
-    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0 }
+    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0 }
   }
 
   private syncProgress(): void {
@@ -753,7 +759,7 @@ export class RaftCore {
       pr.match = m.index
       if (pr.next <= m.index) pr.next = m.index + 1
       while (pr.inflight.length && pr.inflight[0]! <= m.index) pr.inflight.shift()
-      if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= this.snapIndex)) {
+      if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= pr.snapIndexSent)) {
         pr.state = 'replicate'
         pr.inflight = []
         pr.next = pr.match + 1
@@ -809,6 +815,7 @@ export class RaftCore {
       if (!this.snapshot) return
       pr.state = 'snapshot'
       pr.snapTicks = 0
+      pr.snapIndexSent = this.snapshot.meta.index
       this.send({ t: 'snap', from: this.id, to, term: this.term, snapshot: this.snapshot })
       return
     }
@@ -896,7 +903,7 @@ export class RaftCore {
       return
     }
     r.index = this.commit
-    if (this.voters().length === 1 || (this.leaseRead && this.leaseValid())) {
+    if ((this.isVoter() && this.voters().length === 1) || (this.leaseRead && this.leaseValid())) {
       this.answerRead(r)
       return
     }
@@ -933,7 +940,18 @@ export class RaftCore {
   }
 
   private handleReadIndexResp(m: MsgReadIndexResp): void {
-    for (const id of m.ids) this.readyReads.push({ id, index: m.index })
+    // Only answers from the leader we asked, in the term we asked in (review F4).
+    for (const id of m.ids) {
+      const sent = this.readsSent.get(id)
+      if (!sent || sent.leader !== m.from || sent.term !== m.term) continue
+      this.readsSent.delete(id)
+      this.readyReads.push({ id, index: m.index })
+    }
+  }
+
+  /** Forget a read the node gave up on (timeout). */
+  forgetRead(id: number): void {
+    this.readsSent.delete(id)
   }
 
   // ------------------------------------------------------------------ output
@@ -988,6 +1006,7 @@ export class RaftCore {
       if (this.followerReadIds.length) {
         if (this.leader !== undefined) {
           this.send({ t: 'readIndex', from: this.id, to: this.leader, term: this.term, ids: this.followerReadIds })
+          for (const id of this.followerReadIds) this.readsSent.set(id, { leader: this.leader, term: this.term })
         } else {
           for (const id of this.followerReadIds) this.readyReads.push({ id, index: 0 })
         }
@@ -998,13 +1017,17 @@ export class RaftCore {
     const softChanged = !sameSoft(this.lastSoft, soft)
     this.lastSoft = soft
     const committedUpTo = Math.min(this.commit, this.lastIndex())
+    // A leader may send appends before its own write only when its term and vote are already
+    // durable; right after a single-voter election they are in this very write (review F1).
+    const early = this.hardDirty ? [] : this.msgsNow
+    const late = this.hardDirty ? [...this.msgsNow, ...this.msgsAfter] : this.msgsAfter
     const rd: Ready = {
-      messagesNow: this.msgsNow,
+      messagesNow: early,
       snapshot: this.pendingSnapshot,
       truncateFrom: this.pendingTruncate,
       entries: this.log.slice(this.stableIndex - this.snapIndex),
       hardState: this.hardDirty ? { term: this.term, vote: this.vote, commit: this.commit } : undefined,
-      messages: this.msgsAfter,
+      messages: late,
       committed: this.applied < committedUpTo ? this.log.slice(this.applied - this.snapIndex, committedUpTo - this.snapIndex) : [],
       reads: this.readyReads,
       soft: softChanged ? soft : undefined,

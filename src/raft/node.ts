@@ -144,7 +144,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
   /** Callbacks waiting until this node has applied an index. */
-  private waitApplied: Array<{ index: number; fn: () => void }> = []
+  private waitApplied: Array<{ index: number; fn: () => void; deadline: number }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
   private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
   private dropLogAt = 0
@@ -170,6 +170,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.seeds = { ...(opts.seeds ?? {}) }
     const rnd = opts.random ?? Math.random
     this.boot = Math.floor(rnd() * 2 ** 48).toString(36)
+    this.readSeq = Math.floor(rnd() * 2 ** 40) // read ids never repeat across restarts
   }
 
   /**
@@ -412,6 +413,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   private trackLocal(index: number, term: number, p: Pending<R>): void {
     p.term = term
+    const prev = this.pending.get(index)
+    if (prev && !prev.settled && prev.term !== term) {
+      // our earlier entry at this index was truncated: it can never commit (review F10)
+      prev.settled = true
+      prev.reject(new ProposalDroppedError())
+    }
     this.pending.set(index, p)
     this.pendingOrder.push({ index, p })
   }
@@ -504,7 +511,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (prev.leader !== rd.soft.leader || prev.role !== rd.soft.role) {
         this.log.info('role changed', { node: this.id, role: rd.soft.role, term: rd.soft.term, leader: rd.soft.leader })
       }
-      this.emit('role', rd.soft)
+      try {
+        this.emit('role', rd.soft)
+      } catch (err) {
+        this.log.error('a role listener threw', { node: this.id, err: String(err) })
+      }
       if (rd.soft.leader !== undefined) this.flushForwards()
     }
     if (rd.committed.length) this.applyEntries(rd.committed)
@@ -686,6 +697,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (!reqs.length) return
     const res = this.core.proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
+      // nothing was appended: the proposer may send these again (review F3)
+      for (const r of reqs) this.fwdSeen.delete(`${from}:${m.boot}:${r[0]}`)
       const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined, 0])
       this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
       return
@@ -732,7 +745,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       f.p.settled = true
       if (kind === RESULT_OK) {
         // Read your writes: answer once this node has applied the entry too.
-        if (typeof index === 'number' && index > this.applied) this.waitApplied.push({ index, fn: () => f.p.resolve(value as R) })
+        if (typeof index === 'number' && index > this.applied) this.waitApplied.push({ index, fn: () => f.p.resolve(value as R), deadline: f.p.deadline })
         else f.p.resolve(value as R)
       } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
       else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
@@ -766,9 +779,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       }
     }
     if (this.fwdQueue.length) this.flushForwards()
+    // The write took effect; if this node cannot apply it in time, answer anyway (review F5).
+    if (this.waitApplied.length && this.waitApplied.some((w) => w.deadline <= now)) {
+      const late = this.waitApplied.filter((w) => w.deadline <= now)
+      this.waitApplied = this.waitApplied.filter((w) => w.deadline > now)
+      for (const w of late) w.fn()
+    }
     for (const [id, p] of this.readsOut) {
       if (p.deadline <= now) {
         this.readsOut.delete(id)
+        this.core.forgetRead(id)
         if (!p.settled) {
           p.settled = true
           p.reject(new TimeoutError(`read not confirmed within ${this.timeoutMs} ms`))
