@@ -71,8 +71,8 @@ export interface SwormOptions {
 export interface SwormEvents {
   /** A name was bound (on any node; seen when this node applies it). */
   registered: [{ name: string; ref: WorkerRef }]
-  /** A name was removed. */
-  unregistered: [{ name: string; ref: WorkerRef }]
+  /** A name was removed (`ref` is undefined for a supervised name that was not running). */
+  unregistered: [{ name: string; ref: WorkerRef | undefined }]
   /** A worker joined a group. */
   joined: [{ group: string; ref: WorkerRef }]
   /** A worker left a group. */

@@ -1,68 +1,126 @@
 /**
- * The registry state machine: names, groups and nodes of one sworm, changed only by applying
- * {@link RegistryCommand}s in log order. Pure and deterministic (no clock, no I/O), so every
- * node that applies the same log holds the same registry, and reads are plain map lookups.
+ * The registry state machine: names, groups, nodes and supervised placements of one sworm,
+ * changed only by applying {@link RegistryCommand}s in log order. Pure and deterministic (no
+ * clock, no I/O), so every node that applies the same log holds the same registry, and reads are
+ * plain map lookups.
+ *
+ * Placement of supervised workers happens here, when the `supervise` (or `nodeDown`, `drain`)
+ * entry is applied: every replica computes the same node from the same committed state, so the
+ * choice is the log's, made with an up-to-date view, and needs no extra round.
  * @module
  */
 import { pack, unpack } from 'msgpackr'
 import type { StateMachine } from '../raft/node.js'
-import { refKey, sameRef, type NodeRecord, type Registration, type RegistryCommand, type RegistryResult, type WorkerRef } from './types.js'
+import { defaultPlacement, type PlacementStrategy } from './placement.js'
+import {
+  refKey,
+  sameRef,
+  type NodeRecord,
+  type Registration,
+  type RegistryCommand,
+  type RegistryResult,
+  type StartSpec,
+  type SuperviseResult,
+  type WorkerRef,
+} from './types.js'
 
 /** A change the registry made, for events and for the local supervisor. */
 export type RegistryChange =
   | { type: 'registered'; name: string; ref: WorkerRef }
-  | { type: 'unregistered'; name: string; ref: WorkerRef }
+  | { type: 'unregistered'; name: string; ref: WorkerRef | undefined; node: string | undefined }
   | { type: 'joined'; group: string; ref: WorkerRef }
   | { type: 'left'; group: string; ref: WorkerRef }
   | { type: 'nodeUp'; node: string; inc: string }
   | { type: 'nodeDown'; node: string; inc: string }
+  /** A supervised name must (re)start on `node` for `epoch`. */
+  | { type: 'placed'; name: string; node: string; epoch: number; moved: boolean }
+  | { type: 'started'; name: string; ref: WorkerRef; epoch: number }
+  | { type: 'startFailed'; name: string; epoch: number; error: string }
+  /** The worker `ref` of a supervised name must stop (its name moved away or was removed). */
+  | { type: 'stopWorker'; name: string; ref: WorkerRef }
+  /** The worker of `name` on `node` should hand its state over (it moves to `to`). */
+  | { type: 'handoff'; name: string; node: string; epoch: number; to: string }
+  /** A supervised name lost its node and no other node can take it. */
+  | { type: 'unplaced'; name: string }
+
+/** A group member: a static worker by ref, or a supervised worker by name (follows it). */
+type Member = { ref: WorkerRef } | { name: string }
 
 /** The replicated registry. */
 export class RegistryState implements StateMachine<RegistryCommand, RegistryResult> {
-  /** name -> registration */
   private readonly names = new Map<string, Registration>()
-  /** worker -> its names */
+  /** current worker key -> names (static names, the supervised name, never aliases) */
   private readonly namesOf = new Map<string, Set<string>>()
-  /** group -> worker key -> ref */
-  private readonly groups = new Map<string, Map<string, WorkerRef>>()
-  /** worker -> its groups */
+  /** supervised name -> its aliases */
+  private readonly aliasesOf = new Map<string, Set<string>>()
+  /** group -> member key -> member */
+  private readonly groups = new Map<string, Map<string, Member>>()
+  /** member key -> groups */
   private readonly groupsOf = new Map<string, Set<string>>()
-  /** node -> record */
   private readonly nodes = new Map<string, NodeRecord>()
+  /** node -> number of supervised names placed on it */
+  private readonly load = new Map<string, number>()
   /** Highest log index applied. */
   appliedIndex = 0
 
-  /** @param onChange - called for every change, after it is made (not during restore) */
-  constructor(private readonly onChange?: (change: RegistryChange) => void) {}
+  /**
+   * @param onChange - called for every change, after it is made (not during restore)
+   * @param placement - picks a node for a supervised name; must be the same pure function on
+   *   every node (it runs inside the state machine)
+   */
+  constructor(
+    private readonly onChange?: (change: RegistryChange) => void,
+    private readonly placement: PlacementStrategy = defaultPlacement,
+  ) {}
 
   // ------------------------------------------------------------ reads
 
-  /** The ref bound to `name`, if any. */
+  /** The ref answering to `name`, if any (aliases resolve to their worker). */
   whereis(name: string): WorkerRef | undefined {
-    return this.names.get(name)?.ref
+    const r = this.names.get(name)
+    if (!r) return undefined
+    if (r.kind === 'alias') return this.names.get(r.target!)?.ref
+    return r.ref
   }
 
-  /** The registration of `name`, if any. */
+  /** The registration of `name`, if any (a copy). */
   registration(name: string): Registration | undefined {
-    return this.names.get(name)
+    const r = this.names.get(name)
+    return r ? { ...r } : undefined
   }
 
-  /** Every name and its ref. */
+  /** Every name and its ref (names of workers that are (re)starting are left out). */
   registered(): Array<[string, WorkerRef]> {
     const out: Array<[string, WorkerRef]> = []
-    for (const [name, r] of this.names) out.push([name, r.ref])
+    for (const name of this.names.keys()) {
+      const ref = this.whereis(name)
+      if (ref) out.push([name, ref])
+    }
     return out
   }
 
-  /** Number of names. */
+  /** Number of names (including supervised names that are starting). */
   get size(): number {
     return this.names.size
   }
 
-  /** Members of `group`. */
+  /** Supervised registrations placed on `node`. */
+  supervisedOn(node: string): Registration[] {
+    const out: Registration[] = []
+    for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === node) out.push({ ...r })
+    return out
+  }
+
+  /** Members of `group` that have a live ref. */
   members(group: string): WorkerRef[] {
     const g = this.groups.get(group)
-    return g ? [...g.values()] : []
+    if (!g) return []
+    const out: WorkerRef[] = []
+    for (const m of g.values()) {
+      const ref = 'ref' in m ? m.ref : this.names.get(m.name)?.ref
+      if (ref) out.push(ref)
+    }
+    return out
   }
 
   /** Groups that have at least one member. */
@@ -70,20 +128,17 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return [...this.groups.keys()]
   }
 
-  /** Names held by `ref`. */
+  /** Names held by the worker `ref` (not counting aliases). */
   namesOfRef(ref: WorkerRef): string[] {
     return [...(this.namesOf.get(refKey(ref)) ?? [])]
   }
 
-  /** Whether `ref` holds at least one name. */
+  /** Whether `ref` (the current incarnation) holds at least one name. */
   isRegistered(ref: WorkerRef): boolean {
-    const names = this.namesOf.get(refKey(ref))
-    if (!names) return false
-    for (const n of names) if (sameRef(this.names.get(n)!.ref, ref)) return true
-    return false
+    return this.ownerOf(ref) !== undefined
   }
 
-  /** Known nodes of the sworm. */
+  /** Known nodes of the sworm (copies). */
   nodeRecords(): NodeRecord[] {
     return [...this.nodes.values()].map((n) => ({ ...n }))
   }
@@ -92,6 +147,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   nodeRecord(node: string): NodeRecord | undefined {
     const n = this.nodes.get(node)
     return n ? { ...n } : undefined
+  }
+
+  /** Supervised names per node. */
+  loadByNode(): Record<string, number> {
+    return Object.fromEntries(this.load)
   }
 
   // ------------------------------------------------------------ apply
@@ -109,27 +169,75 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'leave':
         return this.leave(cmd.group, cmd.ref)
       case 'workerDown':
-        this.dropWorker(cmd.ref)
+        this.dropStaticWorker(cmd.ref)
         return true
       case 'nodeUp':
         return this.nodeUp(cmd.node, cmd.inc)
       case 'nodeDown':
         return this.nodeDown(cmd.node, cmd.inc)
+      case 'supervise':
+        return this.supervise(cmd.name, cmd.spec)
+      case 'started':
+        return this.started(cmd.name, cmd.epoch, cmd.ref)
+      case 'startFailed':
+        return this.startFailed(cmd.name, cmd.epoch, cmd.error)
+      case 'stopped':
+        return this.stopped(cmd.name, cmd.epoch, cmd.restart)
+      case 'drain':
+        return this.drain(cmd.node, cmd.on)
+      case 'handedOff':
+        return this.handedOff(cmd.name, cmd.epoch, cmd.state)
       default:
         return undefined // unknown command from a newer version: no effect, same on every node
     }
   }
 
-  private register(name: string, ref: WorkerRef): boolean {
-    if (this.names.has(name)) return false
-    const node = this.nodes.get(ref.node)
-    // A ref of a node incarnation that is not (or no longer) up cannot take a name.
-    if (!node || node.inc !== ref.inc || !node.up) return false
-    this.names.set(name, { name, ref, kind: 'static' })
+  // ------------------------------------------------------------ names
+
+  /** The registration owning the current incarnation `ref`: a static or supervised name. */
+  private ownerOf(ref: WorkerRef): Registration | undefined {
+    const names = this.namesOf.get(refKey(ref))
+    if (!names) return undefined
+    for (const n of names) {
+      const r = this.names.get(n)
+      if (r?.ref && sameRef(r.ref, ref)) return r
+    }
+    return undefined
+  }
+
+  private indexRef(name: string, ref: WorkerRef): void {
     const k = refKey(ref)
     let s = this.namesOf.get(k)
     if (!s) this.namesOf.set(k, (s = new Set()))
     s.add(name)
+  }
+
+  private unindexRef(name: string, ref: WorkerRef | undefined): void {
+    if (!ref) return
+    const k = refKey(ref)
+    const s = this.namesOf.get(k)
+    if (!s) return
+    s.delete(name)
+    if (s.size === 0) this.namesOf.delete(k)
+  }
+
+  private register(name: string, ref: WorkerRef): boolean {
+    if (this.names.has(name)) return false
+    // An extra name for a supervised worker: an alias that follows it.
+    const owner = this.ownerOf(ref)
+    if (owner?.kind === 'supervised') {
+      this.names.set(name, { name, kind: 'alias', ref: undefined, target: owner.name })
+      let s = this.aliasesOf.get(owner.name)
+      if (!s) this.aliasesOf.set(owner.name, (s = new Set()))
+      s.add(name)
+      this.onChange?.({ type: 'registered', name, ref })
+      return true
+    }
+    const node = this.nodes.get(ref.node)
+    // A ref of a node incarnation that is not (or no longer) up cannot take a name.
+    if (!node || node.inc !== ref.inc || !node.up) return false
+    this.names.set(name, { name, ref, kind: 'static' })
+    this.indexRef(name, ref)
     this.onChange?.({ type: 'registered', name, ref })
     return true
   }
@@ -137,88 +245,251 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private unregister(name: string): boolean {
     const r = this.names.get(name)
     if (!r) return false
-    this.names.delete(name)
-    const k = refKey(r.ref)
-    const s = this.namesOf.get(k)
-    s?.delete(name)
-    this.onChange?.({ type: 'unregistered', name, ref: r.ref })
-    if (!s || s.size === 0) {
-      this.namesOf.delete(k)
-      this.dropMemberships(r.ref)
+    if (r.kind === 'alias') {
+      this.names.delete(name)
+      this.aliasesOf.get(r.target!)?.delete(name)
+      this.onChange?.({ type: 'unregistered', name, ref: this.names.get(r.target!)?.ref, node: undefined })
+      return true
     }
+    this.removeName(r)
     return true
   }
 
+  /** Remove a static or supervised name with everything that hangs on it. */
+  private removeName(r: Registration): void {
+    this.names.delete(r.name)
+    this.unindexRef(r.name, r.ref)
+    if (r.kind === 'supervised') {
+      if (r.node !== undefined) this.addLoad(r.node, -1)
+      for (const a of this.aliasesOf.get(r.name) ?? []) {
+        this.names.delete(a)
+        this.onChange?.({ type: 'unregistered', name: a, ref: r.ref, node: r.node })
+      }
+      this.aliasesOf.delete(r.name)
+      this.dropMemberships(`n:${r.name}`, r.ref)
+      if (r.ref) this.onChange?.({ type: 'stopWorker', name: r.name, ref: r.ref })
+      this.onChange?.({ type: 'unregistered', name: r.name, ref: r.ref, node: r.node })
+      return
+    }
+    this.onChange?.({ type: 'unregistered', name: r.name, ref: r.ref, node: r.ref?.node })
+    if (r.ref && !this.namesOf.has(refKey(r.ref))) this.dropMemberships(`r:${refKey(r.ref)}`, r.ref)
+  }
+
+  private dropStaticWorker(ref: WorkerRef): void {
+    const names = this.namesOf.get(refKey(ref))
+    if (names) {
+      for (const n of [...names]) {
+        const r = this.names.get(n)
+        if (r?.kind === 'static') this.removeName(r)
+      }
+    }
+    this.dropMemberships(`r:${refKey(ref)}`, ref)
+  }
+
+  // ------------------------------------------------------------ groups
+
+  private memberOf(ref: WorkerRef): { key: string; member: Member } | undefined {
+    const owner = this.ownerOf(ref)
+    if (!owner) return undefined
+    if (owner.kind === 'supervised') return { key: `n:${owner.name}`, member: { name: owner.name } }
+    return { key: `r:${refKey(ref)}`, member: { ref } }
+  }
+
   private join(group: string, ref: WorkerRef): RegistryResult {
-    if (!this.isRegistered(ref)) return 'not-found'
+    const m = this.memberOf(ref)
+    if (!m) return 'not-found'
     let g = this.groups.get(group)
     if (!g) this.groups.set(group, (g = new Map()))
-    const k = refKey(ref)
-    if (g.has(k)) return true
-    g.set(k, ref)
-    let s = this.groupsOf.get(k)
-    if (!s) this.groupsOf.set(k, (s = new Set()))
+    if (g.has(m.key)) return true
+    g.set(m.key, m.member)
+    let s = this.groupsOf.get(m.key)
+    if (!s) this.groupsOf.set(m.key, (s = new Set()))
     s.add(group)
     this.onChange?.({ type: 'joined', group, ref })
     return true
   }
 
   private leave(group: string, ref: WorkerRef): RegistryResult {
-    if (!this.isRegistered(ref)) return 'not-found'
-    const k = refKey(ref)
+    const m = this.memberOf(ref)
+    if (!m) return 'not-found'
     const g = this.groups.get(group)
-    if (!g || !g.delete(k)) return true
+    if (!g || !g.delete(m.key)) return true
     if (g.size === 0) this.groups.delete(group)
-    this.groupsOf.get(k)?.delete(group)
+    this.groupsOf.get(m.key)?.delete(group)
     this.onChange?.({ type: 'left', group, ref })
     return true
   }
 
-  private dropMemberships(ref: WorkerRef): void {
-    const k = refKey(ref)
-    const gs = this.groupsOf.get(k)
+  private dropMemberships(key: string, ref: WorkerRef | undefined): void {
+    const gs = this.groupsOf.get(key)
     if (!gs) return
-    this.groupsOf.delete(k)
+    this.groupsOf.delete(key)
     for (const group of gs) {
       const g = this.groups.get(group)
       if (!g) continue
-      g.delete(k)
+      g.delete(key)
       if (g.size === 0) this.groups.delete(group)
-      this.onChange?.({ type: 'left', group, ref })
+      if (ref) this.onChange?.({ type: 'left', group, ref })
     }
   }
 
-  private dropWorker(ref: WorkerRef): void {
-    const names = this.namesOf.get(refKey(ref))
-    if (names) for (const n of [...names]) this.unregister(n)
-    this.dropMemberships(ref)
+  // ------------------------------------------------------------ nodes
+
+  private addLoad(node: string, d: number): void {
+    const n = (this.load.get(node) ?? 0) + d
+    if (n <= 0) this.load.delete(node)
+    else this.load.set(node, n)
   }
 
-  /** Drop every static name held by a worker of `node` whose incarnation is not `keepInc`. */
-  private dropNodeWorkers(node: string, keepInc: string | undefined): void {
-    const victims: WorkerRef[] = []
-    for (const r of this.names.values()) {
-      if (r.ref.node === node && r.ref.inc !== keepInc && r.kind === 'static') victims.push(r.ref)
+  /** Nodes that can take supervised workers, sorted by id (deterministic). */
+  private candidates(exclude?: string): Array<{ node: string; load: number }> {
+    const out: Array<{ node: string; load: number }> = []
+    for (const n of this.nodes.values()) {
+      if (n.up && !n.draining && n.node !== exclude) out.push({ node: n.node, load: this.load.get(n.node) ?? 0 })
     }
-    for (const ref of victims) this.dropWorker(ref)
+    out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+    return out
+  }
+
+  private choose(name: string, exclude?: string): string | undefined {
+    const c = this.candidates(exclude)
+    if (c.length === 0) return undefined
+    const pick = this.placement(name, c)
+    return c.some((x) => x.node === pick) ? pick : c[0]!.node
+  }
+
+  /** Put supervised `r` on a (new) node with a new epoch; the node starts it. */
+  private place(r: Registration, node: string | undefined, moved: boolean): void {
+    if (r.node !== undefined) this.addLoad(r.node, -1)
+    if (r.ref) {
+      this.unindexRef(r.name, r.ref)
+      const old = r.ref
+      r.ref = undefined
+      this.onChange?.({ type: 'stopWorker', name: r.name, ref: old })
+    }
+    r.node = node
+    r.epoch = (r.epoch ?? 0) + 1
+    r.handoffTo = undefined
+    if (node === undefined) {
+      this.onChange?.({ type: 'unplaced', name: r.name })
+      return
+    }
+    this.addLoad(node, 1)
+    this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved })
   }
 
   private nodeUp(node: string, inc: string): boolean {
     const prev = this.nodes.get(node)
     if (prev && prev.inc === inc && prev.up) return true
-    this.nodes.set(node, { node, inc, up: true })
-    // A new incarnation means the old process is gone, and its workers with it.
-    this.dropNodeWorkers(node, inc)
+    const newInc = !prev || prev.inc !== inc
+    this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false) })
+    if (newInc) {
+      // The old process is gone, and its workers with it.
+      this.dropStaticOfNode(node, inc)
+      // Its supervised workers start again here, under a new epoch.
+      for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === node) this.place(r, node, false)
+    }
     this.onChange?.({ type: 'nodeUp', node, inc })
+    // Names that had nowhere to go can now be placed.
+    for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === undefined) this.place(r, this.choose(r.name), true)
     return true
+  }
+
+  private dropStaticOfNode(node: string, keepInc: string | undefined): void {
+    const victims: WorkerRef[] = []
+    for (const r of this.names.values()) if (r.kind === 'static' && r.ref!.node === node && r.ref!.inc !== keepInc) victims.push(r.ref!)
+    for (const ref of victims) this.dropStaticWorker(ref)
   }
 
   private nodeDown(node: string, inc: string): boolean {
     const prev = this.nodes.get(node)
     if (!prev || prev.inc !== inc || !prev.up) return false
     prev.up = false
-    this.dropNodeWorkers(node, undefined)
+    this.dropStaticOfNode(node, undefined)
     this.onChange?.({ type: 'nodeDown', node, inc })
+    // Its supervised workers move (the leader waited for the node's lease to run out).
+    for (const r of [...this.names.values()]) if (r.kind === 'supervised' && r.node === node) this.place(r, this.choose(r.name), true)
+    return true
+  }
+
+  // ------------------------------------------------------------ supervision
+
+  private supervise(name: string, spec: StartSpec): SuperviseResult {
+    const existing = this.names.get(name)
+    if (existing) return { placed: false, exists: true, kind: existing.kind, ref: this.whereis(name) }
+    const node = this.choose(name)
+    if (node === undefined) return { placed: false, exists: false, noNode: true }
+    const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0 }
+    this.names.set(name, r)
+    this.place(r, node, false)
+    return { placed: true, epoch: r.epoch!, node }
+  }
+
+  private current(name: string, epoch: number): Registration | undefined {
+    const r = this.names.get(name)
+    return r && r.kind === 'supervised' && r.epoch === epoch ? r : undefined
+  }
+
+  private started(name: string, epoch: number, ref: WorkerRef): boolean {
+    const r = this.current(name, epoch)
+    const n = this.nodes.get(ref.node)
+    if (!r || r.ref || r.node !== ref.node || !n || !n.up || n.inc !== ref.inc) return false
+    r.ref = ref
+    r.handoffState = undefined
+    this.indexRef(name, ref)
+    this.onChange?.({ type: 'started', name, ref, epoch })
+    return true
+  }
+
+  private startFailed(name: string, epoch: number, error: string): boolean {
+    const r = this.current(name, epoch)
+    if (!r || r.ref) return false
+    this.onChange?.({ type: 'startFailed', name, epoch, error })
+    this.removeName(r)
+    return true
+  }
+
+  private stopped(name: string, epoch: number, restart: boolean): boolean {
+    const r = this.current(name, epoch)
+    if (!r) return false
+    if (!restart) {
+      this.removeName(r)
+      return true
+    }
+    this.place(r, r.node, false)
+    return true
+  }
+
+  private drain(node: string, on: boolean): boolean {
+    const n = this.nodes.get(node)
+    if (!n) return false
+    if (n.draining === on) return true
+    n.draining = on
+    if (!on) return true
+    for (const r of this.names.values()) {
+      if (r.kind !== 'supervised' || r.node !== node) continue
+      const to = this.choose(r.name, node)
+      if (to === undefined) continue // nowhere to go: it stays until a node can take it
+      if (!r.ref) {
+        this.place(r, to, true) // not running: just move it
+        continue
+      }
+      r.handoffTo = to
+      this.onChange?.({ type: 'handoff', name: r.name, node, epoch: r.epoch!, to })
+    }
+    return true
+  }
+
+  private handedOff(name: string, epoch: number, state: unknown): boolean {
+    const r = this.current(name, epoch)
+    if (!r || r.handoffTo === undefined) return false
+    const to = this.nodes.get(r.handoffTo)
+    const target = to && to.up && !to.draining ? r.handoffTo : this.choose(name, r.node)
+    // the old worker has stopped already (it handed over): forget its ref without a stop order
+    this.unindexRef(name, r.ref)
+    r.ref = undefined
+    r.handoffState = state
+    this.place(r, target, true)
     return true
   }
 
@@ -226,35 +497,33 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Encode the whole registry. */
   snapshot(): Uint8Array {
-    const groups: Array<[string, WorkerRef[]]> = []
-    for (const [g, m] of this.groups) groups.push([g, [...m.values()]])
-    return pack({ v: 1, i: this.appliedIndex, names: [...this.names.values()], groups, nodes: [...this.nodes.values()] })
+    const groups: Array<[string, Array<[string, Member]>]> = []
+    for (const [g, m] of this.groups) groups.push([g, [...m.entries()]])
+    return pack({ v: 2, i: this.appliedIndex, names: [...this.names.values()], groups, nodes: [...this.nodes.values()] })
   }
 
   /** Replace the registry with a decoded snapshot. */
   restore(data: Uint8Array): void {
-    const s = unpack(data) as { v: number; i: number; names: Registration[]; groups: Array<[string, WorkerRef[]]>; nodes: NodeRecord[] }
-    this.names.clear()
-    this.namesOf.clear()
-    this.groups.clear()
-    this.groupsOf.clear()
-    this.nodes.clear()
+    const s = unpack(data) as { v: number; i: number; names: Registration[]; groups: Array<[string, Array<[string, Member]>]>; nodes: NodeRecord[] }
+    for (const m of [this.names, this.namesOf, this.aliasesOf, this.groups, this.groupsOf, this.nodes, this.load]) m.clear()
     this.appliedIndex = s.i
     for (const n of s.nodes) this.nodes.set(n.node, n)
     for (const r of s.names) {
       this.names.set(r.name, r)
-      const k = refKey(r.ref)
-      let set = this.namesOf.get(k)
-      if (!set) this.namesOf.set(k, (set = new Set()))
-      set.add(r.name)
+      if (r.ref) this.indexRef(r.name, r.ref)
+      if (r.kind === 'supervised' && r.node !== undefined) this.addLoad(r.node, 1)
+      if (r.kind === 'alias') {
+        let a = this.aliasesOf.get(r.target!)
+        if (!a) this.aliasesOf.set(r.target!, (a = new Set()))
+        a.add(r.name)
+      }
     }
-    for (const [g, refs] of s.groups) {
-      const m = new Map<string, WorkerRef>()
-      for (const ref of refs) {
-        const k = refKey(ref)
-        m.set(k, ref)
-        let set = this.groupsOf.get(k)
-        if (!set) this.groupsOf.set(k, (set = new Set()))
+    for (const [g, members] of s.groups) {
+      const m = new Map<string, Member>()
+      for (const [key, member] of members) {
+        m.set(key, member)
+        let set = this.groupsOf.get(key)
+        if (!set) this.groupsOf.set(key, (set = new Set()))
         set.add(g)
       }
       this.groups.set(g, m)

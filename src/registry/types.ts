@@ -29,14 +29,52 @@ export function sameRef(a: WorkerRef, b: WorkerRef): boolean {
   return a.id === b.id && a.node === b.node && a.inc === b.inc && a.sworm === b.sworm
 }
 
-/** How a name is held. `static`: bound to a worker the app spawned; never moved or restarted. */
-export type RegistrationKind = 'static' | 'supervised'
+/**
+ * How a name is held.
+ * - `static`: bound to a worker the app spawned; never moved or restarted.
+ * - `supervised`: started from a {@link StartSpec} on a node the registry placed it on;
+ *   restarted when it crashes, moved when its node is gone or drains.
+ * - `alias`: an extra name of a supervised worker; follows it across restarts and moves.
+ */
+export type RegistrationKind = 'static' | 'supervised' | 'alias'
+
+/** Restart policy of a supervised worker (as in OTP). */
+export type RestartPolicy = 'permanent' | 'transient' | 'temporary'
+
+/** How to start a supervised worker: `(await import(module))[fn](...args)` on the chosen node. */
+export interface StartSpec {
+  /** Module specifier, resolved on the node that runs the worker (same code on every node). */
+  module: string
+  /** Name of the exported factory; it returns a worker object or a promise of one. */
+  fn: string
+  /** Arguments of the factory (msgpackr-encodable). */
+  args: unknown[]
+  /** `'transient'` (default): restart after a crash, not after a normal exit. */
+  restart?: RestartPolicy
+  /** Give up on the name after this many restarts within `maxSeconds`. Default 3. */
+  maxRestarts?: number
+  /** Default 5. */
+  maxSeconds?: number
+}
 
 /** One registered name. */
 export interface Registration {
   name: string
-  ref: WorkerRef
   kind: RegistrationKind
+  /** The worker now answering to the name; undefined while a supervised worker is (re)starting. */
+  ref: WorkerRef | undefined
+  /** supervised: how to start it */
+  spec?: StartSpec
+  /** supervised: the node it is placed on (undefined when no node can take it) */
+  node?: string
+  /** supervised: bumped on every placement or restart; a start must name the current epoch */
+  epoch?: number
+  /** supervised: a move with state handoff in progress, to this node */
+  handoffTo?: string
+  /** supervised: state handed over by the previous incarnation, for the next one's endHandoff() */
+  handoffState?: unknown
+  /** alias: the supervised name it stands for */
+  target?: string
 }
 
 /** A node of the sworm as the registry sees it. */
@@ -44,24 +82,43 @@ export interface NodeRecord {
   node: string
   inc: string
   up: boolean
+  draining: boolean
 }
 
 /** The commands of the registry state machine (one Raft log entry each). */
 export type RegistryCommand =
   /** Bind `name` to `ref` if the name is free and the ref's node incarnation is up. */
   | { c: 'register'; name: string; ref: WorkerRef }
-  /** Remove `name` (and the worker's group memberships if it has no other name). */
+  /** Remove `name` (stops a supervised worker; aliases and group memberships go with it). */
   | { c: 'unregister'; name: string }
   /** Add `ref` to `group` (the ref must hold a name). */
   | { c: 'join'; group: string; ref: WorkerRef }
   /** Remove `ref` from `group`. */
   | { c: 'leave'; group: string; ref: WorkerRef }
-  /** A worker ended: drop every name and group membership it held. */
+  /** A static worker ended: drop every name and group membership it held. */
   | { c: 'workerDown'; ref: WorkerRef }
   /** A node incarnation started serving this sworm (older incarnations' workers are gone). */
   | { c: 'nodeUp'; node: string; inc: string }
-  /** The leader declared a node gone: drop the names of its static workers. */
+  /** The leader declared a node gone: drop its static names, move its supervised workers. */
   | { c: 'nodeDown'; node: string; inc: string }
+  /** Register a supervised name; the state machine places it on a node. */
+  | { c: 'supervise'; name: string; spec: StartSpec }
+  /** A node started the worker of `name` for `epoch`. */
+  | { c: 'started'; name: string; epoch: number; ref: WorkerRef }
+  /** The factory failed: the name is removed and the caller gets a StartError. */
+  | { c: 'startFailed'; name: string; epoch: number; error: string }
+  /** The worker of `name` ended; `restart` asks for a new incarnation on the same node. */
+  | { c: 'stopped'; name: string; epoch: number; restart: boolean }
+  /** Start or stop draining a node: its supervised workers move elsewhere with handoff. */
+  | { c: 'drain'; node: string; on: boolean }
+  /** The old incarnation handed over its state; the worker moves to the handoff target. */
+  | { c: 'handedOff'; name: string; epoch: number; state: unknown }
+
+/** Result of a `supervise` command. */
+export type SuperviseResult =
+  | { placed: true; epoch: number; node: string }
+  | { placed: false; exists: true; kind: RegistrationKind; ref: WorkerRef | undefined }
+  | { placed: false; exists: false; noNode: true }
 
 /** Results of {@link RegistryCommand}s, by command. */
-export type RegistryResult = boolean | 'not-found' | undefined
+export type RegistryResult = boolean | 'not-found' | SuperviseResult | undefined
