@@ -4,7 +4,8 @@
  * @packageDocumentation
  */
 export { Sworm, type SwormEvents, type SwormOptions } from './sworm.js'
-export type { WorkerRef } from './registry/types.js'
+export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'
+export { hashPlacement, defaultPlacement, type PlacementStrategy, type PlacementCandidate } from './registry/placement.js'
 export type { Worker, ExitReason } from './supervisor/local-workers.js'
 export {
   SwormError,
@@ -19,6 +20,9 @@ export {
   NotFoundError,
   NoWorkerError,
   WorkerCrashedError,
+  AlreadyRegisteredError,
+  StartError,
+  NoNodeError,
 } from './raft/errors.js'
 export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.

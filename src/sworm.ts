@@ -9,7 +9,10 @@ import { join as joinPath } from 'node:path'
 import { pack } from 'msgpackr'
 import { acquireHub, releaseHub } from './hub-pool.js'
 import {
+  AlreadyRegisteredError,
   InvalidArgumentError,
+  NoNodeError,
+  StartError,
   NoWorkerError,
   NotFoundError,
   ShuttingDownError,
@@ -22,8 +25,10 @@ import { RaftNode } from './raft/node.js'
 import { consoleLogger, type Logger, type LogLevel, type NodeId, type Transport } from './raft/types.js'
 import type { WsHub } from './raft/ws-transport.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
-import type { RegistryCommand, RegistryResult, WorkerRef } from './registry/types.js'
+import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
+import type { RegistryCommand, RegistryResult, StartSpec, SuperviseResult, WorkerRef } from './registry/types.js'
 import { LocalWorkers, type ExitReason, type Worker } from './supervisor/local-workers.js'
+import { Supervisor, type StartOutcome } from './supervisor/supervisor.js'
 
 /** Options of {@link Sworm.start}. */
 export interface SwormOptions {
@@ -53,8 +58,22 @@ export interface SwormOptions {
   logger?: Logger
   /** Default `'info'`. Ignored when `logger` is given. */
   logLevel?: LogLevel
-  /** The leader declares a node gone (dropping its static names) after this much silence. Default 5,000 ms. */
-  nodeDownAfterMs?: number
+  /**
+   * A node runs supervised workers only while its lease holds: it must have exchanged heartbeats
+   * with a leader that holds a quorum within this time, or it stops them (fencing). Default 2,000 ms.
+   */
+  leaseTimeoutMs?: number
+  /**
+   * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
+   * node's workers only after `leaseTimeoutMs + maxClockDriftMs`. Default 500 ms.
+   */
+  maxClockDriftMs?: number
+  /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
+  placement?: 'load' | 'hash' | PlacementStrategy
+  /** Directory that relative `module` specifiers of start specs resolve against. Default `process.cwd()`. */
+  moduleBase?: string
+  /** How long `registerName(name, spec)` waits for the worker to start. Default 10,000 ms. */
+  startTimeoutMs?: number
   /** Longest name, in UTF-8 bytes. Default 1,024. */
   maxNameBytes?: number
   /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
@@ -150,6 +169,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly maxMessageBytes: number
   private readonly callTimeoutMs: number
   private readonly nodeDownAfterMs: number
+  private readonly leaseTimeoutMs: number
+  private readonly startTimeoutMs: number
+  private readonly supervisor: Supervisor
+  private supervisorTimer: NodeJS.Timeout | undefined
   private stopped = false
   private upPromise: Promise<void> | undefined
   private upResolved = false
@@ -187,7 +210,22 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.maxNameBytes = init.opts.maxNameBytes ?? 1024
     this.maxMessageBytes = init.opts.maxMessageBytes ?? 1024 * 1024
     this.callTimeoutMs = init.opts.callTimeoutMs ?? 5000
-    this.nodeDownAfterMs = init.opts.nodeDownAfterMs ?? 5000
+    this.leaseTimeoutMs = init.opts.leaseTimeoutMs ?? 2000
+    this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500)
+    this.startTimeoutMs = init.opts.startTimeoutMs ?? 10_000
+    this.supervisor = new Supervisor({
+      sworm: this.name,
+      nodeId: this.nodeId,
+      inc: this.incarnation,
+      state: this.state,
+      workers: this.workers,
+      log: this.log,
+      moduleBase: init.opts.moduleBase ?? process.cwd(),
+      propose: (cmd) => this.raft.propose(cmd),
+      read: () => this.raft.read(),
+      leaseOk: () => this.leaseOk(),
+      stopped: () => this.stopped,
+    })
   }
 
   /**
@@ -219,7 +257,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       validateUrl('join', o.join)
       if (o.peers !== undefined) throw new TypeError('Sworm.start: give either option "peers" or option "join", not both')
     }
-    for (const k of ['nodeDownAfterMs', 'maxNameBytes', 'maxMessageBytes', 'callTimeoutMs', 'requestTimeoutMs']) optionalPositive(o, k, 1)
+    for (const k of ['leaseTimeoutMs', 'maxClockDriftMs', 'startTimeoutMs', 'maxNameBytes', 'maxMessageBytes', 'callTimeoutMs', 'requestTimeoutMs']) optionalPositive(o, k, 1)
     if (o.logger !== undefined && !isObj(o.logger)) throw new TypeError('Sworm.start: option "logger" must be a logger object')
     if (o.raft !== undefined && !isObj(o.raft)) throw new TypeError('Sworm.start: option "raft" must be an object')
     const raftOpts = (o.raft ?? {}) as Record<string, unknown>
@@ -236,7 +274,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
       msgs = hub.channel(`msg:${name}`)
       const storage = await LevelStorage.open(joinPath(dataDir, encodeURIComponent(name)), { logger: log })
       let sworm: Sworm | undefined
-      const state = new RegistryState((ch) => sworm?.onRegistryChange(ch))
+      if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
+        throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
+      }
+      const placement = o.placement === 'hash' ? hashPlacement : typeof o.placement === 'function' ? (o.placement as PlacementStrategy) : defaultPlacement
+      const state = new RegistryState((ch) => sworm?.onRegistryChange(ch), placement)
       const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
       raft = await RaftNode.start<RegistryCommand, RegistryResult>({
         id: nodeId,
@@ -283,6 +325,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.upPromise.catch(() => {})
     this.detectorTimer = setInterval(() => this.detectDownNodes(), Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)))
     this.detectorTimer.unref()
+    this.supervisorTimer = setInterval(() => void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })), Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)))
+    this.supervisorTimer.unref()
   }
 
   /** Ask the cluster (through `via`) to add this node, until the configuration lists it as a voter. */
@@ -392,11 +436,88 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   /**
-   * Bind `name` to `ref` in the whole cluster. Resolves `true`, or `false` when the name is taken
-   * (or the ref's node is gone). Linearizable; the name is visible to local reads on this node as
-   * soon as the promise resolves.
+   * Bind `name` to `ref` (a worker spawned by the app) in the whole cluster. Resolves `true`, or
+   * `false` when the name is taken (or the ref's node is gone). Linearizable; the name is visible
+   * to local reads on this node as soon as the promise resolves. Registering a supervised
+   * worker's ref under another name adds an alias that follows the worker.
    */
-  async registerName(name: string, ref: WorkerRef): Promise<boolean> {
+  registerName(name: string, ref: WorkerRef): Promise<boolean>
+  /**
+   * Register a supervised worker: the registry places it on a node, which starts it with
+   * `(await import(spec.module))[spec.fn](...spec.args)`, restarts it per `spec.restart`, and
+   * moves it when the node is gone. Resolves with the ref once it runs.
+   * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
+   */
+  registerName(name: string, spec: StartSpec): Promise<WorkerRef>
+  registerName(name: string, target: WorkerRef | StartSpec): Promise<boolean | WorkerRef> {
+    if (isObj(target) && "module" in target) return this.registerSupervised(name, target as StartSpec, false)
+    return this.registerStatic(name, target as WorkerRef)
+  }
+
+  /**
+   * The ref of the worker registered as `name`; if there is none, register a supervised worker
+   * from `spec` and return its ref. Called from many nodes at once, the factory runs once and
+   * every caller gets the same ref.
+   */
+  whereisOrRegisterName(name: string, spec: StartSpec): Promise<WorkerRef> {
+    return this.registerSupervised(name, spec, true)
+  }
+
+  private checkSpec(spec: unknown): StartSpec {
+    if (!isObj(spec)) throw new InvalidArgumentError('a start spec must be an object { module, fn, args }')
+    if (typeof spec.module !== 'string' || spec.module.length === 0) throw new InvalidArgumentError('spec.module must be a non-empty string')
+    if (typeof spec.fn !== 'string' || spec.fn.length === 0) throw new InvalidArgumentError('spec.fn must be a non-empty string')
+    const args = spec.args ?? []
+    if (!Array.isArray(args)) throw new InvalidArgumentError('spec.args must be an array')
+    const restart = spec.restart ?? 'transient'
+    if (restart !== 'transient' && restart !== 'permanent' && restart !== 'temporary') {
+      throw new InvalidArgumentError("spec.restart must be 'transient', 'permanent' or 'temporary'")
+    }
+    for (const k of ['maxRestarts', 'maxSeconds'] as const) {
+      const v = spec[k]
+      if (v !== undefined && (typeof v !== 'number' || !(v >= 0))) throw new InvalidArgumentError(`spec.${k} must be a non-negative number`)
+    }
+    const out: StartSpec = { module: spec.module, fn: spec.fn, args, restart }
+    if (typeof spec.maxRestarts === 'number') out.maxRestarts = spec.maxRestarts
+    if (typeof spec.maxSeconds === 'number') out.maxSeconds = spec.maxSeconds
+    let size: number
+    try {
+      size = pack(out).length
+    } catch (err) {
+      throw new InvalidArgumentError(`spec.args cannot be encoded: ${String(err)}`)
+    }
+    if (size > this.maxMessageBytes) throw new InvalidArgumentError(`the start spec is ${size} bytes, more than ${this.maxMessageBytes}`)
+    return out
+  }
+
+  private async registerSupervised(name: string, spec: StartSpec, orExisting: boolean): Promise<WorkerRef> {
+    this.guard()
+    const n = this.checkName(name)
+    const sp = this.checkSpec(spec)
+    if (orExisting) {
+      const ref = this.state.whereis(n)
+      if (ref) return ref
+    }
+    await this.ready()
+    const res = (await this.raft.propose({ c: 'supervise', name: n, spec: sp })) as SuperviseResult
+    if (!res.placed) {
+      if (!res.exists) throw new NoNodeError()
+      if (!orExisting) throw new AlreadyRegisteredError(n, res.ref)
+      if (res.ref) return res.ref
+    }
+    let timer: NodeJS.Timeout | undefined
+    const outcome = await Promise.race([
+      this.supervisor.waitForStart(n),
+      new Promise<StartOutcome>((resolve) => {
+        timer = setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${this.startTimeoutMs} ms` }), this.startTimeoutMs)
+      }),
+    ])
+    clearTimeout(timer)
+    if (outcome.ok) return outcome.ref
+    throw new StartError(`could not start ${JSON.stringify(n)}: ${outcome.error}`, { cause: new Error(outcome.error) })
+  }
+
+  private async registerStatic(name: string, ref: WorkerRef): Promise<boolean> {
     this.guard()
     const n = this.checkName(name)
     const r = this.checkRef(ref)
@@ -484,7 +605,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const ref = this.resolveTarget(target)
     this.checkMessage(msg)
     if (this.isLocal(ref)) {
-      if (!this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+      if (!this.gate(ref.id) || !this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
       return
     }
     this.msgs.send(ref.node, { t: 'cast', to: ref, msg } satisfies WireMsg)
@@ -500,6 +621,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.checkMessage(msg)
     const timeout = opts.timeout ?? this.callTimeoutMs
     if (this.isLocal(ref)) {
+      if (!this.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
       let timer: NodeJS.Timeout | undefined
       try {
         return (await Promise.race([
@@ -532,6 +654,23 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return this.checkRef(target)
   }
 
+  /**
+   * Before a supervised worker handles anything, check the lease (a node that was frozen, by
+   * SIGSTOP or a long pause, fences its workers first thing when it wakes).
+   */
+  private gate(id: number): boolean {
+    if (!this.supervisor.isSupervised(id)) return true
+    if (this.leaseOk()) return true
+    void this.supervisor.fence()
+    return false
+  }
+
+  /** Whether this node's lease holds (see {@link SwormOptions.leaseTimeoutMs}). */
+  leaseOk(): boolean {
+    const at = this.raft.leaseRenewedAt()
+    return at !== undefined && performance.now() - at < this.leaseTimeoutMs
+  }
+
   private isLocal(ref: WorkerRef): boolean {
     return ref.node === this.nodeId && ref.inc === this.incarnation
   }
@@ -544,11 +683,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
         const to = m.to as unknown
         const local = isObj(to) && to.node === this.nodeId && to.inc === this.incarnation && typeof to.id === 'number'
         if (m.t === 'cast') {
-          if (local) this.workers.cast(to.id as number, m.msg)
+          if (local && this.gate(to.id as number)) this.workers.cast(to.id as number, m.msg)
           return
         }
         if (typeof m.id !== 'number') return
-        if (!local || !this.workers.has(to.id as number)) {
+        if (!local || !this.gate(to.id as number) || !this.workers.has(to.id as number)) {
           this.msgs.send(from, { t: 'reply', id: m.id, ok: false, code: 'NO_WORKER', message: 'no such worker on that node' } satisfies WireMsg)
           return
         }
@@ -585,6 +724,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   // ------------------------------------------------------------------ reactions
 
   private onRegistryChange(ch: RegistryChange): void {
+    this.supervisor.onChange(ch)
     switch (ch.type) {
       case 'registered':
         if (this.listenerCount('registered')) this.emit('registered', { name: ch.name, ref: ch.ref })
@@ -618,6 +758,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   private onWorkerExit(id: number, reason: ExitReason): void {
+    if (this.supervisor.onExit(id, reason)) return
     if (reason.kind === 'crash') this.log.warn('worker crashed', { worker: id, err: String(reason.error) })
     const ref: WorkerRef = { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
     if (this.state.namesOfRef(ref).length === 0 && !this.stopped) return
@@ -658,9 +799,61 @@ export class Sworm extends EventEmitter<SwormEvents> {
   // ------------------------------------------------------------------ status and stop
 
   /** Role, term, leader and indexes of this node's Raft replica, plus registry counts. */
-  status(): { node: string; role: string; term: number; leader: string | undefined; commit: number; applied: number; names: number; workers: number } {
+  status(): {
+    node: string
+    role: string
+    term: number
+    leader: string | undefined
+    commit: number
+    applied: number
+    names: number
+    workers: number
+    supervised: number
+    lease: boolean
+  } {
     const s = this.raft.status()
-    return { node: this.nodeId, role: s.role, term: s.term, leader: s.leader, commit: s.commit, applied: s.applied, names: this.state.size, workers: this.workers.size }
+    return {
+      node: this.nodeId,
+      role: s.role,
+      term: s.term,
+      leader: s.leader,
+      commit: s.commit,
+      applied: s.applied,
+      names: this.state.size,
+      workers: this.workers.size,
+      supervised: this.supervisor.size,
+      lease: this.leaseOk(),
+    }
+  }
+
+  /**
+   * Move this node's supervised workers to other nodes, with state handoff, and take no new ones.
+   * Resolves when none is left here (or no other node can take them).
+   */
+  async drain(opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.guard()
+    await this.ready()
+    await this.raft.propose({ c: 'drain', node: this.nodeId, on: true })
+    const deadline = Date.now() + (opts.timeoutMs ?? this.startTimeoutMs * 3)
+    for (;;) {
+      const left = this.state.supervisedOn(this.nodeId).length
+      const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)
+      if (left === 0 || !elsewhere) return
+      if (Date.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node`)
+      await new Promise((r) => setTimeout(r, 20))
+    }
+  }
+
+  /** Take supervised workers again after {@link Sworm.drain}. */
+  async undrain(): Promise<void> {
+    this.guard()
+    await this.ready()
+    await this.raft.propose({ c: 'drain', node: this.nodeId, on: false })
+  }
+
+  /** The WebSocket hub of this node (shared by the sworms listening on its address); for tests and tools. */
+  hubForTests(): WsHub {
+    return this.hub
   }
 
   /** The Raft node behind this sworm (for tests, tools and membership changes). */
@@ -674,6 +867,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   async stop(): Promise<void> {
     if (this.stopped) return
+    // Hand supervised workers over to other nodes before leaving.
+    if (this.upResolved && this.state.supervisedOn(this.nodeId).length > 0) {
+      await this.drain({ timeoutMs: this.startTimeoutMs }).catch((err: unknown) => this.log.warn('drain before stop did not finish', { err: String(err) }))
+    }
     const local = this.workers.ids().map((id): WorkerRef => ({ sworm: this.name, node: this.nodeId, inc: this.incarnation, id }))
     const named = local.filter((r) => this.state.namesOfRef(r).length > 0)
     this.stopped = true

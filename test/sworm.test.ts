@@ -122,7 +122,7 @@ t.test("a static worker's name vanishes everywhere when it ends or crashes", asy
 })
 
 t.test('names of a node that stops or dies vanish from the others', async (t) => {
-  const c = await startCluster(3, 'procs', { nodeDownAfterMs: 1000 })
+  const c = await startCluster(3, 'procs', { leaseTimeoutMs: 800, maxClockDriftMs: 200 })
   t.teardown(() => c.stop())
   const [a, b, cc] = c.nodes as [Sworm, Sworm, Sworm]
   t.ok(await cc.registerName('on-c', cc.spawn(echo('c'))))

@@ -870,11 +870,17 @@ export class RaftCore {
   }
 
   private broadcastHeartbeat(seq = this.readSeq): void {
+    const lease = this.leaseValid()
     for (const [id, pr] of this.progress) {
       const commit = Math.min(pr.match, this.commit)
       pr.sentCommit = Math.max(pr.sentCommit, commit)
-      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq })
+      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq, lease, ack: pr.ackSeq })
     }
+  }
+
+  /** Whether this node is leader and holds its lease (see {@link RaftCore.leaseValid}). */
+  leaseHeld(): boolean {
+    return this.role === 'leader' && this.leaseValid()
   }
 
   private maybeCommit(): void {
@@ -997,7 +1003,7 @@ export class RaftCore {
         const c = Math.min(pr.match, this.commit)
         if (c > pr.sentCommit) {
           pr.sentCommit = c
-          this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq })
+          this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
         }
       }
       // single-voter cluster: the leader's own persistence commits

@@ -99,3 +99,26 @@ export class WorkerCrashedError extends SwormError {
     super('WORKER_CRASHED', message, options)
   }
 }
+
+/** The name is already registered; `ref` is the worker answering to it (if running). */
+export class AlreadyRegisteredError extends SwormError {
+  readonly ref: unknown
+  constructor(name: string, ref: unknown) {
+    super('ALREADY_REGISTERED', `${JSON.stringify(name)} is already registered`)
+    this.ref = ref
+  }
+}
+
+/** A supervised worker could not be started (import, missing export, factory threw or returned no worker). */
+export class StartError extends SwormError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('START_FAILED', message, options)
+  }
+}
+
+/** No node can take a supervised worker (none up, or all draining). */
+export class NoNodeError extends SwormError {
+  constructor(message = 'no node can run the worker (none is up, or all are draining)') {
+    super('NO_NODE', message)
+  }
+}

@@ -143,6 +143,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
+  private leaseAt: number | undefined
+  /** When this node answered each heartbeat round (seq -> its clock). */
+  private readonly hbRespSentAt = new Map<number, number>()
   /** Callbacks waiting until this node has applied an index. */
   private waitApplied: Array<{ index: number; fn: () => void; deadline: number }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
@@ -423,6 +426,23 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.pendingOrder.push({ index, p })
   }
 
+  /**
+   * When this node's lease was last renewed (its clock): the time it sent a heartbeat answer that
+   * a leader holding its own lease has since acknowledged, or, on the leader, the last time it held
+   * its lease. Contact in both directions is needed: a node that hears the leader but is not
+   * heard by it does not renew.
+   */
+  leaseRenewedAt(): number | undefined {
+    return this.leaseAt
+  }
+
+  private renewFromLeader(from: NodeId, term: number, ack: number): void {
+    const st = this.core.status()
+    if (st.leader !== from || st.term !== term) return
+    const sentAt = this.hbRespSentAt.get(ack)
+    if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
+  }
+
   /** When this node last received anything from `peer` (its clock), if ever. */
   lastHeard(peer: NodeId): number | undefined {
     return this.heard.get(peer)
@@ -441,6 +461,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       this.core.step(m)
+      if (m.t === 'hb' && m.lease && m.ack !== undefined) this.renewFromLeader(from, m.term, m.ack)
       this.kick()
     } catch (err) {
       this.log.error('failed to handle a message', { node: this.id, from, err: String(err) })
@@ -504,7 +525,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (rd.entries.length) w.entries = rd.entries
       await this.storage.write(w)
     }
-    for (const m of rd.messages) this.transport.send(m.to, m)
+    const now = this.clock.now()
+    for (const m of rd.messages) {
+      if (m.t === 'hbResp' && !this.hbRespSentAt.has(m.seq)) {
+        // the earliest answer to a round: the leader's acknowledgement proves no more than that
+        this.hbRespSentAt.set(m.seq, now)
+        if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
+      }
+      this.transport.send(m.to, m)
+    }
+    if (this.core.leaseHeld()) this.leaseAt = now
     if (rd.soft) {
       const prev = this.lastSoft
       this.lastSoft = rd.soft

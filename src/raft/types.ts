@@ -132,6 +132,10 @@ export interface MsgHeartbeat extends MsgBase {
   t: 'hb'
   commit: number
   seq: number
+  /** The leader holds its lease (a quorum acknowledged it within the last election timeout). */
+  lease?: boolean
+  /** The highest round this follower has acknowledged, as the leader saw it (node leases). */
+  ack?: number
 }
 
 /** Answer to {@link MsgHeartbeat}, echoing its `seq`. */

@@ -56,6 +56,7 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
       break
     case 'hb':
       if (!isNat(msg.commit) || !isNat(msg.seq)) return 'bad hb'
+      if ((msg.lease !== undefined && typeof msg.lease !== 'boolean') || (msg.ack !== undefined && !isNat(msg.ack))) return 'bad hb'
       break
     case 'hbResp':
       if (!isNat(msg.seq)) return 'bad hbResp'

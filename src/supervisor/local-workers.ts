@@ -15,12 +15,23 @@ export interface Worker<Call = unknown, Reply = unknown, Cast = unknown> {
   handleCall?(msg: Call): Reply | Promise<Reply>
   /** Handle a `send` (no reply). */
   handleCast?(msg: Cast): void | Promise<void>
-  /** Clean up when the worker stops (`reason` says why). Errors here are logged, not thrown. */
+  /**
+   * Clean up when the worker stops. `reason`: `'normal'` (exit or unregister), `'shutdown'` (the
+   * sworm stops), `'crash'`, `'handoff'` (after beginHandoff), `'moved'`, or `'lease'` (this
+   * node lost contact with the cluster). Errors here are swallowed.
+   */
   terminate?(reason: string): void | Promise<void>
+  /** A supervised worker about to move: return the state its next incarnation should get. */
+  beginHandoff?(): unknown
+  /** A supervised worker taking over: receives the state, before its first message. */
+  endHandoff?(state: unknown): void | Promise<void>
 }
 
 /** Why a worker ended. `crash` carries the error. */
-export type ExitReason = { kind: 'normal' | 'shutdown' } | { kind: 'crash'; error: unknown }
+export type ExitReason = { kind: 'normal' | 'shutdown' | 'handoff' | 'moved' | 'lease' } | { kind: 'crash'; error: unknown }
+
+/** Reasons a worker can be stopped with. */
+export type StopReason = 'normal' | 'shutdown' | 'moved' | 'lease'
 
 interface Envelope {
   kind: 'call' | 'cast'
@@ -35,6 +46,8 @@ interface Slot {
   queue: Envelope[]
   busy: boolean
   ended: boolean
+  /** Resolves a handoff waiting for the current message to finish. */
+  idle?: () => void
 }
 
 /** The mailboxes of this node's workers. */
@@ -87,15 +100,42 @@ export class LocalWorkers {
   }
 
   /** Stop worker `id`: pending calls fail, `terminate(reason)` runs. */
-  async stop(id: number, reason: 'normal' | 'shutdown' = 'normal'): Promise<void> {
+  async stop(id: number, reason: StopReason = 'normal'): Promise<void> {
     const s = this.slots.get(id)
     if (!s) return
     await this.end(s, { kind: reason })
   }
 
   /** Stop every worker. */
-  async stopAll(reason: 'normal' | 'shutdown' = 'shutdown'): Promise<void> {
+  async stopAll(reason: StopReason = 'shutdown'): Promise<void> {
     await Promise.all([...this.slots.values()].map((s) => this.end(s, { kind: reason })))
+  }
+
+  /**
+   * Take worker `id` out of service for a move: no new messages, the current one finishes, then
+   * `beginHandoff()` gives the state and `terminate('handoff')` runs. Resolves with the state.
+   */
+  async handoff(id: number): Promise<unknown> {
+    const s = this.slots.get(id)
+    if (!s || s.ended) throw new NoWorkerError(`no worker ${id} on this node`)
+    s.ended = true // refuse new messages from now on
+    this.slots.delete(id)
+    const pending = s.queue
+    s.queue = []
+    for (const env of pending) env.reject?.(new NoWorkerError('the worker is moving to another node; try again'))
+    while (s.busy) await new Promise<void>((r) => (s.idle = r))
+    let state: unknown
+    try {
+      state = await s.worker.beginHandoff?.()
+    } finally {
+      try {
+        await s.worker.terminate?.('handoff')
+      } catch {
+        // a failing terminate must not take the node down
+      }
+      this.onExit(s.id, { kind: 'handoff' })
+    }
+    return state
   }
 
   private pump(s: Slot): void {
@@ -129,11 +169,25 @@ export class LocalWorkers {
   private done(s: Slot, env: Envelope, value: unknown): void {
     s.busy = false
     env.resolve?.(value)
+    if (s.idle) {
+      const f = s.idle
+      s.idle = undefined
+      f()
+      return
+    }
     if (s.queue.length) this.pump(s)
   }
 
   private crash(s: Slot, env: Envelope, err: unknown): void {
     s.busy = false
+    if (s.idle) {
+      // crashed while a handoff waited: the handoff goes on with what beginHandoff can give
+      const f = s.idle
+      s.idle = undefined
+      env.reject?.(new WorkerCrashedError(`worker crashed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }))
+      f()
+      return
+    }
     env.reject?.(new WorkerCrashedError(`worker crashed: ${err instanceof Error ? err.message : String(err)}`, { cause: err }))
     void this.end(s, { kind: 'crash', error: err })
   }
@@ -146,7 +200,7 @@ export class LocalWorkers {
     s.queue = []
     for (const env of pending) env.reject?.(new NoWorkerError('the worker stopped before handling the message'))
     try {
-      await s.worker.terminate?.(reason.kind === 'crash' ? 'crash' : reason.kind)
+      await s.worker.terminate?.(reason.kind)
     } catch {
       // a failing terminate must not take the node down
     }

@@ -1,0 +1,313 @@
+/**
+ * The supervisor of one node: runs the supervised workers the registry placed on this node,
+ * restarts them per their policy, hands them over when they move, and fences them (stops them)
+ * when this node's lease runs out, so that no two incarnations of a name ever run at once.
+ *
+ * Every start, restart, move and give-up is a registry command; this class only carries out
+ * what the log decided for this node, and reports what happened back into the log.
+ * @module
+ */
+import { isAbsolute, resolve as resolvePath } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import type { Logger } from '../raft/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
+import type { ExitReason, LocalWorkers, Worker } from './local-workers.js'
+
+/** What the supervisor needs from its sworm. */
+export interface SupervisorHost {
+  readonly sworm: string
+  readonly nodeId: string
+  readonly inc: string
+  readonly state: RegistryState
+  readonly workers: LocalWorkers
+  readonly log: Logger
+  /** Directory relative module specifiers are resolved against. */
+  readonly moduleBase: string
+  propose(cmd: RegistryCommand): Promise<RegistryResult>
+  /** Linearizable barrier: the local registry reflects every committed command after it. */
+  read(): Promise<void>
+  /** Whether this node's lease is valid now (it may run supervised workers). */
+  leaseOk(): boolean
+  stopped(): boolean
+}
+
+interface Running {
+  id: number
+  epoch: number
+}
+
+/** Outcome of a start, for callers waiting on a supervised registration. */
+export type StartOutcome = { ok: true; ref: WorkerRef } | { ok: false; error: string }
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null
+
+/** Runs this node's share of the supervised workers. */
+export class Supervisor {
+  private readonly running = new Map<string, Running>()
+  private readonly byId = new Map<number, string>()
+  private readonly starting = new Set<string>()
+  /** Local workers whose exit we caused (move, fence, handoff, unregister): no restart. */
+  private readonly expectedExit = new Set<number>()
+  private readonly handingOff = new Set<string>()
+  private readonly restarts = new Map<string, number[]>()
+  /** name -> callers waiting for its worker to start (or fail). */
+  private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
+  private fenced = false
+  private reconciling = false
+
+  constructor(private readonly host: SupervisorHost) {}
+
+  /** Number of supervised workers running here. */
+  get size(): number {
+    return this.running.size
+  }
+
+  /** Whether local worker `id` is a supervised one. */
+  isSupervised(id: number): boolean {
+    return this.byId.has(id)
+  }
+
+  /** Resolve when the supervised `name` has a running worker (or its start failed / it was removed). */
+  waitForStart(name: string): Promise<StartOutcome> {
+    const ref = this.host.state.whereis(name)
+    if (ref) return Promise.resolve({ ok: true, ref })
+    return new Promise((resolve) => {
+      let list = this.waiters.get(name)
+      if (!list) this.waiters.set(name, (list = []))
+      list.push(resolve)
+    })
+  }
+
+  private settle(name: string, o: StartOutcome): void {
+    const list = this.waiters.get(name)
+    if (!list) return
+    this.waiters.delete(name)
+    for (const f of list) f(o)
+  }
+
+  /** Called for every registry change (synchronously, during apply). */
+  onChange(ch: RegistryChange): void {
+    const me = this.host.nodeId
+    switch (ch.type) {
+      case 'placed':
+        if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
+        return
+      case 'started':
+        this.settle(ch.name, { ok: true, ref: ch.ref })
+        return
+      case 'startFailed':
+        this.settle(ch.name, { ok: false, error: ch.error })
+        return
+      case 'unregistered':
+        this.settle(ch.name, { ok: false, error: 'the name was unregistered before its worker started' })
+        return
+      case 'stopWorker':
+        if (ch.ref.node === me && ch.ref.inc === this.host.inc) {
+          const r = this.running.get(ch.name)
+          if (r && r.id === ch.ref.id) void this.stopLocal(ch.name, 'moved')
+        }
+        return
+      case 'handoff':
+        if (ch.node === me) queueMicrotask(() => void this.handoff(ch.name, ch.epoch))
+        return
+      default:
+        return
+    }
+  }
+
+  /** A local worker ended. Returns false when it was not a supervised one. */
+  onExit(id: number, reason: ExitReason): boolean {
+    const name = this.byId.get(id)
+    if (name === undefined) return false
+    this.byId.delete(id)
+    const r = this.running.get(name)
+    if (r && r.id === id) this.running.delete(name)
+    if (this.expectedExit.delete(id) || !r || this.host.stopped()) return true
+    const reg = this.host.state.registration(name)
+    if (!reg || reg.kind !== 'supervised' || reg.epoch !== r.epoch) return true
+    const policy = reg.spec?.restart ?? 'transient'
+    const crashed = reason.kind === 'crash'
+    let restart = policy === 'permanent' || (policy === 'transient' && crashed)
+    if (restart && this.tooManyRestarts(name, reg.spec!)) {
+      this.host.log.error('supervised worker restarts too often; giving up on its name', {
+        name,
+        maxRestarts: reg.spec!.maxRestarts ?? 3,
+        maxSeconds: reg.spec!.maxSeconds ?? 5,
+      })
+      restart = false
+    }
+    if (crashed) this.host.log.warn('supervised worker crashed', { name, restart, err: String((reason as { error: unknown }).error) })
+    void this.proposeQuietly({ c: 'stopped', name, epoch: r.epoch, restart })
+    return true
+  }
+
+  private tooManyRestarts(name: string, spec: StartSpec): boolean {
+    const max = spec.maxRestarts ?? 3
+    const window = (spec.maxSeconds ?? 5) * 1000
+    const now = Date.now()
+    const list = (this.restarts.get(name) ?? []).filter((t) => now - t < window)
+    list.push(now)
+    this.restarts.set(name, list)
+    return list.length > max
+  }
+
+  private async proposeQuietly(cmd: RegistryCommand): Promise<RegistryResult | undefined> {
+    for (let i = 0; i < 20 && !this.host.stopped(); i++) {
+      try {
+        return await this.host.propose(cmd)
+      } catch {
+        await new Promise((r) => setTimeout(r, 100 + i * 100).unref())
+      }
+    }
+    return undefined
+  }
+
+  /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */
+  private async start(name: string, epoch: number): Promise<void> {
+    if (this.starting.has(name) || this.running.has(name) || this.host.stopped()) return
+    if (!this.host.leaseOk()) return // reconcile() retries once the lease is back
+    this.starting.add(name)
+    try {
+      // Act only on an up-to-date registry: a later entry may have moved the name already.
+      await this.host.read()
+      if (!this.isMine(name, epoch)) return
+      const reg = this.host.state.registration(name)!
+      let worker: Worker
+      try {
+        worker = await this.instantiate(reg.spec!)
+        if (reg.handoffState !== undefined && typeof worker.endHandoff === 'function') await worker.endHandoff(reg.handoffState)
+      } catch (err) {
+        const message = err instanceof Error ? err.message : String(err)
+        this.host.log.warn('supervised worker failed to start', { name, err: message })
+        await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
+        return
+      }
+      if (!this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
+        await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
+        return
+      }
+      const id = this.host.workers.add(worker)
+      this.running.set(name, { id, epoch })
+      this.byId.set(id, name)
+      const ref: WorkerRef = { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }
+      const ok = await this.proposeQuietly({ c: 'started', name, epoch, ref })
+      if (ok !== true && this.running.get(name)?.id === id) await this.stopLocal(name, 'moved')
+    } catch (err) {
+      this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
+    } finally {
+      this.starting.delete(name)
+    }
+  }
+
+  private isMine(name: string, epoch: number): boolean {
+    const reg = this.host.state.registration(name)
+    return !!reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.epoch === epoch && reg.ref === undefined
+  }
+
+  private async instantiate(spec: StartSpec): Promise<Worker> {
+    const specifier =
+      spec.module.startsWith('.') || isAbsolute(spec.module) ? pathToFileURL(resolvePath(this.host.moduleBase, spec.module)).href : spec.module
+    let mod: Record<string, unknown>
+    try {
+      mod = (await import(specifier)) as Record<string, unknown>
+    } catch (err) {
+      throw new Error(`cannot import module ${JSON.stringify(spec.module)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
+    }
+    const factory = mod[spec.fn]
+    if (typeof factory !== 'function') throw new Error(`module ${JSON.stringify(spec.module)} has no exported function ${JSON.stringify(spec.fn)}`)
+    const worker = (await (factory as (...a: unknown[]) => unknown)(...spec.args)) as unknown
+    if (!isObj(worker)) throw new Error(`factory ${spec.fn} returned ${worker === null ? 'null' : typeof worker}, not a worker object`)
+    return worker as Worker
+  }
+
+  private async stopLocal(name: string, reason: 'moved' | 'lease' | 'normal'): Promise<void> {
+    const r = this.running.get(name)
+    if (!r) return
+    this.expectedExit.add(r.id)
+    await this.host.workers.stop(r.id, reason)
+  }
+
+  /** The worker moves: take its state and report it to the log. */
+  private async handoff(name: string, epoch: number): Promise<void> {
+    const r = this.running.get(name)
+    if (!r || r.epoch !== epoch || this.handingOff.has(name)) return
+    this.handingOff.add(name)
+    try {
+      this.expectedExit.add(r.id)
+      let state: unknown
+      try {
+        state = await this.host.workers.handoff(r.id)
+      } catch (err) {
+        this.host.log.warn('beginHandoff failed; the worker moves without state', { name, err: String(err) })
+        state = undefined
+      }
+      await this.proposeQuietly({ c: 'handedOff', name, epoch, state })
+    } finally {
+      this.handingOff.delete(name)
+    }
+  }
+
+  /**
+   * Periodic duty: fence when the lease is gone; otherwise bring reality in line with the
+   * registry (start what is placed here and not running, stop what runs here but moved).
+   */
+  async tick(): Promise<void> {
+    if (this.host.stopped()) return
+    if (!this.host.leaseOk()) {
+      if (this.running.size && !this.fenced) {
+        this.fenced = true
+        this.host.log.warn('lease expired: stopping supervised workers until the cluster is reachable', { workers: this.running.size })
+      }
+      await this.fence()
+      return
+    }
+    if (this.fenced) {
+      this.fenced = false
+      this.host.log.info('lease renewed')
+    }
+    if (this.reconciling) return
+    this.reconciling = true
+    try {
+      await this.reconcile()
+    } finally {
+      this.reconciling = false
+    }
+  }
+
+  /** Stop every supervised worker at once (this node may be cut off from the cluster). */
+  fence(): Promise<void> {
+    const names = [...this.running.keys()]
+    return Promise.all(names.map((n) => this.stopLocal(n, 'lease'))).then(() => undefined)
+  }
+
+  private async reconcile(): Promise<void> {
+    const me = this.host.nodeId
+    const mine = this.host.state.supervisedOn(me)
+    const needStart: Array<[string, number]> = []
+    const needRestart: Array<[string, number]> = []
+    for (const reg of mine) {
+      const local = this.running.get(reg.name)
+      if (reg.handoffTo !== undefined) {
+        if (local && local.epoch === reg.epoch) void this.handoff(reg.name, reg.epoch!)
+        continue
+      }
+      if (reg.ref === undefined) {
+        if (!local && !this.starting.has(reg.name)) needStart.push([reg.name, reg.epoch!])
+      } else if (reg.ref.inc === this.host.inc && (!local || local.id !== reg.ref.id)) {
+        // the registry names a worker of ours that is gone (fenced): start a new incarnation
+        if (!this.starting.has(reg.name)) needRestart.push([reg.name, reg.epoch!])
+      }
+    }
+    // workers running here that the registry no longer places here
+    for (const [name, r] of this.running) {
+      const reg = this.host.state.registration(name)
+      if (!reg || reg.kind !== 'supervised' || reg.node !== me || reg.epoch !== r.epoch) void this.stopLocal(name, 'moved')
+    }
+    for (const [name, epoch] of needStart) void this.start(name, epoch)
+    for (const [name, epoch] of needRestart) {
+      this.starting.add(name)
+      void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true }).finally(() => this.starting.delete(name))
+    }
+  }
+}

@@ -1,0 +1,284 @@
+/**
+ * A harness that runs a sworm as real OS processes (one `test/fixtures/sworm-process.ts` per
+ * node) on loopback ports, with LevelDB in temporary directories. Used by
+ * `test/sworm-process.test.ts` and `bench/registry-bench.ts`.
+ * @module
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { randomBytes } from 'node:crypto'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { SwormProcessArgs, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
+import { freePorts, NodeRequestError, pollUntil } from './cluster.js'
+
+export { freePorts, NodeRequestError, pollUntil }
+
+const FIXTURE = fileURLToPath(new URL('../fixtures/sworm-process.js', import.meta.url))
+
+/** Options of {@link startSwormCluster}. */
+export interface SwormClusterOptions {
+  /** Number of nodes started at once with `peers` (ids n1..nN). */
+  n: number
+  /** Name of the sworm (default 'procs'). */
+  name?: string
+  /** Parent of the cluster's temporary directory (default: the OS temp dir). */
+  baseDir?: string
+  nodeDownAfterMs?: number
+  requestTimeoutMs?: number
+  /** Raft `snapshotEvery` of the nodes (default: the library's). */
+  snapshotEvery?: number
+  /** How long to wait for each process to be ready (default 20 s). */
+  startTimeoutMs?: number
+  /** Default timeout of {@link SwormCluster.request} (default 15 s). */
+  ipcTimeoutMs?: number
+  /** Copy the nodes' stderr to this process's stderr (default: only when SWORM_CLUSTER_LOG is set). */
+  echoLogs?: boolean
+  /** Log level of the nodes (default 'warn'). */
+  logLevel?: SwormProcessArgs['logLevel']
+  /** Extra node flags (default `['--expose-gc']`). */
+  execArgv?: string[]
+}
+
+type Req = SwormRequest | (Record<string, unknown> & { op: string })
+
+interface Proc {
+  child: ChildProcess
+  alive: boolean
+  exited: Promise<void>
+  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
+  stderrTail: string[]
+}
+
+/** A running sworm of node processes. */
+export interface SwormCluster {
+  /** Node ids: `n1` .. `nN`, then the ids of nodes started with {@link startJoining}. */
+  readonly ids: string[]
+  /** The cluster's temporary directory (holds each node's data dir). */
+  readonly dir: string
+  /** Listen address of each node. */
+  readonly urls: Record<string, string>
+  /** Send a request over IPC; resolves with its result or rejects with {@link NodeRequestError}. */
+  request<T = unknown>(nodeId: string, msg: Req, timeoutMs?: number): Promise<T>
+  /** Status of one node. */
+  status(nodeId: string, timeoutMs?: number): Promise<SwormProcessStatus>
+  /** Whether the node's process is running. */
+  isAlive(nodeId: string): boolean
+  /** Ids of running nodes. */
+  alive(): string[]
+  /** OS pid of a running node. */
+  pid(nodeId: string): number | undefined
+  /** SIGKILL a node and wait until the process is gone. */
+  kill(nodeId: string): Promise<void>
+  /** Start a killed (or stopped) node again from its data dir. */
+  restart(nodeId: string): Promise<void>
+  /** Start a new node `nodeId` on a fresh data dir that joins through n1's address (`join` option). */
+  startJoining(nodeId: string, via?: string): Promise<void>
+  /** Graceful stop of one node (`sworm.stop()`), waiting for its process to exit. */
+  stop(nodeId: string): Promise<void>
+  /**
+   * Poll the live nodes until one is leader and a majority of the voters named by `ids` (the
+   * leader included) name it. Resolves with its id.
+   */
+  waitForLeader(timeoutMs?: number, opts?: { exclude?: string[] }): Promise<string>
+  /** The last lines a node wrote to stderr. */
+  logs(nodeId: string): string[]
+  /** Kill every process and remove the temporary directory. */
+  stopAll(): Promise<void>
+}
+
+/** Start `n` sworm node processes forming a new cluster. */
+export async function startSwormCluster(opts: SwormClusterOptions): Promise<SwormCluster> {
+  const n = opts.n
+  const name = opts.name ?? 'procs'
+  const dir = await mkdtemp(join(opts.baseDir ?? tmpdir(), 'sworm-procs-'))
+  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+  const urls: Record<string, string> = {}
+  const peers: Record<string, string> = {}
+  const secret = randomBytes(16).toString('hex')
+  const echo = opts.echoLogs ?? process.env.SWORM_CLUSTER_LOG !== undefined
+  const startTimeout = opts.startTimeoutMs ?? 20_000
+  const defaultTimeout = opts.ipcTimeoutMs ?? 15_000
+  const execArgv = opts.execArgv ?? ['--expose-gc']
+  const procs = new Map<string, Proc>()
+  /** Nodes started with `join`, and the address they joined through. */
+  const joinedVia = new Map<string, string>()
+  let seq = 0
+  let stopped = false
+
+  try {
+    const ports = await freePorts(n)
+    ids.forEach((id, i) => (peers[id] = urls[id] = `ws://127.0.0.1:${ports[i]}`))
+  } catch (err) {
+    await rm(dir, { recursive: true, force: true })
+    throw err
+  }
+
+  const argsOf = (id: string): SwormProcessArgs => {
+    const via = joinedVia.get(id)
+    const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: join(dir, id), secret }
+    if (via !== undefined) a.join = via
+    else a.peers = peers
+    a.logLevel = opts.logLevel ?? 'warn'
+    if (opts.nodeDownAfterMs !== undefined) a.nodeDownAfterMs = opts.nodeDownAfterMs
+    if (opts.requestTimeoutMs !== undefined) a.requestTimeoutMs = opts.requestTimeoutMs
+    if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
+    return a
+  }
+
+  const spawnNode = (id: string): Promise<void> => {
+    if (stopped) return Promise.reject(new Error('cluster stopped'))
+    const child = spawn(process.execPath, [...execArgv, FIXTURE, JSON.stringify(argsOf(id))], {
+      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+    })
+    let onExit!: () => void
+    const p: Proc = { child, alive: true, exited: new Promise<void>((r) => (onExit = r)), pending: new Map(), stderrTail: [] }
+    procs.set(id, p)
+    let partial = ''
+    child.stderr!.setEncoding('utf8')
+    child.stderr!.on('data', (chunk: string) => {
+      if (echo) process.stderr.write(chunk)
+      const lines = (partial + chunk).split('\n')
+      partial = lines.pop() ?? ''
+      p.stderrTail.push(...lines)
+      if (p.stderrTail.length > 200) p.stderrTail.splice(0, p.stderrTail.length - 200)
+    })
+    child.stdout!.resume()
+    return new Promise<void>((resolve, reject) => {
+      let ready = false
+      const timer = setTimeout(() => {
+        if (!ready) reject(new Error(`node ${id} not ready after ${startTimeout} ms; stderr:\n${p.stderrTail.join('\n')}`))
+      }, startTimeout)
+      child.on('message', (raw: unknown) => {
+        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string } }
+        if (m.ready) {
+          ready = true
+          clearTimeout(timer)
+          resolve()
+          return
+        }
+        if (typeof m.id !== 'number') return
+        const w = p.pending.get(m.id)
+        if (!w) return
+        p.pending.delete(m.id)
+        clearTimeout(w.timer)
+        if (m.ok) w.resolve(m.result)
+        else w.reject(new NodeRequestError(id, m.error?.code ?? 'ERROR', m.error?.message ?? 'unknown error'))
+      })
+      child.on('error', (err) => {
+        if (!ready) {
+          clearTimeout(timer)
+          reject(err)
+        }
+      })
+      child.on('exit', (code, signal) => {
+        p.alive = false
+        for (const w of p.pending.values()) {
+          clearTimeout(w.timer)
+          w.reject(new NodeRequestError(id, 'EXITED', `process exited (code ${code}, signal ${signal})`))
+        }
+        p.pending.clear()
+        onExit()
+        if (!ready) {
+          clearTimeout(timer)
+          reject(new Error(`node ${id} exited before ready (code ${code}, signal ${signal}); stderr:\n${p.stderrTail.join('\n')}`))
+        }
+      })
+    })
+  }
+
+  const request = <T>(nodeId: string, msg: Req, timeoutMs = defaultTimeout): Promise<T> => {
+    const p = procs.get(nodeId)
+    if (!p || !p.alive) return Promise.reject(new NodeRequestError(nodeId, 'DOWN', 'process is not running'))
+    const id = ++seq
+    return new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        p.pending.delete(id)
+        reject(new NodeRequestError(nodeId, 'IPC_TIMEOUT', `no answer to ${msg.op} within ${timeoutMs} ms`))
+      }, timeoutMs)
+      p.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      try {
+        p.child.send({ ...msg, id })
+      } catch (err) {
+        clearTimeout(timer)
+        p.pending.delete(id)
+        reject(new NodeRequestError(nodeId, 'IPC', String(err)))
+      }
+    })
+  }
+
+  const kill = async (nodeId: string): Promise<void> => {
+    const p = procs.get(nodeId)
+    if (!p || !p.alive) return
+    p.child.kill('SIGKILL')
+    await p.exited
+  }
+
+  const cluster: SwormCluster = {
+    ids,
+    dir,
+    urls,
+    request,
+    status: (nodeId, timeoutMs = 2000) => request<SwormProcessStatus>(nodeId, { op: 'status' }, timeoutMs),
+    isAlive: (nodeId) => procs.get(nodeId)?.alive ?? false,
+    alive: () => ids.filter((id) => procs.get(id)?.alive),
+    pid: (nodeId) => {
+      const p = procs.get(nodeId)
+      return p?.alive ? p.child.pid : undefined
+    },
+    kill,
+    restart: async (nodeId) => {
+      if (!ids.includes(nodeId)) throw new Error(`unknown node ${nodeId}`)
+      if (procs.get(nodeId)?.alive) throw new Error(`node ${nodeId} is still running`)
+      await spawnNode(nodeId)
+    },
+    startJoining: async (nodeId, via) => {
+      if (ids.includes(nodeId)) throw new Error(`node ${nodeId} already exists`)
+      const [port] = await freePorts(1)
+      urls[nodeId] = `ws://127.0.0.1:${port}`
+      joinedVia.set(nodeId, via ?? urls[ids[0]!]!)
+      ids.push(nodeId)
+      await spawnNode(nodeId)
+    },
+    stop: async (nodeId) => {
+      const p = procs.get(nodeId)
+      if (!p || !p.alive) return
+      await request(nodeId, { op: 'stop' }, 20_000).catch(() => {})
+      const t = setTimeout(() => p.child.kill('SIGKILL'), 10_000)
+      await p.exited
+      clearTimeout(t)
+    },
+    waitForLeader: (timeoutMs = 10_000, wopts = {}) =>
+      pollUntil(
+        async () => {
+          const live = ids.filter((id) => procs.get(id)?.alive && !(wopts.exclude ?? []).includes(id))
+          const sts = (await Promise.all(live.map((id) => cluster.status(id, 1000).catch(() => undefined)))).filter(
+            (s): s is SwormProcessStatus => s !== undefined,
+          )
+          const leaders = sts.filter((s) => s.role === 'leader')
+          if (leaders.length === 0) return undefined
+          const l = leaders.reduce((a, b) => (b.term > a.term ? b : a))
+          const votes = sts.filter((s) => s.term === l.term && s.leader === l.node).length
+          return votes >= Math.floor(ids.length / 2) + 1 ? l.node : undefined
+        },
+        timeoutMs,
+        'a leader',
+        10,
+      ),
+    logs: (nodeId) => [...(procs.get(nodeId)?.stderrTail ?? [])],
+    stopAll: async () => {
+      stopped = true
+      await Promise.all(ids.map((id) => kill(id)))
+      await rm(dir, { recursive: true, force: true })
+    },
+  }
+
+  try {
+    await Promise.all(ids.map((id) => spawnNode(id)))
+  } catch (err) {
+    await cluster.stopAll().catch(() => {})
+    throw err
+  }
+  return cluster
+}
