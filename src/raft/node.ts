@@ -87,7 +87,7 @@ interface Forwarded {
 
 /** Node-level messages that ride the same transport as Raft messages. */
 type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]> }
-type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2, unknown, string | undefined, number]> }
+type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
 
 /** Events of a {@link RaftNode}. */
 export interface RaftNodeEvents {
@@ -100,6 +100,8 @@ export interface RaftNodeEvents {
 const RESULT_OK = 0
 const RESULT_ERR = 1
 const RESULT_RETRY = 2
+/** The leader appended the command at (index, term=value): the proposer can follow it in its own log. */
+const RESULT_ACCEPTED = 3
 
 /** A running Raft node. Create with {@link RaftNode.start}. */
 export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEvents> {
@@ -126,6 +128,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private applied = 0
   private appliedConfig: ClusterConfig
   private snapshotIndex = 0
+  private lastSnapshotBytes = 0
   private seeds: Record<NodeId, string>
 
   private readonly pending = new Map<number, Pending<R>>()
@@ -212,6 +215,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       persisted,
     )
     const node = new RaftNode<C, R>(opts, core, appliedConfig, applied)
+    node.lastSnapshotBytes = persisted.snapshot?.data.length ?? 0
     node.updatePeers()
     opts.transport.onMessage((from, msg) => node.receive(from, msg))
     node.scheduleTick()
@@ -610,11 +614,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private async maybeSnapshot(): Promise<void> {
-    if (this.applied - this.snapshotIndex < this.snapshotEvery) return
+    // A snapshot costs time in proportion to the state's size: wait for a log at least as long
+    // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat.
+    const every = Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32))
+    if (this.applied - this.snapshotIndex < every) return
     const term = this.core.termAt(this.applied)
     if (term === undefined) return
     const snap: Snapshot = { meta: { index: this.applied, term, config: this.appliedConfig }, data: this.sm.snapshot() }
     await this.storage.saveSnapshot(snap)
+    this.lastSnapshotBytes = snap.data.length
     this.snapshotIndex = snap.meta.index
     this.core.compact(snap)
     this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
@@ -735,6 +743,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     const boot = m.boot
     reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term }))
+    // Tell the proposer where its commands landed: it resolves them when it applies them itself,
+    // or learns they were dropped when another entry takes that index (no waiting for a timeout
+    // when this leader dies).
+    const accepted: FwdRespMsg['res'] = reqs.map((r, i) => [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
+    this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
     this.kick()
   }
 
@@ -764,6 +777,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const [ref, kind, value, code, index] = r
       const f = this.fwdOut.get(ref)
       if (!f || f.p.settled) continue
+      if (kind === RESULT_ACCEPTED) {
+        if (typeof index === 'number' && typeof value === 'number' && index > this.applied) this.trackLocal(index, value, f.p)
+        continue
+      }
       if (kind === RESULT_RETRY) {
         // the node we forwarded to was not leader and did not append: safe to resend
         f.sentTo = undefined
