@@ -22,7 +22,7 @@ import {
 } from './raft/errors.js'
 import { LevelStorage } from './raft/level-storage.js'
 import { RaftNode } from './raft/node.js'
-import { consoleLogger, type Logger, type LogLevel, type NodeId, type Transport } from './raft/types.js'
+import { consoleLogger, systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
 import type { WsHub } from './raft/ws-transport.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
@@ -84,6 +84,26 @@ export interface SwormOptions {
   requestTimeoutMs?: number
   /** Raft tuning (defaults suit a LAN). */
   raft?: { tickMs?: number; electionTicks?: number; snapshotEvery?: number }
+}
+
+/**
+ * What a sworm is built from (see {@link Sworm.assemble}).
+ * @internal
+ */
+export interface SwormDeps {
+  storage: RaftStorage
+  raftTransport: Transport
+  msgTransport: Transport
+  clock: Clock
+  logger: Logger
+  /** Incarnation id of this start. */
+  inc: string
+  random?: () => number
+  hub?: WsHub
+  discover?: (url: string) => Promise<string>
+  loadModule?: (specifier: string) => Promise<Record<string, unknown>>
+  /** Release transports and hub after stop. */
+  release: () => Promise<void>
 }
 
 /** Events of a {@link Sworm}. */
@@ -160,9 +180,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   private readonly raft: RaftNode<RegistryCommand, RegistryResult>
   private readonly state: RegistryState
-  private readonly hub: WsHub
+  private readonly hub: WsHub | undefined
   private readonly msgs: Transport
-  private readonly raftChannel: Transport
   private readonly log: Logger
   private readonly workers: LocalWorkers
   private readonly maxNameBytes: number
@@ -172,13 +191,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly leaseTimeoutMs: number
   private readonly startTimeoutMs: number
   private readonly supervisor: Supervisor
-  private supervisorTimer: NodeJS.Timeout | undefined
+  private supervisorTimer: unknown
+  private readonly clock: Clock
+  private readonly release: () => Promise<void>
   private stopped = false
   private upPromise: Promise<void> | undefined
   private upResolved = false
-  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>()
+  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: unknown }>()
   private callSeq = 0
-  private detectorTimer: NodeJS.Timeout | undefined
+  private detectorTimer: unknown
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
   private readonly joining = new Set<string>()
@@ -189,14 +210,18 @@ export class Sworm extends EventEmitter<SwormEvents> {
     inc: string
     raft: RaftNode<RegistryCommand, RegistryResult>
     state: RegistryState
-    hub: WsHub
+    hub: WsHub | undefined
     msgs: Transport
-    raftChannel: Transport
     log: Logger
     workers: LocalWorkers
     opts: SwormOptions
+    clock: Clock
+    release: () => Promise<void>
+    loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   }) {
     super()
+    this.clock = init.clock
+    this.release = init.release
     this.name = init.name
     this.nodeId = init.nodeId
     this.incarnation = init.inc
@@ -204,7 +229,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.state = init.state
     this.hub = init.hub
     this.msgs = init.msgs
-    this.raftChannel = init.raftChannel
     this.log = init.log
     this.workers = init.workers
     this.maxNameBytes = init.opts.maxNameBytes ?? 1024
@@ -225,6 +249,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
       read: () => this.raft.read(),
       leaseOk: () => this.leaseOk(),
       stopped: () => this.stopped,
+      clock: this.clock,
+      ...(init.loadModule ? { loadModule: init.loadModule } : {}),
     })
   }
 
@@ -263,51 +289,37 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const raftOpts = (o.raft ?? {}) as Record<string, unknown>
     for (const k of ['tickMs', 'electionTicks', 'snapshotEvery']) optionalPositive(raftOpts, k, 1)
 
+    if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
+      throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
+    }
     const log = options.logger ?? consoleLogger(options.logLevel ?? 'info', { sworm: name, node: nodeId })
     const hub = await acquireHub({ nodeId, listen, secret, logger: log, ...(options.tls ? { tls: options.tls } : {}) })
-    const inc = randomBytes(6).toString('hex')
-    let raft: RaftNode<RegistryCommand, RegistryResult> | undefined
     let raftChannel: Transport | undefined
     let msgs: Transport | undefined
+    let sworm: Sworm | undefined
     try {
       raftChannel = hub.channel(`raft:${name}`)
       msgs = hub.channel(`msg:${name}`)
       const storage = await LevelStorage.open(joinPath(dataDir, encodeURIComponent(name)), { logger: log })
-      let sworm: Sworm | undefined
-      if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
-        throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
-      }
-      const placement = o.placement === 'hash' ? hashPlacement : typeof o.placement === 'function' ? (o.placement as PlacementStrategy) : defaultPlacement
-      const state = new RegistryState((ch) => sworm?.onRegistryChange(ch), placement)
-      const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
-      raft = await RaftNode.start<RegistryCommand, RegistryResult>({
-        id: nodeId,
+      const rc = raftChannel
+      const mc = msgs
+      sworm = await Sworm.assemble(options, {
         storage,
-        transport: raftChannel,
-        stateMachine: state,
-        ...(options.peers ? { bootstrap: { voters: { ...options.peers }, learners: {} }, seeds: { ...options.peers } } : {}),
+        raftTransport: rc,
+        msgTransport: mc,
+        clock: systemClock,
         logger: log,
-        requestTimeoutMs: options.requestTimeoutMs ?? 5000,
-        ...(options.raft?.tickMs ? { tickMs: options.raft.tickMs } : {}),
-        ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
-        ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),
+        inc: randomBytes(6).toString('hex'),
+        hub,
+        discover: (url) => hub.discover(url),
+        release: async () => {
+          await mc.close()
+          await rc.close()
+          await releaseHub(hub)
+        },
       })
-      const st = raft.status()
-      const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
-      let joinVia: string | undefined
-      if (fresh) {
-        if (!options.join) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
-        joinVia = await hub.discover(options.join)
-        msgs.setPeers({ [joinVia]: options.join })
-      } else {
-        msgs.setPeers(options.peers ?? {})
-      }
-      sworm = new Sworm({ name, nodeId, inc, raft, state, hub, msgs, raftChannel, log, workers, opts: options })
-      sworm.wire()
-      if (joinVia !== undefined) await sworm.askToJoin(joinVia, listen)
       return sworm
     } catch (err) {
-      await raft?.stop({ transfer: false }).catch(() => {})
       await raftChannel?.close().catch(() => {})
       await msgs?.close().catch(() => {})
       await releaseHub(hub)
@@ -315,29 +327,109 @@ export class Sworm extends EventEmitter<SwormEvents> {
     }
   }
 
+  /**
+   * Build a sworm from its parts (validated options, storage, transports, clock). `start` uses it
+   * with LevelDB and WebSockets; the simulation uses it with in-memory storage, a simulated
+   * network and simulated time.
+   * @internal
+   */
+  static async assemble(options: SwormOptions, deps: SwormDeps): Promise<Sworm> {
+    const { name, nodeId } = options
+    const o = options as unknown as Record<string, unknown>
+    const placement = o.placement === 'hash' ? hashPlacement : typeof o.placement === 'function' ? (o.placement as PlacementStrategy) : defaultPlacement
+    let sworm: Sworm | undefined
+    const state = new RegistryState((ch) => sworm?.onRegistryChange(ch), placement)
+    const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
+    const raft = await RaftNode.start<RegistryCommand, RegistryResult>({
+      id: nodeId,
+      storage: deps.storage,
+      transport: deps.raftTransport,
+      stateMachine: state,
+      clock: deps.clock,
+      ...(deps.random ? { random: deps.random } : {}),
+      ...(options.peers ? { bootstrap: { voters: { ...options.peers }, learners: {} }, seeds: { ...options.peers } } : {}),
+      logger: deps.logger,
+      requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      ...(options.raft?.tickMs ? { tickMs: options.raft.tickMs } : {}),
+      ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
+      ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),
+    })
+    try {
+      const st = raft.status()
+      const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
+      let joinVia: string | undefined
+      if (fresh) {
+        if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
+        joinVia = await deps.discover(options.join)
+        deps.msgTransport.setPeers({ [joinVia]: options.join })
+      } else {
+        deps.msgTransport.setPeers(options.peers ?? {})
+      }
+      sworm = new Sworm({
+        name,
+        nodeId,
+        inc: deps.inc,
+        raft,
+        state,
+        hub: deps.hub,
+        msgs: deps.msgTransport,
+        log: deps.logger,
+        workers,
+        opts: options,
+        clock: deps.clock,
+        release: deps.release,
+        ...(deps.loadModule ? { loadModule: deps.loadModule } : {}),
+      })
+      sworm.wire()
+      if (joinVia !== undefined) await sworm.askToJoin(joinVia, options.listen)
+      return sworm
+    } catch (err) {
+      await raft.stop({ transfer: false }).catch(() => {})
+      throw err
+    }
+  }
+
   private wire(): void {
     this.msgs.onMessage((from, m) => this.onWire(from, m))
     this.raft.on('role', (s) => {
-      if (s.role === 'leader') this.leaderSince = Date.now()
+      if (s.role === 'leader') this.leaderSince = this.clock.now()
       this.emit('leaderChanged', { leader: s.leader, term: s.term })
     })
     this.upPromise = this.announce()
     this.upPromise.catch(() => {})
-    this.detectorTimer = setInterval(() => this.detectDownNodes(), Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)))
-    this.detectorTimer.unref()
-    this.supervisorTimer = setInterval(() => void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })), Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)))
-    this.supervisorTimer.unref()
+    this.every(Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)), (h) => (this.detectorTimer = h), () => this.detectDownNodes())
+    this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () =>
+      void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })),
+    )
+  }
+
+  /** Run `fn` every `ms` on this sworm's clock until it stops. */
+  private every(ms: number, keep: (h: unknown) => void, fn: () => void): void {
+    const loop = (): void => {
+      if (this.stopped) return
+      try {
+        fn()
+      } catch (err) {
+        this.log.error('periodic task failed', { err: String(err) })
+      }
+      keep(this.clock.setTimeout(loop, ms))
+    }
+    keep(this.clock.setTimeout(loop, ms))
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((r) => this.clock.setTimeout(r, ms))
   }
 
   /** Ask the cluster (through `via`) to add this node, until the configuration lists it as a voter. */
   private async askToJoin(via: string, url: string): Promise<void> {
-    const deadline = Date.now() + 60_000
+    const deadline = this.clock.now() + 60_000
     while (!this.raft.status().config.voters[this.nodeId]) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
-      if (Date.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
+      if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
       const target = this.raft.leader ?? via
       this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url } satisfies WireMsg)
-      await new Promise((r) => setTimeout(r, 500).unref())
+      await this.sleep(500)
     }
     this.log.info('joined the cluster')
   }
@@ -371,7 +463,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         return
       } catch (err) {
         if (err instanceof ShuttingDownError) throw err
-        await new Promise((r) => setTimeout(r, 100).unref())
+        await this.sleep(100)
       }
     }
   }
@@ -505,14 +597,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (!orExisting) throw new AlreadyRegisteredError(n, res.ref)
       if (res.ref) return res.ref
     }
-    let timer: NodeJS.Timeout | undefined
+    let timer: unknown
     const outcome = await Promise.race([
       this.supervisor.waitForStart(n),
       new Promise<StartOutcome>((resolve) => {
-        timer = setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${this.startTimeoutMs} ms` }), this.startTimeoutMs)
+        timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${this.startTimeoutMs} ms` }), this.startTimeoutMs)
       }),
     ])
-    clearTimeout(timer)
+    this.clock.clearTimeout(timer)
     if (outcome.ok) return outcome.ref
     throw new StartError(`could not start ${JSON.stringify(n)}: ${outcome.error}`, { cause: new Error(outcome.error) })
   }
@@ -622,21 +714,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const timeout = opts.timeout ?? this.callTimeoutMs
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
-      let timer: NodeJS.Timeout | undefined
+      let timer: unknown
       try {
         return (await Promise.race([
           this.workers.call(ref.id, msg),
           new Promise<never>((_, rej) => {
-            timer = setTimeout(() => rej(new TimeoutError(`call not answered within ${timeout} ms`)), timeout)
+            timer = this.clock.setTimeout(() => rej(new TimeoutError(`call not answered within ${timeout} ms`)), timeout)
           }),
         ])) as R
       } finally {
-        clearTimeout(timer)
+        this.clock.clearTimeout(timer)
       }
     }
     const id = ++this.callSeq
     return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = this.clock.setTimeout(() => {
         this.calls.delete(id)
         reject(new TimeoutError(`call not answered within ${timeout} ms`))
       }, timeout)
@@ -668,7 +760,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** Whether this node's lease holds (see {@link SwormOptions.leaseTimeoutMs}). */
   leaseOk(): boolean {
     const at = this.raft.leaseRenewedAt()
-    return at !== undefined && performance.now() - at < this.leaseTimeoutMs
+    return at !== undefined && this.clock.now() - at < this.leaseTimeoutMs
   }
 
   private isLocal(ref: WorkerRef): boolean {
@@ -711,7 +803,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
         if (!c) return
         this.calls.delete(m.id)
-        clearTimeout(c.timer)
+        this.clock.clearTimeout(c.timer)
         if (m.ok) c.resolve(m.value)
         else if (m.code === 'NO_WORKER') c.reject(new NoWorkerError(String(m.message)))
         else c.reject(new WorkerCrashedError(String(m.message)))
@@ -773,7 +865,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         return
       } catch (err) {
         if (err instanceof ShuttingDownError) return
-        await new Promise((r) => setTimeout(r, 200).unref())
+        await this.sleep(200)
       }
     }
   }
@@ -781,8 +873,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** On the leader: declare nodes gone after `nodeDownAfterMs` of silence. */
   private detectDownNodes(): void {
     if (this.stopped || !this.raft.isLeader) return
-    const now = performance.now()
-    const sinceLeader = Date.now() - this.leaderSince
+    const now = this.clock.now()
+    const sinceLeader = now - this.leaderSince
     if (sinceLeader < this.nodeDownAfterMs) return // give every node a chance to reach the new leader
     for (const rec of this.state.nodeRecords()) {
       if (!rec.up || rec.node === this.nodeId || this.pendingDown.has(rec.node)) continue
@@ -834,13 +926,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.guard()
     await this.ready()
     await this.raft.propose({ c: 'drain', node: this.nodeId, on: true })
-    const deadline = Date.now() + (opts.timeoutMs ?? this.startTimeoutMs * 3)
+    const deadline = this.clock.now() + (opts.timeoutMs ?? this.startTimeoutMs * 3)
     for (;;) {
       const left = this.state.supervisedOn(this.nodeId).length
       const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)
       if (left === 0 || !elsewhere) return
-      if (Date.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node`)
-      await new Promise((r) => setTimeout(r, 20))
+      if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node`)
+      await this.sleep(20)
     }
   }
 
@@ -853,6 +945,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /** The WebSocket hub of this node (shared by the sworms listening on its address); for tests and tools. */
   hubForTests(): WsHub {
+    if (!this.hub) throw new InvalidArgumentError('this sworm runs without a WebSocket hub')
     return this.hub
   }
 
@@ -874,22 +967,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const local = this.workers.ids().map((id): WorkerRef => ({ sworm: this.name, node: this.nodeId, inc: this.incarnation, id }))
     const named = local.filter((r) => this.state.namesOfRef(r).length > 0)
     this.stopped = true
-    clearInterval(this.detectorTimer)
+    this.clock.clearTimeout(this.detectorTimer)
+    this.clock.clearTimeout(this.supervisorTimer)
     await this.workers.stopAll('shutdown')
     // best effort: drop our names now rather than waiting for the leader to declare us gone
     await Promise.race([
       Promise.allSettled(named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))),
-      new Promise((r) => setTimeout(r, 2000).unref()),
+      this.sleep(2000),
     ])
     for (const c of this.calls.values()) {
-      clearTimeout(c.timer)
+      this.clock.clearTimeout(c.timer)
       c.reject(new ShuttingDownError('the sworm is stopped'))
     }
     this.calls.clear()
     await this.raft.stop()
-    await this.msgs.close()
-    await this.raftChannel.close()
-    await releaseHub(this.hub)
+    await this.release()
     this.log.info('sworm stopped')
   }
 }

@@ -9,7 +9,7 @@
  */
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
-import type { Logger } from '../raft/types.js'
+import type { Clock, Logger } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import type { ExitReason, LocalWorkers, Worker } from './local-workers.js'
@@ -30,6 +30,9 @@ export interface SupervisorHost {
   /** Whether this node's lease is valid now (it may run supervised workers). */
   leaseOk(): boolean
   stopped(): boolean
+  readonly clock: Clock
+  /** Loads a module (default: dynamic `import()`); the simulation passes its own. */
+  readonly loadModule?: (specifier: string) => Promise<Record<string, unknown>>
 }
 
 interface Running {
@@ -145,7 +148,7 @@ export class Supervisor {
   private tooManyRestarts(name: string, spec: StartSpec): boolean {
     const max = spec.maxRestarts ?? 3
     const window = (spec.maxSeconds ?? 5) * 1000
-    const now = Date.now()
+    const now = this.host.clock.now()
     const list = (this.restarts.get(name) ?? []).filter((t) => now - t < window)
     list.push(now)
     this.restarts.set(name, list)
@@ -157,7 +160,7 @@ export class Supervisor {
       try {
         return await this.host.propose(cmd)
       } catch {
-        await new Promise((r) => setTimeout(r, 100 + i * 100).unref())
+        await new Promise<void>((r) => this.host.clock.setTimeout(r, 100 + i * 100))
       }
     }
     return undefined
@@ -210,7 +213,7 @@ export class Supervisor {
       spec.module.startsWith('.') || isAbsolute(spec.module) ? pathToFileURL(resolvePath(this.host.moduleBase, spec.module)).href : spec.module
     let mod: Record<string, unknown>
     try {
-      mod = (await import(specifier)) as Record<string, unknown>
+      mod = this.host.loadModule ? await this.host.loadModule(specifier) : ((await import(specifier)) as Record<string, unknown>)
     } catch (err) {
       throw new Error(`cannot import module ${JSON.stringify(spec.module)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }

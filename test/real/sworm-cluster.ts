@@ -86,6 +86,13 @@ export interface SwormCluster {
   logs(nodeId: string): string[]
   /** Kill every process and remove the temporary directory. */
   stopAll(): Promise<void>
+  /**
+   * Cut `nodeId` off from every other node (both directions, with `blockPeer`; the processes and
+   * their IPC keep running). Skips nodes that are not running.
+   */
+  isolate(nodeId: string): Promise<void>
+  /** Undo {@link isolate} (on every running node). */
+  heal(nodeId: string): Promise<void>
 }
 
 /** Start `n` sworm node processes forming a new cluster. */
@@ -272,6 +279,17 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
       await Promise.all(ids.map((id) => kill(id)))
       await rm(dir, { recursive: true, force: true })
     },
+    isolate: (nodeId) => setBlocked(nodeId, true),
+    heal: (nodeId) => setBlocked(nodeId, false),
+  }
+
+  async function setBlocked(nodeId: string, blocked: boolean): Promise<void> {
+    const others = ids.filter((id) => id !== nodeId)
+    const live = (id: string): boolean => procs.get(id)?.alive ?? false
+    await Promise.all([
+      live(nodeId) ? request(nodeId, { op: 'blockPeers', peers: others, blocked }, 5000) : undefined,
+      ...others.filter(live).map((id) => request(id, { op: 'blockPeers', peers: [nodeId], blocked }, 5000)),
+    ])
   }
 
   try {
