@@ -949,6 +949,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return this.hub
   }
 
+  /**
+   * Model a crash for the simulation: stop every activity at once, without terminate callbacks,
+   * proposals or leadership transfer. Returns the worker objects that were alive.
+   * @internal
+   */
+  crashForTests(): Worker[] {
+    const alive = this.workers.objects()
+    this.stopped = true
+    this.clock.clearTimeout(this.detectorTimer)
+    this.clock.clearTimeout(this.supervisorTimer)
+    return alive
+  }
+
   /** The Raft node behind this sworm (for tests, tools and membership changes). */
   get raftNode(): RaftNode<RegistryCommand, RegistryResult> {
     return this.raft

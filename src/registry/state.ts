@@ -42,6 +42,8 @@ export type RegistryChange =
   | { type: 'handoff'; name: string; node: string; epoch: number; to: string }
   /** A supervised name lost its node and no other node can take it. */
   | { type: 'unplaced'; name: string }
+  /** A supervised name was unregistered: its node must stop the worker and confirm. */
+  | { type: 'retire'; name: string; node: string; epoch: number }
 
 /** A group member: a static worker by ref, or a supervised worker by name (follows it). */
 type Member = { ref: WorkerRef } | { name: string }
@@ -80,7 +82,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const r = this.names.get(name)
     if (!r) return undefined
     if (r.kind === 'alias') return this.names.get(r.target!)?.ref
-    return r.ref
+    return r.retiring ? undefined : r.ref
   }
 
   /** The registration of `name`, if any (a copy). */
@@ -251,6 +253,22 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'unregistered', name, ref: this.names.get(r.target!)?.ref, node: undefined })
       return true
     }
+    if (r.retiring) return false
+    const host = r.kind === 'supervised' && r.node !== undefined ? this.nodes.get(r.node) : undefined
+    if (host?.up) {
+      // Its node may be running (or starting) the worker: keep the name reserved until the node
+      // confirms the stop with `stopped` (restart: false), so no new incarnation can overlap it.
+      r.retiring = true
+      r.handoffTo = undefined
+      for (const a of this.aliasesOf.get(r.name) ?? []) {
+        this.names.delete(a)
+        this.onChange?.({ type: 'unregistered', name: a, ref: r.ref, node: r.node })
+      }
+      this.aliasesOf.delete(r.name)
+      this.dropMemberships(`n:${r.name}`, r.ref)
+      this.onChange?.({ type: 'retire', name: r.name, node: r.node!, epoch: r.epoch! })
+      return true
+    }
     this.removeName(r)
     return true
   }
@@ -360,6 +378,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Put supervised `r` on a (new) node with a new epoch; the node starts it. */
   private place(r: Registration, node: string | undefined, moved: boolean): void {
+    if (r.retiring) {
+      // its node is gone (or restarted): nothing runs any more, the name can go
+      this.removeName(r)
+      return
+    }
     if (r.node !== undefined) this.addLoad(r.node, -1)
     if (r.ref) {
       this.unindexRef(r.name, r.ref)
@@ -433,7 +456,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private started(name: string, epoch: number, ref: WorkerRef): boolean {
     const r = this.current(name, epoch)
     const n = this.nodes.get(ref.node)
-    if (!r || r.ref || r.node !== ref.node || !n || !n.up || n.inc !== ref.inc) return false
+    if (!r || r.ref || r.retiring || r.node !== ref.node || !n || !n.up || n.inc !== ref.inc) return false
     r.ref = ref
     r.handoffState = undefined
     this.indexRef(name, ref)
@@ -470,10 +493,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       if (r.kind !== 'supervised' || r.node !== node) continue
       const to = this.choose(r.name, node)
       if (to === undefined) continue // nowhere to go: it stays until a node can take it
-      if (!r.ref) {
-        this.place(r, to, true) // not running: just move it
-        continue
-      }
+      if (r.retiring) continue
+      // Even without a ref the node may be starting the worker: the node itself must let go.
       r.handoffTo = to
       this.onChange?.({ type: 'handoff', name: r.name, node, epoch: r.epoch!, to })
     }

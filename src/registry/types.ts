@@ -75,6 +75,11 @@ export interface Registration {
   handoffState?: unknown
   /** alias: the supervised name it stands for */
   target?: string
+  /**
+   * supervised: unregistered while placed on a live node; the name stays reserved until that
+   * node confirms its worker stopped (so a new registration cannot overlap the old worker)
+   */
+  retiring?: boolean
 }
 
 /** A node of the sworm as the registry sees it. */

@@ -75,6 +75,11 @@ export class LocalWorkers {
     return this.slots.size
   }
 
+  /** The live worker objects (for tests that model a process dying with its workers). */
+  objects(): Worker[] {
+    return [...this.slots.values()].map((s) => s.worker)
+  }
+
   /** Ids of live workers. */
   ids(): number[] {
     return [...this.slots.keys()]

@@ -53,6 +53,9 @@ export class Supervisor {
   /** Local workers whose exit we caused (move, fence, handoff, unregister): no restart. */
   private readonly expectedExit = new Set<number>()
   private readonly handingOff = new Set<string>()
+  private readonly retiring = new Set<string>()
+  /** State taken from workers that moved, until the log has it (name -> epoch and state). */
+  private readonly handedOff = new Map<string, { epoch: number; state: unknown }>()
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
@@ -113,6 +116,9 @@ export class Supervisor {
         return
       case 'handoff':
         if (ch.node === me) queueMicrotask(() => void this.handoff(ch.name, ch.epoch))
+        return
+      case 'retire':
+        if (ch.node === me) queueMicrotask(() => void this.retire(ch.name, ch.epoch))
         return
       default:
         return
@@ -191,6 +197,7 @@ export class Supervisor {
         return
       }
       const id = this.host.workers.add(worker)
+      this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
       const ref: WorkerRef = { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }
@@ -205,7 +212,15 @@ export class Supervisor {
 
   private isMine(name: string, epoch: number): boolean {
     const reg = this.host.state.registration(name)
-    return !!reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.epoch === epoch && reg.ref === undefined
+    return (
+      !!reg &&
+      reg.kind === 'supervised' &&
+      reg.node === this.host.nodeId &&
+      reg.epoch === epoch &&
+      reg.ref === undefined &&
+      reg.handoffTo === undefined &&
+      !reg.retiring
+    )
   }
 
   private async instantiate(spec: StartSpec): Promise<Worker> {
@@ -227,6 +242,7 @@ export class Supervisor {
   private async stopLocal(name: string, reason: 'moved' | 'lease' | 'normal'): Promise<void> {
     const r = this.running.get(name)
     if (!r) return
+    this.host.log.debug('stopping supervised worker', { name, epoch: r.epoch, worker: r.id, reason })
     this.expectedExit.add(r.id)
     await this.host.workers.stop(r.id, reason)
   }
@@ -245,9 +261,36 @@ export class Supervisor {
         this.host.log.warn('beginHandoff failed; the worker moves without state', { name, err: String(err) })
         state = undefined
       }
-      await this.proposeQuietly({ c: 'handedOff', name, epoch, state })
+      this.handedOff.set(name, { epoch, state })
+      await this.proposeHandedOff(name, epoch)
     } finally {
       this.handingOff.delete(name)
+    }
+  }
+
+  /** The name was unregistered: stop the worker, then confirm so the name is released. */
+  private async retire(name: string, epoch: number): Promise<void> {
+    if (this.retiring.has(name)) return
+    this.retiring.add(name)
+    try {
+      const r = this.running.get(name)
+      if (r) await this.stopLocal(name, 'normal')
+      if (this.starting.has(name)) return // the start sees the name retiring and backs off; reconcile() confirms
+      await this.proposeQuietly({ c: 'stopped', name, epoch, restart: false })
+    } finally {
+      this.retiring.delete(name)
+    }
+  }
+
+  /** Report a finished handoff (reconcile() repeats it until the log has it). */
+  private async proposeHandedOff(name: string, epoch: number): Promise<void> {
+    const h = this.handedOff.get(name)
+    const state = h && h.epoch === epoch ? h.state : undefined
+    try {
+      await this.host.propose({ c: 'handedOff', name, epoch, state })
+      if (this.handedOff.get(name)?.epoch === epoch) this.handedOff.delete(name)
+    } catch {
+      // retried by reconcile()
     }
   }
 
@@ -291,8 +334,18 @@ export class Supervisor {
     const needRestart: Array<[string, number]> = []
     for (const reg of mine) {
       const local = this.running.get(reg.name)
+      if (reg.retiring) {
+        if (!this.starting.has(reg.name)) void this.retire(reg.name, reg.epoch!)
+        continue
+      }
       if (reg.handoffTo !== undefined) {
         if (local && local.epoch === reg.epoch) void this.handoff(reg.name, reg.epoch!)
+        else if (!local && !this.handingOff.has(reg.name)) {
+          // the worker is gone already (handed over, or fenced): finish the move, with the state
+          // if we took it, so the name runs again on its target
+          this.handingOff.add(reg.name)
+          void this.proposeHandedOff(reg.name, reg.epoch!).finally(() => this.handingOff.delete(reg.name))
+        }
         continue
       }
       if (reg.ref === undefined) {
@@ -301,6 +354,10 @@ export class Supervisor {
         // the registry names a worker of ours that is gone (fenced): start a new incarnation
         if (!this.starting.has(reg.name)) needRestart.push([reg.name, reg.epoch!])
       }
+    }
+    for (const [name, h] of this.handedOff) {
+      const reg = this.host.state.registration(name)
+      if (!reg || reg.epoch !== h.epoch || reg.handoffTo === undefined) this.handedOff.delete(name)
     }
     // workers running here that the registry no longer places here
     for (const [name, r] of this.running) {

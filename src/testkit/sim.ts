@@ -150,26 +150,30 @@ export class SimNetwork {
 
   constructor(private readonly sched: SimScheduler) {}
 
-  /** A transport endpoint for node `id` (replaces an earlier one, e.g. after a restart). */
-  endpoint(id: NodeId): Transport & { detach(): void } {
+  /**
+   * A transport endpoint for node `id` on `channel` (replaces an earlier one, e.g. after a
+   * restart). Blocks apply to every channel between two nodes.
+   */
+  endpoint(id: NodeId, channel = ''): Transport & { detach(): void } {
     // eslint-disable-next-line @typescript-eslint/no-this-alias
     const net = this
     let handler: ((from: NodeId, msg: unknown) => void) | undefined
     const deliver = (from: NodeId, msg: unknown): void => handler?.(from, msg)
-    this.handlers.set(id, deliver)
+    const key = `${channel}\u0000${id}`
+    this.handlers.set(key, deliver)
     return {
       self: id,
-      send: (to, msg) => net.send(id, to, msg),
+      send: (to, msg) => net.send(id, to, msg, channel),
       onMessage: (h) => {
         handler = h
       },
       setPeers: () => {},
       close: async () => {
-        if (net.handlers.get(id) === deliver) net.handlers.delete(id)
+        if (net.handlers.get(key) === deliver) net.handlers.delete(key)
       },
       detach: () => {
         handler = undefined
-        if (net.handlers.get(id) === deliver) net.handlers.delete(id)
+        if (net.handlers.get(key) === deliver) net.handlers.delete(key)
       },
     }
   }
@@ -195,7 +199,7 @@ export class SimNetwork {
     return this.blocked.size > 0
   }
 
-  private send(from: NodeId, to: NodeId, msg: unknown): void {
+  private send(from: NodeId, to: NodeId, msg: unknown, channel: string): void {
     if (this.blocked.has(from + '>' + to)) {
       this.dropped++
       return
@@ -215,7 +219,7 @@ export class SimNetwork {
           this.dropped++
           return
         }
-        const h = this.handlers.get(to)
+        const h = this.handlers.get(`${channel}\u0000${to}`)
         if (!h) return
         this.delivered++
         h(from, unpack(bytes))
