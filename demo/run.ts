@@ -131,6 +131,17 @@ async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | u
   }
 }
 
+/** Have each node watch its own lease (every 10 ms) from now on. */
+async function watchLeases(ids: string[]): Promise<void> {
+  await Promise.all(ids.map((id) => c().request(id, { op: 'watchLease', everyMs: 10 }, 5000)))
+}
+
+/** The nodes (of `ids`) that lost their lease at least once since {@link watchLeases}. */
+async function leaseLosers(ids: string[]): Promise<string[]> {
+  const res = await Promise.all(ids.map((id) => c().request<{ losses: number[] }>(id, { op: 'leaseLosses' }, 5000)))
+  return ids.filter((_, i) => res[i]!.losses.length > 0)
+}
+
 function spread(counts: Map<string, number>, ids: string[]): string {
   return ids.map((id) => `${id} ${counts.get(id) ?? 0}`).join(' · ')
 }
@@ -274,6 +285,9 @@ async function main(): Promise<void> {
   const deadRefs = await cl.request<Array<WorkerRef | null>>(leader, { op: 'whereisAll', prefix: PREFIX, count: N, consistent: true })
   const victims = namesOf(N).filter((_, i) => deadRefs[i]?.node === dead)
   const others = namesOf(N).filter((_, i) => deadRefs[i]?.node !== dead)
+  // The survivors must keep their leases through the leader change (a node without one fences,
+  // i.e. stops, its workers): each node watches its own lease from now on.
+  await watchLeases(ids.filter((id) => id !== dead))
   const tKill = now()
   await cl.kill(dead)
   leader = await cl.waitForLeader(20_000, { exclude: [dead] })
@@ -292,7 +306,18 @@ async function main(): Promise<void> {
   say(`   ${OK} all ${victims.length} workers of ${dead} restarted on the survivors and answer, ${bold(fmt(failoverMs))} after the kill`)
   say(`     ${dim(`(lease 2 s + clock drift 0.5 s: the leader waits that long before it moves a silent node's workers)`)}`)
   const kept = await cl.request<CallEachResult>(leader, { op: 'callEach', names: others, msg: 'get', consistent: true }, 30_000)
+  const lostLease = await leaseLosers(cl.alive())
+  expect(
+    lostLease.length === 0,
+    `survivors ${lostLease.join(', ')} lost their lease after the leader change and fenced their workers ` +
+      `(the ${victims.length} workers of ${dead} took ${fmt(failoverMs)} to come back; of the other ${others.length}, ` +
+      `${others.length - kept.ok} do not answer and ${kept.values['0'] ?? 0} restarted from 0)`,
+  )
   expect(kept.ok === others.length, `${others.length - kept.ok} workers of the survivors stopped answering: ${kept.errorSamples.join('; ')}`)
+  expect(
+    Object.keys(kept.values).join() === '1',
+    `some workers of the survivors lost their state (counters read ${JSON.stringify(kept.values)}, expected all 1)`,
+  )
   say(
     `   ${OK} the ${others.length} others never stopped: counters read ${Object.keys(kept.values).join('/')}` +
       `; the moved ones restarted fresh: ${Object.keys(calls.values).join('/')}`,
@@ -310,6 +335,7 @@ async function main(): Promise<void> {
   const isoRefs = await cl.request<Array<WorkerRef | null>>(leader, { op: 'whereisAll', prefix: PREFIX, count: N, consistent: true })
   const isoNames = namesOf(N).filter((_, i) => isoRefs[i]?.node === isolated)
   expect(isoNames.length > 0, `no worker runs on ${isolated}; cannot show fencing`)
+  await watchLeases(majority)
   const tCut = now()
   await cl.isolate(isolated)
   let fencedMs: number | undefined
@@ -327,12 +353,14 @@ async function main(): Promise<void> {
   })
   progress(`   ${isolated}: 0 workers, lease lost  |  majority: ${bar(N, N, 20)} ${N}/${N}  ${dim(fmt(now() - tCut))}`, true)
   say(`   ${OK} ${isolated} lost its lease and stopped its ${onIsolated} workers after ${bold(fmt(fencedMs!))} (fencing)`)
-  say(`   ${OK} the majority runs all ${N} workers after ${bold(fmt(movedMs!))}`)
+  const majLost = await leaseLosers(majority)
+  expect(majLost.length === 0, `majority nodes ${majLost.join(', ')} lost their lease during the partition`)
+  say(`   ${OK} the majority runs all ${N} workers after ${bold(fmt(movedMs!))}; none of ${majority.join(', ')} lost its lease`)
   const refused = await cl
     .request(isolated, { op: 'call', name: isoNames[0]!, msg: 'get' }, 10_000)
     .then(
       (v) => `answered ${JSON.stringify(v)}`,
-      (err: unknown) => (err instanceof Error ? err.message.replace(/^[^:]*: /, '') : String(err)),
+      (err: unknown) => (err instanceof Error ? err.message.replace(/^[^:]*: [^:]*: /, '') : String(err)),
     )
   expect(!refused.startsWith('answered'), `${isolated} still answers for ${isoNames[0]} while cut off (${refused})`)
   say(`   ${OK} ${isolated} refuses calls to its old workers: ${dim(refused)}`)

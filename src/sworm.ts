@@ -74,6 +74,11 @@ export interface SwormOptions {
   moduleBase?: string
   /** How long `registerName(name, spec)` waits for the worker to start. Default 10,000 ms. */
   startTimeoutMs?: number
+  /**
+   * When this node joins (or comes back), move existing supervised workers to it (with handoff)
+   * until the load is even. Default false: only new names go to the new node.
+   */
+  rebalance?: boolean
   /** Longest name, in UTF-8 bytes. Default 1,024. */
   maxNameBytes?: number
   /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
@@ -190,6 +195,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly nodeDownAfterMs: number
   private readonly leaseTimeoutMs: number
   private readonly startTimeoutMs: number
+  private readonly rebalanceOnJoin: boolean
   private readonly supervisor: Supervisor
   private supervisorTimer: unknown
   private readonly clock: Clock
@@ -237,6 +243,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.leaseTimeoutMs = init.opts.leaseTimeoutMs ?? 2000
     this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500)
     this.startTimeoutMs = init.opts.startTimeoutMs ?? 10_000
+    this.rebalanceOnJoin = init.opts.rebalance === true
     this.supervisor = new Supervisor({
       sworm: this.name,
       nodeId: this.nodeId,
@@ -460,6 +467,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         await this.raft.propose({ c: 'nodeUp', node: this.nodeId, inc: this.incarnation })
         this.upResolved = true
         this.log.info('node up in sworm', { incarnation: this.incarnation })
+        if (this.rebalanceOnJoin) void this.rebalance().catch((err: unknown) => this.log.warn('rebalance failed', { err: String(err) }))
         return
       } catch (err) {
         if (err instanceof ShuttingDownError) throw err
@@ -694,7 +702,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   async send(target: string | WorkerRef, msg: unknown): Promise<void> {
     this.guard()
-    const ref = this.resolveTarget(target)
+    const ref = await this.resolveTarget(target)
     this.checkMessage(msg)
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id) || !this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
@@ -709,7 +717,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   async call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } = {}): Promise<R> {
     this.guard()
-    const ref = this.resolveTarget(target)
+    const ref = await this.resolveTarget(target)
     this.checkMessage(msg)
     const timeout = opts.timeout ?? this.callTimeoutMs
     if (this.isLocal(ref)) {
@@ -737,13 +745,20 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
   }
 
-  private resolveTarget(target: string | WorkerRef): WorkerRef {
-    if (typeof target === 'string') {
-      const ref = this.state.whereis(this.checkName(target))
-      if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)
-      return ref
+  /**
+   * The ref for a name from the local copy; on a miss, one linearizable read before giving up, so a
+   * name registered on another node a moment ago is found (the local copy may lag).
+   */
+  private async resolveTarget(target: string | WorkerRef): Promise<WorkerRef> {
+    if (typeof target !== 'string') return this.checkRef(target)
+    const name = this.checkName(target)
+    let ref = this.state.whereis(name)
+    if (!ref) {
+      await this.raft.read().catch(() => {})
+      ref = this.state.whereis(name)
     }
-    return this.checkRef(target)
+    if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)
+    return ref
   }
 
   /**
@@ -934,6 +949,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node`)
       await this.sleep(20)
     }
+  }
+
+  /** Even out supervised workers over the nodes (moves with handoff). */
+  async rebalance(): Promise<void> {
+    this.guard()
+    await this.ready()
+    await this.raft.propose({ c: 'rebalance' })
   }
 
   /** Take supervised workers again after {@link Sworm.drain}. */

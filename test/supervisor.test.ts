@@ -198,3 +198,65 @@ t.test('a node cut off from the cluster fences its workers; they run again on th
   await waitFor(() => victim.registered().length >= 15, 10_000, 'the healed node catches up')
   t.same(overlaps(life.filter((e) => e.name.startsWith('sup6/'))), [], 'no two incarnations ever overlapped')
 })
+
+t.test('a node joining with rebalance: true takes its share of existing workers, with their state', async (t) => {
+  const c = await cluster(2, 'sup7')
+  const [a] = c.nodes as [Sworm]
+  for (let i = 0; i < 12; i++) {
+    await a.registerName(`rb:${i}`, spec(`sup7/rb:${i}`))
+    await a.call(`rb:${i}`, 'inc')
+  }
+  const [port] = await freePorts(1)
+  const { dir, cleanup } = tempDir()
+  const late = await Sworm.start({
+    name: 'sup7',
+    nodeId: 'n9',
+    listen: `ws://127.0.0.1:${port}`,
+    join: a.raftNode.status().config.voters.n1!,
+    dataDir: `${dir}/n9`,
+    secret: SECRET,
+    logger: silentLogger,
+    rebalance: true,
+  })
+  t.teardown(async () => {
+    await late.stop()
+    await c.stop()
+    cleanup()
+  })
+  await waitFor(() => late.status().supervised === 4, 15_000, 'n9 runs a third of the workers')
+  for (let i = 0; i < 12; i++) t.equal(await a.call(`rb:${i}`, 'get'), 1, `rb:${i} kept its state`)
+  t.same(overlaps(life.filter((e) => e.name.startsWith('sup7/'))), [], 'no overlap while moving')
+})
+
+t.test('followers keep their lease (and their workers) across a leader change', async (t) => {
+  const opts = { leaseTimeoutMs: 800, maxClockDriftMs: 200 }
+  const c = await cluster(3, 'sup8', opts)
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [Sworm]
+  for (let i = 0; i < 9; i++) await a.registerName(`k:${i}`, spec(`sup8/k:${i}`))
+  const leader = c.nodes.find((s) => s.status().role === 'leader')!
+  const others = c.nodes.filter((s) => s !== leader)
+  const before = new Map<string, unknown>()
+  for (let i = 0; i < 9; i++) {
+    const ref = (await others[0]!.whereisName(`k:${i}`, { consistent: true }))!
+    if (ref.node !== leader.nodeId) before.set(`k:${i}`, await others[0]!.call(`k:${i}`, 'incarnation'))
+  }
+  // many heartbeat rounds under the old leader, then cut it off
+  await new Promise((r) => setTimeout(r, 1500))
+  for (const o of others) {
+    leader.hubForTests().blockPeer(o.nodeId, true)
+    o.hubForTests().blockPeer(leader.nodeId, true)
+  }
+  await waitFor(() => others.some((o) => o.status().role === 'leader'), 5000, 'a new leader')
+  const deadline = performance.now() + 3 * opts.leaseTimeoutMs
+  while (performance.now() < deadline) {
+    for (const o of others) t.equal(o.status().supervised > 0 || before.size === 0, true, `${o.nodeId} still runs its workers`)
+    await new Promise((r) => setTimeout(r, 100))
+  }
+  for (const o of others) t.ok(o.leaseOk(), `${o.nodeId} holds its lease under the new leader`)
+  for (const [name, inc] of before) t.equal(await others[0]!.call(name, 'incarnation'), inc, `${name} was never restarted`)
+  for (const o of others) {
+    leader.hubForTests().blockPeer(o.nodeId, false)
+    o.hubForTests().blockPeer(leader.nodeId, false)
+  }
+})

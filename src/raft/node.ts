@@ -147,8 +147,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
   private leaseAt: number | undefined
-  /** When this node answered each heartbeat round (seq -> its clock). */
-  private readonly hbRespSentAt = new Map<number, number>()
+  /** When this node answered each heartbeat round ("term|leader|seq" -> its clock). */
+  private readonly hbRespSentAt = new Map<string, number>()
   /** Callbacks waiting until this node has applied an index. */
   private waitApplied: Array<{ index: number; fn: () => void; deadline: number }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
@@ -443,7 +443,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private renewFromLeader(from: NodeId, term: number, ack: number): void {
     const st = this.core.status()
     if (st.leader !== from || st.term !== term) return
-    const sentAt = this.hbRespSentAt.get(ack)
+    const sentAt = this.hbRespSentAt.get(`${term}|${from}|${ack}`)
     if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
   }
 
@@ -531,9 +531,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     const now = this.clock.now()
     for (const m of rd.messages) {
-      if (m.t === 'hbResp' && !this.hbRespSentAt.has(m.seq)) {
-        // the earliest answer to a round: the leader's acknowledgement proves no more than that
-        this.hbRespSentAt.set(m.seq, now)
+      // Rounds are numbered per leader: key them by (term, leader, round). Keep the earliest answer
+      // to a round: the leader's acknowledgement proves no more than that.
+      const key = m.t === 'hbResp' ? `${m.term}|${m.to}|${m.seq}` : ''
+      if (m.t === 'hbResp' && !this.hbRespSentAt.has(key)) {
+        this.hbRespSentAt.set(key, now)
         if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
       }
       this.transport.send(m.to, m)

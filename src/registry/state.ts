@@ -189,6 +189,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         return this.drain(cmd.node, cmd.on)
       case 'handedOff':
         return this.handedOff(cmd.name, cmd.epoch, cmd.state)
+      case 'rebalance':
+        return this.rebalance()
       default:
         return undefined // unknown command from a newer version: no effect, same on every node
     }
@@ -489,14 +491,57 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (n.draining === on) return true
     n.draining = on
     if (!on) return true
+    const inFlight = this.loadWithMoves()
     for (const r of this.names.values()) {
-      if (r.kind !== 'supervised' || r.node !== node) continue
-      const to = this.choose(r.name, node)
-      if (to === undefined) continue // nowhere to go: it stays until a node can take it
-      if (r.retiring) continue
-      // Even without a ref the node may be starting the worker: the node itself must let go.
-      r.handoffTo = to
-      this.onChange?.({ type: 'handoff', name: r.name, node, epoch: r.epoch!, to })
+      if (r.kind !== 'supervised' || r.node !== node || r.retiring || r.handoffTo !== undefined) continue
+      const c = this.candidates(node).map((x) => ({ node: x.node, load: inFlight.get(x.node) ?? x.load }))
+      if (c.length === 0) continue // nowhere to go: it stays until a node can take it
+      const pick = this.placement(r.name, c)
+      const to = c.some((x) => x.node === pick) ? pick : c[0]!.node
+      inFlight.set(to, (inFlight.get(to) ?? 0) + 1)
+      this.startHandoff(r, to)
+    }
+    return true
+  }
+
+  /** Even without a ref the node may be starting the worker: the node itself must let go. */
+  private startHandoff(r: Registration, to: string): void {
+    r.handoffTo = to
+    this.onChange?.({ type: 'handoff', name: r.name, node: r.node!, epoch: r.epoch!, to })
+  }
+
+  /** Load per node counting moves in progress at their destination. */
+  private loadWithMoves(): Map<string, number> {
+    const load = new Map(this.load)
+    for (const r of this.names.values()) {
+      if (r.kind !== 'supervised' || r.handoffTo === undefined) continue
+      load.set(r.handoffTo, (load.get(r.handoffTo) ?? 0) + 1)
+      if (r.node !== undefined) load.set(r.node, (load.get(r.node) ?? 0) - 1)
+    }
+    return load
+  }
+
+  /** Move workers (with handoff) from the most to the least loaded nodes until loads are even. */
+  private rebalance(): boolean {
+    const cands = this.candidates()
+    if (cands.length < 2) return true
+    const load = this.loadWithMoves()
+    for (const c of cands) if (!load.has(c.node)) load.set(c.node, 0)
+    let total = 0
+    for (const c of cands) total += load.get(c.node)!
+    const target = Math.ceil(total / cands.length)
+    const movable = [...this.names.values()]
+      .filter((r) => r.kind === 'supervised' && r.node !== undefined && load.has(r.node) && r.handoffTo === undefined && !r.retiring)
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+    for (const r of movable) {
+      const from = r.node!
+      if (load.get(from)! <= target) continue
+      let best: string | undefined
+      for (const c of cands) if (best === undefined || load.get(c.node)! < load.get(best)!) best = c.node
+      if (best === undefined || load.get(best)! + 1 >= load.get(from)!) continue
+      load.set(best, load.get(best)! + 1)
+      load.set(from, load.get(from)! - 1)
+      this.startHandoff(r, best)
     }
     return true
   }

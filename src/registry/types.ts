@@ -118,6 +118,8 @@ export type RegistryCommand =
   | { c: 'drain'; node: string; on: boolean }
   /** The old incarnation handed over its state; the worker moves to the handoff target. */
   | { c: 'handedOff'; name: string; epoch: number; state: unknown }
+  /** Even out supervised workers over the nodes that can take them (moves with handoff). */
+  | { c: 'rebalance' }
 
 /** Result of a `supervise` command. */
 export type SuperviseResult =

@@ -166,9 +166,21 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
     } else if (x < 0.86) {
       net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
       count('net-restore')
-    } else if (x < 0.93) {
+    } else if (x < 0.9) {
       register()
       count('register')
+    } else if (x < 0.92) {
+      const m = alive()
+      if (m.length) {
+        void pick(m).sworm!.rebalance().catch(() => {})
+        count('rebalance')
+      }
+    } else if (x < 0.93) {
+      // the whole cluster dies and comes back from its disks
+      for (const m of alive()) await crash(m)
+      await sched.runUntil(sched.now + 100 + r() * 2000)
+      for (const m of members.values()) await boot(m)
+      count('crash-all')
     } else {
       const m = alive()
       if (m.length && nextName > 0) {
