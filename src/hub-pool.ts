@@ -19,7 +19,7 @@ const hubs = new Map<string, Entry>()
 
 /** Get (starting it if needed) the hub for `listen`; release it with {@link releaseHub}. */
 export async function acquireHub(opts: WsHubOptions & { logger: Logger }): Promise<WsHub> {
-  let e = hubs.get(opts.listen)
+  const e = hubs.get(opts.listen)
   if (e) {
     if (e.nodeId !== opts.nodeId) throw new InvalidArgumentError(`listen ${opts.listen} is already used by node ${e.nodeId} in this process`)
     if (e.secret !== opts.secret) throw new InvalidArgumentError(`listen ${opts.listen} is already used with another secret`)

@@ -50,7 +50,11 @@ class Harness {
   }
 
   isolate(id: NodeId): void {
-    for (const o of this.cores.keys()) if (o !== id) (this.cut.add(`${id}>${o}`), this.cut.add(`${o}>${id}`))
+    for (const o of this.cores.keys()) {
+      if (o === id) continue
+      this.cut.add(`${id}>${o}`)
+      this.cut.add(`${o}>${id}`)
+    }
   }
 
   heal(): void {
@@ -131,7 +135,10 @@ class Harness {
     let term = -1
     for (const [id, c] of this.cores) {
       const s = c.status()
-      if (s.role === 'leader' && s.term > term) ((best = id), (term = s.term))
+      if (s.role === 'leader' && s.term > term) {
+        best = id
+        term = s.term
+      }
     }
     return best
   }
@@ -167,7 +174,10 @@ t.test('election safety under random ticks: never two leaders in one term', asyn
     for (let step = 0; step < 400; step++) {
       const ids = [...h.cores.keys()]
       const id = ids[Math.floor(r() * ids.length)]!
-      if (r() < 0.05) (h.heal(), h.isolate(ids[Math.floor(r() * ids.length)]!))
+      if (r() < 0.05) {
+        h.heal()
+        h.isolate(ids[Math.floor(r() * ids.length)]!)
+      }
       if (r() < 0.05) h.heal()
       h.core(id).tick()
       h.settle() // throws on two leaders in one term
@@ -242,7 +252,10 @@ t.test('only entries of the current term are committed by counting replicas (fig
   const h = new Harness(['a', 'b', 'c', 'd', 'e'])
   h.elect('a')
   // a appends an entry that reaches only b, then is cut off
-  for (const o of ['c', 'd', 'e']) (h.cut.add(`a>${o}`), h.cut.add(`${o}>a`))
+  for (const o of ['c', 'd', 'e']) {
+    h.cut.add(`a>${o}`)
+    h.cut.add(`${o}>a`)
+  }
   h.core('a').propose('old')
   h.settle()
   t.equal(h.core('b').status().lastIndex, h.core('a').status().lastIndex)

@@ -7,35 +7,13 @@ import t from 'tap'
 import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/raft/errors.js'
 import { MemoryStorage } from '../src/raft/memory-storage.js'
 import { RaftNode } from '../src/raft/node.js'
-import type { ClusterConfig, RaftStorage } from '../src/raft/types.js'
+import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
 import { SimCluster } from './sim/raft-cluster.js'
+import { settle, simCluster } from './sim/helpers.js'
 
-const cfg = (ids: string[]): ClusterConfig => ({ voters: Object.fromEntries(ids.map((i) => [i, `sim://${i}`])), learners: {} })
-
-async function cluster(n: number, seed = 1, opts: { snapshotEvery?: number } = {}): Promise<SimCluster> {
-  const c = new SimCluster({ seed, ...opts })
-  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
-  await c.start(ids, cfg(ids))
-  if (!(await c.sched.runUntilTrue(() => c.leader() !== undefined, 5000))) throw new Error('no leader')
-  return c
-}
-
-/** Drive simulated time until the promise settles. */
-async function settle<T>(c: SimCluster, p: Promise<T>, maxMs = 10_000): Promise<T> {
-  let done = false
-  let value: T | undefined
-  let error: unknown
-  let failed = false
-  p.then(
-    (v) => ((done = true), (value = v)),
-    (e) => ((done = true), (failed = true), (error = e)),
-  )
-  if (!(await c.sched.runUntilTrue(() => done, maxMs))) throw new Error('promise did not settle in simulated time')
-  if (failed) throw error
-  return value as T
-}
+const cluster = simCluster
 
 t.test('proposals on a follower are forwarded to the leader and answered', async (t) => {
   const c = await cluster(3)

@@ -8,7 +8,7 @@ import t from 'tap'
 import { RaftCore } from '../src/raft/core.js'
 import type { ClusterConfig, Entry, HardState, NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
 import { seededRandom } from '../src/testkit/sim.js'
-import { SimCluster } from './sim/raft-cluster.js'
+import { settle, simCluster } from './sim/helpers.js'
 
 // ------------------------------------------------------------------ a tiny synchronous harness
 
@@ -175,29 +175,7 @@ t.test('[review F2] a leader outside the voter set answers reads without any quo
 
 // ------------------------------------------------------------------ node-level helpers
 
-const cfg = (ids: string[]): ClusterConfig => ({ voters: Object.fromEntries(ids.map((i) => [i, `sim://${i}`])), learners: {} })
-
-async function cluster(n: number, seed = 1): Promise<SimCluster> {
-  const c = new SimCluster({ seed })
-  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
-  await c.start(ids, cfg(ids))
-  if (!(await c.sched.runUntilTrue(() => c.leader() !== undefined, 5000))) throw new Error('no leader')
-  return c
-}
-
-async function settle<T>(c: SimCluster, p: Promise<T>, maxMs = 10_000): Promise<T> {
-  let done = false
-  let value: T | undefined
-  let error: unknown
-  let failed = false
-  p.then(
-    (v) => ((done = true), (value = v)),
-    (e) => ((done = true), (failed = true), (error = e)),
-  )
-  if (!(await c.sched.runUntilTrue(() => done, maxMs))) throw new Error('promise did not settle in simulated time')
-  if (failed) throw error
-  return value as T
-}
+const cluster = simCluster
 
 // ------------------------------------------------------------------ finding 3
 

@@ -161,6 +161,7 @@ t.test('3 processes: SIGKILL the leader during registrations, no acknowledged na
   let stop = false
   let failed = 0
   let seq = 0
+  // eslint-disable-next-line prefer-const -- assigned later, read by the writers before that
   let killedAt: number | undefined
   let firstAckAfterKill: number | undefined
   const writer = async (node: string): Promise<void> => {

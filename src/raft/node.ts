@@ -672,7 +672,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private releaseWaitApplied(): void {
     if (!this.waitApplied.length) return
     const still: typeof this.waitApplied = []
-    for (const w of this.waitApplied) (w.index <= this.applied ? w.fn() : still.push(w))
+    for (const w of this.waitApplied) {
+      if (w.index <= this.applied) w.fn()
+      else still.push(w)
+    }
     this.waitApplied = still
   }
 
@@ -857,15 +860,20 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private failAll(err: Error): void {
-    for (const p of this.pending.values()) if (!p.settled) ((p.settled = true), p.reject(err))
+    const fail = (p: Pending<unknown>): void => {
+      if (p.settled) return
+      p.settled = true
+      p.reject(err)
+    }
+    for (const p of this.pending.values()) fail(p as Pending<unknown>)
     this.pending.clear()
     this.pendingOrder.length = 0
-    for (const f of this.fwdOut.values()) if (!f.p.settled) ((f.p.settled = true), f.p.reject(err))
+    for (const f of this.fwdOut.values()) fail(f.p as Pending<unknown>)
     this.fwdOut.clear()
     this.fwdQueue = []
-    for (const p of this.readsOut.values()) if (!p.settled) ((p.settled = true), p.reject(err))
+    for (const p of this.readsOut.values()) fail(p as Pending<unknown>)
     this.readsOut.clear()
-    for (const r of this.readsWaitingApply) if (!r.p.settled) ((r.p.settled = true), r.p.reject(err))
+    for (const r of this.readsWaitingApply) fail(r.p as Pending<unknown>)
     this.readsWaitingApply = []
     // these took effect; only the local apply is missing
     for (const w of this.waitApplied) w.fn()

@@ -33,7 +33,10 @@ export const hashPlacement: PlacementStrategy = (name, candidates) => {
   let bestH = -1
   for (const c of candidates) {
     const h = fnv1a(`${name}\u0000${c.node}`)
-    if (h > bestH) ((bestH = h), (best = c.node))
+    if (h > bestH) {
+      bestH = h
+      best = c.node
+    }
   }
   return best
 }

@@ -39,6 +39,10 @@ export interface SwormClusterOptions {
   logLevel?: SwormProcessArgs['logLevel']
   /** Extra node flags (default `['--expose-gc']`). */
   execArgv?: string[]
+  /** `leaseTimeoutMs` of the nodes (default: the library's, 2,000 ms). */
+  leaseTimeoutMs?: number
+  /** `maxClockDriftMs` of the nodes (default: the library's, 500 ms). */
+  maxClockDriftMs?: number
 }
 
 type Req = SwormRequest | (Record<string, unknown> & { op: string })
@@ -93,6 +97,13 @@ export interface SwormCluster {
   isolate(nodeId: string): Promise<void>
   /** Undo {@link isolate} (on every running node). */
   heal(nodeId: string): Promise<void>
+  /**
+   * Freeze a running node's process (SIGSTOP): it keeps its sockets but runs nothing, like a long
+   * GC or VM pause. IPC requests to it wait until {@link thaw}. `kill` and `stopAll` still work.
+   */
+  freeze(nodeId: string): void
+  /** Resume a frozen node (SIGCONT). */
+  thaw(nodeId: string): void
 }
 
 /** Start `n` sworm node processes forming a new cluster. */
@@ -131,6 +142,8 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.nodeDownAfterMs !== undefined) a.nodeDownAfterMs = opts.nodeDownAfterMs
     if (opts.requestTimeoutMs !== undefined) a.requestTimeoutMs = opts.requestTimeoutMs
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
+    if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
+    if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs
     return a
   }
 
@@ -281,6 +294,14 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     },
     isolate: (nodeId) => setBlocked(nodeId, true),
     heal: (nodeId) => setBlocked(nodeId, false),
+    freeze: (nodeId) => signalNode(nodeId, 'SIGSTOP'),
+    thaw: (nodeId) => signalNode(nodeId, 'SIGCONT'),
+  }
+
+  function signalNode(nodeId: string, sig: 'SIGSTOP' | 'SIGCONT'): void {
+    const p = procs.get(nodeId)
+    if (!p || !p.alive) throw new Error(`node ${nodeId} is not running`)
+    if (!p.child.kill(sig)) throw new Error(`could not send ${sig} to ${nodeId}`)
   }
 
   async function setBlocked(nodeId: string, blocked: boolean): Promise<void> {

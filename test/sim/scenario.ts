@@ -93,7 +93,12 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         const a = s.slice(1, 1 + half)
         const b = s.slice(1 + half)
         c.net.heal()
-        for (const x1 of a) for (const y of b) (c.net.block(x1, y), c.net.block(y, x1))
+        for (const x1 of a) {
+          for (const y of b) {
+            c.net.block(x1, y)
+            c.net.block(y, x1)
+          }
+        }
         void bridge
         count('bridge')
       }
