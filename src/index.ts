@@ -3,7 +3,9 @@
  * workers, replicated by its own Raft.
  * @packageDocumentation
  */
-export { Sworm, type SwormEvents, type SwormOptions } from './sworm.js'
+export { Sworm, type SwormEvents, type SwormOptions, type SwormStatusReport, type WorkerStopReason } from './sworm.js'
+export { pinoLogger } from './logging.js'
+export { COMMIT_LATENCY_BUCKETS } from './metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'
 export { hashPlacement, defaultPlacement, type PlacementStrategy, type PlacementCandidate } from './registry/placement.js'
 export type { Worker, ExitReason } from './supervisor/local-workers.js'

@@ -20,9 +20,12 @@ import {
   TimeoutError,
   WorkerCrashedError,
 } from './raft/errors.js'
+import { pinoLogger } from './logging.js'
+import { SwormMetrics, type MetricsSnapshot } from './metrics.js'
+import { startMetricsServer, type MetricsServer } from './metrics-server.js'
 import { LevelStorage } from './raft/level-storage.js'
 import { RaftNode } from './raft/node.js'
-import { consoleLogger, systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
+import { systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
 import type { WsHub } from './raft/ws-transport.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
@@ -89,6 +92,13 @@ export interface SwormOptions {
   requestTimeoutMs?: number
   /** Raft tuning (defaults suit a LAN). */
   raft?: { tickMs?: number; electionTicks?: number; snapshotEvery?: number }
+  /**
+   * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
+   * port; see {@link Sworm.metricsAddress}). Default: no server ({@link Sworm.metrics} still works).
+   */
+  metricsPort?: number
+  /** Interface the metrics server listens on. Default: the host of `listen`. */
+  metricsHost?: string
 }
 
 /**
@@ -111,9 +121,16 @@ export interface SwormDeps {
   release: () => Promise<void>
 }
 
-/** Events of a {@link Sworm}. */
+/** Why a worker stopped: its exit kind. */
+export type WorkerStopReason = ExitReason['kind']
+
+/**
+ * Events of a {@link Sworm}. Registry-level events (names, groups, nodes) fire on every node as it
+ * applies the change; worker-level events (`workerStarted`, `workerStopped`, `workerMoved`) and
+ * lease events fire on the node concerned. A listener that throws is logged and ignored.
+ */
 export interface SwormEvents {
-  /** A name was bound (on any node; seen when this node applies it). */
+  /** A name was bound: a static registration, or a supervised worker (re)started (on any node; seen when this node applies it). */
   registered: [{ name: string; ref: WorkerRef }]
   /** A name was removed (`ref` is undefined for a supervised name that was not running). */
   unregistered: [{ name: string; ref: WorkerRef | undefined }]
@@ -125,8 +142,43 @@ export interface SwormEvents {
   nodeUp: [{ node: string }]
   /** The leader declared a node gone. */
   nodeDown: [{ node: string }]
-  /** The Raft leader changed (as seen by this node). */
-  leaderChanged: [{ leader: string | undefined; term: number }]
+  /** A leader was elected (as seen by this node): once per term with a known leader. */
+  leaderChanged: [{ leader: string; term: number }]
+  /** A supervised worker started on this node. */
+  workerStarted: [{ name: string; ref: WorkerRef; node: string }]
+  /** A supervised worker of this node stopped. */
+  workerStopped: [{ name: string; ref: WorkerRef; reason: WorkerStopReason }]
+  /** A supervised worker moved to this node (`to`) from node `from` (handoff, drain, or its node was declared gone). */
+  workerMoved: [{ name: string; from: string; to: string }]
+  /** This node's lease ran out: its supervised workers (`workers` of them) are stopped (fencing). */
+  leaseLost: [{ node: string; workers: number }]
+  /** This node's lease holds again after `leaseLost`. */
+  leaseRenewed: [{ node: string }]
+}
+
+/** What `GET /status` serves (see {@link Sworm.statusReport}). */
+export interface SwormStatusReport {
+  sworm: string
+  node: string
+  role: string
+  term: number
+  leader: string | undefined
+  commit: number
+  applied: number
+  names: number
+  workers: number
+  supervised: number
+  lease: boolean
+  incarnation: string
+  lastIndex: number
+  snapshotIndex: number
+  peers: { voters: Record<string, string>; learners: Record<string, string> }
+  nodes: Array<{ node: string; up: boolean; draining: boolean }>
+  /** Seconds since this sworm started on this node. */
+  uptime: number
+  metricsAddress: string | undefined
+  /** Metrics addresses known for the members (this node's included), node id to `http://host:port`. */
+  metricsPeers: Record<string, string>
 }
 
 type WireMsg =
@@ -135,6 +187,8 @@ type WireMsg =
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
   | { t: 'joinReq'; node: string; url: string }
+  /** Where a node serves its metrics (`reply`: answer with yours). */
+  | { t: 'metricsAt'; url: string; reply: boolean }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
@@ -209,6 +263,17 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
   private readonly joining = new Set<string>()
+  private readonly metricsObj: SwormMetrics
+  private metricsServer: MetricsServer | undefined
+  private readonly startedAt = Date.now()
+  /** Metrics addresses other nodes told us. */
+  private readonly metricsPeers = new Map<string, string>()
+  /** Supervised names placed on this node by a move, until they start: name -> previous node. */
+  private readonly movedFrom = new Map<string, string>()
+  private lastLeaderTerm = 0
+  private lastLeader: string | undefined
+  private lastRole = 'follower'
+  private lastTerm = 0
 
   private constructor(init: {
     name: string
@@ -224,8 +289,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
     clock: Clock
     release: () => Promise<void>
     loadModule?: (specifier: string) => Promise<Record<string, unknown>>
+    metrics: SwormMetrics
   }) {
     super()
+    this.metricsObj = init.metrics
     this.clock = init.clock
     this.release = init.release
     this.name = init.name
@@ -258,6 +325,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
       stopped: () => this.stopped,
       clock: this.clock,
       ...(init.loadModule ? { loadModule: init.loadModule } : {}),
+      events: {
+        workerStopped: (name, ref, reason) => {
+          if (reason === 'lease') this.metricsObj.fencedWorkers.inc()
+          this.fire('workerStopped', { name, ref, reason })
+        },
+        restarting: () => this.metricsObj.restarts.inc(),
+        handedOff: () => this.metricsObj.handoffs.inc(),
+        leaseLost: (workers) => {
+          this.metricsObj.leaseExpiries.inc()
+          this.fire('leaseLost', { node: this.nodeId, workers })
+        },
+        leaseRenewed: () => this.fire('leaseRenewed', { node: this.nodeId }),
+      },
     })
   }
 
@@ -299,7 +379,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
       throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
     }
-    const log = options.logger ?? consoleLogger(options.logLevel ?? 'info', { sworm: name, node: nodeId })
+    if (o.metricsPort !== undefined && (typeof o.metricsPort !== 'number' || !Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) {
+      throw new TypeError('Sworm.start: option "metricsPort" must be an integer port number (0: a free port)')
+    }
+    if (o.metricsHost !== undefined && (typeof o.metricsHost !== 'string' || o.metricsHost.length === 0)) {
+      throw new TypeError('Sworm.start: option "metricsHost" must be a non-empty string')
+    }
+    if (o.logLevel !== undefined && !['debug', 'info', 'warn', 'error'].includes(o.logLevel as string)) {
+      throw new TypeError('Sworm.start: option "logLevel" must be \'debug\', \'info\', \'warn\' or \'error\'')
+    }
+    const log = options.logger ?? pinoLogger(options.logLevel ?? 'info', { sworm: name, node: nodeId })
     const hub = await acquireHub({ nodeId, listen, secret, logger: log, ...(options.tls ? { tls: options.tls } : {}) })
     let raftChannel: Transport | undefined
     let msgs: Transport | undefined
@@ -325,6 +414,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
           await releaseHub(hub)
         },
       })
+      if (options.metricsPort !== undefined) {
+        const host = options.metricsHost ?? new URL(listen).hostname.replace(/^\[(.*)\]$/, '$1')
+        try {
+          await sworm.serveMetrics(host, options.metricsPort)
+        } catch (err) {
+          await sworm.stop().catch(() => {})
+          throw err
+        }
+      }
       return sworm
     } catch (err) {
       await raftChannel?.close().catch(() => {})
@@ -345,6 +443,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const o = options as unknown as Record<string, unknown>
     const placement = o.placement === 'hash' ? hashPlacement : typeof o.placement === 'function' ? (o.placement as PlacementStrategy) : defaultPlacement
     let sworm: Sworm | undefined
+    const metrics = new SwormMetrics({ sworm: name, node: nodeId }, () => sworm!.metricsSnapshot())
+    const latency = metrics.commitLatency
     const state = new RegistryState((ch) => sworm?.onRegistryChange(ch), placement)
     const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
     const raft = await RaftNode.start<RegistryCommand, RegistryResult>({
@@ -360,6 +460,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       ...(options.raft?.tickMs ? { tickMs: options.raft.tickMs } : {}),
       ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
       ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),
+      observeCommitMs: (ms) => latency.observe(ms / 1000),
     })
     try {
       const st = raft.status()
@@ -386,6 +487,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         clock: deps.clock,
         release: deps.release,
         ...(deps.loadModule ? { loadModule: deps.loadModule } : {}),
+        metrics,
       })
       sworm.wire()
       if (joinVia !== undefined) await sworm.askToJoin(joinVia, options.listen)
@@ -400,7 +502,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.msgs.onMessage((from, m) => this.onWire(from, m))
     this.raft.on('role', (s) => {
       if (s.role === 'leader') this.leaderSince = this.clock.now()
-      this.emit('leaderChanged', { leader: s.leader, term: s.term })
+      if (s.role === 'candidate' && (this.lastRole !== 'candidate' || s.term !== this.lastTerm)) this.metricsObj.electionsStarted.inc()
+      this.lastRole = s.role
+      this.lastTerm = s.term
+      if (s.leader !== undefined && (s.leader !== this.lastLeader || s.term !== this.lastLeaderTerm)) {
+        this.lastLeader = s.leader
+        this.lastLeaderTerm = s.term
+        this.metricsObj.leaderChanges.inc()
+        this.fire('leaderChanged', { leader: s.leader, term: s.term })
+      }
     })
     this.upPromise = this.announce()
     this.upPromise.catch(() => {})
@@ -814,6 +924,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
         }
         return
       }
+      if (m.t === 'metricsAt') {
+        if (typeof m.url === 'string' && m.url.length <= 256 && /^https?:\/\/[^\s/]+$/.test(m.url)) {
+          const known = this.metricsPeers.get(from)
+          this.metricsPeers.set(from, m.url)
+          if (m.reply === true && this.metricsServer && known !== m.url) this.msgs.send(from, { t: 'metricsAt', url: this.metricsServer.address, reply: false } satisfies WireMsg)
+        }
+        return
+      }
       if (m.t === 'reply') {
         const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
         if (!c) return
@@ -830,36 +948,78 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   // ------------------------------------------------------------------ reactions
 
+  /**
+   * Emit `event` to each listener in turn; a listener that throws (or rejects) is logged and the
+   * others still run. Nothing a listener does can break the node (emits happen during apply).
+   */
+  private fire<K extends keyof SwormEvents>(event: K, ...args: SwormEvents[K]): void {
+    if (this.listenerCount(event) === 0) return
+    const list = this.rawListeners(event) as Array<(...a: unknown[]) => unknown>
+    for (const fn of list) {
+      try {
+        const r = fn.apply(this, args)
+        if (r && typeof (r as Promise<unknown>).then === 'function') {
+          ;(r as Promise<unknown>).then(undefined, (err: unknown) => this.log.error('an event listener rejected', { event, err: String(err) }))
+        }
+      } catch (err) {
+        this.log.error('an event listener threw', { event, err: String(err) })
+      }
+    }
+  }
+
   private onRegistryChange(ch: RegistryChange): void {
     this.supervisor.onChange(ch)
     switch (ch.type) {
       case 'registered':
-        if (this.listenerCount('registered')) this.emit('registered', { name: ch.name, ref: ch.ref })
+        this.fire('registered', { name: ch.name, ref: ch.ref })
+        return
+      case 'started':
+        this.fire('registered', { name: ch.name, ref: ch.ref })
+        if (ch.ref.node === this.nodeId && ch.ref.inc === this.incarnation) {
+          this.fire('workerStarted', { name: ch.name, ref: ch.ref, node: this.nodeId })
+          const from = this.movedFrom.get(ch.name)
+          if (from !== undefined) {
+            this.movedFrom.delete(ch.name)
+            this.fire('workerMoved', { name: ch.name, from, to: this.nodeId })
+          }
+        }
+        return
+      case 'placed':
+        if (ch.node === this.nodeId && ch.moved && ch.from !== undefined && ch.from !== this.nodeId) this.movedFrom.set(ch.name, ch.from)
+        else if (this.movedFrom.size) this.movedFrom.delete(ch.name)
         return
       case 'unregistered':
-        if (this.listenerCount('unregistered')) this.emit('unregistered', { name: ch.name, ref: ch.ref })
+        if (this.movedFrom.size) this.movedFrom.delete(ch.name)
+        this.fire('unregistered', { name: ch.name, ref: ch.ref })
         return
       case 'joined':
-        if (this.listenerCount('joined')) this.emit('joined', { group: ch.group, ref: ch.ref })
+        this.fire('joined', { group: ch.group, ref: ch.ref })
         return
       case 'left':
-        if (this.listenerCount('left')) this.emit('left', { group: ch.group, ref: ch.ref })
+        this.fire('left', { group: ch.group, ref: ch.ref })
         return
       case 'nodeUp':
         this.pendingDown.delete(ch.node)
+        this.metricsObj.nodeEvents.inc({ event: 'up' })
         this.log.info('node up', { peer: ch.node })
-        this.emit('nodeUp', { node: ch.node })
+        this.fire('nodeUp', { node: ch.node })
+        if (ch.node !== this.nodeId && this.metricsServer && !this.stopped) {
+          this.msgs.send(ch.node, { t: 'metricsAt', url: this.metricsServer.address, reply: true } satisfies WireMsg)
+        }
         return
       case 'nodeDown':
         this.pendingDown.delete(ch.node)
+        this.metricsObj.nodeEvents.inc({ event: 'down' })
         this.log.warn('node declared gone', { peer: ch.node })
-        this.emit('nodeDown', { node: ch.node })
+        this.fire('nodeDown', { node: ch.node })
         // We were declared gone but we are alive: come back (our static names were dropped).
         if (ch.node === this.nodeId && ch.inc === this.incarnation && !this.stopped) {
           this.upResolved = false
           this.upPromise = this.announce()
           this.upPromise.catch(() => {})
         }
+        return
+      default:
         return
     }
   }
@@ -934,6 +1094,82 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   /**
+   * What `GET /status` serves: {@link Sworm.status} plus the sworm's name, the Raft configuration,
+   * the log and snapshot indexes, the nodes the registry holds, uptime in seconds, and the metrics
+   * addresses of this node and of the peers that told theirs.
+   */
+  statusReport(): SwormStatusReport {
+    const s = this.raft.status()
+    const metricsPeers: Record<string, string> = {}
+    if (this.metricsServer) metricsPeers[this.nodeId] = this.metricsServer.address
+    for (const [n, url] of this.metricsPeers) metricsPeers[n] = url
+    return {
+      sworm: this.name,
+      ...this.status(),
+      incarnation: this.incarnation,
+      lastIndex: s.lastIndex,
+      snapshotIndex: s.snapshotIndex,
+      peers: { voters: { ...s.config.voters }, learners: { ...s.config.learners } },
+      nodes: this.state.nodeRecords().map((n) => ({ node: n.node, up: n.up, draining: n.draining })),
+      uptime: Math.round((Date.now() - this.startedAt) / 100) / 10,
+      metricsAddress: this.metricsServer?.address,
+      metricsPeers,
+    }
+  }
+
+  /** What the gauges of {@link Sworm.metrics} read. */
+  private metricsSnapshot(): MetricsSnapshot {
+    const s = this.raft.status()
+    let nodesUp = 0
+    for (const n of this.state.nodeRecords()) if (n.up) nodesUp++
+    return {
+      role: s.role,
+      term: s.term,
+      commit: s.commit,
+      applied: s.applied,
+      lastIndex: s.lastIndex,
+      snapshotIndex: s.snapshotIndex,
+      snapshotAgeSeconds: Math.max(0, (this.clock.now() - this.raft.snapshotTakenAt()) / 1000),
+      voters: Object.keys(s.config.voters).length,
+      learners: Object.keys(s.config.learners).length,
+      names: this.state.size,
+      supervised: this.supervisor.size,
+      localWorkers: this.workers.size,
+      lease: this.leaseOk(),
+      nodesUp,
+    }
+  }
+
+  /** This sworm's metrics on this node, in the Prometheus text format (see the README for the list). */
+  metrics(): Promise<string> {
+    return this.metricsObj.text()
+  }
+
+  /** The prom-client `Registry` holding this sworm's metrics (to merge into an application's registry). */
+  get metricsRegistry(): SwormMetrics['registry'] {
+    return this.metricsObj.registry
+  }
+
+  /** `http://host:port` of this sworm's metrics server (option `metricsPort`), if it runs. */
+  get metricsAddress(): string | undefined {
+    return this.metricsServer?.address
+  }
+
+  /** Start the HTTP server of `/metrics` and `/status`, and tell the peers where it is. */
+  private async serveMetrics(host: string, port: number): Promise<void> {
+    this.metricsServer = await startMetricsServer(host, port, {
+      metrics: () => this.metrics(),
+      metricsContentType: this.metricsObj.contentType,
+      status: () => this.statusReport(),
+    })
+    this.log.info('metrics server listening', { address: this.metricsServer.address })
+    const cfg = this.raft.status().config
+    for (const peer of new Set([...Object.keys(cfg.voters), ...Object.keys(cfg.learners)])) {
+      if (peer !== this.nodeId) this.msgs.send(peer, { t: 'metricsAt', url: this.metricsServer.address, reply: true } satisfies WireMsg)
+    }
+  }
+
+  /**
    * Move this node's supervised workers to other nodes, with state handoff, and take no new ones.
    * Resolves when none is left here (or no other node can take them).
    */
@@ -1004,6 +1240,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.stopped = true
     this.clock.clearTimeout(this.detectorTimer)
     this.clock.clearTimeout(this.supervisorTimer)
+    await this.metricsServer?.close().catch(() => {})
     await this.workers.stopAll('shutdown')
     // best effort: drop our names now rather than waiting for the leader to declare us gone
     await Promise.race([

@@ -883,6 +883,18 @@ export class RaftCore {
     return this.role === 'leader' && this.leaseValid()
   }
 
+  /**
+   * On the leader: the latest heartbeat round a quorum has acknowledged (the node turns it into
+   * wall-clock time: when that round was sent), or undefined when not leader or transferring.
+   * In a single-voter cluster, the current round.
+   */
+  quorumAckedRound(): number | undefined {
+    if (this.role !== 'leader' || this.transferee !== undefined || !this.isVoter()) return undefined
+    const acks = this.voters().map((v) => (v === this.id ? this.readSeq : (this.progress.get(v)?.ackSeq ?? 0)))
+    acks.sort((a, b) => b - a)
+    return acks[this.quorum() - 1]!
+  }
+
   private maybeCommit(): void {
     const matches = this.voters().map((v) => (v === this.id ? this.stableIndex : (this.progress.get(v)?.match ?? 0)))
     if (matches.length === 0) return

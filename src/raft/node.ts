@@ -19,7 +19,7 @@ import {
   SwormError,
   TimeoutError,
 } from './errors.js'
-import type { ClusterConfig, Clock, Entry, Logger, NodeId, RaftStorage, Snapshot, Transport } from './types.js'
+import type { ClusterConfig, Clock, Entry, Logger, NodeId, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
 
@@ -68,6 +68,11 @@ export interface RaftNodeOptions<C, R> {
   requestTimeoutMs?: number
   /** Proposals waiting at most (back-pressure); more reject at once. Default 100,000. */
   maxPending?: number
+  /**
+   * Called with the time (ms) from `propose` to applied on this node, for each proposal of this
+   * node that takes effect. Must be cheap (it runs on the apply path).
+   */
+  observeCommitMs?: (ms: number) => void
 }
 
 interface Pending<R> {
@@ -117,6 +122,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly timeoutMs: number
   private readonly maxPending: number
   private readonly electionMs: number
+  private readonly observeCommitMs: ((ms: number) => void) | undefined
+  /** When (this clock) the latest snapshot was taken or installed, or the node started. */
+  private snapshotAt: number
 
   private tickHandle: unknown
   private running = false
@@ -146,6 +154,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
+  /** When this node (as leader) sent each heartbeat round ("term|seq" -> its clock). */
+  private readonly roundSentAt = new Map<string, number>()
+  /** Clock time the last tick accounts for. */
+  private lastTickAt = 0
   private leaseAt: number | undefined
   /** When this node answered each heartbeat round ("term|leader|seq" -> its clock). */
   private readonly hbRespSentAt = new Map<string, number>()
@@ -154,6 +166,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly readsOut = new Map<number, Pending<void>>()
   private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
   private dropLogAt = 0
+  private loggedLeader: NodeId | undefined
+  private loggedTerm = 0
   private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
 
   private constructor(opts: RaftNodeOptions<C, R>, core: RaftCore, appliedConfig: ClusterConfig, applied: number) {
@@ -170,6 +184,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
+    this.observeCommitMs = opts.observeCommitMs
+    this.snapshotAt = this.clock.now()
     this.appliedConfig = appliedConfig
     this.applied = applied
     this.snapshotIndex = applied
@@ -218,6 +234,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     node.lastSnapshotBytes = persisted.snapshot?.data.length ?? 0
     node.updatePeers()
     opts.transport.onMessage((from, msg) => node.receive(from, msg))
+    node.lastTickAt = node.clock.now()
     node.scheduleTick()
     node.kick()
     node.log.info('raft node started', {
@@ -234,6 +251,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Role, term, leader, indexes and configuration of this node. */
   status(): CoreStatus & { appliedConfig: ClusterConfig } {
     return { ...this.core.status(), applied: this.applied, appliedConfig: this.appliedConfig }
+  }
+
+  /** When (this node's clock) the latest snapshot was taken or installed; the start time if none since. */
+  snapshotTakenAt(): number {
+    return this.snapshotAt
   }
 
   /** The leader this node knows of, if any (may be stale). */
@@ -411,11 +433,26 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private scheduleTick(): void {
     this.tickHandle = this.clock.setTimeout(() => {
       if (this.stopped || this.failure) return
-      this.core.tick()
+      this.catchUpTicks(true)
       this.expire()
       this.kick()
       this.scheduleTick()
     }, this.tickMs)
+  }
+
+  /**
+   * Advance the core's logical time by the ticks that are due on the clock. After a pause (a long
+   * GC, SIGSTOP) this runs before anything else is handled, so timeouts and leases measured in
+   * ticks see the time that passed. `atTimer`: called by the tick timer (at least one tick).
+   */
+  private catchUpTicks(atTimer: boolean): void {
+    const now = this.clock.now()
+    const due = Math.floor((now - this.lastTickAt) / this.tickMs + 0.01)
+    // Between two timer ticks a message handles nothing; only a real pause (2+ ticks late) counts.
+    if (due <= 0 || (!atTimer && due < 2)) return
+    const max = 1000 // after a very long pause, this many ticks say all there is to say
+    for (let i = 0; i < Math.min(due, max); i++) this.core.tick()
+    this.lastTickAt = due > max ? now : this.lastTickAt + due * this.tickMs
   }
 
   private trackLocal(index: number, term: number, p: Pending<R>): void {
@@ -454,6 +491,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   private receive(from: NodeId, raw: unknown): void {
     if (this.stopped || this.failure) return
+    this.catchUpTicks(false)
     this.heard.set(from, this.clock.now())
     try {
       const t = (raw as { t?: unknown } | null)?.t
@@ -511,14 +549,26 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
   }
 
+  private noteRoundSent(m: RaftMessage): void {
+    if (m.t !== 'hb') return
+    const key = `${m.term}|${m.seq}`
+    if (this.roundSentAt.has(key)) return
+    this.roundSentAt.set(key, this.clock.now())
+    if (this.roundSentAt.size > 256) this.roundSentAt.delete(this.roundSentAt.keys().next().value!)
+  }
+
   private async handleReady(rd: Ready): Promise<void> {
-    for (const m of rd.messagesNow) this.transport.send(m.to, m)
+    for (const m of rd.messagesNow) {
+      this.noteRoundSent(m)
+      this.transport.send(m.to, m)
+    }
     if (rd.snapshot) {
       await this.storage.saveSnapshot(rd.snapshot)
       this.sm.restore(rd.snapshot.data)
       this.applied = rd.snapshot.meta.index
       this.snapshotIndex = rd.snapshot.meta.index
       this.appliedConfig = rd.snapshot.meta.config
+      this.snapshotAt = this.clock.now()
       this.log.info('installed snapshot from leader', { node: this.id, index: rd.snapshot.meta.index })
       this.failStaleLocal(rd.snapshot.meta.index)
     }
@@ -538,14 +588,29 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.hbRespSentAt.set(key, now)
         if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
       }
+      this.noteRoundSent(m)
       this.transport.send(m.to, m)
     }
-    if (this.core.leaseHeld()) this.leaseAt = now
+    // The leader's lease: from when it sent the heartbeat round a quorum has acknowledged (wall
+    // clock, so a leader that was frozen finds its lease expired when it wakes).
+    const round = this.core.quorumAckedRound()
+    if (round !== undefined) {
+      const st = this.core.status()
+      const single = Object.keys(st.config.voters).length === 1
+      const sentAt = single ? now : this.roundSentAt.get(`${st.term}|${round}`)
+      if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
+    }
     if (rd.soft) {
       const prev = this.lastSoft
       this.lastSoft = rd.soft
       if (prev.leader !== rd.soft.leader || prev.role !== rd.soft.role) {
-        this.log.info('role changed', { node: this.id, role: rd.soft.role, term: rd.soft.term, leader: rd.soft.leader })
+        // One info line per leader change; the steps of an election are debug.
+        const elected = rd.soft.leader !== undefined && (rd.soft.leader !== this.loggedLeader || rd.soft.term !== this.loggedTerm)
+        if (elected) {
+          this.loggedLeader = rd.soft.leader
+          this.loggedTerm = rd.soft.term
+        }
+        this.log[elected ? 'info' : 'debug'](elected ? 'leader changed' : 'role changed', { node: this.id, role: rd.soft.role, term: rd.soft.term, leader: rd.soft.leader })
       }
       try {
         this.emit('role', rd.soft)
@@ -563,6 +628,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private applyEntries(entries: Entry[]): void {
+    const observe = this.observeCommitMs
+    let now = -1
     for (const e of entries) {
       let ok = true
       let result: unknown
@@ -583,7 +650,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         if (!p.settled) {
           p.settled = true
           if (p.term !== e.term) p.reject(new ProposalDroppedError())
-          else if (ok) p.resolve(result as R)
+          else if (ok) {
+            if (observe) {
+              if (now < 0) now = this.clock.now() // one clock read per batch
+              observe(now - (p.deadline - this.timeoutMs))
+            }
+            p.resolve(result as R)
+          }
           else p.reject(result instanceof Error ? result : new Error(String(result)))
         }
       }
@@ -626,6 +699,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     await this.storage.saveSnapshot(snap)
     this.lastSnapshotBytes = snap.data.length
     this.snapshotIndex = snap.meta.index
+    this.snapshotAt = this.clock.now()
     this.core.compact(snap)
     this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
   }
@@ -797,8 +871,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       f.p.settled = true
       if (kind === RESULT_OK) {
         // Read your writes: answer once this node has applied the entry too.
-        if (typeof index === 'number' && index > this.applied) this.waitApplied.push({ index, fn: () => f.p.resolve(value as R), deadline: f.p.deadline })
-        else f.p.resolve(value as R)
+        if (typeof index === 'number' && index > this.applied) {
+          this.waitApplied.push({
+            index,
+            fn: () => {
+              this.observeCommitMs?.(this.clock.now() - (f.p.deadline - this.timeoutMs))
+              f.p.resolve(value as R)
+            },
+            deadline: f.p.deadline,
+          })
+        } else {
+          this.observeCommitMs?.(this.clock.now() - (f.p.deadline - this.timeoutMs))
+          f.p.resolve(value as R)
+        }
       } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
       else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
     }

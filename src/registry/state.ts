@@ -33,7 +33,7 @@ export type RegistryChange =
   | { type: 'nodeUp'; node: string; inc: string }
   | { type: 'nodeDown'; node: string; inc: string }
   /** A supervised name must (re)start on `node` for `epoch`. */
-  | { type: 'placed'; name: string; node: string; epoch: number; moved: boolean }
+  | { type: 'placed'; name: string; node: string; epoch: number; moved: boolean; from: string | undefined }
   | { type: 'started'; name: string; ref: WorkerRef; epoch: number }
   | { type: 'startFailed'; name: string; epoch: number; error: string }
   /** The worker `ref` of a supervised name must stop (its name moved away or was removed). */
@@ -385,6 +385,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.removeName(r)
       return
     }
+    const from = r.node
     if (r.node !== undefined) this.addLoad(r.node, -1)
     if (r.ref) {
       this.unindexRef(r.name, r.ref)
@@ -400,7 +401,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       return
     }
     this.addLoad(node, 1)
-    this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved })
+    this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
   }
 
   private nodeUp(node: string, inc: string): boolean {

@@ -14,6 +14,20 @@ import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import type { ExitReason, LocalWorkers, Worker } from './local-workers.js'
 
+/** What the supervisor reports to its sworm (events and metrics); every hook is optional and must not throw. */
+export interface SupervisorEvents {
+  /** A supervised worker of this node ended (`reason` is its exit kind). */
+  workerStopped?(name: string, ref: WorkerRef, reason: ExitReason['kind']): void
+  /** A supervised worker of this node ended and will be restarted per its policy. */
+  restarting?(name: string): void
+  /** A supervised worker of this node handed its state over (it moves away). */
+  handedOff?(name: string): void
+  /** This node's lease ran out: its supervised workers are being stopped. */
+  leaseLost?(workers: number): void
+  /** This node's lease holds again after it was lost. */
+  leaseRenewed?(): void
+}
+
 /** What the supervisor needs from its sworm. */
 export interface SupervisorHost {
   readonly sworm: string
@@ -33,6 +47,8 @@ export interface SupervisorHost {
   readonly clock: Clock
   /** Loads a module (default: dynamic `import()`); the simulation passes its own. */
   readonly loadModule?: (specifier: string) => Promise<Record<string, unknown>>
+  /** Hooks for events and metrics. */
+  readonly events?: SupervisorEvents
 }
 
 interface Running {
@@ -59,7 +75,9 @@ export class Supervisor {
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
-  private fenced = false
+  /** Whether the lease held at the last tick, and whether it ever did. */
+  private leaseHeld = false
+  private leaseEverHeld = false
   private reconciling = false
 
   constructor(private readonly host: SupervisorHost) {}
@@ -132,6 +150,7 @@ export class Supervisor {
     this.byId.delete(id)
     const r = this.running.get(name)
     if (r && r.id === id) this.running.delete(name)
+    this.host.events?.workerStopped?.(name, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, reason.kind)
     if (this.expectedExit.delete(id) || !r || this.host.stopped()) return true
     const reg = this.host.state.registration(name)
     if (!reg || reg.kind !== 'supervised' || reg.epoch !== r.epoch) return true
@@ -147,6 +166,7 @@ export class Supervisor {
       restart = false
     }
     if (crashed) this.host.log.warn('supervised worker crashed', { name, restart, err: String((reason as { error: unknown }).error) })
+    if (restart) this.host.events?.restarting?.(name)
     void this.proposeQuietly({ c: 'stopped', name, epoch: r.epoch, restart })
     return true
   }
@@ -262,6 +282,7 @@ export class Supervisor {
         state = undefined
       }
       this.handedOff.set(name, { epoch, state })
+      this.host.events?.handedOff?.(name)
       await this.proposeHandedOff(name, epoch)
     } finally {
       this.handingOff.delete(name)
@@ -301,16 +322,21 @@ export class Supervisor {
   async tick(): Promise<void> {
     if (this.host.stopped()) return
     if (!this.host.leaseOk()) {
-      if (this.running.size && !this.fenced) {
-        this.fenced = true
-        this.host.log.warn('lease expired: stopping supervised workers until the cluster is reachable', { workers: this.running.size })
+      if (this.leaseHeld) {
+        this.leaseHeld = false
+        this.host.log.warn('lease lost: stopping supervised workers until the cluster is reachable', { workers: this.running.size })
+        this.host.events?.leaseLost?.(this.running.size)
       }
       await this.fence()
       return
     }
-    if (this.fenced) {
-      this.fenced = false
-      this.host.log.info('lease renewed')
+    if (!this.leaseHeld) {
+      this.leaseHeld = true
+      if (this.leaseEverHeld) {
+        this.host.log.info('lease renewed')
+        this.host.events?.leaseRenewed?.()
+      }
+      this.leaseEverHeld = true
     }
     if (this.reconciling) return
     this.reconciling = true

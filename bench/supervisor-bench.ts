@@ -1,0 +1,371 @@
+/**
+ * Supervisor benchmark: 3 sworm node processes (LevelDB with fsync, loopback WebSockets), the
+ * `counter` worker of `test/fixtures/workers.ts`, default lease settings (lease 2,000 ms, clock
+ * drift 500 ms).
+ *
+ * Run: `node dist/bench/supervisor-bench.js [--quick]` (after `npm run build`).
+ *
+ * - supervised starts/s: `registerName(name, spec)` from inside the node processes, 64 in flight
+ *   per registering node, each resolving once its worker runs (10k names from one node, then 10k
+ *   from all three nodes at once, each on a fresh cluster);
+ * - failover: with 10k workers in the cluster, SIGKILL a follower (first cluster) and the leader
+ *   (second cluster); the time from the kill until every name that ran on the victim answers a
+ *   `call` from a survivor, and the time to a new leader;
+ * - drain: `drain()` on a node holding ~1k of 3k workers (handoff: each counter keeps its count),
+ *   until it resolves, and until every moved name answers from another node.
+ *
+ * Prints one markdown table on stdout (progress on stderr), then the targets with met / not met.
+ * Kills its node processes and removes its temporary directories on every exit path.
+ * @module
+ */
+import { rmSync } from 'node:fs'
+import { cpus } from 'node:os'
+import { performance } from 'node:perf_hooks'
+import { fileURLToPath } from 'node:url'
+import type { WorkerRef } from '../src/index.js'
+import type { AwaitAnswersResult, CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../test/fixtures/sworm-process.js'
+import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+
+const QUICK = process.argv.includes('--quick')
+const N = QUICK ? { starts: 1_000, drainTotal: 900 } : { starts: 10_000, drainTotal: 3_000 }
+const INFLIGHT = 64
+/** Library defaults (the bench does not change them). */
+const LEASE_MS = 2000
+const DRIFT_MS = 500
+const FAILOVER_TARGET_MS = LEASE_MS + DRIFT_MS + 1000
+const STARTS_TARGET = 5000
+const WATCHDOG_MS = 235_000
+const WORKERS = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
+const benchStart = performance.now()
+
+// ---------------------------------------------------------------------------------- cleanup
+
+const clusters = new Set<SwormCluster>()
+function cleanupSync(): void {
+  for (const c of clusters) {
+    for (const id of c.ids) {
+      const pid = c.pid(id)
+      if (pid !== undefined) {
+        try {
+          process.kill(pid, 'SIGKILL')
+        } catch {
+          // already gone
+        }
+      }
+    }
+    rmSync(c.dir, { recursive: true, force: true })
+  }
+  clusters.clear()
+}
+process.on('exit', cleanupSync)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(sig, () => {
+    process.stderr.write(`bench interrupted (${sig}); cleaning up\n`)
+    process.exit(130)
+  })
+}
+setTimeout(() => {
+  process.stderr.write(`bench watchdog: still running after ${WATCHDOG_MS / 1000} s; aborting\n`)
+  process.exit(3)
+}, WATCHDOG_MS).unref()
+
+function log(msg: string): void {
+  process.stderr.write(`[supervisor-bench ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
+}
+
+const nowEpoch = (): number => performance.timeOrigin + performance.now()
+const namesOf = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}${i}`)
+
+async function withCluster<T>(what: string, fn: (c: SwormCluster, leader: string) => Promise<T>): Promise<T> {
+  log(`${what}: starting 3 node processes`)
+  const c = await startSwormCluster({ n: 3, name: 'supbench', requestTimeoutMs: 20_000, ipcTimeoutMs: 60_000 })
+  clusters.add(c)
+  try {
+    const leader = await c.waitForLeader(20_000)
+    // every node announced itself, so placement sees all three from the first name
+    await pollAll(async () => {
+      const sts = await Promise.all(c.ids.map((id) => c.request<SwormProcessFullStatus>(id, { op: 'fullStatus' }, 3000)))
+      return sts.every((s) => s.lease) ? true : undefined
+    }, 10_000, 'every node to hold a lease')
+    return await fn(c, leader)
+  } finally {
+    await c.stopAll().catch(() => {})
+    clusters.delete(c)
+  }
+}
+
+async function pollAll<T>(fn: () => Promise<T | undefined>, timeoutMs: number, what: string): Promise<T> {
+  const deadline = performance.now() + timeoutMs
+  for (;;) {
+    const v = await fn().catch(() => undefined)
+    if (v !== undefined) return v
+    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise((r) => setTimeout(r, 20))
+  }
+}
+
+// ---------------------------------------------------------------------------------- measures
+
+interface Starts {
+  ok: number
+  errors: number
+  ms: number
+  p50: number
+  p99: number
+  perNode: Record<string, number>
+}
+
+interface Failover {
+  victim: string
+  wasLeader: boolean
+  /** Workers that ran on the victim. */
+  moved: number
+  /** From SIGKILL until every one of them answered a call from a survivor. */
+  answerMs?: number
+  missing: number
+  /** From SIGKILL until a new leader was named by a majority (leader kills only). */
+  leaderMs?: number
+  /** From SIGKILL until a survivor applied the `nodeDown` of the victim (from its log line). */
+  downMs?: number
+}
+
+interface Drain {
+  node: string
+  workers: number
+  drainMs: number
+  answerMs?: number
+  /** Moved counters that kept their count (handoff). */
+  kept: number
+  left: number
+}
+
+/** Register `count` supervised counters from `nodes` at once (split evenly, INFLIGHT in flight on each). */
+async function supervisedStarts(c: SwormCluster, nodes: string[], prefix: string, count: number): Promise<Starts> {
+  const per = Math.ceil(count / nodes.length)
+  const t0 = performance.now()
+  const rs = await Promise.all(
+    nodes.map((node, i) =>
+      c.request<RegisterSupervisedManyResult>(
+        node,
+        { op: 'registerSupervisedMany', prefix, start: i * per, count: Math.max(0, Math.min(per, count - i * per)), concurrency: INFLIGHT, module: WORKERS, fn: 'counter' },
+        120_000,
+      ),
+    ),
+  )
+  const ms = nodes.length === 1 ? rs[0]!.ms : performance.now() - t0
+  const perNode: Record<string, number> = {}
+  for (const r of rs) for (const [k, v] of Object.entries(r.perNode)) perNode[k] = (perNode[k] ?? 0) + v
+  const errors = rs.reduce((a, r) => a + r.errors, 0)
+  if (errors) log(`  ${errors} errors, e.g. ${rs.flatMap((r) => r.errorSamples).slice(0, 3).join(' | ')}`)
+  return {
+    ok: rs.reduce((a, r) => a + r.ok, 0),
+    errors,
+    ms,
+    // with several nodes, the worst node's percentiles
+    p50: Math.max(...rs.map((r) => r.p50)),
+    p99: Math.max(...rs.map((r) => r.p99)),
+    perNode,
+  }
+}
+
+/** SIGKILL `victim`; time until each of its names answers a call from a survivor. */
+async function failover(c: SwormCluster, leader: string, victim: string, prefix: string, count: number): Promise<Failover> {
+  const survivors = c.ids.filter((id) => id !== victim)
+  const asker = survivors.find((id) => id === leader) ?? survivors[0]!
+  const refs = await c.request<Array<WorkerRef | null>>(asker, { op: 'whereisAll', prefix, count, consistent: true }, 30_000)
+  const moved = namesOf(prefix, count).filter((_, i) => refs[i]?.node === victim)
+  const res: Failover = { victim, wasLeader: victim === leader, moved: moved.length, missing: moved.length }
+  log(`  SIGKILL ${victim}${res.wasLeader ? ' (leader)' : ''}, holding ${moved.length} of ${count} workers`)
+  const tKill = nowEpoch()
+  const tKillDate = Date.now()
+  await c.kill(victim)
+  const answers = c.request<AwaitAnswersResult>(
+    asker,
+    { op: 'awaitAnswers', names: moved, msg: 'get', callTimeoutMs: 1000, everyMs: 10, timeoutMs: 60_000, skipNodes: [victim] },
+    70_000,
+  )
+  if (res.wasLeader) {
+    await c.waitForLeader(20_000, { exclude: [victim] }).then(
+      () => (res.leaderMs = nowEpoch() - tKill),
+      (err: unknown) => log(`  no new leader: ${String(err)}`),
+    )
+  }
+  const a = await answers
+  // when the survivors applied the victim's nodeDown (their JSON log lines carry a timestamp)
+  const downAt = survivors
+    .flatMap((id) => c.logs(id))
+    .map((line) => {
+      try {
+        const j = JSON.parse(line) as { t?: string; msg?: string; peer?: string }
+        return j.msg === 'node declared gone' && j.peer === victim && j.t ? Date.parse(j.t) : undefined
+      } catch {
+        return undefined
+      }
+    })
+    .filter((x): x is number => x !== undefined && x >= tKillDate)
+  if (downAt.length) res.downMs = Math.min(...downAt) - tKillDate
+  res.missing = a.missing.length
+  if (a.missing.length === 0) res.answerMs = a.doneAt - tKill
+  else log(`  ${a.missing.length} names did not answer, e.g. ${a.missing.slice(0, 3).join(', ')}`)
+  return res
+}
+
+async function drain(c: SwormCluster, leader: string, prefix: string, count: number): Promise<Drain> {
+  const sts = await Promise.all(c.ids.map((id) => c.request<SwormProcessFullStatus>(id, { op: 'fullStatus' })))
+  // the follower holding most workers
+  const node = c.ids.filter((id) => id !== leader).sort((a, b) => sts[c.ids.indexOf(b)]!.supervised - sts[c.ids.indexOf(a)]!.supervised)[0]!
+  const asker = leader
+  const refs = await c.request<Array<WorkerRef | null>>(asker, { op: 'whereisAll', prefix, count, consistent: true }, 30_000)
+  const moving = namesOf(prefix, count).filter((_, i) => refs[i]?.node === node)
+  // give every moving worker some state to hand over
+  const inc = await c.request<CallEachResult>(asker, { op: 'callEach', names: moving, msg: 'inc', timeoutMs: 5000 }, 30_000)
+  if (inc.ok !== moving.length) log(`  ${moving.length - inc.ok} workers did not answer 'inc' before the drain`)
+  log(`  drain() on ${node}, holding ${moving.length} workers`)
+  const t0 = nowEpoch()
+  const d = await c.request<{ ms: number }>(node, { op: 'drain', timeoutMs: 60_000 }, 70_000)
+  const a = await c.request<AwaitAnswersResult>(
+    asker,
+    { op: 'awaitAnswers', names: moving, msg: 'get', callTimeoutMs: 1000, everyMs: 10, timeoutMs: 30_000, skipNodes: [node] },
+    40_000,
+  )
+  const answerMs = a.missing.length === 0 ? a.doneAt - t0 : undefined
+  const after = await c.request<SwormProcessFullStatus>(node, { op: 'fullStatus' })
+  const got = await c.request<CallEachResult>(asker, { op: 'callEach', names: moving, msg: 'get', timeoutMs: 5000, consistent: true }, 30_000)
+  return { node, workers: moving.length, drainMs: d.ms, ...(answerMs !== undefined ? { answerMs } : {}), kept: got.values['1'] ?? 0, left: after.supervised }
+}
+
+// ---------------------------------------------------------------------------------- report
+
+const int = (x: number): string => Math.round(x).toLocaleString('en-US')
+const k = (n: number): string => (n >= 1000 ? `${n / 1000}k` : String(n))
+const ms = (x: number | undefined): string => (x === undefined ? 'n/a' : x < 1000 ? `${Math.round(x)} ms` : `${(x / 1000).toFixed(2)} s`)
+const rate = (s: Starts | undefined): number | undefined => (s && s.ms > 0 ? (s.ok / s.ms) * 1000 : undefined)
+
+interface Results {
+  one?: Starts
+  all?: Starts
+  foFollower?: Failover
+  foLeader?: Failover
+  drain?: Drain
+  notes: string[]
+}
+
+function report(r: Results): string {
+  const startsRow = (label: string, s: Starts | undefined): Array<[string, string, string]> => [
+    [
+      label,
+      s ? `${int(rate(s)!)}/s (${int(s.ok)} in ${ms(s.ms)}${s.errors ? `, ${s.errors} failed` : ''})` : 'n/a',
+      s ? `${s.p50.toFixed(1)} / ${s.p99.toFixed(1)} ms` : 'n/a',
+    ],
+  ]
+  const foRow = (label: string, f: Failover | undefined): Array<[string, string, string]> => {
+    if (!f) return [[label, 'n/a', '']]
+    const rows: Array<[string, string, string]> = [
+      [
+        `${label}: all ${int(f.moved)} of its workers answer a call from a survivor`,
+        f.answerMs !== undefined ? ms(f.answerMs) : `${f.missing} never answered`,
+        '',
+      ],
+    ]
+    if (f.wasLeader) rows.push([`  new leader after SIGKILL of the leader`, ms(f.leaderMs), ''])
+    rows.push([`  the victim declared gone (nodeDown applied on a survivor)`, ms(f.downMs), ''])
+    return rows
+  }
+  const rows: Array<[string, string, string]> = [
+    ...startsRow(`supervised starts/s, ${k(N.starts)} names, ${INFLIGHT} in flight from one node (the leader)`, r.one),
+    ...startsRow(`supervised starts/s, ${k(N.starts)} names, ${INFLIGHT} in flight on each of 3 nodes at once`, r.all),
+    ...foRow(`failover, ${k(N.starts)} workers in the cluster, SIGKILL a follower (${r.foFollower?.victim ?? '?'})`, r.foFollower),
+    ...foRow(`failover, ${k(N.starts)} workers in the cluster, SIGKILL the leader (${r.foLeader?.victim ?? '?'})`, r.foLeader),
+  ]
+  if (r.drain) {
+    const d = r.drain
+    rows.push([`drain() of ${d.node} holding ${int(d.workers)} of ${k(N.drainTotal)} workers (handoff): drain() resolves`, ms(d.drainMs), ''])
+    rows.push([`  every moved name answers from another node`, d.answerMs !== undefined ? ms(d.answerMs) : 'some never answered', ''])
+    rows.push([`  moved counters that kept their state / workers left on ${d.node}`, `${int(d.kept)} of ${int(d.workers)} / ${d.left}`, ''])
+  } else rows.push(['drain', 'n/a', ''])
+  const header = ['Measurement (3 node processes, LevelDB, lease 2 s + drift 0.5 s)', 'Result', 'p50 / p99 per start']
+  const out = [`| ${header.join(' | ')} |`, `| ${header.map(() => '---').join(' | ')} |`, ...rows.map((x) => `| ${x.join(' | ')} |`), '']
+  const met = (b: boolean | undefined): string => (b === undefined ? 'n/a' : b ? 'met' : 'NOT met')
+  const fos = [r.foFollower, r.foLeader].filter((f): f is Failover => f !== undefined)
+  const foOk = fos.length === 2 && fos.every((f) => f.answerMs !== undefined) ? fos.every((f) => f.answerMs! <= FAILOVER_TARGET_MS) : fos.length ? false : undefined
+  out.push('Targets:')
+  out.push(
+    `- failover of ${k(N.starts)} workers within lease + drift + 1 s = ${LEASE_MS} + ${DRIFT_MS} + 1000 = ${FAILOVER_TARGET_MS} ms: ${met(foOk)}` +
+      ` (follower ${ms(r.foFollower?.answerMs)}, leader ${ms(r.foLeader?.answerMs)})`,
+  )
+  const rs = [rate(r.one), rate(r.all)]
+  out.push(
+    `- supervised starts ≥ ${int(STARTS_TARGET)}/s: one node ${met(rs[0] !== undefined ? rs[0] >= STARTS_TARGET : undefined)}` +
+      ` (${rs[0] !== undefined ? `${int(rs[0])}/s` : 'n/a'}), 3 nodes ${met(rs[1] !== undefined ? rs[1] >= STARTS_TARGET : undefined)}` +
+      ` (${rs[1] !== undefined ? `${int(rs[1])}/s` : 'n/a'})`,
+  )
+  out.push('')
+  out.push(
+    `Notes: a start is \`registerName(name, { module, fn: 'counter', args: [name] })\` run inside a node process, resolving once the worker runs ` +
+      `(placement by load; each start measure on a fresh cluster, the failover on the cluster that holds those ${k(N.starts)} workers). ` +
+      `Failover: from SIGKILL until a survivor's \`call\` (retried every 10 ms while it fails) got an answer from every name that ran on the victim; ` +
+      `the leader moves a silent node's workers only after lease + drift (${LEASE_MS + DRIFT_MS} ms) without hearing from it, and a new leader only ` +
+      `that long after its own election; it checks every min(1 s, (lease + drift) / 4) = ${Math.min(1000, (LEASE_MS + DRIFT_MS) / 4)} ms. ` +
+      `"Declared gone" is read from the survivors' log lines (ms resolution). ` +
+      `Drain: the drained node's counters were incremented to 1 first; "kept their state" counts those reading 1 after the move.` +
+      `${QUICK ? ' --quick counts.' : ''}`,
+  )
+  out.push(`Machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}; the 3 nodes and the bench share it.`)
+  for (const n of r.notes) out.push(n)
+  return out.join('\n')
+}
+
+async function main(): Promise<void> {
+  const r: Results = { notes: [] }
+  const errors: string[] = []
+  const phase = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn()
+    } catch (err) {
+      const m = `${what} failed: ${err instanceof Error ? err.message : String(err)}`
+      log(m)
+      errors.push(m)
+    }
+  }
+
+  await phase('starts from one node + failover of a follower', () =>
+    withCluster('cluster 1', async (c, leader) => {
+      log(`${k(N.starts)} supervised starts from ${leader}, ${INFLIGHT} in flight`)
+      r.one = await supervisedStarts(c, [leader], 'one:', N.starts)
+      log(`  ${int(rate(r.one)!)}/s, placed ${JSON.stringify(r.one.perNode)}`)
+      const victim = c.ids.find((id) => id !== leader)!
+      r.foFollower = await failover(c, leader, victim, 'one:', N.starts)
+      log(`  all answer ${ms(r.foFollower.answerMs)} after the kill`)
+    }),
+  )
+  await phase('starts from 3 nodes + failover of the leader', () =>
+    withCluster('cluster 2', async (c, leader) => {
+      log(`${k(N.starts)} supervised starts from all 3 nodes, ${INFLIGHT} in flight on each`)
+      r.all = await supervisedStarts(c, c.ids, 'all:', N.starts)
+      log(`  ${int(rate(r.all)!)}/s, placed ${JSON.stringify(r.all.perNode)}`)
+      r.foLeader = await failover(c, leader, leader, 'all:', N.starts)
+      log(`  new leader after ${ms(r.foLeader.leaderMs)}, all answer ${ms(r.foLeader.answerMs)} after the kill`)
+    }),
+  )
+  await phase('drain', () =>
+    withCluster('cluster 3', async (c, leader) => {
+      log(`${k(N.drainTotal)} supervised workers, then drain one node`)
+      const s = await supervisedStarts(c, [leader], 'drn:', N.drainTotal)
+      if (s.ok !== N.drainTotal) throw new Error(`only ${s.ok} of ${N.drainTotal} workers started`)
+      r.drain = await drain(c, leader, 'drn:', N.drainTotal)
+      log(`  drain() ${ms(r.drain.drainMs)}, all answer ${ms(r.drain.answerMs)}`)
+    }),
+  )
+  for (const e of errors) r.notes.push(`Error: ${e}`)
+  process.stdout.write(report(r) + '\n')
+  log(`done in ${ms(performance.now() - benchStart)}`)
+  if (errors.length) process.exitCode = 1
+}
+
+main().then(
+  () => process.exit(process.exitCode ?? 0),
+  (err: unknown) => {
+    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+    process.exit(1)
+  },
+)
