@@ -322,6 +322,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
       propose: (cmd) => this.raft.propose(cmd),
       read: () => this.raft.read(),
       leaseOk: () => this.leaseOk(),
+      leaseRenewedAt: () => this.raft.leaseRenewedAt(),
+      leaseTimeoutMs: this.leaseTimeoutMs,
       stopped: () => this.stopped,
       clock: this.clock,
       ...(init.loadModule ? { loadModule: init.loadModule } : {}),
@@ -514,7 +516,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     this.upPromise = this.announce()
     this.upPromise.catch(() => {})
-    this.every(Math.max(100, Math.min(1000, this.nodeDownAfterMs / 4)), (h) => (this.detectorTimer = h), () => this.detectDownNodes())
+    this.every(100, (h) => (this.detectorTimer = h), () => this.detectDownNodes())
     this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () =>
       void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })),
     )
@@ -1171,18 +1173,25 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Move this node's supervised workers to other nodes, with state handoff, and take no new ones.
-   * Resolves when none is left here (or no other node can take them).
+   * Resolves when every worker that was here runs on another node (or no other node can take them).
    */
   async drain(opts: { timeoutMs?: number } = {}): Promise<void> {
     this.guard()
     await this.ready()
+    const moving = this.state.supervisedOn(this.nodeId).map((r) => r.name)
     await this.raft.propose({ c: 'drain', node: this.nodeId, on: true })
     const deadline = this.clock.now() + (opts.timeoutMs ?? this.startTimeoutMs * 3)
     for (;;) {
       const left = this.state.supervisedOn(this.nodeId).length
       const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)
-      if (left === 0 || !elsewhere) return
-      if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node`)
+      if (!elsewhere) return
+      // done when none is placed here and every moved name runs on its new node (or is gone)
+      const settling = moving.filter((name) => {
+        const r = this.state.registration(name)
+        return r !== undefined && r.kind === 'supervised' && !r.retiring && (r.ref === undefined || r.ref.node === this.nodeId)
+      }).length
+      if (left === 0 && settling === 0) return
+      if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node, ${settling} not yet running elsewhere`)
       await this.sleep(20)
     }
   }

@@ -158,6 +158,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly roundSentAt = new Map<string, number>()
   /** Clock time the last tick accounts for. */
   private lastTickAt = 0
+  private readonly leaseReads: boolean
   private leaseAt: number | undefined
   /** When this node answered each heartbeat round ("term|leader|seq" -> its clock). */
   private readonly hbRespSentAt = new Map<string, number>()
@@ -184,6 +185,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
+    this.leaseReads = opts.leaseRead ?? false
     this.observeCommitMs = opts.observeCommitMs
     this.snapshotAt = this.clock.now()
     this.appliedConfig = appliedConfig
@@ -433,7 +435,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private scheduleTick(): void {
     this.tickHandle = this.clock.setTimeout(() => {
       if (this.stopped || this.failure) return
-      this.catchUpTicks(true)
+      if (this.leaseReads) this.catchUpTicks(true)
+      else {
+        this.core.tick()
+        this.lastTickAt = this.clock.now()
+      }
       this.expire()
       this.kick()
       this.scheduleTick()
@@ -491,7 +497,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   private receive(from: NodeId, raw: unknown): void {
     if (this.stopped || this.failure) return
-    this.catchUpTicks(false)
+    // With lease reads, logical time must not lag behind the clock after a pause (the lease is
+    // counted in ticks). Otherwise ticks stay timer-driven: a busy event loop then stretches
+    // timeouts rather than firing elections and step-downs all at once.
+    if (this.leaseReads) this.catchUpTicks(false)
     this.heard.set(from, this.clock.now())
     try {
       const t = (raw as { t?: unknown } | null)?.t

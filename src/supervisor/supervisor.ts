@@ -43,6 +43,9 @@ export interface SupervisorHost {
   read(): Promise<void>
   /** Whether this node's lease is valid now (it may run supervised workers). */
   leaseOk(): boolean
+  /** When the lease was last renewed (the clock's time), if ever. */
+  leaseRenewedAt(): number | undefined
+  readonly leaseTimeoutMs: number
   stopped(): boolean
   readonly clock: Clock
   /** Loads a module (default: dynamic `import()`); the simulation passes its own. */
@@ -77,6 +80,11 @@ export class Supervisor {
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
+  /** A read barrier is needed before trusting the local registry (at start, or after a lease gap). */
+  private needBarrier = true
+  private barrier: Promise<void> | undefined
+  private lastLeaseAt: number | undefined
+  private gaps = 0
   private leaseEverHeld = false
   private reconciling = false
 
@@ -198,8 +206,11 @@ export class Supervisor {
     if (!this.host.leaseOk()) return // reconcile() retries once the lease is back
     this.starting.add(name)
     try {
-      // Act only on an up-to-date registry: a later entry may have moved the name already.
-      await this.host.read()
+      // Act only on an up-to-date registry. While this node's lease has held without a gap, no
+      // name placed here can have moved without this node taking part (handoff, retire) or its
+      // lease running out, so the local copy is enough; after a gap (or at start), one read
+      // barrier first: entries this node has not applied yet may have moved it.
+      await this.freshEnough()
       if (!this.isMine(name, epoch)) return
       const reg = this.host.state.registration(name)!
       let worker: Worker
@@ -228,6 +239,35 @@ export class Supervisor {
     } finally {
       this.starting.delete(name)
     }
+  }
+
+  /** Track lease gaps; after one, the next start waits for a linearizable read barrier. */
+  private noteLease(): void {
+    const at = this.host.leaseRenewedAt()
+    if (!this.host.leaseOk() || at === undefined || (this.lastLeaseAt !== undefined && at - this.lastLeaseAt > this.host.leaseTimeoutMs)) {
+      this.needBarrier = true
+      this.gaps++
+    }
+    if (at !== undefined) this.lastLeaseAt = at
+  }
+
+  private async freshEnough(): Promise<void> {
+    this.noteLease()
+    if (!this.needBarrier) return
+    if (!this.barrier) {
+      const gapsBefore = this.gaps
+      this.barrier = this.host.read().then(
+        () => {
+          this.barrier = undefined
+          if (this.gaps === gapsBefore && this.host.leaseOk()) this.needBarrier = false
+        },
+        (err: unknown) => {
+          this.barrier = undefined
+          throw err
+        },
+      )
+    }
+    await this.barrier
   }
 
   private isMine(name: string, epoch: number): boolean {
@@ -321,6 +361,7 @@ export class Supervisor {
    */
   async tick(): Promise<void> {
     if (this.host.stopped()) return
+    this.noteLease()
     if (!this.host.leaseOk()) {
       if (this.leaseHeld) {
         this.leaseHeld = false
