@@ -80,6 +80,8 @@ export class Supervisor {
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
+  /** Modules of start specs, loaded once. */
+  private readonly modules = new Map<string, Promise<Record<string, unknown>>>()
   /** A read barrier is needed before trusting the local registry (at start, or after a lease gap). */
   private needBarrier = true
   private barrier: Promise<void> | undefined
@@ -288,7 +290,13 @@ export class Supervisor {
       spec.module.startsWith('.') || isAbsolute(spec.module) ? pathToFileURL(resolvePath(this.host.moduleBase, spec.module)).href : spec.module
     let mod: Record<string, unknown>
     try {
-      mod = this.host.loadModule ? await this.host.loadModule(specifier) : ((await import(specifier)) as Record<string, unknown>)
+      let loading = this.modules.get(specifier)
+      if (!loading) {
+        loading = this.host.loadModule ? this.host.loadModule(specifier) : (import(specifier) as Promise<Record<string, unknown>>)
+        this.modules.set(specifier, loading)
+        loading.catch(() => this.modules.delete(specifier)) // a module that failed to load is tried again next time
+      }
+      mod = await loading
     } catch (err) {
       throw new Error(`cannot import module ${JSON.stringify(spec.module)}: ${err instanceof Error ? err.message : String(err)}`, { cause: err })
     }
