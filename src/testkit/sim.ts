@@ -178,6 +178,11 @@ export class SimNetwork {
     }
   }
 
+  /** Deliver `msg` to `to` as if `from` had sent it (tests of hostile or buggy peers). */
+  inject(from: NodeId, to: NodeId, msg: unknown, channel = ''): void {
+    this.send(from, to, msg, channel)
+  }
+
   /** Block traffic from `a` to `b` (one direction). */
   block(a: NodeId, b: NodeId): void {
     this.blocked.add(a + '>' + b)
