@@ -1,13 +1,19 @@
 /**
- * `npm run demo`: Sworm doing the real thing, in about a minute, in the terminal.
+ * `npm run demo`: Sworm doing the real thing.
  *
+ * By default (see `dashboard-server.ts`): five node processes, 1,000 supervised workers, and a
+ * live dashboard on localhost (port 8080, or a free one) to kill, restart, partition, heal and
+ * drain nodes by hand and watch the workers move; runs until Ctrl-C. Flags: `--workers N`,
+ * `--port P` (0: any free port). It prints `DASHBOARD http://127.0.0.1:PORT` once serving.
+ *
+ * With `--script`, the scripted story in the terminal, in about a minute:
  * Five node processes on 127.0.0.1 (real WebSockets, real LevelDB in temporary directories) form
  * a cluster; 1,000 supervised workers are registered and spread over them; then the leader is
  * killed with SIGKILL, a node is cut off from the others (it fences its workers, the majority
  * runs them, no name ever runs twice), the partition heals, and the killed node comes back from
  * its data directory.
  *
- * Usage: `node dist/demo/run.js [--quick]` (`--quick`: 100 workers, for CI smoke runs).
+ * Usage: `node dist/demo/run.js --script [--quick]` (`--quick`: 100 workers, for CI smoke runs).
  * Exits 0 when every step checked out, 1 with a message otherwise; always kills its node
  * processes and removes its temporary directory; gives up after 150 s.
  * @module
@@ -22,9 +28,32 @@ import type {
 } from '../test/fixtures/sworm-process.js'
 import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
 
+/** The value of flag `--name` (`--name v` or `--name=v`), if given. */
+function flag(name: string): string | undefined {
+  const argv = process.argv.slice(2)
+  for (let i = 0; i < argv.length; i++) {
+    if (argv[i] === `--${name}`) return argv[i + 1]
+    if (argv[i]!.startsWith(`--${name}=`)) return argv[i]!.slice(name.length + 3)
+  }
+  return undefined
+}
+function intFlag(name: string, min: number, max: number): number | undefined {
+  const v = flag(name)
+  if (v === undefined) return undefined
+  const n = Number(v)
+  if (!Number.isInteger(n) || n < min || n > max) {
+    process.stderr.write(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}\n`)
+    process.exit(2)
+  }
+  return n
+}
+
+const SCRIPT = process.argv.includes('--script')
 const QUICK = process.argv.includes('--quick')
+const WORKERS_FLAG = intFlag('workers', 1, 100_000)
+const PORT_FLAG = intFlag('port', 0, 65535)
 /** Supervised workers registered in step 2. */
-const N = QUICK ? 100 : 1000
+const N = WORKERS_FLAG ?? (QUICK ? 100 : 1000)
 /** Workers registered after the killed node is back (step 5). */
 const EXTRA = QUICK ? 10 : 20
 const NODES = 5
@@ -464,19 +493,23 @@ async function fail(err: unknown): Promise<never> {
   process.exit(1)
 }
 
-const hard = setTimeout(() => void fail(new DemoFailure(`the demo did not finish within ${HARD_TIMEOUT_MS / 1000} s`)), HARD_TIMEOUT_MS)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(sig, () => {
-    say(`\n${sig}: stopping the nodes`)
-    void cleanup().then(() => process.exit(130))
-  })
-}
+if (SCRIPT) {
+  const hard = setTimeout(() => void fail(new DemoFailure(`the demo did not finish within ${HARD_TIMEOUT_MS / 1000} s`)), HARD_TIMEOUT_MS)
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(sig, () => {
+      say(`\n${sig}: stopping the nodes`)
+      void cleanup().then(() => process.exit(130))
+    })
+  }
 
-main().then(
-  async () => {
-    clearTimeout(hard)
-    await cleanup()
-    process.exit(0)
-  },
-  (err: unknown) => fail(err),
-)
+  main().then(
+    async () => {
+      clearTimeout(hard)
+      await cleanup()
+      process.exit(0)
+    },
+    (err: unknown) => fail(err),
+  )
+} else {
+  void import('./dashboard-server.js').then((m) => m.runDashboard({ workers: N, port: PORT_FLAG }))
+}

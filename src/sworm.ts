@@ -799,6 +799,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
 
+  /** Names of the groups that have at least one member (local read). */
+  groups(): string[] {
+    return this.state.groupNames()
+  }
+
   /** Members of `group` (local read). */
   members(group: string): WorkerRef[] {
     if (typeof group !== 'string') throw new InvalidArgumentError(`group must be a string, got ${typeof group}`)

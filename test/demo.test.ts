@@ -1,5 +1,5 @@
 /**
- * The README's first command, scripted: `npm run demo -- --quick` must tell its story and exit 0
+ * The README's first command, scripted: `npm run demo -- --script --quick` must tell its story and exit 0
  * (5 real node processes: register, SIGKILL the leader, partition, heal, restart).
  */
 import { spawn } from 'node:child_process'
@@ -8,7 +8,7 @@ import t from 'tap'
 
 t.test('the scripted demo passes', { timeout: 240_000 }, async (t) => {
   const script = fileURLToPath(new URL('../demo/run.js', import.meta.url))
-  const child = spawn(process.execPath, [script, '--quick'], { stdio: ['ignore', 'pipe', 'pipe'] })
+  const child = spawn(process.execPath, [script, '--script', '--quick'], { stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''
   child.stdout.on('data', (d: Buffer) => (out += d.toString()))
   child.stderr.on('data', (d: Buffer) => (out += d.toString()))

@@ -10,7 +10,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { SwormProcessArgs, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
+import type { SwormProcessArgs, SwormProcessEvent, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
 import { freePorts, NodeRequestError, pollUntil } from './cluster.js'
 
 export { freePorts, NodeRequestError, pollUntil }
@@ -104,6 +104,11 @@ export interface SwormCluster {
   freeze(nodeId: string): void
   /** Resume a frozen node (SIGCONT). */
   thaw(nodeId: string): void
+  /**
+   * Listen to the events a node pushes after an IPC `subscribe` request (each node process,
+   * restarted ones too, must be subscribed on its own).
+   */
+  onEvents(listener: (nodeId: string, events: SwormProcessEvent[]) => void): void
 }
 
 /** Start `n` sworm node processes forming a new cluster. */
@@ -122,6 +127,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
   const procs = new Map<string, Proc>()
   /** Nodes started with `join`, and the address they joined through. */
   const joinedVia = new Map<string, string>()
+  const eventListeners: Array<(nodeId: string, events: SwormProcessEvent[]) => void> = []
   let seq = 0
   let stopped = false
 
@@ -171,7 +177,11 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
         if (!ready) reject(new Error(`node ${id} not ready after ${startTimeout} ms; stderr:\n${p.stderrTail.join('\n')}`))
       }, startTimeout)
       child.on('message', (raw: unknown) => {
-        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string } }
+        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string }; events?: SwormProcessEvent[] }
+        if (Array.isArray(m.events)) {
+          for (const l of eventListeners) l(id, m.events)
+          return
+        }
         if (m.ready) {
           ready = true
           clearTimeout(timer)
@@ -296,6 +306,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     heal: (nodeId) => setBlocked(nodeId, false),
     freeze: (nodeId) => signalNode(nodeId, 'SIGSTOP'),
     thaw: (nodeId) => signalNode(nodeId, 'SIGCONT'),
+    onEvents: (listener) => void eventListeners.push(listener),
   }
 
   function signalNode(nodeId: string, sig: 'SIGSTOP' | 'SIGCONT'): void {
