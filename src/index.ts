@@ -3,7 +3,7 @@
  * workers, replicated by its own Raft.
  * @packageDocumentation
  */
-export { Sworm, type SwormEvents, type SwormOptions, type SwormStatusReport, type WorkerStopReason } from './sworm.js'
+export { Sworm, type SwormEvents, type SwormOptions, type SwormStatus, type SwormStatusReport, type WorkerStopReason } from './sworm.js'
 export { pinoLogger } from './logging.js'
 export { COMMIT_LATENCY_BUCKETS } from './metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'

@@ -156,9 +156,8 @@ export interface SwormEvents {
   leaseRenewed: [{ node: string }]
 }
 
-/** What `GET /status` serves (see {@link Sworm.statusReport}). */
-export interface SwormStatusReport {
-  sworm: string
+/** What {@link Sworm.status} returns: this node's replica and registry at a glance. */
+export interface SwormStatus {
   node: string
   role: string
   term: number
@@ -169,6 +168,11 @@ export interface SwormStatusReport {
   workers: number
   supervised: number
   lease: boolean
+}
+
+/** What `GET /status` serves (see {@link Sworm.statusReport}). */
+export interface SwormStatusReport extends SwormStatus {
+  sworm: string
   incarnation: string
   lastIndex: number
   snapshotIndex: number
@@ -1073,18 +1077,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   // ------------------------------------------------------------------ status and stop
 
   /** Role, term, leader and indexes of this node's Raft replica, plus registry counts. */
-  status(): {
-    node: string
-    role: string
-    term: number
-    leader: string | undefined
-    commit: number
-    applied: number
-    names: number
-    workers: number
-    supervised: number
-    lease: boolean
-  } {
+  status(): SwormStatus {
     const s = this.raft.status()
     return {
       node: this.nodeId,

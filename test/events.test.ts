@@ -5,31 +5,13 @@
  */
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { Sworm, silentLogger, type SwormEvents } from '../src/index.js'
-import { freePorts, tempDir, waitFor } from './helpers.js'
+import { Sworm, type SwormEvents } from '../src/index.js'
+import { waitFor, startSworms } from './helpers.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
-const SECRET = 'test-secret-123'
 const spec = (name: string) => ({ module: WORKERS, fn: 'counter', args: [name] })
 
-async function cluster(n: number, name: string, opts: Record<string, unknown> = {}) {
-  const { dir, cleanup } = tempDir()
-  const ports = await freePorts(n)
-  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
-  const nodes = await Promise.all(
-    Object.entries(peers).map(([nodeId, listen]) =>
-      Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: SECRET, logger: silentLogger, ...opts }),
-    ),
-  )
-  await waitFor(() => nodes.some((s) => s.status().role === 'leader'), 10_000, 'a leader')
-  return {
-    nodes,
-    async stop() {
-      await Promise.all(nodes.map((s) => s.stop().catch(() => {})))
-      cleanup()
-    },
-  }
-}
+const cluster = (n: number, name: string, opts: Record<string, unknown> = {}) => startSworms(n, name, opts)
 
 type Ev = { [K in keyof SwormEvents]: { event: K; payload: SwormEvents[K][0] } }[keyof SwormEvents]
 const ALL: Array<keyof SwormEvents> = [

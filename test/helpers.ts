@@ -37,3 +37,33 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
     await new Promise((r) => setTimeout(r, 10))
   }
 }
+
+/** The cluster secret of in-process test clusters. */
+export const TEST_SECRET = 'test-secret-123'
+
+/**
+ * `n` sworms named `name` in this process (real ws on loopback, LevelDB in a temp dir) that have
+ * elected a leader; `stop()` stops them and removes the data.
+ */
+export async function startSworms(n: number, name: string, opts: Partial<import('../src/sworm.js').SwormOptions> = {}) {
+  const { Sworm } = await import('../src/sworm.js')
+  const { silentLogger } = await import('../src/raft/types.js')
+  const { dir, cleanup } = tempDir()
+  const ports = await freePorts(n)
+  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
+  const nodes = await Promise.all(
+    Object.entries(peers).map(([nodeId, listen]) =>
+      Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: TEST_SECRET, logger: silentLogger, ...opts }),
+    ),
+  )
+  await waitFor(() => nodes.some((s) => s.status().role === 'leader'), 10_000, 'a leader')
+  return {
+    nodes,
+    peers,
+    dir,
+    async stop() {
+      await Promise.all(nodes.map((s) => s.stop().catch(() => {})))
+      cleanup()
+    },
+  }
+}

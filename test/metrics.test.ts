@@ -6,30 +6,13 @@ import { spawn } from 'node:child_process'
 import { get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { Sworm, silentLogger } from '../src/index.js'
-import { freePorts, tempDir, waitFor } from './helpers.js'
+import { Sworm } from '../src/index.js'
+import { freePorts, waitFor, startSworms } from './helpers.js'
 
 const SECRET = 'test-secret-123'
 const CLI = fileURLToPath(new URL('../../bin/sworm.js', import.meta.url))
 
-async function startCluster(n: number, name: string, extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) {
-  const { dir, cleanup } = tempDir()
-  const ports = await freePorts(n)
-  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
-  const nodes = await Promise.all(
-    Object.entries(peers).map(([nodeId, listen]) =>
-      Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: SECRET, logger: silentLogger, ...extra }),
-    ),
-  )
-  await waitFor(() => nodes.some((s) => s.status().role === 'leader'), 10_000, 'a leader')
-  return {
-    nodes,
-    async stop() {
-      await Promise.all(nodes.map((s) => s.stop().catch(() => {})))
-      cleanup()
-    },
-  }
-}
+const startCluster = (n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) => startSworms(n, name, extra)
 
 function httpGet(url: string): Promise<{ status: number; type: string; body: string }> {
   return new Promise((resolve, reject) => {

@@ -5,30 +5,11 @@
 import t from 'tap'
 import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, Sworm, TimeoutError, WorkerCrashedError, silentLogger } from '../src/index.js'
 import type { WorkerRef } from '../src/index.js'
-import { freePorts, tempDir, waitFor } from './helpers.js'
+import { freePorts, tempDir, waitFor, startSworms } from './helpers.js'
 
 const SECRET = 'test-secret-123'
 
-async function startCluster(n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) {
-  const { dir, cleanup } = tempDir()
-  const ports = await freePorts(n)
-  const peers = Object.fromEntries(ports.map((p, i) => [`n${i + 1}`, `ws://127.0.0.1:${p}`]))
-  const nodes = await Promise.all(
-    Object.entries(peers).map(([nodeId, listen]) =>
-      Sworm.start({ name, nodeId, listen, peers, dataDir: `${dir}/${nodeId}`, secret: SECRET, logger: silentLogger, ...extra }),
-    ),
-  )
-  await waitFor(() => nodes.some((s) => s.status().role === 'leader'), 10_000, 'a leader')
-  return {
-    nodes,
-    peers,
-    dir,
-    async stop() {
-      await Promise.all(nodes.map((s) => s.stop().catch(() => {})))
-      cleanup()
-    },
-  }
-}
+const startCluster = (n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) => startSworms(n, name, extra)
 
 const echo = (tag: string) => ({
   handleCall: (msg: unknown) => ({ tag, msg }),
