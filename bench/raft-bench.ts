@@ -14,12 +14,13 @@
  * @module
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, readFileSync, rmSync } from 'node:fs'
+import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { cpus, tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
-import { Etcd3, type IOptions } from 'etcd3'
+import type { Etcd3 } from 'etcd3'
+import { etcdClientFor, findEtcd, processCpuMs } from './etcd.js'
 import type { LoadResult } from '../test/fixtures/raft-kv-process.js'
 import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../test/real/cluster.js'
 
@@ -140,57 +141,6 @@ async function benchSworm(): Promise<Results> {
 
 // ------------------------------------------------------------------------------------ etcd
 
-function findOnPath(cmd: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue
-    const p = join(dir, cmd)
-    try {
-      accessSync(p, constants.X_OK)
-      return p
-    } catch {
-      // not here
-    }
-  }
-  return undefined
-}
-
-type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>
-
-/** A policy that just runs the call: no retries, no circuit breaker (they would distort timings). */
-const passthrough = {
-  execute: <T>(fn: (ctx: { signal: AbortSignal }) => PromiseLike<T> | T): Promise<T> =>
-    Promise.resolve().then(() => fn({ signal: new AbortController().signal })),
-  onSuccess: () => ({ dispose() {} }),
-  onFailure: () => ({ dispose() {} }),
-} as unknown as FaultPolicy
-
-function etcdClient(url: string, callTimeoutMs = 5_000): Etcd3 {
-  return new Etcd3({
-    hosts: [url],
-    dialTimeout: 2_000,
-    faultHandling: { global: passthrough, host: () => passthrough },
-    defaultCallOptions: () => ({ deadline: Date.now() + callTimeoutMs }),
-  })
-}
-
-const CLK_TCK = (() => {
-  const r = spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' })
-  const n = Number(r.stdout?.trim())
-  return Number.isFinite(n) && n > 0 ? n : 100
-})()
-
-/** user+system CPU of a process in ms, from /proc (Linux). */
-function procCpuMs(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    // fields after the comm: state(3) ... utime(14) stime(15) -> indexes 11, 12 here
-    return ((Number(rest[11]) + Number(rest[12])) * 1000) / CLK_TCK
-  } catch {
-    return undefined
-  }
-}
-
 interface EtcdMember {
   name: string
   clientUrl: string
@@ -247,7 +197,7 @@ async function etcdLoad(
   let ops = 0
   let errors = 0
   const samples: string[] = []
-  const cpu0 = procCpuMs(pid)
+  const cpu0 = processCpuMs(pid)
   const self0 = process.cpuUsage()
   const t0 = performance.now()
   const stopAt = t0 + cap
@@ -273,7 +223,7 @@ async function etcdLoad(
   }
   await Promise.all(Array.from({ length: opts.concurrency }, worker))
   const ms = performance.now() - t0
-  const cpu1 = procCpuMs(pid)
+  const cpu1 = processCpuMs(pid)
   const self = process.cpuUsage(self0)
   lat.sort((a, b) => a - b)
   if (errors) log(`  ${errors} errors, e.g. ${samples.join(' | ')}`)
@@ -341,7 +291,7 @@ async function benchEtcd(bin: string): Promise<Results> {
       ],
       proc: undefined,
       exited: Promise.resolve(),
-      client: etcdClient(clientUrl),
+      client: etcdClientFor(clientUrl),
       stderrTail: [],
     }
   })
@@ -403,7 +353,7 @@ async function benchEtcd(bin: string): Promise<Results> {
 
 /** Fire a put every 5 ms at the survivors until one succeeds; resolves with its time. */
 function etcdFirstPut(survivors: EtcdMember[], prefix: string, timeoutMs: number): Promise<number> {
-  const clients = survivors.map((m) => etcdClient(m.clientUrl, 3_000))
+  const clients = survivors.map((m) => etcdClientFor(m.clientUrl, 3_000))
   return new Promise<number>((resolve, reject) => {
     let done = false
     let i = 0
@@ -524,7 +474,7 @@ function report(s: Results, e: Results | undefined, etcdMissing: string | undefi
 
 async function main(): Promise<void> {
   const sworm = await benchSworm()
-  const bin = findOnPath('etcd')
+  const bin = findEtcd()
   let etcd: Results | undefined
   let missing: string | undefined
   if (!bin) {
