@@ -737,9 +737,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.guard()
     const n = this.checkName(name)
     const r = this.checkRef(ref)
-    if (r.node === this.nodeId && r.inc === this.incarnation && !this.workers.has(r.id)) return false
+    if (r.node === this.nodeId && r.inc === this.incarnation && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
     await this.ready()
     const res = await this.raft.propose({ c: 'register', name: n, ref: r })
+    if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     return res === true
   }
 

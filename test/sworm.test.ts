@@ -99,7 +99,7 @@ t.test("a static worker's name vanishes everywhere when it ends or crashes", asy
   t.ok(await a.registerName('w2', ref2))
   await a.exit(ref2)
   await waitFor(() => b.whereisName('w2') === undefined, 5000, 'exit removes the name')
-  t.equal(await a.registerName('w3', ref2), false, 'a dead ref cannot take a name')
+  await t.rejects(a.registerName('w3', ref2), NoWorkerError, 'a dead ref cannot take a name')
 })
 
 t.test('names of a node that stops or dies vanish from the others', async (t) => {

@@ -225,7 +225,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (s.size === 0) this.namesOf.delete(k)
   }
 
-  private register(name: string, ref: WorkerRef): boolean {
+  private register(name: string, ref: WorkerRef): boolean | 'node-down' {
     if (this.names.has(name)) return false
     // An extra name for a supervised worker: an alias that follows it.
     const owner = this.ownerOf(ref)
@@ -239,7 +239,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     }
     const node = this.nodes.get(ref.node)
     // A ref of a node incarnation that is not (or no longer) up cannot take a name.
-    if (!node || node.inc !== ref.inc || !node.up) return false
+    if (!node || node.inc !== ref.inc || !node.up) return 'node-down'
     this.names.set(name, { name, ref, kind: 'static' })
     this.indexRef(name, ref)
     this.onChange?.({ type: 'registered', name, ref })

@@ -128,4 +128,4 @@ export type SuperviseResult =
   | { placed: false; exists: false; noNode: true }
 
 /** Results of {@link RegistryCommand}s, by command. */
-export type RegistryResult = boolean | 'not-found' | SuperviseResult | undefined
+export type RegistryResult = boolean | 'not-found' | 'node-down' | SuperviseResult | undefined

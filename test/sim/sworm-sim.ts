@@ -9,6 +9,7 @@ import { MemoryStorage } from '../../src/raft/memory-storage.js'
 import { silentLogger, type Logger } from '../../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../../src/sworm.js'
 import { SimNetwork, SimScheduler } from '../../src/testkit/sim.js'
+import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import * as workers from '../fixtures/workers.js'
 
 interface Member {
@@ -38,7 +39,10 @@ function traceLogger(node: string, now: () => number): Logger {
   return { debug: w('debug'), info: w('info'), warn: w('warn'), error: w('error') }
 }
 
-export async function runSwormScenario(seed: number, opts: { durationMs?: number; nodes?: number; names?: number } = {}): Promise<SwormSimResult> {
+export async function runSwormScenario(
+  seed: number,
+  opts: { durationMs?: number; nodes?: number; names?: number; clients?: number } = {},
+): Promise<SwormSimResult> {
   const sched = new SimScheduler(seed)
   const net = new SimNetwork(sched)
   const r = sched.random
@@ -98,8 +102,61 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
   }
 
   const alive = (): Member[] => [...members.values()].filter((m) => m.alive && m.sworm)
+
+  // Clients of static registrations. Each node has its own key space ("s:<node>:<k>"), bound only
+  // to workers of that node, so when a node is cut off or crashes, the system may drop exactly
+  // those names (nodeDown, a new incarnation): modelled as deletes that may happen at any time
+  // from then on (pending operations for the checker).
+  const history: KvOperation[] = []
+  let clientSeq = 0
+  const staticKeys = 3
+  const maybeDropped = (node: string): void => {
+    for (let k = 0; k < staticKeys; k++) history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: sched.now, ret: Infinity, output: undefined })
+  }
+  const clientOp = async (): Promise<void> => {
+    const nodes = alive()
+    if (!nodes.length) return
+    const via = pick(nodes)
+    const owner = pick(ids)
+    const key = `s:${owner}:${Math.floor(r() * staticKeys)}`
+    const x = r()
+    const op: KvOperation = { client: clientSeq++, input: { op: 'get', key }, call: sched.now, ret: Infinity, output: undefined }
+    try {
+      if (x < 0.45) {
+        // register a fresh static worker of the owner node (only the owner can spawn it)
+        const host = members.get(owner)
+        if (!host?.alive || !host.sworm) return
+        const ref = host.sworm.spawn({ handleCall: () => 'ok' })
+        const value = `v${ref.inc}.${ref.id}`
+        op.input = { op: 'putIfAbsent', key, value }
+        history.push(op)
+        const ok = await via.sworm!.registerName(key, ref)
+        op.output = { ok }
+      } else if (x < 0.7) {
+        op.input = { op: 'delete', key }
+        history.push(op)
+        op.output = { ok: await via.sworm!.unregisterName(key) }
+      } else {
+        op.input = { op: 'get', key }
+        history.push(op)
+        const ref = await via.sworm!.whereisName(key, { consistent: true })
+        op.output = { value: ref ? `v${ref.inc}.${ref.id}` : undefined }
+      }
+      op.ret = sched.now
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      // a read that failed, or a write that surely did not happen, leaves no trace
+      if (op.input.op === 'get' || code === 'NOT_LEADER' || code === 'PROPOSAL_DROPPED' || code === 'INVALID_ARGUMENT' || code === 'NO_WORKER' || code === 'SHUTTING_DOWN') {
+        const i = history.indexOf(op)
+        if (i >= 0 && (code !== 'SHUTTING_DOWN' || op.input.op === 'get')) history.splice(i, 1)
+      }
+    }
+  }
+  let clientsOn = true
+  const clientLoops: Array<Promise<void>> = []
   const crash = async (m: Member): Promise<void> => {
     if (!m.alive) return
+    maybeDropped(m.id)
     m.alive = false
     for (const d of m.detach) d()
     const dead = m.sworm?.crashForTests() ?? []
@@ -120,6 +177,19 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
   await sched.runUntilTrue(() => alive().some((m) => m.sworm!.status().role === 'leader'), 5000)
   for (let i = 0; i < (opts.names ?? 20); i++) register()
   await sched.runUntil(sched.now + 2000)
+  for (let i = 0; i < (opts.clients ?? 0); i++) {
+    clientLoops.push(
+      (async () => {
+        while (clientsOn) {
+          let done = false
+          void clientOp().finally(() => (done = true))
+          // an operation on a node that crashes never settles: move on after a while
+          for (let w = 0; w < 80 && !done; w++) await sched.sleep(50)
+          await sched.sleep(r() * 50)
+        }
+      })(),
+    )
+  }
 
   const end = sched.now + (opts.durationMs ?? 15_000)
   while (sched.now < end) {
@@ -131,11 +201,16 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
       const s = ids.slice().sort(() => r() - 0.5)
       const k = 1 + Math.floor(r() * 2)
       net.partition([s.slice(0, k), s.slice(k)])
+      for (const id of ids) maybeDropped(id)
       count('partition')
     } else if (x < 0.2) {
       const a = pick(ids)
       const b = pick(ids)
-      if (a !== b) net.block(a, b)
+      if (a !== b) {
+        net.block(a, b)
+        maybeDropped(a)
+        maybeDropped(b)
+      }
       count('one-way')
     } else if (x < 0.32) {
       net.heal()
@@ -195,6 +270,7 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
   net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
   for (const m of members.values()) if (!m.alive) await boot(m)
   for (const m of alive()) void m.sworm!.undrain().catch(() => {})
+  clientsOn = false
   const healedAt = sched.now
   const problems: string[] = []
 
@@ -205,14 +281,14 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
     if (nodes.length !== n) return false
     const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
     if (!leader) return false
-    const reg = leader.sworm!.registered()
+    const reg = leader.sworm!.registered().filter(([nm]) => !nm.startsWith('s:'))
     const aliveInc = new Map<string, number>()
     for (const e of lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
     const names = new Set(reg.map(([nm]) => prefix + nm))
     for (const [nm, k] of aliveInc) if (k !== (names.has(nm) ? 1 : 0)) return false
     for (const nm of names) if ((aliveInc.get(nm) ?? 0) !== 1) return false
     // every node has applied the same registry
-    const want = JSON.stringify(reg.map(([nm, ref]) => [nm, ref.node, ref.id]).sort())
+    const want = JSON.stringify(leader.sworm!.registered().map(([nm, ref]) => [nm, ref.node, ref.id]).sort())
     return nodes.every((m) => JSON.stringify(m.sworm!.registered().map(([nm, ref]) => [nm, ref.node, ref.id]).sort()) === want)
   }
   const ok = await sched.runUntilTrue(settled, 30_000, 20)
@@ -222,6 +298,14 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
     const aliveInc = new Map<string, number>()
     for (const e of lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
     if (process.env.SIM_TRACE) {
+      {
+        const lead = alive().find((m) => m.sworm!.status().role === 'leader')
+        const names = new Set(lead?.sworm!.registered().filter(([nm]) => !nm.startsWith('s:')).map(([nm]) => prefix + nm))
+        const inc = new Map<string, number>()
+        for (const e of lifeNow()) inc.set(e.name, (inc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
+        console.error('MISMATCH', JSON.stringify([...inc].filter(([nm, k]) => k !== (names.has(nm) ? 1 : 0))), JSON.stringify([...names].filter((nm) => (inc.get(nm) ?? 0) !== 1)))
+      }
+      for (const m of alive()) console.error('REG', m.id, JSON.stringify(m.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}.${ref.id}`).sort()))
       for (const m of alive()) {
         const sw = m.sworm as unknown as { supervisor: { running: Map<string, unknown>; starting: Set<string> }; incarnation: string; state: { supervisedOn(n: string): unknown[]; nodeRecords(): unknown[] } }
         console.error(m.id, sw.incarnation, m.sworm!.status(), 'lease', m.sworm!.leaseOk(), 'running', [...sw.supervisor.running], 'starting', [...sw.supervisor.starting])
@@ -232,6 +316,13 @@ export async function runSwormScenario(seed: number, opts: { durationMs?: number
     problems.push(
       `did not settle to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`,
     )
+  }
+  if (opts.clients) {
+    let clientsDone = false
+    void Promise.all(clientLoops).finally(() => (clientsDone = true))
+    await sched.runUntilTrue(() => clientsDone, 10_000)
+    const lin = checkLinearizable(kvModel, history, { timeoutMs: 30_000 })
+    if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
   }
   const ov = workers.overlaps(lifeNow())
   if (ov.length && process.env.SIM_TRACE) for (const e of lifeNow()) console.error('life', JSON.stringify(e))
