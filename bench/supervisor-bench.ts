@@ -311,7 +311,7 @@ function report(r: Results): string {
       `(placement by load; each start measure on a fresh cluster, the failover on the cluster that holds those ${k(N.starts)} workers). ` +
       `Failover: from SIGKILL until a survivor's \`call\` (retried every 10 ms while it fails) got an answer from every name that ran on the victim; ` +
       `the leader moves a silent node's workers only after lease + drift (${LEASE_MS + DRIFT_MS} ms) without hearing from it, and a new leader only ` +
-      `that long after its own election; it checks every min(1 s, (lease + drift) / 4) = ${Math.min(1000, (LEASE_MS + DRIFT_MS) / 4)} ms. ` +
+      `that long after its own election; it checks every 100 ms. ` +
       `"Declared gone" is read from the survivors' log lines (ms resolution). ` +
       `Drain: the drained node's counters were incremented to 1 first; "kept their state" counts those reading 1 after the move.` +
       `${QUICK ? ' --quick counts.' : ''}`,
