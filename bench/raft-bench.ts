@@ -13,6 +13,7 @@
  * Prints one markdown table, then the targets with met / not met.
  * @module
  */
+import { benchLogger, percentile, runMain } from './common.js'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -55,15 +56,8 @@ interface Results {
   notes: string[]
 }
 
-function log(msg: string): void {
-  process.stderr.write(`[bench ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
-}
+const log = benchLogger('bench')
 
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return 0
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[i]!
-}
 
 function median(xs: number[]): number | undefined {
   if (!xs.length) return undefined
@@ -492,10 +486,4 @@ async function main(): Promise<void> {
   log('done')
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(1)
-  },
-)
+runMain(main)

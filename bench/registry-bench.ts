@@ -13,6 +13,7 @@
  * Prints one markdown table, then the targets with met / not met.
  * @module
  */
+import { benchLogger, installBenchGuards, percentile, runMain } from './common.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
@@ -30,7 +31,6 @@ const INFLIGHT = 64
 const PHASE_MAX_MS = QUICK ? 20_000 : 40_000
 /** Hard limit for the whole run. */
 const WATCHDOG_MS = 270_000
-const benchStart = performance.now()
 
 // ---------------------------------------------------------------------------------- cleanup
 
@@ -39,27 +39,10 @@ function cleanupSync(): void {
   killAllEtcdSync()
   for (const d of swormDirs) rmSync(d, { recursive: true, force: true }) // node processes exit with their IPC channel
 }
-process.on('exit', cleanupSync)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    process.stderr.write(`bench interrupted (${sig}); cleaning up\n`)
-    process.exit(130)
-  })
-}
-setTimeout(() => {
-  process.stderr.write(`bench watchdog: still running after ${WATCHDOG_MS / 1000} s; aborting\n`)
-  process.exit(3)
-}, WATCHDOG_MS).unref()
+installBenchGuards(cleanupSync, WATCHDOG_MS)
 
-function log(msg: string): void {
-  process.stderr.write(`[bench ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
-}
+const log = benchLogger('bench')
 
-function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return 0
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[i]!
-}
 
 // ---------------------------------------------------------------------------------- measures
 
@@ -399,10 +382,4 @@ async function main(): Promise<void> {
   log('done')
 }
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(1)
-  },
-)
+runMain(main)

@@ -18,6 +18,7 @@
  * Kills its node processes and removes its temporary directories on every exit path.
  * @module
  */
+import { benchLogger, installBenchGuards, runMain } from './common.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
@@ -59,21 +60,9 @@ function cleanupSync(): void {
   }
   clusters.clear()
 }
-process.on('exit', cleanupSync)
-for (const sig of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(sig, () => {
-    process.stderr.write(`bench interrupted (${sig}); cleaning up\n`)
-    process.exit(130)
-  })
-}
-setTimeout(() => {
-  process.stderr.write(`bench watchdog: still running after ${WATCHDOG_MS / 1000} s; aborting\n`)
-  process.exit(3)
-}, WATCHDOG_MS).unref()
+installBenchGuards(cleanupSync, WATCHDOG_MS)
 
-function log(msg: string): void {
-  process.stderr.write(`[supervisor-bench ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
-}
+const log = benchLogger('supervisor-bench')
 
 const nowEpoch = (): number => performance.timeOrigin + performance.now()
 const namesOf = (prefix: string, count: number): string[] => Array.from({ length: count }, (_, i) => `${prefix}${i}`)
@@ -375,10 +364,4 @@ async function main(): Promise<void> {
   if (errors.length) process.exitCode = 1
 }
 
-main().then(
-  () => process.exit(process.exitCode ?? 0),
-  (err: unknown) => {
-    process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
-    process.exit(1)
-  },
-)
+runMain(main)

@@ -1,0 +1,45 @@
+/** What every bench script shares: progress lines, percentiles, cleanup guards, the main wrapper. */
+import { performance } from 'node:perf_hooks'
+
+const benchStart = performance.now()
+
+/** A progress logger writing `[tag 12.3s] msg` to stderr (the table goes to stdout). */
+export function benchLogger(tag: string): (msg: string) => void {
+  return (msg) => process.stderr.write(`[${tag} ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
+}
+
+/** The p-th percentile (0..100) of an ascending array; 0 when empty. */
+export function percentile(sorted: number[], p: number): number {
+  if (!sorted.length) return 0
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
+  return sorted[i]!
+}
+
+/**
+ * Run `cleanupSync` on exit, exit 130 on SIGINT/SIGTERM (which runs it too), and abort with exit 3
+ * if the bench still runs after `watchdogMs`.
+ */
+export function installBenchGuards(cleanupSync: () => void, watchdogMs: number): void {
+  process.on('exit', cleanupSync)
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      process.stderr.write(`bench interrupted (${sig}); cleaning up\n`)
+      process.exit(130)
+    })
+  }
+  setTimeout(() => {
+    process.stderr.write(`bench watchdog: still running after ${watchdogMs / 1000} s; aborting\n`)
+    process.exit(3)
+  }, watchdogMs).unref()
+}
+
+/** Run the bench's main function; exit with its exit code, or 1 with the error. */
+export function runMain(main: () => Promise<void>): void {
+  main().then(
+    () => process.exit(process.exitCode ?? 0),
+    (err: unknown) => {
+      process.stderr.write(`bench failed: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`)
+      process.exit(1)
+    },
+  )
+}
