@@ -89,20 +89,27 @@ t.test('a second open of a locked directory fails with StorageError', async (t) 
   await s.close()
 })
 
-t.test('corruption is detected and named', async (t) => {
-  /** A closed storage dir with hard state, a snapshot at 5 and entries 6..20. */
-  async function prepared(withSnapshot: boolean): Promise<string> {
-    const dir = await tempDir()
-    const s = await LevelStorage.open(dir)
-    await s.write({ hardState: { term: 3, vote: 'n1', commit: 15 }, entries: makeEntries(1, 20, 3) })
-    if (withSnapshot) await s.saveSnapshot({ meta: { index: 5, term: 3, config }, data: Uint8Array.from([9, 9, 9, 9, 9, 9]) })
-    await s.close()
-    return dir
-  }
+/** A closed storage dir with hard state, a snapshot at 5 and entries 6..20. */
+async function prepared(withSnapshot: boolean): Promise<string> {
+  const dir = await tempDir()
+  const s = await LevelStorage.open(dir)
+  await s.write({ hardState: { term: 3, vote: 'n1', commit: 15 }, entries: makeEntries(1, 20, 3) })
+  if (withSnapshot) await s.saveSnapshot({ meta: { index: 5, term: 3, config }, data: Uint8Array.from([9, 9, 9, 9, 9, 9]) })
+  await s.close()
+  return dir
+}
 
+const flip = (key: Uint8Array, at: (len: number) => number) => async (db: Level<Uint8Array, Uint8Array>) => {
+  const v = (await db.get(key))!
+  const c = v.slice()
+  c[at(c.length)]! ^= 0x10
+  await db.put(key, c)
+}
+
+t.test('corruption is detected and named (repair: false)', async (t) => {
   async function expectCorrupt(t: Test, dir: string, record: string, reason: RegExp): Promise<void> {
     const logger = recordingLogger()
-    const s = await LevelStorage.open(dir, { logger })
+    const s = await LevelStorage.open(dir, { logger, repair: false })
     const err = await s.load().then(
       () => undefined,
       (e: unknown) => e,
@@ -117,13 +124,6 @@ t.test('corruption is detected and named', async (t) => {
     t.equal(errors.length, 1, 'one error line')
     t.equal(errors[0]?.fields?.record, record, 'the log line names the record')
     await s.close()
-  }
-
-  const flip = (key: Uint8Array, at: (len: number) => number) => async (db: Level<Uint8Array, Uint8Array>) => {
-    const v = (await db.get(key))!
-    const c = v.slice()
-    c[at(c.length)]! ^= 0x10
-    await db.put(key, c)
   }
 
   t.test('flipped byte in an entry in the middle of the log', async (t) => {
@@ -239,6 +239,165 @@ t.test('corruption is detected and named', async (t) => {
     t.equal(st.entries[0]!.index, 6)
     await s.close()
   })
+})
+
+t.test('repair at load (the default): what cannot be trusted is dropped, the loss is marked, one log line', async (t) => {
+  /** Load `dir` with repair; return what loaded, the log lines, and a second load's result. */
+  async function repaired(dir: string) {
+    const logger = recordingLogger()
+    const s = await LevelStorage.open(dir, { logger })
+    const st = await s.load()
+    await s.close()
+    const s2 = await LevelStorage.open(dir)
+    const again = await s2.load()
+    return { st, again, logger, s2 }
+  }
+
+  t.test('torn last record: the log keeps what precedes it', async (t) => {
+    const dir = await prepared(true)
+    await tamper(dir, async (db) => {
+      const k = levelStorageKeys.entry(20)
+      const v = (await db.get(k))!
+      await db.put(k, v.slice(0, v.length - 3))
+    })
+    const { st, again, logger, s2 } = await repaired(dir)
+    t.same(st.entries.map((e) => e.index), Array.from({ length: 14 }, (_, i) => 6 + i), 'entries 6..19 kept')
+    t.same(st.recovery?.lostUpTo, 20, 'marked: this node held up to 20')
+    t.same(st.hardState, { term: 3, vote: 'n1', commit: 15 }, 'hard state kept')
+    const errors = logger.lines.filter((l) => l.level === 'error')
+    t.equal(errors.length, 1, `one error line: ${errors[0]?.msg}`)
+    t.match(String(errors[0]?.fields?.problems), /entry 20/, 'naming the record')
+    t.same(again.entries.length, 14, 'the repair is durable')
+    t.same(again.recovery?.lostUpTo, 20, 'and so is the marker, until cleared')
+    await s2.write({ entries: makeEntries(20, 2, 4), recovered: true })
+    await s2.close()
+    const s3 = await LevelStorage.open(dir)
+    const st3 = await s3.load()
+    t.equal(st3.recovery, undefined, 'a write with recovered: true clears the marker')
+    t.equal(st3.entries.at(-1)?.index, 21, 'and the log grows again')
+    await s3.close()
+  })
+
+  t.test('corrupt entry in the middle: it and everything after it go', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, flip(levelStorageKeys.entry(10), (n) => n - 1))
+    const { st, s2 } = await repaired(dir)
+    t.same(st.entries.map((e) => e.index), [1, 2, 3, 4, 5, 6, 7, 8, 9])
+    t.equal(st.recovery?.lostUpTo, 20)
+    t.match(st.recovery?.reason, /entry 10.*checksum mismatch.*dropped entries 10\.\.20/)
+    await s2.close()
+  })
+
+  t.test('gap in the log', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, (db) => db.del(levelStorageKeys.entry(11)))
+    const { st, s2 } = await repaired(dir)
+    t.equal(st.entries.at(-1)?.index, 10)
+    t.equal(st.recovery?.lostUpTo, 20)
+    await s2.close()
+  })
+
+  t.test('corrupt snapshot: dropped with the log after it; its index is known from its small record', async (t) => {
+    const dir = await prepared(true)
+    await tamper(dir, flip(levelStorageKeys.snapshot(), (n) => n - 2))
+    const { st, logger, s2 } = await repaired(dir)
+    t.equal(st.snapshot, undefined, 'no snapshot')
+    t.same(st.entries, [], 'no log')
+    t.equal(st.recovery?.lostUpTo, 20, 'marked up to the last entry held')
+    t.same(st.hardState, { term: 3, vote: 'n1', commit: 15 }, 'term and vote kept')
+    t.equal(logger.lines.filter((l) => l.level === 'error').length, 1, 'one error line')
+    await s2.close()
+  })
+
+  t.test('corrupt snapshot with no log after it: marked up to the snapshot', async (t) => {
+    const dir = await tempDir()
+    const s = await LevelStorage.open(dir)
+    await s.write({ hardState: { term: 3, vote: 'n1', commit: 8 }, entries: makeEntries(1, 8, 3) })
+    await s.saveSnapshot({ meta: { index: 8, term: 3, config }, data: Uint8Array.from([1, 2, 3, 4]) })
+    await s.close()
+    await tamper(dir, flip(levelStorageKeys.snapshot(), () => 5))
+    const { st, s2 } = await repaired(dir)
+    t.equal(st.recovery?.lostUpTo, 8)
+    await s2.close()
+  })
+
+  t.test('corrupt snapshot and corrupt index record: refused, it cannot know what it held', async (t) => {
+    const dir = await prepared(true)
+    await tamper(dir, async (db) => {
+      await flip(levelStorageKeys.snapshot(), (n) => n - 2)(db)
+      await flip(levelStorageKeys.snapshotMeta(), (n) => n - 1)(db)
+    })
+    const s = await LevelStorage.open(dir, { logger: recordingLogger() })
+    await t.rejects(s.load(), { code: 'CORRUPT_STORAGE', message: /index is unreadable/ })
+    await s.close()
+  })
+
+  t.test('corrupt hard state: restored from its copy, nothing lost', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, flip(levelStorageKeys.hardState(), (n) => n - 1))
+    const { st, again, logger, s2 } = await repaired(dir)
+    t.same(st.hardState, { term: 3, vote: 'n1', commit: 15 })
+    t.equal(st.recovery, undefined, 'no marker: nothing was lost')
+    t.equal(st.entries.length, 20)
+    t.equal(logger.lines.filter((l) => l.level === 'warn').length, 1, 'one warning')
+    t.same(again.hardState, st.hardState, 'the record is rewritten')
+    await s2.close()
+  })
+
+  t.test('both hard state records corrupt: refused with a reason an operator can act on', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, async (db) => {
+      await flip(levelStorageKeys.hardState(), (n) => n - 1)(db)
+      await flip(levelStorageKeys.hardStateCopy(), (n) => n - 1)(db)
+    })
+    const logger = recordingLogger()
+    const s = await LevelStorage.open(dir, { logger })
+    await t.rejects(s.load(), { code: 'CORRUPT_STORAGE', message: /term and vote are lost.*new one/ })
+    t.equal(logger.lines.filter((l) => l.level === 'error').length, 1, 'one error line')
+    await s.close()
+  })
+
+  t.test('a second repair before catching up keeps the higher mark', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, flip(levelStorageKeys.entry(15), (n) => n - 1))
+    const first = await repaired(dir)
+    await first.s2.close()
+    await tamper(dir, flip(levelStorageKeys.entry(5), (n) => n - 1))
+    const { st, s2 } = await repaired(dir)
+    t.equal(st.entries.length, 4)
+    t.equal(st.recovery?.lostUpTo, 20, 'still 20: the first loss is not caught up yet')
+    await s2.close()
+  })
+})
+
+t.test('reopen: after a failed write the storage refuses until reopened, then serves again', async (t) => {
+  const dir = await tempDir()
+  const logger = recordingLogger()
+  const s = await LevelStorage.open(dir, { logger })
+  await s.write({ entries: makeEntries(1, 3, 1), hardState: { term: 1, vote: undefined, commit: 0 } })
+  const db = (s as unknown as { db: Level<Uint8Array, Uint8Array> }).db
+  const realBatch = db.batch.bind(db)
+  // an fsync error: the batch is refused by the disk
+  ;(db as unknown as { batch: () => unknown }).batch = () => {
+    const b = realBatch()
+    return Object.assign(Object.create(Object.getPrototypeOf(b) as object) as object, b, {
+      put: (k: Uint8Array, v: Uint8Array) => b.put(k, v),
+      del: (k: Uint8Array) => b.del(k),
+      close: () => b.close(),
+      write: async () => {
+        await b.close()
+        throw Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' })
+      },
+    })
+  }
+  await t.rejects(s.write({ entries: makeEntries(4, 1, 1) }), { code: 'STORAGE', message: /EIO/ })
+  await t.rejects(s.write({ entries: makeEntries(4, 1, 1) }), { code: 'STORAGE' }, 'sticky')
+  await s.reopen() // a fresh LevelDB handle: the fault is gone
+  await s.write({ entries: makeEntries(4, 2, 1) })
+  const st = await s.load()
+  t.same(st.entries.map((e) => e.index), [1, 2, 3, 4, 5], 'the failed write left nothing; later writes work')
+  await s.close()
+  await t.rejects(s.reopen(), { code: 'STORAGE' }, 'not after close')
 })
 
 t.test('crash safety: every acknowledged write survives SIGKILL', async (t) => {

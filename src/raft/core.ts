@@ -140,6 +140,11 @@ export interface CoreStatus {
   lastIndex: number
   snapshotIndex: number
   config: ClusterConfig
+  /**
+   * Set while this node, after its storage dropped corrupt records, has not yet caught up past
+   * what it lost: it neither votes nor campaigns until its commit index reaches this.
+   */
+  recoveringUpTo: number | undefined
 }
 
 /** The Raft state machine. See the module documentation. */
@@ -177,6 +182,8 @@ export class RaftCore {
   private progress = new Map<NodeId, Progress>()
   private transferee: NodeId | undefined
   private transferElapsed = 0
+  /** After a storage repair: no votes and no campaigns until `commit` reaches this (0: none). */
+  private lostUpTo = 0
 
   // reads
   private readSeq = 0
@@ -199,7 +206,14 @@ export class RaftCore {
   private lastSoft: SoftState
   private appendsDirty = false
 
-  constructor(opts: CoreOptions, persisted: PersistedState) {
+  /**
+   * @param opts - timing, features and the random source
+   * @param persisted - what the node loaded from its storage
+   * @param applied - what the node's state machine has applied already, when the core is rebuilt
+   * in a running node (after its storage recovered): committed entries up to there are not
+   * handed out again. Defaults to the snapshot's index.
+   */
+  constructor(opts: CoreOptions, persisted: PersistedState, applied?: number) {
     this.id = opts.id
     this.electionTicks = opts.electionTicks ?? 10
     this.heartbeatTicks = opts.heartbeatTicks ?? 1
@@ -222,6 +236,12 @@ export class RaftCore {
     this.stableIndex = this.lastIndex()
     this.commit = Math.min(Math.max(persisted.hardState.commit, this.snapIndex), this.lastIndex())
     this.applied = this.snapIndex
+    if (applied !== undefined && applied > this.snapIndex) {
+      // entries the state machine applied were committed, and were durable here before it applied them
+      this.applied = Math.min(applied, this.lastIndex())
+      this.commit = Math.max(this.commit, this.applied)
+    }
+    this.lostUpTo = persisted.recovery?.lostUpTo ?? 0
     this.config = this.latestConfig()
     this.resetRandomizedTimeout()
     this.lastSoft = this.soft()
@@ -314,6 +334,7 @@ export class RaftCore {
       lastIndex: this.lastIndex(),
       snapshotIndex: this.snapIndex,
       config: cloneConfig(this.config),
+      recoveringUpTo: this.recovering() ? this.lostUpTo : undefined,
     }
   }
 
@@ -363,8 +384,18 @@ export class RaftCore {
     if (this.electionElapsed >= this.randomizedTimeout && this.canCampaign()) this.campaign(false)
   }
 
+  /**
+   * Whether this node lost log entries to corruption and has not caught up past them. It may have
+   * acknowledged those entries, so voting for (or becoming) a leader without them could lose a
+   * committed entry (Leader Completeness). A commit index learned from a leader at or beyond them
+   * proves its log holds every entry it ever acknowledged again.
+   */
+  private recovering(): boolean {
+    return this.commit < this.lostUpTo
+  }
+
   private canCampaign(): boolean {
-    if (!this.isVoter()) return false
+    if (!this.isVoter() || this.recovering()) return false
     // Never campaign with committed entries not yet applied that may hold a config change:
     // harmless here because the config in use is always the latest in the log.
     return true
@@ -500,7 +531,7 @@ export class RaftCore {
       case 'snap':
         return this.handleSnapshot(m)
       case 'timeoutNow':
-        if (this.isVoter() && this.role !== 'leader') this.campaign(true)
+        if (this.isVoter() && this.role !== 'leader' && !this.recovering()) this.campaign(true)
         return
       case 'readIndex':
         return this.handleReadIndex(m)
@@ -638,7 +669,9 @@ export class RaftCore {
 
   private handleVote(m: MsgVote): void {
     let granted = false
-    if (m.pre) {
+    if (this.recovering()) {
+      // refuse, see recovering()
+    } else if (m.pre) {
       // Would we vote for it in term m.term? (no state change)
       granted = m.term > this.term && this.upToDate(m.lastIndex, m.lastTerm)
     } else {

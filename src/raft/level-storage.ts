@@ -6,7 +6,10 @@
  * | key                                  | value                                   |
  * | ------------------------------------ | --------------------------------------- |
  * | `0x68` (`'h'`)                       | the {@link HardState}                   |
+ * | `0x69` (`'i'`)                       | a copy of the hard state                |
  * | `0x73` (`'s'`)                       | the latest {@link Snapshot}             |
+ * | `0x6d` (`'m'`)                       | the snapshot's index and term           |
+ * | `0x72` (`'r'`)                       | the {@link StorageRecovery} marker      |
  * | `0x65` (`'e'`) + index as u64 BE     | one {@link Entry}                       |
  *
  * The entry index is stored big-endian in 8 bytes, so key order is index order and the log is
@@ -14,20 +17,30 @@
  *
  * Every value is a record: a 4-byte big-endian CRC-32C of the payload, then the payload, a
  * msgpackr-encoded value (an entry is encoded as the tuple `[index, term, type, data]`). `load()`
- * checks every record and rejects with {@link CorruptStorageError} rather than return anything
- * from a bad one.
+ * checks every record and never returns anything from a bad one.
+ *
+ * Repair at load (the default; `repair: false` rejects with {@link CorruptStorageError} instead):
+ * - a torn or corrupt entry, a gap, or a stray key: that entry and every later one are deleted;
+ * - a corrupt snapshot: the snapshot and the whole log are deleted (the entries after it cannot be
+ *   applied without it); its index survives in the small `'m'` record;
+ * - a corrupt hard state: its copy is used (both are written in every batch). If both are bad the
+ *   term and vote are lost, which cannot be repaired safely: load rejects.
+ * A repair is one synced batch that also stores a {@link StorageRecovery} marker with the highest
+ * index the log held. The node then neither votes nor campaigns until a leader has brought it past
+ * that index, which keeps every entry it may have acknowledged (see `RaftCore`).
  *
  * Every write is one LevelDB batch with `sync: true` (LevelDB appends the batch to its write-ahead
  * log and fsyncs it before the promise resolves), so a write is atomic and durable. Writes are
  * serialized in call order. A failed write makes the storage refuse every later write (sticky
- * failure): the caller cannot know what reached the disk.
+ * failure): the caller cannot know what reached the disk. `reopen()` closes and reopens LevelDB
+ * (which also refuses writes after an I/O error until reopened) and proves a synced write works.
  * @module
  */
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import { Packr } from 'msgpackr'
 import { CorruptStorageError, StorageError } from './errors.js'
-import type { Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageWrite } from './types.js'
+import type { Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
 import { silentLogger } from './types.js'
 
 // ------------------------------------------------------------------------------------ CRC-32C
@@ -160,7 +173,11 @@ export function decodeRecord(record: Uint8Array, what: string): unknown {
 // ------------------------------------------------------------------------------------- keys
 
 const HARD_STATE_KEY = Uint8Array.of(0x68)
+const HARD_STATE_COPY_KEY = Uint8Array.of(0x69)
 const SNAPSHOT_KEY = Uint8Array.of(0x73)
+const SNAPSHOT_META_KEY = Uint8Array.of(0x6d)
+const RECOVERY_KEY = Uint8Array.of(0x72)
+const PROBE_KEY = Uint8Array.of(0x70)
 const ENTRY_PREFIX = 0x65
 /** Just past the last possible entry key. */
 const ENTRY_END = Uint8Array.of(ENTRY_PREFIX + 1)
@@ -189,8 +206,14 @@ function entryKeyIndex(key: Uint8Array): number | undefined {
 export const levelStorageKeys = {
   /** Key of the hard state record. */
   hardState: (): Uint8Array => HARD_STATE_KEY.slice(),
+  /** Key of the hard state's copy. */
+  hardStateCopy: (): Uint8Array => HARD_STATE_COPY_KEY.slice(),
   /** Key of the snapshot record. */
   snapshot: (): Uint8Array => SNAPSHOT_KEY.slice(),
+  /** Key of the snapshot's index/term record. */
+  snapshotMeta: (): Uint8Array => SNAPSHOT_META_KEY.slice(),
+  /** Key of the recovery marker. */
+  recovery: (): Uint8Array => RECOVERY_KEY.slice(),
   /** Key of the entry record at `index`. */
   entry: entryKey,
 } as const
@@ -234,6 +257,16 @@ function toSnapshot(v: unknown, what: string): Snapshot {
   }
 }
 
+function toRecovery(v: unknown, what: string): StorageRecovery {
+  if (!isRecordObject(v) || !isNat(v.lostUpTo) || typeof v.reason !== 'string') throw new CorruptStorageError(what, 'malformed recovery marker')
+  return { lostUpTo: v.lostUpTo, reason: v.reason }
+}
+
+function toSnapshotIndex(v: unknown, what: string): number {
+  if (!isRecordObject(v) || !isNat(v.index) || !isNat(v.term)) throw new CorruptStorageError(what, 'malformed snapshot index')
+  return v.index
+}
+
 function toEntry(v: unknown, what: string): Entry {
   if (!Array.isArray(v) || v.length !== 4) throw new CorruptStorageError(what, 'malformed entry')
   const [index, term, type, data] = v as [unknown, unknown, unknown, unknown]
@@ -244,6 +277,13 @@ function toEntry(v: unknown, what: string): Entry {
 }
 
 // ---------------------------------------------------------------------------------- storage
+
+async function openDb(dir: string): Promise<Level<Uint8Array, Uint8Array>> {
+  await mkdir(dir, { recursive: true })
+  const db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' })
+  await db.open()
+  return db
+}
 
 type Db = Level<Uint8Array, Uint8Array>
 type Op = { type: 'put'; key: Uint8Array; value: Uint8Array } | { type: 'del'; key: Uint8Array }
@@ -258,6 +298,11 @@ interface Bounds {
 export interface LevelStorageOptions {
   /** Where corrupt records and write failures are reported. Defaults to a silent logger. */
   logger?: Logger
+  /**
+   * Repair corrupt records at load (see the module documentation) instead of rejecting with
+   * {@link CorruptStorageError}. Default true.
+   */
+  repair?: boolean
 }
 
 /**
@@ -267,19 +312,21 @@ export interface LevelStorageOptions {
  * ends (read at the first write, or by `load()`), so truncation needs no disk read.
  */
 export class LevelStorage implements RaftStorage {
-  private readonly db: Db
+  private db: Db
   private readonly dir: string
   private readonly log: Logger
+  private readonly repair: boolean
   private bounds: Bounds | undefined
   /** Settles when every operation issued so far has finished. Never rejects. */
   private tail: Promise<void> = Promise.resolve()
   private failure: StorageError | undefined
   private closing: Promise<void> | undefined
 
-  private constructor(dir: string, db: Db, log: Logger) {
+  private constructor(dir: string, db: Db, log: Logger, repair: boolean) {
     this.dir = dir
     this.db = db
     this.log = log
+    this.repair = repair
   }
 
   /**
@@ -293,14 +340,38 @@ export class LevelStorage implements RaftStorage {
     const log = opts.logger ?? silentLogger
     let db: Db
     try {
-      await mkdir(dir, { recursive: true })
-      db = new Level<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' })
-      await db.open()
+      db = await openDb(dir)
     } catch (err) {
       log.error('cannot open raft storage', { dir, err: String(err) })
       throw new StorageError(`cannot open LevelDB storage in ${dir}: ${String(err)}`, { cause: err })
     }
-    return new LevelStorage(dir, db, log)
+    return new LevelStorage(dir, db, log, opts.repair ?? true)
+  }
+
+  /**
+   * After a failed write: close LevelDB, open it again, and prove with a synced write that the
+   * disk takes writes. On success the storage serves again (call `load()` to see what reached the
+   * disk); while the fault lasts it rejects with {@link StorageError} and stays failed.
+   */
+  reopen(): Promise<void> {
+    if (this.closing) return Promise.reject(new StorageError('storage is closed'))
+    return this.run(async () => {
+      await this.db.close().catch(() => {})
+      let db: Db
+      try {
+        db = await openDb(this.dir)
+      } catch (err) {
+        throw new StorageError(`cannot reopen LevelDB storage in ${this.dir}: ${String(err)}`, { cause: err })
+      }
+      this.db = db
+      try {
+        await db.put(PROBE_KEY, encodeRecord(Date.now()), { sync: true })
+      } catch (err) {
+        throw new StorageError(`LevelDB in ${this.dir} still refuses writes: ${String(err)}`, { cause: err })
+      }
+      this.bounds = undefined
+      this.failure = undefined
+    })
   }
 
   /**
@@ -316,6 +387,7 @@ export class LevelStorage implements RaftStorage {
     return this.run(async () => {
       try {
         const st = await this.readAll()
+        if (this.failure) throw this.failure
         const snapIndex = st.snapshot?.meta.index ?? 0
         this.bounds = { snapIndex, lastIndex: st.entries.length ? st.entries[st.entries.length - 1]!.index : snapIndex }
         return st
@@ -342,7 +414,7 @@ export class LevelStorage implements RaftStorage {
     const refused = this.refusal()
     if (refused) return Promise.reject(refused)
     const entries = w.entries ?? []
-    if (!w.hardState && !entries.length && w.truncateFrom === undefined) return Promise.resolve()
+    if (!w.hardState && !entries.length && w.truncateFrom === undefined && !w.recovered) return Promise.resolve()
     // Encode now: the caller may mutate its objects before the write runs.
     const first = entries.length ? entries[0]!.index : 0
     let records: Uint8Array[]
@@ -358,6 +430,7 @@ export class LevelStorage implements RaftStorage {
       return Promise.reject(err)
     }
     const truncateFrom = w.truncateFrom
+    const recovered = w.recovered === true
     return this.run(async () => {
       const refusedNow = this.refusal()
       if (refusedNow) throw refusedNow
@@ -374,7 +447,11 @@ export class LevelStorage implements RaftStorage {
       }
       for (let j = 0; j < records.length; j++) ops.push({ type: 'put', key: entryKey(first + j), value: records[j]! })
       if (records.length) last = first + records.length - 1
-      if (hard) ops.push({ type: 'put', key: HARD_STATE_KEY, value: hard })
+      if (hard) {
+        ops.push({ type: 'put', key: HARD_STATE_KEY, value: hard })
+        ops.push({ type: 'put', key: HARD_STATE_COPY_KEY, value: hard })
+      }
+      if (recovered) ops.push({ type: 'del', key: RECOVERY_KEY })
       await this.commit(ops)
       b.lastIndex = last
     })
@@ -392,7 +469,9 @@ export class LevelStorage implements RaftStorage {
     const { meta } = snapshot
     const idx = meta.index
     let record: Uint8Array
+    let metaRecord: Uint8Array
     try {
+      metaRecord = encodeRecord({ index: idx, term: meta.term })
       record = encodeRecord({
         meta: { index: idx, term: meta.term, config: { voters: meta.config.voters, learners: meta.config.learners } },
         data: snapshot.data,
@@ -409,6 +488,7 @@ export class LevelStorage implements RaftStorage {
       const upTo = Math.min(idx, b.lastIndex)
       for (let i = b.snapIndex + 1; i <= upTo; i++) ops.push({ type: 'del', key: entryKey(i) })
       ops.push({ type: 'put', key: SNAPSHOT_KEY, value: record })
+      ops.push({ type: 'put', key: SNAPSHOT_META_KEY, value: metaRecord })
       await this.commit(ops)
       b.snapIndex = idx
       b.lastIndex = Math.max(b.lastIndex, idx)
@@ -498,17 +578,84 @@ export class LevelStorage implements RaftStorage {
     return this.bounds
   }
 
+  /**
+   * Read everything, checking every record. With `repair`, what cannot be trusted is deleted in
+   * one synced batch (see the module documentation) and reported in one log line.
+   */
   private async readAll(): Promise<PersistedState> {
+    const repair = this.repair
+    const ops: Op[] = []
+    const problems: string[] = []
+    const corrupt = (err: unknown): CorruptStorageError => {
+      if (!(err instanceof CorruptStorageError) || !repair) throw err
+      return err
+    }
+
+    // hard state: the record, or its copy
     let hardState: HardState = { term: 0, vote: undefined, commit: 0 }
     const rawHard = await this.db.get(HARD_STATE_KEY)
-    if (rawHard !== undefined) hardState = toHardState(decodeRecord(rawHard, 'hardState'), 'hardState')
+    const rawCopy = await this.db.get(HARD_STATE_COPY_KEY)
+    const readHard = (raw: Uint8Array | undefined, what: string): HardState | CorruptStorageError | undefined => {
+      if (raw === undefined) return undefined
+      try {
+        return toHardState(decodeRecord(raw, what), what)
+      } catch (err) {
+        return corrupt(err)
+      }
+    }
+    const hard = repair ? readHard(rawHard, 'hardState') : rawHard === undefined ? undefined : toHardState(decodeRecord(rawHard, 'hardState'), 'hardState')
+    const copy = repair ? readHard(rawCopy, 'hardStateCopy') : undefined
+    if (hard !== undefined && !(hard instanceof CorruptStorageError)) {
+      hardState = hard
+      if (rawCopy !== undefined && !(copy !== undefined && !(copy instanceof CorruptStorageError))) {
+        problems.push(`hard state copy: ${copy instanceof CorruptStorageError ? copy.message : 'unreadable'}; rewritten`)
+        ops.push({ type: 'put', key: HARD_STATE_COPY_KEY, value: rawHard! })
+      }
+    } else if (copy !== undefined && !(copy instanceof CorruptStorageError)) {
+      hardState = copy
+      problems.push(`${hard instanceof CorruptStorageError ? hard.message : 'hard state record missing'}; restored from its copy`)
+      ops.push({ type: 'put', key: HARD_STATE_KEY, value: rawCopy! })
+    } else if (hard instanceof CorruptStorageError) {
+      throw new CorruptStorageError(
+        'hardState',
+        `${hard.message}, and its copy is ${copy instanceof CorruptStorageError ? 'corrupt too' : 'missing'}: the term and vote are lost, which cannot be repaired safely (move the data directory away and add this node back as a new one)`,
+      )
+    }
+
+    // snapshot; if it is bad, its index from the small meta record
     let snapshot: Snapshot | undefined
+    let lostUpTo = 0
+    let snapBad = false
     const rawSnap = await this.db.get(SNAPSHOT_KEY)
-    if (rawSnap !== undefined) snapshot = toSnapshot(decodeRecord(rawSnap, 'snapshot'), 'snapshot')
+    if (rawSnap !== undefined) {
+      try {
+        snapshot = toSnapshot(decodeRecord(rawSnap, 'snapshot'), 'snapshot')
+      } catch (err) {
+        const e = corrupt(err)
+        snapBad = true
+        const rawMeta = await this.db.get(SNAPSHOT_META_KEY)
+        let idx: number | undefined
+        try {
+          if (rawMeta !== undefined) idx = toSnapshotIndex(decodeRecord(rawMeta, 'snapshotMeta'), 'snapshotMeta')
+        } catch (err2) {
+          corrupt(err2)
+        }
+        if (idx === undefined) {
+          throw new CorruptStorageError('snapshot', `${e.message.replace(/^corrupt record snapshot: /, '')}, and its index is unreadable, so what this node held cannot be known`)
+        }
+        lostUpTo = idx
+        problems.push(`${e.message}; dropped it and the log after it (index ${idx})`)
+        ops.push({ type: 'del', key: SNAPSHOT_KEY }, { type: 'del', key: SNAPSHOT_META_KEY })
+      }
+    }
     const snapIndex = snapshot?.meta.index ?? 0
 
+    // entries: keep the good prefix
     const entries: Entry[] = []
     let expect = snapIndex + 1
+    let dropping = snapBad
+    let firstDropped: number | undefined
+    let maxKey = 0
     const it = this.db.iterator({ gte: Uint8Array.of(ENTRY_PREFIX), lt: ENTRY_END })
     try {
       for (;;) {
@@ -516,29 +663,82 @@ export class LevelStorage implements RaftStorage {
         if (!batch.length) break
         for (const [key, value] of batch) {
           const idx = entryKeyIndex(key)
-          if (idx === undefined) throw new CorruptStorageError(`key ${Buffer.from(key).toString('hex')}`, 'malformed entry key')
-          const what = `entry ${idx}`
-          if (idx !== expect) {
-            throw new CorruptStorageError(
-              what,
-              idx < expect
-                ? `entry is covered by the snapshot at ${snapIndex}`
-                : entries.length
-                  ? `gap in the log: expected entry ${expect} after entry ${expect - 1}`
-                  : snapshot
-                    ? `log does not follow the snapshot at ${snapIndex}: expected entry ${expect}`
-                    : `log does not start at index 1`,
-            )
+          try {
+            if (idx === undefined) throw new CorruptStorageError(`key ${Buffer.from(key).toString('hex')}`, 'malformed entry key')
+            if (idx > maxKey) maxKey = idx
+            if (dropping) {
+              ops.push({ type: 'del', key })
+              continue
+            }
+            const what = `entry ${idx}`
+            if (idx !== expect) {
+              throw new CorruptStorageError(
+                what,
+                idx < expect
+                  ? `entry is covered by the snapshot at ${snapIndex}`
+                  : entries.length
+                    ? `gap in the log: expected entry ${expect} after entry ${expect - 1}`
+                    : snapshot
+                      ? `log does not follow the snapshot at ${snapIndex}: expected entry ${expect}`
+                      : `log does not start at index 1`,
+              )
+            }
+            const e = toEntry(decodeRecord(value, what), what)
+            if (e.index !== idx) throw new CorruptStorageError(what, `record holds entry ${e.index}, not ${idx}`)
+            entries.push(e)
+            expect++
+          } catch (err) {
+            const e = corrupt(err)
+            ops.push({ type: 'del', key })
+            if (idx !== undefined && idx < expect) {
+              problems.push(`${e.message}; deleted (nothing lost)`)
+              continue
+            }
+            problems.push(e.message)
+            dropping = true
+            firstDropped = idx ?? expect
           }
-          const e = toEntry(decodeRecord(value, what), what)
-          if (e.index !== idx) throw new CorruptStorageError(what, `record holds entry ${e.index}, not ${idx}`)
-          entries.push(e)
-          expect++
         }
       }
     } finally {
       await it.close()
     }
-    return { hardState, snapshot, entries }
+    if (firstDropped !== undefined) {
+      lostUpTo = Math.max(lostUpTo, maxKey)
+      problems[problems.length - 1] += `; dropped entries ${firstDropped}..${maxKey}`
+    }
+    if (snapBad) lostUpTo = Math.max(lostUpTo, maxKey)
+
+    // the marker of an earlier repair the node has not caught up from yet
+    let recovery: StorageRecovery | undefined
+    const rawRec = await this.db.get(RECOVERY_KEY)
+    if (rawRec !== undefined) {
+      try {
+        recovery = toRecovery(decodeRecord(rawRec, 'recovery'), 'recovery')
+      } catch (err) {
+        const e = corrupt(err)
+        throw new CorruptStorageError('recovery', `${e.message.replace(/^corrupt record recovery: /, '')}: how far this node must catch up before voting is unknown`)
+      }
+    }
+    if (lostUpTo > 0) {
+      recovery = {
+        lostUpTo: Math.max(lostUpTo, recovery?.lostUpTo ?? 0),
+        reason: problems.join('; '),
+      }
+      ops.push({ type: 'put', key: RECOVERY_KEY, value: encodeRecord(recovery) })
+    }
+    if (ops.length) {
+      await this.commit(ops)
+      if (lostUpTo > 0) {
+        this.log.error('repaired corrupt raft storage; this node will neither vote nor campaign until the leader has brought it past what was lost', {
+          dir: this.dir,
+          lostUpTo: recovery!.lostUpTo,
+          problems: problems.join('; '),
+        })
+      } else {
+        this.log.warn('repaired raft storage; nothing was lost', { dir: this.dir, problems: problems.join('; ') })
+      }
+    }
+    return recovery ? { hardState, snapshot, entries, recovery } : { hardState, snapshot, entries }
   }
 }

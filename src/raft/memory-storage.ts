@@ -13,7 +13,7 @@
  */
 import { Packr } from 'msgpackr'
 import { StorageError } from './errors.js'
-import type { Entry, EntryType, HardState, PersistedState, RaftStorage, Snapshot, StorageWrite } from './types.js'
+import type { Entry, EntryType, HardState, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
 
 /** Same codec as the LevelDB storage: plain MessagePack maps. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true })
@@ -47,6 +47,7 @@ export class MemoryStorage implements RaftStorage {
   private failure: StorageError | undefined
   private closed = false
   private writes = 0
+  private recovery: StorageRecovery | undefined
 
   /** @param opts - the `delay` hook (default: apply at once, in a microtask) */
   constructor(opts: MemoryStorageOptions = {}) {
@@ -87,7 +88,33 @@ export class MemoryStorage implements RaftStorage {
       const [index, term, type, data] = packr.unpack(b) as [number, number, EntryType, unknown]
       return { index, term, type, data }
     })
-    return Promise.resolve({ hardState, snapshot, entries })
+    const recovery = this.recovery ? { ...this.recovery } : undefined
+    return Promise.resolve(recovery ? { hardState, snapshot, entries, recovery } : { hardState, snapshot, entries })
+  }
+
+  /**
+   * Model what `LevelStorage` does at load when it finds entry `from` corrupt: drop it and every
+   * later entry, and set the recovery marker to the last index held. For the simulation.
+   */
+  dropCorruptFrom(from: number, reason = 'simulated corruption'): void {
+    const last = this.lastIndex
+    if (from > last) return
+    const keep = Math.max(0, from - this.snapIndex - 1)
+    this.entries.length = Math.min(this.entries.length, keep)
+    this.recovery = { lostUpTo: Math.max(last, this.recovery?.lostUpTo ?? 0), reason }
+  }
+
+  /** The recovery marker, if a repair set one that no write has cleared yet. */
+  get recoveryMarker(): StorageRecovery | undefined {
+    return this.recovery ? { ...this.recovery } : undefined
+  }
+
+  /** After a failed write: serve again (the simulated fault is over once `delay` resolves). */
+  reopen(): Promise<void> {
+    if (this.closed) return Promise.reject(new StorageError('storage is closed'))
+    this.failure = undefined
+    // the probe write goes through the delay hook, like any write: a lasting fault fails it again
+    return this.enqueue('write', () => {})
   }
 
   /**
@@ -102,7 +129,7 @@ export class MemoryStorage implements RaftStorage {
     const refused = this.refusal()
     if (refused) return Promise.reject(refused)
     const src = w.entries ?? []
-    if (!w.hardState && !src.length && w.truncateFrom === undefined) return Promise.resolve()
+    if (!w.hardState && !src.length && w.truncateFrom === undefined && !w.recovered) return Promise.resolve()
     // copy now: the caller may mutate its objects before the write completes
     const first = src.length ? src[0]!.index : 0
     const encoded: Uint8Array[] = new Array(src.length)
@@ -129,6 +156,7 @@ export class MemoryStorage implements RaftStorage {
       this.entries.length = keep
       for (const b of encoded) this.entries.push(b)
       if (hard) this.hardState = hard
+      if (w.recovered) this.recovery = undefined
     })
   }
 

@@ -9,7 +9,7 @@
  * @module
  */
 import { EventEmitter } from 'node:events'
-import { RaftCore, type CoreStatus, type Ready, type Role } from './core.js'
+import { RaftCore, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
 import {
   ConfigChangeError,
   NotLeaderError,
@@ -19,7 +19,7 @@ import {
   SwormError,
   TimeoutError,
 } from './errors.js'
-import type { ClusterConfig, Clock, Entry, Logger, NodeId, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
+import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
 
@@ -73,6 +73,12 @@ export interface RaftNodeOptions<C, R> {
    * node that takes effect. Must be cheap (it runs on the apply path).
    */
   observeCommitMs?: (ms: number) => void
+  /**
+   * After a failed write (full disk, fsync error) the node stops serving and retries its storage
+   * (`reopen`) after this long, doubling up to 30 s, until a synced write works; then it reloads
+   * what is on disk and catches up from the leader. Default 1,000 ms; 0 turns recovery off.
+   */
+  storageRetryMs?: number
 }
 
 interface Pending<R> {
@@ -100,6 +106,8 @@ export interface RaftNodeEvents {
   role: [{ role: Role; term: number; leader: NodeId | undefined }]
   /** The node stopped serving because storage failed. */
   failed: [Error]
+  /** Storage works again; the node reloaded it and serves again (catching up from the leader). */
+  recovered: []
 }
 
 const RESULT_OK = 0
@@ -111,7 +119,11 @@ const RESULT_ACCEPTED = 3
 /** A running Raft node. Create with {@link RaftNode.start}. */
 export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEvents> {
   readonly id: NodeId
-  private readonly core: RaftCore
+  private core: RaftCore
+  private readonly coreOptions: CoreOptions
+  private readonly storageRetryMs: number
+  /** After a storage repair: the index the node must commit before the marker is cleared. */
+  private recoveryUpTo: number | undefined
   private readonly storage: RaftStorage
   private readonly transport: Transport
   private readonly sm: StateMachine<C, R>
@@ -171,10 +183,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private loggedTerm = 0
   private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
 
-  private constructor(opts: RaftNodeOptions<C, R>, core: RaftCore, appliedConfig: ClusterConfig, applied: number) {
+  private constructor(opts: RaftNodeOptions<C, R>, core: RaftCore, coreOptions: CoreOptions, appliedConfig: ClusterConfig, applied: number) {
     super()
     this.id = opts.id
     this.core = core
+    this.coreOptions = coreOptions
+    this.storageRetryMs = opts.storageRetryMs ?? 1_000
     this.storage = opts.storage
     this.transport = opts.transport
     this.sm = opts.stateMachine
@@ -220,20 +234,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       appliedConfig = persisted.snapshot.meta.config
       applied = persisted.snapshot.meta.index
     }
-    const core = new RaftCore(
-      {
-        id: opts.id,
-        electionTicks: opts.electionTicks ?? 6,
-        heartbeatTicks: opts.heartbeatTicks ?? 1,
-        preVote: opts.preVote ?? true,
-        checkQuorum: opts.checkQuorum ?? true,
-        leaseRead: opts.leaseRead ?? false,
-        random: opts.random ?? Math.random,
-      },
-      persisted,
-    )
-    const node = new RaftNode<C, R>(opts, core, appliedConfig, applied)
+    const coreOptions: CoreOptions = {
+      id: opts.id,
+      electionTicks: opts.electionTicks ?? 6,
+      heartbeatTicks: opts.heartbeatTicks ?? 1,
+      preVote: opts.preVote ?? true,
+      checkQuorum: opts.checkQuorum ?? true,
+      leaseRead: opts.leaseRead ?? false,
+      random: opts.random ?? Math.random,
+    }
+    const core = new RaftCore(coreOptions, persisted)
+    const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)
     node.lastSnapshotBytes = persisted.snapshot?.data.length ?? 0
+    node.recoveryUpTo = persisted.recovery?.lostUpTo
     node.updatePeers()
     opts.transport.onMessage((from, msg) => node.receive(from, msg))
     node.lastTickAt = node.clock.now()
@@ -244,7 +257,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       term: persisted.hardState.term,
       lastIndex: core.lastIndex(),
       snapshot: persisted.snapshot?.meta.index ?? 0,
+      ...(persisted.recovery ? { recoveringUpTo: persisted.recovery.lostUpTo } : {}),
     })
+    if (persisted.recovery) {
+      node.log.warn('this node lost log entries to storage corruption: it will not vote or campaign until a leader has brought it past them', {
+        node: opts.id,
+        lostUpTo: persisted.recovery.lostUpTo,
+        reason: persisted.recovery.reason,
+      })
+    }
     return node
   }
 
@@ -253,6 +274,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Role, term, leader, indexes and configuration of this node. */
   status(): CoreStatus & { appliedConfig: ClusterConfig } {
     return { ...this.core.status(), applied: this.applied, appliedConfig: this.appliedConfig }
+  }
+
+  /**
+   * The storage failure that stopped this node from serving, while it lasts (the node retries the
+   * disk and serves again once a synced write works); undefined when it serves.
+   */
+  storageFailure(): Error | undefined {
+    return this.failure
   }
 
   /** When (this node's clock) the latest snapshot was taken or installed; the start time if none since. */
@@ -586,7 +615,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (rd.hardState) w.hardState = rd.hardState
       if (rd.truncateFrom !== undefined) w.truncateFrom = rd.truncateFrom
       if (rd.entries.length) w.entries = rd.entries
+      const caughtUp = this.caughtUpFromRepair()
+      if (caughtUp) w.recovered = true
       await this.storage.write(w)
+      if (caughtUp) this.noteCaughtUp()
+    } else if (this.caughtUpFromRepair()) {
+      await this.storage.write({ recovered: true })
+      this.noteCaughtUp()
     }
     const now = this.clock.now()
     for (const m of rd.messages) {
@@ -634,6 +669,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.releaseReads()
     this.releaseWaitApplied()
     this.sendForwardResults()
+  }
+
+  /** Whether the node has just committed past what a storage repair lost (the marker can go). */
+  private caughtUpFromRepair(): boolean {
+    return this.recoveryUpTo !== undefined && this.core.status().recoveringUpTo === undefined
+  }
+
+  private noteCaughtUp(): void {
+    this.log.info('caught up past the log entries lost to storage corruption: voting again', { node: this.id, lostUpTo: this.recoveryUpTo })
+    this.recoveryUpTo = undefined
   }
 
   private applyEntries(entries: Entry[]): void {
@@ -978,8 +1023,84 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const e = err instanceof SwormError ? err : new StorageError(`storage failed: ${String(err)}`, { cause: err })
     this.failure = e
     this.clock.clearTimeout(this.tickHandle)
-    this.log.error('raft node stopped serving: storage failure', { node: this.id, err: e.message })
+    const retry = this.storageRetryMs > 0 && typeof this.storage.reopen === 'function'
+    this.log.error(
+      retry
+        ? 'raft node stopped serving: storage failure; it will retry the disk and rejoin from what is on it'
+        : 'raft node stopped serving: storage failure',
+      { node: this.id, err: e.message },
+    )
     this.failAll(e)
-    this.emit('failed', e)
+    this.forwarded.clear()
+    this.fwdResults.clear()
+    try {
+      this.emit('failed', e)
+    } catch (listenerErr) {
+      this.log.error('a failed listener threw', { node: this.id, err: String(listenerErr) })
+    }
+    if (retry) void this.recoverStorage()
+  }
+
+  /**
+   * After a storage failure: retry the disk with backoff until a synced write works, then rebuild
+   * the core from what is durable (a restart in place: what was not synced was never acknowledged)
+   * and rejoin. The state machine keeps what it applied: every applied entry was committed.
+   */
+  private async recoverStorage(): Promise<void> {
+    let delay = this.storageRetryMs
+    let attempts = 0
+    while (!this.stopped && this.failure) {
+      await this.sleep(delay)
+      if (this.stopped) return
+      await this.idle()
+      try {
+        await this.storage.reopen!()
+        const persisted = await this.storage.load()
+        if (this.stopped) return
+        this.rebuild(persisted)
+        return
+      } catch (err) {
+        attempts++
+        // one line at the first failed retry, then one every ten (the backoff caps at 30 s)
+        if (attempts === 1 || attempts % 10 === 0) {
+          this.log.warn('storage still failing; the node keeps refusing to serve', { node: this.id, attempts, err: String(err) })
+        }
+        delay = Math.min(delay * 2, 30_000)
+      }
+    }
+  }
+
+  private rebuild(persisted: PersistedState): void {
+    if (persisted.snapshot && persisted.snapshot.meta.index > this.applied) {
+      this.sm.restore(persisted.snapshot.data)
+      this.applied = persisted.snapshot.meta.index
+      this.appliedConfig = persisted.snapshot.meta.config
+    }
+    this.snapshotIndex = persisted.snapshot?.meta.index ?? 0
+    this.lastSnapshotBytes = persisted.snapshot?.data.length ?? 0
+    this.core = new RaftCore(this.coreOptions, persisted, this.applied)
+    this.recoveryUpTo = persisted.recovery?.lostUpTo
+    this.leaseAt = undefined
+    this.heard.clear()
+    this.roundSentAt.clear()
+    this.hbRespSentAt.clear()
+    this.lastSoft = { role: 'follower', term: persisted.hardState.term, leader: undefined }
+    this.failure = undefined
+    this.updatePeers()
+    this.lastTickAt = this.clock.now()
+    this.scheduleTick()
+    this.log.info('storage works again: the node reloaded its disk and rejoins the cluster', {
+      node: this.id,
+      term: persisted.hardState.term,
+      lastIndex: this.core.lastIndex(),
+      applied: this.applied,
+    })
+    try {
+      this.emit('role', { ...this.lastSoft })
+      this.emit('recovered')
+    } catch (err) {
+      this.log.error('a recovered listener threw', { node: this.id, err: String(err) })
+    }
+    this.kick()
   }
 }

@@ -64,6 +64,24 @@ export interface PersistedState {
   snapshot: Snapshot | undefined
   /** Entries after the snapshot (or from index 1), in order, without gaps. */
   entries: Entry[]
+  /**
+   * Set when the storage found corrupt records and dropped them (see {@link StorageRecovery}).
+   * Persisted until a write with `recovered: true` clears it, so a crash during catch-up keeps it.
+   */
+  recovery?: StorageRecovery
+}
+
+/**
+ * What a storage dropped when it repaired itself at load: a torn or corrupt entry and every entry
+ * after it, or a corrupt snapshot and the log after it. This node may have acknowledged those
+ * entries to a leader, so until it has learned a commit index of at least `lostUpTo` from a leader
+ * (and holds every entry up to there again) it must neither vote nor campaign.
+ */
+export interface StorageRecovery {
+  /** The highest log index the storage held before the repair. */
+  lostUpTo: number
+  /** What was found, for the log line. */
+  reason: string
 }
 
 /**
@@ -74,6 +92,8 @@ export interface StorageWrite {
   hardState?: HardState
   truncateFrom?: number
   entries?: Entry[]
+  /** Clear the {@link StorageRecovery} marker: the node has caught up past what was lost. */
+  recovered?: true
 }
 
 /**
@@ -86,6 +106,12 @@ export interface RaftStorage {
   /** Persist a snapshot and drop every entry with index <= `snapshot.meta.index`. */
   saveSnapshot(snapshot: Snapshot): Promise<void>
   close(): Promise<void>
+  /**
+   * After a failed write (full disk, fsync error), try to make the storage usable again: reopen it
+   * and prove that a synced write goes through. Rejects while the fault lasts. A storage without
+   * this method cannot recover in place; its node stays stopped.
+   */
+  reopen?(): Promise<void>
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ export interface SimMember {
   sm: SimMachine
   storage: MemoryStorage
   fastDisk: boolean
+  /** While true, every write to this member's disk fails (full disk, fsync error). */
+  diskFault: boolean
   transport: (Transport & { detach(): void }) | undefined
   alive: boolean
   generation: number
@@ -67,6 +69,7 @@ export class SimCluster {
         sm: new KvStateMachine(),
         storage: undefined as unknown as MemoryStorage,
         fastDisk: false,
+        diskFault: false,
         transport: undefined,
         alive: false,
         generation: 0,
@@ -78,8 +81,13 @@ export class SimCluster {
     }
   }
 
-  private newStorage(m: { fastDisk: boolean }): MemoryStorage {
-    return new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.sched.random() * 1.5)) })
+  private newStorage(m: { fastDisk: boolean; diskFault: boolean }): MemoryStorage {
+    return new MemoryStorage({
+      delay: async () => {
+        if (!m.fastDisk) await this.sched.sleep(0.2 + this.sched.random() * 1.5)
+        if (m.diskFault) throw new Error('ENOSPC: no space left on device (simulated)')
+      },
+    })
   }
 
   private async boot(m: SimMember, bootstrap: ClusterConfig | undefined): Promise<void> {
@@ -161,6 +169,15 @@ export class SimCluster {
       if (st.role === 'leader' && (!best || st.term > best.node!.status().term)) best = m
     }
     return best
+  }
+
+  /** A logger for `opts.logger` that keeps every line, for tests that check what a node said. */
+  static recordingLogger(): Logger & { lines: Array<{ level: string; msg: string; fields: Record<string, unknown> | undefined }> } {
+    const lines: Array<{ level: string; msg: string; fields: Record<string, unknown> | undefined }> = []
+    const rec = (level: string) => (msg: string, fields?: Record<string, unknown>): void => {
+      lines.push({ level, msg, fields })
+    }
+    return { lines, debug: rec('debug'), info: rec('info'), warn: rec('warn'), error: rec('error') }
   }
 
   /** Run one client operation through member `via`, recording it in the history. */
