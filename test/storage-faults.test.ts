@@ -161,3 +161,28 @@ t.test('the core: a recovering node refuses votes and pre-votes, does not campai
   const resp = answers().find((m) => m.t === 'voteResp') as { granted?: boolean } | undefined
   t.equal(resp?.granted, true, 'and grants a vote again')
 })
+
+for (const what of ['entries from the middle of the log', 'the snapshot and the log'] as const) {
+  for (const idle of [true, false]) {
+    t.test(`a follower lost ${what}: it catches up from the leader (${idle ? 'idle cluster' : 'under writes'})`, async (t) => {
+      const seed = 31 + (idle ? 0 : 1) + (what === 'the snapshot and the log' ? 2 : 0)
+      t.comment(`seed ${seed}`)
+      const { c } = await cluster(seed)
+      await putMany(c, 'k', 120) // snapshots every 50 entries
+      const l = c.leader()!
+      const v = c.alive().find((m) => m !== l)!
+      await c.sched.runUntilTrue(() => v.node!.status().commit === l.node!.status().commit, 1000)
+      await c.crash(v.id)
+      if (what === 'the snapshot and the log') v.storage.dropCorruptSnapshot()
+      else v.storage.dropCorruptFrom(v.storage.lastIndex - 10)
+      await c.restart(v.id)
+      t.ok(v.node!.status().recoveringUpTo !== undefined, 'it starts recovering')
+      if (!idle) await putMany(c, 'm', 20)
+      t.ok(await c.sched.runUntilTrue(() => v.node!.status().recoveringUpTo === undefined, 10_000), 'and catches up past what it lost')
+      t.ok(await c.sched.runUntilTrue(() => c.converged(), 10_000), 'holding what everyone holds')
+      t.equal(v.sm.data.get('k119'), '119')
+      t.equal(v.storage.recoveryMarker, undefined, 'the marker is cleared on its disk')
+      t.same(c.violations, [])
+    })
+  }
+}

@@ -713,7 +713,9 @@ export class RaftCore {
       let hint = Math.min(m.prevIndex - 1, this.lastIndex())
       // Skip back over entries of terms the leader cannot have at those indices.
       while (hint > this.commit && (this.termAt(hint) ?? 0) > m.prevTerm) hint--
-      this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: m.prevIndex, hint })
+      const resp: MsgAppendResp = { t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: m.prevIndex, hint }
+      if (this.recovering()) resp.lost = true
+      this.send(resp)
       return
     }
     let i = 0
@@ -739,6 +741,11 @@ export class RaftCore {
     this.electionElapsed = 0
     const c = Math.min(m.commit, this.lastIndex())
     if (c > this.commit) this.commit = c
+    if (this.recovering() && m.commit > this.lastIndex()) {
+      // The leader believes we hold entries we lost (it never sends a commit beyond our match):
+      // tell it where our log really ends, or it would never send them again.
+      this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: m.commit, hint: this.lastIndex(), lost: true })
+    }
     this.send({ t: 'hbResp', from: this.id, to: m.from, term: this.term, seq: m.seq })
   }
 
@@ -779,6 +786,17 @@ export class RaftCore {
     pr.active = true
     if (!m.success) {
       if (m.index === 0) return // stale-term notice, handled by the term rules
+      if (m.lost) {
+        // The follower lost entries to corruption: what we knew it matched is gone. (Entries
+        // committed with its help stay committed; it will not vote until it holds them again.)
+        if (m.hint < pr.match) pr.match = m.hint
+        pr.next = Math.max(1, m.hint + 1)
+        pr.state = 'probe'
+        pr.inflight = []
+        pr.paused = false
+        this.sendAppend(m.from, pr)
+        return
+      }
       if (pr.state === 'replicate' && m.index <= pr.match) return // stale rejection
       if (pr.state === 'probe' && m.index !== pr.next - 1) return // answer to an older probe
       pr.next = Math.max(Math.min(m.hint + 1, pr.next - 1), pr.match + 1, 1)

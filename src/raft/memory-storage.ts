@@ -104,6 +104,18 @@ export class MemoryStorage implements RaftStorage {
     this.recovery = { lostUpTo: Math.max(last, this.recovery?.lostUpTo ?? 0), reason }
   }
 
+  /**
+   * Model what `LevelStorage` does at load when it finds the snapshot corrupt: drop it and the
+   * whole log, and set the recovery marker to the last index held. For the simulation.
+   */
+  dropCorruptSnapshot(reason = 'simulated snapshot corruption'): void {
+    const last = this.lastIndex
+    this.snapshot = undefined
+    this.snapIndex = 0
+    this.entries = []
+    this.recovery = { lostUpTo: Math.max(last, this.recovery?.lostUpTo ?? 0), reason }
+  }
+
   /** The recovery marker, if a repair set one that no write has cleared yet. */
   get recoveryMarker(): StorageRecovery | undefined {
     return this.recovery ? { ...this.recovery } : undefined

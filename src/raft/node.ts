@@ -259,13 +259,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       snapshot: persisted.snapshot?.meta.index ?? 0,
       ...(persisted.recovery ? { recoveringUpTo: persisted.recovery.lostUpTo } : {}),
     })
-    if (persisted.recovery) {
-      node.log.warn('this node lost log entries to storage corruption: it will not vote or campaign until a leader has brought it past them', {
-        node: opts.id,
-        lostUpTo: persisted.recovery.lostUpTo,
-        reason: persisted.recovery.reason,
-      })
-    }
     return node
   }
 

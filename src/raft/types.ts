@@ -177,6 +177,11 @@ export interface MsgAppendResp extends MsgBase {
   /** On success, the last index the follower now matches; on failure, the rejected prevIndex. */
   index: number
   hint: number
+  /**
+   * Set by a follower that lost log entries to storage corruption: it holds only up to `hint`,
+   * so the leader must forget the match index it knew for it.
+   */
+  lost?: true
 }
 
 /** InstallSnapshot (sent whole; the transport's frame limit bounds its size). */

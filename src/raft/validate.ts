@@ -53,6 +53,7 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
     }
     case 'appResp':
       if (typeof msg.success !== 'boolean' || !isNat(msg.index) || !isNat(msg.hint)) return 'bad appResp'
+      if (msg.lost !== undefined && msg.lost !== true) return 'bad appResp'
       break
     case 'hb':
       if (!isNat(msg.commit) || !isNat(msg.seq)) return 'bad hb'

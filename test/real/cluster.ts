@@ -32,6 +32,9 @@ export interface ClusterOptions {
   logLevel?: ProcessArgs['logLevel']
   tickMs?: number
   electionTicks?: number
+  snapshotEvery?: number
+  /** Data directories of some nodes (default: `<cluster dir>/<id>`), e.g. on a small filesystem. */
+  dataDirs?: Record<string, string>
 }
 
 /** An error a node answered a request with. */
@@ -57,6 +60,10 @@ export interface NodeStatus {
   lastIndex: number
   snapshotIndex: number
   pid: number
+  /** Why the node stopped serving (a storage failure), while it lasts. */
+  failed: string | undefined
+  /** Set while the node catches up past log entries it lost to corruption. */
+  recoveringUpTo: number | undefined
 }
 
 interface Proc {
@@ -160,7 +167,8 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   let stopped = false
 
   const argsOf = (id: string, bootstrap: boolean): ProcessArgs => {
-    const a: ProcessArgs = { id, listen: peers[id]!, peers, dataDir: join(dir, id), secret, bootstrap }
+    const a: ProcessArgs = { id, listen: peers[id]!, peers, dataDir: opts.dataDirs?.[id] ?? join(dir, id), secret, bootstrap }
+    if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
     if (opts.logLevel) a.logLevel = opts.logLevel
     if (opts.tickMs !== undefined) a.tickMs = opts.tickMs
     if (opts.electionTicks !== undefined) a.electionTicks = opts.electionTicks
