@@ -168,6 +168,16 @@ export interface SwormStatus {
   workers: number
   supervised: number
   lease: boolean
+  /**
+   * Why this node stopped serving (its disk failed: full, or an fsync error), while that lasts. It
+   * retries the disk and catches up from the leader once writes work again.
+   */
+  storageFailure: string | undefined
+  /**
+   * Set while this node catches up past log entries its storage dropped as corrupt at start; it
+   * neither votes nor campaigns until then.
+   */
+  recoveringUpTo: number | undefined
 }
 
 /** What `GET /status` serves (see {@link Sworm.statusReport}). */
@@ -1091,6 +1101,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
       workers: this.workers.size,
       supervised: this.supervisor.size,
       lease: this.leaseOk(),
+      storageFailure: this.raft.storageFailure()?.message,
+      recoveringUpTo: s.recoveringUpTo,
     }
   }
 
