@@ -43,6 +43,11 @@ export interface SwormClusterOptions {
   leaseTimeoutMs?: number
   /** `maxClockDriftMs` of the nodes (default: the library's, 500 ms). */
   maxClockDriftMs?: number
+  /**
+   * Where the counter workers of `test/fixtures/workers.ts` append their starts and stops (wall
+   * clock), one file per process start: `<lifeDir>/<id>.<k>.jsonl`. Survives SIGKILL.
+   */
+  lifeDir?: string
 }
 
 type Req = SwormRequest | (Record<string, unknown> & { op: string })
@@ -53,6 +58,8 @@ interface Proc {
   exited: Promise<void>
   pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
   stderrTail: string[]
+  /** Set when the harness killed or stopped it: its exit is not a crash. */
+  expectExit: boolean
 }
 
 /** A running sworm of node processes. */
@@ -109,6 +116,8 @@ export interface SwormCluster {
    * restarted ones too, must be subscribed on its own).
    */
   onEvents(listener: (nodeId: string, events: SwormProcessEvent[]) => void): void
+  /** Exits the harness did not cause (crashes), e.g. `n2 exited (code 1, signal null)`. */
+  unexpectedExits(): string[]
 }
 
 /** Start `n` sworm node processes forming a new cluster. */
@@ -130,6 +139,8 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
   const eventListeners: Array<(nodeId: string, events: SwormProcessEvent[]) => void> = []
   let seq = 0
   let stopped = false
+  const crashes: string[] = []
+  const starts = new Map<string, number>()
 
   try {
     const ports = await freePorts(n)
@@ -155,11 +166,15 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
 
   const spawnNode = (id: string): Promise<void> => {
     if (stopped) return Promise.reject(new Error('cluster stopped'))
+    const k = (starts.get(id) ?? 0) + 1
+    starts.set(id, k)
+    const env = opts.lifeDir ? { ...process.env, SWORM_LIFE_FILE: join(opts.lifeDir, `${id}.${k}.jsonl`) } : process.env
     const child = spawn(process.execPath, [...execArgv, FIXTURE, JSON.stringify(argsOf(id))], {
       stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+      env,
     })
     let onExit!: () => void
-    const p: Proc = { child, alive: true, exited: new Promise<void>((r) => (onExit = r)), pending: new Map(), stderrTail: [] }
+    const p: Proc = { child, alive: true, exited: new Promise<void>((r) => (onExit = r)), pending: new Map(), stderrTail: [], expectExit: false }
     procs.set(id, p)
     let partial = ''
     child.stderr!.setEncoding('utf8')
@@ -204,6 +219,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
       })
       child.on('exit', (code, signal) => {
         p.alive = false
+        if (!p.expectExit && !stopped) crashes.push(`${id} exited (code ${code}, signal ${signal}): ${p.stderrTail.slice(-5).join(' | ')}`)
         for (const w of p.pending.values()) {
           clearTimeout(w.timer)
           w.reject(new NodeRequestError(id, 'EXITED', `process exited (code ${code}, signal ${signal})`))
@@ -241,6 +257,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
   const kill = async (nodeId: string): Promise<void> => {
     const p = procs.get(nodeId)
     if (!p || !p.alive) return
+    p.expectExit = true
     p.child.kill('SIGKILL')
     await p.exited
   }
@@ -274,6 +291,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     stop: async (nodeId) => {
       const p = procs.get(nodeId)
       if (!p || !p.alive) return
+      p.expectExit = true
       await request(nodeId, { op: 'stop' }, 20_000).catch(() => {})
       const t = setTimeout(() => p.child.kill('SIGKILL'), 10_000)
       await p.exited
@@ -307,6 +325,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     freeze: (nodeId) => signalNode(nodeId, 'SIGSTOP'),
     thaw: (nodeId) => signalNode(nodeId, 'SIGCONT'),
     onEvents: (listener) => void eventListeners.push(listener),
+    unexpectedExits: () => [...crashes],
   }
 
   function signalNode(nodeId: string, sig: 'SIGSTOP' | 'SIGCONT'): void {

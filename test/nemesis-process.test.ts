@@ -1,0 +1,34 @@
+/**
+ * The short real-process nemesis of every CI run: two seeded runs of `test/real/nemesis.ts`
+ * (5 node processes, SIGKILL / stop / SIGSTOP / partitions / worker crashes / drains under client
+ * load, then the checks). The seed is printed; `NEMESIS_SEED=S` reruns from it, and
+ * `npm run nemesis -- --real --runs N` runs more.
+ */
+import t from 'tap'
+import { overlapsOf, runRealNemesis } from './real/nemesis.js'
+
+const seed0 = process.env.NEMESIS_SEED ? Number(process.env.NEMESIS_SEED) : Math.floor(Math.random() * 1e9)
+const runs = Number(process.env.NEMESIS_RUNS ?? 2)
+t.comment(`real nemesis seed ${seed0} (replay: NEMESIS_SEED=${seed0})`)
+
+for (let i = 0; i < runs; i++) {
+  const seed = seed0 + i
+  t.test(`real nemesis run, seed ${seed}`, { timeout: 240_000 }, async (t) => {
+    const lines: string[] = []
+    const res = await runRealNemesis({ seed, steps: 6, log: (l) => lines.push(l) })
+    t.comment(`faults: ${JSON.stringify(res.faults)}; ${res.ops} client ops; settled ${res.settledAfterMs.toFixed(0)} ms after heal`)
+    if (!res.ok) t.comment(lines.join('\n'))
+    t.same(res.problems, [], `no invariant broken (seed ${seed})`)
+  })
+}
+
+t.test('the overlap check: what counts as two incarnations at once', async (t) => {
+  const inc = (name: string, inc: string, proc: string, start: number, stop: number | undefined, acts: number[] = []) => ({ name, inc, proc, node: proc.split('.')[0]!, start, stop, acts })
+  t.same(overlapsOf([inc('a', '1', 'n1.1', 0, 10), inc('a', '2', 'n2.1', 10, undefined)], new Map()), [], 'one after the other')
+  t.equal(overlapsOf([inc('a', '1', 'n1.1', 0, 10), inc('a', '2', 'n2.1', 9, undefined)], new Map()).length, 1, 'overlapping')
+  t.equal(overlapsOf([inc('a', '1', 'n1.1', 0, undefined), inc('a', '2', 'n2.1', 50, undefined)], new Map()).length, 1, 'both running')
+  const paused = new Map<string, Array<[number, number]>>([['n1.1', [[5, 100]]]])
+  t.same(overlapsOf([inc('a', '1', 'n1.1', 0, 101), inc('a', '2', 'n2.1', 50, undefined)], paused), [], 'frozen, then fenced at thaw before acting')
+  t.equal(overlapsOf([inc('a', '1', 'n1.1', 0, 101, [100.5]), inc('a', '2', 'n2.1', 50, undefined)], paused).length, 1, 'frozen, but acted after the thaw while the other ran')
+  t.equal(overlapsOf([inc('a', '1', 'n1.1', 0, 101), inc('a', '2', 'n2.1', 3, undefined)], paused).length, 1, 'started before the pause began')
+})

@@ -1,0 +1,454 @@
+/**
+ * The nemesis on real processes: 5 sworm node processes (`test/fixtures/sworm-process.ts`) over
+ * real WebSockets and LevelDB, driven by a seed. Clients register, unregister and read static
+ * names from several nodes while supervised counter workers run; the nemesis SIGKILLs and restarts
+ * nodes, stops them gracefully, freezes them (SIGSTOP), partitions the cluster (isolated node,
+ * majority/minority, bridge; frames dropped in the transport with `blockPeer`), crashes workers
+ * and drains nodes. Then it heals everything and checks:
+ * 1. the clients' history is linearizable (acknowledged writes are never lost);
+ * 2. two incarnations of a supervised name never overlap in time (every process appends starts and
+ *    stops to a file with the wall clock; a killed process's workers end when it does);
+ * 3. after healing, every supervised name runs exactly once, where the registry says, and every
+ *    node holds the same registry, within a bounded time;
+ * 4. no node process exited unless the nemesis killed or stopped it.
+ *
+ * The seed picks the faults and the clients' operations; the processes' timing is real, so a rerun
+ * with the same seed replays the same schedule of faults, not the same interleaving. (The
+ * simulation mode, `sim/sworm-sim.ts`, replays exactly; it also covers message loss, duplication,
+ * reordering and clock skew, which this mode does not inject.)
+ * @module
+ */
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import type { WorkerRef } from '../../src/index.js'
+import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
+import { seededRandom } from '../../src/testkit/sim.js'
+import { startSwormCluster, type SwormCluster } from './sworm-cluster.js'
+
+const WORKERS = fileURLToPath(new URL('../fixtures/workers.js', import.meta.url))
+
+/** Options of {@link runRealNemesis}. */
+export interface RealNemesisOptions {
+  seed: number
+  /** Fault steps (default 6). */
+  steps?: number
+  /** Supervised names (default 20). */
+  names?: number
+  /** Concurrent clients (default 4). */
+  clients?: number
+  /** Progress lines (default: none). */
+  log?: (line: string) => void
+}
+
+/** What one run found. */
+export interface RealNemesisResult {
+  seed: number
+  ok: boolean
+  problems: string[]
+  /** Faults injected, by kind. */
+  faults: Record<string, number>
+  /** Client operations in the checked history. */
+  ops: number
+  /** Worker starts seen in the life files. */
+  starts: number
+  /** From the end of the faults until every check of "settled" held (ms). */
+  settledAfterMs: number
+  wallMs: number
+}
+
+interface LifeLine {
+  name: string
+  event: 'start' | 'stop' | 'act'
+  at: number
+  incarnation: string
+}
+
+/** One incarnation of a supervised name, from its process's life file. */
+export interface Incarnation {
+  name: string
+  inc: string
+  /** `<node>.<k>`: the k-th process started for the node. */
+  proc: string
+  node: string
+  start: number
+  /** When it stopped (or its process exited); undefined while it runs. */
+  stop: number | undefined
+  /** When it handled messages. */
+  acts: number[]
+}
+
+const N = 5
+const STATIC_KEYS = 3
+const LEASE_MS = 1000
+const DRIFT_MS = 250
+
+/** Run one seeded real-process nemesis run. Never throws for a broken invariant: see `problems`. */
+export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNemesisResult> {
+  const t0 = performance.now()
+  const r = seededRandom(opts.seed)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!
+  const log = opts.log ?? (() => {})
+  const lifeDir = await mkdtemp(join(tmpdir(), 'sworm-nemesis-life-'))
+  const faults: Record<string, number> = {}
+  const count = (k: string): void => void (faults[k] = (faults[k] ?? 0) + 1)
+  const problems: string[] = []
+  let c: SwormCluster | undefined
+  try {
+    c = await startSwormCluster({ n: N, lifeDir, leaseTimeoutMs: LEASE_MS, maxClockDriftMs: DRIFT_MS, requestTimeoutMs: 3000, snapshotEvery: 300, ipcTimeoutMs: 8000 })
+    const cl = c
+    const ids = [...cl.ids]
+    await cl.waitForLeader(15_000)
+
+    // ------------------------------------------------------------------ state of the nemesis
+    const frozen = new Set<string>()
+    /** Pauses (SIGSTOP .. SIGCONT, or .. SIGKILL) of each process `<node>.<k>`. */
+    const pauses = new Map<string, Array<[number, number]>>()
+    const procOf = (id: string): string => `${id}.${starts.get(id) ?? 1}`
+    const freezeNode = (id: string): void => {
+      cl.freeze(id)
+      frozen.add(id)
+      const list = pauses.get(procOf(id)) ?? []
+      list.push([wall(), Infinity])
+      pauses.set(procOf(id), list)
+    }
+    const thawNode = (id: string): void => {
+      cl.thaw(id)
+      frozen.delete(id)
+      const last = pauses.get(procOf(id))?.at(-1)
+      if (last) last[1] = wall()
+    }
+    const down = new Set<string>()
+    /** Links cut, as "a|b" with a < b. */
+    const cut = new Set<string>()
+    const exitedAt = new Map<string, number[]>() // node -> wall time of each exit, by process start
+    const starts = new Map<string, number>(ids.map((id) => [id, 1]))
+    const usable = (): string[] => ids.filter((id) => cl.isAlive(id) && !frozen.has(id))
+    const wall = (): number => performance.timeOrigin + performance.now()
+
+    // ---------------------------------------------------------------- clients (static names)
+    const history: KvOperation[] = []
+    let clientSeq = 0
+    const maybeDropped = (node: string): void => {
+      const at = wall()
+      for (let k = 0; k < STATIC_KEYS; k++) history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: at, ret: Infinity, output: undefined })
+    }
+    const valueOf = (ref: WorkerRef): string => `v${ref.inc}.${ref.id}`
+    let clientsOn = true
+    const clientOp = async (): Promise<void> => {
+      const nodes = usable()
+      if (!nodes.length) return
+      const via = pick(nodes)
+      const owner = pick(ids)
+      const key = `s:${owner}:${Math.floor(r() * STATIC_KEYS)}`
+      const x = r()
+      if (x < 0.45) {
+        if (!usable().includes(owner)) return
+        let ref: WorkerRef
+        try {
+          ref = await cl.request<WorkerRef>(owner, { op: 'spawnEcho', tag: key }, 3000)
+        } catch {
+          return
+        }
+        const op: KvOperation = { client: clientSeq++, input: { op: 'putIfAbsent', key, value: valueOf(ref) }, call: wall(), ret: Infinity, output: undefined }
+        history.push(op)
+        await settleOp(op, () => cl.request<boolean>(via, { op: 'registerRef', name: key, ref }).then((ok) => ({ ok })))
+      } else if (x < 0.7) {
+        const op: KvOperation = { client: clientSeq++, input: { op: 'delete', key }, call: wall(), ret: Infinity, output: undefined }
+        history.push(op)
+        await settleOp(op, () => cl.request<boolean>(via, { op: 'unregister', name: key }).then((ok) => ({ ok })))
+      } else {
+        const op: KvOperation = { client: clientSeq++, input: { op: 'get', key }, call: wall(), ret: Infinity, output: undefined }
+        history.push(op)
+        await settleOp(op, () =>
+          cl.request<WorkerRef | null>(via, { op: 'whereis', name: key, consistent: true }).then((ref) => ({ value: ref ? valueOf(ref) : undefined })),
+        )
+      }
+    }
+    const settleOp = async (op: KvOperation, run: () => Promise<KvOperation['output']>): Promise<void> => {
+      try {
+        op.output = await run()
+        op.ret = wall()
+      } catch (err) {
+        const code = (err as { code?: string }).code
+        // a failed read, or a write that surely did not happen, leaves no trace; anything else
+        // (a timeout, a process gone) has an unknown outcome and stays pending
+        const notDone = ['NOT_LEADER', 'PROPOSAL_DROPPED', 'INVALID_ARGUMENT', 'NO_WORKER', 'DOWN']
+        if (op.input.op === 'get' || (code !== undefined && notDone.includes(code))) history.splice(history.indexOf(op), 1)
+      }
+    }
+    const clientLoops = Array.from({ length: opts.clients ?? 4 }, async () => {
+      while (clientsOn) {
+        await clientOp()
+        await sleep(5 + r() * 20)
+      }
+    })
+
+    // --------------------------------------------------------------- supervised registrations
+    const nNames = opts.names ?? 20
+    const registering = [0, 1].map(() =>
+      cl
+        .request(pick(usable()), { op: 'registerSupervisedMany', prefix: 'w', count: nNames, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
+        .catch(() => undefined),
+    )
+    await Promise.all(registering) // the same names from two nodes at once: one wins each
+
+    // ------------------------------------------------------------------------------ faults
+    const applyCuts = async (): Promise<void> => {
+      for (const id of usable()) {
+        const peersCut = ids.filter((o) => o !== id && cut.has(linkKey(id, o)))
+        const peersOk = ids.filter((o) => o !== id && !cut.has(linkKey(id, o)))
+        await cl.request(id, { op: 'blockPeers', peers: peersCut, blocked: true }, 3000).catch(() => {})
+        await cl.request(id, { op: 'blockPeers', peers: peersOk, blocked: false }, 3000).catch(() => {})
+      }
+    }
+    const kill = async (id: string): Promise<void> => {
+      maybeDropped(id)
+      frozen.delete(id)
+      await cl.kill(id)
+      down.add(id)
+      noteExit(id)
+    }
+    const noteExit = (id: string): void => {
+      const list = exitedAt.get(id) ?? []
+      list[(starts.get(id) ?? 1) - 1] = wall()
+      exitedAt.set(id, list)
+    }
+    const restart = async (id: string): Promise<void> => {
+      if (cl.isAlive(id)) return
+      starts.set(id, (starts.get(id) ?? 1) + 1)
+      await cl.restart(id)
+      down.delete(id)
+      await applyCuts()
+    }
+    const maxDown = 2
+    const steps = opts.steps ?? 6
+    for (let s = 0; s < steps; s++) {
+      const x = r()
+      const healthy = ids.filter((id) => cl.isAlive(id) && !frozen.has(id))
+      const unavailable = ids.length - healthy.length
+      if (x < 0.2 && unavailable < maxDown) {
+        const id = pick(healthy)
+        count('kill')
+        log(`step ${s}: SIGKILL ${id}`)
+        await kill(id)
+      } else if (x < 0.3 && unavailable < maxDown) {
+        const id = pick(healthy)
+        count('stop')
+        log(`step ${s}: graceful stop ${id}`)
+        maybeDropped(id)
+        await cl.stop(id)
+        down.add(id)
+        noteExit(id)
+      } else if (x < 0.4 && unavailable < maxDown) {
+        const id = pick(healthy)
+        count('freeze')
+        log(`step ${s}: SIGSTOP ${id}`)
+        maybeDropped(id)
+        freezeNode(id)
+      } else if (x < 0.55) {
+        cut.clear()
+        const shuffled = [...ids].sort(() => r() - 0.5)
+        const kind = pick(['isolate', 'minority', 'bridge'] as const)
+        count(`partition:${kind}`)
+        if (kind === 'isolate') {
+          const [a] = shuffled
+          for (const o of ids) if (o !== a) cut.add(linkKey(a!, o))
+          maybeDropped(a!)
+        } else if (kind === 'minority') {
+          const minority = shuffled.slice(0, 2)
+          for (const a of minority) for (const b of shuffled.slice(2)) cut.add(linkKey(a, b))
+          for (const a of minority) maybeDropped(a)
+        } else {
+          // a, b | c | d, e, with c reaching both sides
+          const [a, b, , d, e] = shuffled
+          for (const p of [a, b]) for (const q of [d, e]) cut.add(linkKey(p!, q!))
+          for (const p of [a, b, d, e]) maybeDropped(p!)
+        }
+        log(`step ${s}: partition ${kind} ${[...cut].join(' ')}`)
+        await applyCuts()
+      } else if (x < 0.65) {
+        count('heal')
+        log(`step ${s}: heal the network`)
+        cut.clear()
+        await applyCuts()
+      } else if (x < 0.78) {
+        const revivable = ids.filter((i) => !cl.isAlive(i) || frozen.has(i))
+        if (revivable.length) {
+          const id = pick(revivable)
+          count('revive')
+          log(`step ${s}: revive ${id}`)
+          if (frozen.has(id)) thawNode(id)
+          else await restart(id)
+        }
+      } else if (x < 0.9) {
+        count('workerCrash')
+        const via = pick(healthy)
+        const victims = Array.from({ length: 3 }, () => `w${Math.floor(r() * nNames)}`)
+        log(`step ${s}: crash workers ${victims.join(',')} via ${via}`)
+        await Promise.all(victims.map((w) => cl.request(via, { op: 'call', name: w, msg: 'crash' }, 3000).catch(() => {})))
+      } else {
+        const id = pick(healthy)
+        count('drain')
+        log(`step ${s}: drain ${id}`)
+        await cl.request(id, { op: 'drain', timeoutMs: 3000 }, 6000).catch(() => {})
+        if (r() < 0.5) await cl.request(id, { op: 'undrain' }, 3000).catch(() => {})
+      }
+      await sleep(500 + r() * 2000)
+    }
+
+    // ------------------------------------------------------------------------------- heal
+    log('heal everything')
+    const healedAt = performance.now()
+    for (const id of [...frozen]) thawNode(id)
+    cut.clear()
+    for (const id of ids) if (!cl.isAlive(id)) await restart(id)
+    await applyCuts()
+    for (const id of ids) await cl.request(id, { op: 'undrain' }, 5000).catch(() => {})
+    clientsOn = false
+    await Promise.all(clientLoops)
+
+    // ------------------------------------------------------------------------ settled?
+    const lifeNow = async (): Promise<{ incs: Incarnation[]; open: Map<string, Incarnation[]> }> => {
+      const incs: Incarnation[] = []
+      const open = new Map<string, Incarnation[]>()
+      for (const f of await readdir(lifeDir)) {
+        const [node, k] = f.split('.') as [string, string]
+        const text = await readFile(join(lifeDir, f), 'utf8')
+        const byInc = new Map<string, Incarnation>()
+        for (const l of text.split('\n')) {
+          if (!l.trim()) continue
+          let e: LifeLine
+          try {
+            e = JSON.parse(l) as LifeLine
+          } catch {
+            continue // a line torn by SIGKILL
+          }
+          if (e.event === 'start') byInc.set(e.incarnation, { name: e.name, inc: e.incarnation, proc: `${node}.${k}`, node, start: e.at, stop: undefined, acts: [] })
+          const inc = byInc.get(e.incarnation)
+          if (!inc) continue
+          if (e.event === 'stop') inc.stop = e.at
+          else if (e.event === 'act') inc.acts.push(e.at)
+        }
+        const exited = exitedAt.get(node)?.[Number(k) - 1]
+        for (const inc of byInc.values()) {
+          if (inc.stop === undefined && exited !== undefined) inc.stop = exited
+          incs.push(inc)
+          if (inc.stop === undefined) {
+            const list = open.get(inc.name) ?? []
+            list.push(inc)
+            open.set(inc.name, list)
+          }
+        }
+      }
+      return { incs, open }
+    }
+    const settledNow = async (): Promise<string | undefined> => {
+      if (ids.some((id) => !cl.isAlive(id))) return 'a node is down'
+      const dumps = await Promise.all(ids.map((id) => cl.request<Array<[string, string, number]>>(id, { op: 'dump' }, 3000).catch(() => undefined)))
+      if (dumps.some((d) => d === undefined)) return 'a node does not answer'
+      const want = JSON.stringify(dumps[0])
+      const differ = ids.filter((_, i) => JSON.stringify(dumps[i]) !== want)
+      if (differ.length) return `registries differ on ${differ.join(',')}`
+      const supervised = dumps[0]!.filter(([n]) => n.startsWith('w'))
+      const { open } = await lifeNow()
+      for (const [name, node] of supervised) {
+        const o = open.get(name) ?? []
+        if (o.length !== 1) return `${name}: ${o.length} incarnations running`
+        if (o[0]!.node !== node) return `${name}: runs on ${o[0]!.node}, registered on ${node}`
+      }
+      const names = new Set(supervised.map(([n]) => n))
+      for (const [name, o] of open) if (!names.has(name) && o.length) return `${name}: runs but is not registered`
+      return undefined
+    }
+    let why: string | undefined = 'not checked'
+    const deadline = performance.now() + 60_000
+    while (performance.now() < deadline) {
+      why = await settledNow().catch((err: unknown) => `check failed: ${String(err)}`)
+      if (why === undefined) break
+      await sleep(100)
+    }
+    const settledAfterMs = performance.now() - healedAt
+    if (why !== undefined) problems.push(`did not settle within 60 s after healing: ${why}`)
+
+    // --------------------------------------------------------------------------- checks
+    const { incs } = await lifeNow()
+    const ov = overlapsOf(incs, pauses)
+    if (ov.length) problems.push(`overlapping incarnations: ${ov.slice(0, 5).join('; ')}`)
+    const lin = checkLinearizable(kvModel, history, { timeoutMs: 60_000 })
+    if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
+    for (const e of cl.unexpectedExits()) problems.push(`a node crashed: ${e}`)
+    for (const id of ids) {
+      const bad = cl.logs(id).filter((l) => /unhandled rejection|uncaught exception/.test(l))
+      if (bad.length) problems.push(`${id}: ${bad[0]}`)
+    }
+    return {
+      seed: opts.seed,
+      ok: problems.length === 0,
+      problems,
+      faults,
+      ops: history.filter((o) => typeof o.client === 'number').length,
+      starts: incs.length,
+      settledAfterMs,
+      wallMs: performance.now() - t0,
+    }
+  } catch (err) {
+    problems.push(`run failed: ${(err as Error).stack ?? String(err)}`)
+    return { seed: opts.seed, ok: false, problems, faults, ops: 0, starts: 0, settledAfterMs: NaN, wallMs: performance.now() - t0 }
+  } finally {
+    await c?.stopAll().catch(() => {})
+    await rm(lifeDir, { recursive: true, force: true })
+  }
+}
+
+function linkKey(a: string, b: string): string {
+  return a < b ? `${a}|${b}` : `${b}|${a}`
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms))
+}
+
+/**
+ * Incarnations of a name active at the same time (wall clock). An incarnation is active from its
+ * start to its stop, except while its process was paused (SIGSTOP): a paused worker runs nothing.
+ * After the pause it counts as active again only if it handled a message before it stopped (Sworm
+ * fences a worker whose lease ran out before it handles anything after a pause).
+ */
+export function overlapsOf(incs: Incarnation[], pauses: Map<string, Array<[number, number]>>): string[] {
+  const intervals = new Map<string, Array<{ inc: string; from: number; to: number }>>()
+  for (const i of incs) {
+    let to = i.stop ?? Infinity
+    const spans: Array<[number, number]> = []
+    let from = i.start
+    for (const [f, t] of pauses.get(i.proc) ?? []) {
+      if (f >= to || t <= from) continue
+      spans.push([from, f])
+      // after the pause: active again only if it acted
+      const actedAfter = i.acts.some((a) => a >= t && a <= to)
+      if (!actedAfter) {
+        to = f
+        from = f
+        break
+      }
+      from = t
+    }
+    if (to > from) spans.push([from, to])
+    const list = intervals.get(i.name) ?? []
+    for (const [a, b] of spans) if (b > a) list.push({ inc: i.inc, from: a, to: b })
+    intervals.set(i.name, list)
+  }
+  const problems: string[] = []
+  for (const [name, list] of intervals) {
+    list.sort((a, b) => a.from - b.from)
+    for (let x = 0; x < list.length; x++) {
+      for (let y = x + 1; y < list.length && list[y]!.from < list[x]!.to; y++) {
+        if (list[y]!.inc !== list[x]!.inc) {
+          problems.push(`${name}: ${list[y]!.inc} active from ${list[y]!.from.toFixed(1)} while ${list[x]!.inc} was (until ${list[x]!.to.toFixed(1)})`)
+        }
+      }
+    }
+  }
+  return problems
+}
