@@ -5,7 +5,9 @@
  *   catches up, without a restart;
  * - a corrupt entry in the middle of a follower's log, and a corrupt snapshot: found at restart,
  *   repaired (one log line), and the node catches up from the leader.
- * The full-disk case needs root (to mount the tmpfs) and skips with the reason otherwise.
+ * - a full disk under a sworm node with supervised workers: they move to the other nodes, and the
+ *   node takes work again once space is freed.
+ * The full-disk cases need root (to mount the tmpfs) and skips with the reason otherwise.
  */
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
@@ -15,7 +17,12 @@ import { join } from 'node:path'
 import { Level } from 'level'
 import { levelStorageKeys } from '../src/raft/level-storage.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
+import { fileURLToPath } from 'node:url'
+import type { AwaitAnswersResult, RegisterSupervisedManyResult } from './fixtures/sworm-process.js'
 import { pollUntil, startCluster, type Cluster } from './real/cluster.js'
+import { startSwormCluster } from './real/sworm-cluster.js'
+
+const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
 
 /** Write keys `${prefix}0..n-1` through whichever of `nodes` answers; returns them. */
 async function writeKeys(c: Cluster, nodes: string[], prefix: string, n: number, conc = 8): Promise<Map<string, string>> {
@@ -160,3 +167,66 @@ for (const what of ['an entry in the middle of the log', 'the snapshot'] as cons
     t.equal(after.size, 50, 'and it serves writes')
   })
 }
+
+t.test('a full disk under a sworm node: its workers move away, and it takes work again once space is freed', { timeout: 180_000 }, async (t) => {
+  const mnt = await mkdtemp(join(tmpdir(), 'sworm-fulldisk-'))
+  t.teardown(() => rm(mnt, { recursive: true, force: true }))
+  const why = mountTmpfs(mnt, '24m')
+  if (why) {
+    t.comment(`skipped: ${why}`)
+    return
+  }
+  t.teardown(() => {
+    try {
+      execFileSync('umount', ['-l', mnt], { stdio: 'pipe' })
+    } catch {
+      // already gone
+    }
+  })
+  const c = await startSwormCluster({ n: 3, logLevel: 'info', dataDirs: { n3: join(mnt, 'n3') }, leaseTimeoutMs: 1000, maxClockDriftMs: 250 })
+  t.teardown(() => c.stopAll())
+  await c.waitForLeader(15_000)
+  const names = Array.from({ length: 60 }, (_, i) => `d${i}`)
+  const reg = await c.request<RegisterSupervisedManyResult>('n1', { op: 'registerSupervisedMany', prefix: 'd', count: 60, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
+  t.equal(reg.ok, 60, `60 supervised workers: ${JSON.stringify(reg.perNode)}`)
+  t.ok((reg.perNode.n3 ?? 0) > 0, 'some on n3')
+
+  const filler = join(mnt, 'filler')
+  await writeFile(filler, Buffer.alloc(32 * 1024 * 1024)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOSPC') throw err
+  })
+  // writes go on through n1 and n2; n3 fails at its next write
+  await c.request('n1', { op: 'registerMany', prefix: 'fill', count: 2000, concurrency: 32 }, 60_000)
+  await pollUntil(async () => ((await c.status('n3')).storageFailure ? true : undefined), 30_000, 'n3 to report its storage failure', 50)
+  t.pass(`n3 stopped serving: ${(await c.status('n3')).storageFailure}`)
+  await pollUntil(
+    async () => ((await c.request<string[]>('n3', { op: 'aliveCounters', prefix: 'd' })).length === 0 ? true : undefined),
+    30_000,
+    'n3 to fence its workers',
+    50,
+  )
+  t.pass('n3 fenced its workers (its lease ran out)')
+  const moved = await c.request<AwaitAnswersResult>('n1', { op: 'awaitAnswers', names, msg: 'get', callTimeoutMs: 500, everyMs: 20, timeoutMs: 30_000, skipNodes: ['n3'] }, 40_000)
+  t.same(moved.missing, [], 'every worker answers from n1 or n2')
+
+  await rm(filler)
+  await pollUntil(async () => ((await c.status('n3')).storageFailure === undefined ? true : undefined), 60_000, 'n3 to serve again', 100)
+  t.pass('n3 serves again, without a restart')
+  const more = await c.request<RegisterSupervisedManyResult>('n1', { op: 'registerSupervisedMany', prefix: 'e', count: 30, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
+  t.equal(more.ok, 30)
+  t.ok((more.perNode.n3 ?? 0) > 0, `n3 takes new workers: ${JSON.stringify(more.perNode)}`)
+  await pollUntil(
+    async () => {
+      const dumps = await Promise.all(c.ids.map((id) => c.request(id, { op: 'dump' })))
+      return dumps.every((d) => JSON.stringify(d) === JSON.stringify(dumps[0])) ? true : undefined
+    },
+    30_000,
+    'every node to hold the same registry',
+    100,
+  )
+  const alive = (await Promise.all(c.ids.map((id) => c.request<string[]>(id, { op: 'aliveCounters', prefix: 'd' })))).flat()
+  t.same(alive.filter((n) => n.includes('*')), [], 'no worker runs twice in a process')
+  t.equal(new Set(alive).size, alive.length, 'nor in two processes')
+  t.equal(alive.length, 60, 'every one of the first 60 runs once')
+  t.same(c.unexpectedExits(), [], 'no process crashed')
+})

@@ -48,6 +48,8 @@ export interface SwormClusterOptions {
    * clock), one file per process start: `<lifeDir>/<id>.<k>.jsonl`. Survives SIGKILL.
    */
   lifeDir?: string
+  /** Data directories of some nodes (default: `<cluster dir>/<id>`), e.g. on a small filesystem. */
+  dataDirs?: Record<string, string>
 }
 
 type Req = SwormRequest | (Record<string, unknown> & { op: string })
@@ -152,7 +154,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
 
   const argsOf = (id: string): SwormProcessArgs => {
     const via = joinedVia.get(id)
-    const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: join(dir, id), secret }
+    const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: opts.dataDirs?.[id] ?? join(dir, id), secret }
     if (via !== undefined) a.join = via
     else a.peers = peers
     a.logLevel = opts.logLevel ?? 'warn'
