@@ -3,8 +3,8 @@
  * real WebSockets and LevelDB, driven by a seed. Clients register, unregister and read static
  * names from several nodes while supervised counter workers run; the nemesis SIGKILLs and restarts
  * nodes, stops them gracefully, freezes them (SIGSTOP), partitions the cluster (isolated node,
- * majority/minority, bridge; frames dropped in the transport with `blockPeer`), crashes workers
- * and drains nodes. Then it heals everything and checks:
+ * majority/minority, bridge; frames dropped in the transport with `blockPeer`), crashes workers,
+ * drains nodes, and skews clocks (every process runs its own clock at a rate within the bound). Then it heals everything and checks:
  * 1. the clients' history is linearizable (acknowledged writes are never lost);
  * 2. two incarnations of a supervised name never overlap in time (every process appends starts and
  *    stops to a file with the wall clock; a killed process's workers end when it does);
@@ -14,8 +14,8 @@
  *
  * The seed picks the faults and the clients' operations; the processes' timing is real, so a rerun
  * with the same seed replays the same schedule of faults, not the same interleaving. (The
- * simulation mode, `sim/sworm-sim.ts`, replays exactly; it also covers message loss, duplication,
- * reordering and clock skew, which this mode does not inject.)
+ * simulation mode, `sim/sworm-sim.ts`, replays exactly; it also covers message loss, duplication
+ * and reordering, which this mode does not inject.)
  * @module
  */
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
@@ -83,6 +83,12 @@ const N = 5
 const STATIC_KEYS = 3
 const LEASE_MS = 1000
 const DRIFT_MS = 250
+/**
+ * Each process's clock runs at a rate within 1 ± this, and reads up to ±5 s off. Two rates then
+ * differ by up to 6%: 60 ms over the lease, inside what the drift bound leaves once the fence check
+ * interval (lease / 8 = 125 ms) is taken off: 250 - 125 = 125 ms.
+ */
+const MAX_RATE_SKEW = 0.03
 
 /** Run one seeded real-process nemesis run. Never throws for a broken invariant: see `problems`. */
 export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNemesisResult> {
@@ -96,7 +102,8 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
   const problems: string[] = []
   let c: SwormCluster | undefined
   try {
-    c = await startSwormCluster({ n: N, lifeDir, leaseTimeoutMs: LEASE_MS, maxClockDriftMs: DRIFT_MS, requestTimeoutMs: 3000, snapshotEvery: 300, ipcTimeoutMs: 8000 })
+    const skew = (): { rate: number; offsetMs: number } => ({ rate: 1 + (r() * 2 - 1) * MAX_RATE_SKEW, offsetMs: (r() * 2 - 1) * 5000 })
+    c = await startSwormCluster({ n: N, lifeDir, leaseTimeoutMs: LEASE_MS, maxClockDriftMs: DRIFT_MS, requestTimeoutMs: 3000, snapshotEvery: 300, ipcTimeoutMs: 8000, clockOf: skew })
     const cl = c
     const ids = [...cl.ids]
     await cl.waitForLeader(15_000)
@@ -282,7 +289,13 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
           if (frozen.has(id)) thawNode(id)
           else await restart(id)
         }
-      } else if (x < 0.9) {
+      } else if (x < 0.84) {
+        const id = pick(healthy)
+        const rate = 1 + (r() * 2 - 1) * MAX_RATE_SKEW
+        count('clockSkew')
+        log(`step ${s}: clock of ${id} now runs at ${rate.toFixed(3)}x`)
+        await cl.request(id, { op: 'clockRate', rate }, 3000).catch(() => {})
+      } else if (x < 0.92) {
         count('workerCrash')
         const via = pick(healthy)
         const victims = Array.from({ length: 3 }, () => `w${Math.floor(r() * nNames)}`)

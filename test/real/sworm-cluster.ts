@@ -50,6 +50,8 @@ export interface SwormClusterOptions {
   lifeDir?: string
   /** Data directories of some nodes (default: `<cluster dir>/<id>`), e.g. on a small filesystem. */
   dataDirs?: Record<string, string>
+  /** Clock skew of each process start (see `SwormProcessArgs.clockRate`); called at every spawn. */
+  clockOf?: (nodeId: string) => { rate: number; offsetMs: number } | undefined
 }
 
 type Req = SwormRequest | (Record<string, unknown> & { op: string })
@@ -163,6 +165,11 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
     if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
     if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs
+    const skew = opts.clockOf?.(id)
+    if (skew) {
+      a.clockRate = skew.rate
+      a.clockOffsetMs = skew.offsetMs
+    }
     return a
   }
 
