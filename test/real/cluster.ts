@@ -4,15 +4,16 @@
  * temporary directories. Used by `test/raft-process.test.ts` and `bench/raft-bench.ts`.
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import type { ProcessArgs } from '../fixtures/raft-kv-process.js'
+import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './node-processes.js'
+
+export { freePorts, NodeRequestError, pollUntil }
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/raft-kv-process.js', import.meta.url))
 
@@ -37,18 +38,6 @@ export interface ClusterOptions {
   dataDirs?: Record<string, string>
 }
 
-/** An error a node answered a request with. */
-export class NodeRequestError extends Error {
-  constructor(
-    readonly node: string,
-    readonly code: string,
-    message: string,
-    readonly leader?: string,
-  ) {
-    super(`${node}: ${code}: ${message}`)
-  }
-}
-
 /** Status of a node, as answered by the `status` request. */
 export interface NodeStatus {
   id: string
@@ -64,14 +53,6 @@ export interface NodeStatus {
   failed: string | undefined
   /** Set while the node catches up past log entries it lost to corruption. */
   recoveringUpTo: number | undefined
-}
-
-interface Proc {
-  child: ChildProcess
-  alive: boolean
-  exited: Promise<void>
-  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
-  stderrTail: string[]
 }
 
 /** A running cluster of node processes. */
@@ -105,51 +86,6 @@ export interface Cluster {
   stopAll(): Promise<void>
 }
 
-/** Free loopback ports: bind port 0, note the port, close. */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<import('node:net').Server>((resolve, reject) => {
-          const s = createServer()
-          s.once('error', reject)
-          s.listen(0, '127.0.0.1', () => resolve(s))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => {
-    const a = s.address()
-    if (!a || typeof a === 'string') throw new Error('no port')
-    return a.port
-  })
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
-  return ports
-}
-
-/** Poll `fn` until it returns a value other than `undefined`; throw after `timeoutMs`. */
-export async function pollUntil<T>(
-  fn: () => Promise<T | undefined> | T | undefined,
-  timeoutMs: number,
-  what: string,
-  intervalMs = 20,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let lastErr: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      lastErr = err
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`)
-    }
-    await new Promise((r) => setTimeout(r, intervalMs))
-  }
-}
-
 /** Start `n` node processes forming a new cluster. */
 export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const n = opts.n
@@ -159,12 +95,12 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
   const peers: Record<string, string> = {}
   ids.forEach((id, i) => (peers[id] = `ws://127.0.0.1:${ports[i]}`))
   const secret = randomBytes(16).toString('hex')
-  const echo = opts.echoLogs ?? process.env.SWORM_CLUSTER_LOG !== undefined
-  const startTimeout = opts.startTimeoutMs ?? 15_000
-  const defaultTimeout = opts.requestTimeoutMs ?? 15_000
-  const procs = new Map<string, Proc>()
-  let seq = 0
-  let stopped = false
+  const procs = new NodeProcesses({
+    fixture: FIXTURE,
+    echoLogs: opts.echoLogs ?? process.env.SWORM_CLUSTER_LOG !== undefined,
+    startTimeoutMs: opts.startTimeoutMs ?? 15_000,
+    requestTimeoutMs: opts.requestTimeoutMs ?? 15_000,
+  })
 
   const argsOf = (id: string, bootstrap: boolean): ProcessArgs => {
     const a: ProcessArgs = { id, listen: peers[id]!, peers, dataDir: opts.dataDirs?.[id] ?? join(dir, id), secret, bootstrap }
@@ -175,145 +111,35 @@ export async function startCluster(opts: ClusterOptions): Promise<Cluster> {
     return a
   }
 
-  const spawnNode = (id: string, bootstrap: boolean): Promise<void> => {
-    const child = spawn(process.execPath, [FIXTURE, JSON.stringify(argsOf(id, bootstrap))], {
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-    })
-    let onExit!: () => void
-    const p: Proc = {
-      child,
-      alive: true,
-      exited: new Promise<void>((r) => (onExit = r)),
-      pending: new Map(),
-      stderrTail: [],
-    }
-    procs.set(id, p)
-    let partial = ''
-    child.stderr!.setEncoding('utf8')
-    child.stderr!.on('data', (chunk: string) => {
-      if (echo) process.stderr.write(chunk)
-      const lines = (partial + chunk).split('\n')
-      partial = lines.pop() ?? ''
-      p.stderrTail.push(...lines)
-      if (p.stderrTail.length > 200) p.stderrTail.splice(0, p.stderrTail.length - 200)
-    })
-    child.stdout!.resume()
-    return new Promise<void>((resolve, reject) => {
-      let ready = false
-      const timer = setTimeout(() => {
-        if (!ready) reject(new Error(`node ${id} not ready after ${startTimeout} ms; stderr:\n${p.stderrTail.join('\n')}`))
-      }, startTimeout)
-      child.on('message', (raw: unknown) => {
-        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string; leader?: string } }
-        if (m.ready) {
-          ready = true
-          clearTimeout(timer)
-          resolve()
-          return
-        }
-        if (typeof m.id !== 'number') return
-        const w = p.pending.get(m.id)
-        if (!w) return
-        p.pending.delete(m.id)
-        clearTimeout(w.timer)
-        if (m.ok) w.resolve(m.result)
-        else w.reject(new NodeRequestError(id, m.error?.code ?? 'ERROR', m.error?.message ?? 'unknown error', m.error?.leader))
-      })
-      child.on('error', (err) => {
-        if (!ready) {
-          clearTimeout(timer)
-          reject(err)
-        }
-      })
-      child.on('exit', (code, signal) => {
-        p.alive = false
-        for (const w of p.pending.values()) {
-          clearTimeout(w.timer)
-          w.reject(new NodeRequestError(id, 'EXITED', `process exited (code ${code}, signal ${signal})`))
-        }
-        p.pending.clear()
-        onExit()
-        if (!ready) {
-          clearTimeout(timer)
-          reject(new Error(`node ${id} exited before ready (code ${code}, signal ${signal}); stderr:\n${p.stderrTail.join('\n')}`))
-        }
-      })
-    })
-  }
-
-  const request = <T>(nodeId: string, msg: Record<string, unknown> & { op: string }, timeoutMs = defaultTimeout): Promise<T> => {
-    const p = procs.get(nodeId)
-    if (!p || !p.alive) return Promise.reject(new NodeRequestError(nodeId, 'DOWN', 'process is not running'))
-    const id = ++seq
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        p.pending.delete(id)
-        reject(new NodeRequestError(nodeId, 'IPC_TIMEOUT', `no answer to ${msg.op} within ${timeoutMs} ms`))
-      }, timeoutMs)
-      p.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
-      try {
-        p.child.send({ ...msg, id })
-      } catch (err) {
-        clearTimeout(timer)
-        p.pending.delete(id)
-        reject(new NodeRequestError(nodeId, 'IPC', String(err)))
-      }
-    })
-  }
-
-  const kill = async (nodeId: string): Promise<void> => {
-    const p = procs.get(nodeId)
-    if (!p || !p.alive) return
-    p.child.kill('SIGKILL')
-    await p.exited
-  }
-
   const cluster: Cluster = {
     ids,
     dir,
-    request,
-    status: (nodeId, timeoutMs = 2000) => request<NodeStatus>(nodeId, { op: 'status' }, timeoutMs),
-    isAlive: (nodeId) => procs.get(nodeId)?.alive ?? false,
-    alive: () => ids.filter((id) => procs.get(id)?.alive),
-    pid: (nodeId) => {
-      const p = procs.get(nodeId)
-      return p?.alive ? p.child.pid : undefined
-    },
-    kill,
-    restart: async (nodeId) => {
-      if (stopped) throw new Error('cluster stopped')
-      const p = procs.get(nodeId)
-      if (p?.alive) throw new Error(`node ${nodeId} is still running`)
-      await spawnNode(nodeId, false)
-    },
+    request: (nodeId, msg, timeoutMs) => procs.request(nodeId, msg, timeoutMs),
+    status: (nodeId, timeoutMs = 2000) => procs.request<NodeStatus>(nodeId, { op: 'status' }, timeoutMs),
+    isAlive: (nodeId) => procs.isAlive(nodeId),
+    alive: () => ids.filter((id) => procs.isAlive(id)),
+    pid: (nodeId) => procs.pid(nodeId),
+    kill: (nodeId) => procs.kill(nodeId),
+    restart: (nodeId) => procs.spawn(nodeId, argsOf(nodeId, false)),
     waitForLeader: (timeoutMs = 10_000, wopts = {}) =>
-      pollUntil(
-        async () => {
-          const live = ids.filter((id) => procs.get(id)?.alive && !(wopts.exclude ?? []).includes(id))
-          const sts = (await Promise.all(live.map((id) => cluster.status(id, 1000).catch(() => undefined)))).filter(
-            (s): s is NodeStatus => s !== undefined,
-          )
-          const leaders = sts.filter((s) => s.role === 'leader')
-          if (leaders.length === 0) return undefined
-          // the leader of the highest term; it must be named by a majority of the cluster
-          const l = leaders.reduce((a, b) => (b.term > a.term ? b : a))
-          const votes = sts.filter((s) => s.term === l.term && s.leader === l.id).length
-          return votes >= Math.floor(n / 2) + 1 ? l.id : undefined
+      waitForLeader(
+        () => ids.filter((id) => procs.isAlive(id) && !(wopts.exclude ?? []).includes(id)),
+        async (id) => {
+          const s = await cluster.status(id, 1000)
+          return { self: s.id, role: s.role, term: s.term, leader: s.leader }
         },
+        Math.floor(n / 2) + 1,
         timeoutMs,
-        'a leader',
-        10,
       ),
-    logs: (nodeId) => [...(procs.get(nodeId)?.stderrTail ?? [])],
+    logs: (nodeId) => procs.logs(nodeId),
     stopAll: async () => {
-      stopped = true
-      await Promise.all(ids.map((id) => kill(id)))
+      await procs.killAll()
       await rm(dir, { recursive: true, force: true })
     },
   }
 
   try {
-    await Promise.all(ids.map((id) => spawnNode(id, true)))
+    await Promise.all(ids.map((id) => procs.spawn(id, argsOf(id, true))))
   } catch (err) {
     await cluster.stopAll().catch(() => {})
     throw err

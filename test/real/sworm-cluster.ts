@@ -4,14 +4,13 @@
  * `test/sworm-process.test.ts` and `bench/registry-bench.ts`.
  * @module
  */
-import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SwormProcessArgs, SwormProcessEvent, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
-import { freePorts, NodeRequestError, pollUntil } from './cluster.js'
+import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './node-processes.js'
 
 export { freePorts, NodeRequestError, pollUntil }
 
@@ -55,16 +54,6 @@ export interface SwormClusterOptions {
 }
 
 type Req = SwormRequest | (Record<string, unknown> & { op: string })
-
-interface Proc {
-  child: ChildProcess
-  alive: boolean
-  exited: Promise<void>
-  pending: Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>
-  stderrTail: string[]
-  /** Set when the harness killed or stopped it: its exit is not a crash. */
-  expectExit: boolean
-}
 
 /** A running sworm of node processes. */
 export interface SwormCluster {
@@ -133,17 +122,19 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
   const urls: Record<string, string> = {}
   const peers: Record<string, string> = {}
   const secret = randomBytes(16).toString('hex')
-  const echo = opts.echoLogs ?? process.env.SWORM_CLUSTER_LOG !== undefined
-  const startTimeout = opts.startTimeoutMs ?? 20_000
-  const defaultTimeout = opts.ipcTimeoutMs ?? 15_000
-  const execArgv = opts.execArgv ?? ['--expose-gc']
-  const procs = new Map<string, Proc>()
+  const eventListeners: Array<(nodeId: string, events: SwormProcessEvent[]) => void> = []
+  const procs = new NodeProcesses({
+    fixture: FIXTURE,
+    execArgv: opts.execArgv ?? ['--expose-gc'],
+    echoLogs: opts.echoLogs ?? process.env.SWORM_CLUSTER_LOG !== undefined,
+    startTimeoutMs: opts.startTimeoutMs ?? 20_000,
+    requestTimeoutMs: opts.ipcTimeoutMs ?? 15_000,
+    onEvents: (id, events) => {
+      for (const l of eventListeners) l(id, events as SwormProcessEvent[])
+    },
+  })
   /** Nodes started with `join`, and the address they joined through. */
   const joinedVia = new Map<string, string>()
-  const eventListeners: Array<(nodeId: string, events: SwormProcessEvent[]) => void> = []
-  let seq = 0
-  let stopped = false
-  const crashes: string[] = []
   const starts = new Map<string, number>()
 
   try {
@@ -174,102 +165,12 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
   }
 
   const spawnNode = (id: string): Promise<void> => {
-    if (stopped) return Promise.reject(new Error('cluster stopped'))
     const k = (starts.get(id) ?? 0) + 1
     starts.set(id, k)
     const env = opts.lifeDir ? { ...process.env, SWORM_LIFE_FILE: join(opts.lifeDir, `${id}.${k}.jsonl`) } : process.env
-    const child = spawn(process.execPath, [...execArgv, FIXTURE, JSON.stringify(argsOf(id))], {
-      stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
-      env,
-    })
-    let onExit!: () => void
-    const p: Proc = { child, alive: true, exited: new Promise<void>((r) => (onExit = r)), pending: new Map(), stderrTail: [], expectExit: false }
-    procs.set(id, p)
-    let partial = ''
-    child.stderr!.setEncoding('utf8')
-    child.stderr!.on('data', (chunk: string) => {
-      if (echo) process.stderr.write(chunk)
-      const lines = (partial + chunk).split('\n')
-      partial = lines.pop() ?? ''
-      p.stderrTail.push(...lines)
-      if (p.stderrTail.length > 200) p.stderrTail.splice(0, p.stderrTail.length - 200)
-    })
-    child.stdout!.resume()
-    return new Promise<void>((resolve, reject) => {
-      let ready = false
-      const timer = setTimeout(() => {
-        if (!ready) reject(new Error(`node ${id} not ready after ${startTimeout} ms; stderr:\n${p.stderrTail.join('\n')}`))
-      }, startTimeout)
-      child.on('message', (raw: unknown) => {
-        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string }; events?: SwormProcessEvent[] }
-        if (Array.isArray(m.events)) {
-          for (const l of eventListeners) l(id, m.events)
-          return
-        }
-        if (m.ready) {
-          ready = true
-          clearTimeout(timer)
-          resolve()
-          return
-        }
-        if (typeof m.id !== 'number') return
-        const w = p.pending.get(m.id)
-        if (!w) return
-        p.pending.delete(m.id)
-        clearTimeout(w.timer)
-        if (m.ok) w.resolve(m.result)
-        else w.reject(new NodeRequestError(id, m.error?.code ?? 'ERROR', m.error?.message ?? 'unknown error'))
-      })
-      child.on('error', (err) => {
-        if (!ready) {
-          clearTimeout(timer)
-          reject(err)
-        }
-      })
-      child.on('exit', (code, signal) => {
-        p.alive = false
-        if (!p.expectExit && !stopped) crashes.push(`${id} exited (code ${code}, signal ${signal}): ${p.stderrTail.slice(-5).join(' | ')}`)
-        for (const w of p.pending.values()) {
-          clearTimeout(w.timer)
-          w.reject(new NodeRequestError(id, 'EXITED', `process exited (code ${code}, signal ${signal})`))
-        }
-        p.pending.clear()
-        onExit()
-        if (!ready) {
-          clearTimeout(timer)
-          reject(new Error(`node ${id} exited before ready (code ${code}, signal ${signal}); stderr:\n${p.stderrTail.join('\n')}`))
-        }
-      })
-    })
+    return procs.spawn(id, argsOf(id), env)
   }
-
-  const request = <T>(nodeId: string, msg: Req, timeoutMs = defaultTimeout): Promise<T> => {
-    const p = procs.get(nodeId)
-    if (!p || !p.alive) return Promise.reject(new NodeRequestError(nodeId, 'DOWN', 'process is not running'))
-    const id = ++seq
-    return new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        p.pending.delete(id)
-        reject(new NodeRequestError(nodeId, 'IPC_TIMEOUT', `no answer to ${msg.op} within ${timeoutMs} ms`))
-      }, timeoutMs)
-      p.pending.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
-      try {
-        p.child.send({ ...msg, id })
-      } catch (err) {
-        clearTimeout(timer)
-        p.pending.delete(id)
-        reject(new NodeRequestError(nodeId, 'IPC', String(err)))
-      }
-    })
-  }
-
-  const kill = async (nodeId: string): Promise<void> => {
-    const p = procs.get(nodeId)
-    if (!p || !p.alive) return
-    p.expectExit = true
-    p.child.kill('SIGKILL')
-    await p.exited
-  }
+  const request = <T>(nodeId: string, msg: Req, timeoutMs?: number): Promise<T> => procs.request<T>(nodeId, msg, timeoutMs)
 
   const cluster: SwormCluster = {
     ids,
@@ -277,16 +178,12 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     urls,
     request,
     status: (nodeId, timeoutMs = 2000) => request<SwormProcessStatus>(nodeId, { op: 'status' }, timeoutMs),
-    isAlive: (nodeId) => procs.get(nodeId)?.alive ?? false,
-    alive: () => ids.filter((id) => procs.get(id)?.alive),
-    pid: (nodeId) => {
-      const p = procs.get(nodeId)
-      return p?.alive ? p.child.pid : undefined
-    },
-    kill,
+    isAlive: (nodeId) => procs.isAlive(nodeId),
+    alive: () => ids.filter((id) => procs.isAlive(id)),
+    pid: (nodeId) => procs.pid(nodeId),
+    kill: (nodeId) => procs.kill(nodeId),
     restart: async (nodeId) => {
       if (!ids.includes(nodeId)) throw new Error(`unknown node ${nodeId}`)
-      if (procs.get(nodeId)?.alive) throw new Error(`node ${nodeId} is still running`)
       await spawnNode(nodeId)
     },
     startJoining: async (nodeId, via) => {
@@ -297,55 +194,33 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
       ids.push(nodeId)
       await spawnNode(nodeId)
     },
-    stop: async (nodeId) => {
-      const p = procs.get(nodeId)
-      if (!p || !p.alive) return
-      p.expectExit = true
-      await request(nodeId, { op: 'stop' }, 20_000).catch(() => {})
-      const t = setTimeout(() => p.child.kill('SIGKILL'), 10_000)
-      await p.exited
-      clearTimeout(t)
-    },
+    stop: (nodeId) => procs.stop(nodeId, { op: 'stop' }),
     waitForLeader: (timeoutMs = 10_000, wopts = {}) =>
-      pollUntil(
-        async () => {
-          const live = ids.filter((id) => procs.get(id)?.alive && !(wopts.exclude ?? []).includes(id))
-          const sts = (await Promise.all(live.map((id) => cluster.status(id, 1000).catch(() => undefined)))).filter(
-            (s): s is SwormProcessStatus => s !== undefined,
-          )
-          const leaders = sts.filter((s) => s.role === 'leader')
-          if (leaders.length === 0) return undefined
-          const l = leaders.reduce((a, b) => (b.term > a.term ? b : a))
-          const votes = sts.filter((s) => s.term === l.term && s.leader === l.node).length
-          return votes >= Math.floor(ids.length / 2) + 1 ? l.node : undefined
+      waitForLeader(
+        () => ids.filter((id) => procs.isAlive(id) && !(wopts.exclude ?? []).includes(id)),
+        async (id) => {
+          const s = await cluster.status(id, 1000)
+          return { self: s.node, role: s.role, term: s.term, leader: s.leader }
         },
+        Math.floor(ids.length / 2) + 1,
         timeoutMs,
-        'a leader',
-        10,
       ),
-    logs: (nodeId) => [...(procs.get(nodeId)?.stderrTail ?? [])],
+    logs: (nodeId) => procs.logs(nodeId),
     stopAll: async () => {
-      stopped = true
-      await Promise.all(ids.map((id) => kill(id)))
+      await procs.killAll()
       await rm(dir, { recursive: true, force: true })
     },
     isolate: (nodeId) => setBlocked(nodeId, true),
     heal: (nodeId) => setBlocked(nodeId, false),
-    freeze: (nodeId) => signalNode(nodeId, 'SIGSTOP'),
-    thaw: (nodeId) => signalNode(nodeId, 'SIGCONT'),
+    freeze: (nodeId) => procs.signal(nodeId, 'SIGSTOP'),
+    thaw: (nodeId) => procs.signal(nodeId, 'SIGCONT'),
     onEvents: (listener) => void eventListeners.push(listener),
-    unexpectedExits: () => [...crashes],
-  }
-
-  function signalNode(nodeId: string, sig: 'SIGSTOP' | 'SIGCONT'): void {
-    const p = procs.get(nodeId)
-    if (!p || !p.alive) throw new Error(`node ${nodeId} is not running`)
-    if (!p.child.kill(sig)) throw new Error(`could not send ${sig} to ${nodeId}`)
+    unexpectedExits: () => procs.unexpectedExits(),
   }
 
   async function setBlocked(nodeId: string, blocked: boolean): Promise<void> {
     const others = ids.filter((id) => id !== nodeId)
-    const live = (id: string): boolean => procs.get(id)?.alive ?? false
+    const live = (id: string): boolean => procs.isAlive(id)
     await Promise.all([
       live(nodeId) ? request(nodeId, { op: 'blockPeers', peers: others, blocked }, 5000) : undefined,
       ...others.filter(live).map((id) => request(id, { op: 'blockPeers', peers: [nodeId], blocked }, 5000)),
