@@ -9,7 +9,7 @@
  *   node takes work again once space is freed.
  * The full-disk cases need root (to mount the tmpfs) and skips with the reason otherwise.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { execFileSync } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -62,24 +62,26 @@ async function holdsAll(c: Cluster, node: string, acked: Map<string, string>, ti
   )
 }
 
-function mountTmpfs(dir: string, size: string): string | undefined {
-  if (process.platform !== 'linux') return 'not Linux'
-  if (process.getuid?.() !== 0) return 'mounting a tmpfs needs root'
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir], { stdio: 'pipe' })
-    return undefined
-  } catch (err) {
-    return `cannot mount a tmpfs here: ${String(err).split('\n')[0]}`
-  }
-}
-
-t.test('a full disk: the node stops serving, the cluster goes on, and the node rejoins once space is freed', { timeout: 120_000 }, async (t) => {
+/**
+ * A small tmpfs, unmounted and removed at the end of `t`; undefined (with a comment saying why)
+ * where it cannot be mounted (not Linux, not root, no permission).
+ */
+async function smallDisk(t: Test, size: string): Promise<string | undefined> {
   const mnt = await mkdtemp(join(tmpdir(), 'sworm-fulldisk-'))
   t.teardown(() => rm(mnt, { recursive: true, force: true }))
-  const why = mountTmpfs(mnt, '24m')
+  let why: string | undefined
+  if (process.platform !== 'linux') why = 'not Linux'
+  else if (process.getuid?.() !== 0) why = 'mounting a tmpfs needs root'
+  else {
+    try {
+      execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mnt], { stdio: 'pipe' })
+    } catch (err) {
+      why = `cannot mount a tmpfs here: ${String(err).split('\n')[0]}`
+    }
+  }
   if (why) {
     t.comment(`skipped: ${why}`)
-    return
+    return undefined
   }
   t.teardown(() => {
     try {
@@ -88,6 +90,21 @@ t.test('a full disk: the node stops serving, the cluster goes on, and the node r
       // already gone
     }
   })
+  return mnt
+}
+
+/** Fill the filesystem of `dir` with one file; returns its path. */
+async function fill(dir: string): Promise<string> {
+  const filler = join(dir, 'filler')
+  await writeFile(filler, Buffer.alloc(32 * 1024 * 1024)).catch((err: NodeJS.ErrnoException) => {
+    if (err.code !== 'ENOSPC') throw err
+  })
+  return filler
+}
+
+t.test('a full disk: the node stops serving, the cluster goes on, and the node rejoins once space is freed', { timeout: 120_000 }, async (t) => {
+  const mnt = await smallDisk(t, '24m')
+  if (!mnt) return
   const c = await startCluster({ n: 3, logLevel: 'info', dataDirs: { n3: join(mnt, 'n3') } })
   t.teardown(() => c.stopAll())
   await c.waitForLeader(15_000)
@@ -96,10 +113,7 @@ t.test('a full disk: the node stops serving, the cluster goes on, and the node r
   await holdsAll(c, 'n3', before, 15_000)
 
   // fill the filesystem
-  const filler = join(mnt, 'filler')
-  await writeFile(filler, Buffer.alloc(32 * 1024 * 1024)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOSPC') throw err
-  })
+  const filler = await fill(mnt)
   const during = await writeKeys(c, ['n1', 'n2'], 'during', 3000, 16)
   t.equal(during.size, 3000, 'the cluster kept committing through the healthy nodes')
   await pollUntil(async () => ((await c.status('n3')).failed ? true : undefined), 30_000, 'n3 to report its storage failure', 50)
@@ -169,20 +183,8 @@ for (const what of ['an entry in the middle of the log', 'the snapshot'] as cons
 }
 
 t.test('a full disk under a sworm node: its workers move away, and it takes work again once space is freed', { timeout: 180_000 }, async (t) => {
-  const mnt = await mkdtemp(join(tmpdir(), 'sworm-fulldisk-'))
-  t.teardown(() => rm(mnt, { recursive: true, force: true }))
-  const why = mountTmpfs(mnt, '24m')
-  if (why) {
-    t.comment(`skipped: ${why}`)
-    return
-  }
-  t.teardown(() => {
-    try {
-      execFileSync('umount', ['-l', mnt], { stdio: 'pipe' })
-    } catch {
-      // already gone
-    }
-  })
+  const mnt = await smallDisk(t, '24m')
+  if (!mnt) return
   const c = await startSwormCluster({ n: 3, logLevel: 'info', dataDirs: { n3: join(mnt, 'n3') }, leaseTimeoutMs: 1000, maxClockDriftMs: 250 })
   t.teardown(() => c.stopAll())
   await c.waitForLeader(15_000)
@@ -191,10 +193,7 @@ t.test('a full disk under a sworm node: its workers move away, and it takes work
   t.equal(reg.ok, 60, `60 supervised workers: ${JSON.stringify(reg.perNode)}`)
   t.ok((reg.perNode.n3 ?? 0) > 0, 'some on n3')
 
-  const filler = join(mnt, 'filler')
-  await writeFile(filler, Buffer.alloc(32 * 1024 * 1024)).catch((err: NodeJS.ErrnoException) => {
-    if (err.code !== 'ENOSPC') throw err
-  })
+  const filler = await fill(mnt)
   // writes go on through n1 and n2; n3 fails at its next write
   await c.request('n1', { op: 'registerMany', prefix: 'fill', count: 2000, concurrency: 32 }, 60_000)
   await pollUntil(async () => ((await c.status('n3')).storageFailure ? true : undefined), 30_000, 'n3 to report its storage failure', 50)
