@@ -1050,6 +1050,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
     switch (ch.type) {
       case 'registered':
         this.fire('registered', { name: ch.name, ref: ch.ref })
+        // A name for a worker of this node that is not (or no longer) here: it ended while the
+        // registration was in flight, or the ref never existed. Drop the name everywhere.
+        if (this.isLocal(ch.ref) && !this.workers.has(ch.ref.id) && !this.stopped) void this.proposeUntilDone({ c: 'workerDown', ref: ch.ref })
         return
       case 'started':
         this.fire('registered', { name: ch.name, ref: ch.ref })
