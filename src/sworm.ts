@@ -264,7 +264,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private stopped = false
   private upPromise: Promise<void> | undefined
   private upResolved = false
-  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: unknown }>()
+  /** Calls waiting for a reply from `node`. */
+  private readonly calls = new Map<number, { node: string; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: unknown }>()
   private callSeq = 0
   private detectorTimer: unknown
   private leaderSince = 0
@@ -900,7 +901,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         this.calls.delete(id)
         reject(new TimeoutError(`call not answered within ${timeout} ms`))
       }, timeout)
-      this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      this.calls.set(id, { node: ref.node, resolve: resolve as (v: unknown) => void, reject, timer })
       this.msgs.send(ref.node, { t: 'call', id, to: ref, msg } satisfies WireMsg)
     })
   }
@@ -1010,7 +1011,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
       }
       if (m.t === 'reply') {
         const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
-        if (!c) return
+        if (!c) return // late: the call timed out
+        if (c.node !== from) {
+          this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'reply from a node the call did not go to' })
+          return
+        }
         this.calls.delete(m.id)
         this.clock.clearTimeout(c.timer)
         if (m.ok) c.resolve(m.value)
