@@ -863,6 +863,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const t = this.checkTarget(target)
     this.checkMessage(msg)
     const ref = await this.resolveTarget(t)
+    this.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id) || !this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
       return
@@ -881,6 +882,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.checkMessage(msg)
     const timeout = this.checkTimeout(opts, 'timeout') ?? this.callTimeoutMs
     const ref = await this.resolveTarget(t)
+    this.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
       let timer: unknown
@@ -919,6 +921,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     let ref = this.state.whereis(name)
     if (!ref) {
       await this.raft.read().catch(() => {})
+      this.guard()
       ref = this.state.whereis(name)
     }
     if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)

@@ -756,9 +756,15 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     tt.ok(await n3.registerName('d:on-n3', ref))
     const slow = n1.spawn({ handleCall: () => new Promise(() => {}) })
     tt.ok(await n1.registerName('d:slow', slow))
+    await waitFor(() => n3.whereisName('d:slow') !== undefined, 5000, 'n3 sees the name') // so the call goes out at once
     const pending = tt.rejects(n3.call('d:slow', 'wait', { timeout: 60_000 }), ShuttingDownError, 'a call in flight at stop()')
+    // a name n3 may not have applied yet: the call first reads through the leader, and stop()
+    // begins meanwhile (such a call used to go out after stop() and wait for its whole timeout)
+    tt.ok(await n1.registerName('d:slow-2', n1.spawn({ handleCall: () => new Promise(() => {}) })))
+    const racing = tt.rejects(n3.call('d:slow-2', 'wait', { timeout: 60_000 }), ShuttingDownError, 'a call looking its name up at stop()')
     await n3.stop()
     await pending
+    await racing
     await n3.stop() // idempotent
     const spec: StartSpec = { module: './nowhere.js', fn: 'start', args: [] }
     const rows: Array<[string, () => unknown]> = [
