@@ -24,6 +24,7 @@ import { pinoLogger } from './logging.js'
 import { SwormMetrics, type MetricsSnapshot } from './metrics.js'
 import { startMetricsServer, type MetricsServer } from './metrics-server.js'
 import { LevelStorage } from './raft/level-storage.js'
+import { RateLimitedLog, clip } from './raft/rate-limited-log.js'
 import { RaftNode } from './raft/node.js'
 import { systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
 import type { WsHub } from './raft/ws-transport.js'
@@ -256,6 +257,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly hub: WsHub | undefined
   private readonly msgs: Transport
   private readonly log: Logger
+  /** Warnings about what peers send, at most one per peer and reason a second. */
+  private readonly peerLog: RateLimitedLog
   private readonly workers: LocalWorkers
   private readonly maxNameBytes: number
   private readonly maxMessageBytes: number
@@ -271,7 +274,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private stopped = false
   private upPromise: Promise<void> | undefined
   private upResolved = false
-  private readonly calls = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; timer: unknown }>()
+  /** Calls waiting for a reply from `node`. */
+  private readonly calls = new Map<number, { node: string; resolve: (v: unknown) => void; reject: (e: Error) => void; timer: unknown }>()
   private callSeq = 0
   private detectorTimer: unknown
   private leaderSince = 0
@@ -317,6 +321,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.hub = init.hub
     this.msgs = init.msgs
     this.log = init.log
+    this.peerLog = new RateLimitedLog(init.log, () => init.clock.now())
     this.workers = init.workers
     this.maxNameBytes = init.opts.maxNameBytes ?? 1024
     this.maxMessageBytes = init.opts.maxMessageBytes ?? 1024 * 1024
@@ -580,7 +585,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       .addNode(node, url)
       .then(
         () => this.log.info('node added to the cluster', { peer: node, url }),
-        (err: unknown) => this.log.warn('could not add node', { peer: node, err: String(err) }),
+        (err: unknown) => this.peerLog.warn('addNode', 'could not add node', { peer: clip(node), err: String(err) }),
       )
       .finally(() => this.joining.delete(node))
   }
@@ -611,12 +616,25 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   private checkName(name: unknown, what = 'name'): string {
     if (typeof name !== 'string') throw new InvalidArgumentError(`${what} must be a string, got ${typeof name}`)
-    if (Buffer.byteLength(name) > this.maxNameBytes) throw new InvalidArgumentError(`${what} is longer than ${this.maxNameBytes} bytes`)
+    // a UTF-16 code unit takes at most 3 bytes in UTF-8: short names need no count
+    if (name.length * 3 > this.maxNameBytes && Buffer.byteLength(name) > this.maxNameBytes) {
+      throw new InvalidArgumentError(`${what} is longer than ${this.maxNameBytes} bytes`)
+    }
     return name
   }
 
   private checkRef(ref: unknown): WorkerRef {
-    if (!isObj(ref) || typeof ref.node !== 'string' || typeof ref.inc !== 'string' || typeof ref.id !== 'number' || typeof ref.sworm !== 'string') {
+    if (
+      !isObj(ref) ||
+      typeof ref.node !== 'string' ||
+      ref.node.length === 0 ||
+      typeof ref.inc !== 'string' ||
+      ref.inc.length === 0 ||
+      typeof ref.id !== 'number' ||
+      !Number.isSafeInteger(ref.id) ||
+      ref.id < 1 ||
+      typeof ref.sworm !== 'string'
+    ) {
       throw new InvalidArgumentError('not a WorkerRef')
     }
     if (ref.sworm !== this.name) throw new InvalidArgumentError(`the ref belongs to sworm ${JSON.stringify(ref.sworm)}, not ${JSON.stringify(this.name)}`)
@@ -633,6 +651,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (size > this.maxMessageBytes) throw new InvalidArgumentError(`the message is ${size} bytes, more than ${this.maxMessageBytes}`)
   }
 
+  /** A string name or a ref, checked; for `send` and `call`. */
+  private checkTarget(target: unknown): string | WorkerRef {
+    return typeof target === 'string' ? this.checkName(target) : this.checkRef(target)
+  }
+
   private guard(): void {
     if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
   }
@@ -646,6 +669,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   spawn(worker: Worker): WorkerRef {
     this.guard()
     if (!isObj(worker)) throw new InvalidArgumentError('a worker must be an object with optional handleCall/handleCast/terminate methods')
+    for (const k of ['handleCall', 'handleCast', 'terminate', 'beginHandoff', 'endHandoff']) {
+      const f = (worker as Record<string, unknown>)[k]
+      if (f !== undefined && typeof f !== 'function') throw new InvalidArgumentError(`worker.${k} must be a function`)
+    }
     const id = this.workers.add(worker)
     return { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
   }
@@ -653,11 +680,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * Stop a worker of this node (its `terminate` runs) and remove its names and group memberships
    * everywhere.
+   * @throws InvalidArgumentError (not a ref of this node), NoWorkerError (no such worker runs here)
    */
   async exit(ref: WorkerRef): Promise<void> {
     this.guard()
     const r = this.checkRef(ref)
     if (r.node !== this.nodeId || r.inc !== this.incarnation) throw new InvalidArgumentError('exit() takes a worker of this node')
+    if (!this.workers.has(r.id)) throw new NoWorkerError('no such worker on this node (it has ended, or never was)')
     await this.workers.stop(r.id, 'normal')
   }
 
@@ -766,6 +795,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * The ref bound to `name`, read from this node's copy (no round trip; may lag the leader by the
    * replication delay). With `{ consistent: true }`, a linearizable read: a Promise that sees every
    * registration acknowledged before the call.
+   * @throws InvalidArgumentError (not a string, too long), ShuttingDownError (after `stop()`)
    */
   whereisName(name: string): WorkerRef | undefined
   whereisName(name: string, opts: { consistent: true }): Promise<WorkerRef | undefined>
@@ -779,12 +809,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
         return this.state.whereis(n)
       })()
     }
-    if (typeof name !== 'string') throw new InvalidArgumentError(`name must be a string, got ${typeof name}`)
-    return this.state.whereis(name)
+    this.guard()
+    return this.state.whereis(this.checkName(name))
   }
 
-  /** Every name of the sworm with its ref (local read). */
+  /** Every name of the sworm with its ref (local read). @throws ShuttingDownError after `stop()` */
   registered(): Array<[string, WorkerRef]> {
+    this.guard()
     return this.state.registered()
   }
 
@@ -814,15 +845,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
 
-  /** Names of the groups that have at least one member (local read). */
+  /** Names of the groups that have at least one member (local read). @throws ShuttingDownError after `stop()` */
   groups(): string[] {
+    this.guard()
     return this.state.groupNames()
   }
 
-  /** Members of `group` (local read). */
+  /**
+   * Members of `group` (local read).
+   * @throws InvalidArgumentError (not a string, too long), ShuttingDownError (after `stop()`)
+   */
   members(group: string): WorkerRef[] {
-    if (typeof group !== 'string') throw new InvalidArgumentError(`group must be a string, got ${typeof group}`)
-    return this.state.members(group)
+    this.guard()
+    return this.state.members(this.checkName(group, 'group'))
   }
 
   // ------------------------------------------------------------------ messaging
@@ -830,12 +865,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * Deliver `msg` to the worker registered as `name` (or to `ref`), wherever it runs. Fire and
    * forget: resolves once sent.
-   * @throws NoWorkerError when the name is not registered
+   * @throws InvalidArgumentError (bad target, message too large or not encodable), NoWorkerError
+   * (the name is not registered, the local worker has ended, or the ref's node is not in the sworm)
    */
   async send(target: string | WorkerRef, msg: unknown): Promise<void> {
     this.guard()
-    const ref = await this.resolveTarget(target)
+    const t = this.checkTarget(target)
     this.checkMessage(msg)
+    const ref = await this.resolveTarget(t)
+    this.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id) || !this.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
       return
@@ -845,13 +883,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Send `msg` to the worker registered as `name` (or to `ref`) and resolve with its reply.
-   * @throws NoWorkerError (no such name or worker), TimeoutError, WorkerCrashedError
+   * @throws InvalidArgumentError (bad target, message or timeout), NoWorkerError (no such name or
+   * worker), TimeoutError, WorkerCrashedError
    */
   async call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } = {}): Promise<R> {
     this.guard()
-    const ref = await this.resolveTarget(target)
+    const t = this.checkTarget(target)
     this.checkMessage(msg)
-    const timeout = opts.timeout ?? this.callTimeoutMs
+    const timeout = this.checkTimeout(opts, 'timeout') ?? this.callTimeoutMs
+    const ref = await this.resolveTarget(t)
+    this.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
     if (this.isLocal(ref)) {
       if (!this.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
       let timer: unknown
@@ -872,7 +913,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         this.calls.delete(id)
         reject(new TimeoutError(`call not answered within ${timeout} ms`))
       }, timeout)
-      this.calls.set(id, { resolve: resolve as (v: unknown) => void, reject, timer })
+      this.calls.set(id, { node: ref.node, resolve: resolve as (v: unknown) => void, reject, timer })
       this.msgs.send(ref.node, { t: 'call', id, to: ref, msg } satisfies WireMsg)
     })
   }
@@ -882,11 +923,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * name registered on another node a moment ago is found (the local copy may lag).
    */
   private async resolveTarget(target: string | WorkerRef): Promise<WorkerRef> {
-    if (typeof target !== 'string') return this.checkRef(target)
-    const name = this.checkName(target)
+    if (typeof target !== 'string') {
+      if (!this.isLocal(target) && !this.knowsNode(target.node)) throw new NoWorkerError(`no node ${JSON.stringify(clip(target.node))} in this sworm`)
+      return target
+    }
+    const name = target
     let ref = this.state.whereis(name)
     if (!ref) {
       await this.raft.read().catch(() => {})
+      this.guard()
       ref = this.state.whereis(name)
     }
     if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)
@@ -910,12 +955,32 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return at !== undefined && this.clock.now() - at < this.leaseTimeoutMs
   }
 
+  /** Whether `node` is, or was, a node of this sworm (a ref of any other node cannot be reached). */
+  private knowsNode(node: string): boolean {
+    if (this.state.nodeRecord(node) !== undefined) return true
+    const cfg = this.raft.status().config
+    return Object.prototype.hasOwnProperty.call(cfg.voters, node) || Object.prototype.hasOwnProperty.call(cfg.learners, node)
+  }
+
+  /** `opts[key]` as a timeout: undefined, or a positive finite number of milliseconds. */
+  private checkTimeout(opts: unknown, key: string): number | undefined {
+    if (opts === undefined) return undefined
+    if (!isObj(opts)) throw new InvalidArgumentError('options must be an object')
+    const v = opts[key]
+    if (v === undefined) return undefined
+    if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new InvalidArgumentError(`${key} must be a positive number of milliseconds`)
+    return v
+  }
+
   private isLocal(ref: WorkerRef): boolean {
     return ref.node === this.nodeId && ref.inc === this.incarnation
   }
 
   private onWire(from: NodeId, raw: unknown): void {
-    if (!isObj(raw)) return
+    if (!isObj(raw)) {
+      this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'not an object' })
+      return
+    }
     const m = raw as WireMsg
     try {
       if (m.t === 'cast' || m.t === 'call') {
@@ -925,7 +990,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
           if (local && this.gate(to.id as number)) this.workers.cast(to.id as number, m.msg)
           return
         }
-        if (typeof m.id !== 'number') return
+        if (typeof m.id !== 'number') {
+          this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'call without id' })
+          return
+        }
         if (!local || !this.gate(to.id as number) || !this.workers.has(to.id as number)) {
           this.msgs.send(from, { t: 'reply', id: m.id, ok: false, code: 'NO_WORKER', message: 'no such worker on that node' } satisfies WireMsg)
           return
@@ -956,15 +1024,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
       }
       if (m.t === 'reply') {
         const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
-        if (!c) return
+        if (!c) return // late: the call timed out
+        if (c.node !== from) {
+          this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'reply from a node the call did not go to' })
+          return
+        }
         this.calls.delete(m.id)
         this.clock.clearTimeout(c.timer)
         if (m.ok) c.resolve(m.value)
         else if (m.code === 'NO_WORKER') c.reject(new NoWorkerError(String(m.message)))
         else c.reject(new WorkerCrashedError(String(m.message)))
+        return
       }
+      this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'unknown type', type: clip(String(raw.t)) })
     } catch (err) {
-      this.log.warn('dropped a bad worker message', { from, err: String(err) })
+      this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, err: clip(String(err), 200) })
     }
   }
 
@@ -994,6 +1068,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
     switch (ch.type) {
       case 'registered':
         this.fire('registered', { name: ch.name, ref: ch.ref })
+        // A name for a worker of this node that is not (or no longer) here: it ended while the
+        // registration was in flight, or the ref never existed. Drop the name everywhere.
+        if (this.isLocal(ch.ref) && !this.workers.has(ch.ref.id) && !this.stopped) void this.proposeUntilDone({ c: 'workerDown', ref: ch.ref })
         return
       case 'started':
         this.fire('registered', { name: ch.name, ref: ch.ref })
@@ -1188,10 +1265,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   async drain(opts: { timeoutMs?: number } = {}): Promise<void> {
     this.guard()
+    const timeoutMs = this.checkTimeout(opts, 'timeoutMs')
     await this.ready()
     const moving = this.state.supervisedOn(this.nodeId).map((r) => r.name)
     await this.raft.propose({ c: 'drain', node: this.nodeId, on: true })
-    const deadline = this.clock.now() + (opts.timeoutMs ?? this.startTimeoutMs * 3)
+    const deadline = this.clock.now() + (timeoutMs ?? this.startTimeoutMs * 3)
     for (;;) {
       const left = this.state.supervisedOn(this.nodeId).length
       const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)

@@ -57,7 +57,19 @@ t.test('validateRaftMessage never throws and rejects what is malformed', async (
       const r = validateRaftMessage(m, 'n2', 'n1')
       if (typeof r === 'string') return true
       // what passes has the fields the core relies on
-      return typeof r.term === 'number' && Number.isSafeInteger(r.term) && r.to === 'n1' && r.from === 'n2'
+      if (typeof r.term !== 'number' || !Number.isSafeInteger(r.term) || r.to !== 'n1' || r.from !== 'n2') return false
+      // ... and nothing a correct node cannot send
+      if (r.t === 'app') {
+        let term = r.prevTerm
+        for (const [i, e] of r.entries.entries()) {
+          if (e.index !== r.prevIndex + 1 + i || e.term < term || e.term > r.term) return false
+          term = e.term
+        }
+        return r.prevTerm <= r.term
+      }
+      if (r.t === 'snap') return r.snapshot.meta.term <= r.term && Object.keys(r.snapshot.meta.config.voters).length > 0
+      if (r.t === 'vote') return r.lastTerm <= r.term
+      return true
     }),
     { seed, numRuns: runs * 10 },
   )

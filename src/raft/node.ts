@@ -22,6 +22,7 @@ import {
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
+import { RateLimitedLog } from './rate-limited-log.js'
 
 /**
  * The replicated state machine. `apply` must be deterministic: the same commands in the same
@@ -178,7 +179,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private waitApplied: Array<{ index: number; fn: () => void; deadline: number }> = []
   private readonly readsOut = new Map<number, Pending<void>>()
   private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
-  private dropLogAt = 0
+  /** Bad messages from peers: at most one line per peer a second. */
+  private readonly dropLog: RateLimitedLog
   private loggedLeader: NodeId | undefined
   private loggedTerm = 0
   private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
@@ -194,6 +196,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.sm = opts.stateMachine
     this.clock = opts.clock ?? systemClock
     this.log = opts.logger ?? silentLogger
+    this.dropLog = new RateLimitedLog(this.log, () => this.clock.now())
     this.tickMs = opts.tickMs ?? 50
     this.snapshotEvery = opts.snapshotEvery ?? 10_000
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
@@ -542,10 +545,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private logDrop(from: NodeId, reason: string): void {
-    const now = this.clock.now()
-    if (now - this.dropLogAt < 1000) return
-    this.dropLogAt = now
-    this.log.warn('dropped a bad message', { node: this.id, from, reason })
+    this.dropLog.warn(from, 'dropped a bad message', { node: this.id, from, reason })
   }
 
   /** Run the Ready loop soon (coalescing everything that happens in this turn). */

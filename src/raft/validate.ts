@@ -2,6 +2,11 @@
  * Checks that a message from a peer has the shape of a Raft message before the core sees it.
  * The transport authenticates peers; this guards against bugs and hostile content alike:
  * anything that does not fit is dropped by the node with a log line, never thrown.
+ *
+ * Besides the shape, it refuses what no correct node can send whatever its state: log terms that
+ * go down or exceed the message's term, a snapshot newer than its term or without voters, entries
+ * not numbered from `prevIndex + 1`. What depends on the receiver's state (an index beyond its
+ * log, a stale or a newer term) is the core's business: it rejects, clamps or follows Raft's rules.
  * @module
  */
 import type { Entry, RaftMessage, Snapshot } from './types.js'
@@ -22,9 +27,12 @@ function isEntry(v: unknown): v is Entry {
   return v.type !== 'conf' || isConfig(v.data)
 }
 
-function isSnapshot(v: unknown): v is Snapshot {
+function isSnapshot(v: unknown, term: number): v is Snapshot {
   if (!isObj(v) || !isObj(v.meta) || !(v.data instanceof Uint8Array)) return false
-  return isNat(v.meta.index) && isNat(v.meta.term) && isConfig(v.meta.config)
+  const meta = v.meta
+  if (!isNat(meta.index) || !isNat(meta.term) || meta.term > term || !isConfig(meta.config)) return false
+  // every configuration a cluster can reach has a voter
+  return Object.keys((meta.config as { voters: object }).voters).length > 0
 }
 
 /**
@@ -39,15 +47,20 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
   switch (msg.t) {
     case 'vote':
       if (typeof msg.pre !== 'boolean' || typeof msg.transfer !== 'boolean' || !isNat(msg.lastIndex) || !isNat(msg.lastTerm)) return 'bad vote'
+      if (msg.lastTerm > msg.term) return 'bad vote'
       break
     case 'voteResp':
       if (typeof msg.pre !== 'boolean' || typeof msg.granted !== 'boolean') return 'bad voteResp'
       break
     case 'app': {
       if (!isNat(msg.prevIndex) || !isNat(msg.prevTerm) || !isNat(msg.commit) || !Array.isArray(msg.entries)) return 'bad app'
+      if (msg.prevTerm > msg.term) return 'bad app'
       let expect = msg.prevIndex + 1
+      let lastTerm = msg.prevTerm
       for (const e of msg.entries) {
-        if (!isEntry(e) || e.index !== expect++ || e.term > msg.term) return 'bad entry in app'
+        // contiguous from prevIndex, terms never going down nor beyond the sender's term
+        if (!isEntry(e) || e.index !== expect++ || e.term > msg.term || e.term < lastTerm) return 'bad entry in app'
+        lastTerm = e.term
       }
       break
     }
@@ -63,7 +76,7 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
       if (!isNat(msg.seq)) return 'bad hbResp'
       break
     case 'snap':
-      if (!isSnapshot(msg.snapshot)) return 'bad snap'
+      if (!isSnapshot(msg.snapshot, msg.term)) return 'bad snap'
       break
     case 'timeoutNow':
       break

@@ -30,6 +30,7 @@ import type { AddressInfo } from 'node:net'
 import { Packr } from 'msgpackr'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { SwormError } from './errors.js'
+import { RateLimitedLog, clip } from './rate-limited-log.js'
 import { silentLogger, type Logger, type NodeId, type Transport } from './types.js'
 
 /** Options of a {@link WsHub}. */
@@ -56,6 +57,16 @@ export interface WsHubOptions {
    * dropped (default 16 MiB).
    */
   maxBufferedBytes?: number
+  /**
+   * How long a connection may take to authenticate, and an HTTP upgrade request to arrive whole,
+   * before it is closed (default 5,000 ms).
+   */
+  handshakeTimeoutMs?: number
+  /**
+   * The most inbound connections in handshake at once; more are refused (default 256). Connections
+   * that completed the handshake do not count.
+   */
+  maxPendingHandshakes?: number
   /** Where to log (default: nowhere). */
   logger?: Logger
 }
@@ -149,6 +160,11 @@ function toBuffer(data: RawData): Buffer {
   return Buffer.from(data)
 }
 
+/** The host part of `host:port`. */
+function hostOf(remote: string): string {
+  return remote.replace(/:[^:]*$/, '')
+}
+
 function errMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e)
 }
@@ -169,6 +185,8 @@ export class WsHub {
   private readonly log: Logger
   private readonly maxFrame: number
   private readonly maxBuffered: number
+  private readonly handshakeTimeout: number
+  private readonly maxPending: number
   private readonly tls: WsHubOptions['tls']
   private readonly secure: boolean
   private readonly listenHost: string
@@ -191,7 +209,7 @@ export class WsHub {
   private readonly flushQueue = new Set<Peer>()
   private flushImmediate: NodeJS.Immediate | undefined
   private pingTimer: NodeJS.Timeout | undefined
-  private readonly limited = new Map<string, { at: number; suppressed: number }>()
+  private readonly limited: RateLimitedLog
 
   /**
    * Create a hub (it does not listen until {@link WsHub.start}).
@@ -222,6 +240,9 @@ export class WsHub {
     this.log = opts.logger ?? silentLogger
     this.maxFrame = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME
     this.maxBuffered = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED
+    this.handshakeTimeout = opts.handshakeTimeoutMs ?? HANDSHAKE_TIMEOUT_MS
+    this.maxPending = opts.maxPendingHandshakes ?? MAX_PENDING_HANDSHAKES
+    this.limited = new RateLimitedLog(this.log)
     this.tls = opts.tls
   }
 
@@ -243,9 +264,18 @@ export class WsHub {
       res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' })
       res.end('upgrade required\n')
     }
+    // A peer must send its whole upgrade request (and finish TLS) within the handshake timeout;
+    // idle and half-sent requests are cut then, not after Node's default minute.
+    const timeouts: http.ServerOptions = {
+      headersTimeout: this.handshakeTimeout,
+      requestTimeout: this.handshakeTimeout,
+      connectionsCheckingInterval: Math.min(1000, Math.max(50, this.handshakeTimeout / 2)),
+    }
     const server = this.secure
       ? https.createServer(
           {
+            ...timeouts,
+            handshakeTimeout: this.handshakeTimeout,
             key: this.tls!.key,
             cert: this.tls!.cert,
             ...(this.tls!.ca !== undefined
@@ -254,7 +284,7 @@ export class WsHub {
           },
           onRequest,
         )
-      : http.createServer(onRequest)
+      : http.createServer(timeouts, onRequest)
     this.server = server
     const wss = new WebSocketServer({ server, maxPayload: this.maxFrame, perMessageDeflate: false })
     this.wss = wss
@@ -592,7 +622,7 @@ export class WsHub {
       ws = new WebSocket(url, {
         maxPayload: this.maxFrame,
         perMessageDeflate: false,
-        handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+        handshakeTimeout: this.handshakeTimeout,
         ...(this.tls
           ? {
               key: this.tls.key,
@@ -652,7 +682,7 @@ export class WsHub {
     }
     let pending = 0
     for (const c of this.conns) if (c.state === 'handshake' && !c.outbound) pending++
-    if (pending >= MAX_PENDING_HANDSHAKES) {
+    if (pending >= this.maxPending) {
       this.limitedWarn('pending', 'too many connections in handshake; refusing', { remote })
       ws.on('error', () => {})
       ws.terminate()
@@ -680,11 +710,11 @@ export class WsHub {
     conn.timer = setTimeout(() => {
       conn.timer = undefined
       if (conn.state === 'handshake') this.refuse(conn, 'handshake timeout')
-    }, HANDSHAKE_TIMEOUT_MS)
+    }, this.handshakeTimeout)
     conn.timer.unref()
     ws.on('error', (e: Error & { code?: string }) => {
       if (e.code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') {
-        this.limitedWarn(`oversize-in:${remote}`, 'frame exceeds maxFrameBytes; closing connection', {
+        this.limitedWarn(`oversize-in:${hostOf(remote)}`, 'frame exceeds maxFrameBytes; closing connection', {
           remote,
           peer: conn.state === 'handshake' ? undefined : conn.peerId,
           max: this.maxFrame,
@@ -695,7 +725,7 @@ export class WsHub {
         // Typically the peer is down (ECONNREFUSED); the dial is retried with backoff.
         this.log.debug('dial failed', { peer: conn.peerId, url: remote, error: errMessage(e) })
       } else {
-        this.limitedWarn(`sockerr:${remote}`, 'socket error during handshake', {
+        this.limitedWarn(`sockerr:${hostOf(remote)}`, 'socket error during handshake', {
           remote,
           peer: conn.peerId,
           error: errMessage(e),
@@ -725,14 +755,17 @@ export class WsHub {
     }
   }
 
-  /** Refuse / abort a connection because of bad input; logs one warn line. */
-  private refuse(conn: Conn, reason: string, code = 1008): void {
+  /**
+   * Refuse / abort a connection because of bad input; logs one warn line (rate-limited per host
+   * and reason, so `reason` must be a fixed string; details go in `fields`).
+   */
+  private refuse(conn: Conn, reason: string, code = 1008, fields: Record<string, unknown> = {}): void {
     if (conn.state === 'closed') return
-    const host = conn.remote.replace(/:[^:]*$/, '')
-    this.limitedWarn(`refuse:${host}:${reason}`, conn.state === 'handshake' ? 'refused connection' : 'closing connection', {
+    this.limitedWarn(`refuse:${hostOf(conn.remote)}:${reason}`, conn.state === 'handshake' ? 'refused connection' : 'closing connection', {
       remote: conn.remote,
       peer: conn.peerId,
       reason,
+      ...fields,
     })
     this.markClosed(conn)
     void this.closeSocket(conn.ws, code, reason)
@@ -860,7 +893,7 @@ export class WsHub {
       return
     }
     if (obj.v !== WS_PROTOCOL_VERSION) {
-      this.refuse(conn, `unsupported protocol version ${String(obj.v)}`, 1002)
+      this.refuse(conn, 'unsupported protocol version', 1002, { version: clip(String(obj.v)) })
       return
     }
     switch (conn.expect) {
@@ -903,7 +936,7 @@ export class WsHub {
     if (f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce) || typeof f.boot !== 'string') {
       return this.refuse(conn, 'bad challenge')
     }
-    if (f.id !== conn.peerId) return this.refuse(conn, `expected peer ${conn.peerId} but reached ${f.id}`)
+    if (f.id !== conn.peerId) return this.refuse(conn, 'unexpected peer id', 1008, { expected: conn.peerId, got: clip(f.id) })
     const expected = this.proof('server', this.nodeId, f.id, conn.nonce, f.nonce)
     if (!WsHub.proofOk(expected, f.proof)) return this.refuse(conn, 'authentication failed (bad proof from listener)')
     conn.peerBoot = f.boot
@@ -976,7 +1009,8 @@ export class WsHub {
       if (conn.state === 'closed' || this.closed) return
       const ch = this.channels.get(group)
       if (!ch || !ch.handler) {
-        this.limitedWarn(`group:${group}`, 'message for unknown group dropped', { peer: from, group })
+        // keyed by peer, not group: a peer naming a new group in every message gets one line a second
+        this.limitedWarn(`group:${from}`, 'message for unknown group dropped', { peer: from, group: clip(group) })
         continue
       }
       try {
@@ -989,15 +1023,6 @@ export class WsHub {
 
   /** Warn at most once per second per `key`, reporting how many lines were suppressed. */
   private limitedWarn(key: string, msg: string, fields: Record<string, unknown>): void {
-    const now = Date.now()
-    const e = this.limited.get(key)
-    if (e && now - e.at < 1000) {
-      e.suppressed++
-      return
-    }
-    if (this.limited.size > 10000) this.limited.clear()
-    const suppressed = e?.suppressed ?? 0
-    this.limited.set(key, { at: now, suppressed: 0 })
-    this.log.warn(msg, suppressed > 0 ? { ...fields, suppressed } : fields)
+    this.limited.warn(key, msg, fields)
   }
 }
