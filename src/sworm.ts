@@ -15,6 +15,7 @@ import {
   StartError,
   NoWorkerError,
   NotFoundError,
+  ProposalDroppedError,
   ShuttingDownError,
   SwormError,
   TimeoutError,
@@ -754,7 +755,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (ref) return ref
     }
     await this.ready()
-    const res = (await this.raft.propose({ c: 'supervise', name: n, spec: sp })) as SuperviseResult
+    const res = (await this.proposeRetrying({ c: 'supervise', name: n, spec: sp })) as SuperviseResult
     if (!res.placed) {
       if (!res.exists) throw new NoNodeError()
       if (!orExisting) throw new AlreadyRegisteredError(n, res.ref)
@@ -778,7 +779,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const r = this.checkRef(ref)
     if (r.node === this.nodeId && r.inc === this.incarnation && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
     await this.ready()
-    const res = await this.raft.propose({ c: 'register', name: n, ref: r })
+    const res = await this.proposeRetrying({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     return res === true
   }
@@ -788,7 +789,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.guard()
     const n = this.checkName(name)
     await this.ready()
-    return (await this.raft.propose({ c: 'unregister', name: n })) === true
+    return (await this.proposeRetrying({ c: 'unregister', name: n })) === true
   }
 
   /**
@@ -828,7 +829,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const g = this.checkName(group, 'group')
     const r = this.checkRef(ref)
     await this.ready()
-    const res = await this.raft.propose({ c: 'join', group: g, ref: r })
+    const res = await this.proposeRetrying({ c: 'join', group: g, ref: r })
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
 
@@ -841,7 +842,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const g = this.checkName(group, 'group')
     const r = this.checkRef(ref)
     await this.ready()
-    const res = await this.raft.propose({ c: 'leave', group: g, ref: r })
+    const res = await this.proposeRetrying({ c: 'leave', group: g, ref: r })
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
 
@@ -1132,6 +1133,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   /** Background proposal that must eventually happen (retried until applied or stopped). */
+  /**
+   * Propose a command for an API call. A proposal that a new leader overwrote (ProposalDroppedError)
+   * surely did not take effect, so it is proposed again (a few times) rather than failing the call.
+   */
+  private async proposeRetrying(cmd: RegistryCommand): Promise<RegistryResult> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.raft.propose(cmd)
+      } catch (err) {
+        if (!(err instanceof ProposalDroppedError) || attempt >= 5 || this.stopped) throw err
+        await this.sleep(10 * attempt)
+      }
+    }
+  }
+
   private async proposeUntilDone(cmd: RegistryCommand): Promise<void> {
     for (let attempt = 0; !this.stopped || attempt === 0; attempt++) {
       try {
@@ -1268,7 +1284,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const timeoutMs = this.checkTimeout(opts, 'timeoutMs')
     await this.ready()
     const moving = this.state.supervisedOn(this.nodeId).map((r) => r.name)
-    await this.raft.propose({ c: 'drain', node: this.nodeId, on: true })
+    await this.proposeRetrying({ c: 'drain', node: this.nodeId, on: true })
     const deadline = this.clock.now() + (timeoutMs ?? this.startTimeoutMs * 3)
     for (;;) {
       const left = this.state.supervisedOn(this.nodeId).length
@@ -1289,14 +1305,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
   async rebalance(): Promise<void> {
     this.guard()
     await this.ready()
-    await this.raft.propose({ c: 'rebalance' })
+    await this.proposeRetrying({ c: 'rebalance' })
   }
 
   /** Take supervised workers again after {@link Sworm.drain}. */
   async undrain(): Promise<void> {
     this.guard()
     await this.ready()
-    await this.raft.propose({ c: 'drain', node: this.nodeId, on: false })
+    await this.proposeRetrying({ c: 'drain', node: this.nodeId, on: false })
   }
 
   /** The WebSocket hub of this node (shared by the sworms listening on its address); for tests and tools. */
