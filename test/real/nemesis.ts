@@ -18,13 +18,14 @@
  * and reordering, which this mode does not inject.)
  * @module
  */
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises'
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { WorkerRef } from '../../src/index.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import { seededRandom } from '../../src/testkit/sim.js'
+import type { SwormProcessEvent } from '../fixtures/sworm-process.js'
 import { startSwormCluster, type SwormCluster } from './sworm-cluster.js'
 
 const WORKERS = fileURLToPath(new URL('../fixtures/workers.js', import.meta.url))
@@ -56,6 +57,8 @@ export interface RealNemesisResult {
   /** From the end of the faults until every check of "settled" held (ms). */
   settledAfterMs: number
   wallMs: number
+  /** On a failure: a JSON file with the fault log, the nodes' events and the history of the keys concerned. */
+  dump?: string
 }
 
 interface LifeLine {
@@ -100,12 +103,26 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
   const faults: Record<string, number> = {}
   const count = (k: string): void => void (faults[k] = (faults[k] ?? 0) + 1)
   const problems: string[] = []
+  /** What happened, with wall-clock times, for the dump of a failed run. */
+  const trail: Array<{ at: number; what: string }> = []
+  const note = (what: string): void => {
+    trail.push({ at: performance.timeOrigin + performance.now(), what })
+    log(what)
+  }
+  const events: Array<{ node: string } & SwormProcessEvent> = []
+  let history: KvOperation[] = []
   let c: SwormCluster | undefined
   try {
     const skew = (): { rate: number; offsetMs: number } => ({ rate: 1 + (r() * 2 - 1) * MAX_RATE_SKEW, offsetMs: (r() * 2 - 1) * 5000 })
     c = await startSwormCluster({ n: N, lifeDir, leaseTimeoutMs: LEASE_MS, maxClockDriftMs: DRIFT_MS, requestTimeoutMs: 3000, snapshotEvery: 300, ipcTimeoutMs: 8000, clockOf: skew })
     const cl = c
     const ids = [...cl.ids]
+    cl.onEvents((node, evs) => {
+      for (const e of evs) events.push({ node, ...e })
+    })
+    const subscribe = (id: string): Promise<unknown> =>
+      cl.request(id, { op: 'subscribe', events: ['registered', 'unregistered', 'nodeUp', 'nodeDown', 'leaderChanged'], flushMs: 50 }, 5000).catch(() => undefined)
+    await Promise.all(ids.map(subscribe))
     await cl.waitForLeader(15_000)
 
     // ------------------------------------------------------------------ state of the nemesis
@@ -135,7 +152,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const wall = (): number => performance.timeOrigin + performance.now()
 
     // ---------------------------------------------------------------- clients (static names)
-    const history: KvOperation[] = []
+    history = []
     let clientSeq = 0
     const maybeDropped = (node: string): void => {
       const at = wall()
@@ -226,6 +243,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       if (cl.isAlive(id)) return
       starts.set(id, (starts.get(id) ?? 1) + 1)
       await cl.restart(id)
+      await subscribe(id)
       down.delete(id)
       await applyCuts()
     }
@@ -238,12 +256,12 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       if (x < 0.2 && unavailable < maxDown) {
         const id = pick(healthy)
         count('kill')
-        log(`step ${s}: SIGKILL ${id}`)
+        note(`step ${s}: SIGKILL ${id}`)
         await kill(id)
       } else if (x < 0.3 && unavailable < maxDown) {
         const id = pick(healthy)
         count('stop')
-        log(`step ${s}: graceful stop ${id}`)
+        note(`step ${s}: graceful stop ${id}`)
         maybeDropped(id)
         await cl.stop(id)
         down.add(id)
@@ -251,7 +269,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       } else if (x < 0.4 && unavailable < maxDown) {
         const id = pick(healthy)
         count('freeze')
-        log(`step ${s}: SIGSTOP ${id}`)
+        note(`step ${s}: SIGSTOP ${id}`)
         maybeDropped(id)
         freezeNode(id)
       } else if (x < 0.55) {
@@ -273,11 +291,11 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
           for (const p of [a, b]) for (const q of [d, e]) cut.add(linkKey(p!, q!))
           for (const p of [a, b, d, e]) maybeDropped(p!)
         }
-        log(`step ${s}: partition ${kind} ${[...cut].join(' ')}`)
+        note(`step ${s}: partition ${kind} ${[...cut].join(' ')}`)
         await applyCuts()
       } else if (x < 0.65) {
         count('heal')
-        log(`step ${s}: heal the network`)
+        note(`step ${s}: heal the network`)
         cut.clear()
         await applyCuts()
       } else if (x < 0.78) {
@@ -285,7 +303,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
         if (revivable.length) {
           const id = pick(revivable)
           count('revive')
-          log(`step ${s}: revive ${id}`)
+          note(`step ${s}: revive ${id}`)
           if (frozen.has(id)) thawNode(id)
           else await restart(id)
         }
@@ -293,18 +311,18 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
         const id = pick(healthy)
         const rate = 1 + (r() * 2 - 1) * MAX_RATE_SKEW
         count('clockSkew')
-        log(`step ${s}: clock of ${id} now runs at ${rate.toFixed(3)}x`)
+        note(`step ${s}: clock of ${id} now runs at ${rate.toFixed(3)}x`)
         await cl.request(id, { op: 'clockRate', rate }, 3000).catch(() => {})
       } else if (x < 0.92) {
         count('workerCrash')
         const via = pick(healthy)
         const victims = Array.from({ length: 3 }, () => `w${Math.floor(r() * nNames)}`)
-        log(`step ${s}: crash workers ${victims.join(',')} via ${via}`)
+        note(`step ${s}: crash workers ${victims.join(',')} via ${via}`)
         await Promise.all(victims.map((w) => cl.request(via, { op: 'call', name: w, msg: 'crash' }, 3000).catch(() => {})))
       } else {
         const id = pick(healthy)
         count('drain')
-        log(`step ${s}: drain ${id}`)
+        note(`step ${s}: drain ${id}`)
         await cl.request(id, { op: 'drain', timeoutMs: 3000 }, 6000).catch(() => {})
         if (r() < 0.5) await cl.request(id, { op: 'undrain' }, 3000).catch(() => {})
       }
@@ -312,7 +330,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     }
 
     // ------------------------------------------------------------------------------- heal
-    log('heal everything')
+    note('heal everything')
     const healedAt = performance.now()
     for (const id of [...frozen]) thawNode(id)
     cut.clear()
@@ -390,17 +408,39 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const ov = overlapsOf(incs, pauses)
     if (ov.length) problems.push(`overlapping incarnations: ${ov.slice(0, 5).join('; ')}`)
     const lin = checkLinearizable(kvModel, history, { timeoutMs: 60_000 })
-    if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
+    if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${(lin.explanation ?? '').slice(0, 1500)}`)
     for (const e of cl.unexpectedExits()) problems.push(`a node crashed: ${e}`)
     for (const id of ids) {
       const bad = cl.logs(id).filter((l) => /unhandled rejection|uncaught exception/.test(l))
       if (bad.length) problems.push(`${id}: ${bad[0]}`)
+    }
+    let dump: string | undefined
+    if (problems.length) {
+      // the keys the explanation names, or all of them
+      const named = new Set([...(lin.explanation ?? '').matchAll(/"(s:[^"]+)"/g)].map((m) => m[1]!))
+      const keyOf = (o: KvOperation): string => o.input.key
+      dump = join(tmpdir(), `sworm-nemesis-${opts.seed}.json`)
+      await writeFile(
+        dump,
+        JSON.stringify(
+          {
+            seed: opts.seed,
+            problems,
+            trail,
+            history: history.filter((o) => !named.size || named.has(keyOf(o))).map((o) => ({ ...o, ret: Number.isFinite(o.ret) ? o.ret : null })),
+            events: events.filter((e) => !named.size || !('name' in e.data) || named.has(String(e.data.name))),
+          },
+          null,
+          1,
+        ),
+      )
     }
     return {
       seed: opts.seed,
       ok: problems.length === 0,
       problems,
       faults,
+      ...(dump ? { dump } : {}),
       ops: history.filter((o) => typeof o.client === 'number').length,
       starts: incs.length,
       settledAfterMs,

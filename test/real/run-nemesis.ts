@@ -34,6 +34,7 @@ for (let i = 0; i < runs; i++) {
   if (!res.ok) {
     failed++
     console.log(`  FAIL seed ${res.seed} (rerun: node dist/test/real/run-nemesis.js --runs 1 --seed ${res.seed} --verbose): ${res.problems.join('; ').slice(0, 3000)}`)
+    if (res.dump) console.log(`  details (faults, events, history of the keys concerned): ${res.dump}`)
   }
 }
 settle.sort((a, b) => a - b)
