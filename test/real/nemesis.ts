@@ -170,6 +170,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       if (x < 0.45) {
         if (!usable().includes(owner)) return
         let ref: WorkerRef
+        const ownerProc = procOf(owner)
         try {
           ref = await cl.request<WorkerRef>(owner, { op: 'spawnEcho', tag: key }, 3000)
         } catch {
@@ -178,6 +179,10 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
         const op: KvOperation = { client: clientSeq++, input: { op: 'putIfAbsent', key, value: valueOf(ref) }, call: wall(), ret: Infinity, output: undefined }
         history.push(op)
         await settleOp(op, () => cl.request<boolean>(via, { op: 'registerRef', name: key, ref }).then((ok) => ({ ok })))
+        if (procOf(owner) !== ownerProc || !cl.isAlive(owner)) {
+          // the worker's process died meanwhile: its node drops the name whenever it learns of it
+          history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key }, call: op.call, ret: Infinity, output: undefined })
+        }
       } else if (x < 0.7) {
         const op: KvOperation = { client: clientSeq++, input: { op: 'delete', key }, call: wall(), ret: Infinity, output: undefined }
         history.push(op)
@@ -407,6 +412,20 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const { incs } = await lifeNow()
     const ov = overlapsOf(incs, pauses)
     if (ov.length) problems.push(`overlapping incarnations: ${ov.slice(0, 5).join('; ')}`)
+    // A node can also be declared gone with no fault of ours (the leader did not hear from it for
+    // lease + drift: a loaded machine, a long GC). Its static names go then too: a delete that may
+    // happen from a little before the first node applied it.
+    const downs = new Map<string, number>()
+    for (const e of events) {
+      if (e.event !== 'nodeDown') continue
+      const node = String(e.data.node)
+      const key = `${node}@${Math.round(e.at / 5000)}`
+      downs.set(key, Math.min(downs.get(key) ?? Infinity, e.at))
+    }
+    for (const [key, at] of downs) {
+      const node = key.split('@')[0]!
+      for (let k = 0; k < STATIC_KEYS; k++) history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: at - 1000, ret: Infinity, output: undefined })
+    }
     const lin = checkLinearizable(kvModel, history, { timeoutMs: 60_000 })
     if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${(lin.explanation ?? '').slice(0, 1500)}`)
     for (const e of cl.unexpectedExits()) problems.push(`a node crashed: ${e}`)
