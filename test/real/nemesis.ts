@@ -54,6 +54,8 @@ export interface RealNemesisResult {
   ops: number
   /** Worker starts seen in the life files. */
   starts: number
+  /** Nodes declared gone (nodeDown), and how many of those had no fault of ours in the 30 s before. */
+  nodeDowns?: { total: number; unexplained: number }
   /** From the end of the faults until every check of "settled" held (ms). */
   settledAfterMs: number
   wallMs: number
@@ -154,8 +156,11 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     // ---------------------------------------------------------------- clients (static names)
     history = []
     let clientSeq = 0
+    /** When each node last suffered a fault of ours (a kill, a stop, a freeze, a cut link). */
+    const lastFault = new Map<string, number>()
     const maybeDropped = (node: string): void => {
       const at = wall()
+      lastFault.set(node, at)
       for (let k = 0; k < STATIC_KEYS; k++) history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: at, ret: Infinity, output: undefined })
     }
     const valueOf = (ref: WorkerRef): string => `v${ref.inc}.${ref.id}`
@@ -422,8 +427,11 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       const key = `${node}@${Math.round(e.at / 5000)}`
       downs.set(key, Math.min(downs.get(key) ?? Infinity, e.at))
     }
+    let unexplained = 0
     for (const [key, at] of downs) {
       const node = key.split('@')[0]!
+      const fault = lastFault.get(node)
+      if (fault === undefined || at - fault > 30_000) unexplained++
       for (let k = 0; k < STATIC_KEYS; k++) history.push({ client: `system-${clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: at - 1000, ret: Infinity, output: undefined })
     }
     const lin = checkLinearizable(kvModel, history, { timeoutMs: 60_000 })
@@ -460,6 +468,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       problems,
       faults,
       ...(dump ? { dump } : {}),
+      nodeDowns: { total: downs.size, unexplained },
       ops: history.filter((o) => typeof o.client === 'number').length,
       starts: incs.length,
       settledAfterMs,
