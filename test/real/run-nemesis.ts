@@ -23,6 +23,7 @@ const faults: Record<string, number> = {}
 let ops = 0
 let starts = 0
 let downs = 0
+const lateStops: number[] = []
 let unexplainedDowns = 0
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
@@ -31,6 +32,7 @@ for (let i = 0; i < runs; i++) {
   ops += res.ops
   starts += res.starts
   downs += res.nodeDowns?.total ?? 0
+  lateStops.push(...(res.lateStops ?? []))
   unexplainedDowns += res.nodeDowns?.unexplained ?? 0
   for (const [k, v] of Object.entries(res.faults)) faults[k] = (faults[k] ?? 0) + v
   const line = `run ${i + 1}/${runs} seed ${res.seed}: ${res.ok ? 'ok' : 'FAIL'}, ${res.ops} ops, ${res.starts} worker starts, settled ${res.settledAfterMs.toFixed(0)} ms after heal, ${(res.wallMs / 1000).toFixed(1)} s`
@@ -44,6 +46,10 @@ for (let i = 0; i < runs; i++) {
 settle.sort((a, b) => a - b)
 console.log(`faults injected: ${JSON.stringify(faults)}`)
 console.log(`client operations checked: ${ops}; worker starts: ${starts}; nodes declared gone: ${downs} (${unexplainedDowns} with no fault of ours in the 30 s before)`)
+lateStops.sort((a, b) => a - b)
+console.log(
+  `late stops (two incarnations live at once, neither handling a message): ${lateStops.length}${lateStops.length ? `, median ${lateStops[Math.floor(lateStops.length / 2)]!.toFixed(0)} ms, max ${lateStops[lateStops.length - 1]!.toFixed(0)} ms` : ''}`,
+)
 console.log(`settled after heal (ms): median ${settle[Math.floor(settle.length / 2)]?.toFixed(0)}, max ${settle[settle.length - 1]?.toFixed(0)}`)
 console.log(`${runs - failed} passed, ${failed} failed, ${((Date.now() - t0) / 1000).toFixed(0)} s`)
 process.exit(failed ? 1 : 0)
