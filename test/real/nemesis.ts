@@ -138,22 +138,24 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       cl.freeze(id)
       frozen.add(id)
       const list = pauses.get(procOf(id)) ?? []
-      list.push([wall(), Infinity])
+      list.push([mono(), Infinity])
       pauses.set(procOf(id), list)
     }
     const thawNode = (id: string): void => {
       cl.thaw(id)
       frozen.delete(id)
       const last = pauses.get(procOf(id))?.at(-1)
-      if (last) last[1] = wall()
+      if (last) last[1] = mono()
     }
     const down = new Set<string>()
     /** Links cut, as "a|b" with a < b. */
     const cut = new Set<string>()
-    const exitedAt = new Map<string, number[]>() // node -> wall time of each exit, by process start
+    const exitedAt = new Map<string, number[]>() // node -> monotonic time of each exit, by process start
     const starts = new Map<string, number>(ids.map((id) => [id, 1]))
     const usable = (): string[] => ids.filter((id) => cl.isAlive(id) && !frozen.has(id))
     const wall = (): number => performance.timeOrigin + performance.now()
+    /** The machine's monotonic clock, as the life files use it (the same in every process). */
+    const mono = (): number => Number(process.hrtime.bigint()) / 1e6
 
     // ---------------------------------------------------------------- clients (static names)
     const nNames = opts.names ?? 20
@@ -254,7 +256,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     }
     const noteExit = (id: string): void => {
       const list = exitedAt.get(id) ?? []
-      list[(starts.get(id) ?? 1) - 1] = wall()
+      list[(starts.get(id) ?? 1) - 1] = mono()
       exitedAt.set(id, list)
     }
     const restart = async (id: string): Promise<void> => {
