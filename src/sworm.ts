@@ -10,7 +10,10 @@ import { pack } from 'msgpackr'
 import { acquireHub, releaseHub } from './hub-pool.js'
 import {
   AlreadyRegisteredError,
+  ConfigChangeError,
   InvalidArgumentError,
+  NotLeaderError,
+  ProposalDroppedError,
   NoNodeError,
   StartError,
   NoWorkerError,
@@ -191,10 +194,40 @@ type WireMsg =
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
   | { t: 'joinReq'; node: string; url: string }
+  /** Ask the leader to take `node` out of the Raft configuration; answered by `removeResp`. */
+  | { t: 'removeReq'; id: number; node: string }
+  | { t: 'removeResp'; id: number; ok: true }
+  | { t: 'removeResp'; id: number; ok: false; code: string; message: string; leader?: string }
   /** Where a node serves its metrics (`reply`: answer with yours). */
   | { t: 'metricsAt'; url: string; reply: boolean }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k)
+/** Whether `node` is a voter or a learner of the Raft configuration `cfg`. */
+const isMember = (cfg: { voters: Record<string, string>; learners: Record<string, string> }, node: string): boolean =>
+  hasOwn(cfg.voters, node) || hasOwn(cfg.learners, node)
+
+/** The typed error for a failed admin request answered by the leader. */
+function adminError(code: string, message: string, leader: string | undefined): SwormError {
+  switch (code) {
+    case 'NOT_LEADER':
+      return new NotLeaderError(leader, message)
+    case 'SHUTTING_DOWN':
+      return new NotLeaderError(undefined, `the leader is shutting down: ${message}`)
+    case 'TIMEOUT':
+      return new TimeoutError(message)
+    case 'PROPOSAL_DROPPED':
+      return new ProposalDroppedError(message)
+    case 'CONFIG_CHANGE':
+      return new ConfigChangeError(message)
+    case 'NOT_FOUND':
+      return new NotFoundError(message)
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(message)
+    default:
+      return new SwormError(code, message)
+  }
+}
 
 function requireString(opts: Record<string, unknown>, key: string): string {
   const v = opts[key]
@@ -251,6 +284,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly maxMessageBytes: number
   private readonly callTimeoutMs: number
   private readonly nodeDownAfterMs: number
+  private readonly requestTimeoutMs: number
   private readonly leaseTimeoutMs: number
   private readonly startTimeoutMs: number
   private readonly rebalanceOnJoin: boolean
@@ -266,6 +300,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private detectorTimer: unknown
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
+  /** On the leader: nodes with a registry record that are out of the Raft configuration, since when (this clock). */
+  private readonly outOfConfigSince = new Map<string, number>()
+  /** The configuration `outOfConfigSince` was measured against. */
+  private outOfConfigKey: string | undefined
   private readonly joining = new Set<string>()
   private readonly metricsObj: SwormMetrics
   private metricsServer: MetricsServer | undefined
@@ -313,6 +351,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.callTimeoutMs = init.opts.callTimeoutMs ?? 5000
     this.leaseTimeoutMs = init.opts.leaseTimeoutMs ?? 2000
     this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500)
+    this.requestTimeoutMs = init.opts.requestTimeoutMs ?? 5000
     this.startTimeoutMs = init.opts.startTimeoutMs ?? 10_000
     this.rebalanceOnJoin = init.opts.rebalance === true
     this.supervisor = new Supervisor({
@@ -507,7 +546,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private wire(): void {
     this.msgs.onMessage((from, m) => this.onWire(from, m))
     this.raft.on('role', (s) => {
-      if (s.role === 'leader') this.leaderSince = this.clock.now()
+      if (s.role === 'leader') {
+        this.leaderSince = this.clock.now()
+        this.outOfConfigSince.clear()
+        this.outOfConfigKey = undefined
+      }
       if (s.role === 'candidate' && (this.lastRole !== 'candidate' || s.term !== this.lastTerm)) this.metricsObj.electionsStarted.inc()
       this.lastRole = s.role
       this.lastTerm = s.term
@@ -936,6 +979,28 @@ export class Sworm extends EventEmitter<SwormEvents> {
         }
         return
       }
+      if (m.t === 'removeReq') {
+        if (typeof m.id !== 'number' || typeof m.node !== 'string' || m.node.length === 0) return
+        const id = m.id
+        this.removeAsLeader(m.node).then(
+          () => this.msgs.send(from, { t: 'removeResp', id, ok: true } satisfies WireMsg),
+          (err: unknown) => {
+            const e = err instanceof SwormError ? err : new SwormError('INTERNAL', String(err))
+            const leader = e instanceof NotLeaderError ? e.leader : undefined
+            this.msgs.send(from, { t: 'removeResp', id, ok: false, code: e.code, message: e.message, ...(leader !== undefined ? { leader } : {}) } satisfies WireMsg)
+          },
+        )
+        return
+      }
+      if (m.t === 'removeResp') {
+        const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
+        if (!c) return
+        this.calls.delete(m.id)
+        this.clock.clearTimeout(c.timer)
+        if (m.ok) c.resolve(undefined)
+        else c.reject(adminError(String(m.code), String(m.message), typeof m.leader === 'string' ? m.leader : undefined))
+        return
+      }
       if (m.t === 'metricsAt') {
         if (typeof m.url === 'string' && m.url.length <= 256 && /^https?:\/\/[^\s/]+$/.test(m.url)) {
           const known = this.metricsPeers.get(from)
@@ -1057,16 +1122,33 @@ export class Sworm extends EventEmitter<SwormEvents> {
     }
   }
 
-  /** On the leader: declare nodes gone after `nodeDownAfterMs` of silence. */
+  /**
+   * On the leader: declare nodes gone after `nodeDownAfterMs` of silence, or of being out of the
+   * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
+   */
   private detectDownNodes(): void {
     if (this.stopped || !this.raft.isLeader) return
     const now = this.clock.now()
     const sinceLeader = now - this.leaderSince
     if (sinceLeader < this.nodeDownAfterMs) return // give every node a chance to reach the new leader
+    const cfg = this.raft.status().config
+    // After any configuration change, measure again: a node may have been a member (and had its
+    // lease renewed by us) between two runs of this check.
+    const key = JSON.stringify(cfg)
+    if (key !== this.outOfConfigKey) {
+      this.outOfConfigSince.clear()
+      this.outOfConfigKey = key
+    }
     for (const rec of this.state.nodeRecords()) {
       if (!rec.up || rec.node === this.nodeId || this.pendingDown.has(rec.node)) continue
-      const heard = this.raft.lastHeard(rec.node)
-      if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
+      if (!isMember(cfg, rec.node)) {
+        const since = this.outOfConfigSince.get(rec.node)
+        if (since === undefined) this.outOfConfigSince.set(rec.node, now)
+        if (since === undefined || now - since < this.nodeDownAfterMs) continue
+      } else {
+        const heard = this.raft.lastHeard(rec.node)
+        if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
+      }
       this.pendingDown.add(rec.node)
       this.raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc }).then(
         () => this.pendingDown.delete(rec.node),
@@ -1200,6 +1282,86 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.guard()
     await this.ready()
     await this.raft.propose({ c: 'rebalance' })
+  }
+
+  /**
+   * Remove node `nodeId` from the cluster (an admin operation; call it on any node). The node is
+   * taken out of the Raft configuration by the leader, so it votes and replicates no more and no
+   * leader renews its lease: it stops its supervised workers when the lease runs out. The leader
+   * then declares it gone in the registry (after `leaseTimeoutMs + maxClockDriftMs`, like a silent
+   * node): its static names are dropped and its supervised workers start elsewhere. Resolves once
+   * this node sees it gone (on the removed node itself: once the configuration change is
+   * committed). Idempotent: removing a node that is out already resolves.
+   *
+   * A removed node must not come back with its old data under `peers`; to take part again it
+   * starts with `join` (on a fresh `dataDir`, or its old one), and is added again.
+   *
+   * @param opts.timeoutMs - default `requestTimeoutMs + leaseTimeoutMs + maxClockDriftMs`
+   * @throws InvalidArgumentError when `nodeId` is not a non-empty string
+   * @throws NotFoundError when no such node is a member or known to the registry
+   * @throws ConfigChangeError when the configuration cannot lose it (it is the last voter)
+   * @throws TimeoutError when it did not finish in time (no quorum, say); it may still happen, and
+   *   calling again is safe
+   * @throws ShuttingDownError when this sworm stops meanwhile
+   */
+  async removeNode(nodeId: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.guard()
+    if (typeof nodeId !== 'string' || nodeId.length === 0) throw new InvalidArgumentError('nodeId must be a non-empty string')
+    const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs + this.nodeDownAfterMs
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new InvalidArgumentError('timeoutMs must be a positive number')
+    const deadline = this.clock.now() + timeoutMs
+    const left = (): number => deadline - this.clock.now()
+    // 1. out of the Raft configuration: done by the leader, retried across leader changes
+    for (;;) {
+      this.guard()
+      try {
+        if (this.raft.isLeader) await this.removeAsLeader(nodeId)
+        else await this.askLeaderToRemove(nodeId, Math.max(1, Math.min(left(), this.requestTimeoutMs)))
+        break
+      } catch (err) {
+        if (!(err instanceof NotLeaderError || err instanceof TimeoutError || err instanceof ProposalDroppedError)) throw err
+        if (left() <= 0) throw new TimeoutError(`could not remove ${nodeId} within ${timeoutMs} ms (${err.message})`)
+        await this.sleep(Math.min(100, left()))
+      }
+    }
+    if (nodeId === this.nodeId) return
+    // 2. declared gone in the registry, once its lease must have run out (seen by this node)
+    for (;;) {
+      this.guard()
+      await this.raft.read().catch(() => {})
+      if (this.state.nodeRecord(nodeId)?.up !== true) return
+      if (left() <= 0) throw new TimeoutError(`${nodeId} left the configuration but is not declared gone yet`)
+      await this.sleep(Math.min(50, left()))
+    }
+  }
+
+  /** On the leader: take `node` out of the Raft configuration (nothing to do if it is out). */
+  private async removeAsLeader(node: string): Promise<void> {
+    if (!this.raft.isLeader) throw new NotLeaderError(this.raft.leader)
+    if (!isMember(this.raft.status().config, node)) {
+      if (this.state.nodeRecord(node) === undefined) {
+        await this.raft.read() // our registry may lag the log
+        if (this.state.nodeRecord(node) === undefined) throw new NotFoundError(`${node} is not a node of this sworm`)
+      }
+      return
+    }
+    await this.raft.removeNode(node)
+    this.log.info('node removed from the cluster', { peer: node })
+  }
+
+  /** Send a `removeReq` to the leader and wait for its answer. */
+  private askLeaderToRemove(node: string, timeoutMs: number): Promise<void> {
+    const leader = this.raft.leader
+    if (leader === undefined || leader === this.nodeId) return Promise.reject(new NotLeaderError(undefined))
+    const id = ++this.callSeq
+    return new Promise<void>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.calls.delete(id)
+        reject(new TimeoutError(`the leader (${leader}) did not answer within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.calls.set(id, { resolve: () => resolve(), reject, timer })
+      this.msgs.send(leader, { t: 'removeReq', id, node } satisfies WireMsg)
+    })
   }
 
   /** Take supervised workers again after {@link Sworm.drain}. */
