@@ -563,7 +563,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     this.upPromise = this.announce()
     this.upPromise.catch(() => {})
-    this.every(100, (h) => (this.detectorTimer = h), () => this.detectDownNodes())
+    this.every(100, (h) => (this.detectorTimer = h), () => {
+      this.comeBackIfDeclaredGone()
+      this.detectDownNodes()
+    })
     this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () =>
       void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })),
     )
@@ -1089,12 +1092,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         this.metricsObj.nodeEvents.inc({ event: 'down' })
         this.log.warn('node declared gone', { peer: ch.node })
         this.fire('nodeDown', { node: ch.node })
-        // We were declared gone but we are alive: come back (our static names were dropped).
-        if (ch.node === this.nodeId && ch.inc === this.incarnation && !this.stopped) {
-          this.upResolved = false
-          this.upPromise = this.announce()
-          this.upPromise.catch(() => {})
-        }
+        if (ch.node === this.nodeId) this.comeBackIfDeclaredGone()
         return
       default:
         return
@@ -1107,6 +1105,20 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const ref: WorkerRef = { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
     if (this.state.namesOfRef(ref).length === 0 && !this.stopped) return
     void this.proposeUntilDone({ c: 'workerDown', ref })
+  }
+
+  /**
+   * We were declared gone but we are alive: come back (our static names were dropped). Seen when
+   * we apply the `nodeDown`, or later by the periodic check when we caught up from a snapshot
+   * that already held it (restoring one emits no changes).
+   */
+  private comeBackIfDeclaredGone(): void {
+    if (this.stopped || !this.upResolved) return
+    const rec = this.state.nodeRecord(this.nodeId)
+    if (!rec || rec.up || rec.inc !== this.incarnation) return
+    this.upResolved = false
+    this.upPromise = this.announce()
+    this.upPromise.catch(() => {})
   }
 
   /** Background proposal that must eventually happen (retried until applied or stopped). */
