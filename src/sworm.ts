@@ -290,6 +290,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly rebalanceOnJoin: boolean
   private readonly supervisor: Supervisor
   private supervisorTimer: unknown
+  /** Fires when the lease as last seen runs out, so fencing is not late by up to a supervisor tick. */
+  private fenceTimer: unknown
   private readonly clock: Clock
   private readonly release: () => Promise<void>
   private stopped = false
@@ -567,9 +569,27 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.comeBackIfDeclaredGone()
       this.detectDownNodes()
     })
-    this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () =>
-      void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })),
-    )
+    this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () => {
+      this.superviseTick()
+      this.armFence()
+    })
+  }
+
+  private superviseTick(): void {
+    void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) }))
+  }
+
+  /**
+   * Stop supervised workers the moment the lease runs out, not at the next supervisor tick: the
+   * leader moves them after `leaseTimeoutMs + maxClockDriftMs` of its own clock, which leaves no
+   * room for a late fence when the clocks' rates differ by all the drift allows.
+   */
+  private armFence(): void {
+    this.clock.clearTimeout(this.fenceTimer)
+    const at = this.raft.leaseRenewedAt()
+    if (at === undefined || this.stopped || this.supervisor.size === 0) return
+    const left = at + this.leaseTimeoutMs - this.clock.now()
+    if (left > 0) this.fenceTimer = this.clock.setTimeout(() => this.superviseTick(), left)
   }
 
   /** Run `fn` every `ms` on this sworm's clock until it stops. */
@@ -1399,6 +1419,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.stopped = true
     this.clock.clearTimeout(this.detectorTimer)
     this.clock.clearTimeout(this.supervisorTimer)
+    this.clock.clearTimeout(this.fenceTimer)
     return alive
   }
 
@@ -1422,6 +1443,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.stopped = true
     this.clock.clearTimeout(this.detectorTimer)
     this.clock.clearTimeout(this.supervisorTimer)
+    this.clock.clearTimeout(this.fenceTimer)
     await this.metricsServer?.close().catch(() => {})
     await this.workers.stopAll('shutdown')
     // best effort: drop our names now rather than waiting for the leader to declare us gone
