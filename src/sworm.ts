@@ -51,7 +51,8 @@ export interface SwormOptions {
   peers?: Record<string, string>
   /**
    * Instead of `peers`: the address of any member of a running cluster. A node on a fresh
-   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up).
+   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up); so does
+   * one whose earlier join was cut short. `start` resolves once it is a voter.
    */
   join?: string
   /** Cluster secret shared by every node; peers without it are refused. */
@@ -513,7 +514,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
       const st = raft.status()
       const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
       let joinVia: string | undefined
-      if (fresh) {
+      // A node started with `join` that its log does not list as a voter (fresh, or its join was
+      // cut short after it became a learner) asks to be added.
+      if (fresh || (options.join !== undefined && !hasOwn(st.config.voters, nodeId))) {
         if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
         joinVia = await deps.discover(options.join)
         deps.msgTransport.setPeers({ [joinVia]: options.join })
@@ -610,10 +613,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return new Promise((r) => this.clock.setTimeout(r, ms))
   }
 
-  /** Ask the cluster (through `via`) to add this node, until the configuration lists it as a voter. */
+  /**
+   * Ask the cluster (through `via`) to add this node, until the configuration that lists it as a
+   * voter is committed (applied here: an appended one may still be replaced by another leader's).
+   */
   private async askToJoin(via: string, url: string): Promise<void> {
     const deadline = this.clock.now() + 60_000
-    while (!this.raft.status().config.voters[this.nodeId]) {
+    while (!hasOwn(this.raft.status().appliedConfig.voters, this.nodeId)) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
       if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
       const target = this.raft.leader ?? via
@@ -1325,8 +1331,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * this node sees it gone (on the removed node itself: once the configuration change is
    * committed). Idempotent: removing a node that is out already resolves.
    *
-   * A removed node must not come back with its old data under `peers`; to take part again it
-   * starts with `join` (on a fresh `dataDir`, or its old one), and is added again.
+   * A removed node must not come back with its old data; to take part again it starts on a fresh
+   * `dataDir` with `join`, and is added again.
    *
    * @param opts.timeoutMs - default `requestTimeoutMs + leaseTimeoutMs + maxClockDriftMs`
    * @throws InvalidArgumentError when `nodeId` is not a non-empty string
