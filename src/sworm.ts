@@ -123,6 +123,8 @@ export interface SwormDeps {
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Release transports and hub after stop. */
   release: () => Promise<void>
+  /** Called with the sworm as soon as it exists, before it joins or announces itself (the simulation crashes nodes mid-join). */
+  created?: (sworm: Sworm) => void
 }
 
 /** Why a worker stopped: its exit kind. */
@@ -539,6 +541,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         ...(deps.loadModule ? { loadModule: deps.loadModule } : {}),
         metrics,
       })
+      deps.created?.(sworm)
       sworm.wire()
       if (joinVia !== undefined) await sworm.askToJoin(joinVia, options.listen)
       return sworm
