@@ -595,7 +595,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const at = this.raft.leaseRenewedAt()
     if (at === undefined || this.stopped || this.supervisor.size === 0) return
     const left = at + this.leaseTimeoutMs - this.clock.now()
-    if (left > 0) this.fenceTimer = this.clock.setTimeout(() => this.superviseTick(), left)
+    if (left <= 0) return // over already: the supervisor's tick fenced
+    this.fenceTimer = this.clock.setTimeout(() => {
+      // Not renewed since: the lease is over. (A timer may fire a hair early by this clock, when
+      // leaseOk() would still say yes for that long: fence anyway.)
+      if (this.raft.leaseRenewedAt() === at) void this.supervisor.fence()
+      else this.armFence()
+    }, left)
   }
 
   /** Run `fn` every `ms` on this sworm's clock until it stops. */
