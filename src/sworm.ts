@@ -630,7 +630,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const deadline = this.clock.now() + 60_000
     while (!hasOwn(this.raft.status().appliedConfig.voters, this.nodeId)) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
-      if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
+      if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
       const target = this.raft.leader ?? via
       this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url } satisfies WireMsg)
       await this.sleep(500)
@@ -646,6 +646,12 @@ export class Sworm extends EventEmitter<SwormEvents> {
       return
     }
     if (this.joining.has(node)) return
+    if (!isMember(this.raft.status().config, node) && this.state.nodeRecord(node) !== undefined) {
+      // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
+      // configuration with this id as a voter, so a removed id comes back only as a new id.
+      this.log.warn('refused a join: this node id was removed from the cluster; it can join under a new id', { peer: node })
+      return
+    }
     this.joining.add(node)
     this.raft
       .addNode(node, url)
@@ -1340,12 +1346,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * this node sees it gone (on the removed node itself: once the configuration change is
    * committed). Idempotent: removing a node that is out already resolves.
    *
-   * A removed node must not come back with its old data; to take part again it starts on a fresh
-   * `dataDir` with `join`, and is added again.
+   * A removed node comes back only under a new `nodeId`, on a fresh `dataDir`, with `join`: a
+   * node that was removed (or still runs, cut off) may hold an old configuration that counts the
+   * old id as a voter, and Raft is safe only if no voter forgets its votes and log. The leader
+   * refuses a join from an id the registry knows but the configuration no longer lists.
    *
    * @param opts.timeoutMs - default `requestTimeoutMs + leaseTimeoutMs + maxClockDriftMs`
    * @throws InvalidArgumentError when `nodeId` is not a non-empty string
-   * @throws NotFoundError when no such node is a member or known to the registry
+   * @throws NotFoundError when no such node is a member or known to the registry (so also when a
+   *   node that never came up in the registry was removed already)
    * @throws ConfigChangeError when the configuration cannot lose it (it is the last voter)
    * @throws TimeoutError when it did not finish in time (no quorum, say); it may still happen, and
    *   calling again is safe
