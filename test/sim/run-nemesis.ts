@@ -23,11 +23,13 @@ const duration = arg('duration', 15_000)
 console.log(`nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each`)
 let failed = 0
 const settle: number[] = []
+let slowest = { seed: seed0, ms: -1 }
 const faults: Record<string, number> = {}
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
   const res = await runSwormScenario(seed0 + i, { durationMs: duration, clients: 4 })
   settle.push(res.settledAfterMs)
+  if (res.settledAfterMs > slowest.ms) slowest = { seed: res.seed, ms: res.settledAfterMs }
   for (const [k, v] of Object.entries(res.faults)) faults[k] = (faults[k] ?? 0) + v
   if (!res.ok) {
     failed++
@@ -40,8 +42,9 @@ const f = (k: string): number => faults[k] ?? 0
 console.log(`faults injected: ${JSON.stringify(Object.fromEntries(Object.entries(faults).sort(([a], [b]) => (a < b ? -1 : 1))))}`)
 console.log(
   `membership changes: ${f('member-remove') + f('member-remove-down')} removals (${f('member-remove-down')} of a crashed node), ` +
-    `${f('member-join') + f('member-rejoin')} joins (${f('member-rejoin')} of a removed node on a wiped disk); clock rate changes: ${f('skew')}`,
+    `${f('member-join') + f('member-rejoin')} joins (${f('member-rejoin')} by a removed node's machine under a new id, wiped disk); clock rate changes: ${f('skew')}`,
 )
-console.log(`settled after heal (simulated ms): median ${settle[Math.floor(settle.length / 2)]}, max ${settle[settle.length - 1]}`)
+const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]
+console.log(`settled after heal (simulated ms): median ${pct(0.5)}, p99 ${pct(0.99)}, max ${slowest.ms} (seed ${slowest.seed})`)
 console.log(`${runs - failed} passed, ${failed} failed, seeds ${seed0}..${seed0 + runs - 1}, ${((Date.now() - t0) / 1000).toFixed(0)} s`)
 process.exit(failed ? 1 : 0)
