@@ -10,7 +10,10 @@ import { pack } from 'msgpackr'
 import { acquireHub, releaseHub } from './hub-pool.js'
 import {
   AlreadyRegisteredError,
+  ConfigChangeError,
   InvalidArgumentError,
+  NotLeaderError,
+  ProposalDroppedError,
   NoNodeError,
   StartError,
   NoWorkerError,
@@ -50,7 +53,8 @@ export interface SwormOptions {
   peers?: Record<string, string>
   /**
    * Instead of `peers`: the address of any member of a running cluster. A node on a fresh
-   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up).
+   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up); so does
+   * one whose earlier join was cut short. `start` resolves once it is a voter.
    */
   join?: string
   /** Cluster secret shared by every node; peers without it are refused. */
@@ -121,6 +125,8 @@ export interface SwormDeps {
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Release transports and hub after stop. */
   release: () => Promise<void>
+  /** Called with the sworm as soon as it exists, before it joins or announces itself (the simulation crashes nodes mid-join). */
+  created?: (sworm: Sworm) => void
 }
 
 /** Why a worker stopped: its exit kind. */
@@ -203,10 +209,40 @@ type WireMsg =
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
   | { t: 'joinReq'; node: string; url: string }
+  /** Ask the leader to take `node` out of the Raft configuration; answered by `removeResp`. */
+  | { t: 'removeReq'; id: number; node: string }
+  | { t: 'removeResp'; id: number; ok: true }
+  | { t: 'removeResp'; id: number; ok: false; code: string; message: string; leader?: string }
   /** Where a node serves its metrics (`reply`: answer with yours). */
   | { t: 'metricsAt'; url: string; reply: boolean }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const hasOwn = (o: object, k: string): boolean => Object.prototype.hasOwnProperty.call(o, k)
+/** Whether `node` is a voter or a learner of the Raft configuration `cfg`. */
+const isMember = (cfg: { voters: Record<string, string>; learners: Record<string, string> }, node: string): boolean =>
+  hasOwn(cfg.voters, node) || hasOwn(cfg.learners, node)
+
+/** The typed error for a failed admin request answered by the leader. */
+function adminError(code: string, message: string, leader: string | undefined): SwormError {
+  switch (code) {
+    case 'NOT_LEADER':
+      return new NotLeaderError(leader, message)
+    case 'SHUTTING_DOWN':
+      return new NotLeaderError(undefined, `the leader is shutting down: ${message}`)
+    case 'TIMEOUT':
+      return new TimeoutError(message)
+    case 'PROPOSAL_DROPPED':
+      return new ProposalDroppedError(message)
+    case 'CONFIG_CHANGE':
+      return new ConfigChangeError(message)
+    case 'NOT_FOUND':
+      return new NotFoundError(message)
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(message)
+    default:
+      return new SwormError(code, message)
+  }
+}
 
 function requireString(opts: Record<string, unknown>, key: string): string {
   const v = opts[key]
@@ -265,11 +301,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly maxMessageBytes: number
   private readonly callTimeoutMs: number
   private readonly nodeDownAfterMs: number
+  private readonly requestTimeoutMs: number
   private readonly leaseTimeoutMs: number
   private readonly startTimeoutMs: number
   private readonly rebalanceOnJoin: boolean
   private readonly supervisor: Supervisor
   private supervisorTimer: unknown
+  /** Fires when the lease as last seen runs out, so fencing is not late by up to a supervisor tick. */
+  private fenceTimer: unknown
   private readonly clock: Clock
   private readonly release: () => Promise<void>
   private stopped = false
@@ -281,6 +320,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private detectorTimer: unknown
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
+  /** On the leader: nodes with a registry record that are out of the Raft configuration, since when (this clock). */
+  private readonly outOfConfigSince = new Map<string, number>()
+  /** The configuration `outOfConfigSince` was measured against. */
+  private outOfConfigKey: string | undefined
   private readonly joining = new Set<string>()
   private readonly metricsObj: SwormMetrics
   private metricsServer: MetricsServer | undefined
@@ -329,6 +372,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.callTimeoutMs = init.opts.callTimeoutMs ?? 5000
     this.leaseTimeoutMs = init.opts.leaseTimeoutMs ?? 2000
     this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500)
+    this.requestTimeoutMs = init.opts.requestTimeoutMs ?? 5000
     this.startTimeoutMs = init.opts.startTimeoutMs ?? 10_000
     this.rebalanceOnJoin = init.opts.rebalance === true
     this.supervisor = new Supervisor({
@@ -488,7 +532,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
       const st = raft.status()
       const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
       let joinVia: string | undefined
-      if (fresh) {
+      // A node started with `join` that its log does not list as a voter (fresh, or its join was
+      // cut short after it became a learner) asks to be added.
+      if (fresh || (options.join !== undefined && !hasOwn(st.config.voters, nodeId))) {
         if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
         joinVia = await deps.discover(options.join)
         deps.msgTransport.setPeers({ [joinVia]: options.join })
@@ -511,6 +557,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         ...(deps.loadModule ? { loadModule: deps.loadModule } : {}),
         metrics,
       })
+      deps.created?.(sworm)
       sworm.wire()
       if (joinVia !== undefined) await sworm.askToJoin(joinVia, options.listen)
       return sworm
@@ -523,7 +570,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private wire(): void {
     this.msgs.onMessage((from, m) => this.onWire(from, m))
     this.raft.on('role', (s) => {
-      if (s.role === 'leader') this.leaderSince = this.clock.now()
+      if (s.role === 'leader') {
+        this.leaderSince = this.clock.now()
+        this.outOfConfigSince.clear()
+        this.outOfConfigKey = undefined
+      }
       if (s.role === 'candidate' && (this.lastRole !== 'candidate' || s.term !== this.lastTerm)) this.metricsObj.electionsStarted.inc()
       this.lastRole = s.role
       this.lastTerm = s.term
@@ -536,10 +587,37 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     this.upPromise = this.announce()
     this.upPromise.catch(() => {})
-    this.every(100, (h) => (this.detectorTimer = h), () => this.detectDownNodes())
-    this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () =>
-      void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) })),
-    )
+    this.every(100, (h) => (this.detectorTimer = h), () => {
+      this.comeBackIfDeclaredGone()
+      this.detectDownNodes()
+    })
+    this.every(Math.max(50, Math.min(250, this.leaseTimeoutMs / 8)), (h) => (this.supervisorTimer = h), () => {
+      this.superviseTick()
+      this.armFence()
+    })
+  }
+
+  private superviseTick(): void {
+    void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) }))
+  }
+
+  /**
+   * Stop supervised workers the moment the lease runs out, not at the next supervisor tick: the
+   * leader moves them after `leaseTimeoutMs + maxClockDriftMs` of its own clock, which leaves no
+   * room for a late fence when the clocks' rates differ by all the drift allows.
+   */
+  private armFence(): void {
+    this.clock.clearTimeout(this.fenceTimer)
+    const at = this.raft.leaseRenewedAt()
+    if (at === undefined || this.stopped || this.supervisor.size === 0) return
+    const left = at + this.leaseTimeoutMs - this.clock.now()
+    if (left <= 0) return // over already: the supervisor's tick fenced
+    this.fenceTimer = this.clock.setTimeout(() => {
+      // Not renewed since: the lease is over. (A timer may fire a hair early by this clock, when
+      // leaseOk() would still say yes for that long: fence anyway.)
+      if (this.raft.leaseRenewedAt() === at) void this.supervisor.fence()
+      else this.armFence()
+    }, left)
   }
 
   /** Run `fn` every `ms` on this sworm's clock until it stops. */
@@ -560,12 +638,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return new Promise((r) => this.clock.setTimeout(r, ms))
   }
 
-  /** Ask the cluster (through `via`) to add this node, until the configuration lists it as a voter. */
+  /**
+   * Ask the cluster (through `via`) to add this node, until the configuration that lists it as a
+   * voter is committed (applied here: an appended one may still be replaced by another leader's).
+   */
   private async askToJoin(via: string, url: string): Promise<void> {
     const deadline = this.clock.now() + 60_000
-    while (!this.raft.status().config.voters[this.nodeId]) {
+    while (!hasOwn(this.raft.status().appliedConfig.voters, this.nodeId)) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
-      if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s')
+      if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
       const target = this.raft.leader ?? via
       this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url } satisfies WireMsg)
       await this.sleep(500)
@@ -581,6 +662,12 @@ export class Sworm extends EventEmitter<SwormEvents> {
       return
     }
     if (this.joining.has(node)) return
+    if (!isMember(this.raft.status().config, node) && this.state.nodeRecord(node) !== undefined) {
+      // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
+      // configuration with this id as a voter, so a removed id comes back only as a new id.
+      this.log.warn('refused a join: this node id was removed from the cluster; it can join under a new id', { peer: node })
+      return
+    }
     this.joining.add(node)
     this.raft
       .addNode(node, url)
@@ -1015,6 +1102,28 @@ export class Sworm extends EventEmitter<SwormEvents> {
         }
         return
       }
+      if (m.t === 'removeReq') {
+        if (typeof m.id !== 'number' || typeof m.node !== 'string' || m.node.length === 0) return
+        const id = m.id
+        this.removeAsLeader(m.node).then(
+          () => this.msgs.send(from, { t: 'removeResp', id, ok: true } satisfies WireMsg),
+          (err: unknown) => {
+            const e = err instanceof SwormError ? err : new SwormError('INTERNAL', String(err))
+            const leader = e instanceof NotLeaderError ? e.leader : undefined
+            this.msgs.send(from, { t: 'removeResp', id, ok: false, code: e.code, message: e.message, ...(leader !== undefined ? { leader } : {}) } satisfies WireMsg)
+          },
+        )
+        return
+      }
+      if (m.t === 'removeResp') {
+        const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
+        if (!c) return
+        this.calls.delete(m.id)
+        this.clock.clearTimeout(c.timer)
+        if (m.ok) c.resolve(undefined)
+        else c.reject(adminError(String(m.code), String(m.message), typeof m.leader === 'string' ? m.leader : undefined))
+        return
+      }
       if (m.t === 'metricsAt') {
         if (typeof m.url === 'string' && m.url.length <= 256 && /^https?:\/\/[^\s/]+$/.test(m.url)) {
           const known = this.metricsPeers.get(from)
@@ -1112,12 +1221,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         this.metricsObj.nodeEvents.inc({ event: 'down' })
         this.log.warn('node declared gone', { peer: ch.node })
         this.fire('nodeDown', { node: ch.node })
-        // We were declared gone but we are alive: come back (our static names were dropped).
-        if (ch.node === this.nodeId && ch.inc === this.incarnation && !this.stopped) {
-          this.upResolved = false
-          this.upPromise = this.announce()
-          this.upPromise.catch(() => {})
-        }
+        if (ch.node === this.nodeId) this.comeBackIfDeclaredGone()
         return
       default:
         return
@@ -1130,6 +1234,20 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const ref: WorkerRef = { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
     if (this.state.namesOfRef(ref).length === 0 && !this.stopped) return
     void this.proposeUntilDone({ c: 'workerDown', ref })
+  }
+
+  /**
+   * We were declared gone but we are alive: come back (our static names were dropped). Seen when
+   * we apply the `nodeDown`, or later by the periodic check when we caught up from a snapshot
+   * that already held it (restoring one emits no changes).
+   */
+  private comeBackIfDeclaredGone(): void {
+    if (this.stopped || !this.upResolved) return
+    const rec = this.state.nodeRecord(this.nodeId)
+    if (!rec || rec.up || rec.inc !== this.incarnation) return
+    this.upResolved = false
+    this.upPromise = this.announce()
+    this.upPromise.catch(() => {})
   }
 
   /** Background proposal that must eventually happen (retried until applied or stopped). */
@@ -1160,16 +1278,33 @@ export class Sworm extends EventEmitter<SwormEvents> {
     }
   }
 
-  /** On the leader: declare nodes gone after `nodeDownAfterMs` of silence. */
+  /**
+   * On the leader: declare nodes gone after `nodeDownAfterMs` of silence, or of being out of the
+   * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
+   */
   private detectDownNodes(): void {
     if (this.stopped || !this.raft.isLeader) return
     const now = this.clock.now()
     const sinceLeader = now - this.leaderSince
     if (sinceLeader < this.nodeDownAfterMs) return // give every node a chance to reach the new leader
+    const cfg = this.raft.status().config
+    // After any configuration change, measure again: a node may have been a member (and had its
+    // lease renewed by us) between two runs of this check.
+    const key = JSON.stringify(cfg)
+    if (key !== this.outOfConfigKey) {
+      this.outOfConfigSince.clear()
+      this.outOfConfigKey = key
+    }
     for (const rec of this.state.nodeRecords()) {
       if (!rec.up || rec.node === this.nodeId || this.pendingDown.has(rec.node)) continue
-      const heard = this.raft.lastHeard(rec.node)
-      if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
+      if (!isMember(cfg, rec.node)) {
+        const since = this.outOfConfigSince.get(rec.node)
+        if (since === undefined) this.outOfConfigSince.set(rec.node, now)
+        if (since === undefined || now - since < this.nodeDownAfterMs) continue
+      } else {
+        const heard = this.raft.lastHeard(rec.node)
+        if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
+      }
       this.pendingDown.add(rec.node)
       this.raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc }).then(
         () => this.pendingDown.delete(rec.node),
@@ -1308,6 +1443,89 @@ export class Sworm extends EventEmitter<SwormEvents> {
     await this.proposeRetrying({ c: 'rebalance' })
   }
 
+  /**
+   * Remove node `nodeId` from the cluster (an admin operation; call it on any node). The node is
+   * taken out of the Raft configuration by the leader, so it votes and replicates no more and no
+   * leader renews its lease: it stops its supervised workers when the lease runs out. The leader
+   * then declares it gone in the registry (after `leaseTimeoutMs + maxClockDriftMs`, like a silent
+   * node): its static names are dropped and its supervised workers start elsewhere. Resolves once
+   * this node sees it gone (on the removed node itself: once the configuration change is
+   * committed). Idempotent: removing a node that is out already resolves.
+   *
+   * A removed node comes back only under a new `nodeId`, on a fresh `dataDir`, with `join`: a
+   * node that was removed (or still runs, cut off) may hold an old configuration that counts the
+   * old id as a voter, and Raft is safe only if no voter forgets its votes and log. The leader
+   * refuses a join from an id the registry knows but the configuration no longer lists.
+   *
+   * @param opts.timeoutMs - default `requestTimeoutMs + leaseTimeoutMs + maxClockDriftMs`
+   * @throws InvalidArgumentError when `nodeId` is not a non-empty string
+   * @throws NotFoundError when no such node is a member or known to the registry (so also when a
+   *   node that never came up in the registry was removed already)
+   * @throws ConfigChangeError when the configuration cannot lose it (it is the last voter)
+   * @throws TimeoutError when it did not finish in time (no quorum, say); it may still happen, and
+   *   calling again is safe
+   * @throws ShuttingDownError when this sworm stops meanwhile
+   */
+  async removeNode(nodeId: string, opts: { timeoutMs?: number } = {}): Promise<void> {
+    this.guard()
+    if (typeof nodeId !== 'string' || nodeId.length === 0) throw new InvalidArgumentError('nodeId must be a non-empty string')
+    const timeoutMs = opts.timeoutMs ?? this.requestTimeoutMs + this.nodeDownAfterMs
+    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new InvalidArgumentError('timeoutMs must be a positive number')
+    const deadline = this.clock.now() + timeoutMs
+    const left = (): number => deadline - this.clock.now()
+    // 1. out of the Raft configuration: done by the leader, retried across leader changes
+    for (;;) {
+      this.guard()
+      try {
+        if (this.raft.isLeader) await this.removeAsLeader(nodeId)
+        else await this.askLeaderToRemove(nodeId, Math.max(1, Math.min(left(), this.requestTimeoutMs)))
+        break
+      } catch (err) {
+        if (!(err instanceof NotLeaderError || err instanceof TimeoutError || err instanceof ProposalDroppedError)) throw err
+        if (left() <= 0) throw new TimeoutError(`could not remove ${nodeId} within ${timeoutMs} ms (${err.message})`)
+        await this.sleep(Math.min(100, left()))
+      }
+    }
+    if (nodeId === this.nodeId) return
+    // 2. declared gone in the registry, once its lease must have run out (seen by this node)
+    for (;;) {
+      this.guard()
+      await this.raft.read().catch(() => {})
+      if (this.state.nodeRecord(nodeId)?.up !== true) return
+      if (left() <= 0) throw new TimeoutError(`${nodeId} left the configuration but is not declared gone yet`)
+      await this.sleep(Math.min(50, left()))
+    }
+  }
+
+  /** On the leader: take `node` out of the Raft configuration (nothing to do if it is out). */
+  private async removeAsLeader(node: string): Promise<void> {
+    if (!this.raft.isLeader) throw new NotLeaderError(this.raft.leader)
+    if (!isMember(this.raft.status().config, node)) {
+      if (this.state.nodeRecord(node) === undefined) {
+        await this.raft.read() // our registry may lag the log
+        if (this.state.nodeRecord(node) === undefined) throw new NotFoundError(`${node} is not a node of this sworm`)
+      }
+      return
+    }
+    await this.raft.removeNode(node)
+    this.log.info('node removed from the cluster', { peer: node })
+  }
+
+  /** Send a `removeReq` to the leader and wait for its answer. */
+  private askLeaderToRemove(node: string, timeoutMs: number): Promise<void> {
+    const leader = this.raft.leader
+    if (leader === undefined || leader === this.nodeId) return Promise.reject(new NotLeaderError(undefined))
+    const id = ++this.callSeq
+    return new Promise<void>((resolve, reject) => {
+      const timer = this.clock.setTimeout(() => {
+        this.calls.delete(id)
+        reject(new TimeoutError(`the leader (${leader}) did not answer within ${timeoutMs} ms`))
+      }, timeoutMs)
+      this.calls.set(id, { resolve: () => resolve(), reject, timer })
+      this.msgs.send(leader, { t: 'removeReq', id, node } satisfies WireMsg)
+    })
+  }
+
   /** Take supervised workers again after {@link Sworm.drain}. */
   async undrain(): Promise<void> {
     this.guard()
@@ -1331,6 +1549,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.stopped = true
     this.clock.clearTimeout(this.detectorTimer)
     this.clock.clearTimeout(this.supervisorTimer)
+    this.clock.clearTimeout(this.fenceTimer)
     return alive
   }
 
@@ -1354,6 +1573,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.stopped = true
     this.clock.clearTimeout(this.detectorTimer)
     this.clock.clearTimeout(this.supervisorTimer)
+    this.clock.clearTimeout(this.fenceTimer)
     await this.metricsServer?.close().catch(() => {})
     await this.workers.stopAll('shutdown')
     // best effort: drop our names now rather than waiting for the leader to declare us gone

@@ -64,6 +64,14 @@ export class SimScheduler {
     }
   }
 
+  /**
+   * A monotonic clock for one node process whose rate may differ from simulated time (see
+   * {@link SimClock}); `alive` gates its timers.
+   */
+  driftingClock(opts: { offset?: number; rate?: number; alive?: () => boolean } = {}): SimClock {
+    return new SimClock(this, opts)
+  }
+
   /** A promise resolved at `now + ms` of simulated time. */
   sleep(ms: number): Promise<void> {
     return new Promise((r) => this.schedule(ms, r))
@@ -122,6 +130,70 @@ export class SimScheduler {
     }
     h[i] = last
     return top
+  }
+}
+
+/**
+ * The clock of one simulated node process, modelled on a monotonic clock (`performance.now()`):
+ * it reads `offset` at creation, then advances at `rate` times simulated time. {@link setRate}
+ * changes how fast it runs from now on (the oscillator drifts) without a jump in the reading.
+ * Timers are measured on this clock: one set for `ms` fires once this clock has advanced `ms`
+ * (late if the rate dropped meanwhile, never early).
+ */
+export class SimClock implements Clock {
+  private base: number
+  private since: number
+  private r: number
+  private readonly alive: () => boolean
+
+  constructor(
+    private readonly sched: SimScheduler,
+    opts: { offset?: number; rate?: number; alive?: () => boolean } = {},
+  ) {
+    this.base = opts.offset ?? 0
+    this.since = sched.now
+    this.r = opts.rate ?? 1
+    if (!(this.r > 0)) throw new RangeError('SimClock: rate must be positive')
+    this.alive = opts.alive ?? (() => true)
+  }
+
+  /** Clock ms per simulated ms. */
+  get rate(): number {
+    return this.r
+  }
+
+  /** Run at `rate` from now on; the reading stays continuous. */
+  setRate(rate: number): void {
+    if (!(rate > 0)) throw new RangeError('SimClock: rate must be positive')
+    this.base = this.now()
+    this.since = this.sched.now
+    this.r = rate
+  }
+
+  now(): number {
+    return this.base + (this.sched.now - this.since) * this.r
+  }
+
+  setTimeout(fn: () => void, ms: number): unknown {
+    const h: { cancelled: boolean; ev: SimEvent | undefined } = { cancelled: false, ev: undefined }
+    const due = this.now() + Math.max(0, ms)
+    const arm = (left: number): void => {
+      h.ev = this.sched.schedule(left / this.r, () => {
+        if (h.cancelled || !this.alive()) return
+        const rest = due - this.now()
+        if (rest > 1e-6) arm(rest)
+        else fn()
+      })
+    }
+    arm(Math.max(0, ms))
+    return h
+  }
+
+  clearTimeout(handle: unknown): void {
+    if (!handle || typeof handle !== 'object' || !('cancelled' in handle)) return
+    const h = handle as { cancelled: boolean; ev: SimEvent | undefined }
+    h.cancelled = true
+    if (h.ev) h.ev.cancelled = true
   }
 }
 

@@ -1,14 +1,33 @@
 /**
  * The whole product in the deterministic simulation: Sworm nodes (registry, supervisor, leases,
  * Raft) over a simulated network, in-memory disks and simulated time, with a seeded nemesis.
- * Every worker start and stop goes to a life log with the simulated clock; the run fails if two
- * incarnations of a supervised name ever overlap, or if, after the faults stop, a name does not
- * run exactly once.
+ * Every worker start and stop goes to a life log with the true simulated time; the run fails if
+ * two incarnations of a supervised name ever overlap, or if, after the faults stop, a name does not
+ * run exactly once on the members of the cluster.
+ *
+ * Clocks. Each node process reads its own monotonic clock (a {@link SimClock}, as
+ * `performance.now()` is in production): a random offset per process start, so clocks disagree
+ * and jump only across restarts, and a rate the nemesis changes at times ("skew"), always within
+ * [lo, hi] with hi / lo = 1 + maxClockDriftMs / leaseTimeoutMs. That is the assumption the
+ * guarantee rests on: a node measures its lease on its own clock, the leader measures
+ * `leaseTimeoutMs + maxClockDriftMs` of silence on its own, so whatever the offsets, the lease runs
+ * out first as long as no clock runs faster than another by more than that ratio. A clock that
+ * jumps within a process (a wall clock stepped by NTP) is outside the assumption and not modelled.
+ * The life log and the overlap check use the simulated time, not any node's clock.
+ *
+ * Membership. The nemesis also removes members (`Sworm.removeNode`, through any member, the
+ * removed one included, live or crashed: a live one goes on running, cut off from the log, until
+ * a later step kills it) and adds nodes started with `join` (a fresh node, or the machine of a
+ * removed one on a wiped disk under a new id: reusing the id would let a stale configuration
+ * count a voter that forgot its votes, which Raft does not survive), one change at a time,
+ * keeping 3 to 6 members. The checks at the end hold for the membership at that time: its
+ * members are the Raft voters, up in the registry, and run every name; removed nodes are
+ * declared gone.
  */
 import { MemoryStorage } from '../../src/raft/memory-storage.js'
 import { silentLogger, type Logger } from '../../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../../src/sworm.js'
-import { SimNetwork, SimScheduler } from '../../src/testkit/sim.js'
+import { SimNetwork, SimScheduler, type SimClock } from '../../src/testkit/sim.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import * as workers from '../fixtures/workers.js'
 
@@ -16,10 +35,18 @@ interface Member {
   id: string
   storage: MemoryStorage
   fastDisk: boolean
+  /** The running process's sworm (from its creation on: a joining node can crash before it is ready). */
   sworm: Sworm | undefined
+  /** Its start resolved (for a joining node: it is a voter); clients and faults use only ready nodes. */
+  ready: boolean
   alive: boolean
   gen: number
   detach: Array<() => void>
+  clock: SimClock | undefined
+  /** `active`: a member (or joining); `leaving`: being removed; `retired`: out of the cluster. */
+  role: 'active' | 'leaving' | 'retired'
+  /** Starts with `join` (it was added after the cluster started) instead of `peers`. */
+  joins: boolean
 }
 
 export interface SwormSimResult {
@@ -50,26 +77,61 @@ export async function runSwormScenario(
   const lifeStart = workers.life.length
   const prefix = `sim${seed}:`
   const n = opts.nodes ?? 5
-  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
-  const peers = Object.fromEntries(ids.map((id) => [id, `ws://${id}.sim:1`]))
+  const initial = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+  let nextId = n + 1
+  const url = (id: string): string => `ws://${id}.sim:1`
+  const peers = Object.fromEntries(initial.map((id) => [id, url(id)]))
   const members = new Map<string, Member>()
   const faults: Record<string, number> = {}
   const count = (k: string): void => void (faults[k] = (faults[k] ?? 0) + 1)
   const lease = 1000
   const drift = 300
+  // clock rates: any two differ by at most the ratio the lease and the node-down wait allow
+  const maxRatio = 1 + drift / lease
+  const rateLo = 1 / Math.sqrt(maxRatio)
+  const rateHi = Math.sqrt(maxRatio)
+  const randomRate = (): number => {
+    const y = r()
+    return y < 0.3 ? rateLo : y < 0.6 ? rateHi : rateLo + r() * (rateHi - rateLo)
+  }
+  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!
+  const all = (): Member[] => [...members.values()]
+  const active = (): Member[] => all().filter((m) => m.role === 'active')
+  /** Running node processes whose start resolved (members, and removed nodes still running). */
+  const alive = (): Member[] => all().filter((m) => m.alive && m.ready && m.sworm)
 
+  /** An empty disk for `m`: writes take a random time, except while the node process is being created. */
+  const wipedStorage = (m: Member): MemoryStorage => new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : sched.sleep(0.2 + r() * 1.5)) })
+  const newMember = (id: string, joins: boolean): Member => {
+    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins }
+    m.storage = wipedStorage(m)
+    return m
+  }
+
+  /**
+   * Start a node process. Resolves once it runs; a node that joins becomes ready later (once it
+   * is a voter), and a start that fails ends the process (as `Sworm.start` throwing would).
+   */
   const boot = async (m: Member): Promise<void> => {
     m.gen++
     const gen = m.gen
     m.alive = true
+    m.ready = false
+    m.sworm = undefined
     const raftT = net.endpoint(m.id, 'raft')
     const msgT = net.endpoint(m.id, 'msg')
     m.detach = [() => raftT.detach(), () => msgT.detach()]
+    m.clock = sched.driftingClock({ offset: Math.floor(r() * 1e7), rate: randomRate(), alive: () => m.alive && m.gen === gen })
+    let via: string | undefined
+    if (m.joins) {
+      const known = active().filter((x) => x !== m && !x.joins)
+      via = pick(known.length ? known : active().filter((x) => x !== m)).id
+    }
     const options: SwormOptions = {
       name: 'sim',
       nodeId: m.id,
-      listen: peers[m.id]!,
-      peers,
+      listen: url(m.id),
+      ...(via !== undefined ? { join: url(via) } : { peers }),
       dataDir: '/nonexistent',
       secret: 'simulation-secret',
       leaseTimeoutMs: lease,
@@ -79,34 +141,46 @@ export async function runSwormScenario(
       raft: { snapshotEvery: 300 },
     }
     m.fastDisk = true
-    const sworm = await Sworm.assemble(options, {
+    let created!: () => void
+    const made = new Promise<void>((res) => (created = res))
+    void Sworm.assemble(options, {
       storage: m.storage,
       raftTransport: raftT,
       msgTransport: msgT,
-      clock: sched.clock({ alive: () => m.alive && m.gen === gen }),
+      clock: m.clock,
       logger: process.env.SIM_TRACE ? traceLogger(m.id, () => sched.now) : silentLogger,
       inc: `${m.id}.${gen}`,
       random: r,
       loadModule: async () => workers as unknown as Record<string, unknown>,
+      discover: async (u) => new URL(u).hostname.split('.')[0]!,
       release: async () => {},
-    })
-    m.fastDisk = false
-    if (m.gen === gen) m.sworm = sworm
+      created: (sworm) => {
+        if (m.gen === gen) m.sworm = sworm
+        m.fastDisk = false
+        created()
+      },
+    }).then(
+      () => {
+        if (m.gen === gen && m.alive) m.ready = true
+      },
+      async () => {
+        created()
+        if (m.gen === gen && m.alive) await crash(m)
+      },
+    )
+    await made
   }
 
-  for (const id of ids) {
-    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, alive: false, gen: 0, detach: [] }
-    m.storage = new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : sched.sleep(0.2 + r() * 1.5)) })
+  for (const id of initial) {
+    const m = newMember(id, false)
     members.set(id, m)
     await boot(m)
   }
 
-  const alive = (): Member[] => [...members.values()].filter((m) => m.alive && m.sworm)
-
   // Clients of static registrations. Each node has its own key space ("s:<node>:<k>"), bound only
-  // to workers of that node, so when a node is cut off or crashes, the system may drop exactly
-  // those names (nodeDown, a new incarnation): modelled as deletes that may happen at any time
-  // from then on (pending operations for the checker).
+  // to workers of that node, so when a node is cut off, crashes or is removed, the system may drop
+  // exactly those names (nodeDown, a new incarnation): modelled as deletes that may happen at any
+  // time from then on (pending operations for the checker).
   const history: KvOperation[] = []
   let clientSeq = 0
   const staticKeys = 3
@@ -117,7 +191,7 @@ export async function runSwormScenario(
     const nodes = alive()
     if (!nodes.length) return
     const via = pick(nodes)
-    const owner = pick(ids)
+    const owner = pick([...members.keys()])
     const key = `s:${owner}:${Math.floor(r() * staticKeys)}`
     const x = r()
     const op: KvOperation = { client: clientSeq++, input: { op: 'get', key }, call: sched.now, ret: Infinity, output: undefined }
@@ -125,7 +199,7 @@ export async function runSwormScenario(
       if (x < 0.45) {
         // register a fresh static worker of the owner node (only the owner can spawn it)
         const host = members.get(owner)
-        if (!host?.alive || !host.sworm) return
+        if (!host?.alive || !host.ready || !host.sworm) return
         const ref = host.sworm.spawn({ handleCall: () => 'ok' })
         const value = `v${ref.inc}.${ref.id}`
         op.input = { op: 'putIfAbsent', key, value }
@@ -154,17 +228,17 @@ export async function runSwormScenario(
   }
   let clientsOn = true
   const clientLoops: Array<Promise<void>> = []
-  const crash = async (m: Member): Promise<void> => {
+  async function crash(m: Member): Promise<void> {
     if (!m.alive) return
     maybeDropped(m.id)
     m.alive = false
+    m.ready = false
     for (const d of m.detach) d()
     const dead = m.sworm?.crashForTests() ?? []
     for (const w of dead) workers.died(w)
     m.sworm = undefined
     await m.storage.close()
   }
-  const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!
   const spec = (name: string) => ({ module: 'sim-workers', fn: 'counter', args: [prefix + name] })
   let nextName = 0
   const register = (): void => {
@@ -172,6 +246,61 @@ export async function runSwormScenario(
     if (!m.length) return
     const name = `w${nextName < (opts.names ?? 20) ? nextName++ : Math.floor(r() * nextName)}`
     void pick(m).sworm!.whereisOrRegisterName(name, spec(name)).catch(() => {})
+  }
+  /** Wait for `p` while simulated time runs, at most `ms` (a call through a node that crashes never settles). */
+  const within = async <T>(p: Promise<T>, ms: number): Promise<{ ok: true; value: T } | { ok: false; err?: unknown }> => {
+    let out: { ok: true; value: T } | { ok: false; err?: unknown } | undefined
+    p.then(
+      (value) => (out = { ok: true, value }),
+      (err: unknown) => (out = { ok: false, err }),
+    )
+    for (let w = 0; w < ms / 50 && !out; w++) await sched.sleep(50)
+    return out ?? { ok: false }
+  }
+
+  // One membership change at a time, run in the background until it is done (also after heal).
+  let membership: Promise<void> | undefined
+  const removeMember = (x: Member): void => {
+    x.role = 'leaving'
+    maybeDropped(x.id) // its static names go when it is declared gone
+    membership = (async () => {
+      for (;;) {
+        const nodes = alive().filter((m) => m.role !== 'retired')
+        if (nodes.length) {
+          // through any running member, the leaving node included (a node removed earlier would
+          // only time out: it hears nothing of the cluster any more)
+          const res = await within(pick(nodes).sworm!.removeNode(x.id), 10_000)
+          // NOT_FOUND: out of the configuration, and never came up in the registry (an earlier try
+          // removed it and timed out, say)
+          if (res.ok || (res.err as { code?: string } | undefined)?.code === 'NOT_FOUND') break
+        }
+        await sched.sleep(100 + r() * 400)
+      }
+      x.role = 'retired'
+      membership = undefined
+    })()
+  }
+  const addMember = async (): Promise<void> => {
+    const retired = all().filter((m) => m.role === 'retired' && !members.has(`${m.id}r`))
+    let m: Member
+    if (retired.length && r() < 0.5) {
+      // the machine of a removed node comes back on a wiped disk, under a new id (Raft is safe
+      // only if no voter forgets its state, and an old configuration somewhere may count the old id)
+      const old = pick(retired)
+      await crash(old) // its old process ends first
+      m = newMember(`${old.id}r`, true)
+      members.set(m.id, m)
+      count('member-rejoin')
+    } else {
+      m = newMember(`n${nextId++}`, true)
+      members.set(m.id, m)
+      count('member-join')
+    }
+    await boot(m)
+    membership = (async () => {
+      while (!(m.ready && m.alive)) await sched.sleep(100)
+      membership = undefined
+    })()
   }
 
   await sched.runUntilTrue(() => alive().some((m) => m.sworm!.status().role === 'leader'), 5000)
@@ -196,14 +325,32 @@ export async function runSwormScenario(
     await sched.runUntil(sched.now + 200 + r() * 800)
     const x = r()
     if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis x=${x.toFixed(2)}`)
-    const down = [...members.values()].filter((m) => !m.alive)
-    if (x < 0.15) {
+    const ids = [...members.keys()]
+    const down = active().filter((m) => !m.alive)
+    if (x < 0.1) {
+      // membership: one change at a time, 3 to 6 members
+      const act = active()
+      if (!membership && act.length > 3 && (act.length >= 6 || r() < 0.5)) {
+        const victim = pick(act)
+        count(victim.alive ? 'member-remove' : 'member-remove-down')
+        removeMember(victim)
+      } else if (!membership && act.length < 6 && act.some((m) => m.alive && !m.joins)) {
+        await addMember()
+      }
+    } else if (x < 0.18) {
+      // a node's clock runs at another rate (within the bound)
+      const m = all().filter((m) => m.alive && m.clock)
+      if (m.length) {
+        pick(m).clock!.setRate(randomRate())
+        count('skew')
+      }
+    } else if (x < 0.3) {
       const s = ids.slice().sort(() => r() - 0.5)
       const k = 1 + Math.floor(r() * 2)
       net.partition([s.slice(0, k), s.slice(k)])
       for (const id of ids) maybeDropped(id)
       count('partition')
-    } else if (x < 0.2) {
+    } else if (x < 0.34) {
       const a = pick(ids)
       const b = pick(ids)
       if (a !== b) {
@@ -212,49 +359,52 @@ export async function runSwormScenario(
         maybeDropped(b)
       }
       count('one-way')
-    } else if (x < 0.32) {
+    } else if (x < 0.44) {
       net.heal()
       count('heal')
-    } else if (x < 0.42 && down.length < 2) {
-      await crash(pick(alive()))
-      count('crash')
-    } else if (x < 0.55 && down.length) {
+    } else if (x < 0.52 && down.length < 2) {
+      const m = all().filter((m) => m.alive)
+      if (m.length) {
+        await crash(pick(m))
+        count('crash')
+      }
+    } else if (x < 0.62 && down.length) {
       await boot(pick(down))
       count('restart')
-    } else if (x < 0.68) {
+    } else if (x < 0.72) {
       // a worker crashes
       const m = alive()
       if (m.length) {
         void pick(m).sworm!.call(`w${Math.floor(r() * Math.max(1, nextName))}`, 'crash', { timeout: 500 }).catch(() => {})
         count('worker-crash')
       }
-    } else if (x < 0.75) {
+    } else if (x < 0.78) {
       const m = alive()
       if (m.length) {
         const s = pick(m).sworm!
         void (r() < 0.6 ? s.drain({ timeoutMs: 2000 }) : s.undrain()).catch(() => {})
         count('drain')
       }
-    } else if (x < 0.82) {
+    } else if (x < 0.84) {
       net.faults = { drop: r() * 0.1, duplicate: r() * 0.05, minDelay: 1, maxDelay: 1 + r() * 20 }
       count('net-degrade')
-    } else if (x < 0.86) {
+    } else if (x < 0.87) {
       net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
       count('net-restore')
-    } else if (x < 0.9) {
+    } else if (x < 0.91) {
       register()
       count('register')
-    } else if (x < 0.92) {
+    } else if (x < 0.93) {
       const m = alive()
       if (m.length) {
         void pick(m).sworm!.rebalance().catch(() => {})
         count('rebalance')
       }
-    } else if (x < 0.93) {
+    } else if (x < 0.94) {
       // the whole cluster dies and comes back from its disks
-      for (const m of alive()) await crash(m)
+      for (const m of all()) await crash(m)
       await sched.runUntil(sched.now + 100 + r() * 2000)
-      for (const m of members.values()) await boot(m)
+      for (const m of active()) await boot(m)
       count('crash-all')
     } else {
       const m = alive()
@@ -265,36 +415,43 @@ export async function runSwormScenario(
     }
   }
 
-  // heal: network back, every node up and undrained
+  // heal: network back, every member up and undrained; a membership change under way finishes
   net.heal()
   net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
-  for (const m of members.values()) if (!m.alive) await boot(m)
+  for (const m of active()) if (!m.alive) await boot(m)
   for (const m of alive()) void m.sworm!.undrain().catch(() => {})
   clientsOn = false
   const healedAt = sched.now
   const problems: string[] = []
 
-  // settled: every registered supervised name runs exactly once, on the node its ref names
+  // settled: the members are the voters and up in the registry, removed nodes are declared gone,
+  // every registered supervised name runs exactly once, and every member holds the same registry
   const lifeNow = (): workers.LifeEvent[] => workers.life.slice(lifeStart).filter((e) => e.name.startsWith(prefix))
   const settled = (): boolean => {
-    const nodes = alive()
-    if (nodes.length !== n) return false
+    if (membership) return false
+    const nodes = active()
+    if (nodes.some((m) => !m.alive || !m.ready || !m.sworm)) return false
     const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
     if (!leader) return false
+    const cfg = leader.sworm!.raftNode.status().config
+    if (Object.keys(cfg.learners).length || JSON.stringify(Object.keys(cfg.voters).sort()) !== JSON.stringify(nodes.map((m) => m.id).sort())) return false
+    const up = new Map(leader.sworm!.statusReport().nodes.map((x) => [x.node, x.up]))
+    for (const m of all()) if ((up.get(m.id) ?? false) !== (m.role === 'active')) return false
     const reg = leader.sworm!.registered().filter(([nm]) => !nm.startsWith('s:'))
+    if (reg.some(([, ref]) => members.get(ref.node)?.role !== 'active')) return false
     const aliveInc = new Map<string, number>()
     for (const e of lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
     const names = new Set(reg.map(([nm]) => prefix + nm))
     for (const [nm, k] of aliveInc) if (k !== (names.has(nm) ? 1 : 0)) return false
     for (const nm of names) if ((aliveInc.get(nm) ?? 0) !== 1) return false
-    // every node has applied the same registry
+    // every member has applied the same registry
     const want = JSON.stringify(leader.sworm!.registered().map(([nm, ref]) => [nm, ref.node, ref.id]).sort())
     return nodes.every((m) => JSON.stringify(m.sworm!.registered().map(([nm, ref]) => [nm, ref.node, ref.id]).sort()) === want)
   }
   const ok = await sched.runUntilTrue(settled, 30_000, 20)
   const settledAfterMs = sched.now - healedAt
   if (!ok) {
-    const leader = alive().find((m) => m.sworm!.status().role === 'leader')
+    const leader = active().find((m) => m.alive && m.sworm?.status().role === 'leader')
     const aliveInc = new Map<string, number>()
     for (const e of lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
     if (process.env.SIM_TRACE) {
@@ -313,8 +470,10 @@ export async function runSwormScenario(
       }
       console.error('nodes', JSON.stringify((leader?.sworm as unknown as { state: { nodeRecords(): unknown[] } }).state.nodeRecords()))
     }
+    const cfg = leader?.sworm!.raftNode.status().config
+    const membersNow = all().map((m) => `${m.id}:${m.role}${m.alive ? (m.ready ? '' : ' starting') : ' down'}`)
     problems.push(
-      `did not settle to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`,
+      `did not settle (members ${JSON.stringify(membersNow)}, voters ${JSON.stringify(Object.keys(cfg?.voters ?? {}))}, learners ${JSON.stringify(Object.keys(cfg?.learners ?? {}))}, membership change ${membership ? 'under way' : 'done'}, nodes ${JSON.stringify(leader?.sworm!.statusReport().nodes)}) to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`,
     )
   }
   if (opts.clients) {
@@ -327,7 +486,7 @@ export async function runSwormScenario(
   const ov = workers.overlaps(lifeNow())
   if (ov.length && process.env.SIM_TRACE) for (const e of lifeNow()) console.error('life', JSON.stringify(e))
   if (ov.length) problems.push(`overlapping incarnations: ${ov.slice(0, 5).join('; ')}`)
-  const names = alive()[0]?.sworm?.registered().length ?? 0
+  const names = active().find((m) => m.sworm)?.sworm?.registered().length ?? 0
   for (const m of members.values()) {
     m.alive = false
     for (const d of m.detach) d()
