@@ -18,7 +18,6 @@ import {
   StartError,
   NoWorkerError,
   NotFoundError,
-  ProposalDroppedError,
   ShuttingDownError,
   SwormError,
   TimeoutError,
@@ -615,7 +614,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.fenceTimer = this.clock.setTimeout(() => {
       // Not renewed since: the lease is over. (A timer may fire a hair early by this clock, when
       // leaseOk() would still say yes for that long: fence anyway.)
-      if (this.raft.leaseRenewedAt() === at) void this.supervisor.fence()
+      if (this.raft.leaseRenewedAt() === at) void this.supervisor.fenceForLease()
       else this.armFence()
     }, left)
   }
@@ -1033,7 +1032,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private gate(id: number): boolean {
     if (!this.supervisor.isSupervised(id)) return true
     if (this.leaseOk()) return true
-    void this.supervisor.fence()
+    void this.supervisor.fenceForLease()
     return false
   }
 
@@ -1118,6 +1117,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (m.t === 'removeResp') {
         const c = typeof m.id === 'number' ? this.calls.get(m.id) : undefined
         if (!c) return
+        if (c.node !== from) {
+          this.peerLog.warn(`wire:${from}`, 'dropped a bad worker message', { from, reason: 'answer from a node that was not asked' })
+          return
+        }
         this.calls.delete(m.id)
         this.clock.clearTimeout(c.timer)
         if (m.ok) c.resolve(undefined)
@@ -1521,7 +1524,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
         this.calls.delete(id)
         reject(new TimeoutError(`the leader (${leader}) did not answer within ${timeoutMs} ms`))
       }, timeoutMs)
-      this.calls.set(id, { resolve: () => resolve(), reject, timer })
+      // the answer is taken only from the node asked (see onWire's reply handling)
+      this.calls.set(id, { node: leader, resolve: () => resolve(), reject, timer })
       this.msgs.send(leader, { t: 'removeReq', id, node } satisfies WireMsg)
     })
   }

@@ -371,12 +371,7 @@ export class Supervisor {
     if (this.host.stopped()) return
     this.noteLease()
     if (!this.host.leaseOk()) {
-      if (this.leaseHeld) {
-        this.leaseHeld = false
-        this.host.log.warn('lease lost: stopping supervised workers until the cluster is reachable', { workers: this.running.size })
-        this.host.events?.leaseLost?.(this.running.size)
-      }
-      await this.fence()
+      await this.fenceForLease()
       return
     }
     if (!this.leaseHeld) {
@@ -397,6 +392,20 @@ export class Supervisor {
   }
 
   /** Stop every supervised worker at once (this node may be cut off from the cluster). */
+  /**
+   * The lease ran out (seen by the tick, the lease-end timer, or the check before a message): say
+   * so once (log line, `leaseLost` with the number of workers stopped), then fence.
+   */
+  fenceForLease(): Promise<void> {
+    if (this.leaseHeld) {
+      this.leaseHeld = false
+      this.host.log.warn('lease lost: stopping supervised workers until the cluster is reachable', { workers: this.running.size })
+      this.host.events?.leaseLost?.(this.running.size)
+    }
+    return this.fence()
+  }
+
+  /** Stop every supervised worker of this node (reason `lease`). */
   fence(): Promise<void> {
     const names = [...this.running.keys()]
     return Promise.all(names.map((n) => this.stopLocal(n, 'lease'))).then(() => undefined)
