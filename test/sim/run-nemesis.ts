@@ -1,5 +1,7 @@
 /**
  * The nemesis in simulation mode: `npm run nemesis -- --runs N [--seed S] [--duration MS]`.
+ * With `--real`, the real-process mode instead (`test/real/run-nemesis.ts`, same flags plus
+ * `--steps K` and `--verbose`).
  * Each run: 5 Sworm nodes (registry, supervisor, leases, Raft) under a seeded mix of partitions,
  * one-way cuts, node and whole-cluster crashes, worker crashes, drains, rebalances, registrations
  * and unregisters from clients, a lossy network, clock rates that differ and change within the
@@ -12,6 +14,10 @@
  * Prints one line per failure (with the seed to replay) and the figures; exits 1 on a failure.
  */
 import { runSwormScenario } from './sworm-sim.js'
+
+if (process.argv.includes('--real')) {
+  await import('../real/run-nemesis.js') // runs the real-process mode and exits
+}
 
 const arg = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`)
