@@ -247,14 +247,17 @@ export async function runSwormScenario(
     const name = `w${nextName < (opts.names ?? 20) ? nextName++ : Math.floor(r() * nextName)}`
     void pick(m).sworm!.whereisOrRegisterName(name, spec(name)).catch(() => {})
   }
-  /** Wait for `p` while simulated time runs, at most `ms` (a call through a node that crashes never settles). */
-  const within = async <T>(p: Promise<T>, ms: number): Promise<{ ok: true; value: T } | { ok: false; err?: unknown }> => {
+  /**
+   * Wait for `p` while simulated time runs, at most `ms`, and only while `up()` holds (a call
+   * through a node that crashes never settles).
+   */
+  const within = async <T>(p: Promise<T>, ms: number, up: () => boolean = () => true): Promise<{ ok: true; value: T } | { ok: false; err?: unknown }> => {
     let out: { ok: true; value: T } | { ok: false; err?: unknown } | undefined
     p.then(
       (value) => (out = { ok: true, value }),
       (err: unknown) => (out = { ok: false, err }),
     )
-    for (let w = 0; w < ms / 50 && !out; w++) await sched.sleep(50)
+    for (let w = 0; w < ms / 50 && !out && up(); w++) await sched.sleep(50)
     return out ?? { ok: false }
   }
 
@@ -264,12 +267,15 @@ export async function runSwormScenario(
     x.role = 'leaving'
     maybeDropped(x.id) // its static names go when it is declared gone
     membership = (async () => {
-      for (;;) {
-        const nodes = alive().filter((m) => m.role !== 'retired')
-        if (nodes.length) {
-          // through any running member, the leaving node included (a node removed earlier would
-          // only time out: it hears nothing of the cluster any more)
-          const res = await within(pick(nodes).sworm!.removeNode(x.id), 10_000)
+      for (let tries = 0; ; tries++) {
+        // through a running member; at the first try, at times the leaving node itself (once out
+        // of the configuration it hears of no leader: later tries through it would time out)
+        const nodes = alive().filter((m) => m.role === 'active')
+        const self = alive().includes(x) && ((tries === 0 && r() < 0.3) || !nodes.length)
+        if (self || nodes.length) {
+          const via = self ? x : pick(nodes)
+          const gen = via.gen
+          const res = await within(via.sworm!.removeNode(x.id), 10_000, () => via.alive && via.gen === gen)
           // NOT_FOUND: out of the configuration, and never came up in the registry (an earlier try
           // removed it and timed out, say)
           if (res.ok || (res.err as { code?: string } | undefined)?.code === 'NOT_FOUND') break
