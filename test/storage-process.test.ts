@@ -18,7 +18,7 @@ import { Level } from 'level'
 import { levelStorageKeys } from '../src/raft/level-storage.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
 import { fileURLToPath } from 'node:url'
-import type { AwaitAnswersResult, RegisterSupervisedManyResult } from './fixtures/sworm-process.js'
+import type { AwaitAnswersResult, DashStatus, RegisterSupervisedManyResult } from './fixtures/sworm-process.js'
 import { pollUntil, startCluster, type Cluster } from './real/cluster.js'
 import { startSwormCluster } from './real/sworm-cluster.js'
 
@@ -211,6 +211,13 @@ t.test('a full disk under a sworm node: its workers move away, and it takes work
   await rm(filler)
   await pollUntil(async () => ((await c.status('n3')).storageFailure === undefined ? true : undefined), 60_000, 'n3 to serve again', 100)
   t.pass('n3 serves again, without a restart')
+  // it was declared gone meanwhile: it comes back up in the registry once it has caught up
+  await pollUntil(
+    async () => ((await c.request<DashStatus>('n1', { op: 'dashStatus' })).nodes.some((n) => n.node === 'n3' && n.up) ? true : undefined),
+    30_000,
+    'n3 to be up in the registry again',
+    100,
+  )
   const more = await c.request<RegisterSupervisedManyResult>('n1', { op: 'registerSupervisedMany', prefix: 'e', count: 30, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
   t.equal(more.ok, 30)
   t.ok((more.perNode.n3 ?? 0) > 0, `n3 takes new workers: ${JSON.stringify(more.perNode)}`)
