@@ -23,10 +23,10 @@ const seeds = process.env.SIM_SEED ? [base] : Array.from({ length: runs }, (_, i
  * runs from them, so they are kept as extra coverage rather than as exact reproductions.
  */
 const regressions: Array<[number, string]> = [
-  [3000029, 'a node declared gone that caught up from a snapshot never came back up'],
+  [3000166, 'a node declared gone that caught up from a snapshot never came back up'],
   [3000008, 'fencing late by a supervisor tick overlapped a moved worker (clock rates at the bound; a removed node)'],
   [3000014, 'fencing late by a supervisor tick overlapped a moved worker (clock rates at the bound)'],
-  [2000816, 'the lease-end fence timer fired a hair early by its clock and did not fence'],
+  [2002339, 'the lease-end fence timer fired a hair early by its clock and did not fence'],
   [3000003, 'a removed node that still talks to the leader was never declared gone'],
   [2002125, 'a removal retried after it had taken effect, for a node that never came up'],
 ]
