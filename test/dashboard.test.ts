@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
+import { waitFor } from './helpers.js'
 
 const CHROMIUM = '/usr/bin/chromium'
 const WORKERS = 20
@@ -106,7 +107,14 @@ t.test('the dashboard shows the cluster and a leader kill', { timeout: 180_000, 
     const banner = (await page.textContent('#banner'))!.trim()
     t.match(banner, new RegExp(`all ${WORKERS} workers running again after [\\d.]+ m?s`), `banner: ${banner}`)
 
-    // the dead node's names now show on the survivors
+    // the dead node's names now show on the survivors (the name lists refresh on their own poll,
+    // which may come a little after the counts)
+    const settledNames = async (): Promise<boolean> => {
+      const w = await namesOn()
+      const live = new Set(w.filter(([n]) => n !== leader).flatMap(([, ns]) => ns))
+      return w.find(([n]) => n === leader)![1].length === 0 && namesBefore.every((n) => live.has(n)) && live.size === WORKERS
+    }
+    await waitFor(settledNames, 10_000, 'the name lists to show every name on the live nodes').catch(() => {})
     const where = await namesOn()
     const deadCol = where.find(([n]) => n === leader)![1]
     t.equal(deadCol.length, 0, 'no names left on the dead node')
