@@ -212,7 +212,10 @@ t.test('a node joining with rebalance: true takes its share of existing workers,
 })
 
 t.test('followers keep their lease (and their workers) across a leader change', async (t) => {
-  const opts = { leaseTimeoutMs: 800, maxClockDriftMs: 200 }
+  // The lease must outlast an election: up to two election timeouts (300-600 ms each with the
+  // default ticks) and the new leader's first quorum round. Workers now stop right at the lease's
+  // end (a timer), so 800 ms, which the later supervisor tick used to stretch, is too short.
+  const opts = { leaseTimeoutMs: 1600, maxClockDriftMs: 300 }
   const c = await cluster(3, 'sup8', opts)
   t.teardown(() => c.stop())
   const [a] = c.nodes as [Sworm]
