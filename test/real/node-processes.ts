@@ -10,7 +10,9 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
+import { freePorts } from '../helpers.js'
+
+export { freePorts }
 
 /** An error a node answered a request with (or the harness's: `DOWN`, `IPC_TIMEOUT`, `EXITED`). */
 export class NodeRequestError extends Error {
@@ -22,28 +24,6 @@ export class NodeRequestError extends Error {
   ) {
     super(`${node}: ${code}: ${message}`)
   }
-}
-
-/** Free loopback ports: bind port 0, note the port, close. */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: count },
-      () =>
-        new Promise<import('node:net').Server>((resolve, reject) => {
-          const s = createServer()
-          s.once('error', reject)
-          s.listen(0, '127.0.0.1', () => resolve(s))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => {
-    const a = s.address()
-    if (!a || typeof a === 'string') throw new Error('no port')
-    return a.port
-  })
-  await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))))
-  return ports
 }
 
 /** Poll `fn` until it returns a value other than `undefined`; throw after `timeoutMs`. */
