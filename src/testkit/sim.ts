@@ -145,6 +145,7 @@ export class SimClock implements Clock {
   private since: number
   private r: number
   private readonly alive: () => boolean
+  private frozenUntil = 0
 
   constructor(
     private readonly sched: SimScheduler,
@@ -174,16 +175,41 @@ export class SimClock implements Clock {
     return this.base + (this.sched.now - this.since) * this.r
   }
 
+  /**
+   * Stall the process for `ms` of simulated time (a GC pause, SIGSTOP, a long synchronous task):
+   * the clock keeps running, but no timer of this clock fires until the stall ends; those due
+   * meanwhile fire right after it, in order. Pair it with {@link SimNetwork.stall} so inbound
+   * messages wait too.
+   */
+  stall(ms: number): void {
+    this.frozenUntil = Math.max(this.frozenUntil, this.sched.now + Math.max(0, ms))
+  }
+
+  /** Whether the process is stalled now (see {@link SimClock.stall}). */
+  get stalled(): boolean {
+    return this.sched.now < this.frozenUntil
+  }
+
+  /** Simulated ms left until the stall ends (0 when not stalled). */
+  stallLeft(): number {
+    return Math.max(0, this.frozenUntil - this.sched.now)
+  }
+
   setTimeout(fn: () => void, ms: number): unknown {
     const h: { cancelled: boolean; ev: SimEvent | undefined } = { cancelled: false, ev: undefined }
     const due = this.now() + Math.max(0, ms)
+    const fire = (): void => {
+      if (h.cancelled || !this.alive()) return
+      if (this.stalled) {
+        h.ev = this.sched.schedule(this.stallLeft(), fire)
+        return
+      }
+      const rest = due - this.now()
+      if (rest > 1e-6) arm(rest)
+      else fn()
+    }
     const arm = (left: number): void => {
-      h.ev = this.sched.schedule(left / this.r, () => {
-        if (h.cancelled || !this.alive()) return
-        const rest = due - this.now()
-        if (rest > 1e-6) arm(rest)
-        else fn()
-      })
+      h.ev = this.sched.schedule(left / this.r, fire)
     }
     arm(Math.max(0, ms))
     return h
@@ -216,6 +242,8 @@ export interface NetworkFaults {
 export class SimNetwork {
   private readonly handlers = new Map<NodeId, (from: NodeId, msg: unknown) => void>()
   private readonly blocked = new Set<string>()
+  /** Nodes whose process is stalled, until when (simulated time). */
+  private readonly stalledUntil = new Map<NodeId, number>()
   faults: NetworkFaults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
   delivered = 0
   dropped = 0
@@ -266,6 +294,14 @@ export class SimNetwork {
     for (const g of groups) for (const h of groups) if (g !== h) for (const a of g) for (const b of h) this.block(a, b)
   }
 
+  /**
+   * Stall node `id` for `ms` of simulated time: messages to it wait in its socket buffers and are
+   * handled right after the stall ends (see {@link SimClock.stall}, for its timers).
+   */
+  stall(id: NodeId, ms: number): void {
+    this.stalledUntil.set(id, Math.max(this.stalledUntil.get(id) ?? 0, this.sched.now + Math.max(0, ms)))
+  }
+
   /** Remove every block. */
   heal(): void {
     this.blocked.clear()
@@ -291,15 +327,23 @@ export class SimNetwork {
     const copies = r() < this.faults.duplicate ? 2 : 1
     for (let i = 0; i < copies; i++) {
       const delay = this.faults.minDelay + r() * (this.faults.maxDelay - this.faults.minDelay)
-      this.sched.schedule(delay, () => {
-        if (this.blocked.has(from + '>' + to)) {
-          this.dropped++
+      const deliver = (): void => {
+        const until = this.stalledUntil.get(to)
+        if (until !== undefined && this.sched.now < until) {
+          this.sched.schedule(until - this.sched.now, deliver) // it arrived; the process reads it later
           return
         }
         const h = this.handlers.get(`${channel}\u0000${to}`)
         if (!h) return
         this.delivered++
         h(from, unpack(bytes))
+      }
+      this.sched.schedule(delay, () => {
+        if (this.blocked.has(from + '>' + to)) {
+          this.dropped++
+          return
+        }
+        deliver()
       })
     }
   }
