@@ -522,6 +522,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
       ...(options.peers ? { bootstrap: { voters: { ...options.peers }, learners: {} }, seeds: { ...options.peers } } : {}),
       logger: deps.logger,
       requestTimeoutMs: options.requestTimeoutMs ?? 5000,
+      // the drift bound the leases assume, as a rate (the leader's lease must end before any voter's election timeout)
+      clockDrift: (options.maxClockDriftMs ?? 500) / (options.leaseTimeoutMs ?? 2000),
       ...(options.raft?.tickMs ? { tickMs: options.raft.tickMs } : {}),
       ...(options.raft?.electionTicks ? { electionTicks: options.raft.electionTicks } : {}),
       ...(options.raft?.snapshotEvery ? { snapshotEvery: options.raft.snapshotEvery } : {}),

@@ -60,6 +60,19 @@ export interface CoreOptions {
   maxInflight?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
   random?: () => number
+  /**
+   * The node's clock (ms), read for every lease decision. Ticks only drive timeouts: after a
+   * stall (a GC pause, SIGSTOP) ticks lag behind the clock, and a lease counted in ticks would
+   * outlive a new leader's election. Without it (pure core tests) the lease is counted in ticks.
+   */
+  now?: () => number
+  /**
+   * How old (on {@link CoreOptions.now}'s clock) the latest heartbeat round a quorum acknowledged
+   * may be for the leader to hold its lease. It must be shorter than the shortest election
+   * timeout measured on any voter's clock: voters that acknowledged that round refuse to vote for
+   * anyone else for an election timeout after it. Default (ticks): `electionTicks - 1`.
+   */
+  leaseMs?: number
 }
 
 /** A read that is ready to be served once the state machine has applied `index`. */
@@ -187,10 +200,13 @@ export class RaftCore {
 
   // reads
   private readSeq = 0
-  /** Ticks since start (the leader lease is measured in ticks). */
+  /** Ticks since start. */
   private ticks = 0
-  /** Tick at which each heartbeat round was sent. */
-  private readonly roundTicks = new Map<number, number>()
+  /** The clock of lease decisions (see {@link CoreOptions.now}). */
+  private readonly now: () => number
+  private readonly leaseMs: number
+  /** When (on `now`) each heartbeat round was sent. */
+  private readonly roundAt = new Map<number, number>()
   private pendingReads: PendingRead[] = []
   private readsAwaitingCommit: PendingRead[] = []
   private followerReadIds: number[] = []
@@ -223,6 +239,9 @@ export class RaftCore {
     this.maxAppendEntries = opts.maxAppendEntries ?? 1024
     this.maxInflight = opts.maxInflight ?? 64
     this.random = opts.random ?? Math.random
+    this.now = opts.now ?? (() => this.ticks)
+    this.leaseMs = opts.leaseMs ?? (opts.now ? 0 : this.electionTicks - 1)
+    if (opts.now && !(this.leaseMs > 0)) throw new RangeError('leaseMs must be positive when a clock is given')
     if (this.electionTicks <= this.heartbeatTicks) throw new RangeError('electionTicks must be greater than heartbeatTicks')
 
     this.term = persisted.hardState.term
@@ -895,29 +914,31 @@ export class RaftCore {
     for (const [id, pr] of this.progress) this.sendAppend(id, pr)
   }
 
-  /** Start a heartbeat round: a new sequence number, stamped with the tick it was sent at. */
+  /** Start a heartbeat round: a new sequence number, stamped with the time it was sent at. */
   private newRound(): void {
     this.readSeq++
-    this.roundTicks.set(this.readSeq, this.ticks)
-    if (this.roundTicks.size > 4 * this.electionTicks + 64) {
-      for (const k of this.roundTicks.keys()) {
-        if (this.roundTicks.size <= 2 * this.electionTicks + 32) break
-        this.roundTicks.delete(k)
+    this.roundAt.set(this.readSeq, this.now())
+    if (this.roundAt.size > 4 * this.electionTicks + 64) {
+      for (const k of this.roundAt.keys()) {
+        if (this.roundAt.size <= 2 * this.electionTicks + 32) break
+        this.roundAt.delete(k)
       }
     }
   }
 
   /**
-   * Leader lease: a quorum acknowledged a heartbeat sent less than `electionTicks - 1` ticks ago.
-   * Followers ignore candidates for `electionTicks` after hearing from the leader, so no other
-   * leader can exist yet — assuming clocks drift by less than one tick per election timeout.
+   * Leader lease: a quorum acknowledged a heartbeat round sent less than `leaseMs` ago, read on
+   * the clock at the moment of the decision (never counted in ticks: a stalled leader wakes up
+   * with few ticks elapsed but its lease over). Voters that acknowledged that round ignore
+   * candidates for an election timeout after it, so no other leader can exist yet, as long as
+   * `leaseMs` stays below the shortest election timeout on any voter's clock.
    */
   private leaseValid(): boolean {
     if (this.transferee !== undefined) return false
     const acks = this.voters().map((v) => (v === this.id ? this.readSeq : (this.progress.get(v)?.ackSeq ?? 0)))
     acks.sort((a, b) => b - a)
-    const sentAt = this.roundTicks.get(acks[this.quorum() - 1]!)
-    return sentAt !== undefined && this.ticks - sentAt < this.electionTicks - 1
+    const sentAt = this.roundAt.get(acks[this.quorum() - 1]!)
+    return sentAt !== undefined && this.now() - sentAt < this.leaseMs
   }
 
   private broadcastHeartbeat(seq = this.readSeq): void {
@@ -935,15 +956,16 @@ export class RaftCore {
   }
 
   /**
-   * On the leader: the latest heartbeat round a quorum has acknowledged (the node turns it into
-   * wall-clock time: when that round was sent), or undefined when not leader or transferring.
-   * In a single-voter cluster, the current round.
+   * On the leader: when (on {@link CoreOptions.now}'s clock) it sent the latest heartbeat round a
+   * quorum has acknowledged; undefined when not leader, transferring, or no round of this term
+   * was acknowledged yet. In a single-voter cluster, now.
    */
-  quorumAckedRound(): number | undefined {
+  quorumAckedAt(): number | undefined {
     if (this.role !== 'leader' || this.transferee !== undefined || !this.isVoter()) return undefined
+    if (this.voters().length === 1) return this.now()
     const acks = this.voters().map((v) => (v === this.id ? this.readSeq : (this.progress.get(v)?.ackSeq ?? 0)))
     acks.sort((a, b) => b - a)
-    return acks[this.quorum() - 1]!
+    return this.roundAt.get(acks[this.quorum() - 1]!)
   }
 
   private maybeCommit(): void {

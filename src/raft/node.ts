@@ -63,6 +63,13 @@ export interface RaftNodeOptions<C, R> {
   checkQuorum?: boolean
   /** Serve linearizable reads from the leader lease (no quorum round). Default false. */
   leaseRead?: boolean
+  /**
+   * The most two nodes' clocks may run apart, as a fraction of the time elapsed (0.1: one clock
+   * advances at most 10% more than another over any interval). The leader holds its lease (and
+   * renews its followers') only while a quorum acknowledged a heartbeat sent less than
+   * `(electionTicks - 1) * tickMs / (1 + clockDrift)` ago by its clock. Default 0.1.
+   */
+  clockDrift?: number
   /** Take a snapshot after this many applied entries. Default 10,000. */
   snapshotEvery?: number
   /** How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms. */
@@ -167,8 +174,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
-  /** When this node (as leader) sent each heartbeat round ("term|seq" -> its clock). */
-  private readonly roundSentAt = new Map<string, number>()
   /** Clock time the last tick accounts for. */
   private lastTickAt = 0
   private readonly leaseReads: boolean
@@ -237,9 +242,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       appliedConfig = persisted.snapshot.meta.config
       applied = persisted.snapshot.meta.index
     }
+    const clock = opts.clock ?? systemClock
+    const electionTicks = opts.electionTicks ?? 6
     const coreOptions: CoreOptions = {
       id: opts.id,
-      electionTicks: opts.electionTicks ?? 6,
+      now: () => clock.now(),
+      leaseMs: ((electionTicks - 1) * (opts.tickMs ?? 50)) / (1 + (opts.clockDrift ?? 0.1)),
+      electionTicks,
       heartbeatTicks: opts.heartbeatTicks ?? 1,
       preVote: opts.preVote ?? true,
       checkQuorum: opts.checkQuorum ?? true,
@@ -515,7 +524,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
   }
 
-  /** When this node last received anything from `peer` (its clock), if ever. */
+  /**
+   * On the leader: when (its clock) `peer` last answered one of its heartbeats or appends in this
+   * term, which proves the peer hears this leader; undefined if never. Anything else a peer sends
+   * (a pre-vote, a forwarded request) does not count: a node behind a one-way cut that only talks
+   * to the leader is cut off all the same, and its lease is not renewed.
+   */
   lastHeard(peer: NodeId): number | undefined {
     return this.heard.get(peer)
   }
@@ -526,7 +540,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // counted in ticks). Otherwise ticks stay timer-driven: a busy event loop then stretches
     // timeouts rather than firing elections and step-downs all at once.
     if (this.leaseReads) this.catchUpTicks(false)
-    this.heard.set(from, this.clock.now())
     try {
       const t = (raw as { t?: unknown } | null)?.t
       if (t === 'fwd') return this.onForward(from, raw)
@@ -537,6 +550,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       this.core.step(m)
+      if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.heard.set(from, this.clock.now())
       if (m.t === 'hb' && m.lease && m.ack !== undefined) this.renewFromLeader(from, m.term, m.ack)
       this.kick()
     } catch (err) {
@@ -580,19 +594,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
   }
 
-  private noteRoundSent(m: RaftMessage): void {
-    if (m.t !== 'hb') return
-    const key = `${m.term}|${m.seq}`
-    if (this.roundSentAt.has(key)) return
-    this.roundSentAt.set(key, this.clock.now())
-    if (this.roundSentAt.size > 256) this.roundSentAt.delete(this.roundSentAt.keys().next().value!)
-  }
-
   private async handleReady(rd: Ready): Promise<void> {
-    for (const m of rd.messagesNow) {
-      this.noteRoundSent(m)
-      this.transport.send(m.to, m)
-    }
+    for (const m of rd.messagesNow) this.transport.send(m.to, m)
     if (rd.snapshot) {
       await this.storage.saveSnapshot(rd.snapshot)
       this.sm.restore(rd.snapshot.data)
@@ -625,18 +628,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.hbRespSentAt.set(key, now)
         if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
       }
-      this.noteRoundSent(m)
       this.transport.send(m.to, m)
     }
-    // The leader's lease: from when it sent the heartbeat round a quorum has acknowledged (wall
+    // The leader's lease: from when it sent the heartbeat round a quorum has acknowledged (its
     // clock, so a leader that was frozen finds its lease expired when it wakes).
-    const round = this.core.quorumAckedRound()
-    if (round !== undefined) {
-      const st = this.core.status()
-      const single = Object.keys(st.config.voters).length === 1
-      const sentAt = single ? now : this.roundSentAt.get(`${st.term}|${round}`)
-      if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
-    }
+    const sentAt = this.core.quorumAckedAt()
+    if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
     if (rd.soft) {
       const prev = this.lastSoft
       this.lastSoft = rd.soft
@@ -1075,7 +1072,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.recoveryUpTo = persisted.recovery?.lostUpTo
     this.leaseAt = undefined
     this.heard.clear()
-    this.roundSentAt.clear()
     this.hbRespSentAt.clear()
     this.lastSoft = { role: 'follower', term: persisted.hardState.term, leader: undefined }
     this.failure = undefined
