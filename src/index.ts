@@ -25,6 +25,8 @@ export {
   AlreadyRegisteredError,
   StartError,
   NoNodeError,
+  NodeDataLostError,
+  ClusterExistsError,
 } from './raft/errors.js'
 export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.

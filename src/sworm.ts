@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { join as joinPath } from 'node:path'
 import { pack } from 'msgpackr'
+import { diskIdentity, isProbe, probePeers, type ProbeMsg } from './cluster/bootstrap.js'
 import { acquireHub, releaseHub } from './hub-pool.js'
 import {
   AlreadyRegisteredError,
@@ -17,6 +18,7 @@ import {
   NoNodeError,
   StartError,
   NoWorkerError,
+  NodeDataLostError,
   NotFoundError,
   ShuttingDownError,
   SwormError,
@@ -207,7 +209,10 @@ type WireMsg =
   | { t: 'call'; id: number; to: WorkerRef; msg: unknown }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
-  | { t: 'joinReq'; node: string; url: string }
+  | { t: 'joinReq'; node: string; url: string; disk?: string }
+  /** The cluster will not add the node that asked to join; `code` is DATA_LOST or CONFIG_CHANGE. */
+  | { t: 'joinRefused'; node: string; code: string; message: string }
+  | ProbeMsg
   /** Ask the leader to take `node` out of the Raft configuration; answered by `removeResp`. */
   | { t: 'removeReq'; id: number; node: string }
   | { t: 'removeResp'; id: number; ok: true }
@@ -324,6 +329,12 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** The configuration `outOfConfigSince` was measured against. */
   private outOfConfigKey: string | undefined
   private readonly joining = new Set<string>()
+  private readonly disk: string | undefined
+  /** This incarnation's client session: the last sequence number used, and those in flight. */
+  private sessionSeq = 0
+  private readonly sessionInFlight = new Set<number>()
+  /** Set when the cluster refused this node's join request. */
+  private joinRefusal: SwormError | undefined
   private readonly metricsObj: SwormMetrics
   private metricsServer: MetricsServer | undefined
   private readonly startedAt = Date.now()
@@ -349,10 +360,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     opts: SwormOptions
     clock: Clock
     release: () => Promise<void>
+    /** This node's data directory identity (see cluster/bootstrap.ts), if its storage keeps one. */
+    disk?: string
     loadModule?: (specifier: string) => Promise<Record<string, unknown>>
     metrics: SwormMetrics
   }) {
     super()
+    this.disk = init.disk
     this.metricsObj = init.metrics
     this.clock = init.clock
     this.release = init.release
@@ -386,6 +400,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       read: () => this.raft.read(),
       leaseOk: () => this.leaseOk(),
       leaseRenewedAt: () => this.raft.leaseRenewedAt(),
+      leaseLapses: () => this.raft.leaseLapses(),
       leaseTimeoutMs: this.leaseTimeoutMs,
       stopped: () => this.stopped,
       clock: this.clock,
@@ -512,7 +527,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const latency = metrics.commitLatency
     const state = new RegistryState((ch) => sworm?.onRegistryChange(ch), placement)
     const workers = new LocalWorkers((id, reason) => sworm?.onWorkerExit(id, reason))
+    const disk = await diskIdentity(deps.storage, deps.random ?? (() => randomBytes(4).readUInt32BE() / 2 ** 32))
+    let caughtUpFromPeers = false
+    const peers = options.peers
     const raft = await RaftNode.start<RegistryCommand, RegistryResult>({
+      ...(disk !== undefined ? { disk, voteUnlisted: options.join === undefined } : {}),
+      leaseTimeoutMs: options.leaseTimeoutMs ?? 2000,
+      ...(peers && disk !== undefined
+        ? {
+            resolveBootstrap: async () => {
+              const out = await probePeers({ nodeId, peers, disk, transport: deps.msgTransport, clock: deps.clock, logger: deps.logger })
+              caughtUpFromPeers = out.bootstrap === undefined
+              return out.bootstrap
+            },
+          }
+        : {}),
       id: nodeId,
       storage: deps.storage,
       transport: deps.raftTransport,
@@ -531,7 +560,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     try {
       const st = raft.status()
-      const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0
+      const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers
       let joinVia: string | undefined
       // A node started with `join` that its log does not list as a voter (fresh, or its join was
       // cut short after it became a learner) asks to be added.
@@ -555,6 +584,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         opts: options,
         clock: deps.clock,
         release: deps.release,
+        ...(disk !== undefined ? { disk } : {}),
         ...(deps.loadModule ? { loadModule: deps.loadModule } : {}),
         metrics,
       })
@@ -648,30 +678,49 @@ export class Sworm extends EventEmitter<SwormEvents> {
     while (!hasOwn(this.raft.status().appliedConfig.voters, this.nodeId)) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
       if (this.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
+      if (this.joinRefusal) throw this.joinRefusal
       const target = this.raft.leader ?? via
-      this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url } satisfies WireMsg)
+      this.msgs.send(target, { t: 'joinReq', node: this.nodeId, url, ...(this.disk !== undefined ? { disk: this.disk } : {}) } satisfies WireMsg)
       await this.sleep(500)
+      if (this.joinRefusal) throw this.joinRefusal
     }
     this.log.info('joined the cluster')
   }
 
-  /** A node asks to be added: the leader adds it; others pass the request on. */
-  private onJoinRequest(node: string, url: string): void {
+  /**
+   * A node asks to be added: the leader adds it; others pass the request on. Any node refuses, to
+   * the asker, an id the cluster removed, and a member id asking from another data directory (it
+   * lost its data: see cluster/bootstrap.ts).
+   */
+  private onJoinRequest(from: string, node: string, url: string, disk: string | undefined): void {
+    const cfg = this.raft.status().config
+    const refuse = (code: string, message: string): void => {
+      this.peerLog.warn(`join:${node}`, 'refused a join', { peer: clip(node), reason: message })
+      this.msgs.send(from, { t: 'joinRefused', node, code, message } satisfies WireMsg)
+    }
+    if (isMember(cfg, node) && disk !== cfg.disks?.[node]) {
+      refuse(
+        'DATA_LOST',
+        `node ${node} is a member of the cluster with another data directory: it lost the votes and log entries it acknowledged. ` +
+          `Remove it (sworm.removeNode('${node}') on any live node) and start this machine under a new node id, with "join", on an empty data directory.`,
+      )
+      return
+    }
+    if (!isMember(cfg, node) && this.state.nodeRecord(node) !== undefined) {
+      // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
+      // configuration with this id as a voter, so a removed id comes back only as a new id.
+      refuse('CONFIG_CHANGE', `node id ${node} was removed from the cluster and cannot join again: start the machine under a new node id, on an empty data directory`)
+      return
+    }
     if (!this.raft.isLeader) {
       const leader = this.raft.leader
-      if (leader !== undefined && leader !== this.nodeId) this.msgs.send(leader, { t: 'joinReq', node, url } satisfies WireMsg)
+      if (leader !== undefined && leader !== this.nodeId) this.msgs.send(leader, { t: 'joinReq', node, url, ...(disk !== undefined ? { disk } : {}) } satisfies WireMsg)
       return
     }
     if (this.joining.has(node)) return
-    if (!isMember(this.raft.status().config, node) && this.state.nodeRecord(node) !== undefined) {
-      // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
-      // configuration with this id as a voter, so a removed id comes back only as a new id.
-      this.log.warn('refused a join: this node id was removed from the cluster; it can join under a new id', { peer: node })
-      return
-    }
     this.joining.add(node)
     this.raft
-      .addNode(node, url)
+      .addNode(node, url, disk !== undefined ? { disk } : {})
       .then(
         () => this.log.info('node added to the cluster', { peer: node, url }),
         (err: unknown) => this.peerLog.warn('addNode', 'could not add node', { peer: clip(node), err: String(err) }),
@@ -1097,10 +1146,24 @@ export class Sworm extends EventEmitter<SwormEvents> {
         return
       }
       if (m.t === 'joinReq') {
-        if (typeof m.node === 'string' && typeof m.url === 'string') {
+        if (typeof m.node === 'string' && typeof m.url === 'string' && (m.disk === undefined || typeof m.disk === 'string')) {
           validateUrl('join', m.url)
-          this.onJoinRequest(m.node, m.url)
+          this.onJoinRequest(from, m.node, m.url, m.disk)
         }
+        return
+      }
+      if (m.t === 'joinRefused') {
+        if (m.node !== this.nodeId || typeof m.message !== 'string' || this.joinRefusal) return
+        const text = clip(m.message, 600)
+        this.joinRefusal = m.code === 'DATA_LOST' ? new NodeDataLostError(this.nodeId, text) : new ConfigChangeError(text)
+        this.log.error('the cluster refused to add this node', { reason: text })
+        return
+      }
+      if (isProbe(m)) {
+        // a node on an empty data directory asks whether a cluster runs here (cluster/bootstrap.ts)
+        const cfg = this.raft.status().config
+        if (Object.keys(cfg.voters).length > 0) this.msgs.send(from, { t: 'probeResp', member: true, config: cfg } satisfies WireMsg)
+        else if (this.disk !== undefined) this.msgs.send(from, { t: 'probeResp', member: false, disk: this.disk } satisfies WireMsg)
         return
       }
       if (m.t === 'removeReq') {
@@ -1255,22 +1318,37 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.upPromise.catch(() => {})
   }
 
-  /** Background proposal that must eventually happen (retried until applied or stopped). */
   /**
-   * Propose a command for an API call. A proposal that a new leader overwrote (ProposalDroppedError)
-   * surely did not take effect, so it is proposed again (a few times) rather than failing the call.
+   * Propose a command for an API call, in this incarnation's client session (see
+   * {@link SessionTag}): the state machine applies it at most once, so it is proposed again, with
+   * the same sequence number, after a leader change, a dropped proposal or an attempt that timed
+   * out, until `requestTimeoutMs` runs out. A TimeoutError then still means the outcome is unknown.
    */
   private async proposeRetrying(cmd: RegistryCommand): Promise<RegistryResult> {
-    for (let attempt = 1; ; attempt++) {
-      try {
-        return await this.raft.propose(cmd)
-      } catch (err) {
-        if (!(err instanceof ProposalDroppedError) || attempt >= 5 || this.stopped) throw err
-        await this.sleep(10 * attempt)
+    const seq = ++this.sessionSeq
+    this.sessionInFlight.add(seq)
+    const deadline = this.clock.now() + this.requestTimeoutMs
+    const attemptMs = Math.max(1000, this.requestTimeoutMs / 3)
+    try {
+      for (let attempt = 1; ; attempt++) {
+        const low = this.sessionInFlight.values().next().value as number
+        const left = deadline - this.clock.now()
+        try {
+          const res = await this.raft.propose({ ...cmd, s: { node: this.nodeId, inc: this.incarnation, seq, low } }, { timeoutMs: Math.max(1, Math.min(left, attemptMs)) })
+          if (res === 'session-expired') throw new ShuttingDownError('this node incarnation is no longer the one the cluster knows (it restarted, or was declared gone)')
+          return res
+        } catch (err) {
+          const again = err instanceof ProposalDroppedError || err instanceof TimeoutError || err instanceof NotLeaderError
+          if (!again || this.stopped || this.clock.now() >= deadline) throw err
+          await this.sleep(Math.min(10 * attempt, 200))
+        }
       }
+    } finally {
+      this.sessionInFlight.delete(seq)
     }
   }
 
+  /** Background proposal that must eventually happen (retried until applied or stopped). */
   private async proposeUntilDone(cmd: RegistryCommand): Promise<void> {
     for (let attempt = 0; !this.stopped || attempt === 0; attempt++) {
       try {

@@ -9,6 +9,7 @@ import { silentLogger } from '../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../src/testkit/sim.js'
 import * as workers from './fixtures/workers.js'
+import { settle as settleRaft, simCluster } from './sim/helpers.js'
 
 const g = globalThis as unknown as { __swormNow?: () => number }
 
@@ -19,46 +20,109 @@ interface SimNode {
   storage: MemoryStorage
 }
 
+/**
+ * Sworm node processes on one simulated network, with exact clocks (rate 1), each started with
+ * `peers` (or `join`), that can crash, lose their disk and start again.
+ */
+class SimSworms {
+  readonly sched: SimScheduler
+  readonly net: SimNetwork
+  readonly ids: string[]
+  readonly storages = new Map<string, MemoryStorage>()
+  readonly running = new Map<string, SimNode>()
+  private readonly detach = new Map<string, Array<() => void>>()
+  private gen = 0
+
+  constructor(
+    n: number,
+    seed: number,
+    private readonly opts: Partial<SwormOptions> = {},
+  ) {
+    this.sched = new SimScheduler(seed)
+    this.net = new SimNetwork(this.sched)
+    g.__swormNow = () => this.sched.now
+    this.ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+  }
+
+  url(id: string): string {
+    return `ws://${id}.sim:1`
+  }
+
+  get nodes(): SimNode[] {
+    return [...this.running.values()].sort((a, b) => (a.id < b.id ? -1 : 1))
+  }
+
+  /** Start node `id` from its disk (a new one the first time); resolves once it runs. */
+  async start(id: string, how: { join?: string } = {}): Promise<SimNode> {
+    let storage = this.storages.get(id)
+    if (!storage) this.storages.set(id, (storage = new MemoryStorage()))
+    const clock = this.sched.driftingClock({ offset: 1e6, rate: 1 })
+    const raftT = this.net.endpoint(id, 'raft')
+    const msgT = this.net.endpoint(id, 'msg')
+    this.detach.set(id, [() => raftT.detach(), () => msgT.detach()])
+    const peers = Object.fromEntries(this.ids.map((x) => [x, this.url(x)]))
+    const sworm = await Sworm.assemble(
+      {
+        name: 'safety',
+        nodeId: id,
+        listen: this.url(id),
+        ...(how.join ? { join: how.join } : { peers }),
+        dataDir: '/nonexistent',
+        secret: 'simulation-secret-0123456789abcdef',
+        ...this.opts,
+      },
+      {
+        storage,
+        raftTransport: raftT,
+        msgTransport: msgT,
+        clock,
+        logger: silentLogger,
+        inc: `${id}.${++this.gen}`,
+        random: this.sched.random,
+        loadModule: async () => workers as unknown as Record<string, unknown>,
+        discover: async (u) => new URL(u).hostname.split('.')[0]!,
+        release: async () => {},
+      },
+    )
+    const node = { id, sworm, clock, storage }
+    this.running.set(id, node)
+    return node
+  }
+
+  /** Start every node at once (on empty disks each waits for all its peers). */
+  async startAll(): Promise<SimNode[]> {
+    await settle(this.sched, Promise.all(this.ids.map((id) => this.start(id))))
+    return this.nodes
+  }
+
+  /** The process of `id` dies (its disk keeps what was synced). */
+  async crash(id: string): Promise<void> {
+    const node = this.running.get(id)
+    this.running.delete(id)
+    for (const d of this.detach.get(id) ?? []) d()
+    node?.sworm.crashForTests()
+    await this.storages.get(id)?.close()
+  }
+
+  /** The disk of `id` is lost: its next start gets an empty one. */
+  wipe(id: string): void {
+    this.storages.delete(id)
+  }
+
+  leader(among: SimNode[] = this.nodes): SimNode | undefined {
+    return among.find((x) => x.sworm.status().role === 'leader')
+  }
+
+  stopAll(): void {
+    for (const x of this.running.values()) x.sworm.crashForTests()
+  }
+}
+
 /** A cluster of `n` sworm nodes with exact clocks (rate 1), started with `peers`. */
 async function simSworms(n: number, seed: number, opts: Partial<SwormOptions> = {}): Promise<{ sched: SimScheduler; net: SimNetwork; nodes: SimNode[] }> {
-  const sched = new SimScheduler(seed)
-  const net = new SimNetwork(sched)
-  g.__swormNow = () => sched.now
-  const ids = Array.from({ length: n }, (_, i) => `n${i + 1}`)
-  const url = (id: string): string => `ws://${id}.sim:1`
-  const peers = Object.fromEntries(ids.map((id) => [id, url(id)]))
-  const nodes: SimNode[] = []
-  await Promise.all(
-    ids.map(async (id) => {
-      const clock = sched.driftingClock({ offset: 1e6, rate: 1 })
-      const storage = new MemoryStorage()
-      const sworm = await Sworm.assemble(
-        {
-          name: 'safety',
-          nodeId: id,
-          listen: url(id),
-          peers,
-          dataDir: '/nonexistent',
-          secret: 'simulation-secret-0123456789abcdef',
-          ...opts,
-        },
-        {
-          storage,
-          raftTransport: net.endpoint(id, 'raft'),
-          msgTransport: net.endpoint(id, 'msg'),
-          clock,
-          logger: silentLogger,
-          inc: `${id}.1`,
-          random: sched.random,
-          loadModule: async () => workers as unknown as Record<string, unknown>,
-          release: async () => {},
-        },
-      )
-      nodes.push({ id, sworm, clock, storage })
-    }),
-  )
-  nodes.sort((a, b) => (a.id < b.id ? -1 : 1))
-  return { sched, net, nodes }
+  const c = new SimSworms(n, seed, opts)
+  const nodes = await c.startAll()
+  return { sched: c.sched, net: c.net, nodes }
 }
 
 async function settle<T>(sched: SimScheduler, p: Promise<T>, maxMs = 20_000): Promise<T> {
@@ -133,4 +197,75 @@ t.test('a node behind a one-way cut (the leader cannot reach it) is declared gon
   t.ok(moved, `${X.id}'s names moved to nodes the leader reaches, within the cut`)
   for (let i = 0; i < 12; i++) t.equal(await settle(sched, L.sworm.call(`c${i}`, 'get', { timeout: 3000 })), 0, `c${i} answers`)
   for (const x of nodes) x.sworm.crashForTests()
+})
+
+/** Drive simulated time until `p` settles; its error, if it rejects (or undefined). */
+async function rejection(sched: SimScheduler, p: Promise<unknown>, maxMs = 20_000): Promise<{ code?: string; message?: string } | undefined> {
+  try {
+    await settle(sched, p, maxMs)
+    return undefined
+  } catch (err) {
+    return err as { code?: string; message?: string }
+  }
+}
+
+t.test('a voter restarted on a wiped disk does not help a stale node lose an acknowledged registration (#10.2)', async (t) => {
+  // Failed on fdfa2c3: n3, restarted on an empty disk with its old id and peers, bootstrapped as
+  // if the cluster were new, voted for the stale n2, and 'k' was lost (a consistent read said
+  // undefined, and registering 'k' again succeeded).
+  for (const how of ['peers', 'join'] as const) {
+    const c = new SimSworms(3, how === 'peers' ? 11 : 12, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+    await c.startAll()
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
+    await c.crash('n2')
+    const n1 = c.running.get('n1')!
+    await settle(c.sched, n1.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`wiped-${how}/k`] }))
+    t.pass(`'k' acknowledged by n1 and n3 (n2 down), ${how}`)
+    await c.crash('n1')
+    await c.crash('n3')
+    c.wipe('n3')
+    const n3 = c.start('n3', how === 'join' ? { join: c.url('n1') } : {})
+    await c.start('n2').catch(() => {})
+    if (how === 'join') await c.sched.runUntil(c.sched.now + 3000)
+    else {
+      const err = await rejection(c.sched, n3)
+      t.equal(err?.code, 'DATA_LOST', `n3 refuses to start on a wiped disk under its old id (${err?.message?.slice(0, 80) ?? 'it started'})`)
+    }
+    // whatever n3 did, the acknowledged 'k' survives once a majority with data is back
+    await c.start('n1')
+    if (how === 'join') {
+      const err = await rejection(c.sched, n3)
+      t.equal(err?.code, 'DATA_LOST', `n3 with join is refused too (${err?.message?.slice(0, 80) ?? 'it started'})`)
+    }
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 20_000), 'a leader among the nodes with data')
+    const via = c.running.get('n2')!
+    // the supervised 'k' runs again once the leases of the new term hold
+    await c.sched.runUntilTrue(() => via.sworm.registered().some(([nm]) => nm === 'k'), 20_000)
+    const ref = await settle(c.sched, via.sworm.whereisName('k', { consistent: true }))
+    t.ok(ref, "a consistent read still finds 'k'", { registered: via.sworm.registered(), status: via.sworm.status() })
+    t.notOk(await settle(c.sched, via.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`wiped-${how}/k2`] }).catch(() => false)), "'k' cannot be registered again")
+    // what an operator does: remove the old id, start the machine under a new one with join
+    await settle(c.sched, via.sworm.removeNode('n3'), 30_000)
+    c.ids.push('n4')
+    const n4 = await settle(c.sched, c.start('n4', { join: c.url('n1') }), 30_000)
+    t.ok(await c.sched.runUntilTrue(() => n4.sworm.registered().some(([nm]) => nm === 'k'), 20_000), 'the machine rejoined as n4 and holds k')
+    c.stopAll()
+  }
+})
+
+t.test('the leader applies the same decoded value as its followers, never the proposer\'s object (#10.4)', async (t) => {
+  // Failed on fdfa2c3: the leader applied the caller's own object (a Map stayed a Map there, and
+  // became a plain object on the followers; a later change by the caller reached the leader only).
+  const c = await simCluster(3, 5)
+  const leader = c.leader()!
+  const value = { tags: new Map([['a', 1]]), n: 1 }
+  await settleRaft(c, leader.node!.propose({ op: 'put', key: 'k', value: value as unknown as string }))
+  value.n = 2
+  value.tags.set('b', 2)
+  await c.sched.runUntilTrue(() => [...c.members.values()].every((m) => m.sm.data.has('k')), 5000)
+  const replicas = [...c.members.values()].map((m) => JSON.stringify(m.sm.data.get('k')))
+  t.equal(new Set(replicas).size, 1, `every replica holds the same value: ${replicas.join(' | ')}`)
+  const onLeader = leader.sm.data.get('k') as unknown as { tags: unknown }
+  t.notOk(onLeader.tags instanceof Map, 'no Map on the leader: it holds what the followers decoded')
+  t.equal((leader.sm.data.get('k') as unknown as { n: number }).n, 1, "the caller's later change does not reach the leader's replica")
 })

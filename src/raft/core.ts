@@ -1147,7 +1147,10 @@ export class RaftCore {
 }
 
 function cloneConfig(c: ClusterConfig): ClusterConfig {
-  return { voters: { ...c.voters }, learners: { ...c.learners } }
+  const out: ClusterConfig = { voters: { ...c.voters }, learners: { ...c.learners } }
+  if (c.disks) out.disks = { ...c.disks }
+  if (c.cluster !== undefined) out.cluster = c.cluster
+  return out
 }
 
 function sameSoft(a: SoftState, b: SoftState): boolean {

@@ -122,3 +122,30 @@ export class NoNodeError extends SwormError {
     super('NO_NODE', message)
   }
 }
+
+/**
+ * This node's data directory is empty (or new), but the cluster already knows this node id with
+ * another data directory: the node lost what it promised as a voter (its votes and its log), and
+ * Raft is only safe if no voter ever forgets them. It refuses to start. Remove the old id from the
+ * cluster (`removeNode`) and start the machine under a new id with `join`.
+ */
+export class NodeDataLostError extends SwormError {
+  /** The node id concerned. */
+  readonly node: string
+  constructor(node: string, message: string) {
+    super('DATA_LOST', message)
+    this.name = 'NodeDataLostError'
+    this.node = node
+  }
+}
+
+/**
+ * A new node was started with `peers`, but those peers already run a cluster that does not list
+ * this node: a node joins an existing cluster with `join`.
+ */
+export class ClusterExistsError extends SwormError {
+  constructor(message: string) {
+    super('CLUSTER_EXISTS', message)
+    this.name = 'ClusterExistsError'
+  }
+}

@@ -40,7 +40,7 @@ import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import { Packr } from 'msgpackr'
 import { CorruptStorageError, StorageError } from './errors.js'
-import type { Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
+import type { ClusterConfig, Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
 import { silentLogger } from './types.js'
 
 // ------------------------------------------------------------------------------------ CRC-32C
@@ -178,6 +178,7 @@ const SNAPSHOT_KEY = Uint8Array.of(0x73)
 const SNAPSHOT_META_KEY = Uint8Array.of(0x6d)
 const RECOVERY_KEY = Uint8Array.of(0x72)
 const PROBE_KEY = Uint8Array.of(0x70)
+const IDENTITY_KEY = Uint8Array.of(0x64)
 const ENTRY_PREFIX = 0x65
 /** Just past the last possible entry key. */
 const ENTRY_END = Uint8Array.of(ENTRY_PREFIX + 1)
@@ -214,6 +215,8 @@ export const levelStorageKeys = {
   snapshotMeta: (): Uint8Array => SNAPSHOT_META_KEY.slice(),
   /** Key of the recovery marker. */
   recovery: (): Uint8Array => RECOVERY_KEY.slice(),
+  /** Key of the data directory's identity. */
+  identity: (): Uint8Array => IDENTITY_KEY.slice(),
   /** Key of the entry record at `index`. */
   entry: entryKey,
 } as const
@@ -246,12 +249,14 @@ function toSnapshot(v: unknown, what: string): Snapshot {
   if (!isNat(m.index) || !isNat(m.term) || !isRecordObject(c) || !isRecordObject(c.voters) || !isRecordObject(c.learners)) {
     throw new CorruptStorageError(what, 'malformed snapshot metadata')
   }
+  if ((c.disks !== undefined && !isRecordObject(c.disks)) || (c.cluster !== undefined && typeof c.cluster !== 'string')) {
+    throw new CorruptStorageError(what, 'malformed snapshot metadata')
+  }
+  const config: ClusterConfig = { voters: c.voters as Record<string, string>, learners: c.learners as Record<string, string> }
+  if (c.disks !== undefined) config.disks = c.disks as Record<string, string>
+  if (c.cluster !== undefined) config.cluster = c.cluster
   return {
-    meta: {
-      index: m.index,
-      term: m.term,
-      config: { voters: c.voters as Record<string, string>, learners: c.learners as Record<string, string> },
-    },
+    meta: { index: m.index, term: m.term, config },
     // a plain Uint8Array of its own, not a view into the record
     data: new Uint8Array(v.data),
   }
@@ -473,7 +478,7 @@ export class LevelStorage implements RaftStorage {
     try {
       metaRecord = encodeRecord({ index: idx, term: meta.term })
       record = encodeRecord({
-        meta: { index: idx, term: meta.term, config: { voters: meta.config.voters, learners: meta.config.learners } },
+        meta: { index: idx, term: meta.term, config: meta.config },
         data: snapshot.data,
       })
     } catch (err) {
@@ -493,6 +498,26 @@ export class LevelStorage implements RaftStorage {
       b.snapIndex = idx
       b.lastIndex = Math.max(b.lastIndex, idx)
     })
+  }
+
+  /** The identity of this data directory, if one was stored (see {@link RaftStorage.identity}). */
+  identity(): Promise<string | undefined> {
+    const refused = this.refusal()
+    if (refused) return Promise.reject(refused)
+    return this.run(async () => {
+      const raw = await this.db.get(IDENTITY_KEY)
+      if (raw === undefined) return undefined
+      const v = decodeRecord(raw, 'identity')
+      if (typeof v !== 'string' || v.length === 0) throw new CorruptStorageError('identity', 'malformed identity')
+      return v
+    })
+  }
+
+  /** Durably store this data directory's identity. */
+  saveIdentity(id: string): Promise<void> {
+    const refused = this.refusal()
+    if (refused) return Promise.reject(refused)
+    return this.run(() => this.commit([{ type: 'put', key: IDENTITY_KEY, value: encodeRecord(id) }]))
   }
 
   /**

@@ -46,6 +46,7 @@ export class MemoryStorage implements RaftStorage {
   private readonly pending = new Set<Pending>()
   private failure: StorageError | undefined
   private closed = false
+  private disk: string | undefined
   private writes = 0
   private recovery: StorageRecovery | undefined
 
@@ -197,6 +198,18 @@ export class MemoryStorage implements RaftStorage {
       this.entries = this.entries.slice(Math.min(this.entries.length, idx - this.snapIndex))
       this.snapIndex = idx
       this.snapshot = encoded
+    })
+  }
+
+  /** The identity stored with {@link MemoryStorage.saveIdentity}, if any. */
+  identity(): Promise<string | undefined> {
+    return Promise.resolve(this.disk)
+  }
+
+  /** Store this storage's identity (kept across close and load, like the rest of what is durable). */
+  saveIdentity(id: string): Promise<void> {
+    return this.enqueue('write', () => {
+      this.disk = id
     })
   }
 

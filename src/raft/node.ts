@@ -9,9 +9,11 @@
  * @module
  */
 import { EventEmitter } from 'node:events'
+import { Packr } from 'msgpackr'
 import { RaftCore, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
 import {
   ConfigChangeError,
+  InvalidArgumentError,
   NotLeaderError,
   ProposalDroppedError,
   ShuttingDownError,
@@ -23,6 +25,9 @@ import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftS
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
 import { RateLimitedLog } from './rate-limited-log.js'
+
+/** The encoding of commands on the wire and on disk (see {@link RaftNode.propose}). */
+const commandCodec = new Packr({ useRecords: false, mapsAsObjects: true })
 
 /**
  * The replicated state machine. `apply` must be deterministic: the same commands in the same
@@ -46,6 +51,26 @@ export interface RaftNodeOptions<C, R> {
   stateMachine: StateMachine<C, R>
   /** Initial configuration when the storage is empty (a new cluster). Omit to join an existing one. */
   bootstrap?: ClusterConfig
+  /**
+   * Called instead of using {@link RaftNodeOptions.bootstrap} when the storage is empty: decides
+   * the first configuration (undefined: start empty and wait for a leader's log), or rejects to
+   * refuse the start (Sworm probes its peers here; see `cluster/bootstrap.ts`).
+   */
+  resolveBootstrap?: () => Promise<ClusterConfig | undefined>
+  /**
+   * The identity of this node's data directory (see `RaftStorage.identity`). With it, the node
+   * votes only while the configuration it holds lists it with this very identity (a configuration
+   * that lists another one means this node lost its data); and while the configuration does not
+   * list it at all (a node that asked to join), only if {@link RaftNodeOptions.voteUnlisted}.
+   */
+  disk?: string
+  /** Whether a node with a `disk` votes before its configuration lists it. Default true. */
+  voteUnlisted?: boolean
+  /**
+   * How long a lease lasts after its renewal, for {@link RaftNode.leaseLapses} (a renewal this late
+   * or later counts as a new lease). Without it only the first renewal counts.
+   */
+  leaseTimeoutMs?: number
   /** Extra addresses to reach before a configuration is known (for example the node to join through). */
   seeds?: Record<NodeId, string>
   clock?: Clock
@@ -105,8 +130,8 @@ interface Forwarded {
 }
 
 /** Node-level messages that ride the same transport as Raft messages. */
-type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]> }
-type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
+type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]>; cid?: string }
+type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; cid?: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
 
 /** Events of a {@link RaftNode}. */
 export interface RaftNodeEvents {
@@ -174,6 +199,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
   private readSeq = 0
   private readonly heard = new Map<NodeId, number>()
+  /** The cluster id of the configuration this node holds (undefined until it has one). */
+  private clusterId: string | undefined
+  private readonly disk: string | undefined
+  private readonly voteUnlisted: boolean
+  private readonly leaseTimeoutMs: number | undefined
+  private lapses = 0
   /** Clock time the last tick accounts for. */
   private lastTickAt = 0
   private readonly leaseReads: boolean
@@ -208,6 +239,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
+    this.disk = opts.disk
+    this.voteUnlisted = opts.voteUnlisted ?? true
+    this.leaseTimeoutMs = opts.leaseTimeoutMs
     this.observeCommitMs = opts.observeCommitMs
     this.snapshotAt = this.clock.now()
     this.appliedConfig = appliedConfig
@@ -226,12 +260,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   static async start<C, R>(opts: RaftNodeOptions<C, R>): Promise<RaftNode<C, R>> {
     let persisted = await opts.storage.load()
     const fresh = persisted.entries.length === 0 && persisted.snapshot === undefined && persisted.hardState.term === 0
-    if (fresh && opts.bootstrap) {
-      if (!Object.prototype.hasOwnProperty.call(opts.bootstrap.voters, opts.id)) {
+    const bootstrap = fresh ? (opts.resolveBootstrap ? await opts.resolveBootstrap() : opts.bootstrap) : undefined
+    if (bootstrap) {
+      if (!Object.prototype.hasOwnProperty.call(bootstrap.voters, opts.id)) {
         throw new TypeError(`bootstrap config must list this node (${opts.id}) as a voter`)
       }
       // Every bootstrapping node writes the same first entry, so their logs agree on it.
-      const first: Entry = { index: 1, term: 1, type: 'conf', data: opts.bootstrap }
+      const first: Entry = { index: 1, term: 1, type: 'conf', data: bootstrap }
       await opts.storage.write({ hardState: { term: 1, vote: undefined, commit: 1 }, entries: [first] })
       persisted = await opts.storage.load()
     }
@@ -310,15 +345,24 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * (no leader reachable), {@link TimeoutError} (outcome unknown), {@link ProposalDroppedError}
    * (did not take effect) or {@link ShuttingDownError}.
    */
-  propose(command: C): Promise<R> {
+  propose(command: C, opts: { timeoutMs?: number } = {}): Promise<R> {
     if (this.stopped) return Promise.reject(new ShuttingDownError())
     if (this.failure) return Promise.reject(this.failure)
     if (this.pending.size + this.fwdOut.size >= this.maxPending) {
       return Promise.reject(new SwormError('OVERLOADED', `too many proposals in flight (${this.maxPending})`))
     }
+    // Every replica must apply the same value: followers get the command decoded from the wire
+    // or the disk, so the leader applies a decoded copy too, never the caller's object (a Map
+    // would stay a Map here only, and a later change by the caller would reach this replica only).
+    let copy: C
+    try {
+      copy = commandCodec.unpack(commandCodec.pack(command)) as C
+    } catch (err) {
+      return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
+    }
     return new Promise<R>((resolve, reject) => {
-      const p: Pending<R> = { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false }
-      const res = this.core.propose(command)
+      const p: Pending<R> = { term: 0, resolve, reject, deadline: this.clock.now() + (opts.timeoutMs ?? this.timeoutMs), settled: false }
+      const res = this.core.propose(copy)
       if (res.ok) {
         this.trackLocal(res.index, res.term, p)
         this.kick()
@@ -330,7 +374,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       }
       // forward to the leader (or wait for one until the deadline)
       const ref = ++this.fwdSeq
-      this.fwdOut.set(ref, { p, cmd: command, sentTo: undefined })
+      this.fwdOut.set(ref, { p, cmd: copy, sentTo: undefined })
       this.fwdQueue.push(ref)
       this.scheduleFwdFlush()
     })
@@ -355,11 +399,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * Add a node: first as a learner that receives the log without voting, then, once it has caught
    * up, as a voter. Must be called on the leader.
    */
-  async addNode(id: NodeId, address: string, opts: { voter?: boolean } = {}): Promise<void> {
+  async addNode(id: NodeId, address: string, opts: { voter?: boolean; disk?: string } = {}): Promise<void> {
     const cfg = this.core.status().config
+    if (opts.disk !== undefined && cfg.disks?.[id] !== undefined && cfg.disks[id] !== opts.disk) {
+      throw new ConfigChangeError(`${id} is a member with another data directory: remove it first`)
+    }
     if (cfg.voters[id] !== undefined) return
     if (cfg.learners[id] === undefined) {
-      await this.changeConfig({ voters: { ...cfg.voters }, learners: { ...cfg.learners, [id]: address } })
+      const next: ClusterConfig = { ...cfg, voters: { ...cfg.voters }, learners: { ...cfg.learners, [id]: address } }
+      if (opts.disk !== undefined) next.disks = { ...cfg.disks, [id]: opts.disk }
+      await this.changeConfig(next)
     }
     if (opts.voter === false) return
     // wait until the learner has caught up
@@ -375,7 +424,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const cur = this.core.status().config
     const learners = { ...cur.learners }
     delete learners[id]
-    await this.changeConfig({ voters: { ...cur.voters, [id]: address }, learners })
+    await this.changeConfig({ ...cur, voters: { ...cur.voters, [id]: address }, learners })
   }
 
   /** Remove a node (voter or learner) from the cluster. Must be called on the leader. */
@@ -386,7 +435,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const learners = { ...cfg.learners }
     delete voters[id]
     delete learners[id]
-    await this.changeConfig({ voters, learners })
+    const next: ClusterConfig = { ...cfg, voters, learners }
+    if (cfg.disks) {
+      next.disks = { ...cfg.disks }
+      delete next.disks[id]
+    }
+    await this.changeConfig(next)
   }
 
   /** Replace `oldId` by a new node: add it (learner, catch up, voter), then remove the old one. */
@@ -521,7 +575,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const st = this.core.status()
     if (st.leader !== from || st.term !== term) return
     const sentAt = this.hbRespSentAt.get(`${term}|${from}|${ack}`)
-    if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
+    if (sentAt !== undefined) this.renewLease(sentAt)
   }
 
   /**
@@ -541,6 +595,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // timeouts rather than firing elections and step-downs all at once.
     if (this.leaseReads) this.catchUpTicks(false)
     try {
+      const cid = (raw as { cid?: unknown } | null)?.cid
+      if (cid !== undefined && this.clusterId !== undefined && cid !== this.clusterId) {
+        this.dropLog.warn(from, 'dropped a message from a node of another cluster: check its peers or join option and its dataDir', {
+          node: this.id,
+          from,
+          cluster: this.clusterId,
+          peerCluster: typeof cid === 'string' ? cid.slice(0, 64) : typeof cid,
+        })
+        return
+      }
       const t = (raw as { t?: unknown } | null)?.t
       if (t === 'fwd') return this.onForward(from, raw)
       if (t === 'fwdResp') return this.onForwardResp(from, raw)
@@ -549,6 +613,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.logDrop(from, m)
         return
       }
+      if (m.t === 'vote' && !this.mayVote()) return // no answer: the candidate looks elsewhere
       this.core.step(m)
       if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.heard.set(from, this.clock.now())
       if (m.t === 'hb' && m.lease && m.ack !== undefined) this.renewFromLeader(from, m.term, m.ack)
@@ -595,7 +660,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private async handleReady(rd: Ready): Promise<void> {
-    for (const m of rd.messagesNow) this.transport.send(m.to, m)
+    for (const m of rd.messagesNow) this.out(m.to, m)
     if (rd.snapshot) {
       await this.storage.saveSnapshot(rd.snapshot)
       this.sm.restore(rd.snapshot.data)
@@ -628,12 +693,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.hbRespSentAt.set(key, now)
         if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
       }
-      this.transport.send(m.to, m)
+      this.out(m.to, m)
     }
     // The leader's lease: from when it sent the heartbeat round a quorum has acknowledged (its
     // clock, so a leader that was frozen finds its lease expired when it wakes).
     const sentAt = this.core.quorumAckedAt()
-    if (sentAt !== undefined && (this.leaseAt === undefined || sentAt > this.leaseAt)) this.leaseAt = sentAt
+    if (sentAt !== undefined) this.renewLease(sentAt)
     if (rd.soft) {
       const prev = this.lastSoft
       this.lastSoft = rd.soft
@@ -748,8 +813,47 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
   }
 
+  /**
+   * Whether this node may vote: not with a data directory other than the one its configuration
+   * lists (it lost the votes and entries it promised), nor, when told so, before it is listed.
+   */
+  private mayVote(): boolean {
+    if (this.disk === undefined) return true
+    const cfg = this.core.status().config
+    const bound = cfg.disks?.[this.id]
+    if (bound !== undefined) return bound === this.disk
+    return Object.prototype.hasOwnProperty.call(cfg.voters, this.id) || this.voteUnlisted
+  }
+
+  /**
+   * Move this node's lease to `at` (a later time only), counting a lapse when the lease had run
+   * out before this renewal (or never held).
+   */
+  private renewLease(at: number): void {
+    if (this.leaseAt !== undefined && at <= this.leaseAt) return
+    const lapsed = this.leaseAt === undefined || (this.leaseTimeoutMs !== undefined && this.clock.now() - this.leaseAt >= this.leaseTimeoutMs)
+    if (lapsed) this.lapses++
+    this.leaseAt = at
+  }
+
+  /**
+   * How many times this node's lease started anew: held for the first time, or renewed after it
+   * had run out (see {@link RaftNodeOptions.leaseTimeoutMs}). Equal counts at two instants, with
+   * the lease valid at both, mean it held all the time between.
+   */
+  leaseLapses(): number {
+    return this.lapses
+  }
+
+  /** Send `m` with this node's cluster id, once it knows one. */
+  private out(to: NodeId, m: RaftMessage | FwdMsg | FwdRespMsg): void {
+    if (this.clusterId !== undefined) m.cid = this.clusterId
+    this.transport.send(to, m)
+  }
+
   private updatePeers(): void {
     const cfg = this.core.status().config
+    this.clusterId = cfg.cluster ?? this.appliedConfig.cluster
     const peers: Record<NodeId, string> = { ...this.seeds }
     for (const c of [this.appliedConfig, cfg]) {
       Object.assign(peers, c.voters, c.learners)
@@ -838,7 +942,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       reqs.push([ref, f.cmd])
     }
     this.fwdQueue = []
-    if (reqs.length) this.transport.send(st.leader, { t: 'fwd', from: this.id, to: st.leader, boot: this.boot, reqs } satisfies FwdMsg)
+    if (reqs.length) this.out(st.leader, { t: 'fwd', from: this.id, to: st.leader, boot: this.boot, reqs } satisfies FwdMsg)
   }
 
   private onForward(from: NodeId, raw: unknown): void {
@@ -861,7 +965,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       // nothing was appended: the proposer may send these again (review F3)
       for (const r of reqs) this.fwdSeen.delete(`${from}:${m.boot}:${r[0]}`)
       const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined, 0])
-      this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
+      this.out(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
       return
     }
     const boot = m.boot
@@ -870,7 +974,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // or learns they were dropped when another entry takes that index (no waiting for a timeout
     // when this leader dies).
     const accepted: FwdRespMsg['res'] = reqs.map((r, i) => [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
-    this.transport.send(from, { t: 'fwdResp', from: this.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
+    this.out(from, { t: 'fwdResp', from: this.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
     this.kick()
   }
 
@@ -885,7 +989,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private sendForwardResults(): void {
     if (!this.fwdResults.size) return
     for (const { node, boot, res } of this.fwdResults.values()) {
-      this.transport.send(node, { t: 'fwdResp', from: this.id, to: node, boot, res } satisfies FwdRespMsg)
+      this.out(node, { t: 'fwdResp', from: this.id, to: node, boot, res } satisfies FwdRespMsg)
     }
     this.fwdResults.clear()
   }

@@ -17,6 +17,14 @@ export type NodeId = string
 export interface ClusterConfig {
   voters: Record<NodeId, string>
   learners: Record<NodeId, string>
+  /**
+   * The identity of each member's data directory (a random id its storage got when it was first
+   * used), where known. A node whose storage has another identity lost what it promised as a voter:
+   * it must not rejoin under that id.
+   */
+  disks?: Record<NodeId, string>
+  /** The id of the cluster, fixed at its bootstrap; every Raft message carries it. */
+  cluster?: string
 }
 
 /** What a log entry holds. */
@@ -112,6 +120,14 @@ export interface RaftStorage {
    * this method cannot recover in place; its node stays stopped.
    */
   reopen?(): Promise<void>
+  /**
+   * The random identity of this data directory, stored at its first use (see
+   * {@link RaftStorage.saveIdentity}); undefined if none was stored yet. Optional: without it a
+   * node cannot tell that it lost its data, and refuses nothing.
+   */
+  identity?(): Promise<string | undefined>
+  /** Durably store this data directory's identity (once, before the node talks to anyone). */
+  saveIdentity?(id: string): Promise<void>
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,6 +138,8 @@ interface MsgBase {
   from: NodeId
   to: NodeId
   term: number
+  /** The sender's cluster id, once it knows one; a node drops messages of another cluster. */
+  cid?: string
 }
 
 /** RequestVote (or the pre-vote probe when `pre` is true). */

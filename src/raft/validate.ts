@@ -19,7 +19,8 @@ const ENTRY_TYPES = new Set(['cmd', 'noop', 'conf'])
 function isConfig(v: unknown): boolean {
   if (!isObj(v) || !isObj(v.voters) || !isObj(v.learners)) return false
   for (const a of [...Object.values(v.voters), ...Object.values(v.learners)]) if (typeof a !== 'string') return false
-  return true
+  if (v.disks !== undefined && (!isObj(v.disks) || !Object.values(v.disks).every(isStr))) return false
+  return v.cluster === undefined || isStr(v.cluster)
 }
 
 function isEntry(v: unknown): v is Entry {

@@ -19,10 +19,13 @@ import {
   type Registration,
   type RegistryCommand,
   type RegistryResult,
+  type SessionTag,
   type StartSpec,
   type SuperviseResult,
   type WorkerRef,
 } from './types.js'
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** A change the registry made, for events and for the local supervisor. */
 export type RegistryChange =
@@ -60,6 +63,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** member key -> groups */
   private readonly groupsOf = new Map<string, Set<string>>()
   private readonly nodes = new Map<string, NodeRecord>()
+  /** Client sessions, by node: its incarnation, the lowest seq still wanted, results by seq. */
+  private readonly sessions = new Map<string, { inc: string; low: number; results: Map<number, RegistryResult> }>()
   /** node -> number of supervised names placed on it */
   private readonly load = new Map<string, number>()
   /** Highest log index applied. */
@@ -161,6 +166,34 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** Apply one command (deterministic). */
   apply(cmd: RegistryCommand, index: number): RegistryResult {
     this.appliedIndex = index
+    if (cmd.s !== undefined) return this.applyInSession(cmd, cmd.s)
+    return this.applyOp(cmd)
+  }
+
+  /**
+   * Apply a command of a client session at most once (see {@link SessionTag}). A session lives as
+   * long as its node incarnation: commands of an older incarnation (a process that is gone) are
+   * refused with `'session-expired'`, and a node's session is dropped when a new incarnation of it
+   * comes up.
+   */
+  private applyInSession(cmd: RegistryCommand, s: SessionTag): RegistryResult {
+    if (!isObj(s) || typeof s.node !== 'string' || typeof s.inc !== 'string' || !Number.isSafeInteger(s.seq) || !Number.isSafeInteger(s.low)) return 'session-expired'
+    const rec = this.nodes.get(s.node)
+    if (!rec || rec.inc !== s.inc) return 'session-expired'
+    let sess = this.sessions.get(s.node)
+    if (!sess || sess.inc !== s.inc) this.sessions.set(s.node, (sess = { inc: s.inc, low: 0, results: new Map() }))
+    if (s.low > sess.low) {
+      for (const k of sess.results.keys()) if (k < s.low) sess.results.delete(k)
+      sess.low = s.low
+    }
+    if (sess.results.has(s.seq)) return sess.results.get(s.seq)
+    if (s.seq < sess.low) return 'session-expired' // answered and forgotten: the proposer gave up on it
+    const res = this.applyOp(cmd)
+    sess.results.set(s.seq, res)
+    return res
+  }
+
+  private applyOp(cmd: RegistryCommand): RegistryResult {
     switch (cmd.c) {
       case 'register':
         return this.register(cmd.name, cmd.ref)
@@ -410,6 +443,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const newInc = !prev || prev.inc !== inc
     this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false) })
     if (newInc) {
+      this.sessions.delete(node) // the old process and its retries are gone
       // The old process is gone, and its workers with it.
       this.dropStaticOfNode(node, inc)
       // Its supervised workers start again here, under a new epoch.
@@ -566,13 +600,23 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   snapshot(): Uint8Array {
     const groups: Array<[string, Array<[string, Member]>]> = []
     for (const [g, m] of this.groups) groups.push([g, [...m.entries()]])
-    return pack({ v: 2, i: this.appliedIndex, names: [...this.names.values()], groups, nodes: [...this.nodes.values()] })
+    const sessions: Array<[string, string, number, Array<[number, RegistryResult]>]> = []
+    for (const [node, x] of this.sessions) sessions.push([node, x.inc, x.low, [...x.results]])
+    return pack({ v: 2, i: this.appliedIndex, names: [...this.names.values()], groups, nodes: [...this.nodes.values()], sessions })
   }
 
   /** Replace the registry with a decoded snapshot. */
   restore(data: Uint8Array): void {
-    const s = unpack(data) as { v: number; i: number; names: Registration[]; groups: Array<[string, Array<[string, Member]>]>; nodes: NodeRecord[] }
-    for (const m of [this.names, this.namesOf, this.aliasesOf, this.groups, this.groupsOf, this.nodes, this.load]) m.clear()
+    const s = unpack(data) as {
+      v: number
+      i: number
+      names: Registration[]
+      groups: Array<[string, Array<[string, Member]>]>
+      nodes: NodeRecord[]
+      sessions?: Array<[string, string, number, Array<[number, RegistryResult]>]>
+    }
+    for (const m of [this.names, this.namesOf, this.aliasesOf, this.groups, this.groupsOf, this.nodes, this.load, this.sessions]) m.clear()
+    for (const [node, inc, low, results] of s.sessions ?? []) this.sessions.set(node, { inc, low, results: new Map(results) })
     this.appliedIndex = s.i
     for (const n of s.nodes) this.nodes.set(n.node, n)
     for (const r of s.names) {

@@ -90,8 +90,24 @@ export interface NodeRecord {
   draining: boolean
 }
 
-/** The commands of the registry state machine (one Raft log entry each). */
-export type RegistryCommand =
+/**
+ * The client session a command was proposed in (Raft thesis §6.3): the proposing node's
+ * incarnation and a sequence number unique in it. The state machine applies each (session, seq)
+ * at most once and answers a retry with the first result, so a proposer may retry after a
+ * timeout or a leader change. `low`: every seq below it is answered (its result may be dropped).
+ */
+export interface SessionTag {
+  node: string
+  inc: string
+  seq: number
+  low: number
+}
+
+/** The commands of the registry state machine (one Raft log entry each), maybe in a session. */
+export type RegistryCommand = RegistryOp & { s?: SessionTag }
+
+/** The operations of the registry state machine. */
+export type RegistryOp =
   /** Bind `name` to `ref` if the name is free and the ref's node incarnation is up. */
   | { c: 'register'; name: string; ref: WorkerRef }
   /** Remove `name` (stops a supervised worker; aliases and group memberships go with it). */
@@ -128,4 +144,4 @@ export type SuperviseResult =
   | { placed: false; exists: false; noNode: true }
 
 /** Results of {@link RegistryCommand}s, by command. */
-export type RegistryResult = boolean | 'not-found' | 'node-down' | SuperviseResult | undefined
+export type RegistryResult = boolean | 'not-found' | 'node-down' | 'session-expired' | SuperviseResult | undefined

@@ -45,6 +45,8 @@ export interface SupervisorHost {
   leaseOk(): boolean
   /** When the lease was last renewed (the clock's time), if ever. */
   leaseRenewedAt(): number | undefined
+  /** How many times the lease started anew (held first, or renewed after running out). */
+  leaseLapses(): number
   readonly leaseTimeoutMs: number
   stopped(): boolean
   readonly clock: Clock
@@ -85,7 +87,7 @@ export class Supervisor {
   /** A read barrier is needed before trusting the local registry (at start, or after a lease gap). */
   private needBarrier = true
   private barrier: Promise<void> | undefined
-  private lastLeaseAt: number | undefined
+  private lastLapses = -1
   private gaps = 0
   private leaseEverHeld = false
   private reconciling = false
@@ -214,6 +216,11 @@ export class Supervisor {
       // barrier first: entries this node has not applied yet may have moved it.
       await this.freshEnough()
       if (!this.isMine(name, epoch)) return
+      // The factory runs only under a lease, and its worker is kept only if that lease held,
+      // without a gap, until the factory (and endHandoff) resolved: during a gap the name may
+      // have moved, and this node may not have applied that yet.
+      if (!this.host.leaseOk() || this.host.stopped()) return
+      const gapsBefore = this.gaps
       const reg = this.host.state.registration(name)!
       let worker: Worker
       try {
@@ -225,7 +232,9 @@ export class Supervisor {
         await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
         return
       }
-      if (!this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
+      this.noteLease()
+      if (this.gaps !== gapsBefore || !this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
+        if (this.gaps !== gapsBefore) this.host.log.info('a worker factory outlived the lease: its worker is dropped, and the start is tried again', { name })
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         return
       }
@@ -245,12 +254,12 @@ export class Supervisor {
 
   /** Track lease gaps; after one, the next start waits for a linearizable read barrier. */
   private noteLease(): void {
-    const at = this.host.leaseRenewedAt()
-    if (!this.host.leaseOk() || at === undefined || (this.lastLeaseAt !== undefined && at - this.lastLeaseAt > this.host.leaseTimeoutMs)) {
+    const lapses = this.host.leaseLapses()
+    if (!this.host.leaseOk() || lapses !== this.lastLapses) {
       this.needBarrier = true
       this.gaps++
     }
-    if (at !== undefined) this.lastLeaseAt = at
+    this.lastLapses = lapses
   }
 
   private async freshEnough(): Promise<void> {

@@ -112,7 +112,7 @@ export async function runSwormScenario(
    * Start a node process. Resolves once it runs; a node that joins becomes ready later (once it
    * is a voter), and a start that fails ends the process (as `Sworm.start` throwing would).
    */
-  const boot = async (m: Member): Promise<void> => {
+  const boot = async (m: Member, wait = true): Promise<() => boolean> => {
     m.gen++
     const gen = m.gen
     m.alive = true
@@ -141,8 +141,8 @@ export async function runSwormScenario(
       raft: { snapshotEvery: 300 },
     }
     m.fastDisk = true
-    let created!: () => void
-    const made = new Promise<void>((res) => (created = res))
+    let made = false
+    const created = (): void => void (made = true)
     void Sworm.assemble(options, {
       storage: m.storage,
       raftTransport: raftT,
@@ -168,14 +168,21 @@ export async function runSwormScenario(
         if (m.gen === gen && m.alive) await crash(m)
       },
     )
-    await made
+    // a node on an empty disk probes its peers before it starts: let simulated time run meanwhile
+    if (wait) await sched.runUntilTrue(() => made, 10_000)
+    return () => made
   }
 
-  for (const id of initial) {
-    const m = newMember(id, false)
-    members.set(id, m)
-    await boot(m)
-  }
+  // every node of a new cluster starts at once: on empty disks each one waits for all its peers
+  // before the cluster starts (cluster/bootstrap.ts)
+  const booting = await Promise.all(
+    initial.map((id) => {
+      const m = newMember(id, false)
+      members.set(id, m)
+      return boot(m, false)
+    }),
+  )
+  await sched.runUntilTrue(() => booting.every((made) => made()), 10_000)
 
   // Clients of static registrations. Each node has its own key space ("s:<node>:<k>"), bound only
   // to workers of that node, so when a node is cut off, crashes or is removed, the system may drop
