@@ -33,7 +33,7 @@ const regressions: Array<[number, string]> = [
 
 t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, async (t) => {
   for (const seed of seeds) {
-    const res = await runSwormScenario(seed, { clients: 4 })
+    const res = await runSwormScenario(seed, { clients: 4, ...(process.env.SIM_LARGE ? { largeState: Number(process.env.SIM_LARGE) } : {}) })
     if (!res.ok) t.fail(`seed ${seed} broke an invariant (replay: SIM_SEED=${seed})`, { problems: res.problems, faults: res.faults })
     else t.pass(`seed ${seed}: ${res.names} names, ${res.starts} starts, settled ${res.settledAfterMs} ms after heal`)
   }

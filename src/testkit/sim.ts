@@ -330,7 +330,9 @@ export class SimNetwork {
       const deliver = (): void => {
         const until = this.stalledUntil.get(to)
         if (until !== undefined && this.sched.now < until) {
-          this.sched.schedule(until - this.sched.now, deliver) // it arrived; the process reads it later
+          // it arrived; the process reads it once it runs again, after the timers that came due
+          // meanwhile (an event loop runs expired timers before it polls for I/O)
+          this.sched.schedule(until - this.sched.now + 0.001, deliver)
           return
         }
         const h = this.handlers.get(`${channel}\u0000${to}`)

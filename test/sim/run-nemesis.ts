@@ -1,45 +1,74 @@
 /**
- * The nemesis in simulation mode: `npm run nemesis -- --runs N [--seed S] [--duration MS]`.
+ * The nemesis in simulation mode: `npm run nemesis -- --runs N [--seed S] [--duration MS] [--large N] [--large-every K]`.
  * With `--real`, the real-process mode instead (`test/real/run-nemesis.ts`, same flags plus
  * `--steps K` and `--verbose`).
  * Each run: 5 Sworm nodes (registry, supervisor, leases, Raft) under a seeded mix of partitions,
  * one-way cuts, node and whole-cluster crashes, worker crashes, drains, rebalances, registrations
  * and unregisters from clients, a lossy network, clock rates that differ and change within the
  * drift bound, and membership changes (members removed, live or crashed; fresh nodes and removed
- * ones on wiped disks joining). Checked: the history of static registerName / unregisterName /
+ * ones on wiped disks joining), and the faults issue #10 added: process stalls (a node's timers,
+ * inbound messages and disk frozen for up to 3 s; half of them the leader right after a partition
+ * cut it off with a minority), voters restarted on a wiped disk under their old id (they must refuse
+ * to start; the nemesis then removes them, as an operator would), bursts of hostile messages (from
+ * an outsider, and carrying another cluster's id), and, one run in `--large-every` (100), 50,000
+ * static names registered first (`--large`), so that snapshots carry real weight. Checked: the history of static registerName / unregisterName /
  * whereisName(consistent) is linearizable (so no acknowledged change is lost), no two
  * incarnations of a supervised name overlap (on the true simulated time), and after healing every
  * supervised name runs exactly once on a member, with the members as the voters, removed nodes
  * declared gone, and every member holding the same registry.
  * Prints one line per failure (with the seed to replay) and the figures; exits 1 on a failure.
  */
+import { parseArgs } from 'node:util'
 import { runSwormScenario } from './sworm-sim.js'
 
 if (process.argv.includes('--real')) {
   await import('../real/run-nemesis.js') // runs the real-process mode and exits
 }
 
-const arg = (name: string, def: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : def
+const { values } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '500' },
+    seed: { type: 'string' },
+    duration: { type: 'string', default: '15000' },
+    large: { type: 'string', default: '50000' },
+    'large-every': { type: 'string', default: '100' },
+    real: { type: 'boolean' },
+  },
+  strict: false,
+})
+const num = (name: string, v: unknown, min: number): number => {
+  const n = Number(v)
+  if (!Number.isSafeInteger(n) || n < min) {
+    console.error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
+    process.exit(2)
+  }
+  return n
 }
-const runs = arg('runs', 500)
-const seed0 = arg('seed', Math.floor(Math.random() * 1e9))
-const duration = arg('duration', 15_000)
-console.log(`nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each`)
+const runs = num('runs', values.runs, 1)
+const seed0 = values.seed === undefined ? Math.floor(Math.random() * 1e9) : num('seed', values.seed, 0)
+const duration = num('duration', values.duration, 1)
+const large = num('large', values.large, 0)
+const largeEvery = num('large-every', values['large-every'], 0)
+console.log(`nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each; 1 run in ${largeEvery || '∞'} with ${large} static names registered first`)
 let failed = 0
+let lateStops = 0
+let largeRuns = 0
 const settle: number[] = []
 let slowest = { seed: seed0, ms: -1 }
 const faults: Record<string, number> = {}
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
-  const res = await runSwormScenario(seed0 + i, { durationMs: duration, clients: 4 })
+  const seed = seed0 + i
+  const big = largeEvery > 0 && large > 0 && seed % largeEvery === 0
+  const res = await runSwormScenario(seed, { durationMs: duration, clients: 4, ...(big ? { largeState: large } : {}) })
+  lateStops += res.lateStops
+  if (big) largeRuns++
   settle.push(res.settledAfterMs)
   if (res.settledAfterMs > slowest.ms) slowest = { seed: res.seed, ms: res.settledAfterMs }
   for (const [k, v] of Object.entries(res.faults)) faults[k] = (faults[k] ?? 0) + v
   if (!res.ok) {
     failed++
-    console.log(`FAIL seed ${res.seed} (replay: SIM_SEED=${res.seed} node dist/test/supervisor-sim.test.js): ${res.problems.join('; ').slice(0, 2000)}`)
+    console.log(`FAIL seed ${res.seed} (replay: SIM_SEED=${res.seed}${big ? ` SIM_LARGE=${large}` : ''} node dist/test/supervisor-sim.test.js): ${res.problems.join('; ').slice(0, 2000)}`)
   }
   if ((i + 1) % 100 === 0) console.log(`${i + 1} runs, ${failed} failed, ${((Date.now() - t0) / 1000).toFixed(0)} s`)
 }
@@ -49,6 +78,10 @@ console.log(`faults injected: ${JSON.stringify(Object.fromEntries(Object.entries
 console.log(
   `membership changes: ${f('member-remove') + f('member-remove-down')} removals (${f('member-remove-down')} of a crashed node), ` +
     `${f('member-join') + f('member-rejoin')} joins (${f('member-rejoin')} by a removed node's machine under a new id, wiped disk); clock rate changes: ${f('skew')}`,
+)
+console.log(
+  `issue #10 faults: ${f('stall') + f('stall-leader')} process stalls (${f('stall-leader')} of the leader right after a partition), ${f('wipe')} voters restarted on a wiped disk under the same id, ` +
+    `${f('hostile')} bursts of hostile messages, ${largeRuns} runs with ${large} names first; overlaps excused as a frozen process's late stop: ${lateStops}`,
 )
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]
 console.log(`settled after heal (simulated ms): median ${pct(0.5)}, p99 ${pct(0.99)}, max ${slowest.ms} (seed ${slowest.seed})`)

@@ -57,9 +57,61 @@ export interface SwormSimResult {
   faults: Record<string, number>
   starts: number
   settledAfterMs: number
+  /** Overlaps excused because the old incarnation's process was frozen until it stopped it (see {@link judgeOverlaps}). */
+  lateStops: number
 }
 
-const g = globalThis as unknown as { __swormNow?: () => number }
+/** Names of static workers: the clients' keys and the bulk of a large-state run. */
+const isStaticName = (nm: string): boolean => nm.startsWith('s:') || nm.startsWith('bulk:')
+
+const g = globalThis as unknown as { __swormNow?: () => number; __swormActs?: workers.LifeEvent[] }
+
+/**
+ * Overlaps of two incarnations of a name (on the true simulated time). One is no violation, only
+ * a late stop, when the old incarnation's process was stalled from before the new one started
+ * until it stopped it, the moment it woke (before anything else: an event loop runs expired
+ * timers first, and the lease-end fence is one), without acting meanwhile: a frozen process runs
+ * nothing. Every other overlap is a violation.
+ */
+export function judgeOverlaps(
+  log: workers.LifeEvent[],
+  acts: workers.LifeEvent[],
+  nodeOf: (incarnation: number) => string | undefined,
+  stalls: Array<{ node: string; from: number; to: number }>,
+): { violations: string[]; lateStops: number } {
+  const spans = new Map<number, { name: string; inc: number; start: number; stop: number }>()
+  for (const e of log) {
+    if (e.event === 'start') spans.set(e.incarnation, { name: e.name, inc: e.incarnation, start: e.at, stop: Infinity })
+    else if (e.event === 'stop') {
+      const s = spans.get(e.incarnation)
+      if (s) s.stop = e.at
+    }
+  }
+  const byName = new Map<string, Array<{ name: string; inc: number; start: number; stop: number }>>()
+  for (const s of spans.values()) {
+    let l = byName.get(s.name)
+    if (!l) byName.set(s.name, (l = []))
+    l.push(s)
+  }
+  const violations: string[] = []
+  let lateStops = 0
+  for (const list of byName.values()) {
+    list.sort((a, b) => a.start - b.start)
+    for (let i = 0; i < list.length; i++) {
+      for (let j = i + 1; j < list.length; j++) {
+        const a = list[i]!
+        const b = list[j]!
+        if (b.start >= a.stop) continue
+        const node = nodeOf(a.inc)
+        const frozen = stalls.some((st) => st.node === node && st.from <= b.start && a.stop >= st.to - 1e-6 && a.stop <= st.to + 0.01)
+        const acted = acts.some((x) => x.incarnation === a.inc && x.at >= b.start && x.at <= a.stop)
+        if (frozen && !acted) lateStops++
+        else violations.push(`${a.name}: incarnation ${b.inc} started while ${a.inc} alive${node ? ` (on ${node})` : ''}`)
+      }
+    }
+  }
+  return { violations, lateStops }
+}
 
 function traceLogger(node: string, now: () => number): Logger {
   const w = (level: string) => (msg: string, f?: Record<string, unknown>) => console.error(`${now().toFixed(1)} ${node} ${level} ${msg} ${f ? JSON.stringify(f) : ''}`)
@@ -68,12 +120,23 @@ function traceLogger(node: string, now: () => number): Logger {
 
 export async function runSwormScenario(
   seed: number,
-  opts: { durationMs?: number; nodes?: number; names?: number; clients?: number } = {},
+  opts: {
+    durationMs?: number
+    nodes?: number
+    names?: number
+    clients?: number
+    /** Static names registered in bulk before the faults (snapshots then carry real weight). */
+    largeState?: number
+    /** Inject the fault classes added by issue #10 (stalls, wiped disks, hostile messages). Default true. */
+    newFaults?: boolean
+  } = {},
 ): Promise<SwormSimResult> {
   const sched = new SimScheduler(seed)
   const net = new SimNetwork(sched)
   const r = sched.random
   g.__swormNow = () => sched.now
+  g.__swormActs = []
+  const incNode = new Map<number, string>()
   const lifeStart = workers.life.length
   const prefix = `sim${seed}:`
   const n = opts.nodes ?? 5
@@ -101,7 +164,10 @@ export async function runSwormScenario(
   const alive = (): Member[] => all().filter((m) => m.alive && m.ready && m.sworm)
 
   /** An empty disk for `m`: writes take a random time, except while the node process is being created. */
-  const wipedStorage = (m: Member): MemoryStorage => new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : sched.sleep(0.2 + r() * 1.5)) })
+  // a write completes after a random time, and never while its process is stalled
+  const afterStall = (m: Member): Promise<void> | undefined => (m.clock?.stalled ? sched.sleep(m.clock.stallLeft()) : undefined)
+  const wipedStorage = (m: Member): MemoryStorage =>
+    new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : sched.sleep(0.2 + r() * 1.5).then(() => afterStall(m))) })
   const newMember = (id: string, joins: boolean): Member => {
     const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins }
     m.storage = wipedStorage(m)
@@ -138,7 +204,7 @@ export async function runSwormScenario(
       maxClockDriftMs: drift,
       requestTimeoutMs: 3000,
       startTimeoutMs: 5000,
-      raft: { snapshotEvery: 300 },
+      raft: { snapshotEvery: opts.largeState ? 1000 : 300 },
     }
     m.fastDisk = true
     let made = false
@@ -151,7 +217,16 @@ export async function runSwormScenario(
       logger: process.env.SIM_TRACE ? traceLogger(m.id, () => sched.now) : silentLogger,
       inc: `${m.id}.${gen}`,
       random: r,
-      loadModule: async () => workers as unknown as Record<string, unknown>,
+      // the workers module, with the node of each incarnation noted (for the overlap check)
+      loadModule: async () => ({
+        ...(workers as unknown as Record<string, unknown>),
+        counter: (name: string, start?: number) => {
+          const w = workers.counter(name, start)
+          const inc = workers.incarnationOf(w)
+          if (inc !== undefined) incNode.set(inc, m.id)
+          return w
+        },
+      }),
       discover: async (u) => new URL(u).hostname.split('.')[0]!,
       release: async () => {},
       created: (sworm) => {
@@ -317,6 +392,26 @@ export async function runSwormScenario(
   }
 
   await sched.runUntilTrue(() => alive().some((m) => m.sworm!.status().role === 'leader'), 5000)
+  if (opts.largeState) {
+    // many static names (of one long-lived worker per node), 64 in flight, before the faults
+    const hosts = alive()
+    const refs = hosts.map((m) => m.sworm!.spawn({ handleCall: () => 'ok' }))
+    let next = 0
+    let done = 0
+    const loop = async (): Promise<void> => {
+      while (next < opts.largeState!) {
+        const i = next++
+        const k = i % hosts.length
+        const res = await within(hosts[k]!.sworm!.registerName(`bulk:${i}`, refs[k]!), 20_000)
+        if (res.ok) done++
+      }
+    }
+    const loops = Array.from({ length: 64 }, loop)
+    let finished = false
+    void Promise.all(loops).finally(() => (finished = true))
+    await sched.runUntilTrue(() => finished, 600_000, 50)
+    count(`large-state:${done}`)
+  }
   for (let i = 0; i < (opts.names ?? 20); i++) register()
   await sched.runUntil(sched.now + 2000)
   for (let i = 0; i < (opts.clients ?? 0); i++) {
@@ -333,9 +428,84 @@ export async function runSwormScenario(
     )
   }
 
+  const newFaults = opts.newFaults ?? true
+  const stalls: Array<{ node: string; from: number; to: number }> = []
+  const faultProblems: string[] = []
+  const stall = (m: Member, ms: number): void => {
+    stalls.push({ node: m.id, from: sched.now, to: sched.now + ms })
+    if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis stall ${m.id} ${ms.toFixed(0)} ms (${m.sworm?.status().role})`)
+    m.clock!.stall(ms)
+    net.stall(m.id, ms)
+    maybeDropped(m.id) // it may be declared gone meanwhile
+    count(`stall${m.sworm?.status().role === 'leader' ? '-leader' : ''}`)
+  }
   const end = sched.now + (opts.durationMs ?? 15_000)
   while (sched.now < end) {
     await sched.runUntil(sched.now + 200 + r() * 800)
+    const y = newFaults ? r() : 1
+    if (y < 0.06) {
+      // a process stall (GC pause, SIGSTOP, a long synchronous task): half the time the leader,
+      // right after a partition cuts it off with a minority
+      const ids = [...members.keys()]
+      const leader = alive().find((m) => m.sworm!.status().role === 'leader')
+      if (leader && r() < 0.5) {
+        const others = ids.filter((id) => id !== leader.id).sort(() => r() - 0.5)
+        const k = Math.floor(r() * 2)
+        net.partition([[leader.id, ...others.slice(0, k)], others.slice(k)])
+        if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis partition ${JSON.stringify([[leader.id, ...others.slice(0, k)], others.slice(k)])}`)
+        for (const id of ids) maybeDropped(id)
+        count('partition')
+        stall(leader, r() * 3000)
+      } else {
+        const m = alive()
+        if (m.length) stall(pick(m), r() * 3000)
+      }
+      continue
+    }
+    if (y < 0.08) {
+      // a voter loses its disk and is restarted under the same id: it must refuse to start; the
+      // operator then removes it (and its machine may come back later under a new id)
+      const act = active()
+      const victims = act.filter((m) => m.alive && m.ready && !m.joins)
+      if (!membership && act.length > 3 && act.every((m) => m.alive) && victims.length) {
+        const m = pick(victims)
+        await crash(m)
+        m.storage = wipedStorage(m)
+        await boot(m)
+        await sched.runUntilTrue(() => !m.alive || m.ready, 5000)
+        if (m.ready && m.alive) faultProblems.push(`${m.id} restarted on a wiped disk under its old id and was let in`)
+        count('wipe')
+        removeMember(m)
+      }
+      continue
+    }
+    if (y < 0.1) {
+      // hostile messages: malformed or impossible Raft and wire messages, from an outsider and
+      // from a member's id with another cluster's id
+      const targets = alive()
+      if (targets.length) {
+        const to = pick(targets).id
+        const from = r() < 0.5 ? 'intruder' : pick([...members.keys()])
+        for (let k = 0; k < 20; k++) {
+          const junk = pick<unknown>([
+            null,
+            42,
+            'x'.repeat(1 + Math.floor(r() * 100)),
+            { t: 'app', from, to, term: 1e9, prevIndex: -1, prevTerm: 0, entries: [{}], commit: 1e9 },
+            { t: 'vote', from, to, term: 1e6, pre: false, lastIndex: 1e9, lastTerm: 1e6, transfer: true, cid: 'another-cluster' },
+            { t: 'hb', from, to, term: 1e6, commit: 1e9, seq: 1, lease: true, ack: 1e9, cid: 'another-cluster' },
+            { t: 'fwd', from, to, boot: 'x', reqs: [[1, { c: 'unregister', name: 'w1' }]], cid: 'another-cluster' },
+            { t: 'snap', from, to, term: 1e6, snapshot: { meta: { index: 1e9, term: 1, config: { voters: {}, learners: {} } }, data: new Uint8Array(3) } },
+            { t: 'call', id: 1, to: { sworm: 'sim', node: to, inc: 'x', id: 1 }, msg: 'crash' },
+            { t: 'joinReq', node: 'n1', url: 'ws://n1.sim:1', disk: 'forged' },
+            { t: 'probeResp', member: true, config: { voters: { [to]: 'x' }, learners: {} } },
+          ])
+          net.inject(from, to, junk, r() < 0.5 ? 'raft' : 'msg')
+        }
+        count('hostile')
+      }
+      continue
+    }
     const x = r()
     if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis x=${x.toFixed(2)}`)
     const ids = [...members.keys()]
@@ -435,7 +605,7 @@ export async function runSwormScenario(
   for (const m of alive()) void m.sworm!.undrain().catch(() => {})
   clientsOn = false
   const healedAt = sched.now
-  const problems: string[] = []
+  const problems: string[] = [...faultProblems]
 
   // settled: the members are the voters and up in the registry, removed nodes are declared gone,
   // every registered supervised name runs exactly once, and every member holds the same registry
@@ -450,7 +620,7 @@ export async function runSwormScenario(
     if (Object.keys(cfg.learners).length || JSON.stringify(Object.keys(cfg.voters).sort()) !== JSON.stringify(nodes.map((m) => m.id).sort())) return false
     const up = new Map(leader.sworm!.statusReport().nodes.map((x) => [x.node, x.up]))
     for (const m of all()) if ((up.get(m.id) ?? false) !== (m.role === 'active')) return false
-    const reg = leader.sworm!.registered().filter(([nm]) => !nm.startsWith('s:'))
+    const reg = leader.sworm!.registered().filter(([nm]) => !isStaticName(nm))
     if (reg.some(([, ref]) => members.get(ref.node)?.role !== 'active')) return false
     const aliveInc = new Map<string, number>()
     for (const e of lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
@@ -470,7 +640,7 @@ export async function runSwormScenario(
     if (process.env.SIM_TRACE) {
       {
         const lead = alive().find((m) => m.sworm!.status().role === 'leader')
-        const names = new Set(lead?.sworm!.registered().filter(([nm]) => !nm.startsWith('s:')).map(([nm]) => prefix + nm))
+        const names = new Set(lead?.sworm!.registered().filter(([nm]) => !isStaticName(nm)).map(([nm]) => prefix + nm))
         const inc = new Map<string, number>()
         for (const e of lifeNow()) inc.set(e.name, (inc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
         console.error('MISMATCH', JSON.stringify([...inc].filter(([nm, k]) => k !== (names.has(nm) ? 1 : 0))), JSON.stringify([...names].filter((nm) => (inc.get(nm) ?? 0) !== 1)))
@@ -496,14 +666,16 @@ export async function runSwormScenario(
     const lin = checkLinearizable(kvModel, history, { timeoutMs: 30_000 })
     if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
   }
-  const ov = workers.overlaps(lifeNow())
-  if (ov.length && process.env.SIM_TRACE) for (const e of lifeNow()) console.error('life', JSON.stringify(e))
-  if (ov.length) problems.push(`overlapping incarnations: ${ov.slice(0, 5).join('; ')}`)
+  const acts = (g.__swormActs ?? []).filter((e) => e.name.startsWith(prefix))
+  g.__swormActs = undefined
+  const ov = judgeOverlaps(lifeNow(), acts, (inc) => incNode.get(inc), stalls)
+  if (ov.violations.length && process.env.SIM_TRACE) for (const e of lifeNow()) console.error('life', JSON.stringify(e))
+  if (ov.violations.length) problems.push(`overlapping incarnations: ${ov.violations.slice(0, 5).join('; ')}`)
   const names = active().find((m) => m.sworm)?.sworm?.registered().length ?? 0
   for (const m of members.values()) {
     m.alive = false
     for (const d of m.detach) d()
     m.sworm?.crashForTests()
   }
-  return { seed, ok: problems.length === 0, problems, names, faults, starts: lifeNow().filter((e) => e.event === 'start').length, settledAfterMs }
+  return { seed, ok: problems.length === 0, problems, names, faults, starts: lifeNow().filter((e) => e.event === 'start').length, settledAfterMs, lateStops: ov.lateStops }
 }
