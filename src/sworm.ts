@@ -1329,6 +1329,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.sessionInFlight.add(seq)
     const deadline = this.clock.now() + this.requestTimeoutMs
     const attemptMs = Math.max(1000, this.requestTimeoutMs / 3)
+    // once an attempt's outcome is unknown, so is the call's, whatever the later attempts say
+    let unknown: TimeoutError | undefined
     try {
       for (let attempt = 1; ; attempt++) {
         const low = this.sessionInFlight.values().next().value as number
@@ -1338,8 +1340,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
           if (res === 'session-expired') throw new ShuttingDownError('this node incarnation is no longer the one the cluster knows (it restarted, or was declared gone)')
           return res
         } catch (err) {
+          if (err instanceof TimeoutError) unknown ??= err
           const again = err instanceof ProposalDroppedError || err instanceof TimeoutError || err instanceof NotLeaderError
-          if (!again || this.stopped || this.clock.now() >= deadline) throw err
+          if (!again || this.stopped || this.clock.now() >= deadline) {
+            if (unknown && !(err instanceof TimeoutError)) {
+              throw new TimeoutError(`the outcome is unknown: an attempt timed out (${unknown.message}), and the last one failed (${err instanceof Error ? err.message : String(err)})`)
+            }
+            throw err
+          }
           await this.sleep(Math.min(10 * attempt, 200))
         }
       }
@@ -1366,7 +1374,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
    */
   private detectDownNodes(): void {
-    if (this.stopped || !this.raft.isLeader) return
+    // Only a leader that holds its lease right now (by its clock) decides: one that was stalled
+    // may have been replaced meanwhile, and its view of who answered it is stale.
+    if (this.stopped || !this.raft.isLeader || !this.raft.holdsLeaderLease()) return
     const now = this.clock.now()
     const sinceLeader = now - this.leaderSince
     if (sinceLeader < this.nodeDownAfterMs) return // give every node a chance to reach the new leader
@@ -1389,7 +1399,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
         if (heard !== undefined && now - heard < this.nodeDownAfterMs) continue
       }
       this.pendingDown.add(rec.node)
-      this.raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc }).then(
+      const term = this.raft.status().term
+      this.raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term }, { term }).then(
         () => this.pendingDown.delete(rec.node),
         () => this.pendingDown.delete(rec.node),
       )

@@ -29,9 +29,11 @@ const regressions: Array<[number, string]> = [
   [2002339, 'the lease-end fence timer fired a hair early by its clock and did not fence'],
   [3000003, 'a removed node that still talks to the leader was never declared gone'],
   [2002125, 'a removal retried after it had taken effect, for a node that never came up'],
+  [5000144, 'a leader that woke from a stall declared every node gone, and its proposal was forwarded to the new leader'],
+  [5000102, 'a retried call whose first attempt timed out (and took effect) reported NotLeaderError, which says it did not'],
 ]
 
-t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, async (t) => {
+t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, { timeout: 1_800_000 }, async (t) => {
   for (const seed of seeds) {
     const res = await runSwormScenario(seed, { clients: 4, ...(process.env.SIM_LARGE ? { largeState: Number(process.env.SIM_LARGE) } : {}) })
     if (!res.ok) t.fail(`seed ${seed} broke an invariant (replay: SIM_SEED=${seed})`, { problems: res.problems, faults: res.faults })
@@ -39,7 +41,7 @@ t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, a
   }
 })
 
-t.test('supervisor simulation: seeds that found bugs', { skip: process.env.SIM_SEED ? 'replaying one seed' : false }, async (t) => {
+t.test('supervisor simulation: seeds that found bugs', { timeout: 600_000, skip: process.env.SIM_SEED ? 'replaying one seed' : false }, async (t) => {
   for (const [seed, what] of regressions) {
     const res = await runSwormScenario(seed, { clients: 4 })
     t.ok(res.ok, `seed ${seed} (${what})`, { problems: res.problems, faults: res.faults })

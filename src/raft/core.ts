@@ -993,7 +993,10 @@ export class RaftCore {
       this.readsAwaitingCommit.push(r)
       return
     }
-    r.index = this.commit
+    // Everything this leader appended before the read, not only what it committed: a read barrier
+    // then also covers a decision already in the log but not yet committed (a node declared
+    // gone, say), so a node that reads before acting cannot miss it.
+    r.index = this.lastIndex()
     if ((this.isVoter() && this.voters().length === 1) || (this.leaseRead && this.leaseValid())) {
       this.answerRead(r)
       return

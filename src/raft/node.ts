@@ -35,8 +35,11 @@ const commandCodec = new Packr({ useRecords: false, mapsAsObjects: true })
  * (they travel back to the node that proposed the command).
  */
 export interface StateMachine<C = unknown, R = unknown> {
-  /** Apply one committed command. `index` is its log index. A thrown error is the result (deterministic). */
-  apply(command: C, index: number): R
+  /**
+   * Apply one committed command. `index` is its log index, `term` the term of the leader that
+   * appended it. A thrown error is the result (deterministic).
+   */
+  apply(command: C, index: number, term: number): R
   /** Encode the whole state. */
   snapshot(): Uint8Array
   /** Replace the whole state with a decoded snapshot. */
@@ -334,6 +337,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     return this.lastSoft.leader
   }
 
+  /**
+   * Whether this node is the leader and holds its leader lease *now* (by its clock): a quorum
+   * acknowledged one of its heartbeats recently enough that no other leader can have been elected
+   * since. A leader that was stalled does not, until a new round is acknowledged.
+   */
+  holdsLeaderLease(): boolean {
+    return this.core.leaseHeld()
+  }
+
   /** Whether this node believes it is the leader. */
   get isLeader(): boolean {
     return this.lastSoft.role === 'leader'
@@ -345,7 +357,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * (no leader reachable), {@link TimeoutError} (outcome unknown), {@link ProposalDroppedError}
    * (did not take effect) or {@link ShuttingDownError}.
    */
-  propose(command: C, opts: { timeoutMs?: number } = {}): Promise<R> {
+  propose(command: C, opts: { timeoutMs?: number; term?: number } = {}): Promise<R> {
     if (this.stopped) return Promise.reject(new ShuttingDownError())
     if (this.failure) return Promise.reject(this.failure)
     if (this.pending.size + this.fwdOut.size >= this.maxPending) {
@@ -362,10 +374,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     return new Promise<R>((resolve, reject) => {
       const p: Pending<R> = { term: 0, resolve, reject, deadline: this.clock.now() + (opts.timeoutMs ?? this.timeoutMs), settled: false }
+      if (opts.term !== undefined && this.core.status().term !== opts.term) {
+        reject(new NotLeaderError(this.leader, `no longer the leader of term ${opts.term}`))
+        return
+      }
       const res = this.core.propose(copy)
       if (res.ok) {
         this.trackLocal(res.index, res.term, p)
         this.kick()
+        return
+      }
+      if (opts.term !== undefined) {
+        // a decision of this node as the leader of `term`: never forwarded to another leader
+        reject(new NotLeaderError(res.leader, `no longer the leader of term ${opts.term}`))
         return
       }
       if (res.reason === 'transferring') {
@@ -744,7 +765,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       let result: unknown
       if (e.type === 'cmd') {
         try {
-          result = this.sm.apply(e.data as C, e.index)
+          result = this.sm.apply(e.data as C, e.index, e.term)
         } catch (err) {
           ok = false
           result = err

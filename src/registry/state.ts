@@ -164,8 +164,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   // ------------------------------------------------------------ apply
 
   /** Apply one command (deterministic). */
-  apply(cmd: RegistryCommand, index: number): RegistryResult {
+  apply(cmd: RegistryCommand, index: number, term?: number): RegistryResult {
     this.appliedIndex = index
+    if (cmd.c === 'nodeDown' && cmd.term !== undefined && term !== undefined && cmd.term !== term) return false
     if (cmd.s !== undefined) return this.applyInSession(cmd, cmd.s)
     return this.applyOp(cmd)
   }

@@ -120,8 +120,12 @@ export type RegistryOp =
   | { c: 'workerDown'; ref: WorkerRef }
   /** A node incarnation started serving this sworm (older incarnations' workers are gone). */
   | { c: 'nodeUp'; node: string; inc: string }
-  /** The leader declared a node gone: drop its static names, move its supervised workers. */
-  | { c: 'nodeDown'; node: string; inc: string }
+  /**
+   * The leader declared a node gone: drop its static names, move its supervised workers. `term`:
+   * the term of the leader that decided it; the command takes effect only in an entry that leader
+   * appended (a decision is never forwarded to, or made on behalf of, another leader).
+   */
+  | { c: 'nodeDown'; node: string; inc: string; term?: number }
   /** Register a supervised name; the state machine places it on a node. */
   | { c: 'supervise'; name: string; spec: StartSpec }
   /** A node started the worker of `name` for `epoch`. */

@@ -69,9 +69,9 @@ const g = globalThis as unknown as { __swormNow?: () => number; __swormActs?: wo
 /**
  * Overlaps of two incarnations of a name (on the true simulated time). One is no violation, only
  * a late stop, when the old incarnation's process was stalled from before the new one started
- * until it stopped it, the moment it woke (before anything else: an event loop runs expired
- * timers first, and the lease-end fence is one), without acting meanwhile: a frozen process runs
- * nothing. Every other overlap is a violation.
+ * until it stopped it, at the latest the moment it woke (before anything else: an event loop runs
+ * expired timers first, and the lease-end fence is one), without acting meanwhile: a frozen
+ * process runs nothing. Every other overlap is a violation.
  */
 export function judgeOverlaps(
   log: workers.LifeEvent[],
@@ -103,7 +103,7 @@ export function judgeOverlaps(
         const b = list[j]!
         if (b.start >= a.stop) continue
         const node = nodeOf(a.inc)
-        const frozen = stalls.some((st) => st.node === node && st.from <= b.start && a.stop >= st.to - 1e-6 && a.stop <= st.to + 0.01)
+        const frozen = stalls.some((st) => st.node === node && st.from <= b.start && a.stop <= st.to + 0.01)
         const acted = acts.some((x) => x.incarnation === a.inc && x.at >= b.start && x.at <= a.stop)
         if (frozen && !acted) lateStops++
         else violations.push(`${a.name}: incarnation ${b.inc} started while ${a.inc} alive${node ? ` (on ${node})` : ''}`)
@@ -160,8 +160,11 @@ export async function runSwormScenario(
   const pick = <T>(xs: T[]): T => xs[Math.floor(r() * xs.length)]!
   const all = (): Member[] => [...members.values()]
   const active = (): Member[] => all().filter((m) => m.role === 'active')
-  /** Running node processes whose start resolved (members, and removed nodes still running). */
-  const alive = (): Member[] => all().filter((m) => m.alive && m.ready && m.sworm)
+  /**
+   * Running node processes whose start resolved (members, and removed nodes still running), and
+   * that are not stalled: a frozen process makes no API calls.
+   */
+  const alive = (): Member[] => all().filter((m) => m.alive && m.ready && m.sworm && !m.clock?.stalled)
 
   /** An empty disk for `m`: writes take a random time, except while the node process is being created. */
   // a write completes after a random time, and never while its process is stalled
@@ -432,7 +435,10 @@ export async function runSwormScenario(
   const stalls: Array<{ node: string; from: number; to: number }> = []
   const faultProblems: string[] = []
   const stall = (m: Member, ms: number): void => {
-    stalls.push({ node: m.id, from: sched.now, to: sched.now + ms })
+    // one stall interval per freeze: a stall of a node already stalled extends it
+    const cur = stalls.find((st) => st.node === m.id && st.from <= sched.now && st.to > sched.now)
+    if (cur) cur.to = Math.max(cur.to, sched.now + ms)
+    else stalls.push({ node: m.id, from: sched.now, to: sched.now + ms })
     if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis stall ${m.id} ${ms.toFixed(0)} ms (${m.sworm?.status().role})`)
     m.clock!.stall(ms)
     net.stall(m.id, ms)
@@ -598,7 +604,10 @@ export async function runSwormScenario(
     }
   }
 
-  // heal: network back, every member up and undrained; a membership change under way finishes
+  // heal: every stalled process runs again, network back, every member up and undrained; a
+  // membership change under way finishes
+  const thaw = Math.max(sched.now, ...stalls.map((st) => st.to))
+  if (thaw > sched.now) await sched.runUntil(thaw + 1)
   net.heal()
   net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
   for (const m of active()) if (!m.alive) await boot(m)
