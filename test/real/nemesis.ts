@@ -88,7 +88,7 @@ export interface RealNemesisResult {
   /** Static names registered in bulk before the faults. */
   largeState?: number
   /** Raft snapshots taken and installed (from a leader) by the node processes, as they reported them. */
-  snapshots?: { taken: number; installed: number }
+  snapshots?: { taken: number; installed: number; maxBytes: number }
   /** Overlaps in which neither incarnation handled a message (the old one's stop ran late), ms. */
   lateStops?: number[]
   /** Nodes declared gone (nodeDown), and how many of those had no fault of ours in the 30 s before. */
@@ -302,26 +302,6 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     )
     await Promise.all(registering) // the same names from two nodes at once: one wins each
 
-    // ---------------------------------------------------------------------------- large state
-    const large = Math.max(0, Math.floor(opts.largeState ?? defaultLargeState(opts.seed)))
-    if (large > 0) {
-      faults.largeState = 1
-      const vias = usable().slice(0, 3)
-      const per = Math.ceil(large / vias.length)
-      const inFlight = Math.ceil(64 / vias.length)
-      note(`large state: registering ${large} static names through ${vias.join(',')}, ${inFlight * vias.length} in flight`)
-      const t = performance.now()
-      const res = await Promise.all(
-        vias.map((via, i) =>
-          cl
-            .request<RegisterManyResult>(via, { op: 'registerMany', prefix: BIG, start: i * per, count: Math.max(0, Math.min(per, large - i * per)), concurrency: inFlight }, 600_000)
-            .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [String(err)] })),
-        ),
-      )
-      const ok = res.reduce((a, x) => a + x.ok, 0)
-      note(`large state: ${ok} registered in ${((performance.now() - t) / 1000).toFixed(1)} s${ok < large ? ` (errors: ${res.flatMap((x) => x.errorSamples).slice(0, 3).join('; ')})` : ''}`)
-    }
-
     // ------------------------------------------------------------------------------ faults
     const applyCuts = async (): Promise<void> => {
       for (const id of usable()) {
@@ -468,6 +448,34 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
         })
     }
 
+    // ---------------------------------------------------------------------------- large state
+    const large = Math.max(0, Math.floor(opts.largeState ?? defaultLargeState(opts.seed)))
+    // One node sits the load out (killed before, started again as the faults begin): it is then
+    // behind the leader's latest snapshot and catches up by installing it, during the faults.
+    let sitOut: string | undefined
+    if (large > 0) {
+      faults.largeState = 1
+      const vias = usable().slice(0, 3)
+      sitOut = pick(usable().slice(3))
+      await kill(sitOut)
+      const per = Math.ceil(large / vias.length)
+      note(`large state: registering ${large} static names through ${vias.join(',')}, 64 in flight, while ${sitOut} is down`)
+      const t = performance.now()
+      const res = await Promise.all(
+        vias.map((via, i) =>
+          cl
+            .request<RegisterManyResult>(
+              via,
+              { op: 'registerMany', prefix: BIG, start: i * per, count: Math.max(0, Math.min(per, large - i * per)), concurrency: Math.floor(64 / vias.length) + (i < 64 % vias.length ? 1 : 0) },
+              600_000,
+            )
+            .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [String(err)] })),
+        ),
+      )
+      const ok = res.reduce((a, x) => a + x.ok, 0)
+      note(`large state: ${ok} registered in ${((performance.now() - t) / 1000).toFixed(1)} s${ok < large ? ` (errors: ${res.flatMap((x) => x.errorSamples).slice(0, 3).join('; ')})` : ''}`)
+    }
+
     // Hostile connections from outside the cluster, in the background until the heal.
     let hostileOn = true
     const hostileLoop = (async () => {
@@ -484,6 +492,10 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       }
     })()
 
+    if (sitOut !== undefined) {
+      note(`large state: ${sitOut} starts again (it catches up by snapshot)`)
+      await restart(sitOut)
+    }
     const maxDown = 2
     const steps = opts.steps ?? 6
     for (let s = 0; s < steps; s++) {
@@ -727,7 +739,11 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       ops: history.filter((o) => typeof o.client === 'number').length,
       starts: incs.length,
       largeState: large,
-      snapshots: { taken: events.filter((e) => e.event === 'snapshotTaken').length, installed: events.filter((e) => e.event === 'snapshotInstalled').length },
+      snapshots: {
+        taken: events.filter((e) => e.event === 'snapshotTaken').length,
+        installed: events.filter((e) => e.event === 'snapshotInstalled').length,
+        maxBytes: Math.max(0, ...events.filter((e) => e.event === 'snapshotTaken').map((e) => Number(e.data.bytes) || 0)),
+      },
       settledAfterMs,
       wallMs: performance.now() - t0,
     }

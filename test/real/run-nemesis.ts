@@ -55,13 +55,14 @@ let starts = 0
 let downs = 0
 const lateStops: number[] = []
 let unexplainedDowns = 0
-const snapshots = { taken: 0, installed: 0 }
+const snapshots = { taken: 0, installed: 0, maxBytes: 0 }
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
   const seed = seed0 + i
   const res = await runRealNemesis({ seed, steps, largeState: large ?? defaultLargeState(seed), ...(verbose ? { log: (l: string) => console.log(`  ${l}`) } : {}) })
   snapshots.taken += res.snapshots?.taken ?? 0
   snapshots.installed += res.snapshots?.installed ?? 0
+  snapshots.maxBytes = Math.max(snapshots.maxBytes, res.snapshots?.maxBytes ?? 0)
   settle.push(res.settledAfterMs)
   ops += res.ops
   starts += res.starts
@@ -79,7 +80,7 @@ for (let i = 0; i < runs; i++) {
 }
 settle.sort((a, b) => a - b)
 console.log(`faults injected: ${JSON.stringify(Object.fromEntries(Object.entries(faults).sort(([a], [b]) => (a < b ? -1 : 1))))}`)
-console.log(`raft snapshots: ${snapshots.taken} taken, ${snapshots.installed} installed from a leader`)
+console.log(`raft snapshots: ${snapshots.taken} taken (largest ${(snapshots.maxBytes / 1024).toFixed(0)} KiB), ${snapshots.installed} installed from a leader`)
 console.log(`client operations checked: ${ops}; worker starts: ${starts}; nodes declared gone: ${downs} (${unexplainedDowns} with no fault of ours in the 30 s before)`)
 lateStops.sort((a, b) => a - b)
 console.log(
