@@ -1,8 +1,9 @@
 /**
  * The short real-process nemesis of every CI run: two seeded runs of `test/real/nemesis.ts`
- * (5 node processes, SIGKILL / stop / SIGSTOP / partitions / worker crashes / drains under client
- * load, then the checks). The seed is printed; `NEMESIS_SEED=S` reruns from it, and
- * `npm run nemesis -- --real --runs N` runs more.
+ * (5 node processes, SIGKILL / stop / SIGSTOP (the leader right after a partition among them) /
+ * partitions / wiped disks / hostile connections / worker crashes / drains under client load, a
+ * large state in 1 run of 10, then the checks). The seed is printed; `NEMESIS_SEED=S` reruns from
+ * it, and `npm run nemesis -- --real --runs N` runs more.
  */
 import t from 'tap'
 import { overlapsOf, runRealNemesis } from './real/nemesis.js'

@@ -4,13 +4,42 @@
  * names from several nodes while supervised counter workers run; the nemesis SIGKILLs and restarts
  * nodes, stops them gracefully, freezes them (SIGSTOP), partitions the cluster (isolated node,
  * majority/minority, bridge; frames dropped in the transport with `blockPeer`), crashes workers,
- * drains nodes, and skews clocks (every process runs its own clock at a rate within the bound). Then it heals everything and checks:
+ * drains nodes, and skews clocks (every process runs its own clock at a rate within the bound);
+ * and these (counted in `faults` by kind):
+ * - Stalls at the worst moment (`stall:leader`, `stall:follower`): in the step that applies a
+ *   partition, right after the cuts, the leader of that moment (or a follower) is SIGSTOPped for
+ *   0.5-3 s, then SIGCONTed. (The `freeze` step SIGSTOPs any node, leader or follower, until a
+ *   later `revive` or the heal.) Stalls are pauses like freezes for the overlap check.
+ * - A wiped disk (`wipe`): a voter is SIGKILLed, its dataDir deleted, and it is started again under
+ *   the same id with the same `peers`. `Sworm.start` must refuse (`DATA_LOST`: `wipe:refused`) or
+ *   keep waiting (`wipe:waited`, ended after 10 s); if it resolves (`wipe:resolved`) that is a
+ *   violation. Then, as the README tells an operator, the old id is removed (`removeNode` through
+ *   a live member, retried) and the machine joins under a new id on a fresh dataDir (`join`
+ *   through a live member; on the old address or a new one): `wipe:rejoined`. One at a time, only
+ *   while at most one other node is unavailable, so a majority of voters always keeps its disk;
+ *   the membership stays at 5.
+ * - Hostile connections from outside the cluster (`hostile:<kind>`, see `hostile-peers.ts`):
+ *   oversized frames before the handshake, an array of many empty maps, truncated handshakes,
+ *   wrong-secret handshakes, many idle connections, to random nodes, one at a time, bounded.
+ * - Large state (`largeState`, option `largeState`; by default 50,000 in 1 run of 10, by the
+ *   seed): that many static names (echo workers: cheap, and a node's names go with it when it is
+ *   declared gone, a large delete) registered in bulk before the faults, 64 in flight through 3
+ *   nodes. `snapshotEvery` is 300, but the library also waits for size/32 entries between
+ *   snapshots, so with 50,000 names (~4 MiB) they are taken during the load, not during the
+ *   faults; so a 4th node sits the load out (SIGKILLed before it, started again as the faults
+ *   begin) and installs the leader's snapshot during the faults, as does a wiped node's
+ *   successor (`snapshots` in the result). The checks compare registries by digest, and only the
+ *   client operations go to the linearizability checker.
+ *
+ * Then it heals everything and checks:
  * 1. the clients' history is linearizable (acknowledged writes are never lost);
  * 2. two incarnations of a supervised name never overlap in time (every process appends starts and
  *    stops to a file with the wall clock; a killed process's workers end when it does);
  * 3. after healing, every supervised name runs exactly once, where the registry says, and every
  *    node holds the same registry, within a bounded time;
- * 4. no node process exited unless the nemesis killed or stopped it.
+ * 4. no node process exited unless the nemesis killed or stopped it (a start refused as
+ *    `DATA_LOST` on a wiped disk is expected);
+ * 5. a node on a wiped disk never started under its old id.
  *
  * The seed picks the faults and the clients' operations; the processes' timing is real, so a rerun
  * with the same seed replays the same schedule of faults, not the same interleaving. (The
@@ -25,7 +54,8 @@ import { fileURLToPath } from 'node:url'
 import type { WorkerRef } from '../../src/index.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import { seededRandom } from '../../src/testkit/sim.js'
-import type { SwormProcessEvent } from '../fixtures/sworm-process.js'
+import type { RegisterManyResult, RegistryDigest, SwormProcessEvent, SwormProcessStatus } from '../fixtures/sworm-process.js'
+import { HOSTILE_KINDS, hostileAttack } from './hostile-peers.js'
 import { startSwormCluster, type SwormCluster } from './sworm-cluster.js'
 
 const WORKERS = fileURLToPath(new URL('../fixtures/workers.js', import.meta.url))
@@ -41,6 +71,11 @@ export interface RealNemesisOptions {
   clients?: number
   /** Progress lines (default: none). */
   log?: (line: string) => void
+  /**
+   * Static names registered in bulk before the faults (default: 50,000 in 1 run of 10, chosen by
+   * the seed; 0: none).
+   */
+  largeState?: number
 }
 
 /** What one run found. */
@@ -54,6 +89,10 @@ export interface RealNemesisResult {
   ops: number
   /** Worker starts seen in the life files. */
   starts: number
+  /** Static names registered in bulk before the faults. */
+  largeState?: number
+  /** Raft snapshots taken and installed (from a leader) by the node processes, as they reported them. */
+  snapshots?: { taken: number; installed: number; maxBytes: number }
   /** Overlaps in which neither incarnation handled a message (the old one's stop ran late), ms. */
   lateStops?: number[]
   /** Nodes declared gone (nodeDown), and how many of those had no fault of ours in the 30 s before. */
@@ -96,6 +135,17 @@ const DRIFT_MS = 250
  * interval (lease / 8 = 125 ms) is taken off: 250 - 125 = 125 ms.
  */
 const MAX_RATE_SKEW = 0.03
+/** Prefix of the names of the large state. */
+const BIG = 'big:'
+/** How long a node restarted on a wiped dataDir may keep starting before the nemesis ends it. */
+const WIPED_START_WAIT_MS = 10_000
+/** Hostile attacks per run, at most. */
+const MAX_HOSTILE = 30
+
+/** The default of {@link RealNemesisOptions.largeState} for a seed: 50,000 in 1 run of 10. */
+export function defaultLargeState(seed: number): number {
+  return seededRandom(seed * 31 + 7)() < 0.1 ? 50_000 : 0
+}
 
 /** Run one seeded real-process nemesis run. Never throws for a broken invariant: see `problems`. */
 export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNemesisResult> {
@@ -120,12 +170,26 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const skew = (): { rate: number; offsetMs: number } => ({ rate: 1 + (r() * 2 - 1) * MAX_RATE_SKEW, offsetMs: (r() * 2 - 1) * 5000 })
     c = await startSwormCluster({ n: N, lifeDir, leaseTimeoutMs: LEASE_MS, maxClockDriftMs: DRIFT_MS, requestTimeoutMs: 3000, snapshotEvery: 300, ipcTimeoutMs: 8000, clockOf: skew })
     const cl = c
+    /** The members: 5 ids, a wiped node's replaced by its new one once it is removed. */
     const ids = [...cl.ids]
+    /** Members removed from the cluster (wiped). */
+    const retired: string[] = []
     cl.onEvents((node, evs) => {
       for (const e of evs) events.push({ node, ...e })
     })
     const subscribe = (id: string): Promise<unknown> =>
-      cl.request(id, { op: 'subscribe', events: ['registered', 'unregistered', 'nodeUp', 'nodeDown', 'leaderChanged'], flushMs: 50 }, 5000).catch(() => undefined)
+      cl
+        .request(
+          id,
+          {
+            op: 'subscribe',
+            events: ['registered', 'unregistered', 'nodeUp', 'nodeDown', 'leaderChanged', 'snapshotTaken', 'snapshotInstalled'],
+            flushMs: 50,
+            skipNamePrefixes: [BIG],
+          },
+          5000,
+        )
+        .catch(() => undefined)
     await Promise.all(ids.map(subscribe))
     await cl.waitForLeader(15_000)
 
@@ -134,12 +198,14 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     /** Pauses (SIGSTOP .. SIGCONT, or .. SIGKILL) of each process `<node>.<k>`. */
     const pauses = new Map<string, Array<[number, number]>>()
     const procOf = (id: string): string => `${id}.${starts.get(id) ?? 1}`
-    const freezeNode = (id: string): void => {
+    const freezeNode = (id: string): [number, number] => {
       cl.freeze(id)
       frozen.add(id)
       const list = pauses.get(procOf(id)) ?? []
-      list.push([mono(), Infinity])
+      const pause: [number, number] = [mono(), Infinity]
+      list.push(pause)
       pauses.set(procOf(id), list)
+      return pause
     }
     const thawNode = (id: string): void => {
       cl.thaw(id)
@@ -152,7 +218,9 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const cut = new Set<string>()
     const exitedAt = new Map<string, number[]>() // node -> monotonic time of each exit, by process start
     const starts = new Map<string, number>(ids.map((id) => [id, 1]))
-    const usable = (): string[] => ids.filter((id) => cl.isAlive(id) && !frozen.has(id))
+    /** A wiped node until it is removed, then its successor until it has joined: no faults, no clients. */
+    const busy = new Set<string>()
+    const usable = (): string[] => ids.filter((id) => cl.isAlive(id) && !frozen.has(id) && !busy.has(id))
     const wall = (): number => performance.timeOrigin + performance.now()
     /** The machine's monotonic clock, as the life files use it (the same in every process). */
     const mono = (): number => Number(process.hrtime.bigint()) / 1e6
@@ -267,18 +335,183 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       down.delete(id)
       await applyCuts()
     }
+    /** The leader of the highest term among the usable nodes (undefined if none answers as one). */
+    const leaderNow = async (): Promise<string | undefined> => {
+      const sts = await Promise.all(usable().map((id) => cl.request<SwormProcessStatus>(id, { op: 'status' }, 1000).catch(() => undefined)))
+      const leaders = sts.filter((st): st is SwormProcessStatus => st?.role === 'leader')
+      return leaders.length ? leaders.reduce((a, b) => (b.term > a.term ? b : a)).node : undefined
+    }
+    /** Timers that end stalls. */
+    const stallTimers = new Set<NodeJS.Timeout>()
+    /** SIGSTOP `id` now and SIGCONT it after `ms` (unless something else thawed or killed it first). */
+    const stall = (id: string, ms: number): void => {
+      maybeDropped(id)
+      const pause = freezeNode(id)
+      const proc = procOf(id)
+      const t = setTimeout(() => {
+        stallTimers.delete(t)
+        if (frozen.has(id) && procOf(id) === proc && cl.isAlive(id) && pauses.get(proc)?.at(-1) === pause) thawNode(id)
+      }, ms)
+      stallTimers.add(t)
+    }
+
+    // A wiped disk: one at a time, in the background (the removal waits for a quorum).
+    let membership: Promise<void> | undefined
+    let nextId = N + 1
+    const codeOf = (err: unknown): string => String((err as { code?: unknown }).code ?? 'ERROR')
+    const wipe = (victim: string): Promise<void> => {
+      busy.add(victim)
+      let successor: string | undefined
+      return (async () => {
+        await kill(victim)
+        await rm(cl.dataDir(victim), { recursive: true, force: true })
+        note(`wipe: ${victim} killed and its dataDir deleted; starting it again under the same id and peers`)
+        // 1. under its old id on the empty dataDir: must be refused (or wait)
+        starts.set(victim, (starts.get(victim) ?? 1) + 1)
+        let outcome: string
+        try {
+          await cl.restart(victim, { mayBeRefused: true, startTimeoutMs: WIPED_START_WAIT_MS })
+          outcome = 'resolved'
+        } catch (err) {
+          const code = codeOf(err)
+          outcome = code === 'DATA_LOST' ? 'refused' : code === 'START_TIMEOUT' ? 'waited' : 'failed'
+          if (outcome === 'failed') problems.push(`${victim} restarted on a wiped dataDir: start failed with ${code}, not DATA_LOST: ${String((err as Error).message).split('\n')[0]}`)
+        }
+        count(`wipe:${outcome}`)
+        note(`wipe: ${victim} on the empty dataDir: ${outcome}`)
+        if (outcome === 'resolved') {
+          problems.push(`a node with a wiped dataDir rejoined under its old id (${victim})`)
+          await sleep(2000) // let it do what it does, for the other checks to see
+        }
+        if (cl.isAlive(victim)) await kill(victim)
+        else noteExit(victim)
+        // 2. remove the old id, through a live member (retried while there is no quorum)
+        const removeBy = performance.now() + 60_000
+        for (;;) {
+          const vias = usable()
+          if (vias.length) {
+            const via = pick(vias)
+            try {
+              await cl.request(via, { op: 'removeNode', node: victim, timeoutMs: 5000 }, 10_000)
+              note(`wipe: ${victim} removed through ${via}`)
+              break
+            } catch (err) {
+              if (codeOf(err) === 'NOT_FOUND') break
+            }
+          }
+          if (performance.now() > removeBy) {
+            problems.push(`could not remove ${victim} (wiped) within 60 s`)
+            return
+          }
+          await sleep(300)
+        }
+        // 3. the machine joins under a new id, on a fresh dataDir
+        const id = `n${nextId++}`
+        successor = id
+        busy.add(id)
+        busy.delete(victim)
+        ids[ids.indexOf(victim)] = id
+        retired.push(victim)
+        cl.retire(victim)
+        starts.set(id, 1)
+        const url = r() < 0.5 ? cl.urls[victim] : undefined
+        const joinBy = performance.now() + 90_000
+        for (let attempt = 0; ; attempt++) {
+          const via = pick(usable().length ? usable() : ids.filter((x) => x !== id))
+          note(`wipe: ${victim}'s machine joins as ${id} through ${via}${url ? ' on the old address' : ''}${attempt ? ` (attempt ${attempt + 1})` : ''}`)
+          try {
+            const o = { mayBeRefused: true, startTimeoutMs: 70_000, join: cl.urls[via]! }
+            if (attempt === 0) await cl.startJoining(id, o.join, { ...o, ...(url ? { url } : {}) })
+            else {
+              starts.set(id, (starts.get(id) ?? 1) + 1)
+              await cl.restart(id, o)
+            }
+            break
+          } catch (err) {
+            note(`wipe: ${id} did not join: ${codeOf(err)}`)
+            if (cl.isAlive(id)) await kill(id)
+            else noteExit(id)
+            if (performance.now() > joinBy) {
+              problems.push(`${id} (the machine of ${victim}, wiped) could not join within 90 s: ${String((err as Error).message).split('\n')[0]}`)
+              return
+            }
+            await sleep(500)
+          }
+        }
+        busy.delete(id)
+        await subscribe(id)
+        await applyCuts()
+        count('wipe:rejoined')
+        note(`wipe: ${id} joined (the machine of ${victim})`)
+      })()
+        .catch((err: unknown) => void problems.push(`the wipe of ${victim} failed: ${(err as Error).stack ?? String(err)}`))
+        .finally(() => {
+          busy.delete(victim)
+          if (successor) busy.delete(successor)
+          membership = undefined
+        })
+    }
+
+    // ---------------------------------------------------------------------------- large state
+    const large = Math.max(0, Math.floor(opts.largeState ?? defaultLargeState(opts.seed)))
+    // One node sits the load out (killed before, started again as the faults begin): it is then
+    // behind the leader's latest snapshot and catches up by installing it, during the faults.
+    let sitOut: string | undefined
+    if (large > 0) {
+      faults.largeState = 1
+      const vias = usable().slice(0, 3)
+      sitOut = usable().length > 3 ? pick(usable().slice(3)) : undefined
+      if (sitOut !== undefined) await kill(sitOut)
+      const per = Math.ceil(large / vias.length)
+      note(`large state: registering ${large} static names through ${vias.join(',')}, 64 in flight${sitOut !== undefined ? `, while ${sitOut} is down` : ''}`)
+      const t = performance.now()
+      const res = await Promise.all(
+        vias.map((via, i) =>
+          cl
+            .request<RegisterManyResult>(
+              via,
+              { op: 'registerMany', prefix: BIG, start: i * per, count: Math.max(0, Math.min(per, large - i * per)), concurrency: Math.floor(64 / vias.length) + (i < 64 % vias.length ? 1 : 0) },
+              600_000,
+            )
+            .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [String(err)] })),
+        ),
+      )
+      const ok = res.reduce((a, x) => a + x.ok, 0)
+      note(`large state: ${ok} registered in ${((performance.now() - t) / 1000).toFixed(1)} s${ok < large ? ` (errors: ${res.flatMap((x) => x.errorSamples).slice(0, 3).join('; ')})` : ''}`)
+    }
+
+    // Hostile connections from outside the cluster, in the background until the heal.
+    let hostileOn = true
+    const hostileLoop = (async () => {
+      const hr = seededRandom(opts.seed * 13 + 5)
+      for (let k = 0; k < MAX_HOSTILE && hostileOn; k++) {
+        await sleep(300 + hr() * 1500)
+        const targets = ids.filter((id) => cl.isAlive(id))
+        if (!hostileOn || !targets.length) break
+        const id = targets[Math.floor(hr() * targets.length)]!
+        const kind = HOSTILE_KINDS[Math.floor(hr() * HOSTILE_KINDS.length)]!
+        count(`hostile:${kind}`)
+        const what = await hostileAttack(kind, { url: cl.urls[id]!, nodeId: id, memberIds: [...ids] }, hr)
+        trail.push({ at: wall(), what: `hostile: ${id}: ${what}` })
+      }
+    })()
+
+    if (sitOut !== undefined) {
+      note(`large state: ${sitOut} starts again (it catches up by snapshot)`)
+      await restart(sitOut)
+    }
     const maxDown = 2
     const steps = opts.steps ?? 6
     for (let s = 0; s < steps; s++) {
       const x = r()
-      const healthy = ids.filter((id) => cl.isAlive(id) && !frozen.has(id))
+      const healthy = usable()
       const unavailable = ids.length - healthy.length
-      if (x < 0.2 && unavailable < maxDown) {
+      if (x < 0.16 && unavailable < maxDown) {
         const id = pick(healthy)
         count('kill')
         note(`step ${s}: SIGKILL ${id}`)
         await kill(id)
-      } else if (x < 0.3 && unavailable < maxDown) {
+      } else if (x < 0.24 && unavailable < maxDown) {
         const id = pick(healthy)
         count('stop')
         note(`step ${s}: graceful stop ${id}`)
@@ -286,13 +519,18 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
         await cl.stop(id)
         down.add(id)
         noteExit(id)
-      } else if (x < 0.4 && unavailable < maxDown) {
+      } else if (x < 0.32 && unavailable < maxDown) {
         const id = pick(healthy)
         count('freeze')
         note(`step ${s}: SIGSTOP ${id}`)
         maybeDropped(id)
         freezeNode(id)
-      } else if (x < 0.55) {
+      } else if (x < 0.42 && unavailable < maxDown && !membership && ids.length === N && healthy.length) {
+        const id = pick(healthy)
+        count('wipe')
+        note(`step ${s}: wipe ${id}'s disk`)
+        membership = wipe(id)
+      } else if (x < 0.57) {
         cut.clear()
         const shuffled = [...ids].sort(() => r() - 0.5)
         const kind = pick(['isolate', 'minority', 'bridge'] as const)
@@ -311,15 +549,26 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
           for (const p of [a, b]) for (const q of [d, e]) cut.add(linkKey(p!, q!))
           for (const p of [a, b, d, e]) maybeDropped(p!)
         }
+        // at times, a stall at the worst moment: the leader (or a follower) stops right after the cuts
+        const y = r()
+        const ms = 500 + r() * 2500
+        const leader = y < 0.7 ? await leaderNow() : undefined
         note(`step ${s}: partition ${kind} ${[...cut].join(' ')}`)
         await applyCuts()
+        const followers = usable().filter((id) => id !== leader)
+        const stalled = y < 0.5 ? leader : y < 0.7 && followers.length ? pick(followers) : undefined
+        if (stalled !== undefined && usable().includes(stalled)) {
+          count(stalled === leader ? 'stall:leader' : 'stall:follower')
+          note(`step ${s}: SIGSTOP ${stalled} (${stalled === leader ? 'the leader' : 'a follower'}) for ${ms.toFixed(0)} ms`)
+          stall(stalled, ms)
+        }
       } else if (x < 0.65) {
         count('heal')
         note(`step ${s}: heal the network`)
         cut.clear()
         await applyCuts()
-      } else if (x < 0.78) {
-        const revivable = ids.filter((i) => !cl.isAlive(i) || frozen.has(i))
+      } else if (x < 0.77) {
+        const revivable = ids.filter((i) => (!cl.isAlive(i) || frozen.has(i)) && !busy.has(i))
         if (revivable.length) {
           const id = pick(revivable)
           count('revive')
@@ -327,13 +576,13 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
           if (frozen.has(id)) thawNode(id)
           else await restart(id)
         }
-      } else if (x < 0.84) {
+      } else if (x < 0.83) {
         const id = pick(healthy)
         const rate = 1 + (r() * 2 - 1) * MAX_RATE_SKEW
         count('clockSkew')
         note(`step ${s}: clock of ${id} now runs at ${rate.toFixed(3)}x`)
         await cl.request(id, { op: 'clockRate', rate }, 3000).catch(() => {})
-      } else if (x < 0.92) {
+      } else if (x < 0.91) {
         count('workerCrash')
         const via = pick(healthy)
         const victims = Array.from({ length: 3 }, () => `w${Math.floor(r() * nNames)}`)
@@ -351,9 +600,19 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
 
     // ------------------------------------------------------------------------------- heal
     note('heal everything')
-    const healedAt = performance.now()
+    hostileOn = false
+    for (const t of stallTimers) clearTimeout(t)
+    stallTimers.clear()
     for (const id of [...frozen]) thawNode(id)
     cut.clear()
+    await applyCuts()
+    for (const id of ids) if (!cl.isAlive(id) && !busy.has(id)) await restart(id)
+    if (membership) {
+      note('heal: waiting for the wiped node to be replaced')
+      await membership
+    }
+    await hostileLoop
+    const healedAt = performance.now()
     for (const id of ids) if (!cl.isAlive(id)) await restart(id)
     await applyCuts()
     for (const id of ids) await cl.request(id, { op: 'undrain' }, 5000).catch(() => {})
@@ -397,12 +656,12 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     }
     const settledNow = async (): Promise<string | undefined> => {
       if (ids.some((id) => !cl.isAlive(id))) return 'a node is down'
-      const dumps = await Promise.all(ids.map((id) => cl.request<Array<[string, string, number]>>(id, { op: 'dump' }, 3000).catch(() => undefined)))
-      if (dumps.some((d) => d === undefined)) return 'a node does not answer'
-      const want = JSON.stringify(dumps[0])
-      const differ = ids.filter((_, i) => JSON.stringify(dumps[i]) !== want)
+      const digests = await Promise.all(ids.map((id) => cl.request<RegistryDigest>(id, { op: 'registryDigest', listPrefixes: ['w'] }, 5000).catch(() => undefined)))
+      if (digests.some((d) => d === undefined)) return 'a node does not answer'
+      const differ = ids.filter((_, i) => digests[i]!.hash !== digests[0]!.hash)
       if (differ.length) return `registries differ on ${differ.join(',')}`
-      const supervised = dumps[0]!.filter(([n]) => n.startsWith('w'))
+      for (const old of retired) if (digests[0]!.perNode[old]) return `${digests[0]!.perNode[old]} names still on ${old}, removed`
+      const supervised = digests[0]!.listed
       const { open } = await lifeNow()
       for (const [name, node] of supervised) {
         const o = open.get(name) ?? []
@@ -463,6 +722,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
           {
             seed: opts.seed,
             problems,
+            faults,
             trail,
             history: history.filter((o) => !named.size || named.has(keyOf(o))).map((o) => ({ ...o, ret: Number.isFinite(o.ret) ? o.ret : null })),
             events: events.filter((e) => !named.size || !('name' in e.data) || named.has(String(e.data.name))),
@@ -482,6 +742,12 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       lateStops: ov.lateStops,
       ops: history.filter((o) => typeof o.client === 'number').length,
       starts: incs.length,
+      largeState: large,
+      snapshots: {
+        taken: events.filter((e) => e.event === 'snapshotTaken').length,
+        installed: events.filter((e) => e.event === 'snapshotInstalled').length,
+        maxBytes: Math.max(0, ...events.filter((e) => e.event === 'snapshotTaken').map((e) => Number(e.data.bytes) || 0)),
+      },
       settledAfterMs,
       wallMs: performance.now() - t0,
     }

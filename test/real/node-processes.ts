@@ -26,6 +26,32 @@ export class NodeRequestError extends Error {
   }
 }
 
+/**
+ * A process that did not get ready: `code` is the one the fixture reported
+ * (`{ startFailed: { code, message } }` before exiting), else `EXITED`, or `START_TIMEOUT` when it
+ * is still starting after the start timeout (it keeps running then: kill it or wait).
+ */
+export class NodeStartError extends Error {
+  constructor(
+    readonly node: string,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message)
+  }
+}
+
+/** Options of one {@link NodeProcesses.spawn}. */
+export interface SpawnOptions {
+  /** How long it may take to get ready (default: {@link NodeProcessesOptions.startTimeoutMs}). */
+  startTimeoutMs?: number
+  /**
+   * A start the fixture reports as failed (`startFailed`, then its exit) is not a crash: the caller
+   * expects that it may be refused. Exits without such a report still are.
+   */
+  mayBeRefused?: boolean
+}
+
 /** Poll `fn` until it returns a value other than `undefined`; throw after `timeoutMs`. */
 export async function pollUntil<T>(
   fn: () => Promise<T | undefined> | T | undefined,
@@ -103,6 +129,8 @@ interface Proc {
   stderrTail: string[]
   /** Set when the harness kills or stops it: its exit is not a crash. */
   expectExit: boolean
+  /** What the fixture reported when its start failed. */
+  startFailed?: { code: string; message: string }
 }
 
 /** The processes of one cluster, by node id (one running process per id at most). */
@@ -114,8 +142,11 @@ export class NodeProcesses {
 
   constructor(private readonly opts: NodeProcessesOptions) {}
 
-  /** Start the fixture for `nodeId` with `args` (JSON) and resolve once it says it is ready. */
-  spawn(nodeId: string, args: unknown, env: NodeJS.ProcessEnv = process.env): Promise<void> {
+  /**
+   * Start the fixture for `nodeId` with `args` (JSON) and resolve once it says it is ready; reject
+   * with a {@link NodeStartError} if it does not.
+   */
+  spawn(nodeId: string, args: unknown, env: NodeJS.ProcessEnv = process.env, sopts: SpawnOptions = {}): Promise<void> {
     if (this.closed) return Promise.reject(new Error('cluster stopped'))
     if (this.procs.get(nodeId)?.alive) return Promise.reject(new Error(`node ${nodeId} is still running`))
     const child = spawn(process.execPath, [...(this.opts.execArgv ?? []), this.opts.fixture, JSON.stringify(args)], {
@@ -137,11 +168,25 @@ export class NodeProcesses {
     child.stdout!.resume()
     return new Promise<void>((resolve, reject) => {
       let ready = false
+      const startTimeoutMs = sopts.startTimeoutMs ?? this.opts.startTimeoutMs
       const timer = setTimeout(() => {
-        if (!ready) reject(new Error(`node ${nodeId} not ready after ${this.opts.startTimeoutMs} ms; stderr:\n${p.stderrTail.join('\n')}`))
-      }, this.opts.startTimeoutMs)
+        if (!ready) reject(new NodeStartError(nodeId, 'START_TIMEOUT', `node ${nodeId} not ready after ${startTimeoutMs} ms; stderr:\n${p.stderrTail.join('\n')}`))
+      }, startTimeoutMs)
       child.on('message', (raw: unknown) => {
-        const m = raw as { ready?: boolean; id?: number; ok?: boolean; result?: unknown; error?: { code: string; message: string; leader?: string }; events?: unknown[] }
+        const m = raw as {
+          ready?: boolean
+          id?: number
+          ok?: boolean
+          result?: unknown
+          error?: { code: string; message: string; leader?: string }
+          events?: unknown[]
+          startFailed?: { code: string; message: string }
+        }
+        if (m.startFailed && !ready) {
+          p.startFailed = { code: String(m.startFailed.code), message: String(m.startFailed.message) }
+          if (sopts.mayBeRefused) p.expectExit = true
+          return
+        }
         if (Array.isArray(m.events)) {
           this.opts.onEvents?.(nodeId, m.events)
           return
@@ -168,16 +213,28 @@ export class NodeProcesses {
       })
       child.on('exit', (code, signal) => {
         p.alive = false
-        if (!p.expectExit && !this.closed) this.crashes.push(`${nodeId} exited (code ${code}, signal ${signal}): ${p.stderrTail.slice(-5).join(' | ')}`)
         for (const w of p.pending.values()) {
           clearTimeout(w.timer)
           w.reject(new NodeRequestError(nodeId, 'EXITED', `process exited (code ${code}, signal ${signal})`))
         }
         p.pending.clear()
         onExit()
-        if (!ready) {
-          clearTimeout(timer)
-          reject(new Error(`node ${nodeId} exited before ready (code ${code}, signal ${signal}); stderr:\n${p.stderrTail.join('\n')}`))
+        let decided = false
+        const decide = (): void => {
+          if (decided) return
+          decided = true
+          if (!p.expectExit && !this.closed) this.crashes.push(`${nodeId} exited (code ${code}, signal ${signal}): ${p.stderrTail.slice(-5).join(' | ')}`)
+          if (!ready) {
+            clearTimeout(timer)
+            const why = p.startFailed ? `: ${p.startFailed.code}: ${p.startFailed.message}` : ''
+            reject(new NodeStartError(nodeId, p.startFailed?.code ?? 'EXITED', `node ${nodeId} exited before ready (code ${code}, signal ${signal})${why}; stderr:\n${p.stderrTail.join('\n')}`))
+          }
+        }
+        // the fixture's last message (startFailed) may come after the exit: wait for the channel to close
+        if (ready || !child.connected) decide()
+        else {
+          child.once('disconnect', decide)
+          setTimeout(decide, 500).unref()
         }
       })
     })

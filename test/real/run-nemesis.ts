@@ -1,22 +1,52 @@
 /**
- * The nemesis on real processes: `npm run nemesis -- --real --runs N [--seed S] [--steps K]`
- * (or `node dist/test/real/run-nemesis.js ...`). Each run starts 5 node processes, injects a seeded
- * schedule of SIGKILLs, graceful stops, SIGSTOPs, partitions, worker crashes and drains under
- * client load, heals, and checks linearizability, no overlapping incarnations, convergence to one
- * incarnation per name, and that no process crashed on its own (see `nemesis.ts`). Prints one line
- * per run, then the figures; exits 1 on a failure. `--verbose` prints each fault.
+ * The nemesis on real processes: `npm run nemesis -- --real --runs N [--seed S] [--steps K]
+ * [--large N] [--verbose]` (or `node dist/test/real/run-nemesis.js ...`). Each run starts 5 node
+ * processes, injects a seeded schedule of SIGKILLs, graceful stops, SIGSTOPs (the leader right
+ * after a partition among them), partitions, wiped disks, hostile connections, worker crashes and
+ * drains under client load, heals, and checks linearizability, no overlapping incarnations,
+ * convergence to one incarnation per name, and that no process crashed on its own (see
+ * `nemesis.ts`). `--large N` registers N static names before the faults in every run (0: none;
+ * default: 50,000 in 1 run of 10, by the seed). Prints one line per run, then the figures; exits 1
+ * on a failure, 2 on bad arguments. `--verbose` prints each fault.
  */
-import { runRealNemesis } from './nemesis.js'
+import { parseArgs } from 'node:util'
+import { defaultLargeState, runRealNemesis } from './nemesis.js'
 
-const arg = (name: string, def: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : def
+let values: { runs: string; seed?: string; steps: string; large?: string; verbose: boolean }
+try {
+  values = parseArgs({
+    options: {
+      runs: { type: 'string', default: '10' },
+      seed: { type: 'string' },
+      steps: { type: 'string', default: '6' },
+      large: { type: 'string' },
+      verbose: { type: 'boolean', default: false },
+      real: { type: 'boolean', default: false }, // `npm run nemesis -- --real` passes it on
+    },
+    strict: true,
+    allowPositionals: false,
+  }).values as typeof values
+} catch (err) {
+  console.error(`${(err as Error).message}\nusage: run-nemesis.js [--runs N] [--seed S] [--steps K] [--large N] [--verbose]`)
+  process.exit(2)
 }
-const runs = arg('runs', 10)
-const seed0 = arg('seed', Math.floor(Math.random() * 1e9))
-const steps = arg('steps', 6)
-const verbose = process.argv.includes('--verbose')
-console.log(`nemesis (real processes): ${runs} runs from seed ${seed0}, ${steps} fault steps each`)
+/** A non-negative integer flag, or exit 2. */
+const intFlag = (name: string, v: string, min: number): number => {
+  const n = Number(v)
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
+    console.error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(v)}`)
+    process.exit(2)
+  }
+  return n
+}
+const runs = intFlag('runs', values.runs, 1)
+const seed0 = values.seed !== undefined ? intFlag('seed', values.seed, 0) : Math.floor(Math.random() * 1e9)
+const steps = intFlag('steps', values.steps, 0)
+const large = values.large !== undefined ? intFlag('large', values.large, 0) : undefined
+const verbose = values.verbose
+console.log(
+  `nemesis (real processes): ${runs} runs from seed ${seed0}, ${steps} fault steps each, large state ${large !== undefined ? `of ${large} names in every run` : '(50,000 names) in the runs the seed picks'}`,
+)
 let failed = 0
 const settle: number[] = []
 const faults: Record<string, number> = {}
@@ -25,9 +55,14 @@ let starts = 0
 let downs = 0
 const lateStops: number[] = []
 let unexplainedDowns = 0
+const snapshots = { taken: 0, installed: 0, maxBytes: 0 }
 const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
-  const res = await runRealNemesis({ seed: seed0 + i, steps, ...(verbose ? { log: (l: string) => console.log(`  ${l}`) } : {}) })
+  const seed = seed0 + i
+  const res = await runRealNemesis({ seed, steps, largeState: large ?? defaultLargeState(seed), ...(verbose ? { log: (l: string) => console.log(`  ${l}`) } : {}) })
+  snapshots.taken += res.snapshots?.taken ?? 0
+  snapshots.installed += res.snapshots?.installed ?? 0
+  snapshots.maxBytes = Math.max(snapshots.maxBytes, res.snapshots?.maxBytes ?? 0)
   settle.push(res.settledAfterMs)
   ops += res.ops
   starts += res.starts
@@ -35,16 +70,17 @@ for (let i = 0; i < runs; i++) {
   lateStops.push(...(res.lateStops ?? []))
   unexplainedDowns += res.nodeDowns?.unexplained ?? 0
   for (const [k, v] of Object.entries(res.faults)) faults[k] = (faults[k] ?? 0) + v
-  const line = `run ${i + 1}/${runs} seed ${res.seed}: ${res.ok ? 'ok' : 'FAIL'}, ${res.ops} ops, ${res.starts} worker starts, settled ${res.settledAfterMs.toFixed(0)} ms after heal, ${(res.wallMs / 1000).toFixed(1)} s`
+  const line = `run ${i + 1}/${runs} seed ${res.seed}: ${res.ok ? 'ok' : 'FAIL'}, ${res.ops} ops, ${res.starts} worker starts${res.largeState ? `, ${res.largeState} names of large state` : ''}, settled ${res.settledAfterMs.toFixed(0)} ms after heal, ${(res.wallMs / 1000).toFixed(1)} s`
   console.log(line)
   if (!res.ok) {
     failed++
-    console.log(`  FAIL seed ${res.seed} (rerun: node dist/test/real/run-nemesis.js --runs 1 --seed ${res.seed} --verbose): ${res.problems.join('; ').slice(0, 3000)}`)
+    console.log(`  FAIL seed ${res.seed} (rerun: node dist/test/real/run-nemesis.js --runs 1 --seed ${res.seed}${large !== undefined ? ` --large ${large}` : ''} --verbose): ${res.problems.join('; ').slice(0, 3000)}`)
     if (res.dump) console.log(`  details (faults, events, history of the keys concerned): ${res.dump}`)
   }
 }
 settle.sort((a, b) => a - b)
-console.log(`faults injected: ${JSON.stringify(faults)}`)
+console.log(`faults injected: ${JSON.stringify(Object.fromEntries(Object.entries(faults).sort(([a], [b]) => (a < b ? -1 : 1))))}`)
+console.log(`raft snapshots: ${snapshots.taken} taken (largest ${(snapshots.maxBytes / 1024).toFixed(0)} KiB), ${snapshots.installed} installed from a leader`)
 console.log(`client operations checked: ${ops}; worker starts: ${starts}; nodes declared gone: ${downs} (${unexplainedDowns} with no fault of ours in the 30 s before)`)
 lateStops.sort((a, b) => a - b)
 console.log(

@@ -10,9 +10,9 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { SwormProcessArgs, SwormProcessEvent, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
-import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './node-processes.js'
+import { freePorts, NodeProcesses, NodeRequestError, NodeStartError, pollUntil, waitForLeader, type SpawnOptions } from './node-processes.js'
 
-export { freePorts, NodeRequestError, pollUntil }
+export { freePorts, NodeRequestError, NodeStartError, pollUntil, type SpawnOptions }
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/sworm-process.js', import.meta.url))
 
@@ -75,10 +75,24 @@ export interface SwormCluster {
   pid(nodeId: string): number | undefined
   /** SIGKILL a node and wait until the process is gone. */
   kill(nodeId: string): Promise<void>
-  /** Start a killed (or stopped) node again from its data dir. */
-  restart(nodeId: string): Promise<void>
-  /** Start a new node `nodeId` on a fresh data dir that joins through n1's address (`join` option). */
-  startJoining(nodeId: string, via?: string): Promise<void>
+  /**
+   * Start a killed (or stopped) node again from its data dir. Rejects with a {@link NodeStartError}
+   * if it does not get ready (see {@link SpawnOptions}). A node started with `join` joins through
+   * `opts.join` if given (and from then on), else through the address it joined through before.
+   */
+  restart(nodeId: string, opts?: SpawnOptions & { join?: string }): Promise<void>
+  /**
+   * Start a new node `nodeId` on a fresh data dir that joins through `via` (an address; default
+   * n1's) with the `join` option, listening on `opts.url` (default: a free port).
+   */
+  startJoining(nodeId: string, via?: string, opts?: SpawnOptions & { url?: string }): Promise<void>
+  /** The data dir of a node. */
+  dataDir(nodeId: string): string
+  /**
+   * Forget a node that was removed from the cluster (it must not be running): it leaves
+   * {@link ids} (its address stays in {@link urls}).
+   */
+  retire(nodeId: string): void
   /** Graceful stop of one node (`sworm.stop()`), waiting for its process to exit. */
   stop(nodeId: string): Promise<void>
   /**
@@ -147,7 +161,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
 
   const argsOf = (id: string): SwormProcessArgs => {
     const via = joinedVia.get(id)
-    const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: opts.dataDirs?.[id] ?? join(dir, id), secret }
+    const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: dataDirOf(id), secret }
     if (via !== undefined) a.join = via
     else a.peers = peers
     a.logLevel = opts.logLevel ?? 'warn'
@@ -164,12 +178,13 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     return a
   }
 
-  const spawnNode = (id: string): Promise<void> => {
+  const spawnNode = (id: string, sopts: SpawnOptions = {}): Promise<void> => {
     const k = (starts.get(id) ?? 0) + 1
     starts.set(id, k)
     const env = opts.lifeDir ? { ...process.env, SWORM_LIFE_FILE: join(opts.lifeDir, `${id}.${k}.jsonl`) } : process.env
-    return procs.spawn(id, argsOf(id), env)
+    return procs.spawn(id, argsOf(id), env, sopts)
   }
+  const dataDirOf = (id: string): string => opts.dataDirs?.[id] ?? join(dir, id)
   const request = <T>(nodeId: string, msg: Req, timeoutMs?: number): Promise<T> => procs.request<T>(nodeId, msg, timeoutMs)
 
   const cluster: SwormCluster = {
@@ -182,17 +197,25 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     alive: () => ids.filter((id) => procs.isAlive(id)),
     pid: (nodeId) => procs.pid(nodeId),
     kill: (nodeId) => procs.kill(nodeId),
-    restart: async (nodeId) => {
+    restart: async (nodeId, ropts = {}) => {
       if (!ids.includes(nodeId)) throw new Error(`unknown node ${nodeId}`)
-      await spawnNode(nodeId)
+      const { join: via, ...sopts } = ropts
+      if (via !== undefined && joinedVia.has(nodeId)) joinedVia.set(nodeId, via)
+      await spawnNode(nodeId, sopts)
     },
-    startJoining: async (nodeId, via) => {
+    startJoining: async (nodeId, via, jopts = {}) => {
       if (ids.includes(nodeId)) throw new Error(`node ${nodeId} already exists`)
-      const [port] = await freePorts(1)
-      urls[nodeId] = `ws://127.0.0.1:${port}`
+      const { url, ...sopts } = jopts
+      urls[nodeId] = url ?? `ws://127.0.0.1:${(await freePorts(1))[0]}`
       joinedVia.set(nodeId, via ?? urls[ids[0]!]!)
       ids.push(nodeId)
-      await spawnNode(nodeId)
+      await spawnNode(nodeId, sopts)
+    },
+    dataDir: dataDirOf,
+    retire: (nodeId) => {
+      if (procs.isAlive(nodeId)) throw new Error(`node ${nodeId} is still running`)
+      const i = ids.indexOf(nodeId)
+      if (i >= 0) ids.splice(i, 1)
     },
     stop: (nodeId) => procs.stop(nodeId, { op: 'stop' }),
     waitForLeader: (timeoutMs = 10_000, wopts = {}) =>
