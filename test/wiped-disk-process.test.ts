@@ -1,0 +1,38 @@
+/**
+ * Issue #10.2 on real node processes (WebSockets, LevelDB): a voter restarted on a wiped
+ * `dataDir` under its old id must not help a stale node lose an acknowledged registration.
+ *
+ * Failed on fdfa2c3: n3 bootstrapped again on its empty disk, n2 (stale) was elected with its vote,
+ * and a consistent read of 'k' said undefined.
+ */
+import { rm } from 'node:fs/promises'
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { NodeStartError, startSwormCluster } from './real/sworm-cluster.js'
+
+const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+
+t.test('a voter restarted on a wiped dataDir refuses to start, and the acknowledged name survives', { timeout: 180_000 }, async (t) => {
+  const c = await startSwormCluster({ n: 3, name: 'wiped', leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+  t.teardown(() => c.stopAll())
+  await c.waitForLeader(15_000)
+  await c.kill('n2')
+  const res = await c.request<{ errors: number }>('n1', { op: 'whereisOrRegisterMany', names: ['k'], perName: 1, module: WORKERS, fn: 'counter' }, 30_000)
+  t.equal(res.errors, 0, "'k' acknowledged with n2 down (n1 and n3 hold it)")
+  await c.kill('n1')
+  await c.kill('n3')
+  await rm(c.dataDir('n3'), { recursive: true, force: true })
+  // n3 restarts first on its empty disk, then the stale n2: n3 must learn from n2 that it lost its data
+  const n3 = c.restart('n3').then(
+    () => undefined,
+    (err: unknown) => err,
+  )
+  await c.restart('n2')
+  const err = await n3
+  t.ok(err instanceof NodeStartError, `n3 did not start (${String(err)})`)
+  t.equal((err as NodeStartError | undefined)?.code, 'DATA_LOST', 'it refused with DATA_LOST')
+  await c.restart('n1')
+  await c.waitForLeader(15_000, { exclude: ['n3'] })
+  const found = await c.request<{ ref?: unknown } | undefined>('n2', { op: 'whereis', name: 'k', consistent: true }, 30_000)
+  t.ok(found, "a consistent read on n2 still finds 'k'")
+})
