@@ -75,7 +75,7 @@ export interface SwormOptions {
   leaseTimeoutMs?: number
   /**
    * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
-   * node's workers only after `leaseTimeoutMs + maxClockDriftMs`. Default 500 ms.
+   * node's workers only after `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
    */
   maxClockDriftMs?: number
   /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
@@ -384,7 +384,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.maxMessageBytes = init.opts.maxMessageBytes ?? 1024 * 1024
     this.callTimeoutMs = init.opts.callTimeoutMs ?? 5000
     this.leaseTimeoutMs = init.opts.leaseTimeoutMs ?? 2000
-    this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500)
+    // A leader renews leases for at most (electionTicks - 1) ticks after the heartbeat round its
+    // lease rests on, and any later leader was elected after that round was sent; so a new leader
+    // waits that long too, on top of the lease and the drift (whatever voters' stickiness did).
+    const raftTimes = init.opts.raft ?? {}
+    this.nodeDownAfterMs = this.leaseTimeoutMs + (init.opts.maxClockDriftMs ?? 500) + ((raftTimes.electionTicks ?? 6) - 1) * (raftTimes.tickMs ?? 50)
     this.requestTimeoutMs = init.opts.requestTimeoutMs ?? 5000
     this.startTimeoutMs = init.opts.startTimeoutMs ?? 10_000
     this.rebalanceOnJoin = init.opts.rebalance === true
@@ -560,6 +564,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     try {
       const st = raft.status()
+      const bound = st.config.disks?.[nodeId]
+      if (disk !== undefined && bound !== undefined && bound !== disk) {
+        // the configuration knows this node with another data directory: this one is not it
+        deps.logger.error('refusing to start: this node lost its data', { node: nodeId })
+        throw new NodeDataLostError(
+          nodeId,
+          `node ${nodeId} is a member of the cluster with another data directory than this one: it lost the votes and log entries it acknowledged. ` +
+            `Remove it (sworm.removeNode('${nodeId}') on any live node) and start this machine under a new node id, with "join", on an empty data directory.`,
+        )
+      }
       const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers
       let joinVia: string | undefined
       // A node started with `join` that its log does not list as a voter (fresh, or its join was
@@ -732,6 +746,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private async announce(): Promise<void> {
     for (;;) {
       if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
+      // a node the configuration does not list yet (joining), or lists with another data directory
+      // (it lost its data and is about to be refused), is not up in the registry
+      const applied = this.raft.status().appliedConfig
+      const bound = applied.disks?.[this.nodeId]
+      if (!isMember(applied, this.nodeId) || (bound !== undefined && this.disk !== undefined && bound !== this.disk)) {
+        await this.sleep(100)
+        continue
+      }
       try {
         await this.raft.propose({ c: 'nodeUp', node: this.nodeId, inc: this.incarnation })
         this.upResolved = true
@@ -1541,7 +1563,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * Remove node `nodeId` from the cluster (an admin operation; call it on any node). The node is
    * taken out of the Raft configuration by the leader, so it votes and replicates no more and no
    * leader renews its lease: it stops its supervised workers when the lease runs out. The leader
-   * then declares it gone in the registry (after `leaseTimeoutMs + maxClockDriftMs`, like a silent
+   * then declares it gone in the registry (after `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`, like a silent
    * node): its static names are dropped and its supervised workers start elsewhere. Resolves once
    * this node sees it gone (on the removed node itself: once the configuration change is
    * committed). Idempotent: removing a node that is out already resolves.
@@ -1551,7 +1573,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * old id as a voter, and Raft is safe only if no voter forgets its votes and log. The leader
    * refuses a join from an id the registry knows but the configuration no longer lists.
    *
-   * @param opts.timeoutMs - default `requestTimeoutMs + leaseTimeoutMs + maxClockDriftMs`
+   * @param opts.timeoutMs - default `requestTimeoutMs` + the node-down wait
    * @throws InvalidArgumentError when `nodeId` is not a non-empty string
    * @throws NotFoundError when no such node is a member or known to the registry (so also when a
    *   node that never came up in the registry was removed already)

@@ -32,6 +32,7 @@ class SimSworms {
   readonly running = new Map<string, SimNode>()
   private readonly detach = new Map<string, Array<() => void>>()
   private gen = 0
+  private readonly live = new Map<string, number>()
 
   constructor(
     n: number,
@@ -56,7 +57,10 @@ class SimSworms {
   async start(id: string, how: { join?: string } = {}): Promise<SimNode> {
     let storage = this.storages.get(id)
     if (!storage) this.storages.set(id, (storage = new MemoryStorage()))
-    const clock = this.sched.driftingClock({ offset: 1e6, rate: 1 })
+    const gen = ++this.gen
+    this.live.set(id, gen)
+    // the process's timers die with it (a crashed node must not go on ticking)
+    const clock = this.sched.driftingClock({ offset: 1e6, rate: 1, alive: () => this.live.get(id) === gen })
     const raftT = this.net.endpoint(id, 'raft')
     const msgT = this.net.endpoint(id, 'msg')
     this.detach.set(id, [() => raftT.detach(), () => msgT.detach()])
@@ -77,7 +81,7 @@ class SimSworms {
         msgTransport: msgT,
         clock,
         logger: silentLogger,
-        inc: `${id}.${++this.gen}`,
+        inc: `${id}.${gen}`,
         random: this.sched.random,
         loadModule: async () => workers as unknown as Record<string, unknown>,
         discover: async (u) => new URL(u).hostname.split('.')[0]!,
@@ -99,8 +103,9 @@ class SimSworms {
   async crash(id: string): Promise<void> {
     const node = this.running.get(id)
     this.running.delete(id)
+    this.live.delete(id)
     for (const d of this.detach.get(id) ?? []) d()
-    node?.sworm.crashForTests()
+    for (const w of node?.sworm.crashForTests() ?? []) workers.died(w)
     await this.storages.get(id)?.close()
   }
 
@@ -269,3 +274,121 @@ t.test('the leader applies the same decoded value as its followers, never the pr
   t.notOk(onLeader.tags instanceof Map, 'no Map on the leader: it holds what the followers decoded')
   t.equal((leader.sm.data.get('k') as unknown as { n: number }).n, 1, "the caller's later change does not reach the leader's replica")
 })
+
+t.test('a wiped voter refused at its join, then restarted on the disk it got meanwhile, neither votes nor campaigns (#10.2, found by review)', async (t) => {
+  // Failed on 6d20153: n3 (wiped, started with join) received the leader's snapshot before its
+  // join was refused; restarted on that disk it was listed as a voter, never asked to join again,
+  // campaigned with its new disk, and won with the stale n2: 'k' was lost.
+  for (const seed of [1, 2, 3]) {
+    const c = new SimSworms(3, 900 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300, raft: { snapshotEvery: 20 } })
+    await c.startAll()
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
+    const L = c.leader()!
+    const A = L.id
+    const [B, C] = c.nodes.filter((x) => x !== L).map((x) => x.id) as [string, string]
+    await c.sched.runUntil(c.sched.now + 500)
+    await c.crash(B)
+    const snapAt = (): number => L.sworm.raftNode.status().snapshotIndex
+    const startSnap = snapAt()
+    let i = 0
+    while (snapAt() === startSnap) await settle(c.sched, L.sworm.registerName(`pad${i++}`, { module: 'w', fn: 'counter', args: [`rev${seed}/pad${i}`] }))
+    const s = snapAt()
+    await settle(c.sched, L.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`rev${seed}/k`] }))
+    await c.sched.runUntil(c.sched.now + 200)
+    const kIdx = L.sworm.raftNode.status().commit
+    t.ok(snapAt() === s && kIdx > s, `k committed by ${A}+${C} (<= index ${kIdx}), after ${A}'s snapshot at ${s}; ${B} is down`)
+    // C loses its disk; A restarts; the network loses A's appends carrying entries to B and C
+    await c.crash(C)
+    c.wipe(C)
+    await c.crash(A)
+    const net = c.net as unknown as { send: (f: string, to: string, m: unknown, ch: string) => void }
+    const orig = net.send.bind(c.net)
+    let lossy = true
+    let snapSent = false
+    net.send = (f, to, m, ch) => {
+      const msg = m as { t?: string; entries?: unknown[] }
+      if (lossy && f === A && to === C && msg.t === 'snap') snapSent = true
+      if (lossy && f === A && ch === 'raft' && msg.t === 'app' && (msg.entries?.length ?? 0) > 0 && (to === B || snapSent)) return
+      orig(f, to, m, ch)
+    }
+    void c.start(B).catch(() => {})
+    void c.start(A).catch(() => {})
+    t.ok(await c.sched.runUntilTrue(() => c.running.get(A)?.sworm.status().role === 'leader', 20_000), `${A} leads again (with ${B}'s vote)`)
+    const first = c.start(C, { join: c.url(A) })
+    const err = await rejection(c.sched, first, 5000)
+    t.equal(err?.code, 'DATA_LOST', `${C}'s join is refused`)
+    await c.storages.get(C)!.close()
+    await c.crash(A)
+    lossy = false
+    // the process supervisor (systemd, k8s) starts C again: same disk, same options
+    const again = c.start(C, { join: c.url(A) })
+    const e2 = await rejection(c.sched, again, 3000)
+    t.equal(e2?.code, 'DATA_LOST', `${C} refuses its second start on that disk too`)
+    const won = await c.sched.runUntilTrue(() => c.leader() !== undefined, 20_000)
+    t.comment(`leader among ${B},${C}: ${won ? c.leader()!.id : 'none'}`)
+    if (won) {
+      await c.sched.runUntil(c.sched.now + 1000)
+      const via = c.running.get(B)!
+      const ref = await settle(c.sched, via.sworm.whereisName('k', { consistent: true })).catch((e: unknown) => String(e))
+      t.ok(ref, `consistent whereis('k') on ${B} under leader ${c.leader()!.id}: ${JSON.stringify(ref)}`)
+      const again2 = await settle(c.sched, via.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`rev${seed}/k2`] })).catch((e: unknown) => String(e))
+      t.comment(`registerName('k') again: ${JSON.stringify(again2)}`)
+    }
+    c.stopAll()
+  }
+})
+
+
+t.test('a voter that restarts forgets leader stickiness: a new leader is elected inside the old leader\'s lease, and the node-down wait still covers it (#10.1, found by review)', async (t) => {
+  // Failed on 6d20153 (with tickMs 200, electionTicks 10): the old leader, still holding its
+  // lease, renewed X's ~1.2 s after a new leader's election, and X's names ran twice.
+  const seeds = (process.env.SEEDS ?? '1,2,3').split(',').map(Number)
+  for (const seed of seeds) {
+    const lifeStart = workers.life.length
+    const c = new SimSworms(5, 5000 + seed, { leaseTimeoutMs: 2000, maxClockDriftMs: 500, raft: process.env.DEFAULT_RAFT ? {} : { tickMs: 200, electionTicks: 10 } })
+    await c.startAll()
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 20_000), 'a leader, every lease held')
+    const L = c.leader()!
+    const prefix = `rs${seed}/`
+    for (let i = 0; i < 20; i++) await settle(c.sched, L.sworm.registerName(`w${i}`, { module: 'w', fn: 'counter', args: [`${prefix}w${i}`] }))
+    await c.sched.runUntil(c.sched.now + 2000)
+    const placed = (id: string): number => L.sworm.registered().filter(([, ref]) => ref.node === id).length
+    const fol = c.nodes.filter((x) => x !== L).map((x) => x.id).sort((a, b) => placed(b) - placed(a))
+    const [X, B, C, E] = fol as [string, string, string, string]
+    t.comment(`L=${L.id} X=${X} (${placed(X)} names) B=${B} C=${C} E=${E}`)
+    const blockBoth = (a: string, b: string): void => { c.net.block(a, b); c.net.block(b, a) }
+    for (const a of [L.id, X]) for (const b of [C, E]) blockBoth(a, b)
+    const net = c.net as unknown as { send: (f: string, to: string, m: unknown, ch: string) => void }
+    const orig = net.send.bind(c.net)
+    let held: unknown
+    net.send = (f, to, m, ch) => {
+      const msg = m as { t?: string; pre?: boolean }
+      if (held === undefined && f === C && to === B && ch === 'raft' && msg.t === 'vote' && msg.pre) { held = m; return }
+      orig(f, to, m, ch)
+    }
+    t.ok(await c.sched.runUntilTrue(() => held !== undefined, 20_000), `${C} campaigns; its pre-vote to ${B} is delayed in the network`)
+    // B restarts (a crash, a deploy) while the pre-vote is in flight; L's heartbeats to it are lost for a while
+    c.net.block(L.id, B)
+    const tCrash = c.sched.now
+    await c.crash(B)
+    await settle(c.sched, c.start(B))
+    c.net.inject(C, B, held, 'raft')
+    const won = await c.sched.runUntilTrue(() => c.running.get(C)?.sworm.status().role === 'leader', 5000)
+    t.comment(`${C} leader ${won ? `after ${(c.sched.now - tCrash).toFixed(0)} ms` : 'no'}; L role ${L.sworm.status().role}; X lease ${c.running.get(X)!.sworm.leaseOk()}`)
+    const tElect = c.sched.now
+    const xs = c.running.get(X)!
+    const off = xs.clock.now() - c.sched.now
+    let lastRenew = xs.sworm.raftNode.leaseRenewedAt() ?? 0
+    await c.sched.runUntilTrue(() => { lastRenew = Math.max(lastRenew, xs.sworm.raftNode.leaseRenewedAt() ?? 0); return false }, 3000, 5)
+    t.comment(`X's lease last renewed to ${(lastRenew - off - tElect).toFixed(0)} ms after ${C}'s election (true time)`)
+    c.net.heal()
+    for (const a of [L.id, X]) for (const b of [C, E]) blockBoth(a, b)
+    c.net.block(L.id, B)
+    await c.sched.runUntil(c.sched.now + 8000)
+    const life = workers.life.slice(lifeStart).filter((e) => e.name.startsWith(prefix))
+    const ov = workers.overlaps(life)
+    t.same(ov, [], `seed ${seed}: no overlap`)
+    c.stopAll()
+  }
+})
+

@@ -73,6 +73,14 @@ export interface CoreOptions {
    * anyone else for an election timeout after it. Default (ticks): `electionTicks - 1`.
    */
   leaseMs?: number
+  /**
+   * The identity of this node's data directory. With it, the node votes and campaigns only while
+   * the configuration lists it with this very identity (another one means it lost what it
+   * promised), and, while the configuration does not list it at all, only if `voteUnlisted`.
+   */
+  disk?: string
+  /** Whether a node with a `disk` votes before its configuration lists it. Default true. */
+  voteUnlisted?: boolean
 }
 
 /** A read that is ready to be served once the state machine has applied `index`. */
@@ -205,6 +213,8 @@ export class RaftCore {
   /** The clock of lease decisions (see {@link CoreOptions.now}). */
   private readonly now: () => number
   private readonly leaseMs: number
+  private readonly disk: string | undefined
+  private readonly voteUnlisted: boolean
   /** When (on `now`) each heartbeat round was sent. */
   private readonly roundAt = new Map<number, number>()
   private pendingReads: PendingRead[] = []
@@ -240,6 +250,8 @@ export class RaftCore {
     this.maxInflight = opts.maxInflight ?? 64
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => this.ticks)
+    this.disk = opts.disk
+    this.voteUnlisted = opts.voteUnlisted ?? true
     this.leaseMs = opts.leaseMs ?? (opts.now ? 0 : this.electionTicks - 1)
     if (opts.now && !(this.leaseMs > 0)) throw new RangeError('leaseMs must be positive when a clock is given')
     if (this.electionTicks <= this.heartbeatTicks) throw new RangeError('electionTicks must be greater than heartbeatTicks')
@@ -413,8 +425,16 @@ export class RaftCore {
     return this.commit < this.lostUpTo
   }
 
+  /** See {@link CoreOptions.disk}. */
+  private mayVote(): boolean {
+    if (this.disk === undefined) return true
+    const bound = this.config.disks?.[this.id]
+    if (bound !== undefined) return bound === this.disk
+    return this.isVoter() || this.voteUnlisted
+  }
+
   private canCampaign(): boolean {
-    if (!this.isVoter() || this.recovering()) return false
+    if (!this.isVoter() || this.recovering() || !this.mayVote()) return false
     // Never campaign with committed entries not yet applied that may hold a config change:
     // harmless here because the config in use is always the latest in the log.
     return true
@@ -550,7 +570,7 @@ export class RaftCore {
       case 'snap':
         return this.handleSnapshot(m)
       case 'timeoutNow':
-        if (this.isVoter() && this.role !== 'leader' && !this.recovering()) this.campaign(true)
+        if (this.isVoter() && this.role !== 'leader' && !this.recovering() && this.mayVote()) this.campaign(true)
         return
       case 'readIndex':
         return this.handleReadIndex(m)
@@ -688,8 +708,8 @@ export class RaftCore {
 
   private handleVote(m: MsgVote): void {
     let granted = false
-    if (this.recovering()) {
-      // refuse, see recovering()
+    if (this.recovering() || !this.mayVote()) {
+      // refuse, see recovering() and mayVote()
     } else if (m.pre) {
       // Would we vote for it in term m.term? (no state change)
       granted = m.term > this.term && this.upToDate(m.lastIndex, m.lastTerm)

@@ -187,7 +187,7 @@ export class MemoryStorage implements RaftStorage {
     let encoded: Uint8Array
     try {
       encoded = packr.pack({
-        meta: { index: idx, term: meta.term, config: { voters: meta.config.voters, learners: meta.config.learners } },
+        meta: { index: idx, term: meta.term, config: meta.config },
         data: snapshot.data,
       })
     } catch (err) {

@@ -204,8 +204,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly heard = new Map<NodeId, number>()
   /** The cluster id of the configuration this node holds (undefined until it has one). */
   private clusterId: string | undefined
-  private readonly disk: string | undefined
-  private readonly voteUnlisted: boolean
   private readonly leaseTimeoutMs: number | undefined
   private lapses = 0
   /** Clock time the last tick accounts for. */
@@ -242,8 +240,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
-    this.disk = opts.disk
-    this.voteUnlisted = opts.voteUnlisted ?? true
     this.leaseTimeoutMs = opts.leaseTimeoutMs
     this.observeCommitMs = opts.observeCommitMs
     this.snapshotAt = this.clock.now()
@@ -286,6 +282,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       id: opts.id,
       now: () => clock.now(),
       leaseMs: ((electionTicks - 1) * (opts.tickMs ?? 50)) / (1 + (opts.clockDrift ?? 0.1)),
+      ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
+      voteUnlisted: opts.voteUnlisted ?? true,
       electionTicks,
       heartbeatTicks: opts.heartbeatTicks ?? 1,
       preVote: opts.preVote ?? true,
@@ -634,7 +632,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.logDrop(from, m)
         return
       }
-      if (m.t === 'vote' && !this.mayVote()) return // no answer: the candidate looks elsewhere
       this.core.step(m)
       if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.heard.set(from, this.clock.now())
       if (m.t === 'hb' && m.lease && m.ack !== undefined) this.renewFromLeader(from, m.term, m.ack)
@@ -832,18 +829,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.snapshotAt = this.clock.now()
     this.core.compact(snap)
     this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
-  }
-
-  /**
-   * Whether this node may vote: not with a data directory other than the one its configuration
-   * lists (it lost the votes and entries it promised), nor, when told so, before it is listed.
-   */
-  private mayVote(): boolean {
-    if (this.disk === undefined) return true
-    const cfg = this.core.status().config
-    const bound = cfg.disks?.[this.id]
-    if (bound !== undefined) return bound === this.disk
-    return Object.prototype.hasOwnProperty.call(cfg.voters, this.id) || this.voteUnlisted
   }
 
   /**

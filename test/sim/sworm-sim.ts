@@ -71,13 +71,14 @@ const g = globalThis as unknown as { __swormNow?: () => number; __swormActs?: wo
  * a late stop, when the old incarnation's process was stalled from before the new one started
  * until it stopped it, at the latest the moment it woke (before anything else: an event loop runs
  * expired timers first, and the lease-end fence is one), without acting meanwhile: a frozen
- * process runs nothing. Every other overlap is a violation.
+ * process runs nothing; and only when the new one started after the old one's lease had ended
+ * (true time), or the move itself came too early. Every other overlap is a violation.
  */
 export function judgeOverlaps(
   log: workers.LifeEvent[],
   acts: workers.LifeEvent[],
   nodeOf: (incarnation: number) => string | undefined,
-  stalls: Array<{ node: string; from: number; to: number }>,
+  stalls: Array<{ node: string; from: number; to: number; leaseEnd: number }>,
 ): { violations: string[]; lateStops: number } {
   const spans = new Map<number, { name: string; inc: number; start: number; stop: number }>()
   for (const e of log) {
@@ -103,7 +104,7 @@ export function judgeOverlaps(
         const b = list[j]!
         if (b.start >= a.stop) continue
         const node = nodeOf(a.inc)
-        const frozen = stalls.some((st) => st.node === node && st.from <= b.start && a.stop <= st.to + 0.01)
+        const frozen = stalls.some((st) => st.node === node && st.from <= b.start && b.start >= st.leaseEnd && a.stop <= st.to + 0.01)
         const acted = acts.some((x) => x.incarnation === a.inc && x.at >= b.start && x.at <= a.stop)
         if (frozen && !acted) lateStops++
         else violations.push(`${a.name}: incarnation ${b.inc} started while ${a.inc} alive${node ? ` (on ${node})` : ''}`)
@@ -432,13 +433,18 @@ export async function runSwormScenario(
   }
 
   const newFaults = opts.newFaults ?? true
-  const stalls: Array<{ node: string; from: number; to: number }> = []
+  const stalls: Array<{ node: string; from: number; to: number; leaseEnd: number }> = []
   const faultProblems: string[] = []
   const stall = (m: Member, ms: number): void => {
     // one stall interval per freeze: a stall of a node already stalled extends it
     const cur = stalls.find((st) => st.node === m.id && st.from <= sched.now && st.to > sched.now)
     if (cur) cur.to = Math.max(cur.to, sched.now + ms)
-    else stalls.push({ node: m.id, from: sched.now, to: sched.now + ms })
+    else {
+      // when its lease ends, on the true time (its clock runs at its rate; a frozen node renews nothing)
+      const renewed = m.sworm?.raftNode.leaseRenewedAt()
+      const leaseEnd = renewed === undefined ? -Infinity : sched.now + (renewed + lease - m.clock!.now()) / m.clock!.rate
+      stalls.push({ node: m.id, from: sched.now, to: sched.now + ms, leaseEnd })
+    }
     if (process.env.SIM_TRACE) console.error(`${sched.now.toFixed(1)} nemesis stall ${m.id} ${ms.toFixed(0)} ms (${m.sworm?.status().role})`)
     m.clock!.stall(ms)
     net.stall(m.id, ms)
