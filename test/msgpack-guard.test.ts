@@ -5,7 +5,7 @@
 import fc from 'fast-check'
 import { Packr } from 'msgpackr'
 import t from 'tap'
-import { MAX_MSGPACK_DEPTH, msgpackCost } from '../src/raft/msgpack-guard.js'
+import { MAX_COST_PER_BYTE, MAX_MSGPACK_DEPTH, msgpackCost } from '../src/raft/msgpack-guard.js'
 
 const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Date.now() % 1e9
 t.comment(`fast-check seed ${seed} (replay: FC_SEED=${seed})`)
@@ -71,4 +71,26 @@ t.test('bounds and refusals', async (t) => {
   const fresh = msgpackCost(packr.pack([{ term: 1 }, { mert: 1 }]), Infinity) as number
   t.ok(same < fresh, `repeated key ${same} < new key ${fresh}`)
   t.type(msgpackCost(packr.pack({ at: new Date(), u: undefined, n: 2 ** 40, f: 0.5, big: 2n ** 60n, bin: new Uint8Array(3) }), Infinity), 'number')
+})
+
+t.test('no input costs more than MAX_COST_PER_BYTE per byte', async (t) => {
+  // the costliest tokens, as keys, values and array elements, nested
+  const costly = [[0x80], [0x90], [0xc4, 0x00], [0xc0], [0xa1, 0x61], [0xd6, 0xff, 0, 0, 0, 1], [0xd3, 1, 2, 3, 4, 5, 6, 7, 8], [0xcb, 1, 2, 3, 4, 5, 6, 7, 8]]
+  const item = fc.letrec<{ v: number[] }>((tie) => ({
+    v: fc.oneof(
+      { depthSize: 'small', withCrossShrink: true },
+      fc.constantFrom(...costly),
+      fc.array(tie('v'), { maxLength: 5 }).map((xs) => [0x90 + xs.length, ...xs.flat()]),
+      fc.array(fc.tuple(tie('v'), tie('v')), { maxLength: 5 }).map((es) => [0x80 + es.length, ...es.flat(2)]),
+    ),
+  })).v
+  fc.assert(
+    fc.property(item, (bytes) => {
+      const cost = msgpackCost(Buffer.from(bytes), Infinity)
+      return typeof cost !== 'number' || cost <= MAX_COST_PER_BYTE * bytes.length
+    }),
+    { seed, numRuns: 3000 },
+  )
+  const worst = Buffer.from([0x81, 0x80, 0x80])
+  t.ok((msgpackCost(worst, Infinity) as number) > 100 * worst.length, 'the worst case is near the bound')
 })

@@ -6,7 +6,7 @@
  * refuses a frame whose bound is above its budget, before decoding it.
  *
  * The costs are upper bounds measured on Node 20 (64-bit V8, msgpackr 2, `mapsAsObjects`), in
- * bytes: an array 32 plus 8 per element; a map 64 plus 48 per entry, plus 160 + 2 x length the
+ * bytes: an array 48 plus 8 per element; a map 64 plus 48 per entry, plus 160 + 2 x length the
  * first time a key is seen in the frame (a new string and hidden class; a key seen before costs
  * nothing more); a string 32 + 2 x its length in bytes (the empty string: 0); a bin 128 (a view on
  * the frame); a float, or an integer beyond 16 bits, 16; a 64-bit integer (a BigInt) 32; a
@@ -23,7 +23,7 @@
 /** The deepest nesting of arrays and maps accepted (msgpackr itself fails a few thousand deep). */
 export const MAX_MSGPACK_DEPTH = 1000
 
-const ARRAY = 32
+const ARRAY = 48
 const SLOT = 8
 const MAP = 64
 const MAP_ENTRY = 48
@@ -34,6 +34,13 @@ const BOXED = 16
 const BIGINT = 32
 const DATE = 128
 
+/**
+ * The most {@link msgpackCost} charges per byte of input, so `bytes.length * MAX_COST_PER_BYTE`
+ * bounds its result: the worst is a map entry whose key is an empty map and whose value is another
+ * (2 bytes: 48 for the entry, 160 + 64 for the key as a new key, 64 for the value).
+ */
+export const MAX_COST_PER_BYTE = 168
+
 const KEY_SLOTS = 1024
 /** Per slot: the offset and length of the last key that hashed there, valid for `keyGen[slot]`. */
 const keyAt = new Int32Array(KEY_SLOTS * 2)
@@ -42,13 +49,15 @@ let generation = 0
 
 /** Per nesting level: items left to read; for maps, twice the entries (key, value, key, ...). */
 const left = new Float64Array(MAX_MSGPACK_DEPTH + 1)
-const isMap = new Uint8Array(MAX_MSGPACK_DEPTH + 1)
+/** Per nesting level: 0 in an array; in a map, 1 when a key comes next, 2 when a value does. */
+const mapState = new Uint8Array(MAX_MSGPACK_DEPTH + 1)
 
 /** Why {@link msgpackCost} refused some bytes. */
 export type MsgpackRefusal = 'over budget' | 'too deep' | 'truncated' | 'trailing bytes' | 'unsupported type'
 
 /** Whether the key at `at` (`len` bytes) was seen before in this scan; remembers it if not. */
 function seenKey(b: Uint8Array, at: number, len: number): boolean {
+  // Two keys with the same slot evict each other: they are then charged as new (never less).
   let h = len
   if (len <= 16) {
     for (let i = 0; i < len; i++) h = (Math.imul(h, 31) + b[at + i]!) | 0
@@ -94,14 +103,16 @@ export function msgpackCost(bytes: Uint8Array, budget: number): number | Msgpack
   let cost = 0
   let depth = 0
   left[0] = 1
-  isMap[0] = 0
+  mapState[0] = 0
   for (;;) {
     while (left[depth] === 0) {
       if (depth === 0) return pos === end ? cost : 'trailing bytes'
       depth--
     }
     left[depth]!--
-    const key = isMap[depth] === 1 && left[depth]! % 2 === 1
+    const state = mapState[depth]!
+    const key = state === 1
+    if (state !== 0) mapState[depth] = 3 - state
     if (pos >= end) return 'truncated'
     const t = b[pos++]!
     let n = -1 // a container's item count
@@ -220,7 +231,7 @@ export function msgpackCost(bytes: Uint8Array, budget: number): number | Msgpack
         if (depth === MAX_MSGPACK_DEPTH) return 'too deep'
         depth++
         left[depth] = map ? 2 * n : n
-        isMap[depth] = map ? 1 : 0
+        mapState[depth] = map ? 1 : 0
       }
     }
     if (cost > budget) return 'over budget'
