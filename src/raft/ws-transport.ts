@@ -42,7 +42,7 @@
  * @module
  */
 
-import { createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
 import * as http from 'node:http'
 import * as https from 'node:https'
 import type { AddressInfo } from 'node:net'
@@ -172,8 +172,8 @@ interface Conn {
   probe: boolean
   /** Whether data frames carry a tag (unless both sides are TLS), with the session's keys. */
   mac: boolean
-  sendKey: Buffer | undefined
-  recvKey: Buffer | undefined
+  sendKey: KeyObject | undefined
+  recvKey: KeyObject | undefined
   sendSeq: number
   recvSeq: number
   /** Stops counting the bytes read before authentication (inbound connections). */
@@ -251,12 +251,13 @@ function transcript(
   return JSON.stringify(['sworm-ws', WS_PROTOCOL_VERSION, dialerId, listenerId, dialerBoot, listenerBoot, hex(dialerNonce), hex(listenerNonce), dialerTls, listenerTls, probe])
 }
 
+const seqBytes = Buffer.alloc(8)
+
 /** The tag of data frame number `seq` (see the module doc). */
-function frameTag(key: Buffer, seq: number, body: Uint8Array): Buffer {
-  const s = Buffer.allocUnsafe(8)
-  s.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
-  s.writeUInt32BE(seq >>> 0, 4)
-  return createHmac('sha256', key).update(s).update(body).digest().subarray(0, TAG_BYTES)
+function frameTag(key: KeyObject, seq: number, body: Uint8Array): Buffer {
+  seqBytes.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
+  seqBytes.writeUInt32BE(seq >>> 0, 4)
+  return createHmac('sha256', key).update(seqBytes).update(body).digest().subarray(0, TAG_BYTES)
 }
 
 /** Why a frame must not be decoded, or `undefined` (see {@link msgpackCost}). */
@@ -1055,8 +1056,8 @@ export class WsHub {
     const [dialerNonce, listenerNonce] = conn.outbound ? [conn.nonce, conn.peerNonce!] : [conn.peerNonce!, conn.nonce]
     const info = Buffer.concat([Buffer.from(SESSION_INFO), createHash('sha256').update(t).digest()])
     const keys = Buffer.from(hkdfSync('sha256', this.authKey, Buffer.concat([dialerNonce, listenerNonce]), info, 64))
-    const toListener = keys.subarray(0, 32)
-    const toDialer = keys.subarray(32)
+    const toListener = createSecretKey(keys.subarray(0, 32))
+    const toDialer = createSecretKey(keys.subarray(32))
     conn.sendKey = conn.outbound ? toListener : toDialer
     conn.recvKey = conn.outbound ? toDialer : toListener
     conn.sendSeq = 0
