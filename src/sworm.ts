@@ -32,7 +32,7 @@ import { LevelStorage } from './raft/level-storage.js'
 import { RateLimitedLog, clip } from './raft/rate-limited-log.js'
 import { RaftNode } from './raft/node.js'
 import { systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
-import type { WsHub } from './raft/ws-transport.js'
+import { secretProblem, type WsHub } from './raft/ws-transport.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
 import type { RegistryCommand, RegistryResult, StartSpec, SuperviseResult, WorkerRef } from './registry/types.js'
@@ -439,7 +439,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const listen = requireString(o, 'listen')
     const dataDir = requireString(o, 'dataDir')
     const secret = o.secret
-    if (typeof secret !== 'string' || secret.length < 8) throw new TypeError('Sworm.start: option "secret" must be a string of at least 8 characters')
+    const secretBad = secretProblem(secret)
+    if (secretBad !== undefined || typeof secret !== 'string') throw new TypeError(`Sworm.start: option "secret" ${secretBad}`)
     validateUrl('listen', listen)
     if (o.peers !== undefined) {
       if (!isObj(o.peers)) throw new TypeError('Sworm.start: option "peers" must be an object mapping node ids to ws:// URLs')

@@ -14,6 +14,8 @@ import { WsHub } from '../src/raft/ws-transport.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { waitFor } from './helpers.js'
 
+const FUZZ_SECRET = '2e7c9a0f4b8d1e63c5a9f2b7e0d4c81a'
+
 const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Date.now() % 1e9
 const runs = Number(process.env.FC_RUNS ?? 300)
 t.comment(`fast-check seed ${seed} (replay: FC_SEED=${seed})`)
@@ -102,8 +104,8 @@ t.test('a node fed random messages from a peer keeps serving and stays consisten
 })
 
 t.test('the hub survives random bytes and random authenticated frames', async (t) => {
-  const a = new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret: 'fuzz-secret-1', logger: silentLogger })
-  const b = new WsHub({ nodeId: 'b', listen: 'ws://127.0.0.1:0', secret: 'fuzz-secret-1', logger: silentLogger })
+  const a = new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret: FUZZ_SECRET, logger: silentLogger })
+  const b = new WsHub({ nodeId: 'b', listen: 'ws://127.0.0.1:0', secret: FUZZ_SECRET, logger: silentLogger })
   await a.start()
   await b.start()
   t.teardown(async () => {

@@ -39,7 +39,7 @@ export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs:
 }
 
 /** The cluster secret of in-process test clusters. */
-export const TEST_SECRET = 'test-secret-123'
+export const TEST_SECRET = '3f9a1c7e5b2d8046a1e9c3b7d5f20846' // 16 random bytes, hex
 
 /**
  * `n` sworms named `name` in this process (real ws on loopback, LevelDB in a temp dir) that have

@@ -20,7 +20,7 @@
  * (several sworms sharing the ports); C. floods; D. the public API: wrong types, sizes, unknown
  * refs, calls after stop().
  */
-import { createHmac, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import fc from 'fast-check'
 import { pack, unpack } from 'msgpackr'
@@ -40,6 +40,7 @@ import { WsHub } from '../src/raft/ws-transport.js'
 import type { SimCluster, SimMember } from './sim/raft-cluster.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { startSworms, TEST_SECRET, waitFor } from './helpers.js'
+import { VERSION, dialerSession, hello, proof, seal, unseal, type Hellos, type Session } from './ws-protocol.js'
 
 const seed = process.env.HOSTILE_SEED ? Number(process.env.HOSTILE_SEED) : Date.now() % 1e9
 t.comment(`hostile seed ${seed} (replay: HOSTILE_SEED=${seed})`)
@@ -311,17 +312,16 @@ t.teardown(() => {
   }
 })
 
-function proof(role: string, clientId: string, serverId: string, cNonce: Uint8Array, sNonce: Uint8Array, secret = TEST_SECRET): Buffer {
-  const text = JSON.stringify(['sworm-ws', 1, role, clientId, serverId, Buffer.from(cNonce).toString('hex'), Buffer.from(sNonce).toString('hex')])
-  return createHmac('sha256', secret).update(text).digest()
-}
-
 interface Raw {
   ws: WebSocket
   /** Decoded frames received. */
   frames: unknown[]
   closed: Promise<{ code: number; reason: string }>
   isClosed: () => boolean
+  /** After the handshake: the keys and counters of the frames' tags. */
+  session?: Session
+  /** The session to start when the node's `ok` arrives. */
+  next?: Session
 }
 
 /** A raw WebSocket to `url`, not yet past any handshake. */
@@ -331,13 +331,6 @@ async function rawConnect(url: string): Promise<Raw> {
   ws.on('error', () => {})
   const frames: unknown[] = []
   let done = false
-  ws.on('message', (d: Buffer) => {
-    try {
-      frames.push(unpack(d))
-    } catch {
-      frames.push('undecodable')
-    }
-  })
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on('close', (code, reason) => {
       done = true
@@ -345,25 +338,60 @@ async function rawConnect(url: string): Promise<Raw> {
       resolve({ code, reason: reason.toString() })
     }),
   )
+  const raw: Raw = { ws, frames, closed, isClosed: () => done }
+  ws.on('message', (d: Buffer) => {
+    const body = raw.session ? unseal(raw.session, d) : d
+    if (!body) return void frames.push('bad tag')
+    let f: unknown
+    try {
+      f = unpack(body)
+    } catch {
+      f = 'undecodable'
+    }
+    frames.push(f)
+    if (raw.next && (f as { t?: string }).t === 'ok') {
+      raw.session = raw.next
+      raw.next = undefined
+    }
+  })
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve())
     ws.once('error', reject)
   })
-  return { ws, frames, closed, isClosed: () => done }
+  return raw
+}
+
+/** The proof a dialer sends after `challenge`, and the session it starts. */
+function dialerProof(h: ReturnType<typeof hello>, id: string, serverId: string, challenge: unknown, secret = TEST_SECRET): { auth: Buffer; session: Session } {
+  const ch = challenge as { boot: string; nonce: Uint8Array; tls: boolean }
+  const hellos: Hellos = {
+    dialerId: id,
+    listenerId: serverId,
+    dialerBoot: h.boot,
+    listenerBoot: ch.boot,
+    dialerNonce: h.nonce,
+    listenerNonce: ch.nonce,
+    dialerTls: h.tls,
+    listenerTls: ch.tls,
+    probe: false,
+  }
+  return { auth: pack({ v: VERSION, t: 'auth', proof: proof('dialer', hellos, secret) }), session: dialerSession(hellos, secret) }
 }
 
 /** A raw client that authenticated as node `id` with the cluster secret: a peer we control. */
 async function rawPeer(url: string, id: string, serverId: string): Promise<Raw & { send(batch: Array<[string, unknown]>): void }> {
   const raw = await rawConnect(url)
-  const nonce = randomBytes(32)
-  raw.ws.send(pack({ v: 1, t: 'hello', id, boot: `raw-${id}`, nonce }))
+  const h = hello(id)
+  raw.ws.send(h.frame)
   await waitFor(() => raw.frames.length >= 1, 5000, 'challenge')
-  const ch = raw.frames.shift() as { t: string; nonce: Uint8Array }
+  const ch = raw.frames.shift() as { t: string }
   if (ch.t !== 'challenge') throw new Error(`expected a challenge, got ${JSON.stringify(ch)}`)
-  raw.ws.send(pack({ v: 1, t: 'auth', proof: proof('client', id, serverId, nonce, ch.nonce) }))
+  const { auth, session } = dialerProof(h, id, serverId, ch)
+  raw.next = session
+  raw.ws.send(auth)
   await waitFor(() => raw.frames.length >= 1, 5000, 'ok')
   if ((raw.frames.shift() as { t?: string }).t !== 'ok') throw new Error('not accepted')
-  return { ...raw, send: (batch) => raw.ws.send(pack({ v: 1, b: batch })) }
+  return Object.assign(raw, { send: (batch: Array<[string, unknown]>) => raw.ws.send(seal(session, pack({ v: VERSION, b: batch }))) })
 }
 
 /** Data-frame messages a raw peer received, flattened to [group, msg]. */
@@ -507,7 +535,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     // each frame names another unknown sworm: the log must not get a line per name
     const frameN = (i: number) =>
       pack({
-        v: 1,
+        v: VERSION,
         b: [
           ['raft:hostile', { t: 'vote', from: 'flooder', to: 'n1', term: 1, pre: false, transfer: false, lastIndex: 0, lastTerm: 0 }], // stale: answered
           [`raft:ghost-${i}`, 1],
@@ -528,7 +556,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
       }
     })()
     for (let i = 0; i < FRAMES; i++) {
-      flooder.ws.send(frameN(i))
+      flooder.ws.send(seal(flooder.session!, frameN(i)))
       if (i % 500 === 499) {
         maxQueued = Math.max(maxQueued, hub.stats().peers.flooder?.queued ?? 0)
         await new Promise((r) => setImmediate(r))
@@ -549,7 +577,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
       warnsSince(lines, mark, (l) => l.msg === 'message for unknown group dropped').reduce((n, l) => n + 1 + ((l.fields.suppressed as number | undefined) ?? 0), 0)
     await waitFor(
       () => {
-        flooder.ws.send(frame) // one more after the window, to get the last count out
+        flooder.ws.send(seal(flooder.session!, frame)) // one more after the window, to get the last count out
         return accounted() >= FRAMES
       },
       5000,
@@ -565,9 +593,9 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     const big = await rawPeer(url, 'big', 'n1')
     const hub = n1.hubForTests()
     const mark = lines.length
-    const frame = pack({ v: 1, b: [['raft:hostile', new Uint8Array(MAX - 64)]] })
-    tt.ok(frame.length <= MAX)
-    for (let i = 0; i < 3; i++) big.ws.send(frame)
+    const frame = pack({ v: VERSION, b: [['raft:hostile', new Uint8Array(MAX - 64)]] })
+    tt.ok(frame.length + 16 <= MAX, 'with its tag')
+    for (let i = 0; i < 3; i++) big.ws.send(seal(big.session!, frame))
     await waitFor(() => (hub.stats().peers.big?.received ?? 0) >= 3, 30_000, 'three maximal frames received')
     tt.notOk(big.isClosed(), 'maximal frames are accepted')
     await clusterServes(nodes, tt, 'c2')
@@ -591,18 +619,17 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     // 400 bad handshakes, 50 at a time: garbage, text, an unknown version, a wrong secret
     const mark2 = lines.length
     const started = Date.now()
-    let version = 2
+    let version = VERSION + 1
     const kinds = [
       (r: Raw) => r.ws.send(Buffer.from([0xc1, 0xc1, 0xc1])),
       (r: Raw) => r.ws.send('hello?'),
       // another version each time: the log must not get a line per version
       (r: Raw) => r.ws.send(pack({ v: version++, t: 'hello', id: 'x', boot: 'b', nonce: randomBytes(32) })),
       async (r: Raw) => {
-        const nonce = randomBytes(32)
-        r.ws.send(pack({ v: 1, t: 'hello', id: 'intruder', boot: 'b', nonce }))
+        const h = hello('intruder')
+        r.ws.send(h.frame)
         await waitFor(() => r.frames.length >= 1 || r.isClosed(), 5000, 'challenge')
-        const ch = r.frames[0] as { nonce: Uint8Array }
-        r.ws.send(pack({ v: 1, t: 'auth', proof: proof('client', 'intruder', 'n1', nonce, ch.nonce, 'wrong-secret') }))
+        r.ws.send(dialerProof(h, 'intruder', 'n1', r.frames[0], '9c41e07b2d5f8a36c1e4b7d0f2a95e38').auth)
       },
     ]
     let refused = 0
@@ -623,6 +650,35 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     tt.comment(`${warns.length} warn lines for 400 refusals in ${seconds.toFixed(1)} s`)
     atMostOneASecond(tt, warns, seconds)
     await clusterServes(nodes, tt, 'c3-bad')
+  })
+
+  await t.test('C. eight unauthenticated 16 MiB frames of empty maps at once: refused unread and undecoded', async (tt) => {
+    // decoded, each would take ~1 GiB of heap (this killed the node before the pre-auth limit)
+    const n = 16 * 1024 * 1024
+    const frame = Buffer.alloc(5 + n, 0x80)
+    frame[0] = 0xdd
+    frame.writeUInt32BE(n, 1)
+    const mark = lines.length
+    const raws = await Promise.all(Array.from({ length: 8 }, () => rawConnect(url)))
+    for (const r of raws) r.ws.send(frame)
+    for (const r of raws) tt.equal((await r.closed).code, 1009, 'closed: too much data before authentication')
+    tt.ok(warnsSince(lines, mark, (l) => /before authentication/.test(String(l.fields.reason))).length >= 1, 'logged')
+    await clusterServes(nodes, tt, 'c-unauth-big')
+  })
+
+  await t.test('C. an authenticated peer sends 16 MiB of empty maps: refused before decoding', async (tt) => {
+    const maps = await rawPeer(url, 'maps', 'n1')
+    const n = 16 * 1024 * 1024
+    const body = Buffer.alloc(5 + n, 0x80)
+    body[0] = 0xdd
+    body.writeUInt32BE(n, 1)
+    // { v, b: [['raft:hostile', <16 Mi empty maps>]] }: the last byte of the packed nil is replaced
+    const frame = Buffer.concat([pack({ v: VERSION, b: [['raft:hostile', null]] }).subarray(0, -1), body])
+    const mark = lines.length
+    maps.ws.send(seal(maps.session!, frame))
+    tt.equal((await maps.closed).code, 1009, 'closed')
+    await waitFor(() => warnsSince(lines, mark, (l) => l.fields.reason === 'frame would decode too large' && l.fields.peer === 'maps').length === 1, 5000, 'the line')
+    await clusterServes(nodes, tt, 'c-maps')
   })
 
   await t.test('D. wrong types and sizes: typed errors, nothing changes', async (tt) => {

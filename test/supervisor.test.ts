@@ -10,7 +10,7 @@ import { factoryRuns, life, overlaps } from './fixtures/workers.js'
 import { freePorts, tempDir, waitFor, startSworms } from './helpers.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
-const SECRET = 'test-secret-123'
+const SECRET = '7d2b9e4f1a8c3605b9e2d7f41c8a5e30'
 const spec = (name: string, extra: Record<string, unknown> = {}) => ({ module: WORKERS, fn: 'counter', args: [name], ...extra })
 
 const cluster = (n: number, name: string, opts: Record<string, unknown> = {}) => startSworms(n, name, opts)

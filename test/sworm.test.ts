@@ -7,7 +7,7 @@ import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, 
 import type { WorkerRef } from '../src/index.js'
 import { freePorts, tempDir, waitFor, startSworms } from './helpers.js'
 
-const SECRET = 'test-secret-123'
+const SECRET = 'c84e1f2a9d6b3750e1a8c4f29b7d3e06'
 
 const startCluster = (n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) => startSworms(n, name, extra)
 
@@ -165,6 +165,9 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
     [{ ...base, listen: 'http://x:1' }, /"listen"/],
     [{ ...base, listen: 'ws://x' }, /"listen"/],
     [{ ...base, secret: 'short' }, /"secret"/],
+    [{ ...base, secret: 'test-secret-123' }, /"secret" must have at least 32 characters, not 15/],
+    [{ ...base, secret: 'ab'.repeat(20) }, /"secret" must have at least 8 distinct characters, not 2/],
+    [{ ...base, secret: 42 }, /"secret" must be a string/],
     [{ ...base, peers: { n2: 'ws://127.0.0.1:2' } }, /"peers"/],
     [{ ...base, peers: 'x' }, /"peers"/],
     [{ ...base, callTimeoutMs: -1 }, /"callTimeoutMs"/],

@@ -1,13 +1,16 @@
 import t from 'tap'
 import { spawn } from 'node:child_process'
-import { createHmac, randomBytes } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { pack, unpack } from 'msgpackr'
-import { WebSocket } from 'ws'
-import { WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
+import { WebSocket, WebSocketServer } from 'ws'
+import { WS_PROTOCOL_VERSION, WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
+import { VERSION, dialerSession, hello, proof, seal, unseal, type Hellos, type Session } from './ws-protocol.js'
 import type { Logger, Transport } from '../src/raft/types.js'
 
-const SECRET = 'test-cluster-secret'
+const SECRET = 'b1e4c9a27f03d8e6a5c2b7f19d04e3a8' // 16 random bytes, hex
+const SECRET2 = '5f8d2e1c9b7a4036e2d1c8b9a7f60e4d'
 
 interface LogLine {
   level: string
@@ -81,19 +84,15 @@ function has(h: TestHub, group: string, pred: (m: { from: string; msg: unknown }
 
 // ----- a raw client speaking the protocol by hand ----------------------------------------------
 
-function proof(role: string, clientId: string, serverId: string, cNonce: Uint8Array, sNonce: Uint8Array, secret = SECRET): Buffer {
-  return createHmac('sha256', secret)
-    .update(
-      JSON.stringify(['sworm-ws', 1, role, clientId, serverId, Buffer.from(cNonce).toString('hex'), Buffer.from(sNonce).toString('hex')]),
-    )
-    .digest()
-}
-
 interface Raw {
   ws: WebSocket
   frames: unknown[]
   closed: Promise<{ code: number; reason: string }>
   isClosed: () => boolean
+  /** After the handshake: the keys and counters of the frames' tags. */
+  session?: Session
+  /** The session to start when the listener's `ok` arrives. */
+  next?: Session
 }
 
 async function rawConnect(tt: Tap, url: string): Promise<Raw> {
@@ -101,28 +100,41 @@ async function rawConnect(tt: Tap, url: string): Promise<Raw> {
   ws.on('error', () => {})
   const frames: unknown[] = []
   let done = false
-  ws.on('message', (d: Buffer) => {
-    try {
-      frames.push(unpack(d))
-    } catch {
-      frames.push('undecodable')
-    }
-  })
   const closed = new Promise<{ code: number; reason: string }>((resolve) =>
     ws.on('close', (code, reason) => {
       done = true
       resolve({ code, reason: reason.toString() })
     }),
   )
+  const raw: Raw = { ws, frames, closed, isClosed: () => done }
+  ws.on('message', (d: Buffer) => {
+    let body: Buffer | undefined = d
+    if (raw.session) body = unseal(raw.session, d)
+    if (!body) return void frames.push('bad tag')
+    let f: unknown
+    try {
+      f = unpack(body)
+    } catch {
+      f = 'undecodable'
+    }
+    frames.push(f)
+    if (raw.next && (f as { t?: string }).t === 'ok') {
+      raw.session = raw.next
+      raw.next = undefined
+    }
+  })
   tt.teardown(() => ws.terminate())
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => resolve())
     ws.once('error', reject)
   })
-  return { ws, frames, closed, isClosed: () => done }
+  return raw
 }
 
-/** Connect and authenticate as `id`; returns the raw connection and the frames sent. */
+/**
+ * Connect and authenticate as `id` (the dialer proves first, then checks the listener's proof);
+ * returns the raw connection and the frames sent.
+ */
 async function rawAuth(
   tt: Tap,
   url: string,
@@ -132,23 +144,44 @@ async function rawAuth(
   secret = SECRET,
 ): Promise<Raw & { hello: Buffer; auth: Buffer }> {
   const raw = await rawConnect(tt, url)
-  const nonce = randomBytes(32)
-  const hello = replay?.hello ?? pack({ v: 1, t: 'hello', id, boot: 'raw-boot', nonce })
-  raw.ws.send(hello)
+  const h = hello(id)
+  const helloFrame = replay?.hello ?? h.frame
+  raw.ws.send(helloFrame)
   await waitFor(() => raw.frames.length >= 1 || raw.isClosed(), 5000, 'challenge')
-  const ch = raw.frames[0] as { t: string; id: string; nonce: Uint8Array; proof: Uint8Array }
+  const ch = raw.frames[0] as { t: string; id: string; boot: string; nonce: Uint8Array; tls: boolean }
   let auth: Buffer
   if (replay) {
     auth = replay.auth
   } else {
     if (ch.t !== 'challenge' || ch.id !== serverId) throw new Error('unexpected challenge')
-    if (secret === SECRET && !proof('server', id, serverId, nonce, ch.nonce).equals(Buffer.from(ch.proof))) {
-      throw new Error('bad server proof')
+    const hellos: Hellos = {
+      dialerId: id,
+      listenerId: serverId,
+      dialerBoot: h.boot,
+      listenerBoot: ch.boot,
+      dialerNonce: h.nonce,
+      listenerNonce: ch.nonce,
+      dialerTls: false,
+      listenerTls: ch.tls,
+      probe: false,
     }
-    auth = pack({ v: 1, t: 'auth', proof: proof('client', id, serverId, nonce, ch.nonce, secret) })
+    auth = pack({ v: VERSION, t: 'auth', proof: proof('dialer', hellos, secret) })
+    raw.next = dialerSession(hellos, secret)
+    raw.ws.send(auth)
+    if (secret === SECRET) {
+      await waitFor(() => raw.frames.length >= 2 || raw.isClosed(), 5000, 'ok')
+      const ok = raw.frames[1] as { t?: string; proof?: Uint8Array }
+      if (ok.t !== 'ok' || !proof('listener', hellos, secret).equals(Buffer.from(ok.proof ?? []))) throw new Error('bad listener proof')
+    }
+    return Object.assign(raw, { hello: helloFrame, auth })
   }
   raw.ws.send(auth)
-  return { ...raw, hello, auth }
+  return Object.assign(raw, { hello: helloFrame, auth })
+}
+
+/** Send an encoded data frame on an authenticated raw connection (with its tag). */
+function sendData(raw: Raw, frame: Buffer): void {
+  raw.ws.send(raw.session ? seal(raw.session, frame) : frame)
 }
 
 function dataFrames(raw: Raw): { v: number; b: [string, unknown][] }[] {
@@ -214,10 +247,10 @@ t.test('messages from one sender arrive in order, batched in one frame per turn'
   await new Promise((r) => setImmediate(r))
   const frames = dataFrames(raw)
   tt.equal(frames.length, 1, 'one frame')
-  tt.equal(frames[0]!.v, 1)
+  tt.equal(frames[0]!.v, WS_PROTOCOL_VERSION)
   tt.same(frames[0]!.b, [...Array(100).keys()].map((i) => ['g', { i }]))
   // The raw client can send too.
-  raw.ws.send(pack({ v: 1, b: [['g', 'hi'], ['g', 'there']] }))
+  sendData(raw, pack({ v: VERSION, b: [['g', 'hi'], ['g', 'there']] }))
   await waitFor(() => has(a, 'g', (m) => m.from === 'raw' && m.msg === 'there'))
   tt.same(a.got.g!.filter((m) => m.from === 'raw').map((m) => m.msg), ['hi', 'there'])
 })
@@ -269,12 +302,13 @@ t.test('reconnects after a hub is closed and restarted on the same port', async 
 t.test('a peer with the wrong secret is refused', async (tt) => {
   const a = await makeHub(tt, 'a', ['g'])
   const b = await makeHub(tt, 'b', ['g'])
-  const evil = await makeHub(tt, 'evil', ['g'], { secret: 'not-the-secret' })
+  const evil = await makeHub(tt, 'evil', ['g'], { secret: SECRET2 })
   mesh([a, b, evil])
   evil.ch.g!.send('a', 'from evil')
   a.ch.g!.send('evil', 'to evil')
+  const sameSecret = /authentication failed: .*proof does not match.*check that every node uses the same secret/
   await waitFor(
-    () => a.lines.some((l) => l.level === 'warn' && /authentication failed/.test(String(l.fields?.reason))),
+    () => a.lines.some((l) => l.level === 'warn' && sameSecret.test(String(l.fields?.reason))),
     5000,
     'refusal logged by a (as listener)',
   )
@@ -284,9 +318,10 @@ t.test('a peer with the wrong secret is refused', async (tt) => {
     'refusal logged by evil (as listener)',
   )
   // A dialer with the wrong secret that ignores the listener's proof: refused by the listener.
-  const rawEvil = await rawAuth(tt, a.url, 'evil2', 'a', undefined, 'wrong')
+  const rawEvil = await rawAuth(tt, a.url, 'evil2', 'a', undefined, SECRET2)
   tt.equal((await rawEvil.closed).code, 1008)
-  const refused = a.lines.find((l) => l.msg === 'refused connection' && l.fields?.reason === 'authentication failed')
+  tt.notOk(rawEvil.frames.some((f) => (f as { t?: string }).t === 'ok'), 'the listener did not prove itself to it')
+  const refused = a.lines.find((l) => l.msg === 'refused connection' && l.fields?.remote !== undefined && sameSecret.test(String(l.fields?.reason)))
   tt.ok(refused, 'listener refusal logged')
   tt.match(String(refused?.fields?.remote), /^127\.0\.0\.1:\d+$/)
   tt.same(a.got.g, [])
@@ -320,30 +355,30 @@ t.test('hostile input does not crash the hub', async (tt) => {
   tt.equal((await big.closed).code, 1009, 'oversized frame')
 
   const early = await rawConnect(tt, a.url)
-  early.ws.send(pack({ v: 1, b: [['g', 'sneaky']] }))
+  early.ws.send(pack({ v: VERSION, b: [['g', 'sneaky']] }))
   tt.equal((await early.closed).code, 1008, 'data frame before authentication')
 
   const oldHello = await rawConnect(tt, a.url)
-  oldHello.ws.send(pack({ v: 2, t: 'hello', id: 'x', boot: 'b', nonce: randomBytes(32) }))
-  tt.equal((await oldHello.closed).code, 1002, 'hello with an unknown version')
+  oldHello.ws.send(pack({ v: 1, t: 'hello', id: 'x', boot: 'b', nonce: randomBytes(32) }))
+  tt.equal((await oldHello.closed).code, 1002, 'hello of version 1')
 
   const selfId = await rawConnect(tt, a.url)
-  selfId.ws.send(pack({ v: 1, t: 'hello', id: 'a', boot: 'b', nonce: randomBytes(32) }))
+  selfId.ws.send(hello('a').frame)
   tt.equal((await selfId.closed).code, 1008, 'hello with our own id')
 
   const v2 = await rawAuth(tt, a.url, 'raw1', 'a')
   await waitFor(() => a.hub.stats().peers.raw1?.connected === true)
-  v2.ws.send(pack({ v: 2, b: [['g', 'future']] }))
+  sendData(v2, pack({ v: VERSION + 1, b: [['g', 'future']] }))
   tt.equal((await v2.closed).code, 1002, 'data frame with an unknown version')
 
   const badBatch = await rawAuth(tt, a.url, 'raw2', 'a')
   await waitFor(() => a.hub.stats().peers.raw2?.connected === true)
-  badBatch.ws.send(pack({ v: 1, b: [[42, 'x']] }))
+  sendData(badBatch, pack({ v: VERSION, b: [[42, 'x']] }))
   tt.equal((await badBatch.closed).code, 1007, 'malformed batch entry')
 
   const unknownGroup = await rawAuth(tt, a.url, 'raw3', 'a')
   await waitFor(() => a.hub.stats().peers.raw3?.connected === true)
-  unknownGroup.ws.send(pack({ v: 1, b: [['nope', 'lost'], ['g', 'kept']] }))
+  sendData(unknownGroup, pack({ v: VERSION, b: [['nope', 'lost'], ['g', 'kept']] }))
   await waitFor(() => has(a, 'g', (m) => m.from === 'raw3' && m.msg === 'kept'))
   tt.notOk(unknownGroup.isClosed(), 'unknown group does not close the connection')
   tt.ok(a.lines.some((l) => l.level === 'warn' && /unknown group/.test(l.msg)))
@@ -370,7 +405,7 @@ t.test('a replayed handshake is refused', async (tt) => {
   const { code } = await replayed.closed
   tt.equal(code, 1008)
   tt.notOk(replayed.frames.some((f) => (f as { t?: string }).t === 'ok'), 'no ok for the replay')
-  tt.ok(a.lines.some((l) => l.level === 'warn' && l.fields?.reason === 'authentication failed'))
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /^authentication failed/.test(String(l.fields?.reason))))
 })
 
 t.test('blockPeer drops traffic both ways and unblocking restores it', async (tt) => {
@@ -406,7 +441,7 @@ t.test('close() leaves no handles behind (the process exits)', async (tt) => {
   const mod = new URL('../src/raft/ws-transport.js', import.meta.url).href
   const script = `
     import { WsHub } from ${JSON.stringify(mod)}
-    const mk = async (id) => { const h = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: 's' }); await h.start(); return h }
+    const mk = async (id) => { const h = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: ${JSON.stringify(SECRET)} }); await h.start(); return h }
     const a = await mk('a'), b = await mk('b')
     const ca = a.channel('g'), cb = b.channel('g')
     const peers = { a: 'ws://127.0.0.1:' + a.address.port, b: 'ws://127.0.0.1:' + b.address.port, gone: 'ws://127.0.0.1:1' }
@@ -444,8 +479,8 @@ t.test('close() leaves no handles behind (the process exits)', async (tt) => {
 
 t.test('options and lifecycle', async (tt) => {
   tt.throws(() => new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret: '' }), /secret/)
-  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'http://127.0.0.1:0', secret: 's' }), /ws:\/\//)
-  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'wss://127.0.0.1:0', secret: 's' }), /tls/)
+  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'http://127.0.0.1:0', secret: SECRET }), /ws:\/\//)
+  tt.throws(() => new WsHub({ nodeId: 'a', listen: 'wss://127.0.0.1:0', secret: SECRET }), /tls/)
   const a = await makeHub(tt, 'a', [])
   const dup = new WsHub({ nodeId: 'b', listen: `ws://127.0.0.1:${a.hub.address.port}`, secret: SECRET })
   await tt.rejects(dup.start(), { code: 'EADDRINUSE' })
@@ -458,4 +493,210 @@ t.test('options and lifecycle', async (tt) => {
   tt.equal(c2.self, 'a')
   await a.hub.close()
   await a.hub.close()
+})
+
+// ----- issue #10 section 3 ---------------------------------------------------------------------
+
+/** A msgpack array (array32) of `n` empty maps: 1 byte each on the wire, ~64 bytes once decoded. */
+function emptyMaps(n: number): Buffer {
+  const b = Buffer.alloc(5 + n, 0x80)
+  b[0] = 0xdd
+  b.writeUInt32BE(n, 1)
+  return b
+}
+
+t.test('an unauthenticated client cannot make the listener buffer or decode a big frame', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  const frame = emptyMaps(2 * 1024 * 1024) // 2 MiB, ~128 MiB once decoded
+  const one = await rawConnect(tt, a.url)
+  one.ws.send(frame)
+  tt.equal((await one.closed).code, 1009, 'closed: too big before authentication')
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /before authentication/.test(String(l.fields?.reason))), 'logged')
+  // eight at once (this killed the process)
+  const many = await Promise.all(Array.from({ length: 8 }, () => rawConnect(tt, a.url)))
+  for (const r of many) r.ws.send(frame)
+  for (const r of many) tt.equal((await r.closed).code, 1009)
+  a.ch.g!.send('b', 'alive')
+  b.ch.g!.send('a', 'alive')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'alive') && has(a, 'g', (m) => m.msg === 'alive'), 10_000, 'the hub still serves')
+})
+
+t.test('the listener proves nothing before the dialer has proved itself', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const raw = await rawConnect(tt, a.url)
+  raw.ws.send(hello('guesser').frame)
+  await waitFor(() => raw.frames.length >= 1 || raw.isClosed(), 5000, 'the challenge')
+  const ch = raw.frames[0] as Record<string, unknown>
+  tt.equal(ch.t, 'challenge')
+  tt.notOk('proof' in ch, 'the challenge carries no proof')
+  raw.ws.send(pack({ v: WS_PROTOCOL_VERSION, t: 'auth', proof: randomBytes(32) }))
+  tt.equal((await raw.closed).code, 1008, 'a wrong proof is refused')
+  tt.notOk(raw.frames.some((f) => typeof f === 'object' && f !== null && 'proof' in f), 'and gets no proof back')
+})
+
+t.test('secrets need 32 characters and 8 distinct ones', async (tt) => {
+  const mk = (secret: string) => new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret })
+  for (const s of ['', 'short', 'test-cluster-secret', 'x1y2z3w4'.repeat(3) + '1234567']) {
+    tt.throws(() => mk(s), { name: 'TypeError', message: /at least 32 characters/ }, `${s.length} characters`)
+  }
+  for (const s of ['a'.repeat(64), 'ab'.repeat(20), 'abcdefg'.repeat(5)]) {
+    tt.throws(() => mk(s), { name: 'TypeError', message: /8 distinct/ }, `${s}: too few distinct characters`)
+  }
+  tt.doesNotThrow(() => mk(randomBytes(16).toString('hex')), '16 random bytes in hex')
+  tt.doesNotThrow(() => mk(randomBytes(24).toString('base64')), '24 random bytes in base64')
+})
+
+/**
+ * A TCP proxy in front of `target` that can write raw bytes into the client-to-server direction,
+ * like an attacker on the path of a ws:// connection.
+ */
+async function onPathProxy(
+  tt: Tap,
+  targetPort: number,
+): Promise<{ url: string; inject: (bytes: Buffer) => void; dataFrames: Buffer[]; closes: () => number }> {
+  const ups: Socket[] = []
+  let closes = 0
+  const dataFrames: Buffer[] = []
+  const server = createServer((down) => {
+    const up = connect(targetPort, '127.0.0.1')
+    ups.push(up)
+    down.on('data', (d: Buffer) => {
+      if (d[0] === 0x82) dataFrames.push(Buffer.from(d)) // a whole binary frame (the link is idle between sends)
+      up.write(d)
+    })
+    up.pipe(down)
+    const end = (): void => {
+      down.destroy()
+      up.destroy()
+    }
+    down.on('error', end).on('close', end)
+    up.on('error', end).on('close', () => {
+      closes++
+      end()
+    })
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  tt.teardown(() => new Promise<void>((resolve) => {
+    for (const s of ups) s.destroy()
+    server.close(() => resolve())
+  }))
+  return {
+    url: `ws://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    inject: (bytes) => ups[ups.length - 1]!.write(bytes),
+    dataFrames,
+    closes: () => closes,
+  }
+}
+
+/** A masked binary WebSocket frame, as a client sends it. */
+function clientFrame(payload: Buffer): Buffer {
+  const mask = randomBytes(4)
+  const len = payload.length
+  const head = len < 126 ? Buffer.from([0x82, 0x80 | len]) : Buffer.from([0x82, 0x80 | 126, len >> 8, len & 0xff])
+  const body = Buffer.alloc(len)
+  for (let i = 0; i < len; i++) body[i] = payload[i]! ^ mask[i & 3]!
+  return Buffer.concat([head, mask, body])
+}
+
+t.test('frames injected or replayed into an authenticated ws:// connection are refused', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  const proxy = await onPathProxy(tt, b.hub.address.port)
+  a.ch.g!.setPeers({ b: proxy.url }) // a reaches b through the proxy; b answers on that connection
+  a.ch.g!.send('b', 'one')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'one'), 5000, 'the first message')
+  await waitFor(() => proxy.dataFrames.length >= 1, 5000, 'the frame seen by the proxy')
+
+  // an attacker's frame, well formed but not from a
+  proxy.inject(clientFrame(pack({ v: WS_PROTOCOL_VERSION, b: [['g', 'injected']] })))
+  await waitFor(() => b.lines.some((l) => l.level === 'warn' && /integrity/.test(String(l.fields?.reason))), 5000, 'the refusal')
+  tt.notOk(has(b, 'g', (m) => m.msg === 'injected'), 'the injected message was not delivered')
+
+  // a replay of a genuine frame
+  await waitFor(() => a.hub.stats().peers.b?.connected === true, 10_000, 'a reconnected')
+  const before = proxy.dataFrames.length
+  a.ch.g!.send('b', 'two')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'two') && proxy.dataFrames.length > before, 5000, 'the second message')
+  const closes = proxy.closes()
+  proxy.inject(proxy.dataFrames[proxy.dataFrames.length - 1]!)
+  // (the log line of this second refusal may be held back by the rate limit)
+  await waitFor(() => proxy.closes() > closes, 5000, 'the connection closed on the replay')
+  tt.equal(b.got.g!.filter((m) => m.msg === 'two').length, 1, 'delivered once')
+  await waitFor(() => a.hub.stats().peers.b?.connected === true, 10_000, 'a reconnected again')
+  a.ch.g!.send('b', 'three')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'three'), 5000, 'the link works after the refusals')
+})
+
+t.test('an authenticated peer cannot make the hub decode a frame far bigger than its bytes', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const raw = await rawAuth(tt, a.url, 'maps', 'a')
+  await waitFor(() => a.hub.stats().peers.maps?.connected === true, 5000, 'authenticated')
+  const maps = emptyMaps(1024 * 1024)
+  // { v, b: [['g', <1 MiB of empty maps>]] }
+  const frame = Buffer.concat([pack({ v: WS_PROTOCOL_VERSION, b: [['g', null]] }).subarray(0, -1), maps])
+  sendData(raw, frame)
+  tt.equal((await raw.closed).code, 1009, 'closed')
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /decode/.test(String(l.fields?.reason))), 'logged')
+  tt.same(a.got.g, [], 'nothing delivered')
+})
+
+t.test('a message the peer would refuse as too costly to decode is dropped by the sender', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  a.ch.g!.send('b', 'first')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'first'), 5000, 'connected')
+  a.ch.g!.send('b', 'small-1')
+  a.ch.g!.send('b', Array.from({ length: 100_000 }, () => ({}))) // 100 KB, ~6 MB decoded
+  a.ch.g!.send('b', 'small-2')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'small-2'), 5000, 'the next message')
+  tt.same(b.got.g!.map((m) => m.msg), ['first', 'small-1', 'small-2'])
+  tt.ok(a.lines.some((l) => l.level === 'warn' && /would cost more than 16 times its size to decode; dropped/.test(l.msg)), 'logged')
+  tt.notOk(a.lines.some((l) => l.msg === 'peer disconnected'), 'the connection stayed up')
+})
+
+t.test('the dialer checks the listener proof and sends nothing to a listener that fails', async (tt) => {
+  // A listener that does not know the secret: it answers hello, takes the dialer's proof, and
+  // answers with a made-up one.
+  const fake = new WebSocketServer({ port: 0, host: '127.0.0.1' })
+  tt.teardown(() => new Promise<void>((resolve) => fake.close(() => resolve())))
+  await new Promise<void>((resolve) => fake.once('listening', () => resolve()))
+  const seen: string[] = []
+  fake.on('connection', (ws) => {
+    ws.on('error', () => {})
+    ws.on('message', (d: Buffer) => {
+      let f: { t?: string }
+      try {
+        f = unpack(d) as { t?: string }
+      } catch {
+        seen.push('data')
+        return
+      }
+      seen.push(f.t ?? 'data')
+      if (f.t === 'hello') ws.send(pack({ v: VERSION, t: 'challenge', id: 'b', boot: 'fake', nonce: randomBytes(32), tls: false }))
+      if (f.t === 'auth') ws.send(pack({ v: VERSION, t: 'ok', proof: randomBytes(32) }))
+    })
+  })
+  const a = await makeHub(tt, 'a', ['g'])
+  a.ch.g!.setPeers({ b: `ws://127.0.0.1:${(fake.address() as AddressInfo).port}` })
+  a.ch.g!.send('b', 'for b only')
+  const listenerFailed = /authentication failed: the listener's proof does not match; check that every node uses the same secret/
+  await waitFor(() => a.lines.some((l) => l.level === 'warn' && listenerFailed.test(String(l.fields?.reason))), 5000, 'the refusal')
+  tt.ok(seen.includes('auth'), 'the dialer proved itself first')
+  tt.notOk(seen.includes('data'), 'and sent no message')
+  tt.notOk(a.hub.stats().peers.b?.connected)
+  // discover() runs the same checks
+  await tt.rejects(a.hub.discover(`ws://127.0.0.1:${(fake.address() as AddressInfo).port}`, 2000), { code: 'DISCOVERY', message: listenerFailed })
+})
+
+t.test('discover() learns the id of a listener with the same secret and leaves no connection', async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  tt.equal(await a.hub.discover(b.url), 'b')
+  await waitFor(() => a.hub.stats().sockets === 0 && b.hub.stats().sockets === 0, 5000, 'the probe closed')
+  tt.notOk(b.lines.some((l) => l.msg === 'peer connected'), 'the probe was not taken for a peer')
+  const c = await makeHub(tt, 'c', ['g'], { secret: SECRET2 })
+  await tt.rejects(a.hub.discover(c.url, 2000), { code: 'DISCOVERY', message: /same secret/ })
 })

@@ -11,6 +11,8 @@ import { WsHub } from '../src/raft/ws-transport.js'
 import { silentLogger } from '../src/raft/types.js'
 import { tempDir, waitFor } from './helpers.js'
 
+const TLS_SECRET = '91d5f0a3c7e2b8469d1f5c0a3e7b2d84'
+
 function haveOpenssl(): boolean {
   try {
     execFileSync('openssl', ['version'], { stdio: 'ignore' })
@@ -31,8 +33,8 @@ t.test('wss: authenticated, encrypted transport between two hubs', { skip: haveO
   ssl('x509', '-req', '-in', 'node.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'node.crt', '-days', '1', '-extfile', 'ext.cnf')
   const tls = { key: readFileSync(join(dir, 'node.key')), cert: readFileSync(join(dir, 'node.crt')), ca: readFileSync(join(dir, 'ca.crt')) }
 
-  const a = new WsHub({ nodeId: 'a', listen: 'wss://127.0.0.1:0', secret: 'tls-secret-1', tls, logger: silentLogger })
-  const b = new WsHub({ nodeId: 'b', listen: 'wss://127.0.0.1:0', secret: 'tls-secret-1', tls, logger: silentLogger })
+  const a = new WsHub({ nodeId: 'a', listen: 'wss://127.0.0.1:0', secret: TLS_SECRET, tls, logger: silentLogger })
+  const b = new WsHub({ nodeId: 'b', listen: 'wss://127.0.0.1:0', secret: TLS_SECRET, tls, logger: silentLogger })
   await a.start()
   await b.start()
   const ca = a.channel('g')
@@ -46,7 +48,7 @@ t.test('wss: authenticated, encrypted transport between two hubs', { skip: haveO
   t.same(got[0], ['a', { hello: 'over tls' }])
 
   // a dialer that does not trust the cluster CA cannot connect
-  const stranger = new WsHub({ nodeId: 'c', listen: 'wss://127.0.0.1:0', secret: 'tls-secret-1', tls: { key: tls.key, cert: tls.cert }, logger: silentLogger })
+  const stranger = new WsHub({ nodeId: 'c', listen: 'wss://127.0.0.1:0', secret: TLS_SECRET, tls: { key: tls.key, cert: tls.cert }, logger: silentLogger })
   await stranger.start()
   await t.rejects(stranger.discover(`wss://127.0.0.1:${a.address.port}`, 2000), { code: 'DISCOVERY' }, 'untrusted certificate refused')
   await Promise.all([a.close(), b.close(), stranger.close()])

@@ -2,34 +2,54 @@
  * The network transport of Sworm: one {@link WsHub} per process listens on one port and carries
  * the messages of several Raft groups ("channels") to peer processes over WebSockets.
  *
- * Wire protocol (every frame is a binary WebSocket message holding one msgpack value):
+ * Wire protocol, version 2 (every frame is a binary WebSocket message holding one msgpack value):
  *
- * - Handshake (mutual HMAC-SHA256 challenge-response over the cluster secret):
- *   1. dialer → listener: `{ v: 1, t: 'hello', id, boot, nonce }`
- *   2. listener → dialer: `{ v: 1, t: 'challenge', id, boot, nonce, proof }` where `proof` is the
- *      listener's HMAC over both ids and both nonces (role `server`)
- *   3. dialer → listener: `{ v: 1, t: 'auth', proof }`, the dialer's HMAC over the same values
- *      (role `client`)
- *   4. listener → dialer: `{ v: 1, t: 'ok' }`
+ * - Handshake (mutual HMAC-SHA256 challenge-response over the cluster secret; the dialer proves
+ *   first, so a stranger who connects learns nothing that depends on the secret):
+ *   1. dialer → listener: `{ v: 2, t: 'hello', id, boot, nonce, tls, probe? }`
+ *   2. listener → dialer: `{ v: 2, t: 'challenge', id, boot, nonce, tls }` (no proof)
+ *   3. dialer → listener: `{ v: 2, t: 'auth', proof }` with the dialer's proof
+ *   4. listener → dialer: `{ v: 2, t: 'ok', proof }` with the listener's proof, sent only once
+ *      the dialer's proof checked out; the dialer closes the connection unless it checks out too.
  *
- *   A proof is `HMAC-SHA256(secret, JSON.stringify(['sworm-ws', 1, role, dialerId, listenerId,
- *   hex(dialerNonce), hex(listenerNonce)]))`. Nonces are 32 fresh random bytes from each side, so a
- *   recorded handshake cannot be replayed.
- *   `boot` is a random id of the hub instance, used to recognise a restarted peer.
- * - Data: `{ v: 1, b: [[group, msg], [group, msg], ...] }`, one frame per peer per event-loop
+ *   Keys: `K = HKDF-SHA256(secret as UTF-8, salt 'sworm-ws', info 'sworm-ws v2 auth', 32 bytes)`.
+ *   The transcript `T` is `JSON.stringify(['sworm-ws', 2, dialerId, listenerId, dialerBoot,
+ *   listenerBoot, hex(dialerNonce), hex(listenerNonce), dialerTls, listenerTls, probe])`, and a
+ *   proof is `HMAC-SHA256(K, role + ' ' + T)` with role `dialer` or `listener`. Nonces are 32 fresh
+ *   random bytes from each side, so a recorded handshake cannot be replayed. `boot` is a random id
+ *   of the hub instance, used to recognise a restarted peer. `tls` says whether that side's socket
+ *   is TLS (the dialer dialed `wss://`; the listener's socket is encrypted). `probe` (see
+ *   {@link WsHub.discover}) asks the listener to close the connection after the handshake.
+ * - Data: `{ v: 2, b: [[group, msg], [group, msg], ...] }`, one frame per peer per event-loop
  *   turn (messages are batched).
+ * - Integrity: unless both sides are TLS, every data frame is followed by a 16-byte tag,
+ *   `HMAC-SHA256(key, uint64be(seq) ‖ frame)` truncated to 16 bytes, where `seq` counts the data
+ *   frames sent in that direction from 0 and `key` is that direction's half of
+ *   `HKDF-SHA256(K, salt dialerNonce ‖ listenerNonce, info 'sworm-ws v2 session' ‖ SHA-256(T), 64)`
+ *   (the first 32 bytes dialer → listener, the last 32 listener → dialer). A frame injected,
+ *   replayed, reordered or altered on the path fails its tag and closes the connection. Over TLS
+ *   on both sides there is no tag: TLS already protects every record.
  *
- * Until a connection is authenticated any other frame closes it.
+ * Limits: until a connection is authenticated any other frame closes it, a frame may not exceed
+ * 1 KiB and the listener reads at most 4 KiB from the dialer (larger is refused before being
+ * buffered or decoded). Every frame, before it is decoded, is checked (see
+ * {@link msgpackCost}) to cost at most 16 times its size plus 64 KiB of heap once decoded; the
+ * sender drops a message that would not pass, like one over `maxFrameBytes`.
+ *
+ * The secret (see {@link secretProblem}) must have at least 32 characters, 8 of them distinct:
+ * e.g. `openssl rand -hex 16` (128 random bits). Whoever records a handshake can test guesses of
+ * the secret against it offline; only a random secret makes that hopeless.
  * @module
  */
 
-import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createHash, createHmac, createSecretKey, hkdfSync, randomBytes, timingSafeEqual, type KeyObject } from 'node:crypto'
 import * as http from 'node:http'
 import * as https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Packr } from 'msgpackr'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { SwormError } from './errors.js'
+import { MAX_COST_PER_BYTE, msgpackCost } from './msgpack-guard.js'
 import { RateLimitedLog, clip } from './rate-limited-log.js'
 import { silentLogger, type Logger, type NodeId, type Transport } from './types.js'
 
@@ -42,7 +62,10 @@ export interface WsHubOptions {
    * see {@link WsHub.address}). `wss` requires {@link WsHubOptions.tls}.
    */
   listen: string
-  /** The cluster secret, shared by every node; required and non-empty. */
+  /**
+   * The cluster secret, shared by every node: at least 32 characters, 8 of them distinct (see
+   * {@link secretProblem}); e.g. `openssl rand -hex 16`.
+   */
   secret: string
   /**
    * TLS material for `wss`. The listener serves `key`/`cert`; the dialer presents them too and
@@ -83,8 +106,8 @@ export interface WsPeerStats {
   received: number
 }
 
-/** Protocol version spoken by this hub. */
-export const WS_PROTOCOL_VERSION = 1
+/** Protocol version spoken by this hub (2: the dialer proves first; frames carry a tag). */
+export const WS_PROTOCOL_VERSION = 2
 
 const DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 const DEFAULT_MAX_BUFFERED = 16 * 1024 * 1024
@@ -97,6 +120,28 @@ const MAX_PENDING_HANDSHAKES = 256
 const CLOSE_GRACE_MS = 500
 const NONCE_BYTES = 32
 const MAX_ID_LENGTH = 256
+/** Largest frame accepted before the handshake completes. */
+const PRE_AUTH_MAX_FRAME = 1024
+/** Most bytes a listener reads from a dialer before the handshake completes. */
+const PRE_AUTH_MAX_BYTES = 4096
+/** Bytes of the per-frame tag. */
+const TAG_BYTES = 16
+/** A frame may cost at most DECODE_RATIO times its size plus DECODE_SLACK bytes once decoded. */
+const DECODE_RATIO = 16
+const DECODE_SLACK = 64 * 1024
+/**
+ * Frames up to this size pass the decode check whatever they hold (431 bytes), and this hub's
+ * encoder emits none of the types the check refuses: the sender checks only larger frames.
+ */
+const ALWAYS_CHEAP_BYTES = Math.floor(DECODE_SLACK / (MAX_COST_PER_BYTE - DECODE_RATIO))
+const SECRET_MIN_LENGTH = 32
+const SECRET_MIN_DISTINCT = 8
+const AUTH_KEY_SALT = 'sworm-ws'
+const AUTH_KEY_INFO = `sworm-ws v${WS_PROTOCOL_VERSION} auth`
+const SESSION_INFO = `sworm-ws v${WS_PROTOCOL_VERSION} session`
+const BAD_DIALER_PROOF = "authentication failed: the peer's proof does not match; check that every node uses the same secret"
+const BAD_LISTENER_PROOF = "authentication failed: the listener's proof does not match; check that every node uses the same secret"
+const BAD_TAG = 'frame failed its integrity check (forged, replayed or reordered on the path)'
 
 type Batch = [group: string, msg: unknown][]
 
@@ -120,6 +165,19 @@ interface Conn {
   expect: 'hello' | 'challenge' | 'auth' | 'ok' | 'data'
   nonce: Buffer
   peerNonce: Buffer | undefined
+  /** Whether this side of the socket is TLS, and (from the handshake) the peer's side. */
+  tls: boolean
+  peerTls: boolean
+  /** A discovery probe (closed by the listener after the handshake). */
+  probe: boolean
+  /** Whether data frames carry a tag (unless both sides are TLS), with the session's keys. */
+  mac: boolean
+  sendKey: KeyObject | undefined
+  recvKey: KeyObject | undefined
+  sendSeq: number
+  recvSeq: number
+  /** Stops counting the bytes read before authentication (inbound connections). */
+  stopCounting: (() => void) | undefined
   remote: string
   timer: NodeJS.Timeout | undefined
   alive: boolean
@@ -154,6 +212,62 @@ function isNonce(v: unknown): v is Uint8Array {
   return v instanceof Uint8Array && v.length === NONCE_BYTES
 }
 
+function isBool(v: unknown): v is boolean {
+  return v === true || v === false
+}
+
+/**
+ * Why `secret` cannot be a cluster secret, or `undefined` if it can. The rule (at least 128 bits of
+ * entropy, as far as a rule can tell): a string of at least 32 characters with at least 8 distinct
+ * ones, e.g. 16 random bytes in hex (`openssl rand -hex 16`) or 24 in base64
+ * (`openssl rand -base64 24`).
+ * @param secret - the candidate
+ * @returns a sentence fragment naming the rule (e.g. "must have at least 32 characters, not 15
+ * (...)"), or `undefined`
+ */
+export function secretProblem(secret: unknown): string | undefined {
+  const why = 'at least 128 bits of entropy; e.g. the output of `openssl rand -hex 16`'
+  if (typeof secret !== 'string') return `must be a string of at least ${SECRET_MIN_LENGTH} characters (${why})`
+  const chars = [...secret]
+  if (chars.length < SECRET_MIN_LENGTH) return `must have at least ${SECRET_MIN_LENGTH} characters, not ${chars.length} (${why})`
+  const distinct = new Set(chars).size
+  if (distinct < SECRET_MIN_DISTINCT) return `must have at least ${SECRET_MIN_DISTINCT} distinct characters, not ${distinct} (${why})`
+  return undefined
+}
+
+/** The handshake transcript (see the module doc). */
+function transcript(
+  dialerId: string,
+  listenerId: string,
+  dialerBoot: string,
+  listenerBoot: string,
+  dialerNonce: Uint8Array,
+  listenerNonce: Uint8Array,
+  dialerTls: boolean,
+  listenerTls: boolean,
+  probe: boolean,
+): string {
+  const hex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('hex')
+  return JSON.stringify(['sworm-ws', WS_PROTOCOL_VERSION, dialerId, listenerId, dialerBoot, listenerBoot, hex(dialerNonce), hex(listenerNonce), dialerTls, listenerTls, probe])
+}
+
+const seqBytes = Buffer.alloc(8)
+
+/** The tag of data frame number `seq` (see the module doc). */
+function frameTag(key: KeyObject, seq: number, body: Uint8Array): Buffer {
+  seqBytes.writeUInt32BE(Math.floor(seq / 0x100000000), 0)
+  seqBytes.writeUInt32BE(seq >>> 0, 4)
+  return createHmac('sha256', key).update(seqBytes).update(body).digest().subarray(0, TAG_BYTES)
+}
+
+/** Why a frame must not be decoded, or `undefined` (see {@link msgpackCost}). */
+function decodeProblem(frame: Uint8Array): { reason: string; code: number; why: string } | undefined {
+  const cost = msgpackCost(frame, DECODE_RATIO * frame.length + DECODE_SLACK)
+  if (typeof cost === 'number') return undefined
+  if (cost === 'over budget' || cost === 'too deep') return { reason: 'frame would decode too large', code: 1009, why: cost }
+  return { reason: 'undecodable frame', code: 1007, why: cost }
+}
+
 function toBuffer(data: RawData): Buffer {
   if (Buffer.isBuffer(data)) return data
   if (Array.isArray(data)) return Buffer.concat(data)
@@ -181,7 +295,8 @@ function errMessage(e: unknown): string {
  */
 export class WsHub {
   private readonly nodeId: string
-  private readonly secret: Buffer
+  /** The key proofs are made with, derived from the secret. */
+  private readonly authKey: Buffer
   private readonly log: Logger
   private readonly maxFrame: number
   private readonly maxBuffered: number
@@ -214,14 +329,14 @@ export class WsHub {
   /**
    * Create a hub (it does not listen until {@link WsHub.start}).
    * @param opts - see {@link WsHubOptions}
-   * @throws SwormError `INVALID_ARGUMENT` on a missing id or secret, a bad `listen` URL, or `wss`
-   * without `tls`
+   * @throws TypeError when the secret breaks the rule of {@link secretProblem}
+   * @throws SwormError `INVALID_ARGUMENT` on a missing id, a bad `listen` URL, or `wss` without
+   * `tls`
    */
   constructor(opts: WsHubOptions) {
     if (!isId(opts.nodeId)) throw new SwormError('INVALID_ARGUMENT', 'nodeId must be a non-empty string')
-    if (typeof opts.secret !== 'string' || opts.secret.length === 0) {
-      throw new SwormError('INVALID_ARGUMENT', 'secret must be a non-empty string')
-    }
+    const problem = secretProblem(opts.secret)
+    if (problem !== undefined) throw new TypeError(`WsHub: secret ${problem}`)
     let url: URL
     try {
       url = new URL(opts.listen)
@@ -236,7 +351,7 @@ export class WsHub {
     this.listenHost = url.hostname.replace(/^\[(.*)\]$/, '$1')
     this.listenPort = url.port === '' ? (this.secure ? 443 : 80) : Number(url.port)
     this.nodeId = opts.nodeId
-    this.secret = Buffer.from(opts.secret, 'utf8')
+    this.authKey = Buffer.from(hkdfSync('sha256', Buffer.from(opts.secret, 'utf8'), AUTH_KEY_SALT, AUTH_KEY_INFO, 32))
     this.log = opts.logger ?? silentLogger
     this.maxFrame = opts.maxFrameBytes ?? DEFAULT_MAX_FRAME
     this.maxBuffered = opts.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED
@@ -359,16 +474,19 @@ export class WsHub {
 
   /**
    * Learn the node id of the hub listening at `url` (for joining a cluster through any member's
-   * address). Runs the first half of the handshake: the listener proves it knows the secret and
-   * says who it is; then the probe connection is closed and `url` is remembered for that id.
+   * address). Runs the whole handshake as a probe: both sides prove they know the secret, the
+   * listener says who it is, then closes the connection.
    * @throws SwormError `DISCOVERY` when the peer cannot be reached or fails authentication
    */
   discover(url: string, timeoutMs = HANDSHAKE_TIMEOUT_MS): Promise<string> {
     return new Promise((resolve, reject) => {
       const nonce = randomBytes(NONCE_BYTES)
+      const tls = url.startsWith('wss:')
       let done = false
       let ws: WebSocket
-      const finish = (err: Error | undefined, id?: string): void => {
+      let t: string | undefined
+      let id: string | undefined
+      const finish = (err: Error | undefined): void => {
         if (done) return
         done = true
         clearTimeout(timer)
@@ -384,7 +502,7 @@ export class WsHub {
       timer.unref()
       try {
         ws = new WebSocket(url, {
-          maxPayload: 64 * 1024,
+          maxPayload: PRE_AUTH_MAX_FRAME,
           perMessageDeflate: false,
           handshakeTimeout: timeoutMs,
           ...(this.tls
@@ -396,20 +514,35 @@ export class WsHub {
         reject(new SwormError('DISCOVERY', `cannot dial ${url}: ${errMessage(e)}`))
         return
       }
+      const bad = (): void => finish(new SwormError('DISCOVERY', `bad answer from ${url}`))
       ws.on('error', (e) => finish(new SwormError('DISCOVERY', `cannot reach ${url}: ${errMessage(e)}`)))
-      ws.on('close', () => finish(new SwormError('DISCOVERY', `${url} closed the connection`)))
-      ws.on('open', () => ws.send(this.packr.pack({ v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce }), { binary: true }))
+      ws.on('close', (_code, reason) =>
+        // (a close reason has at most 123 bytes)
+        finish(new SwormError('DISCOVERY', `${url} closed the connection${reason.length > 0 ? `: ${reason.toString()}` : ''}`)),
+      )
+      ws.on('open', () =>
+        ws.send(this.packr.pack({ v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce, tls, probe: true }), { binary: true }),
+      )
       ws.on('message', (data) => {
+        const buf = toBuffer(data)
         let f: unknown
         try {
-          f = this.packr.unpack(toBuffer(data))
+          if (decodeProblem(buf)) return bad()
+          f = this.packr.unpack(buf)
         } catch {
-          return finish(new SwormError('DISCOVERY', `bad answer from ${url}`))
+          return bad()
         }
-        if (!isPlainObject(f) || f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce)) return finish(new SwormError('DISCOVERY', `bad answer from ${url}`))
-        const expected = this.proof('server', this.nodeId, f.id, nonce, f.nonce)
-        if (!WsHub.proofOk(expected, f.proof)) return finish(new SwormError('DISCOVERY', `${url} failed authentication (wrong secret?)`))
-        finish(undefined, f.id)
+        if (!isPlainObject(f) || f.v !== WS_PROTOCOL_VERSION) return bad()
+        if (t === undefined) {
+          if (f.t !== 'challenge' || !isId(f.id) || !isId(f.boot) || !isNonce(f.nonce) || !isBool(f.tls)) return bad()
+          id = f.id
+          t = transcript(this.nodeId, f.id, this.boot, f.boot, nonce, f.nonce, tls, f.tls, true)
+          ws.send(this.packr.pack({ v: WS_PROTOCOL_VERSION, t: 'auth', proof: this.proof('dialer', t) }), { binary: true })
+        } else {
+          if (f.t !== 'ok') return bad()
+          if (!WsHub.proofOk(this.proof('listener', t), f.proof)) return finish(new SwormError('DISCOVERY', `${url}: ${BAD_LISTENER_PROOF}`))
+          finish(undefined)
+        }
       })
     })
   }
@@ -547,7 +680,10 @@ export class WsHub {
     }
   }
 
-  /** Encode and send `batch`, splitting it when the frame would exceed the frame limit. */
+  /**
+   * Encode and send `batch`, splitting it when the frame would exceed the frame limit or would be
+   * refused by the peer as too costly to decode.
+   */
   private sendBatch(peer: Peer, conn: Conn, batch: Batch): void {
     let frame: Buffer
     try {
@@ -564,7 +700,22 @@ export class WsHub {
       }
       frame = Buffer.alloc(0)
     }
-    if (frame.length === 0 || frame.length > this.maxFrame) {
+    const room = this.maxFrame - (conn.mac ? TAG_BYTES : 0)
+    const costly = frame.length > ALWAYS_CHEAP_BYTES && frame.length <= room ? decodeProblem(frame) : undefined
+    if (costly) {
+      if (batch.length === 1) {
+        peer.dropped++
+        this.limitedWarn(`costly:${peer.id}`, `message would cost more than ${DECODE_RATIO} times its size to decode; dropped`, {
+          peer: peer.id,
+          group: batch[0]![0],
+          bytes: frame.length,
+          why: costly.why,
+        })
+        return
+      }
+      frame = Buffer.alloc(0)
+    }
+    if (frame.length === 0 || frame.length > room) {
       if (batch.length === 1) {
         peer.dropped++
         this.limitedWarn(`oversize:${peer.id}`, 'message exceeds maxFrameBytes; dropped', {
@@ -580,6 +731,7 @@ export class WsHub {
       this.sendBatch(peer, conn, batch.slice(mid))
       return
     }
+    if (conn.mac) frame = Buffer.concat([frame, frameTag(conn.sendKey!, conn.sendSeq++, frame)])
     conn.ws.send(frame, { binary: true }, (err) => {
       if (err) this.log.debug('frame not sent', { peer: peer.id, error: errMessage(err) })
     })
@@ -637,12 +789,12 @@ export class WsHub {
       this.scheduleRetry(peer)
       return
     }
-    const conn = this.track(ws, true, url)
+    const conn = this.track(ws, true, url, url.startsWith('wss:'))
     conn.peerId = peer.id
     peer.dialing = conn
     ws.on('open', () => {
       if (this.closed) return
-      this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce: conn.nonce })
+      this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'hello', id: this.nodeId, boot: this.boot, nonce: conn.nonce, tls: conn.tls })
     })
     ws.on('unexpected-response', (_req, res) => {
       this.limitedWarn(`dial:${peer.id}`, 'peer refused the upgrade', { peer: peer.id, url, status: res.statusCode })
@@ -688,11 +840,25 @@ export class WsHub {
       ws.terminate()
       return
     }
-    this.track(ws, false, remote)
+    const sock = req.socket
+    const conn = this.track(ws, false, remote, 'encrypted' in sock && sock.encrypted === true)
+    // Until the dialer has proved itself, read at most PRE_AUTH_MAX_BYTES from it: this listener
+    // runs after ws's own, so ws holds at most one more chunk of a frame when it fires.
+    let seen = 0
+    const count = (chunk: Buffer): void => {
+      seen += chunk.length
+      if (seen <= PRE_AUTH_MAX_BYTES) return
+      if (conn.state === 'handshake') {
+        this.refuse(conn, 'too much data before authentication', 1009, { bytes: seen, max: PRE_AUTH_MAX_BYTES })
+      }
+      sock.pause() // read no more; the socket is closed after the close grace
+    }
+    sock.on('data', count)
+    conn.stopCounting = () => sock.off('data', count)
   }
 
   /** Register a socket: handlers, handshake timeout, bookkeeping. */
-  private track(ws: WebSocket, outbound: boolean, remote: string): Conn {
+  private track(ws: WebSocket, outbound: boolean, remote: string, tls: boolean): Conn {
     const conn: Conn = {
       ws,
       outbound,
@@ -702,6 +868,15 @@ export class WsHub {
       expect: outbound ? 'challenge' : 'hello',
       nonce: randomBytes(NONCE_BYTES),
       peerNonce: undefined,
+      tls,
+      peerTls: false,
+      probe: false,
+      mac: true,
+      sendKey: undefined,
+      recvKey: undefined,
+      sendSeq: 0,
+      recvSeq: 0,
+      stopCounting: undefined,
       remote,
       timer: undefined,
       alive: true,
@@ -855,24 +1030,38 @@ export class WsHub {
   // Frames and handshake
   // ---------------------------------------------------------------------------------------------
 
-  private proof(role: 'server' | 'client', clientId: string, serverId: string, cNonce: Uint8Array, sNonce: Uint8Array): Buffer {
-    const h = createHmac('sha256', this.secret)
-    h.update(
-      JSON.stringify([
-        'sworm-ws',
-        WS_PROTOCOL_VERSION,
-        role,
-        clientId,
-        serverId,
-        Buffer.from(cNonce).toString('hex'),
-        Buffer.from(sNonce).toString('hex'),
-      ]),
-    )
-    return h.digest()
+  /** A handshake proof (see the module doc). */
+  private proof(role: 'dialer' | 'listener', t: string): Buffer {
+    return createHmac('sha256', this.authKey).update(`${role} ${t}`).digest()
   }
 
   private static proofOk(expected: Buffer, got: unknown): boolean {
     return got instanceof Uint8Array && got.length === expected.length && timingSafeEqual(expected, got)
+  }
+
+  /** The transcript of `conn`'s handshake, once both hello and challenge are known. */
+  private transcriptOf(conn: Conn): string {
+    const peerId = conn.peerId!
+    const peerBoot = conn.peerBoot!
+    const peerNonce = conn.peerNonce!
+    return conn.outbound
+      ? transcript(this.nodeId, peerId, this.boot, peerBoot, conn.nonce, peerNonce, conn.tls, conn.peerTls, conn.probe)
+      : transcript(peerId, this.nodeId, peerBoot, this.boot, peerNonce, conn.nonce, conn.peerTls, conn.tls, conn.probe)
+  }
+
+  /** Derive the connection's frame keys (unless both sides are TLS: then frames carry no tag). */
+  private startSession(conn: Conn, t: string): void {
+    conn.mac = !(conn.tls && conn.peerTls)
+    if (!conn.mac) return
+    const [dialerNonce, listenerNonce] = conn.outbound ? [conn.nonce, conn.peerNonce!] : [conn.peerNonce!, conn.nonce]
+    const info = Buffer.concat([Buffer.from(SESSION_INFO), createHash('sha256').update(t).digest()])
+    const keys = Buffer.from(hkdfSync('sha256', this.authKey, Buffer.concat([dialerNonce, listenerNonce]), info, 64))
+    const toListener = createSecretKey(keys.subarray(0, 32))
+    const toDialer = createSecretKey(keys.subarray(32))
+    conn.sendKey = conn.outbound ? toListener : toDialer
+    conn.recvKey = conn.outbound ? toDialer : toListener
+    conn.sendSeq = 0
+    conn.recvSeq = 0
   }
 
   private onFrame(conn: Conn, data: RawData, isBinary: boolean): void {
@@ -881,9 +1070,29 @@ export class WsHub {
       this.refuse(conn, 'text frame', 1003)
       return
     }
+    let buf = toBuffer(data)
+    if (conn.state === 'handshake') {
+      if (buf.length > PRE_AUTH_MAX_FRAME) {
+        this.refuse(conn, 'frame too large before authentication', 1009, { bytes: buf.length, max: PRE_AUTH_MAX_FRAME })
+        return
+      }
+    } else if (conn.mac) {
+      const body = buf.length >= TAG_BYTES ? buf.subarray(0, buf.length - TAG_BYTES) : undefined
+      if (!body || !timingSafeEqual(frameTag(conn.recvKey!, conn.recvSeq, body), buf.subarray(body.length))) {
+        this.refuse(conn, BAD_TAG, 1008, { seq: conn.recvSeq, bytes: buf.length })
+        return
+      }
+      conn.recvSeq++
+      buf = body
+    }
+    const problem = decodeProblem(buf)
+    if (problem) {
+      this.refuse(conn, problem.reason, problem.code, { bytes: buf.length, why: problem.why })
+      return
+    }
     let obj: unknown
     try {
-      obj = this.packr.unpack(toBuffer(data))
+      obj = this.packr.unpack(buf)
     } catch {
       this.refuse(conn, 'undecodable frame', 1007)
       return
@@ -893,7 +1102,7 @@ export class WsHub {
       return
     }
     if (obj.v !== WS_PROTOCOL_VERSION) {
-      this.refuse(conn, 'unsupported protocol version', 1002, { version: clip(String(obj.v)) })
+      this.refuse(conn, 'unsupported protocol version', 1002, { version: clip(String(obj.v)), ours: WS_PROTOCOL_VERSION })
       return
     }
     switch (conn.expect) {
@@ -904,62 +1113,69 @@ export class WsHub {
       case 'auth':
         return this.onAuth(conn, obj)
       case 'ok':
-        if (obj.t !== 'ok') return this.refuse(conn, 'expected ok')
-        return this.authenticated(conn)
+        return this.onOk(conn, obj)
       case 'data':
         return this.onData(conn, obj)
     }
   }
 
-  /** Listener side, step 1: the dialer introduces itself. */
+  /** Listener side, step 1: the dialer introduces itself; we answer with our nonce, no proof. */
   private onHello(conn: Conn, f: Record<string, unknown>): void {
-    if (f.t !== 'hello' || !isId(f.id) || !isNonce(f.nonce) || typeof f.boot !== 'string') {
+    if (f.t !== 'hello' || !isId(f.id) || !isNonce(f.nonce) || !isId(f.boot) || !isBool(f.tls) || (f.probe !== undefined && !isBool(f.probe))) {
       return this.refuse(conn, 'bad hello')
     }
     if (f.id === this.nodeId) return this.refuse(conn, 'peer uses our node id')
     conn.peerId = f.id
     conn.peerBoot = f.boot
     conn.peerNonce = Buffer.from(f.nonce)
+    conn.peerTls = f.tls
+    conn.probe = f.probe === true
     conn.expect = 'auth'
-    this.sendRaw(conn, {
-      v: WS_PROTOCOL_VERSION,
-      t: 'challenge',
-      id: this.nodeId,
-      boot: this.boot,
-      nonce: conn.nonce,
-      proof: this.proof('server', f.id, this.nodeId, conn.peerNonce, conn.nonce),
-    })
+    this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'challenge', id: this.nodeId, boot: this.boot, nonce: conn.nonce, tls: conn.tls })
   }
 
-  /** Dialer side: the listener proves it knows the secret and sends its nonce. */
+  /** Dialer side: the listener's nonce; we prove first. */
   private onChallenge(conn: Conn, f: Record<string, unknown>): void {
-    if (f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce) || typeof f.boot !== 'string') {
+    if (f.t !== 'challenge' || !isId(f.id) || !isNonce(f.nonce) || !isId(f.boot) || !isBool(f.tls)) {
       return this.refuse(conn, 'bad challenge')
     }
     if (f.id !== conn.peerId) return this.refuse(conn, 'unexpected peer id', 1008, { expected: conn.peerId, got: clip(f.id) })
-    const expected = this.proof('server', this.nodeId, f.id, conn.nonce, f.nonce)
-    if (!WsHub.proofOk(expected, f.proof)) return this.refuse(conn, 'authentication failed (bad proof from listener)')
     conn.peerBoot = f.boot
     conn.peerNonce = Buffer.from(f.nonce)
+    conn.peerTls = f.tls
     conn.expect = 'ok'
-    this.sendRaw(conn, {
-      v: WS_PROTOCOL_VERSION,
-      t: 'auth',
-      proof: this.proof('client', this.nodeId, f.id, conn.nonce, conn.peerNonce),
-    })
+    this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'auth', proof: this.proof('dialer', this.transcriptOf(conn)) })
   }
 
-  /** Listener side, step 2: the dialer proves it knows the secret. */
+  /** Listener side, step 2: the dialer proves it knows the secret; then we prove it too. */
   private onAuth(conn: Conn, f: Record<string, unknown>): void {
     if (f.t !== 'auth') return this.refuse(conn, 'expected auth')
-    const expected = this.proof('client', conn.peerId!, this.nodeId, conn.peerNonce!, conn.nonce)
-    if (!WsHub.proofOk(expected, f.proof)) return this.refuse(conn, 'authentication failed')
-    this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'ok' })
+    const t = this.transcriptOf(conn)
+    if (!WsHub.proofOk(this.proof('dialer', t), f.proof)) return this.refuse(conn, BAD_DIALER_PROOF)
+    this.sendRaw(conn, { v: WS_PROTOCOL_VERSION, t: 'ok', proof: this.proof('listener', t) })
+    if (conn.probe) {
+      this.log.debug('discovery probe answered', { peer: conn.peerId, remote: conn.remote })
+      this.markClosed(conn)
+      void this.closeSocket(conn.ws, 1000, 'probe answered')
+      return
+    }
+    this.startSession(conn, t)
+    this.authenticated(conn)
+  }
+
+  /** Dialer side, last step: the listener proves it knows the secret. */
+  private onOk(conn: Conn, f: Record<string, unknown>): void {
+    if (f.t !== 'ok') return this.refuse(conn, 'expected ok')
+    const t = this.transcriptOf(conn)
+    if (!WsHub.proofOk(this.proof('listener', t), f.proof)) return this.refuse(conn, BAD_LISTENER_PROOF)
+    this.startSession(conn, t)
     this.authenticated(conn)
   }
 
   private authenticated(conn: Conn): void {
     const id = conn.peerId!
+    conn.stopCounting?.()
+    conn.stopCounting = undefined
     if (conn.timer) clearTimeout(conn.timer)
     conn.timer = undefined
     conn.state = 'open'

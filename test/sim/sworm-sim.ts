@@ -203,7 +203,7 @@ export async function runSwormScenario(
       listen: url(m.id),
       ...(via !== undefined ? { join: url(via) } : { peers }),
       dataDir: '/nonexistent',
-      secret: 'simulation-secret',
+      secret: 'a61f3e9c0d7b2845f3c8e1a6d9b0247e',
       leaseTimeoutMs: lease,
       maxClockDriftMs: drift,
       requestTimeoutMs: 3000,

@@ -1,0 +1,82 @@
+/**
+ * The dialer's side of the WsHub wire protocol (version 2), written from the module doc of
+ * `src/raft/ws-transport.ts`, for tests that speak it by hand (raw clients, rogue peers).
+ */
+import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
+import { pack } from 'msgpackr'
+
+/** The protocol version these helpers speak. */
+export const VERSION = 2
+
+/** The key handshake proofs are made with. */
+export function authKey(secret: string): Buffer {
+  return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), 'sworm-ws', 'sworm-ws v2 auth', 32))
+}
+
+/** What both sides said in hello and challenge. */
+export interface Hellos {
+  dialerId: string
+  listenerId: string
+  dialerBoot: string
+  listenerBoot: string
+  dialerNonce: Uint8Array
+  listenerNonce: Uint8Array
+  dialerTls: boolean
+  listenerTls: boolean
+  probe: boolean
+}
+
+/** The handshake transcript. */
+export function transcript(h: Hellos): string {
+  const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex')
+  return JSON.stringify(['sworm-ws', VERSION, h.dialerId, h.listenerId, h.dialerBoot, h.listenerBoot, hex(h.dialerNonce), hex(h.listenerNonce), h.dialerTls, h.listenerTls, h.probe])
+}
+
+/** A proof of `role` over the transcript, with the key of `secret`. */
+export function proof(role: 'dialer' | 'listener', h: Hellos, secret: string): Buffer {
+  return createHmac('sha256', authKey(secret)).update(`${role} ${transcript(h)}`).digest()
+}
+
+/** One side's view of an authenticated connection: keys and frame counters. */
+export interface Session {
+  sendKey: Buffer
+  recvKey: Buffer
+  sendSeq: number
+  recvSeq: number
+}
+
+/** The dialer's session after a handshake over plain ws (frames carry tags). */
+export function dialerSession(h: Hellos, secret: string): Session {
+  const info = Buffer.concat([Buffer.from('sworm-ws v2 session'), createHash('sha256').update(transcript(h)).digest()])
+  const keys = Buffer.from(hkdfSync('sha256', authKey(secret), Buffer.concat([h.dialerNonce, h.listenerNonce]), info, 64))
+  return { sendKey: keys.subarray(0, 32), recvKey: keys.subarray(32), sendSeq: 0, recvSeq: 0 }
+}
+
+function tag(key: Buffer, seq: number, body: Uint8Array): Buffer {
+  const s = Buffer.alloc(8)
+  s.writeBigUInt64BE(BigInt(seq))
+  return createHmac('sha256', key).update(s).update(body).digest().subarray(0, 16)
+}
+
+/** `frame` followed by its tag (the next frame of the session). */
+export function seal(s: Session, frame: Uint8Array): Buffer {
+  return Buffer.concat([frame, tag(s.sendKey, s.sendSeq++, frame)])
+}
+
+/** The frame without its tag, or `undefined` if the tag is wrong. */
+export function unseal(s: Session, data: Buffer): Buffer | undefined {
+  if (data.length < 16) return undefined
+  const body = data.subarray(0, data.length - 16)
+  if (!tag(s.recvKey, s.recvSeq, body).equals(data.subarray(data.length - 16))) return undefined
+  s.recvSeq++
+  return body
+}
+
+/** A hello frame and the fields it fixes. */
+export function hello(id: string, opts: { boot?: string; tls?: boolean; probe?: boolean } = {}): { frame: Buffer; nonce: Buffer; boot: string; tls: boolean; probe: boolean } {
+  const nonce = randomBytes(32)
+  const boot = opts.boot ?? `raw-${id}`
+  const tls = opts.tls ?? false
+  const probe = opts.probe ?? false
+  return { frame: pack({ v: VERSION, t: 'hello', id, boot, nonce, tls, ...(opts.probe !== undefined ? { probe } : {}) }), nonce, boot, tls, probe }
+}
