@@ -208,7 +208,8 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
       return pause
     }
     const thawNode = (id: string): void => {
-      cl.thaw(id)
+      // a frozen process may have been ended meanwhile (killed, or its start failed): nothing to thaw
+      if (cl.isAlive(id)) cl.thaw(id)
       frozen.delete(id)
       const last = pauses.get(procOf(id))?.at(-1)
       if (last) last[1] = mono()
