@@ -7,9 +7,9 @@ import { get } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { Sworm } from '../src/index.js'
-import { freePorts, waitFor, startSworms } from './helpers.js'
+import { freePorts, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 
-const SECRET = 'e05a8d3c7f1b9246d8a3e6c1f09b7d52'
+const SECRET = TEST_SECRET // the secret of startSworms' clusters
 const CLI = fileURLToPath(new URL('../../bin/sworm.js', import.meta.url))
 
 const startCluster = (n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) => startSworms(n, name, extra)

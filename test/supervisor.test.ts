@@ -7,10 +7,10 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { AlreadyRegisteredError, InvalidArgumentError, StartError, Sworm, silentLogger, type WorkerRef } from '../src/index.js'
 import { factoryRuns, life, overlaps } from './fixtures/workers.js'
-import { freePorts, tempDir, waitFor, startSworms } from './helpers.js'
+import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
-const SECRET = '7d2b9e4f1a8c3605b9e2d7f41c8a5e30'
+const SECRET = TEST_SECRET // the secret of startSworms' clusters
 const spec = (name: string, extra: Record<string, unknown> = {}) => ({ module: WORKERS, fn: 'counter', args: [name], ...extra })
 
 const cluster = (n: number, name: string, opts: Record<string, unknown> = {}) => startSworms(n, name, opts)

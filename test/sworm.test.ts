@@ -5,9 +5,9 @@
 import t from 'tap'
 import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, Sworm, TimeoutError, WorkerCrashedError, silentLogger } from '../src/index.js'
 import type { WorkerRef } from '../src/index.js'
-import { freePorts, tempDir, waitFor, startSworms } from './helpers.js'
+import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 
-const SECRET = 'c84e1f2a9d6b3750e1a8c4f29b7d3e06'
+const SECRET = TEST_SECRET // the secret of startSworms' clusters
 
 const startCluster = (n: number, name = 'procs', extra: Partial<Parameters<typeof Sworm.start>[0]> = {}) => startSworms(n, name, extra)
 
