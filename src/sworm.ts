@@ -58,7 +58,11 @@ export interface SwormOptions {
    * one whose earlier join was cut short. `start` resolves once it is a voter.
    */
   join?: string
-  /** Cluster secret shared by every node; peers without it are refused. */
+  /**
+   * Cluster secret shared by every node; peers without it are refused. At least 32 characters
+   * with at least 8 distinct ones (128 bits when random: `openssl rand -hex 16`); anything less
+   * throws a TypeError. Anyone who records a handshake can try guesses offline, so make it random.
+   */
   secret: string
   /** Directory for this node's data (one LevelDB per sworm below it). */
   dataDir: string
