@@ -772,9 +772,29 @@ export class Sworm extends EventEmitter<SwormEvents> {
     }
   }
 
+  /**
+   * Wait until this node is up in the registry, at most `requestTimeoutMs`: an operation never
+   * hangs because there is no leader.
+   */
   private async ready(): Promise<void> {
     if (this.stopped) throw new ShuttingDownError('the sworm is stopped')
-    if (!this.upResolved) await this.upPromise
+    if (this.upResolved) return
+    let timer: unknown
+    const timeout = new Promise<never>((_, reject) => {
+      timer = this.clock.setTimeout(() => {
+        const leader = this.raft.leader
+        reject(
+          leader === undefined
+            ? new NotLeaderError(undefined, `no leader seen within requestTimeoutMs (${this.requestTimeoutMs} ms): check that a majority of the peers are up and reachable, and that every node uses the same secret`)
+            : new TimeoutError(`this node is not up in the cluster yet after requestTimeoutMs (${this.requestTimeoutMs} ms); the leader is ${leader}`),
+        )
+      }, this.requestTimeoutMs)
+    })
+    try {
+      await Promise.race([this.upPromise, timeout])
+    } finally {
+      this.clock.clearTimeout(timer)
+    }
   }
 
   // ------------------------------------------------------------------ input checks

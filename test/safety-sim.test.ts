@@ -392,3 +392,17 @@ t.test('a voter that restarts forgets leader stickiness: a new leader is elected
   }
 })
 
+
+t.test('an operation on a node that sees no leader ends within requestTimeoutMs, with a typed error (#14, in part)', async (t) => {
+  // Failed on 8dfb443: registerName waited for this node to be up in the registry, with no bound.
+  const c = new SimSworms(3, 31, { requestTimeoutMs: 1000 })
+  await c.startAll()
+  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
+  for (const id of ['n1', 'n2', 'n3']) await c.crash(id)
+  const n1 = await settle(c.sched, c.start('n1')) // from its disk; its peers stay down
+  const t0 = c.sched.now
+  const err = await rejection(c.sched, n1.sworm.registerName('x', { module: 'w', fn: 'counter', args: ['noleader/x'] }), 10_000)
+  t.equal(err?.code, 'NOT_LEADER', `rejects with NOT_LEADER: ${err?.message ?? 'it resolved'}`)
+  t.ok(c.sched.now - t0 <= 1500, `within requestTimeoutMs (${(c.sched.now - t0).toFixed(0)} ms)`)
+  c.stopAll()
+})
