@@ -304,8 +304,9 @@ async function freezeCase(t: Test, which: 'follower' | 'leader'): Promise<void> 
 
   const after = await convergeOnce(t, c, () => leader, prefix, N, 20_000)
   t.comment(`after SIGCONT: exactly once over all 3 processes after ${after.checks} check(s), ${fmt(nowEpoch() - tCont)}`)
-  const st = await fullStatus(c, victim)
-  t.ok(st?.lease, `${victim} holds a lease again`)
+  // its lease comes back with the next heartbeat rounds a leader holding its own lease acknowledges
+  const st = await pollUntil(async () => ((await fullStatus(c, victim))?.lease ? true : undefined), 10_000, `${victim} holds a lease again`).catch(() => false)
+  t.ok(st, `${victim} holds a lease again`)
   // (the supervisor's tick logs 'lease expired' when it fences; a message arriving first fences silently)
   t.comment(`${victim} log: ${c.logs(victim).filter((l) => l.includes('lease')).slice(0, 2).join(' / ') || 'no lease line'}`)
 }

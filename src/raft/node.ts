@@ -122,6 +122,8 @@ interface Pending<R> {
   resolve: (r: R) => void
   reject: (e: Error) => void
   deadline: number
+  /** When it was made (this node's clock). */
+  start: number
   settled: boolean
 }
 
@@ -371,7 +373,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
     }
     return new Promise<R>((resolve, reject) => {
-      const p: Pending<R> = { term: 0, resolve, reject, deadline: this.clock.now() + (opts.timeoutMs ?? this.timeoutMs), settled: false }
+      const start = this.clock.now()
+      const p: Pending<R> = { term: 0, resolve, reject, deadline: start + (opts.timeoutMs ?? this.timeoutMs), start, settled: false }
       if (opts.term !== undefined && this.core.status().term !== opts.term) {
         reject(new NotLeaderError(this.leader, `no longer the leader of term ${opts.term}`))
         return
@@ -408,7 +411,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (this.failure) return Promise.reject(this.failure)
     return new Promise<void>((resolve, reject) => {
       const id = ++this.readSeq
-      this.readsOut.set(id, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false })
+      this.readsOut.set(id, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, start: this.clock.now(), settled: false })
       this.core.readIndex(id)
       this.kick()
     })
@@ -474,7 +477,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const res = this.core.proposeConfig(next)
       if (res.ok) {
         const p = new Promise<R>((resolve, reject) => {
-          this.trackLocal(res.index, res.term, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, settled: false })
+          this.trackLocal(res.index, res.term, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, start: this.clock.now(), settled: false })
         })
         this.kick()
         await p
@@ -780,7 +783,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
           else if (ok) {
             if (observe) {
               if (now < 0) now = this.clock.now() // one clock read per batch
-              observe(now - (p.deadline - this.timeoutMs))
+              observe(now - p.start)
             }
             p.resolve(result as R)
           }
@@ -1029,13 +1032,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
           this.waitApplied.push({
             index,
             fn: () => {
-              this.observeCommitMs?.(this.clock.now() - (f.p.deadline - this.timeoutMs))
+              this.observeCommitMs?.(this.clock.now() - f.p.start)
               f.p.resolve(value as R)
             },
             deadline: f.p.deadline,
           })
         } else {
-          this.observeCommitMs?.(this.clock.now() - (f.p.deadline - this.timeoutMs))
+          this.observeCommitMs?.(this.clock.now() - f.p.start)
           f.p.resolve(value as R)
         }
       } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
