@@ -23,7 +23,7 @@
 import { randomBytes } from 'node:crypto'
 import { connect, type Socket } from 'node:net'
 import fc from 'fast-check'
-import { pack, unpack } from 'msgpackr'
+import { pack } from 'msgpackr'
 import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
 import {
@@ -40,7 +40,7 @@ import { WsHub } from '../src/raft/ws-transport.js'
 import type { SimCluster, SimMember } from './sim/raft-cluster.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { startSworms, TEST_SECRET, waitFor } from './helpers.js'
-import { VERSION, dialerSession, hello, proof, seal, unseal, type Hellos, type Session } from './ws-protocol.js'
+import { VERSION, dialerAuth, hello, rawSocket, seal, type Raw, type Session } from './ws-protocol.js'
 
 const seed = process.env.HOSTILE_SEED ? Number(process.env.HOSTILE_SEED) : Date.now() % 1e9
 t.comment(`hostile seed ${seed} (replay: HOSTILE_SEED=${seed})`)
@@ -312,70 +312,12 @@ t.teardown(() => {
   }
 })
 
-interface Raw {
-  ws: WebSocket
-  /** Decoded frames received. */
-  frames: unknown[]
-  closed: Promise<{ code: number; reason: string }>
-  isClosed: () => boolean
-  /** After the handshake: the keys and counters of the frames' tags. */
-  session?: Session
-  /** The session to start when the node's `ok` arrives. */
-  next?: Session
-}
-
-/** A raw WebSocket to `url`, not yet past any handshake. */
-async function rawConnect(url: string): Promise<Raw> {
-  const ws = new WebSocket(url, { perMessageDeflate: false })
-  openSockets.add(ws)
-  ws.on('error', () => {})
-  const frames: unknown[] = []
-  let done = false
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    ws.on('close', (code, reason) => {
-      done = true
-      openSockets.delete(ws)
-      resolve({ code, reason: reason.toString() })
-    }),
-  )
-  const raw: Raw = { ws, frames, closed, isClosed: () => done }
-  ws.on('message', (d: Buffer) => {
-    const body = raw.session ? unseal(raw.session, d) : d
-    if (!body) return void frames.push('bad tag')
-    let f: unknown
-    try {
-      f = unpack(body)
-    } catch {
-      f = 'undecodable'
-    }
-    frames.push(f)
-    if (raw.next && (f as { t?: string }).t === 'ok') {
-      raw.session = raw.next
-      raw.next = undefined
-    }
-  })
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve())
-    ws.once('error', reject)
-  })
-  return raw
-}
+/** A raw WebSocket to `url`, not yet past any handshake (tracked for the final cleanup). */
+const rawConnect = (url: string): Promise<Raw> => rawSocket(url, { opened: (ws) => openSockets.add(ws), closed: (ws) => openSockets.delete(ws) })
 
 /** The proof a dialer sends after `challenge`, and the session it starts. */
 function dialerProof(h: ReturnType<typeof hello>, id: string, serverId: string, challenge: unknown, secret = TEST_SECRET): { auth: Buffer; session: Session } {
-  const ch = challenge as { boot: string; nonce: Uint8Array; tls: boolean }
-  const hellos: Hellos = {
-    dialerId: id,
-    listenerId: serverId,
-    dialerBoot: h.boot,
-    listenerBoot: ch.boot,
-    dialerNonce: h.nonce,
-    listenerNonce: ch.nonce,
-    dialerTls: h.tls,
-    listenerTls: ch.tls,
-    probe: false,
-  }
-  return { auth: pack({ v: VERSION, t: 'auth', proof: proof('dialer', hellos, secret) }), session: dialerSession(hellos, secret) }
+  return dialerAuth(h, id, serverId, challenge as { boot: string; nonce: Uint8Array; tls: boolean }, secret)
 }
 
 /** A raw client that authenticated as node `id` with the cluster secret: a peer we control. */

@@ -3,7 +3,8 @@
  * `src/raft/ws-transport.ts`, for tests that speak it by hand (raw clients, rogue peers).
  */
 import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
-import { pack } from 'msgpackr'
+import { pack, unpack } from 'msgpackr'
+import { WebSocket } from 'ws'
 
 /** The protocol version these helpers speak. */
 export const VERSION = 2
@@ -24,6 +25,28 @@ export interface Hellos {
   dialerTls: boolean
   listenerTls: boolean
   probe: boolean
+}
+
+/** The dialer's `auth` frame for a listener's `challenge`, and the session it starts. */
+export function dialerAuth(
+  h: { boot: string; nonce: Uint8Array; tls: boolean },
+  dialerId: string,
+  listenerId: string,
+  challenge: { boot: string; nonce: Uint8Array; tls: boolean },
+  secret: string,
+): { auth: Buffer; session: Session; hellos: Hellos } {
+  const hellos: Hellos = {
+    dialerId,
+    listenerId,
+    dialerBoot: h.boot,
+    listenerBoot: challenge.boot,
+    dialerNonce: h.nonce,
+    listenerNonce: challenge.nonce,
+    dialerTls: h.tls,
+    listenerTls: challenge.tls,
+    probe: false,
+  }
+  return { auth: pack({ v: VERSION, t: 'auth', proof: proof('dialer', hellos, secret) }), session: dialerSession(hellos, secret), hellos }
 }
 
 /** The handshake transcript. */
@@ -79,4 +102,54 @@ export function hello(id: string, opts: { boot?: string; tls?: boolean; probe?: 
   const tls = opts.tls ?? false
   const probe = opts.probe ?? false
   return { frame: pack({ v: VERSION, t: 'hello', id, boot, nonce, tls, ...(opts.probe !== undefined ? { probe } : {}) }), nonce, boot, tls, probe }
+}
+
+/** A raw WebSocket client that speaks the protocol by hand. */
+export interface Raw {
+  ws: WebSocket
+  /** Decoded frames received ('bad tag' or 'undecodable' for frames that are neither). */
+  frames: unknown[]
+  closed: Promise<{ code: number; reason: string }>
+  isClosed: () => boolean
+  /** After the handshake: the keys and counters of the frames' tags. */
+  session?: Session
+  /** The session to start when the listener's `ok` arrives. */
+  next?: Session
+}
+
+/** Open a raw WebSocket to `url`, not yet past any handshake; `hooks` track it for cleanup. */
+export async function rawSocket(url: string, hooks: { opened?: (ws: WebSocket) => void; closed?: (ws: WebSocket) => void } = {}): Promise<Raw> {
+  const ws = new WebSocket(url, { perMessageDeflate: false })
+  hooks.opened?.(ws)
+  ws.on('error', () => {})
+  const frames: unknown[] = []
+  let done = false
+  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
+    ws.on('close', (code, reason) => {
+      done = true
+      hooks.closed?.(ws)
+      resolve({ code, reason: reason.toString() })
+    }),
+  )
+  const raw: Raw = { ws, frames, closed, isClosed: () => done }
+  ws.on('message', (d: Buffer) => {
+    const body = raw.session ? unseal(raw.session, d) : d
+    if (!body) return void frames.push('bad tag')
+    let f: unknown
+    try {
+      f = unpack(body)
+    } catch {
+      f = 'undecodable'
+    }
+    frames.push(f)
+    if (raw.next && (f as { t?: string }).t === 'ok') {
+      raw.session = raw.next
+      raw.next = undefined
+    }
+  })
+  await new Promise<void>((resolve, reject) => {
+    ws.once('open', () => resolve())
+    ws.once('error', reject)
+  })
+  return raw
 }

@@ -4,9 +4,9 @@ import { randomBytes } from 'node:crypto'
 import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { pack, unpack } from 'msgpackr'
-import { WebSocket, WebSocketServer } from 'ws'
+import { WebSocketServer } from 'ws'
 import { WS_PROTOCOL_VERSION, WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
-import { VERSION, dialerSession, hello, proof, seal, unseal, type Hellos, type Session } from './ws-protocol.js'
+import { VERSION, dialerAuth, hello, proof, rawSocket, seal, type Raw } from './ws-protocol.js'
 import type { Logger, Transport } from '../src/raft/types.js'
 
 const SECRET = 'b1e4c9a27f03d8e6a5c2b7f19d04e3a8' // 16 random bytes, hex
@@ -84,52 +84,7 @@ function has(h: TestHub, group: string, pred: (m: { from: string; msg: unknown }
 
 // ----- a raw client speaking the protocol by hand ----------------------------------------------
 
-interface Raw {
-  ws: WebSocket
-  frames: unknown[]
-  closed: Promise<{ code: number; reason: string }>
-  isClosed: () => boolean
-  /** After the handshake: the keys and counters of the frames' tags. */
-  session?: Session
-  /** The session to start when the listener's `ok` arrives. */
-  next?: Session
-}
-
-async function rawConnect(tt: Tap, url: string): Promise<Raw> {
-  const ws = new WebSocket(url, { perMessageDeflate: false })
-  ws.on('error', () => {})
-  const frames: unknown[] = []
-  let done = false
-  const closed = new Promise<{ code: number; reason: string }>((resolve) =>
-    ws.on('close', (code, reason) => {
-      done = true
-      resolve({ code, reason: reason.toString() })
-    }),
-  )
-  const raw: Raw = { ws, frames, closed, isClosed: () => done }
-  ws.on('message', (d: Buffer) => {
-    let body: Buffer | undefined = d
-    if (raw.session) body = unseal(raw.session, d)
-    if (!body) return void frames.push('bad tag')
-    let f: unknown
-    try {
-      f = unpack(body)
-    } catch {
-      f = 'undecodable'
-    }
-    frames.push(f)
-    if (raw.next && (f as { t?: string }).t === 'ok') {
-      raw.session = raw.next
-      raw.next = undefined
-    }
-  })
-  tt.teardown(() => ws.terminate())
-  await new Promise<void>((resolve, reject) => {
-    ws.once('open', () => resolve())
-    ws.once('error', reject)
-  })
-  return raw
-}
+const rawConnect = (tt: Tap, url: string): Promise<Raw> => rawSocket(url, { opened: (ws) => tt.teardown(() => ws.terminate()) })
 
 /**
  * Connect and authenticate as `id` (the dialer proves first, then checks the listener's proof);
@@ -154,24 +109,14 @@ async function rawAuth(
     auth = replay.auth
   } else {
     if (ch.t !== 'challenge' || ch.id !== serverId) throw new Error('unexpected challenge')
-    const hellos: Hellos = {
-      dialerId: id,
-      listenerId: serverId,
-      dialerBoot: h.boot,
-      listenerBoot: ch.boot,
-      dialerNonce: h.nonce,
-      listenerNonce: ch.nonce,
-      dialerTls: false,
-      listenerTls: ch.tls,
-      probe: false,
-    }
-    auth = pack({ v: VERSION, t: 'auth', proof: proof('dialer', hellos, secret) })
-    raw.next = dialerSession(hellos, secret)
+    const a = dialerAuth({ ...h, tls: false }, id, serverId, ch, secret)
+    auth = a.auth
+    raw.next = a.session
     raw.ws.send(auth)
     if (secret === SECRET) {
       await waitFor(() => raw.frames.length >= 2 || raw.isClosed(), 5000, 'ok')
       const ok = raw.frames[1] as { t?: string; proof?: Uint8Array }
-      if (ok.t !== 'ok' || !proof('listener', hellos, secret).equals(Buffer.from(ok.proof ?? []))) throw new Error('bad listener proof')
+      if (ok.t !== 'ok' || !proof('listener', a.hellos, secret).equals(Buffer.from(ok.proof ?? []))) throw new Error('bad listener proof')
     }
     return Object.assign(raw, { hello: helloFrame, auth })
   }
