@@ -1368,14 +1368,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * Propose a command for an API call, in this incarnation's client session (see
    * {@link SessionTag}): the state machine applies it at most once, so it is proposed again, with
-   * the same sequence number, after a leader change, a dropped proposal or an attempt that timed
-   * out, until `requestTimeoutMs` runs out. A TimeoutError then still means the outcome is unknown.
+   * the same sequence number, after a leader change or a dropped proposal, until `requestTimeoutMs`
+   * runs out (one attempt never ends early on a timer: that would only add load under a backlog). A
+   * TimeoutError then still means the outcome is unknown.
    */
   private async proposeRetrying(cmd: RegistryCommand): Promise<RegistryResult> {
     const seq = ++this.sessionSeq
     this.sessionInFlight.add(seq)
     const deadline = this.clock.now() + this.requestTimeoutMs
-    const attemptMs = Math.max(1000, this.requestTimeoutMs / 3)
     // once an attempt's outcome is unknown, so is the call's, whatever the later attempts say
     let unknown: TimeoutError | undefined
     try {
@@ -1383,7 +1383,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
         const low = this.sessionInFlight.values().next().value as number
         const left = deadline - this.clock.now()
         try {
-          const res = await this.raft.propose({ ...cmd, s: { node: this.nodeId, inc: this.incarnation, seq, low } }, { timeoutMs: Math.max(1, Math.min(left, attemptMs)) })
+          // One attempt may take all the time left: proposing again while the first may still be
+          // in the log would only add load (the node re-forwards to a new leader by itself); the
+          // session makes the attempts after a definite failure safe.
+          const res = await this.raft.propose({ ...cmd, s: { node: this.nodeId, inc: this.incarnation, seq, low } }, { timeoutMs: Math.max(1, left) })
           if (res === 'session-expired') throw new ShuttingDownError('this node incarnation is no longer the one the cluster knows (it restarted, or was declared gone)')
           return res
         } catch (err) {
