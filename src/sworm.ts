@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto'
 import { EventEmitter } from 'node:events'
 import { join as joinPath } from 'node:path'
 import { pack } from 'msgpackr'
-import { diskIdentity, isProbe, probePeers, type ProbeMsg } from './cluster/bootstrap.js'
+import { dataLostMessage, diskIdentity, isProbe, probePeers, type ProbeMsg } from './cluster/bootstrap.js'
 import { acquireHub, releaseHub } from './hub-pool.js'
 import {
   AlreadyRegisteredError,
@@ -573,11 +573,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (disk !== undefined && bound !== undefined && bound !== disk) {
         // the configuration knows this node with another data directory: this one is not it
         deps.logger.error('refusing to start: this node lost its data', { node: nodeId })
-        throw new NodeDataLostError(
-          nodeId,
-          `node ${nodeId} is a member of the cluster with another data directory than this one: it lost the votes and log entries it acknowledged. ` +
-            `Remove it (sworm.removeNode('${nodeId}') on any live node) and start this machine under a new node id, with "join", on an empty data directory.`,
-        )
+        throw new NodeDataLostError(nodeId, dataLostMessage(nodeId, 'its own log says so'))
       }
       const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers
       let joinVia: string | undefined
@@ -718,11 +714,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.msgs.send(from, { t: 'joinRefused', node, code, message } satisfies WireMsg)
     }
     if (isMember(cfg, node) && disk !== cfg.disks?.[node]) {
-      refuse(
-        'DATA_LOST',
-        `node ${node} is a member of the cluster with another data directory: it lost the votes and log entries it acknowledged. ` +
-          `Remove it (sworm.removeNode('${node}') on any live node) and start this machine under a new node id, with "join", on an empty data directory.`,
-      )
+      refuse('DATA_LOST', dataLostMessage(node, `${this.nodeId} refused its join`))
       return
     }
     if (!isMember(cfg, node) && this.state.nodeRecord(node) !== undefined) {

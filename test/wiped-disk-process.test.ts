@@ -23,16 +23,17 @@ t.test('a voter restarted on a wiped dataDir refuses to start, and the acknowled
   await c.kill('n3')
   await rm(c.dataDir('n3'), { recursive: true, force: true })
   // n3 restarts first on its empty disk, then the stale n2: n3 must learn from n2 that it lost its data
-  const n3 = c.restart('n3').then(
+  // (n3 waits for a peer to answer its probe: give it time on a busy machine)
+  const n3 = c.restart('n3', { startTimeoutMs: 90_000, mayBeRefused: true }).then(
     () => undefined,
     (err: unknown) => err,
   )
-  await c.restart('n2')
+  await c.restart('n2', { startTimeoutMs: 60_000 })
   const err = await n3
   t.ok(err instanceof NodeStartError, `n3 did not start (${String(err)})`)
   t.equal((err as NodeStartError | undefined)?.code, 'DATA_LOST', 'it refused with DATA_LOST')
-  await c.restart('n1')
-  await c.waitForLeader(15_000, { exclude: ['n3'] })
+  await c.restart('n1', { startTimeoutMs: 60_000 })
+  await c.waitForLeader(60_000, { exclude: ['n3'] })
   const found = await c.request<{ ref?: unknown } | undefined>('n2', { op: 'whereis', name: 'k', consistent: true }, 30_000)
   t.ok(found, "a consistent read on n2 still finds 'k'")
 })

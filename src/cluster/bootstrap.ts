@@ -77,6 +77,18 @@ export function clusterIdOf(config: ClusterConfig): string {
   return createHash('sha256').update(JSON.stringify(canon)).digest('hex').slice(0, 16)
 }
 
+/**
+ * The message of a {@link NodeDataLostError} for `node`: what happened and what the operator does.
+ * `how`: how it is known (who reported it).
+ */
+export function dataLostMessage(node: NodeId, how: string): string {
+  return (
+    `node ${node} is a member of the cluster with another data directory than this one (${how}): it lost the votes and log entries it ` +
+    `acknowledged, and rejoining under the same id could lose acknowledged writes. Remove it (sworm.removeNode('${node}') on any live node) ` +
+    `and start this machine under a new node id, with "join", on an empty data directory.`
+  )
+}
+
 /** What the probe decided. `bootstrap`: the first configuration to write; undefined: start empty. */
 export interface ProbeOutcome {
   bootstrap: ClusterConfig | undefined
@@ -142,12 +154,8 @@ export async function probePeers(o: {
       return { bootstrap: undefined }
     }
     if (listed) {
-      const msg =
-        `node ${o.nodeId} is a member of the running cluster (as ${member.from} reports), but its data directory is empty or new: ` +
-        `it lost the votes and log entries it acknowledged, and rejoining under the same id could lose acknowledged writes. ` +
-        `Remove it from the cluster (sworm.removeNode('${o.nodeId}') on any live node) and start this machine under a new node id with "join", on an empty data directory.`
       o.logger.error('refusing to start: this node lost its data', { node: o.nodeId, via: member.from })
-      throw new NodeDataLostError(o.nodeId, msg)
+      throw new NodeDataLostError(o.nodeId, dataLostMessage(o.nodeId, `${member.from} reports it, and this data directory is empty`))
     }
     throw new ClusterExistsError(
       `the peers already run a cluster (${member.from} answered) that does not list node ${o.nodeId}: start a new node with "join" (the URL of a member), not "peers"`,
