@@ -320,7 +320,9 @@ t.test('3 processes, lease 1,000 ms + drift 300 ms: SIGSTOP the leader holding w
 )
 
 t.test('5 processes: 200 names x 100 concurrent whereisOrRegisterName callers over all nodes; one ref per name, each factory ran once', { timeout: 90_000 }, async (t) => {
-  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000 })
+  // 20,000 calls at once queue behind each other on the leader: on a busy 2-core machine that can
+  // take longer than the default 5 s per request
+  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000, requestTimeoutMs: 30_000 })
   t.teardown(() => c.stopAll())
   const prefix = 'wor:'
   const NAMES = 200
