@@ -407,7 +407,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
       propose: (cmd) => this.raft.propose(cmd),
       read: () => this.raft.read(),
       leaseOk: () => this.leaseOk(),
-      leaseRenewedAt: () => this.raft.leaseRenewedAt(),
       leaseLapses: () => this.raft.leaseLapses(),
       leaseTimeoutMs: this.leaseTimeoutMs,
       stopped: () => this.stopped,

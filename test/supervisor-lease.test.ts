@@ -15,7 +15,7 @@ function harness() {
   const state = new RegistryState((ch) => ref.sup?.onChange(ch))
   let index = 0
   const proposed: RegistryCommand[] = []
-  const lease = { ok: true, lapses: 1, renewedAt: systemClock.now() }
+  const lease = { ok: true, lapses: 1 }
   const factory: { release?: () => void; runs: number; terminated: number } = { runs: 0, terminated: 0 }
   const slow = async (): Promise<Worker> => {
     factory.runs++
@@ -36,7 +36,6 @@ function harness() {
     },
     read: async () => {},
     leaseOk: () => lease.ok,
-    leaseRenewedAt: () => lease.renewedAt,
     leaseLapses: () => lease.lapses,
     leaseTimeoutMs: 1000,
     stopped: () => false,

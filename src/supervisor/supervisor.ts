@@ -43,8 +43,6 @@ export interface SupervisorHost {
   read(): Promise<void>
   /** Whether this node's lease is valid now (it may run supervised workers). */
   leaseOk(): boolean
-  /** When the lease was last renewed (the clock's time), if ever. */
-  leaseRenewedAt(): number | undefined
   /** How many times the lease started anew (held first, or renewed after running out). */
   leaseLapses(): number
   readonly leaseTimeoutMs: number
