@@ -34,7 +34,7 @@ const POLL_MS = 250
 const PROBE_GROUP = '_latency-probe'
 const PROBE_MS = 500
 const WORKERS_MODULE = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
-const STATIC_DIR = new URL('../../demo/dashboard/', import.meta.url)
+const STATIC_DIR = new URL('../../demo/dashboard', import.meta.url)
 const STATIC: Record<string, string> = {
   '/': 'index.html',
   '/index.html': 'index.html',

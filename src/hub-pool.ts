@@ -3,7 +3,7 @@
  * (several sworms share a port; each uses its own channels).
  * @module
  */
-import { InvalidArgumentError } from './raft/errors.js'
+import { InvalidArgumentError } from './errors.js'
 import type { Logger } from './raft/types.js'
 import { WsHub, type WsHubOptions } from './raft/ws-transport.js'
 

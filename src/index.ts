@@ -4,8 +4,8 @@
  * @packageDocumentation
  */
 export { Sworm, type SwormEvents, type SwormOptions, type SwormStatus, type SwormStatusReport, type WorkerStopReason } from './sworm.js'
-export { pinoLogger } from './logging.js'
-export { COMMIT_LATENCY_BUCKETS } from './metrics.js'
+export { pinoLogger } from './observability/logging.js'
+export { COMMIT_LATENCY_BUCKETS } from './observability/metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'
 export { hashPlacement, defaultPlacement, type PlacementStrategy, type PlacementCandidate } from './registry/placement.js'
 export type { Worker, ExitReason } from './supervisor/local-workers.js'
@@ -27,7 +27,7 @@ export {
   NoNodeError,
   NodeDataLostError,
   ClusterExistsError,
-} from './raft/errors.js'
+} from './errors.js'
 export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.
 export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'

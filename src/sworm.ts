@@ -24,12 +24,12 @@ import {
   SwormError,
   TimeoutError,
   WorkerCrashedError,
-} from './raft/errors.js'
-import { pinoLogger } from './logging.js'
-import { SwormMetrics, type MetricsSnapshot } from './metrics.js'
-import { startMetricsServer, type MetricsServer } from './metrics-server.js'
+} from './errors.js'
+import { pinoLogger } from './observability/logging.js'
+import { SwormMetrics, type MetricsSnapshot } from './observability/metrics.js'
+import { startMetricsServer, type MetricsServer } from './observability/metrics-server.js'
 import { LevelStorage } from './raft/level-storage.js'
-import { RateLimitedLog, clip } from './raft/rate-limited-log.js'
+import { RateLimitedLog, clip } from './observability/rate-limited-log.js'
 import { RaftNode } from './raft/node.js'
 import { systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
 import { secretProblem, type WsHub } from './raft/ws-transport.js'

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { StorageError } from '../src/raft/errors.js'
+import { StorageError } from '../src/errors.js'
 import { MemoryStorage } from '../src/raft/memory-storage.js'
 import { makeEntries, storageContract } from './fixtures/storage-contract.js'
 

@@ -4,7 +4,7 @@
  * that joins late, and refusing a corrupt disk.
  */
 import t from 'tap'
-import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/raft/errors.js'
+import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/errors.js'
 import { MemoryStorage } from '../src/raft/memory-storage.js'
 import { RaftNode } from '../src/raft/node.js'
 import type { RaftStorage } from '../src/raft/types.js'

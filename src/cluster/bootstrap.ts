@@ -26,7 +26,7 @@
  * @module
  */
 import { createHash } from 'node:crypto'
-import { ClusterExistsError, NodeDataLostError } from '../raft/errors.js'
+import { ClusterExistsError, NodeDataLostError } from '../errors.js'
 import type { Clock, ClusterConfig, Logger, NodeId, RaftStorage, Transport } from '../raft/types.js'
 
 /** A probe, and its answers, on the message channel. */

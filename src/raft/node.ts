@@ -20,11 +20,11 @@ import {
   StorageError,
   SwormError,
   TimeoutError,
-} from './errors.js'
+} from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
-import { RateLimitedLog } from './rate-limited-log.js'
+import { RateLimitedLog } from '../observability/rate-limited-log.js'
 
 /** The encoding of commands on the wire and on disk (see {@link RaftNode.propose}). */
 const commandCodec = new Packr({ useRecords: false, mapsAsObjects: true })

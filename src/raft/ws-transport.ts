@@ -48,9 +48,9 @@ import * as https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Packr } from 'msgpackr'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
-import { SwormError } from './errors.js'
+import { SwormError } from '../errors.js'
 import { MAX_COST_PER_BYTE, msgpackCost } from './msgpack-guard.js'
-import { RateLimitedLog, clip } from './rate-limited-log.js'
+import { RateLimitedLog, clip } from '../observability/rate-limited-log.js'
 import { silentLogger, type Logger, type NodeId, type Transport } from './types.js'
 
 /** Options of a {@link WsHub}. */

@@ -4,7 +4,7 @@
  * calls fail, and the owner is told (to unregister its names, or to restart it).
  * @module
  */
-import { NoWorkerError, WorkerCrashedError } from '../raft/errors.js'
+import { NoWorkerError, WorkerCrashedError } from '../errors.js'
 
 /**
  * A worker: an object with optional message handlers. Handlers may be async; the next message

@@ -2,7 +2,7 @@
  * Rate-limited warnings, so that a peer flooding bad input cannot flood the log.
  * @module
  */
-import type { Logger } from './types.js'
+import type { Logger } from '../raft/types.js'
 
 /**
  * Writes at most one warn line per key per interval and counts the lines it held back; the next

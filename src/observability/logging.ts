@@ -3,7 +3,7 @@
  * @module
  */
 import pino from 'pino'
-import type { Logger, LogLevel } from './raft/types.js'
+import type { Logger, LogLevel } from '../raft/types.js'
 
 let stderr: pino.DestinationStream | undefined
 
