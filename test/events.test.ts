@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { Sworm, type SwormEvents } from '../src/index.js'
 import { waitFor, startSworms } from './helpers.js'
+import { internals } from '../src/internal.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
 const spec = (name: string) => ({ module: WORKERS, fn: 'counter', args: [name] })
@@ -115,7 +116,7 @@ t.test('leaderChanged on every node', async (t) => {
   const logs = c.nodes.map(record)
   const leader = c.nodes.find((s) => s.status().role === 'leader')!
   const next = c.nodes.find((s) => s !== leader)!
-  await leader.raftNode.transferLeadership(next.nodeId)
+  await internals(leader).raft.transferLeadership(next.nodeId)
   for (const [i, log] of logs.entries()) {
     await waitFor(() => of(log, 'leaderChanged').some((p) => p.leader === next.nodeId), 5000, `${c.nodes[i]!.nodeId} sees the new leader`)
     const ev = of(log, 'leaderChanged').at(-1)!
@@ -136,8 +137,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
   const mine = victim.status().supervised
   await waitFor(() => victim.leaseOk(), 2000, 'the victim holds its lease')
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, true)
-    o.hubForTests().blockPeer(victim.nodeId, true)
+    internals(victim).hub!.blockPeer(o.nodeId, true)
+    internals(o).hub!.blockPeer(victim.nodeId, true)
   }
   const vlog = logs.get(victim.nodeId)!
   await waitFor(() => of(vlog, 'leaseLost').length === 1, 5000, 'leaseLost')
@@ -161,8 +162,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
 
   const upsBefore = of(logs.get(others[0]!.nodeId)!, 'nodeUp').length
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, false)
-    o.hubForTests().blockPeer(victim.nodeId, false)
+    internals(victim).hub!.blockPeer(o.nodeId, false)
+    internals(o).hub!.blockPeer(victim.nodeId, false)
   }
   await waitFor(() => of(vlog, 'leaseRenewed').length === 1, 10_000, 'leaseRenewed')
   t.same(of(vlog, 'leaseRenewed'), [{ node: victim.nodeId }], 'leaseRenewed {node}')

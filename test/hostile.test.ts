@@ -41,6 +41,7 @@ import type { SimCluster, SimMember } from './sim/raft-cluster.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { startSworms, TEST_SECRET, waitFor } from './helpers.js'
 import { VERSION, dialerAuth, hello, rawSocket, seal, type Raw, type Session } from './ws-protocol.js'
+import { internals } from '../src/internal.js'
 
 const seed = process.env.HOSTILE_SEED ? Number(process.env.HOSTILE_SEED) : Date.now() % 1e9
 t.comment(`hostile seed ${seed} (replay: HOSTILE_SEED=${seed})`)
@@ -452,7 +453,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
     const samples = fc.sample(fc.oneof(wireLike, fc.anything()), { seed, numRuns: 3000 })
     const fuzzer = await rawPeer(url, 'fuzzer', 'n1')
     for (let i = 0; i < samples.length; i += 100) fuzzer.send(samples.slice(i, i + 100).map((m): [string, unknown] => ['msg:hostile', m]))
-    await waitFor(() => (n1.hubForTests().stats().peers.fuzzer?.received ?? 0) >= samples.length, 10_000, 'every sample received')
+    await waitFor(() => (internals(n1).hub!.stats().peers.fuzzer?.received ?? 0) >= samples.length, 10_000, 'every sample received')
     tt.notOk(fuzzer.isClosed(), 'decoded and handled without closing the connection')
     await clusterServes(nodes, tt, 'b-fuzz')
   })
@@ -471,7 +472,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
 
   await t.test('C. an authenticated peer floods 50k frames: the node serves; queues and log lines stay bounded', async (tt) => {
     const flooder = await rawPeer(url, 'flooder', 'n1')
-    const hub = n1.hubForTests()
+    const hub = internals(n1).hub!
     const mark = lines.length
     const term = n1.status().term
     // each frame names another unknown sworm: the log must not get a line per name
@@ -533,7 +534,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
   await t.test('C. frames of the maximum size, then one byte more', async (tt) => {
     const MAX = 64 * 1024 * 1024
     const big = await rawPeer(url, 'big', 'n1')
-    const hub = n1.hubForTests()
+    const hub = internals(n1).hub!
     const mark = lines.length
     const frame = pack({ v: VERSION, b: [['raft:hostile', new Uint8Array(MAX - 64)]] })
     tt.ok(frame.length + 16 <= MAX, 'with its tag')

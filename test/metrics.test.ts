@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { Sworm } from '../src/index.js'
 import { freePorts, waitFor, startSworms, TEST_SECRET } from './helpers.js'
+import { internals } from '../src/internal.js'
 
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
 const CLI = fileURLToPath(new URL('../../bin/sworm.js', import.meta.url))
@@ -92,7 +93,7 @@ t.test('/metrics, /status and the CLI on a 3-node cluster', async (t) => {
   await waitFor(() => c.nodes.every((s) => s.status().names === 30), 5000, 'every node has the names')
 
   // a leader change
-  await leader.raftNode.transferLeadership(follower.nodeId)
+  await internals(leader).raft.transferLeadership(follower.nodeId)
   await waitFor(() => follower.status().role === 'leader' && c.nodes.every((s) => s.status().leader === follower.nodeId), 5000, 'the new leader everywhere')
 
   const res = await httpGet(`${follower.metricsAddress}/metrics`)

@@ -9,6 +9,7 @@ import t from 'tap'
 import { ConfigChangeError, InvalidArgumentError, NotFoundError, type Sworm, type WorkerRef } from '../src/index.js'
 import { life, overlaps } from './fixtures/workers.js'
 import { startSworms, waitFor } from './helpers.js'
+import { internals } from '../src/internal.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
 const spec = (name: string) => ({ module: WORKERS, fn: 'counter', args: [name] })
@@ -31,7 +32,7 @@ t.test('removeNode through a follower: the node leaves, its workers move, no ove
   await caller.removeNode(victim.nodeId)
   const rest = c.nodes.filter((s) => s !== victim)
   for (const s of rest) {
-    await waitFor(() => !(victim.nodeId in s.raftNode.status().config.voters), 5000, `${s.nodeId} applied the removal`)
+    await waitFor(() => !(victim.nodeId in internals(s).raft.status().config.voters), 5000, `${s.nodeId} applied the removal`)
   }
   t.same(caller.statusReport().nodes.find((n) => n.node === victim.nodeId)?.up, false, 'declared gone in the registry when removeNode resolves')
   t.equal(caller.whereisName('static-on-victim'), undefined, 'its static names are dropped')

@@ -10,6 +10,7 @@ import { Sworm, type SwormOptions } from '../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../src/testkit/sim.js'
 import * as workers from './fixtures/workers.js'
 import { settle as settleRaft, simCluster } from './sim/helpers.js'
+import { assemble, internals } from '../src/internal.js'
 
 const g = globalThis as unknown as { __swormNow?: () => number }
 
@@ -65,7 +66,7 @@ class SimSworms {
     const msgT = this.net.endpoint(id, 'msg')
     this.detach.set(id, [() => raftT.detach(), () => msgT.detach()])
     const peers = Object.fromEntries(this.ids.map((x) => [x, this.url(x)]))
-    const sworm = await Sworm.assemble(
+    const sworm = await assemble(
       {
         name: 'safety',
         nodeId: id,
@@ -105,7 +106,7 @@ class SimSworms {
     this.running.delete(id)
     this.live.delete(id)
     for (const d of this.detach.get(id) ?? []) d()
-    for (const w of node?.sworm.crashForTests() ?? []) workers.died(w)
+    for (const w of (node ? internals(node.sworm).crash() : [])) workers.died(w)
     await this.storages.get(id)?.close()
   }
 
@@ -119,7 +120,7 @@ class SimSworms {
   }
 
   stopAll(): void {
-    for (const x of this.running.values()) x.sworm.crashForTests()
+    for (const x of this.running.values()) internals(x.sworm).crash()
   }
 }
 
@@ -178,7 +179,7 @@ t.test('a leader stalled right after a partition cannot renew a follower\'s leas
     const life = workers.life.slice(lifeStart).filter((e) => e.name.startsWith(prefix))
     t.same(workers.overlaps(life), [], `stall ${stallMs} ms: no two incarnations of a name overlapped`)
     t.ok(life.some((e) => e.event === 'stop'), 'X fenced its workers')
-    for (const x of nodes) x.sworm.crashForTests()
+    for (const x of nodes) internals(x.sworm).crash()
   }
 })
 
@@ -201,7 +202,7 @@ t.test('a node behind a one-way cut (the leader cannot reach it) is declared gon
   }, 10_000)
   t.ok(moved, `${X.id}'s names moved to nodes the leader reaches, within the cut`)
   for (let i = 0; i < 12; i++) t.equal(await settle(sched, L.sworm.call(`c${i}`, 'get', { timeout: 3000 })), 0, `c${i} answers`)
-  for (const x of nodes) x.sworm.crashForTests()
+  for (const x of nodes) internals(x.sworm).crash()
 })
 
 /** Drive simulated time until `p` settles; its error, if it rejects (or undefined). */
@@ -288,14 +289,14 @@ t.test('a wiped voter refused at its join, then restarted on the disk it got mea
     const [B, C] = c.nodes.filter((x) => x !== L).map((x) => x.id) as [string, string]
     await c.sched.runUntil(c.sched.now + 500)
     await c.crash(B)
-    const snapAt = (): number => L.sworm.raftNode.status().snapshotIndex
+    const snapAt = (): number => internals(L.sworm).raft.status().snapshotIndex
     const startSnap = snapAt()
     let i = 0
     while (snapAt() === startSnap) await settle(c.sched, L.sworm.registerName(`pad${i++}`, { module: 'w', fn: 'counter', args: [`rev${seed}/pad${i}`] }))
     const s = snapAt()
     await settle(c.sched, L.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`rev${seed}/k`] }))
     await c.sched.runUntil(c.sched.now + 200)
-    const kIdx = L.sworm.raftNode.status().commit
+    const kIdx = internals(L.sworm).raft.status().commit
     t.ok(snapAt() === s && kIdx > s, `k committed by ${A}+${C} (<= index ${kIdx}), after ${A}'s snapshot at ${s}; ${B} is down`)
     // C loses its disk; A restarts; the network loses A's appends carrying entries to B and C
     await c.crash(C)
@@ -378,8 +379,8 @@ t.test('a voter that restarts forgets leader stickiness: a new leader is elected
     const tElect = c.sched.now
     const xs = c.running.get(X)!
     const off = xs.clock.now() - c.sched.now
-    let lastRenew = xs.sworm.raftNode.leaseRenewedAt() ?? 0
-    await c.sched.runUntilTrue(() => { lastRenew = Math.max(lastRenew, xs.sworm.raftNode.leaseRenewedAt() ?? 0); return false }, 3000, 5)
+    let lastRenew = internals(xs.sworm).raft.leaseRenewedAt() ?? 0
+    await c.sched.runUntilTrue(() => { lastRenew = Math.max(lastRenew, internals(xs.sworm).raft.leaseRenewedAt() ?? 0); return false }, 3000, 5)
     t.comment(`X's lease last renewed to ${(lastRenew - off - tElect).toFixed(0)} ms after ${C}'s election (true time)`)
     c.net.heal()
     for (const a of [L.id, X]) for (const b of [C, E]) blockBoth(a, b)

@@ -8,6 +8,7 @@ import t from 'tap'
 import { AlreadyRegisteredError, InvalidArgumentError, StartError, Sworm, silentLogger, type WorkerRef } from '../src/index.js'
 import { factoryRuns, life, overlaps } from './fixtures/workers.js'
 import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
+import { internals } from '../src/internal.js'
 
 const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
@@ -160,8 +161,8 @@ t.test('a node cut off from the cluster fences its workers; they run again on th
   t.ok(mine.length > 0, `${mine.length} workers on ${victim.nodeId}`)
   // cut the victim off in both directions
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, true)
-    o.hubForTests().blockPeer(victim.nodeId, true)
+    internals(victim).hub!.blockPeer(o.nodeId, true)
+    internals(o).hub!.blockPeer(victim.nodeId, true)
   }
   const t0 = performance.now()
   await waitFor(() => victim.status().workers === 0, 5000, 'the cut-off node fences its workers')
@@ -175,8 +176,8 @@ t.test('a node cut off from the cluster fences its workers; they run again on th
   t.comment(`all workers back after ${(performance.now() - t0).toFixed(0)} ms`)
   for (let i = 0; i < 15; i++) t.ok(await others[0]!.call(`f:${i}`, 'get').then(() => true), `f:${i} answers`)
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, false)
-    o.hubForTests().blockPeer(victim.nodeId, false)
+    internals(victim).hub!.blockPeer(o.nodeId, false)
+    internals(o).hub!.blockPeer(victim.nodeId, false)
   }
   await waitFor(() => victim.registered().length >= 15, 10_000, 'the healed node catches up')
   t.same(overlaps(life.filter((e) => e.name.startsWith('sup6/'))), [], 'no two incarnations ever overlapped')
@@ -195,7 +196,7 @@ t.test('a node joining with rebalance: true takes its share of existing workers,
     name: 'sup7',
     nodeId: 'n9',
     listen: `ws://127.0.0.1:${port}`,
-    join: a.raftNode.status().config.voters.n1!,
+    join: internals(a).raft.status().config.voters.n1!,
     dataDir: `${dir}/n9`,
     secret: SECRET,
     logger: silentLogger,
@@ -230,8 +231,8 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   // many heartbeat rounds under the old leader, then cut it off
   await new Promise((r) => setTimeout(r, 1500))
   for (const o of others) {
-    leader.hubForTests().blockPeer(o.nodeId, true)
-    o.hubForTests().blockPeer(leader.nodeId, true)
+    internals(leader).hub!.blockPeer(o.nodeId, true)
+    internals(o).hub!.blockPeer(leader.nodeId, true)
   }
   await waitFor(() => others.some((o) => o.status().role === 'leader'), 5000, 'a new leader')
   const deadline = performance.now() + 3 * opts.leaseTimeoutMs
@@ -242,7 +243,7 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   for (const o of others) t.ok(o.leaseOk(), `${o.nodeId} holds its lease under the new leader`)
   for (const [name, inc] of before) t.equal(await others[0]!.call(name, 'incarnation'), inc, `${name} was never restarted`)
   for (const o of others) {
-    leader.hubForTests().blockPeer(o.nodeId, false)
-    o.hubForTests().blockPeer(leader.nodeId, false)
+    internals(leader).hub!.blockPeer(o.nodeId, false)
+    internals(o).hub!.blockPeer(leader.nodeId, false)
   }
 })

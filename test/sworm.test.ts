@@ -6,6 +6,7 @@ import t from 'tap'
 import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, Sworm, TimeoutError, WorkerCrashedError, silentLogger } from '../src/index.js'
 import type { WorkerRef } from '../src/index.js'
 import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
+import { internals } from '../src/internal.js'
 
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
 
@@ -194,7 +195,7 @@ t.test('a node that joins later (join: url) sees every name and takes part', asy
     await d.stop()
     await c.stop()
   })
-  t.ok(d.raftNode.status().config.voters.n4, 'n4 is a voter')
+  t.ok(internals(d).raft.status().config.voters.n4, 'n4 is a voter')
   await waitFor(() => d.registered().length === 50, 5000, 'n4 sees every name')
   t.same(await d.call('early:7', 'x'), { tag: 'e7', msg: 'x' }, 'n4 reaches workers on other nodes')
   t.ok(await d.registerName('from-n4', d.spawn(echo('d'))))

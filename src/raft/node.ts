@@ -57,7 +57,7 @@ export interface RaftNodeOptions<C, R> {
   /**
    * Called instead of using {@link RaftNodeOptions.bootstrap} when the storage is empty: decides
    * the first configuration (undefined: start empty and wait for a leader's log), or rejects to
-   * refuse the start (Sworm probes its peers here; see `cluster/bootstrap.ts`).
+   * refuse the start (Sworm probes its peers here; see `cluster/identity.ts`).
    */
   resolveBootstrap?: () => Promise<ClusterConfig | undefined>
   /**

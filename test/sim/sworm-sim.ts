@@ -30,6 +30,7 @@ import { Sworm, type SwormOptions } from '../../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../../src/testkit/sim.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import * as workers from '../fixtures/workers.js'
+import { assemble, internals } from '../../src/internal.js'
 
 interface Member {
   id: string
@@ -213,7 +214,7 @@ export async function runSwormScenario(
     m.fastDisk = true
     let made = false
     const created = (): void => void (made = true)
-    void Sworm.assemble(options, {
+    void assemble(options, {
       storage: m.storage,
       raftTransport: raftT,
       msgTransport: msgT,
@@ -253,7 +254,7 @@ export async function runSwormScenario(
   }
 
   // every node of a new cluster starts at once: on empty disks each one waits for all its peers
-  // before the cluster starts (cluster/bootstrap.ts)
+  // before the cluster starts (cluster/identity.ts)
   const booting = await Promise.all(
     initial.map((id) => {
       const m = newMember(id, false)
@@ -320,7 +321,7 @@ export async function runSwormScenario(
     m.alive = false
     m.ready = false
     for (const d of m.detach) d()
-    const dead = m.sworm?.crashForTests() ?? []
+    const dead = (m.sworm ? internals(m.sworm).crash() : [])
     for (const w of dead) workers.died(w)
     m.sworm = undefined
     await m.storage.close()
@@ -441,7 +442,7 @@ export async function runSwormScenario(
     if (cur) cur.to = Math.max(cur.to, sched.now + ms)
     else {
       // when its lease ends, on the true time (its clock runs at its rate; a frozen node renews nothing)
-      const renewed = m.sworm?.raftNode.leaseRenewedAt()
+      const renewed = (m.sworm ? internals(m.sworm).raft.leaseRenewedAt() : undefined)
       const leaseEnd = renewed === undefined ? -Infinity : sched.now + (renewed + lease - m.clock!.now()) / m.clock!.rate
       stalls.push({ node: m.id, from: sched.now, to: sched.now + ms, leaseEnd })
     }
@@ -631,7 +632,7 @@ export async function runSwormScenario(
     if (nodes.some((m) => !m.alive || !m.ready || !m.sworm)) return false
     const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
     if (!leader) return false
-    const cfg = leader.sworm!.raftNode.status().config
+    const cfg = internals(leader.sworm!).raft.status().config
     if (Object.keys(cfg.learners).length || JSON.stringify(Object.keys(cfg.voters).sort()) !== JSON.stringify(nodes.map((m) => m.id).sort())) return false
     const up = new Map(leader.sworm!.statusReport().nodes.map((x) => [x.node, x.up]))
     for (const m of all()) if ((up.get(m.id) ?? false) !== (m.role === 'active')) return false
@@ -668,7 +669,7 @@ export async function runSwormScenario(
       }
       console.error('nodes', JSON.stringify((leader?.sworm as unknown as { state: { nodeRecords(): unknown[] } }).state.nodeRecords()))
     }
-    const cfg = leader?.sworm!.raftNode.status().config
+    const cfg = (leader ? internals(leader.sworm!).raft : undefined)?.status().config
     const membersNow = all().map((m) => `${m.id}:${m.role}${m.alive ? (m.ready ? '' : ' starting') : ' down'}`)
     problems.push(
       `did not settle (members ${JSON.stringify(membersNow)}, voters ${JSON.stringify(Object.keys(cfg?.voters ?? {}))}, learners ${JSON.stringify(Object.keys(cfg?.learners ?? {}))}, membership change ${membership ? 'under way' : 'done'}, nodes ${JSON.stringify(leader?.sworm!.statusReport().nodes)}) to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`,
@@ -690,7 +691,7 @@ export async function runSwormScenario(
   for (const m of members.values()) {
     m.alive = false
     for (const d of m.detach) d()
-    m.sworm?.crashForTests()
+    if (m.sworm) internals(m.sworm).crash()
   }
   return { seed, ok: problems.length === 0, problems, names, faults, starts: lifeNow().filter((e) => e.event === 'start').length, settledAfterMs, lateStops: ov.lateStops }
 }

@@ -27,6 +27,7 @@
  */
 import { createHash } from 'node:crypto'
 import { ClusterExistsError, NodeDataLostError } from '../errors.js'
+import { isMember } from './config.js'
 import type { Clock, ClusterConfig, Logger, NodeId, RaftStorage, Transport } from '../raft/types.js'
 
 /** A probe, and its answers, on the message channel. */
@@ -148,7 +149,7 @@ export async function probePeers(o: {
   }
   if (member) {
     const cfg = member.config
-    const listed = Object.prototype.hasOwnProperty.call(cfg.voters, o.nodeId) || Object.prototype.hasOwnProperty.call(cfg.learners, o.nodeId)
+    const listed = isMember(cfg, o.nodeId)
     if (listed && cfg.disks?.[o.nodeId] === o.disk) {
       o.logger.info('the cluster was started with this node meanwhile: catching up from the leader', { node: o.nodeId, via: member.from })
       return { bootstrap: undefined }

@@ -1,0 +1,235 @@
+/**
+ * How a sworm node is put together: `start` opens the real parts (the WebSocket hub and its
+ * channels, LevelDB under `dataDir`); `assemble` builds the node from given parts (the simulation
+ * gives in-memory storage, a simulated network and simulated time): the registry state machine,
+ * the local workers, the disk identity and bootstrap probe, and the Raft node, and decides
+ * whether this node must first ask a cluster to add it.
+ * @module
+ */
+import { randomBytes } from 'node:crypto'
+import { join as joinPath } from 'node:path'
+import { dataLostMessage, diskIdentity, probePeers } from './cluster/identity.js'
+import { hasOwn } from './cluster/config.js'
+import { NodeDataLostError } from './errors.js'
+import { acquireHub, releaseHub } from './hub-pool.js'
+import { SwormMetrics, type MetricsSnapshot } from './observability/metrics.js'
+import { pinoLogger } from './observability/logging.js'
+import type { ResolvedOptions } from './options.js'
+import { LevelStorage } from './raft/level-storage.js'
+import { RaftNode } from './raft/node.js'
+import { systemClock, type Clock, type Logger, type RaftStorage, type Transport } from './raft/types.js'
+import type { WsHub } from './raft/ws-transport.js'
+import { RegistryState, type RegistryChange } from './registry/state.js'
+import type { RegistryCommand, RegistryResult } from './registry/types.js'
+import { LocalWorkers, type ExitReason } from './supervisor/local-workers.js'
+
+/**
+ * What a sworm is built from (see {@link assemble}).
+ * @internal
+ */
+export interface SwormDeps {
+  storage: RaftStorage
+  raftTransport: Transport
+  msgTransport: Transport
+  clock: Clock
+  logger: Logger
+  /** Incarnation id of this start. */
+  inc: string
+  random?: () => number
+  hub?: WsHub
+  discover?: (url: string) => Promise<string>
+  loadModule?: (specifier: string) => Promise<Record<string, unknown>>
+  /** Release transports and hub after stop. */
+  release: () => Promise<void>
+}
+
+/**
+ * Where the parts built before the sworm report to it: the sworm sets these when it is made.
+ * @internal
+ */
+export interface PartHooks {
+  change: (ch: RegistryChange) => void
+  exit: (id: number, reason: ExitReason) => void
+  snapshot: () => MetricsSnapshot
+}
+
+/**
+ * Everything a sworm is made of, built by {@link assemble}.
+ * @internal
+ */
+export interface SwormParts {
+  readonly options: ResolvedOptions
+  readonly inc: string
+  readonly raft: RaftNode<RegistryCommand, RegistryResult>
+  readonly state: RegistryState
+  readonly workers: LocalWorkers
+  readonly metrics: SwormMetrics
+  readonly hooks: PartHooks
+  readonly clock: Clock
+  readonly log: Logger
+  readonly msgs: Transport
+  readonly hub: WsHub | undefined
+  /** This node's data directory identity (see cluster/identity.ts), if its storage keeps one. */
+  readonly disk: string | undefined
+  readonly loadModule: ((specifier: string) => Promise<Record<string, unknown>>) | undefined
+  readonly release: () => Promise<void>
+}
+
+/**
+ * What {@link assemble} needs of the sworm it makes.
+ * @internal
+ */
+export interface Assembled {
+  /** Start its timers and announce the node. */
+  begin(): void
+  /** Ask the cluster (through node `via`) to add this node, started with `join`. */
+  askToJoin(via: string, url: string): Promise<void>
+}
+
+/**
+ * Build a node from `deps`, make the sworm with `make`, start it, and let it join when it must.
+ * `onMade` sees the sworm before it starts (the simulation crashes nodes mid-join).
+ */
+export async function assemble<S extends Assembled>(
+  options: ResolvedOptions,
+  deps: SwormDeps,
+  make: (parts: SwormParts) => S,
+  onMade?: (sworm: S) => void,
+): Promise<S> {
+  const { name, nodeId, peers } = options
+  const hooks: PartHooks = { change: () => {}, exit: () => {}, snapshot: () => ({}) as MetricsSnapshot }
+  const metrics = new SwormMetrics({ sworm: name, node: nodeId }, () => hooks.snapshot())
+  const latency = metrics.commitLatency
+  const state = new RegistryState((ch) => hooks.change(ch), options.placement)
+  const workers = new LocalWorkers((id, reason) => hooks.exit(id, reason))
+  const disk = await diskIdentity(deps.storage, deps.random ?? (() => randomBytes(4).readUInt32BE() / 2 ** 32))
+  let caughtUpFromPeers = false
+  const raft = await RaftNode.start<RegistryCommand, RegistryResult>({
+    ...(disk !== undefined ? { disk, voteUnlisted: options.join === undefined } : {}),
+    leaseTimeoutMs: options.leaseTimeoutMs,
+    ...(peers && disk !== undefined
+      ? {
+          resolveBootstrap: async () => {
+            const out = await probePeers({ nodeId, peers, disk, transport: deps.msgTransport, clock: deps.clock, logger: deps.logger })
+            caughtUpFromPeers = out.bootstrap === undefined
+            return out.bootstrap
+          },
+        }
+      : {}),
+    id: nodeId,
+    storage: deps.storage,
+    transport: deps.raftTransport,
+    stateMachine: state,
+    clock: deps.clock,
+    ...(deps.random ? { random: deps.random } : {}),
+    ...(peers ? { bootstrap: { voters: { ...peers }, learners: {} }, seeds: { ...peers } } : {}),
+    logger: deps.logger,
+    requestTimeoutMs: options.requestTimeoutMs,
+    // the drift bound the leases assume, as a rate (the leader's lease must end before any voter's election timeout)
+    clockDrift: options.clockDrift,
+    tickMs: options.raft.tickMs,
+    electionTicks: options.raft.electionTicks,
+    snapshotEvery: options.raft.snapshotEvery,
+    observeCommitMs: (ms) => latency.observe(ms / 1000),
+  })
+  try {
+    const st = raft.status()
+    const bound = st.config.disks?.[nodeId]
+    if (disk !== undefined && bound !== undefined && bound !== disk) {
+      // the configuration knows this node with another data directory: this one is not it
+      deps.logger.error('refusing to start: this node lost its data', { node: nodeId })
+      throw new NodeDataLostError(nodeId, dataLostMessage(nodeId, 'its own log says so'))
+    }
+    const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers
+    let joinVia: string | undefined
+    // A node started with `join` that its log does not list as a voter (fresh, or its join was
+    // cut short after it became a learner) asks to be added.
+    if (fresh || (options.join !== undefined && !hasOwn(st.config.voters, nodeId))) {
+      if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
+      joinVia = await deps.discover(options.join)
+      deps.msgTransport.setPeers({ [joinVia]: options.join })
+    } else {
+      deps.msgTransport.setPeers(peers ?? {})
+    }
+    const sworm = make({
+      options,
+      inc: deps.inc,
+      raft,
+      state,
+      workers,
+      metrics,
+      hooks,
+      clock: deps.clock,
+      log: deps.logger,
+      msgs: deps.msgTransport,
+      hub: deps.hub,
+      disk,
+      loadModule: deps.loadModule,
+      release: deps.release,
+    })
+    onMade?.(sworm)
+    sworm.begin()
+    if (joinVia !== undefined) await sworm.askToJoin(joinVia, options.listen)
+    return sworm
+  } catch (err) {
+    await raft.stop({ transfer: false }).catch(() => {})
+    throw err
+  }
+}
+
+/**
+ * Open the real parts (the WebSocket hub shared by the sworms on `listen`, this sworm's two
+ * channels, LevelDB under `dataDir`) and assemble the node; on failure, release what was opened.
+ */
+export async function start<S extends Assembled & { stop(): Promise<void> }>(
+  options: ResolvedOptions,
+  make: (parts: SwormParts) => S,
+  serveMetrics: (sworm: S, host: string, port: number) => Promise<void>,
+): Promise<S> {
+  const { name, nodeId, listen, secret } = options
+  const log = options.logger ?? pinoLogger(options.logLevel, { sworm: name, node: nodeId })
+  const hub = await acquireHub({ nodeId, listen, secret, logger: log, ...(options.tls ? { tls: options.tls } : {}) })
+  let raftChannel: Transport | undefined
+  let msgs: Transport | undefined
+  try {
+    raftChannel = hub.channel(`raft:${name}`)
+    msgs = hub.channel(`msg:${name}`)
+    const storage = await LevelStorage.open(joinPath(options.dataDir, encodeURIComponent(name)), { logger: log })
+    const rc = raftChannel
+    const mc = msgs
+    const sworm = await assemble(
+      options,
+      {
+        storage,
+        raftTransport: rc,
+        msgTransport: mc,
+        clock: systemClock,
+        logger: log,
+        inc: randomBytes(6).toString('hex'),
+        hub,
+        discover: (url) => hub.discover(url),
+        release: async () => {
+          await mc.close()
+          await rc.close()
+          await releaseHub(hub)
+        },
+      },
+      make,
+    )
+    if (options.metricsPort !== undefined) {
+      const host = options.metricsHost ?? new URL(listen).hostname.replace(/^\[(.*)\]$/, '$1')
+      try {
+        await serveMetrics(sworm, host, options.metricsPort)
+      } catch (err) {
+        await sworm.stop().catch(() => {})
+        throw err
+      }
+    }
+    return sworm
+  } catch (err) {
+    await raftChannel?.close().catch(() => {})
+    await msgs?.close().catch(() => {})
+    await releaseHub(hub)
+    throw err
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * Failure detection, on the leader: a node that has been silent, or out of the Raft
+ * configuration, for longer than `nodeDownAfterMs` is declared gone in the registry (its static
+ * names are dropped and its supervised workers move). Only a leader that holds its lease at that
+ * moment decides, and the `nodeDown` it proposes takes effect only in an entry of its own term.
+ * @module
+ */
+import type { RaftNode } from '../raft/node.js'
+import type { Clock } from '../raft/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import type { RegistryCommand, RegistryResult } from '../registry/types.js'
+import { isMember } from './config.js'
+
+/** What the detector needs of its node. */
+export interface FailureDetectorHost {
+  readonly raft: RaftNode<RegistryCommand, RegistryResult>
+  readonly state: RegistryState
+  readonly clock: Clock
+  readonly nodeId: string
+  /** See {@link ResolvedOptions.nodeDownAfterMs}. */
+  readonly nodeDownAfterMs: number
+  stopped(): boolean
+}
+
+/** The failure detector of one node (acting only while it leads). */
+export class FailureDetector {
+  private leaderSince = 0
+  private readonly pendingDown = new Set<string>()
+  /** On the leader: nodes with a registry record that are out of the Raft configuration, since when (this clock). */
+  private readonly outOfConfigSince = new Map<string, number>()
+  /** The configuration `outOfConfigSince` was measured against. */
+  private outOfConfigKey: string | undefined
+
+  constructor(private readonly host: FailureDetectorHost) {}
+
+  /** This node became leader: every node gets a full wait to reach it. */
+  onLeader(): void {
+    this.leaderSince = this.host.clock.now()
+    this.outOfConfigSince.clear()
+    this.outOfConfigKey = undefined
+  }
+
+  /** A node came up or was declared gone: a proposal about it is no longer pending. */
+  onChange(ch: RegistryChange): void {
+    if (ch.type === 'nodeUp' || ch.type === 'nodeDown') this.pendingDown.delete(ch.node)
+  }
+
+  /**
+   * On the leader: declare nodes gone after `nodeDownAfterMs` of silence, or of being out of the
+   * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
+   */
+  check(): void {
+    const { raft, clock, state, nodeDownAfterMs } = this.host
+    // Only a leader that holds its lease right now (by its clock) decides: one that was stalled
+    // may have been replaced meanwhile, and its view of who answered it is stale.
+    if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return
+    const now = clock.now()
+    if (now - this.leaderSince < nodeDownAfterMs) return // give every node a chance to reach the new leader
+    const cfg = raft.status().config
+    // After any configuration change, measure again: a node may have been a member (and had its
+    // lease renewed by us) between two runs of this check.
+    const key = JSON.stringify(cfg)
+    if (key !== this.outOfConfigKey) {
+      this.outOfConfigSince.clear()
+      this.outOfConfigKey = key
+    }
+    for (const rec of state.nodeRecords()) {
+      if (!rec.up || rec.node === this.host.nodeId || this.pendingDown.has(rec.node)) continue
+      if (!isMember(cfg, rec.node)) {
+        const since = this.outOfConfigSince.get(rec.node)
+        if (since === undefined) this.outOfConfigSince.set(rec.node, now)
+        if (since === undefined || now - since < nodeDownAfterMs) continue
+      } else {
+        const heard = raft.lastHeard(rec.node)
+        if (heard !== undefined && now - heard < nodeDownAfterMs) continue
+      }
+      this.pendingDown.add(rec.node)
+      const term = raft.status().term
+      const done = (): void => void this.pendingDown.delete(rec.node)
+      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term }, { term }).then(done, done)
+    }
+  }
+}

@@ -1,0 +1,300 @@
+/**
+ * Membership of this node: joining a running cluster, announcing this incarnation in the registry
+ * (and again after it was declared gone while alive), answering other nodes' join requests and
+ * disk probes, and removing nodes.
+ * @module
+ */
+import { ConfigChangeError, InvalidArgumentError, NodeDataLostError, NotFoundError, NotLeaderError, ProposalDroppedError, ShuttingDownError, SwormError, TimeoutError } from '../errors.js'
+import { validateUrl } from '../options.js'
+import { clip, type RateLimitedLog } from '../observability/rate-limited-log.js'
+import type { RaftNode } from '../raft/node.js'
+import type { Clock, Logger } from '../raft/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import type { RegistryCommand, RegistryResult } from '../registry/types.js'
+import type { PendingRequests } from '../rpc/pending.js'
+import type { WireRouter } from '../rpc/router.js'
+import { retry, sleep } from '../util/retry.js'
+import { dataLostMessage, isProbe } from './identity.js'
+import { hasOwn, isMember } from './config.js'
+
+/** What membership needs of its node. */
+export interface MembershipHost {
+  readonly raft: RaftNode<RegistryCommand, RegistryResult>
+  readonly state: RegistryState
+  readonly clock: Clock
+  readonly log: Logger
+  readonly peerLog: RateLimitedLog
+  readonly router: WireRouter
+  readonly requests: PendingRequests
+  readonly nodeId: string
+  readonly incarnation: string
+  /** This node's data directory identity (see cluster/identity.ts), if its storage keeps one. */
+  readonly disk: string | undefined
+  readonly requestTimeoutMs: number
+  readonly nodeDownAfterMs: number
+  stopped(): boolean
+  /** Called once this incarnation is up in the registry (each time it comes up). */
+  onUp(): void
+}
+
+/** The typed error for a failed admin request answered by the leader. */
+function adminError(code: string, message: string, leader: string | undefined): SwormError {
+  switch (code) {
+    case 'NOT_LEADER':
+      return new NotLeaderError(leader, message)
+    case 'SHUTTING_DOWN':
+      return new NotLeaderError(undefined, `the leader is shutting down: ${message}`)
+    case 'TIMEOUT':
+      return new TimeoutError(message)
+    case 'PROPOSAL_DROPPED':
+      return new ProposalDroppedError(message)
+    case 'CONFIG_CHANGE':
+      return new ConfigChangeError(message)
+    case 'NOT_FOUND':
+      return new NotFoundError(message)
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(message)
+    default:
+      return new SwormError(code, message)
+  }
+}
+
+const stoppedError = (): ShuttingDownError => new ShuttingDownError('the sworm is stopped')
+
+/** Membership of one node incarnation. */
+export class Membership {
+  private upPromise: Promise<void> | undefined
+  private upResolved = false
+  private readonly joining = new Set<string>()
+  /** Set when the cluster refused this node's join request. */
+  private joinRefusal: SwormError | undefined
+
+  constructor(private readonly host: MembershipHost) {
+    const { router } = host
+    router.on('joinReq', (from, m) => {
+      if (typeof m.node === 'string' && typeof m.url === 'string' && (m.disk === undefined || typeof m.disk === 'string')) {
+        validateUrl('join', m.url)
+        this.onJoinRequest(from, m.node, m.url, m.disk)
+      }
+    })
+    router.on('joinRefused', (_from, m) => {
+      if (m.node !== host.nodeId || typeof m.message !== 'string' || this.joinRefusal) return
+      const text = clip(m.message, 600)
+      this.joinRefusal = m.code === 'DATA_LOST' ? new NodeDataLostError(host.nodeId, text) : new ConfigChangeError(text)
+      host.log.error('the cluster refused to add this node', { reason: text })
+    })
+    router.on('probe', (from, m) => {
+      if (!isProbe(m)) return
+      // a node on an empty data directory asks whether a cluster runs here (cluster/identity.ts)
+      const cfg = host.raft.status().config
+      if (Object.keys(cfg.voters).length > 0) router.send(from, { t: 'probeResp', member: true, config: cfg })
+      else if (host.disk !== undefined) router.send(from, { t: 'probeResp', member: false, disk: host.disk })
+    })
+    router.on('removeReq', (from, m) => {
+      if (typeof m.id !== 'number' || typeof m.node !== 'string' || m.node.length === 0) return
+      const id = m.id
+      this.removeAsLeader(m.node).then(
+        () => router.send(from, { t: 'removeResp', id, ok: true }),
+        (err: unknown) => {
+          const e = err instanceof SwormError ? err : new SwormError('INTERNAL', String(err))
+          const leader = e instanceof NotLeaderError ? e.leader : undefined
+          router.send(from, { t: 'removeResp', id, ok: false, code: e.code, message: e.message, ...(leader !== undefined ? { leader } : {}) })
+        },
+      )
+    })
+    router.on('removeResp', (from, m) => {
+      const error = m.ok ? undefined : adminError(String(m.code), String(m.message), typeof m.leader === 'string' ? m.leader : undefined)
+      const got = host.requests.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: undefined })
+      if (got === 'stranger') router.drop(from, 'answer from a node that was not asked')
+    })
+  }
+
+  /** Whether this incarnation is up in the registry. */
+  get up(): boolean {
+    return this.upResolved
+  }
+
+  /** Start announcing this incarnation (see {@link Membership.announce}). */
+  begin(): void {
+    this.upPromise = this.announce()
+    this.upPromise.catch(() => {})
+  }
+
+  /** React to an applied change: if it declares this very node gone while alive, come back. */
+  onChange(ch: RegistryChange): void {
+    if (ch.type === 'nodeDown' && ch.node === this.host.nodeId) this.comeBackIfDeclaredGone()
+  }
+
+  /**
+   * We were declared gone but we are alive: come back (our static names were dropped). Seen when
+   * we apply the `nodeDown`, or later by the periodic check when we caught up from a snapshot
+   * that already held it (restoring one emits no changes).
+   */
+  comeBackIfDeclaredGone(): void {
+    const { host } = this
+    if (host.stopped() || !this.upResolved) return
+    const rec = host.state.nodeRecord(host.nodeId)
+    if (!rec || rec.up || rec.inc !== host.incarnation) return
+    this.upResolved = false
+    this.begin()
+  }
+
+  /**
+   * Ask the cluster (through `via`) to add this node, until the configuration that lists it as a
+   * voter is committed (applied here: an appended one may still be replaced by another leader's).
+   */
+  async askToJoin(via: string, url: string): Promise<void> {
+    const { host } = this
+    const deadline = host.clock.now() + 60_000
+    while (!hasOwn(host.raft.status().appliedConfig.voters, host.nodeId)) {
+      if (host.stopped()) throw stoppedError()
+      if (host.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
+      if (this.joinRefusal) throw this.joinRefusal
+      const target = host.raft.leader ?? via
+      host.router.send(target, { t: 'joinReq', node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
+      await sleep(host.clock, 500)
+      if (this.joinRefusal) throw this.joinRefusal
+    }
+    host.log.info('joined the cluster')
+  }
+
+  /**
+   * A node asks to be added: the leader adds it; others pass the request on. Any node refuses, to
+   * the asker, an id the cluster removed, and a member id asking from another data directory (it
+   * lost its data: see cluster/identity.ts).
+   */
+  private onJoinRequest(from: string, node: string, url: string, disk: string | undefined): void {
+    const { host } = this
+    const cfg = host.raft.status().config
+    const refuse = (code: string, message: string): void => {
+      host.peerLog.warn(`join:${node}`, 'refused a join', { peer: clip(node), reason: message })
+      host.router.send(from, { t: 'joinRefused', node, code, message })
+    }
+    if (isMember(cfg, node) && disk !== cfg.disks?.[node]) {
+      refuse('DATA_LOST', dataLostMessage(node, `${host.nodeId} refused its join`))
+      return
+    }
+    if (!isMember(cfg, node) && host.state.nodeRecord(node) !== undefined) {
+      // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
+      // configuration with this id as a voter, so a removed id comes back only as a new id.
+      refuse('CONFIG_CHANGE', `node id ${node} was removed from the cluster and cannot join again: start the machine under a new node id, on an empty data directory`)
+      return
+    }
+    if (!host.raft.isLeader) {
+      const leader = host.raft.leader
+      if (leader !== undefined && leader !== host.nodeId) host.router.send(leader, { t: 'joinReq', node, url, ...(disk !== undefined ? { disk } : {}) })
+      return
+    }
+    if (this.joining.has(node)) return
+    this.joining.add(node)
+    host.raft
+      .addNode(node, url, disk !== undefined ? { disk } : {})
+      .then(
+        () => host.log.info('node added to the cluster', { peer: node, url }),
+        (err: unknown) => host.peerLog.warn('addNode', 'could not add node', { peer: clip(node), err: String(err) }),
+      )
+      .finally(() => this.joining.delete(node))
+  }
+
+  /** Propose `nodeUp` for this incarnation until it is applied (retrying while there is no quorum). */
+  private async announce(): Promise<void> {
+    const { host } = this
+    await retry(host.clock, { minMs: 100, retryable: (err) => !(err instanceof ShuttingDownError) }, async () => {
+      if (host.stopped()) throw stoppedError()
+      // a node the configuration does not list yet (joining), or lists with another data directory
+      // (it lost its data and is about to be refused), is not up in the registry
+      const applied = host.raft.status().appliedConfig
+      const bound = applied.disks?.[host.nodeId]
+      if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
+        throw new NotFoundError('not in the applied configuration yet')
+      }
+      await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation })
+    })
+    this.upResolved = true
+    host.log.info('node up in sworm', { incarnation: host.incarnation })
+    host.onUp()
+  }
+
+  /**
+   * Wait until this node is up in the registry, at most `requestTimeoutMs`: an operation never
+   * hangs because there is no leader.
+   */
+  async ready(): Promise<void> {
+    const { host } = this
+    if (host.stopped()) throw stoppedError()
+    if (this.upResolved) return
+    let timer: unknown
+    const timeout = new Promise<never>((_, reject) => {
+      timer = host.clock.setTimeout(() => {
+        const leader = host.raft.leader
+        reject(
+          leader === undefined
+            ? new NotLeaderError(undefined, `no leader seen within requestTimeoutMs (${host.requestTimeoutMs} ms): check that a majority of the peers are up and reachable, and that every node uses the same secret`)
+            : new TimeoutError(`this node is not up in the cluster yet after requestTimeoutMs (${host.requestTimeoutMs} ms); the leader is ${leader}`),
+        )
+      }, host.requestTimeoutMs)
+    })
+    try {
+      await Promise.race([this.upPromise, timeout])
+    } finally {
+      host.clock.clearTimeout(timer)
+    }
+  }
+
+  /** See {@link Sworm.removeNode}; `timeoutMs` is checked by the caller. */
+  async removeNode(nodeId: string, timeoutMs: number, guard: () => void): Promise<void> {
+    const { host } = this
+    const deadline = host.clock.now() + timeoutMs
+    const left = (): number => deadline - host.clock.now()
+    // 1. out of the Raft configuration: done by the leader, retried across leader changes
+    for (;;) {
+      guard()
+      try {
+        if (host.raft.isLeader) await this.removeAsLeader(nodeId)
+        else await this.askLeaderToRemove(nodeId, Math.max(1, Math.min(left(), host.requestTimeoutMs)))
+        break
+      } catch (err) {
+        if (!(err instanceof NotLeaderError || err instanceof TimeoutError || err instanceof ProposalDroppedError)) throw err
+        if (left() <= 0) throw new TimeoutError(`could not remove ${nodeId} within ${timeoutMs} ms (${err.message})`)
+        await sleep(host.clock, Math.min(100, left()))
+      }
+    }
+    if (nodeId === host.nodeId) return
+    // 2. declared gone in the registry, once its lease must have run out (seen by this node)
+    for (;;) {
+      guard()
+      await host.raft.read().catch(() => {})
+      if (host.state.nodeRecord(nodeId)?.up !== true) return
+      if (left() <= 0) throw new TimeoutError(`${nodeId} left the configuration but is not declared gone yet`)
+      await sleep(host.clock, Math.min(50, left()))
+    }
+  }
+
+  /** On the leader: take `node` out of the Raft configuration (nothing to do if it is out). */
+  private async removeAsLeader(node: string): Promise<void> {
+    const { raft, state, log } = this.host
+    if (!raft.isLeader) throw new NotLeaderError(raft.leader)
+    if (!isMember(raft.status().config, node)) {
+      if (state.nodeRecord(node) === undefined) {
+        await raft.read() // our registry may lag the log
+        if (state.nodeRecord(node) === undefined) throw new NotFoundError(`${node} is not a node of this sworm`)
+      }
+      return
+    }
+    await raft.removeNode(node)
+    log.info('node removed from the cluster', { peer: node })
+  }
+
+  /** Send a `removeReq` to the leader and wait for its answer (taken only from the node asked). */
+  private askLeaderToRemove(node: string, timeoutMs: number): Promise<void> {
+    const { raft, nodeId, requests, router } = this.host
+    const leader = raft.leader
+    if (leader === undefined || leader === nodeId) return Promise.reject(new NotLeaderError(undefined))
+    return requests.request<void>(
+      leader,
+      timeoutMs,
+      () => new TimeoutError(`the leader (${leader}) did not answer within ${timeoutMs} ms`),
+      (id) => router.send(leader, { t: 'removeReq', id, node }),
+    )
+  }
+}

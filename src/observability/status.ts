@@ -1,0 +1,188 @@
+/**
+ * What a node tells about itself: {@link Sworm.status}, the report `GET /status` serves, the
+ * gauges of the Prometheus metrics, and the HTTP server of `/metrics` and `/status` (whose address
+ * the nodes tell each other, for the dashboard and `sworm status`).
+ * @module
+ */
+import type { RaftNode } from '../raft/node.js'
+import type { Clock, Logger } from '../raft/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import type { RegistryCommand, RegistryResult } from '../registry/types.js'
+import type { WireRouter } from '../rpc/router.js'
+import type { LocalWorkers } from '../supervisor/local-workers.js'
+import type { Supervisor } from '../supervisor/supervisor.js'
+import type { MetricsSnapshot, SwormMetrics } from './metrics.js'
+import { startMetricsServer, type MetricsServer } from './metrics-server.js'
+
+/** What {@link Sworm.status} returns: this node's replica and registry at a glance. */
+export interface SwormStatus {
+  node: string
+  role: string
+  term: number
+  leader: string | undefined
+  commit: number
+  applied: number
+  names: number
+  workers: number
+  supervised: number
+  lease: boolean
+  /**
+   * Why this node stopped serving (its disk failed: full, or an fsync error), while that lasts. It
+   * retries the disk and catches up from the leader once writes work again.
+   */
+  storageFailure: string | undefined
+  /**
+   * Set while this node catches up past log entries its storage dropped as corrupt at start; it
+   * neither votes nor campaigns until then.
+   */
+  recoveringUpTo: number | undefined
+}
+
+/** What `GET /status` serves (see {@link Sworm.statusReport}). */
+export interface SwormStatusReport extends SwormStatus {
+  sworm: string
+  incarnation: string
+  lastIndex: number
+  snapshotIndex: number
+  peers: { voters: Record<string, string>; learners: Record<string, string> }
+  nodes: Array<{ node: string; up: boolean; draining: boolean }>
+  /** Seconds since this sworm started on this node. */
+  uptime: number
+  metricsAddress: string | undefined
+  /** Metrics addresses known for the members (this node's included), node id to `http://host:port`. */
+  metricsPeers: Record<string, string>
+}
+
+/** What the status needs of its node. */
+export interface StatusHost {
+  readonly name: string
+  readonly nodeId: string
+  readonly incarnation: string
+  readonly raft: RaftNode<RegistryCommand, RegistryResult>
+  readonly state: RegistryState
+  readonly workers: LocalWorkers
+  readonly supervisor: Supervisor
+  readonly metrics: SwormMetrics
+  readonly router: WireRouter
+  readonly clock: Clock
+  readonly log: Logger
+  leaseOk(): boolean
+  stopped(): boolean
+}
+
+/** Status, metrics and the metrics server of one node. */
+export class NodeStatus {
+  private server: MetricsServer | undefined
+  private readonly startedAt = Date.now()
+  /** Metrics addresses other nodes told us. */
+  private readonly peers = new Map<string, string>()
+
+  constructor(private readonly host: StatusHost) {
+    host.router.on('metricsAt', (from, m) => {
+      if (typeof m.url === 'string' && m.url.length <= 256 && /^https?:\/\/[^\s/]+$/.test(m.url)) {
+        const known = this.peers.get(from)
+        this.peers.set(from, m.url)
+        if (m.reply === true && this.server && known !== m.url) host.router.send(from, { t: 'metricsAt', url: this.server.address, reply: false })
+      }
+    })
+  }
+
+  /** `http://host:port` of the metrics server, if it runs. */
+  get address(): string | undefined {
+    return this.server?.address
+  }
+
+  /** See {@link Sworm.status}. */
+  status(): SwormStatus {
+    const { raft, state, workers, supervisor, nodeId } = this.host
+    const s = raft.status()
+    return {
+      node: nodeId,
+      role: s.role,
+      term: s.term,
+      leader: s.leader,
+      commit: s.commit,
+      applied: s.applied,
+      names: state.size,
+      workers: workers.size,
+      supervised: supervisor.size,
+      lease: this.host.leaseOk(),
+      storageFailure: raft.storageFailure()?.message,
+      recoveringUpTo: s.recoveringUpTo,
+    }
+  }
+
+  /** See {@link Sworm.statusReport}. */
+  report(): SwormStatusReport {
+    const { raft, state, name, nodeId, incarnation } = this.host
+    const s = raft.status()
+    const metricsPeers: Record<string, string> = {}
+    if (this.server) metricsPeers[nodeId] = this.server.address
+    for (const [n, url] of this.peers) metricsPeers[n] = url
+    return {
+      sworm: name,
+      ...this.status(),
+      incarnation,
+      lastIndex: s.lastIndex,
+      snapshotIndex: s.snapshotIndex,
+      peers: { voters: { ...s.config.voters }, learners: { ...s.config.learners } },
+      nodes: state.nodeRecords().map((n) => ({ node: n.node, up: n.up, draining: n.draining })),
+      uptime: Math.round((Date.now() - this.startedAt) / 100) / 10,
+      metricsAddress: this.server?.address,
+      metricsPeers,
+    }
+  }
+
+  /** What the gauges of the metrics read. */
+  snapshot(): MetricsSnapshot {
+    const { raft, state, workers, supervisor, clock } = this.host
+    const s = raft.status()
+    let nodesUp = 0
+    for (const n of state.nodeRecords()) if (n.up) nodesUp++
+    return {
+      role: s.role,
+      term: s.term,
+      commit: s.commit,
+      applied: s.applied,
+      lastIndex: s.lastIndex,
+      snapshotIndex: s.snapshotIndex,
+      snapshotAgeSeconds: Math.max(0, (clock.now() - raft.snapshotTakenAt()) / 1000),
+      voters: Object.keys(s.config.voters).length,
+      learners: Object.keys(s.config.learners).length,
+      names: state.size,
+      supervised: supervisor.size,
+      localWorkers: workers.size,
+      lease: this.host.leaseOk(),
+      nodesUp,
+    }
+  }
+
+  /** Start the HTTP server of `/metrics` and `/status`, and tell the peers where it is. */
+  async serve(hostname: string, port: number): Promise<void> {
+    const { metrics, raft, nodeId, log } = this.host
+    this.server = await startMetricsServer(hostname, port, {
+      metrics: () => metrics.text(),
+      metricsContentType: metrics.contentType,
+      status: () => this.report(),
+    })
+    log.info('metrics server listening', { address: this.server.address })
+    const cfg = raft.status().config
+    for (const peer of new Set([...Object.keys(cfg.voters), ...Object.keys(cfg.learners)])) {
+      if (peer !== nodeId) this.tell(peer)
+    }
+  }
+
+  /** A node came up: tell it where our metrics are. */
+  onChange(ch: RegistryChange): void {
+    if (ch.type === 'nodeUp' && ch.node !== this.host.nodeId && !this.host.stopped()) this.tell(ch.node)
+  }
+
+  /** Stop the metrics server, if it runs. */
+  async close(): Promise<void> {
+    await this.server?.close().catch(() => {})
+  }
+
+  private tell(peer: string): void {
+    if (this.server) this.host.router.send(peer, { t: 'metricsAt', url: this.server.address, reply: true })
+  }
+}

@@ -1,0 +1,253 @@
+/**
+ * The options of {@link Sworm.start}: their types and documentation, one table of defaults, and
+ * {@link resolveOptions}, which checks them and fills in the defaults. Both `Sworm.start` and the
+ * simulation's `assemble` resolve options here, so both run with the same checks and values.
+ * @module
+ */
+import { secretProblem } from './raft/ws-transport.js'
+import type { Logger, LogLevel } from './raft/types.js'
+import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
+
+/** Options of {@link Sworm.start}. */
+export interface SwormOptions {
+  /** Name of the sworm. Several sworms can run in one cluster and share a port; each sees only its names. */
+  name: string
+  /** Stable id of this node. */
+  nodeId: string
+  /** Where the other nodes reach this one: `ws://host:port` (or `wss://` with `tls`). */
+  listen: string
+  /**
+   * Every node of a new cluster, id to address, this one included. On a fresh `dataDir` this
+   * bootstraps the cluster; on an existing one it only gives addresses.
+   */
+  peers?: Record<string, string>
+  /**
+   * Instead of `peers`: the address of any member of a running cluster. A node on a fresh
+   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up); so does
+   * one whose earlier join was cut short. `start` resolves once it is a voter.
+   */
+  join?: string
+  /**
+   * Cluster secret shared by every node; peers without it are refused. At least 32 characters
+   * with at least 8 distinct ones (128 bits when random: `openssl rand -hex 16`); anything less
+   * throws a TypeError. Anyone who records a handshake can try guesses offline, so make it random.
+   */
+  secret: string
+  /** Directory for this node's data (one LevelDB per sworm below it). */
+  dataDir: string
+  /** TLS material when `listen` is `wss://`. */
+  tls?: { key: string | Buffer; cert: string | Buffer; ca?: string | Buffer; rejectUnauthorized?: boolean }
+  /** Where log lines go. Default: JSON lines on stderr at `logLevel`. */
+  logger?: Logger
+  /** Default `'info'`. Ignored when `logger` is given. */
+  logLevel?: LogLevel
+  /**
+   * A node runs supervised workers only while its lease holds: it must have exchanged heartbeats
+   * with a leader that holds a quorum within this time, or it stops them (fencing). Default 2,000 ms.
+   */
+  leaseTimeoutMs?: number
+  /**
+   * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
+   * node's workers only after `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
+   */
+  maxClockDriftMs?: number
+  /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
+  placement?: 'load' | 'hash' | PlacementStrategy
+  /** Directory that relative `module` specifiers of start specs resolve against. Default `process.cwd()`. */
+  moduleBase?: string
+  /** How long `registerName(name, spec)` waits for the worker to start. Default 10,000 ms. */
+  startTimeoutMs?: number
+  /**
+   * When this node joins (or comes back), move existing supervised workers to it (with handoff)
+   * until the load is even. Default false: only new names go to the new node.
+   */
+  rebalance?: boolean
+  /** Longest name, in UTF-8 bytes. Default 1,024. */
+  maxNameBytes?: number
+  /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
+  maxMessageBytes?: number
+  /** Default `call` timeout. Default 5,000 ms. */
+  callTimeoutMs?: number
+  /** How long a registry operation may take. Default 5,000 ms. */
+  requestTimeoutMs?: number
+  /** Raft tuning (defaults suit a LAN). */
+  raft?: { tickMs?: number; electionTicks?: number; snapshotEvery?: number }
+  /**
+   * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
+   * port; see {@link Sworm.metricsAddress}). Default: no server ({@link Sworm.metrics} still works).
+   */
+  metricsPort?: number
+  /** Interface the metrics server listens on. Default: the host of `listen`. */
+  metricsHost?: string
+}
+
+/** The default of every tunable option (times in ms, sizes in bytes). */
+export const DEFAULTS = {
+  logLevel: 'info',
+  leaseTimeoutMs: 2000,
+  maxClockDriftMs: 500,
+  startTimeoutMs: 10_000,
+  rebalance: false,
+  maxNameBytes: 1024,
+  maxMessageBytes: 1024 * 1024,
+  callTimeoutMs: 5000,
+  requestTimeoutMs: 5000,
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000 },
+} as const
+
+/**
+ * Options after {@link resolveOptions}: checked, every default filled in, plus the times derived
+ * from them.
+ * @internal
+ */
+export interface ResolvedOptions {
+  readonly name: string
+  readonly nodeId: string
+  readonly listen: string
+  readonly peers: Readonly<Record<string, string>> | undefined
+  readonly join: string | undefined
+  readonly secret: string
+  readonly dataDir: string
+  readonly tls: SwormOptions['tls']
+  readonly logger: Logger | undefined
+  readonly logLevel: LogLevel
+  readonly leaseTimeoutMs: number
+  readonly maxClockDriftMs: number
+  readonly placement: PlacementStrategy
+  readonly moduleBase: string
+  readonly startTimeoutMs: number
+  readonly rebalance: boolean
+  readonly maxNameBytes: number
+  readonly maxMessageBytes: number
+  readonly callTimeoutMs: number
+  readonly requestTimeoutMs: number
+  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number }
+  readonly metricsPort: number | undefined
+  readonly metricsHost: string | undefined
+  /**
+   * How long the leader waits before it declares a silent node gone: the lease, the drift, and
+   * `(electionTicks - 1)` ticks. A leader renews leases for at most that many ticks after the
+   * heartbeat round its own lease rests on, and any later leader was elected after that round was
+   * sent; so a new leader waits that long too, whatever voters' stickiness did.
+   */
+  readonly nodeDownAfterMs: number
+  /** The drift bound as a rate, as the Raft node takes it: `maxClockDriftMs / leaseTimeoutMs`. */
+  readonly clockDrift: number
+}
+
+const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+
+function requireString(opts: Record<string, unknown>, key: string): string {
+  const v = opts[key]
+  if (typeof v !== 'string' || v.length === 0) throw new TypeError(`Sworm.start: option "${key}" must be a non-empty string`)
+  return v
+}
+
+function positive(opts: Record<string, unknown>, key: string, def: number): number {
+  const v = opts[key]
+  if (v === undefined) return def
+  if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new TypeError(`Sworm.start: option "${key}" must be a positive number`)
+  return v
+}
+
+/**
+ * Check that `v`, given as option `key`, is a `ws://` or `wss://` URL with a port.
+ * @throws TypeError naming the option
+ */
+export function validateUrl(key: string, v: string): void {
+  let u: URL
+  try {
+    u = new URL(v)
+  } catch {
+    throw new TypeError(`Sworm.start: option "${key}" must be a ws:// or wss:// URL, got ${JSON.stringify(v)}`)
+  }
+  if (u.protocol !== 'ws:' && u.protocol !== 'wss:') throw new TypeError(`Sworm.start: option "${key}" must be a ws:// or wss:// URL, got ${JSON.stringify(v)}`)
+  if (!u.port) throw new TypeError(`Sworm.start: option "${key}" must include a port`)
+}
+
+/**
+ * Check `options` and fill in the defaults.
+ * @throws TypeError naming the option when an option is invalid
+ */
+export function resolveOptions(options: SwormOptions): ResolvedOptions {
+  if (!isObj(options)) throw new TypeError('Sworm.start: options must be an object')
+  const o = options as unknown as Record<string, unknown>
+  const name = requireString(o, 'name')
+  const nodeId = requireString(o, 'nodeId')
+  const listen = requireString(o, 'listen')
+  const dataDir = requireString(o, 'dataDir')
+  const secret = o.secret
+  const secretBad = secretProblem(secret)
+  if (secretBad !== undefined || typeof secret !== 'string') throw new TypeError(`Sworm.start: option "secret" ${secretBad}`)
+  validateUrl('listen', listen)
+  if (o.peers !== undefined) {
+    if (!isObj(o.peers)) throw new TypeError('Sworm.start: option "peers" must be an object mapping node ids to ws:// URLs')
+    for (const [id, url] of Object.entries(o.peers)) {
+      if (typeof url !== 'string') throw new TypeError(`Sworm.start: option "peers" entry ${id} must be a URL string`)
+      validateUrl(`peers.${id}`, url)
+    }
+    if (!Object.prototype.hasOwnProperty.call(o.peers, nodeId)) throw new TypeError(`Sworm.start: option "peers" must include this node (${nodeId})`)
+  }
+  if (o.join !== undefined) {
+    if (typeof o.join !== 'string') throw new TypeError('Sworm.start: option "join" must be a ws:// URL string')
+    validateUrl('join', o.join)
+    if (o.peers !== undefined) throw new TypeError('Sworm.start: give either option "peers" or option "join", not both')
+  }
+  const leaseTimeoutMs = positive(o, 'leaseTimeoutMs', DEFAULTS.leaseTimeoutMs)
+  const maxClockDriftMs = positive(o, 'maxClockDriftMs', DEFAULTS.maxClockDriftMs)
+  const startTimeoutMs = positive(o, 'startTimeoutMs', DEFAULTS.startTimeoutMs)
+  const maxNameBytes = positive(o, 'maxNameBytes', DEFAULTS.maxNameBytes)
+  const maxMessageBytes = positive(o, 'maxMessageBytes', DEFAULTS.maxMessageBytes)
+  const callTimeoutMs = positive(o, 'callTimeoutMs', DEFAULTS.callTimeoutMs)
+  const requestTimeoutMs = positive(o, 'requestTimeoutMs', DEFAULTS.requestTimeoutMs)
+  if (o.logger !== undefined && !isObj(o.logger)) throw new TypeError('Sworm.start: option "logger" must be a logger object')
+  if (o.raft !== undefined && !isObj(o.raft)) throw new TypeError('Sworm.start: option "raft" must be an object')
+  const r = (o.raft ?? {}) as Record<string, unknown>
+  const raft = {
+    tickMs: positive(r, 'tickMs', DEFAULTS.raft.tickMs),
+    electionTicks: positive(r, 'electionTicks', DEFAULTS.raft.electionTicks),
+    snapshotEvery: positive(r, 'snapshotEvery', DEFAULTS.raft.snapshotEvery),
+  }
+  if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
+    throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
+  }
+  if (o.metricsPort !== undefined && (typeof o.metricsPort !== 'number' || !Number.isInteger(o.metricsPort) || o.metricsPort < 0 || o.metricsPort > 65535)) {
+    throw new TypeError('Sworm.start: option "metricsPort" must be an integer port number (0: a free port)')
+  }
+  if (o.metricsHost !== undefined && (typeof o.metricsHost !== 'string' || o.metricsHost.length === 0)) {
+    throw new TypeError('Sworm.start: option "metricsHost" must be a non-empty string')
+  }
+  if (o.logLevel !== undefined && !['debug', 'info', 'warn', 'error'].includes(o.logLevel as string)) {
+    throw new TypeError('Sworm.start: option "logLevel" must be \'debug\', \'info\', \'warn\' or \'error\'')
+  }
+  if (o.moduleBase !== undefined && (typeof o.moduleBase !== 'string' || o.moduleBase.length === 0)) {
+    throw new TypeError('Sworm.start: option "moduleBase" must be a non-empty string')
+  }
+  return {
+    name,
+    nodeId,
+    listen,
+    peers: options.peers,
+    join: options.join,
+    secret,
+    dataDir,
+    tls: options.tls,
+    logger: options.logger,
+    logLevel: options.logLevel ?? DEFAULTS.logLevel,
+    leaseTimeoutMs,
+    maxClockDriftMs,
+    placement: options.placement === 'hash' ? hashPlacement : typeof options.placement === 'function' ? options.placement : defaultPlacement,
+    moduleBase: options.moduleBase ?? process.cwd(),
+    startTimeoutMs,
+    rebalance: options.rebalance === true,
+    maxNameBytes,
+    maxMessageBytes,
+    callTimeoutMs,
+    requestTimeoutMs,
+    raft,
+    metricsPort: options.metricsPort,
+    metricsHost: options.metricsHost,
+    nodeDownAfterMs: leaseTimeoutMs + maxClockDriftMs + (raft.electionTicks - 1) * raft.tickMs,
+    clockDrift: maxClockDriftMs / leaseTimeoutMs,
+  }
+}
