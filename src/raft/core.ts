@@ -35,6 +35,8 @@ import type {
   RaftMessage,
   Snapshot,
 } from './types.js'
+import { cloneConfig, emptyConfig, RaftLog } from './log.js'
+import { acknowledge, newProgress, toProbe, toSnapshot, type Progress } from './progress.js'
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -111,29 +113,6 @@ export interface Ready {
   soft: SoftState | undefined
 }
 
-interface Progress {
-  match: number
-  next: number
-  state: 'probe' | 'replicate' | 'snapshot'
-  /** Last index of each append message in flight (replicate state). */
-  inflight: number[]
-  /** In probe state: an append is out and unanswered. */
-  paused: boolean
-  /** Heard from since the last check-quorum round. */
-  active: boolean
-  /** Highest ReadIndex round acknowledged. */
-  ackSeq: number
-  /** Ticks since the snapshot was sent (snapshot state). */
-  snapTicks: number
-  /** Highest commit index sent to this follower. */
-  sentCommit: number
-  /** Index of the snapshot last sent (snapshot state). */
-  snapIndexSent: number
-  /** Match index at the previous heartbeat answer, and how many answers saw no progress. */
-  matchAtHb: number
-  stalls: number
-}
-
 interface PendingRead {
   ids: number[]
   /** Undefined for this node's own reads; the follower to answer otherwise. */
@@ -147,7 +126,6 @@ export type ProposeResult =
   | { ok: true; index: number; term: number }
   | { ok: false; reason: 'not-leader' | 'transferring' | 'config-pending' | 'config-invalid'; leader: NodeId | undefined }
 
-const emptyConfig = (): ClusterConfig => ({ voters: {}, learners: {} })
 
 /** Read-only view of the core's state for tests and status reports. */
 export interface CoreStatus {
@@ -183,11 +161,8 @@ export class RaftCore {
   // persistent
   private term = 0
   private vote: NodeId | undefined
-  // log: entries with index snapIndex+1 .. lastIndex
-  private log: Entry[] = []
-  private snapIndex = 0
-  private snapTerm = 0
-  private snapshot: Snapshot | undefined
+  /** The snapshot and the entries after it (see log.ts). */
+  private log: RaftLog
 
   // volatile
   private role: Role = 'follower'
@@ -258,22 +233,17 @@ export class RaftCore {
 
     this.term = persisted.hardState.term
     this.vote = persisted.hardState.vote
-    if (persisted.snapshot) {
-      this.snapshot = persisted.snapshot
-      this.snapIndex = persisted.snapshot.meta.index
-      this.snapTerm = persisted.snapshot.meta.term
-    }
-    this.log = persisted.entries.slice()
+    this.log = new RaftLog(persisted.snapshot, persisted.entries)
     this.stableIndex = this.lastIndex()
-    this.commit = Math.min(Math.max(persisted.hardState.commit, this.snapIndex), this.lastIndex())
-    this.applied = this.snapIndex
-    if (applied !== undefined && applied > this.snapIndex) {
+    this.commit = Math.min(Math.max(persisted.hardState.commit, this.log.snapIndex), this.lastIndex())
+    this.applied = this.log.snapIndex
+    if (applied !== undefined && applied > this.log.snapIndex) {
       // entries the state machine applied were committed, and were durable here before it applied them
       this.applied = Math.min(applied, this.lastIndex())
       this.commit = Math.max(this.commit, this.applied)
     }
     this.lostUpTo = persisted.recovery?.lostUpTo ?? 0
-    this.config = this.latestConfig()
+    this.config = this.log.latestConfig()
     this.resetRandomizedTimeout()
     this.lastSoft = this.soft()
   }
@@ -282,51 +252,24 @@ export class RaftCore {
 
   /** Index of the last entry (or of the snapshot when the log is empty). */
   lastIndex(): number {
-    return this.snapIndex + this.log.length
-  }
-
-  private lastTerm(): number {
-    return this.log.length ? this.log[this.log.length - 1]!.term : this.snapTerm
+    return this.log.lastIndex()
   }
 
   /** Term of the entry at `index`; undefined when unknown (compacted or beyond the end). */
   termAt(index: number): number | undefined {
-    if (index === this.snapIndex) return this.snapTerm
-    if (index < this.snapIndex || index > this.lastIndex()) return undefined
-    return this.log[index - this.snapIndex - 1]!.term
-  }
-
-  private entriesFrom(from: number, max: number): Entry[] {
-    const start = from - this.snapIndex - 1
-    return this.log.slice(start, start + max)
+    return this.log.termAt(index)
   }
 
   private truncateFrom(index: number): void {
-    this.log.length = index - this.snapIndex - 1
+    this.log.truncateFrom(index)
     this.pendingTruncate = this.pendingTruncate === undefined ? index : Math.min(this.pendingTruncate, index)
     this.stableIndex = Math.min(this.stableIndex, index - 1)
-    this.config = this.latestConfig()
+    this.config = this.log.latestConfig()
   }
 
   private append(entries: Entry[]): void {
-    for (const e of entries) {
-      this.log.push(e)
-      if (e.type === 'conf') this.config = cloneConfig(e.data as ClusterConfig)
-    }
-  }
-
-  private latestConfig(): ClusterConfig {
-    for (let i = this.log.length - 1; i >= 0; i--) {
-      const e = this.log[i]!
-      if (e.type === 'conf') return cloneConfig(e.data as ClusterConfig)
-    }
-    return this.snapshot ? cloneConfig(this.snapshot.meta.config) : emptyConfig()
-  }
-
-  /** Index of the last configuration entry in the log (0 if the config comes from the snapshot). */
-  private lastConfigIndex(): number {
-    for (let i = this.log.length - 1; i >= 0; i--) if (this.log[i]!.type === 'conf') return this.log[i]!.index
-    return 0
+    this.log.append(entries)
+    for (const e of entries) if (e.type === 'conf') this.config = cloneConfig(e.data as ClusterConfig)
   }
 
   private isVoter(id: NodeId = this.id): boolean {
@@ -346,7 +289,7 @@ export class RaftCore {
   }
 
   private upToDate(lastIndex: number, lastTerm: number): boolean {
-    const myTerm = this.lastTerm()
+    const myTerm = this.log.lastTerm()
     return lastTerm > myTerm || (lastTerm === myTerm && lastIndex >= this.lastIndex())
   }
 
@@ -363,7 +306,7 @@ export class RaftCore {
       commit: this.commit,
       applied: this.applied,
       lastIndex: this.lastIndex(),
-      snapshotIndex: this.snapIndex,
+      snapshotIndex: this.log.snapIndex,
       config: cloneConfig(this.config),
       recoveringUpTo: this.recovering() ? this.lostUpTo : undefined,
     }
@@ -471,7 +414,7 @@ export class RaftCore {
    */
   proposeConfig(next: ClusterConfig): ProposeResult {
     if (this.role !== 'leader') return { ok: false, reason: 'not-leader', leader: this.leader }
-    if (this.lastConfigIndex() > this.commit || !this.committedInTerm()) {
+    if (this.log.lastConfigIndex() > this.commit || !this.committedInTerm()) {
       return { ok: false, reason: 'config-pending', leader: this.leader }
     }
     const cur = new Set(this.voters())
@@ -512,12 +455,8 @@ export class RaftCore {
    */
   compact(snapshot: Snapshot): void {
     const idx = snapshot.meta.index
-    if (idx <= this.snapIndex || idx > this.applied || idx > this.stableIndex) return
-    const term = this.termAt(idx)!
-    this.log = this.log.slice(idx - this.snapIndex)
-    this.snapIndex = idx
-    this.snapTerm = term
-    this.snapshot = snapshot
+    if (idx <= this.log.snapIndex || idx > this.applied || idx > this.stableIndex) return
+    this.log.compact(snapshot)
   }
 
   /** Feed one message from a peer. Malformed input must be filtered by the caller. */
@@ -621,7 +560,7 @@ export class RaftCore {
       if (this.role !== 'precandidate') return
       for (const v of this.voters()) {
         if (v === this.id) continue
-        this.send({ t: 'vote', from: this.id, to: v, term: this.term + 1, pre: true, lastIndex: this.lastIndex(), lastTerm: this.lastTerm(), transfer: false })
+        this.send({ t: 'vote', from: this.id, to: v, term: this.term + 1, pre: true, lastIndex: this.lastIndex(), lastTerm: this.log.lastTerm(), transfer: false })
       }
       return
     }
@@ -641,7 +580,7 @@ export class RaftCore {
     if (this.role !== 'candidate') return
     for (const v of this.voters()) {
       if (v === this.id) continue
-      this.send({ t: 'vote', from: this.id, to: v, term: this.term, pre: false, lastIndex: this.lastIndex(), lastTerm: this.lastTerm(), transfer })
+      this.send({ t: 'vote', from: this.id, to: v, term: this.term, pre: false, lastIndex: this.lastIndex(), lastTerm: this.log.lastTerm(), transfer })
     }
   }
 
@@ -672,22 +611,18 @@ export class RaftCore {
     this.heartbeatElapsed = 0
     this.transferee = undefined
     this.progress.clear()
-    for (const p of this.peers()) this.progress.set(p, this.newProgress())
+    for (const p of this.peers()) this.progress.set(p, newProgress(this.lastIndex() + 1))
     // A no-op of the new term lets entries of earlier terms commit (paper §5.4.2).
     const e: Entry = { index: this.lastIndex() + 1, term: this.term, type: 'noop', data: null }
     this.append([e])
     this.appendsDirty = true
   }
 
-  private newProgress(): Progress {
-    return { match: 0, next: this.lastIndex() + 1, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0 }
-  }
-
   private syncProgress(): void {
     // Membership may have changed: add/remove followers to replicate to.
     const peers = new Set(this.peers())
     for (const id of [...this.progress.keys()]) if (!peers.has(id)) this.progress.delete(id)
-    for (const p of peers) if (!this.progress.has(p)) this.progress.set(p, this.newProgress())
+    for (const p of peers) if (!this.progress.has(p)) this.progress.set(p, newProgress(this.lastIndex() + 1))
   }
 
   private quorumActive(): boolean {
@@ -803,11 +738,8 @@ export class RaftCore {
       this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: meta.index, hint: 0 })
       return
     }
-    this.log = []
+    this.log.install(m.snapshot)
     this.pendingTruncate = this.pendingTruncate === undefined ? meta.index + 1 : Math.min(this.pendingTruncate, meta.index + 1)
-    this.snapIndex = meta.index
-    this.snapTerm = meta.term
-    this.snapshot = m.snapshot
     this.pendingSnapshot = m.snapshot
     this.commit = meta.index
     this.applied = meta.index
@@ -829,31 +761,18 @@ export class RaftCore {
         // The follower lost entries to corruption: what we knew it matched is gone. (Entries
         // committed with its help stay committed; it will not vote until it holds them again.)
         if (m.hint < pr.match) pr.match = m.hint
-        pr.next = Math.max(1, m.hint + 1)
-        pr.state = 'probe'
-        pr.inflight = []
-        pr.paused = false
+        toProbe(pr, Math.max(1, m.hint + 1))
         this.sendAppend(m.from, pr)
         return
       }
       if (pr.state === 'replicate' && m.index <= pr.match) return // stale rejection
       if (pr.state === 'probe' && m.index !== pr.next - 1) return // answer to an older probe
-      pr.next = Math.max(Math.min(m.hint + 1, pr.next - 1), pr.match + 1, 1)
-      pr.state = 'probe'
-      pr.inflight = []
-      pr.paused = false
+      toProbe(pr, Math.max(Math.min(m.hint + 1, pr.next - 1), pr.match + 1, 1))
       this.sendAppend(m.from, pr)
       return
     }
     if (m.index > pr.match) {
-      pr.match = m.index
-      if (pr.next <= m.index) pr.next = m.index + 1
-      while (pr.inflight.length && pr.inflight[0]! <= m.index) pr.inflight.shift()
-      if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= pr.snapIndexSent)) {
-        pr.state = 'replicate'
-        pr.inflight = []
-        pr.next = pr.match + 1
-      }
+      acknowledge(pr, m.index)
       pr.paused = false
       this.maybeCommit()
       if (this.transferee === m.from && pr.match === this.lastIndex()) {
@@ -877,10 +796,7 @@ export class RaftCore {
       // progress over several heartbeats while behind, start over from what it has.
       if (pr.match < this.lastIndex() && pr.match === pr.matchAtHb) {
         if (++pr.stalls >= 3) {
-          pr.state = 'probe'
-          pr.inflight = []
-          pr.paused = false
-          pr.next = pr.match + 1
+          toProbe(pr, pr.match + 1)
           pr.stalls = 0
         }
       } else pr.stalls = 0
@@ -888,9 +804,7 @@ export class RaftCore {
     }
     if (pr.state === 'snapshot' && pr.snapTicks > 2 * this.electionTicks) {
       // the snapshot was probably lost: start over
-      pr.state = 'probe'
-      pr.paused = false
-      pr.next = pr.match + 1
+      toProbe(pr, pr.match + 1)
     }
     // A follower still behind may have lost appends: an append (empty if need be) finds out.
     if (pr.match < this.lastIndex()) this.sendAppend(m.from, pr, true)
@@ -901,12 +815,10 @@ export class RaftCore {
   private sendAppend(to: NodeId, pr: Progress, sendIfEmpty = false): void {
     if (pr.state === 'snapshot') return
     if (pr.state === 'probe' && pr.paused) return
-    if (pr.next <= this.snapIndex) {
-      if (!this.snapshot) return
-      pr.state = 'snapshot'
-      pr.snapTicks = 0
-      pr.snapIndexSent = this.snapshot.meta.index
-      this.send({ t: 'snap', from: this.id, to, term: this.term, snapshot: this.snapshot })
+    if (pr.next <= this.log.snapIndex) {
+      if (!this.log.snapshot) return
+      toSnapshot(pr, this.log.snapshot.meta.index)
+      this.send({ t: 'snap', from: this.id, to, term: this.term, snapshot: this.log.snapshot })
       return
     }
     const last = this.lastIndex()
@@ -915,7 +827,7 @@ export class RaftCore {
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const entries = pr.next <= last ? this.entriesFrom(pr.next, this.maxAppendEntries) : []
+      const entries = pr.next <= last ? this.log.from(pr.next, this.maxAppendEntries) : []
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))
@@ -1002,7 +914,7 @@ export class RaftCore {
         for (const r of waiting) this.leaderRead(r)
       }
       // A leader removed from the configuration steps down once the change is committed.
-      if (!this.isVoter() && this.lastConfigIndex() <= this.commit) this.becomeFollower(this.term, undefined)
+      if (!this.isVoter() && this.log.lastConfigIndex() <= this.commit) this.becomeFollower(this.term, undefined)
     }
   }
 
@@ -1139,10 +1051,10 @@ export class RaftCore {
       messagesNow: early,
       snapshot: this.pendingSnapshot,
       truncateFrom: this.pendingTruncate,
-      entries: this.log.slice(this.stableIndex - this.snapIndex),
+      entries: this.log.between(this.stableIndex),
       hardState: this.hardDirty ? { term: this.term, vote: this.vote, commit: this.commit } : undefined,
       messages: late,
-      committed: this.applied < committedUpTo ? this.log.slice(this.applied - this.snapIndex, committedUpTo - this.snapIndex) : [],
+      committed: this.applied < committedUpTo ? this.log.between(this.applied, committedUpTo) : [],
       reads: this.readyReads,
       soft: softChanged ? soft : undefined,
     }
@@ -1167,13 +1079,6 @@ export class RaftCore {
       if (this.role === 'leader') this.maybeCommit()
     }
   }
-}
-
-function cloneConfig(c: ClusterConfig): ClusterConfig {
-  const out: ClusterConfig = { voters: { ...c.voters }, learners: { ...c.learners } }
-  if (c.disks) out.disks = { ...c.disks }
-  if (c.cluster !== undefined) out.cluster = c.cluster
-  return out
 }
 
 function sameSoft(a: SoftState, b: SoftState): boolean {

@@ -1,0 +1,67 @@
+/**
+ * What the leader knows of each follower's log, and the flow control of appends to it (as in the
+ * Raft thesis §10.2 and etcd's raft): a follower is probed one append at a time until its match
+ * is found, then replicated to with up to `maxInflight` appends in flight, or sent a snapshot when
+ * the entries it needs are compacted. Pure data and its state changes.
+ * @module
+ */
+
+/** The leader's view of one follower. */
+export interface Progress {
+  match: number
+  next: number
+  state: 'probe' | 'replicate' | 'snapshot'
+  /** Last index of each append message in flight (replicate state). */
+  inflight: number[]
+  /** In probe state: an append is out and unanswered. */
+  paused: boolean
+  /** Heard from since the last check-quorum round. */
+  active: boolean
+  /** Highest ReadIndex round acknowledged. */
+  ackSeq: number
+  /** Ticks since the snapshot was sent (snapshot state). */
+  snapTicks: number
+  /** Highest commit index sent to this follower. */
+  sentCommit: number
+  /** Index of the snapshot last sent (snapshot state). */
+  snapIndexSent: number
+  /** Match index at the previous heartbeat answer, and how many answers saw no progress. */
+  matchAtHb: number
+  stalls: number
+}
+
+/** A follower the leader knows nothing of yet: probe it from `next`. */
+export function newProgress(next: number): Progress {
+  return { match: 0, next, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0 }
+}
+
+/** Probe the follower again, one append at a time, from `next`. */
+export function toProbe(pr: Progress, next: number): void {
+  pr.state = 'probe'
+  pr.inflight = []
+  pr.paused = false
+  pr.next = next
+}
+
+/** The follower's match is known: stream appends to it from there. */
+export function toReplicate(pr: Progress): void {
+  pr.state = 'replicate'
+  pr.inflight = []
+  pr.next = pr.match + 1
+}
+
+/** The follower needs the snapshot at `index`: send nothing else until it has it. */
+export function toSnapshot(pr: Progress, index: number): void {
+  pr.state = 'snapshot'
+  pr.snapTicks = 0
+  pr.snapIndexSent = index
+}
+
+/** The follower acknowledged everything up to `index` (a successful append answer). */
+export function acknowledge(pr: Progress, index: number): void {
+  if (index <= pr.match) return
+  pr.match = index
+  if (pr.next <= index) pr.next = index + 1
+  while (pr.inflight.length && pr.inflight[0]! <= index) pr.inflight.shift()
+  if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= pr.snapIndexSent)) toReplicate(pr)
+}
