@@ -24,6 +24,11 @@ import {
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
+import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
+import { NodeLease } from './node-lease.js'
+import { pending, rejectOnce, type Pending } from './pending.js'
+import { ReadTracker } from './reads.js'
+import { retry, sleep } from '../util/retry.js'
 import { RateLimitedLog } from '../observability/rate-limited-log.js'
 
 /** The encoding of commands on the wire and on disk (see {@link RaftNode.propose}). */
@@ -117,27 +122,6 @@ export interface RaftNodeOptions<C, R> {
   storageRetryMs?: number
 }
 
-interface Pending<R> {
-  term: number
-  resolve: (r: R) => void
-  reject: (e: Error) => void
-  deadline: number
-  /** When it was made (this node's clock). */
-  start: number
-  settled: boolean
-}
-
-interface Forwarded {
-  node: NodeId
-  boot: string
-  ref: number
-  term: number
-}
-
-/** Node-level messages that ride the same transport as Raft messages. */
-type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]>; cid?: string }
-type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; cid?: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
-
 /** Events of a {@link RaftNode}. */
 export interface RaftNodeEvents {
   /** Role, term or leader changed. */
@@ -147,12 +131,6 @@ export interface RaftNodeEvents {
   /** Storage works again; the node reloaded it and serves again (catching up from the leader). */
   recovered: []
 }
-
-const RESULT_OK = 0
-const RESULT_ERR = 1
-const RESULT_RETRY = 2
-/** The leader appended the command at (index, term=value): the proposer can follow it in its own log. */
-const RESULT_ACCEPTED = 3
 
 /** A running Raft node. Create with {@link RaftNode.start}. */
 export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEvents> {
@@ -191,33 +169,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   private readonly pending = new Map<number, Pending<R>>()
   private readonly pendingOrder: Array<{ index: number; p: Pending<R> }> = []
-  private readonly forwarded = new Map<number, Forwarded>()
-  private fwdSeq = 0
-  /** Random id of this incarnation: forwarded refs are unique per (node, boot). */
-  private readonly boot: string
-  /** Forwarded requests already handled, so a duplicated message is not proposed twice. */
-  private readonly fwdSeen = new Map<string, number>()
-  private readonly fwdOut = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
-  private fwdQueue: number[] = []
-  private fwdFlushScheduled = false
-  /** Results to send back, per (node, boot) of the proposer. */
-  private readonly fwdResults = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
+  private readonly fwd: Forwarder<C, R>
+  private readonly reads: ReadTracker
+  private readonly lease: NodeLease
   private readSeq = 0
-  private readonly heard = new Map<NodeId, number>()
   /** The cluster id of the configuration this node holds (undefined until it has one). */
   private clusterId: string | undefined
-  private readonly leaseTimeoutMs: number | undefined
-  private lapses = 0
   /** Clock time the last tick accounts for. */
   private lastTickAt = 0
   private readonly leaseReads: boolean
-  private leaseAt: number | undefined
-  /** When this node answered each heartbeat round ("term|leader|seq" -> its clock). */
-  private readonly hbRespSentAt = new Map<string, number>()
-  /** Callbacks waiting until this node has applied an index. */
-  private waitApplied: Array<{ index: number; fn: () => void; deadline: number }> = []
-  private readonly readsOut = new Map<number, Pending<void>>()
-  private readsWaitingApply: Array<{ index: number; p: Pending<void> }> = []
   /** Bad messages from peers: at most one line per peer a second. */
   private readonly dropLog: RateLimitedLog
   private loggedLeader: NodeId | undefined
@@ -242,7 +202,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
-    this.leaseTimeoutMs = opts.leaseTimeoutMs
+    this.lease = new NodeLease(this.clock, opts.leaseTimeoutMs)
+    this.reads = new ReadTracker(this.timeoutMs)
     this.observeCommitMs = opts.observeCommitMs
     this.snapshotAt = this.clock.now()
     this.appliedConfig = appliedConfig
@@ -250,7 +211,22 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.snapshotIndex = applied
     this.seeds = { ...(opts.seeds ?? {}) }
     const rnd = opts.random ?? Math.random
-    this.boot = Math.floor(rnd() * 2 ** 48).toString(36)
+    const boot = Math.floor(rnd() * 2 ** 48).toString(36)
+    this.fwd = new Forwarder<C, R>({
+      id: this.id,
+      boot,
+      clock: this.clock,
+      timeoutMs: this.timeoutMs,
+      tickMs: this.tickMs,
+      reads: this.reads,
+      core: () => this.core,
+      applied: () => this.applied,
+      trackLocal: (index, term, p) => this.trackLocal(index, term, p),
+      kick: () => this.kick(),
+      out: (to, m) => this.out(to, m),
+      logDrop: (from, reason) => this.logDrop(from, reason),
+      observeCommitMs: this.observeCommitMs,
+    })
     this.readSeq = Math.floor(rnd() * 2 ** 40) // read ids never repeat across restarts
   }
 
@@ -360,7 +336,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   propose(command: C, opts: { timeoutMs?: number; term?: number } = {}): Promise<R> {
     if (this.stopped) return Promise.reject(new ShuttingDownError())
     if (this.failure) return Promise.reject(this.failure)
-    if (this.pending.size + this.fwdOut.size >= this.maxPending) {
+    if (this.pending.size + this.fwd.size >= this.maxPending) {
       return Promise.reject(new SwormError('OVERLOADED', `too many proposals in flight (${this.maxPending})`))
     }
     // Every replica must apply the same value: followers get the command decoded from the wire
@@ -373,8 +349,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
     }
     return new Promise<R>((resolve, reject) => {
-      const start = this.clock.now()
-      const p: Pending<R> = { term: 0, resolve, reject, deadline: start + (opts.timeoutMs ?? this.timeoutMs), start, settled: false }
+      const p = pending(resolve, reject, this.clock.now(), opts.timeoutMs ?? this.timeoutMs)
       if (opts.term !== undefined && this.core.status().term !== opts.term) {
         reject(new NotLeaderError(this.leader, `no longer the leader of term ${opts.term}`))
         return
@@ -395,10 +370,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       // forward to the leader (or wait for one until the deadline)
-      const ref = ++this.fwdSeq
-      this.fwdOut.set(ref, { p, cmd: copy, sentTo: undefined })
-      this.fwdQueue.push(ref)
-      this.scheduleFwdFlush()
+      this.fwd.enqueue(p, copy)
     })
   }
 
@@ -411,7 +383,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (this.failure) return Promise.reject(this.failure)
     return new Promise<void>((resolve, reject) => {
       const id = ++this.readSeq
-      this.readsOut.set(id, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, start: this.clock.now(), settled: false })
+      this.reads.add(id, pending(resolve, reject, this.clock.now(), this.timeoutMs))
       this.core.readIndex(id)
       this.kick()
     })
@@ -477,7 +449,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const res = this.core.proposeConfig(next)
       if (res.ok) {
         const p = new Promise<R>((resolve, reject) => {
-          this.trackLocal(res.index, res.term, { term: 0, resolve, reject, deadline: this.clock.now() + this.timeoutMs, start: this.clock.now(), settled: false })
+          this.trackLocal(res.index, res.term, pending(resolve, reject, this.clock.now(), this.timeoutMs))
         })
         this.kick()
         await p
@@ -534,7 +506,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   // ---------------------------------------------------------------- internals
 
   private sleep(ms: number): Promise<void> {
-    return new Promise((r) => this.clock.setTimeout(r, ms))
+    return sleep(this.clock, ms)
   }
 
   private idle(): Promise<void> {
@@ -576,8 +548,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const prev = this.pending.get(index)
     if (prev && !prev.settled && prev.term !== term) {
       // our earlier entry at this index was truncated: it can never commit (review F10)
-      prev.settled = true
-      prev.reject(new ProposalDroppedError())
+      rejectOnce(prev, new ProposalDroppedError())
     }
     this.pending.set(index, p)
     this.pendingOrder.push({ index, p })
@@ -590,14 +561,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * heard by it does not renew.
    */
   leaseRenewedAt(): number | undefined {
-    return this.leaseAt
-  }
-
-  private renewFromLeader(from: NodeId, term: number, ack: number): void {
-    const st = this.core.status()
-    if (st.leader !== from || st.term !== term) return
-    const sentAt = this.hbRespSentAt.get(`${term}|${from}|${ack}`)
-    if (sentAt !== undefined) this.renewLease(sentAt)
+    return this.lease.renewedAt()
   }
 
   /**
@@ -607,7 +571,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * to the leader is cut off all the same, and its lease is not renewed.
    */
   lastHeard(peer: NodeId): number | undefined {
-    return this.heard.get(peer)
+    return this.lease.lastHeard(peer)
   }
 
   private receive(from: NodeId, raw: unknown): void {
@@ -628,16 +592,16 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       const t = (raw as { t?: unknown } | null)?.t
-      if (t === 'fwd') return this.onForward(from, raw)
-      if (t === 'fwdResp') return this.onForwardResp(from, raw)
+      if (t === 'fwd') return this.fwd.onForward(from, raw)
+      if (t === 'fwdResp') return this.fwd.onForwardResp(from, raw)
       const m = validateRaftMessage(raw, from, this.id)
       if (typeof m === 'string') {
         this.logDrop(from, m)
         return
       }
       this.core.step(m)
-      if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.heard.set(from, this.clock.now())
-      if (m.t === 'hb' && m.lease && m.ack !== undefined) this.renewFromLeader(from, m.term, m.ack)
+      if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.lease.heardFrom(from)
+      if (m.t === 'hb' && m.lease && m.ack !== undefined) this.lease.acknowledged(this.core.status(), from, m.term, m.ack)
       this.kick()
     } catch (err) {
       this.log.error('failed to handle a message', { node: this.id, from, err: String(err) })
@@ -707,19 +671,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     const now = this.clock.now()
     for (const m of rd.messages) {
-      // Rounds are numbered per leader: key them by (term, leader, round). Keep the earliest answer
-      // to a round: the leader's acknowledgement proves no more than that.
-      const key = m.t === 'hbResp' ? `${m.term}|${m.to}|${m.seq}` : ''
-      if (m.t === 'hbResp' && !this.hbRespSentAt.has(key)) {
-        this.hbRespSentAt.set(key, now)
-        if (this.hbRespSentAt.size > 256) this.hbRespSentAt.delete(this.hbRespSentAt.keys().next().value!)
-      }
+      if (m.t === 'hbResp') this.lease.answering(m.term, m.to, m.seq, now)
       this.out(m.to, m)
     }
     // The leader's lease: from when it sent the heartbeat round a quorum has acknowledged (its
     // clock, so a leader that was frozen finds its lease expired when it wakes).
     const sentAt = this.core.quorumAckedAt()
-    if (sentAt !== undefined) this.renewLease(sentAt)
+    if (sentAt !== undefined) this.lease.renew(sentAt)
     if (rd.soft) {
       const prev = this.lastSoft
       this.lastSoft = rd.soft
@@ -737,14 +695,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       } catch (err) {
         this.log.error('a role listener threw', { node: this.id, err: String(err) })
       }
-      if (rd.soft.leader !== undefined) this.flushForwards()
+      if (rd.soft.leader !== undefined) this.fwd.flush()
     }
     if (rd.committed.length) this.applyEntries(rd.committed)
     if (rd.entries.some((e) => e.type === 'conf') || rd.snapshot || rd.committed.some((e) => e.type === 'conf')) this.updatePeers()
-    for (const r of rd.reads) this.onReadState(r.id, r.index)
-    this.releaseReads()
-    this.releaseWaitApplied()
-    this.sendForwardResults()
+    for (const r of rd.reads) this.reads.confirmed(r.id, r.index, this.lastSoft.leader)
+    this.reads.release(this.applied)
+    this.fwd.sendResults()
   }
 
   /** Whether the node has just committed past what a storage repair lost (the marker can go). */
@@ -790,17 +747,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
           else p.reject(result instanceof Error ? result : new Error(String(result)))
         }
       }
-      const f = this.forwarded.get(e.index)
-      if (f) {
-        this.forwarded.delete(e.index)
-        const key = `${f.node}:${f.boot}`
-        let out = this.fwdResults.get(key)
-        if (!out) this.fwdResults.set(key, (out = { node: f.node, boot: f.boot, res: [] }))
-        const list = out.res
-        if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED', e.index])
-        else if (ok) list.push([f.ref, RESULT_OK, result, undefined, e.index])
-        else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY', e.index])
-      }
+      this.fwd.applied(e, ok, result)
     }
   }
 
@@ -809,13 +756,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     for (const [i, p] of this.pending) {
       if (i <= index) {
         this.pending.delete(i)
-        if (!p.settled) {
-          p.settled = true
-          p.reject(new TimeoutError('outcome unknown: the log was replaced by a snapshot'))
-        }
+        rejectOnce(p, new TimeoutError('outcome unknown: the log was replaced by a snapshot'))
       }
     }
-    for (const [i] of this.forwarded) if (i <= index) this.forwarded.delete(i)
+    this.fwd.forgetUpTo(index)
   }
 
   private async maybeSnapshot(): Promise<void> {
@@ -835,23 +779,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   /**
-   * Move this node's lease to `at` (a later time only), counting a lapse when the lease had run
-   * out before this renewal (or never held).
-   */
-  private renewLease(at: number): void {
-    if (this.leaseAt !== undefined && at <= this.leaseAt) return
-    const lapsed = this.leaseAt === undefined || (this.leaseTimeoutMs !== undefined && this.clock.now() - this.leaseAt >= this.leaseTimeoutMs)
-    if (lapsed) this.lapses++
-    this.leaseAt = at
-  }
-
-  /**
    * How many times this node's lease started anew: held for the first time, or renewed after it
    * had run out (see {@link RaftNodeOptions.leaseTimeoutMs}). Equal counts at two instants, with
    * the lease valid at both, mean it held all the time between.
    */
   leaseLapses(): number {
-    return this.lapses
+    return this.lease.lapses()
   }
 
   /** Send `m` with this node's cluster id, once it knows one. */
@@ -871,255 +804,25 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.transport.setPeers(peers)
   }
 
-  // ---------------------------------------------------------------- reads
-
-  private onReadState(id: number, index: number): void {
-    const p = this.readsOut.get(id)
-    if (!p) return
-    this.readsOut.delete(id)
-    if (p.settled) return
-    if (index === 0) {
-      p.settled = true
-      p.reject(new NotLeaderError(this.lastSoft.leader, 'no leader could confirm the read'))
-      return
-    }
-    this.readsWaitingApply.push({ index, p })
-  }
-
-  private releaseReads(): void {
-    if (!this.readsWaitingApply.length) return
-    const still: Array<{ index: number; p: Pending<void> }> = []
-    for (const r of this.readsWaitingApply) {
-      if (r.index <= this.applied) {
-        if (!r.p.settled) {
-          r.p.settled = true
-          r.p.resolve()
-        }
-      } else still.push(r)
-    }
-    this.readsWaitingApply = still
-  }
-
-  private releaseWaitApplied(): void {
-    if (!this.waitApplied.length) return
-    const still: typeof this.waitApplied = []
-    for (const w of this.waitApplied) {
-      if (w.index <= this.applied) w.fn()
-      else still.push(w)
-    }
-    this.waitApplied = still
-  }
-
-  // ---------------------------------------------------------------- forwarding
-
-  private scheduleFwdFlush(): void {
-    if (this.fwdFlushScheduled) return
-    this.fwdFlushScheduled = true
-    queueMicrotask(() => {
-      this.fwdFlushScheduled = false
-      this.flushForwards()
-    })
-  }
-
-  /** Send queued proposals to the leader, one message for all; proposals of a leader go to its log. */
-  private flushForwards(): void {
-    if (!this.fwdQueue.length) return
-    const st = this.core.status()
-    if (st.role === 'leader') {
-      const refs = this.fwdQueue
-      this.fwdQueue = []
-      for (const ref of refs) {
-        const f = this.fwdOut.get(ref)
-        if (!f) continue
-        this.fwdOut.delete(ref)
-        const res = this.core.propose(f.cmd)
-        if (res.ok) this.trackLocal(res.index, res.term, f.p)
-        else if (!f.p.settled) {
-          f.p.settled = true
-          f.p.reject(new NotLeaderError(res.leader))
-        }
-      }
-      this.kick()
-      return
-    }
-    if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
-    const reqs: FwdMsg['reqs'] = []
-    for (const ref of this.fwdQueue) {
-      const f = this.fwdOut.get(ref)
-      if (!f) continue
-      f.sentTo = st.leader
-      reqs.push([ref, f.cmd])
-    }
-    this.fwdQueue = []
-    if (reqs.length) this.out(st.leader, { t: 'fwd', from: this.id, to: st.leader, boot: this.boot, reqs } satisfies FwdMsg)
-  }
-
-  private onForward(from: NodeId, raw: unknown): void {
-    const m = raw as Partial<FwdMsg>
-    if (m.from !== from || m.to !== this.id || !Array.isArray(m.reqs)) return this.logDrop(from, 'bad fwd')
-    if (typeof m.boot !== 'string') return this.logDrop(from, 'bad fwd')
-    // The network may deliver a message twice: handle each request once, whatever our role.
-    const now = this.clock.now()
-    const reqs = m.reqs.filter((r): r is [number, unknown] => {
-      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) return false
-      const key = `${from}:${m.boot}:${r[0]}`
-      if (this.fwdSeen.has(key)) return false
-      this.fwdSeen.set(key, now)
-      return true
-    })
-    this.pruneFwdSeen(now)
-    if (!reqs.length) return
-    const res = this.core.proposeBatch(reqs.map((r) => r[1]))
-    if (!res.ok) {
-      // nothing was appended: the proposer may send these again (review F3)
-      for (const r of reqs) this.fwdSeen.delete(`${from}:${m.boot}:${r[0]}`)
-      const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined, 0])
-      this.out(from, { t: 'fwdResp', from: this.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
-      return
-    }
-    const boot = m.boot
-    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term }))
-    // Tell the proposer where its commands landed: it resolves them when it applies them itself,
-    // or learns they were dropped when another entry takes that index (no waiting for a timeout
-    // when this leader dies).
-    const accepted: FwdRespMsg['res'] = reqs.map((r, i) => [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
-    this.out(from, { t: 'fwdResp', from: this.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
-    this.kick()
-  }
-
-  private pruneFwdSeen(now: number): void {
-    // Map iteration is insertion order, so the oldest come first.
-    for (const [k, at] of this.fwdSeen) {
-      if (now - at < this.timeoutMs * 2) break
-      this.fwdSeen.delete(k)
-    }
-  }
-
-  private sendForwardResults(): void {
-    if (!this.fwdResults.size) return
-    for (const { node, boot, res } of this.fwdResults.values()) {
-      this.out(node, { t: 'fwdResp', from: this.id, to: node, boot, res } satisfies FwdRespMsg)
-    }
-    this.fwdResults.clear()
-  }
-
-  private onForwardResp(from: NodeId, raw: unknown): void {
-    const m = raw as Partial<FwdRespMsg>
-    if (m.from !== from || m.to !== this.id || !Array.isArray(m.res)) return this.logDrop(from, 'bad fwdResp')
-    if (m.boot !== this.boot) return // an answer to an earlier incarnation of this node
-    let retry = false
-    for (const r of m.res) {
-      if (!Array.isArray(r)) continue
-      const [ref, kind, value, code, index] = r
-      const f = this.fwdOut.get(ref)
-      if (!f || f.p.settled) continue
-      if (kind === RESULT_ACCEPTED) {
-        if (typeof index === 'number' && typeof value === 'number' && index > this.applied) this.trackLocal(index, value, f.p)
-        continue
-      }
-      if (kind === RESULT_RETRY) {
-        // the node we forwarded to was not leader and did not append: safe to resend
-        f.sentTo = undefined
-        this.fwdQueue.push(ref)
-        retry = true
-        continue
-      }
-      this.fwdOut.delete(ref)
-      f.p.settled = true
-      if (kind === RESULT_OK) {
-        // Read your writes: answer once this node has applied the entry too.
-        if (typeof index === 'number' && index > this.applied) {
-          this.waitApplied.push({
-            index,
-            fn: () => {
-              this.observeCommitMs?.(this.clock.now() - f.p.start)
-              f.p.resolve(value as R)
-            },
-            deadline: f.p.deadline,
-          })
-        } else {
-          this.observeCommitMs?.(this.clock.now() - f.p.start)
-          f.p.resolve(value as R)
-        }
-      } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
-      else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
-    }
-    if (retry) this.clock.setTimeout(() => this.flushForwards(), this.tickMs)
-  }
-
   // ---------------------------------------------------------------- timeouts and failure
 
   private expire(): void {
     const now = this.clock.now()
     while (this.pendingOrder.length && (this.pendingOrder[0]!.p.settled || this.pendingOrder[0]!.p.deadline <= now)) {
       const { index, p } = this.pendingOrder.shift()!
-      if (!p.settled) {
-        p.settled = true
-        p.reject(new TimeoutError(`proposal at index ${index} not applied within ${this.timeoutMs} ms; it may still take effect`))
-      }
+      rejectOnce(p, new TimeoutError(`proposal at index ${index} not applied within ${this.timeoutMs} ms; it may still take effect`))
       if (this.pending.get(index) === p) this.pending.delete(index)
     }
-    for (const [ref, f] of this.fwdOut) {
-      if (f.p.settled) {
-        this.fwdOut.delete(ref)
-      } else if (f.p.deadline <= now) {
-        this.fwdOut.delete(ref)
-        f.p.settled = true
-        f.p.reject(
-          f.sentTo === undefined
-            ? new NotLeaderError(this.lastSoft.leader, 'no leader was reachable before the deadline; the command was not sent')
-            : new TimeoutError(`forwarded proposal not answered within ${this.timeoutMs} ms; it may still take effect`),
-        )
-      }
-    }
-    if (this.fwdQueue.length) this.flushForwards()
-    // The write took effect; if this node cannot apply it in time, answer anyway (review F5).
-    if (this.waitApplied.length && this.waitApplied.some((w) => w.deadline <= now)) {
-      const late = this.waitApplied.filter((w) => w.deadline <= now)
-      this.waitApplied = this.waitApplied.filter((w) => w.deadline > now)
-      for (const w of late) w.fn()
-    }
-    for (const [id, p] of this.readsOut) {
-      if (p.deadline <= now) {
-        this.readsOut.delete(id)
-        this.core.forgetRead(id)
-        if (!p.settled) {
-          p.settled = true
-          p.reject(new TimeoutError(`read not confirmed within ${this.timeoutMs} ms`))
-        }
-      }
-    }
-    if (this.readsWaitingApply.length) {
-      this.readsWaitingApply = this.readsWaitingApply.filter((r) => {
-        if (r.p.deadline > now) return true
-        if (!r.p.settled) {
-          r.p.settled = true
-          r.p.reject(new TimeoutError(`read not applied within ${this.timeoutMs} ms`))
-        }
-        return false
-      })
-    }
+    this.fwd.expire(now, this.lastSoft.leader)
+    this.reads.expire(now, (id) => this.core.forgetRead(id))
   }
 
   private failAll(err: Error): void {
-    const fail = (p: Pending<unknown>): void => {
-      if (p.settled) return
-      p.settled = true
-      p.reject(err)
-    }
-    for (const p of this.pending.values()) fail(p as Pending<unknown>)
+    for (const p of this.pending.values()) rejectOnce(p, err)
     this.pending.clear()
     this.pendingOrder.length = 0
-    for (const f of this.fwdOut.values()) fail(f.p as Pending<unknown>)
-    this.fwdOut.clear()
-    this.fwdQueue = []
-    for (const p of this.readsOut.values()) fail(p as Pending<unknown>)
-    this.readsOut.clear()
-    for (const r of this.readsWaitingApply) fail(r.p as Pending<unknown>)
-    this.readsWaitingApply = []
-    // these took effect; only the local apply is missing
-    for (const w of this.waitApplied) w.fn()
-    this.waitApplied = []
+    this.fwd.failAll(err)
+    this.reads.failAll(err)
   }
 
   private fail(err: unknown): void {
@@ -1134,8 +837,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       { node: this.id, err: e.message },
     )
     this.failAll(e)
-    this.forwarded.clear()
-    this.fwdResults.clear()
+    this.fwd.dropLeaderState()
     try {
       this.emit('failed', e)
     } catch (listenerErr) {
@@ -1150,27 +852,26 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * and rejoin. The state machine keeps what it applied: every applied entry was committed.
    */
   private async recoverStorage(): Promise<void> {
-    let delay = this.storageRetryMs
-    let attempts = 0
-    while (!this.stopped && this.failure) {
-      await this.sleep(delay)
-      if (this.stopped) return
-      await this.idle()
-      try {
-        await this.storage.reopen!()
-        const persisted = await this.storage.load()
-        if (this.stopped) return
-        this.rebuild(persisted)
-        return
-      } catch (err) {
-        attempts++
+    const gone = (): boolean => this.stopped || !this.failure
+    await this.sleep(this.storageRetryMs)
+    const policy = {
+      minMs: this.storageRetryMs * 2,
+      maxMs: 30_000,
+      stopped: gone,
+      onRetry: (err: unknown, attempts: number): void => {
         // one line at the first failed retry, then one every ten (the backoff caps at 30 s)
         if (attempts === 1 || attempts % 10 === 0) {
           this.log.warn('storage still failing; the node keeps refusing to serve', { node: this.id, attempts, err: String(err) })
         }
-        delay = Math.min(delay * 2, 30_000)
-      }
+      },
     }
+    await retry(this.clock, policy, async () => {
+      if (gone()) return
+      await this.idle()
+      await this.storage.reopen!()
+      const persisted = await this.storage.load()
+      if (!this.stopped) this.rebuild(persisted)
+    }).catch(() => {}) // stopped while the disk still failed
   }
 
   private rebuild(persisted: PersistedState): void {
@@ -1183,9 +884,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.lastSnapshotBytes = persisted.snapshot?.data.length ?? 0
     this.core = new RaftCore(this.coreOptions, persisted, this.applied)
     this.recoveryUpTo = persisted.recovery?.lostUpTo
-    this.leaseAt = undefined
-    this.heard.clear()
-    this.hbRespSentAt.clear()
+    this.lease.reset()
     this.lastSoft = { role: 'follower', term: persisted.hardState.term, leader: undefined }
     this.failure = undefined
     this.updatePeers()

@@ -1,0 +1,258 @@
+/**
+ * Proposals made on a follower go to the leader: batched into one `fwd` message, appended there,
+ * and answered with where they landed (`fwdResp`), so the proposer resolves them from its own log
+ * (read-your-writes for free, and a dead leader costs an election, not a timeout). A request the
+ * network delivers twice is proposed once. These messages ride the Raft transport.
+ * @module
+ */
+import { NotLeaderError, ProposalDroppedError, SwormError, TimeoutError } from '../errors.js'
+import type { RaftCore } from './core.js'
+import { rejectOnce, type Pending } from './pending.js'
+import type { ReadTracker } from './reads.js'
+import type { Clock, Entry, NodeId } from './types.js'
+
+/** A batch of proposals forwarded to the leader. */
+export type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]>; cid?: string }
+/** The leader's answers to forwarded proposals: `[ref, result kind, value, error code, index]`. */
+export type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; cid?: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
+
+const RESULT_OK = 0
+const RESULT_ERR = 1
+const RESULT_RETRY = 2
+/** The leader appended the command at (index, term=value): the proposer can follow it in its own log. */
+const RESULT_ACCEPTED = 3
+
+/** What the forwarder needs of its node. */
+export interface ForwarderHost<R> {
+  readonly id: NodeId
+  /** Random id of this incarnation: forwarded refs are unique per (node, boot). */
+  readonly boot: string
+  readonly clock: Clock
+  readonly timeoutMs: number
+  readonly tickMs: number
+  readonly reads: ReadTracker
+  core(): RaftCore
+  applied(): number
+  /** The proposal `p` is the entry at (index, term) of this node's log. */
+  trackLocal(index: number, term: number, p: Pending<R>): void
+  kick(): void
+  out(to: NodeId, m: FwdMsg | FwdRespMsg): void
+  logDrop(from: NodeId, reason: string): void
+  observeCommitMs: ((ms: number) => void) | undefined
+}
+
+/** A forwarded request appended in this leader's log, to answer once applied. */
+interface Forwarded {
+  node: NodeId
+  boot: string
+  ref: number
+  term: number
+}
+
+/** Forwarding of one node: as a proposer, and as the leader that takes others' proposals. */
+export class Forwarder<C, R> {
+  private seq = 0
+  /** This node's proposals sent (or to send) to the leader. */
+  private readonly outgoing = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
+  private queue: number[] = []
+  private flushScheduled = false
+  /** As leader: forwarded requests already handled, so a duplicated message is not proposed twice. */
+  private readonly seen = new Map<string, number>()
+  /** As leader: where each forwarded request landed, by index. */
+  private readonly forwarded = new Map<number, Forwarded>()
+  /** As leader: results to send back, per (node, boot) of the proposer. */
+  private readonly results = new Map<string, { node: NodeId; boot: string; res: FwdRespMsg['res'] }>()
+
+  constructor(private readonly host: ForwarderHost<R>) {}
+
+  /** Proposals of this node waiting for the leader. */
+  get size(): number {
+    return this.outgoing.size
+  }
+
+  /** Forward `cmd` to the leader (or wait for one until `p`'s deadline). */
+  enqueue(p: Pending<R>, cmd: C): void {
+    const ref = ++this.seq
+    this.outgoing.set(ref, { p, cmd, sentTo: undefined })
+    this.queue.push(ref)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    queueMicrotask(() => {
+      this.flushScheduled = false
+      this.flush()
+    })
+  }
+
+  /** Send queued proposals to the leader, one message for all; proposals of a leader go to its log. */
+  flush(): void {
+    if (!this.queue.length) return
+    const { host } = this
+    const core = host.core()
+    const st = core.status()
+    if (st.role === 'leader') {
+      const refs = this.queue
+      this.queue = []
+      for (const ref of refs) {
+        const f = this.outgoing.get(ref)
+        if (!f) continue
+        this.outgoing.delete(ref)
+        const res = core.propose(f.cmd)
+        if (res.ok) host.trackLocal(res.index, res.term, f.p)
+        else rejectOnce(f.p, new NotLeaderError(res.leader))
+      }
+      host.kick()
+      return
+    }
+    if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
+    const reqs: FwdMsg['reqs'] = []
+    for (const ref of this.queue) {
+      const f = this.outgoing.get(ref)
+      if (!f) continue
+      f.sentTo = st.leader
+      reqs.push([ref, f.cmd])
+    }
+    this.queue = []
+    if (reqs.length) host.out(st.leader, { t: 'fwd', from: host.id, to: st.leader, boot: host.boot, reqs } satisfies FwdMsg)
+  }
+
+  /** As leader: proposals forwarded by `from`. */
+  onForward(from: NodeId, raw: unknown): void {
+    const { host } = this
+    const m = raw as Partial<FwdMsg>
+    if (m.from !== from || m.to !== host.id || !Array.isArray(m.reqs)) return host.logDrop(from, 'bad fwd')
+    if (typeof m.boot !== 'string') return host.logDrop(from, 'bad fwd')
+    // The network may deliver a message twice: handle each request once, whatever our role.
+    const now = host.clock.now()
+    const reqs = m.reqs.filter((r): r is [number, unknown] => {
+      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) return false
+      const key = `${from}:${m.boot}:${r[0]}`
+      if (this.seen.has(key)) return false
+      this.seen.set(key, now)
+      return true
+    })
+    this.pruneSeen(now)
+    if (!reqs.length) return
+    const res = host.core().proposeBatch(reqs.map((r) => r[1]))
+    if (!res.ok) {
+      // nothing was appended: the proposer may send these again (review F3)
+      for (const r of reqs) this.seen.delete(`${from}:${m.boot}:${r[0]}`)
+      const out: FwdRespMsg['res'] = reqs.map((r) => [r[0], RESULT_RETRY, res.leader, undefined, 0])
+      host.out(from, { t: 'fwdResp', from: host.id, to: from, boot: m.boot, res: out } satisfies FwdRespMsg)
+      return
+    }
+    const boot = m.boot
+    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term }))
+    // Tell the proposer where its commands landed: it resolves them when it applies them itself,
+    // or learns they were dropped when another entry takes that index (no waiting for a timeout
+    // when this leader dies).
+    const accepted: FwdRespMsg['res'] = reqs.map((r, i) => [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
+    host.out(from, { t: 'fwdResp', from: host.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
+    host.kick()
+  }
+
+  /** As proposer: the leader's answers. */
+  onForwardResp(from: NodeId, raw: unknown): void {
+    const { host } = this
+    const m = raw as Partial<FwdRespMsg>
+    if (m.from !== from || m.to !== host.id || !Array.isArray(m.res)) return host.logDrop(from, 'bad fwdResp')
+    if (m.boot !== host.boot) return // an answer to an earlier incarnation of this node
+    let retry = false
+    for (const r of m.res) {
+      if (!Array.isArray(r)) continue
+      const [ref, kind, value, code, index] = r
+      const f = this.outgoing.get(ref)
+      if (!f || f.p.settled) continue
+      if (kind === RESULT_ACCEPTED) {
+        if (typeof index === 'number' && typeof value === 'number' && index > host.applied()) host.trackLocal(index, value, f.p)
+        continue
+      }
+      if (kind === RESULT_RETRY) {
+        // the node we forwarded to was not leader and did not append: safe to resend
+        f.sentTo = undefined
+        this.queue.push(ref)
+        retry = true
+        continue
+      }
+      this.outgoing.delete(ref)
+      f.p.settled = true
+      if (kind === RESULT_OK) {
+        const done = (): void => {
+          host.observeCommitMs?.(host.clock.now() - f.p.start)
+          f.p.resolve(value as R)
+        }
+        // Read your writes: answer once this node has applied the entry too.
+        if (typeof index === 'number' && index > host.applied()) host.reads.whenApplied(index, done, f.p.deadline)
+        else done()
+      } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
+      else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
+    }
+    if (retry) host.clock.setTimeout(() => this.flush(), host.tickMs)
+  }
+
+  /** As leader: entry `e` was applied (with `result`, or failed): note the answer for its proposer. */
+  applied(e: Entry, ok: boolean, result: unknown): void {
+    const f = this.forwarded.get(e.index)
+    if (!f) return
+    this.forwarded.delete(e.index)
+    const key = `${f.node}:${f.boot}`
+    let out = this.results.get(key)
+    if (!out) this.results.set(key, (out = { node: f.node, boot: f.boot, res: [] }))
+    const list = out.res
+    if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED', e.index])
+    else if (ok) list.push([f.ref, RESULT_OK, result, undefined, e.index])
+    else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY', e.index])
+  }
+
+  /** As leader: send the answers noted since the last call. */
+  sendResults(): void {
+    if (!this.results.size) return
+    for (const { node, boot, res } of this.results.values()) {
+      this.host.out(node, { t: 'fwdResp', from: this.host.id, to: node, boot, res } satisfies FwdRespMsg)
+    }
+    this.results.clear()
+  }
+
+  /** A snapshot replaced the log up to `index`: forwarded entries there cannot be matched any more. */
+  forgetUpTo(index: number): void {
+    for (const [i] of this.forwarded) if (i <= index) this.forwarded.delete(i)
+  }
+
+  /** Give up on this node's forwarded proposals past their deadline at `now`, then resend what waits. */
+  expire(now: number, leader: NodeId | undefined): void {
+    for (const [ref, f] of this.outgoing) {
+      if (f.p.settled) {
+        this.outgoing.delete(ref)
+      } else if (f.p.deadline <= now) {
+        this.outgoing.delete(ref)
+        rejectOnce(
+          f.p,
+          f.sentTo === undefined
+            ? new NotLeaderError(leader, 'no leader was reachable before the deadline; the command was not sent')
+            : new TimeoutError(`forwarded proposal not answered within ${this.host.timeoutMs} ms; it may still take effect`),
+        )
+      }
+    }
+    if (this.queue.length) this.flush()
+  }
+
+  /** Fail this node's forwarded proposals with `err`. */
+  failAll(err: Error): void {
+    for (const f of this.outgoing.values()) rejectOnce(f.p, err)
+    this.outgoing.clear()
+    this.queue = []
+  }
+
+  /** Forget what this node took as leader (its storage failed; the answers will not come). */
+  dropLeaderState(): void {
+    this.forwarded.clear()
+    this.results.clear()
+  }
+
+  private pruneSeen(now: number): void {
+    // Map iteration is insertion order, so the oldest come first.
+    for (const [k, at] of this.seen) {
+      if (now - at < this.host.timeoutMs * 2) break
+      this.seen.delete(k)
+    }
+  }
+}
