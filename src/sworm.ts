@@ -8,7 +8,7 @@ import { EventEmitter } from 'node:events'
 import { join as joinPath } from 'node:path'
 import { pack } from 'msgpackr'
 import { dataLostMessage, diskIdentity, isProbe, probePeers, type ProbeMsg } from './cluster/bootstrap.js'
-import { acquireHub, releaseHub } from './hub-pool.js'
+import { acquireHub, releaseHub } from './net/hub-pool.js'
 import {
   AlreadyRegisteredError,
   ConfigChangeError,
@@ -32,7 +32,7 @@ import { LevelStorage } from './raft/level-storage.js'
 import { RateLimitedLog, clip } from './raft/rate-limited-log.js'
 import { RaftNode } from './raft/node.js'
 import { systemClock, type Clock, type Logger, type LogLevel, type NodeId, type RaftStorage, type Transport } from './raft/types.js'
-import { secretProblem, type WsHub } from './raft/ws-transport.js'
+import { secretProblem, type WsHub } from './net/hub.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
 import type { RegistryCommand, RegistryResult, StartSpec, SuperviseResult, WorkerRef } from './registry/types.js'

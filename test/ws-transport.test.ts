@@ -5,7 +5,7 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { pack, unpack } from 'msgpackr'
 import { WebSocketServer } from 'ws'
-import { WS_PROTOCOL_VERSION, WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
+import { WS_PROTOCOL_VERSION, WsHub, type WsHubOptions } from '../src/net/hub.js'
 import { VERSION, dialerAuth, hello, proof, rawSocket, seal, type Raw } from './ws-protocol.js'
 import type { Logger, Transport } from '../src/raft/types.js'
 
@@ -383,7 +383,7 @@ t.test('blockPeer drops traffic both ways and unblocking restores it', async (tt
 })
 
 t.test('close() leaves no handles behind (the process exits)', async (tt) => {
-  const mod = new URL('../src/raft/ws-transport.js', import.meta.url).href
+  const mod = new URL('../src/net/hub.js', import.meta.url).href
   const script = `
     import { WsHub } from ${JSON.stringify(mod)}
     const mk = async (id) => { const h = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: ${JSON.stringify(SECRET)} }); await h.start(); return h }

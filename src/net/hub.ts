@@ -48,10 +48,10 @@ import * as https from 'node:https'
 import type { AddressInfo } from 'node:net'
 import { Packr } from 'msgpackr'
 import { WebSocket, WebSocketServer, type RawData } from 'ws'
-import { SwormError } from './errors.js'
+import { SwormError } from '../raft/errors.js'
 import { MAX_COST_PER_BYTE, msgpackCost } from './msgpack-guard.js'
-import { RateLimitedLog, clip } from './rate-limited-log.js'
-import { silentLogger, type Logger, type NodeId, type Transport } from './types.js'
+import { RateLimitedLog, clip } from '../raft/rate-limited-log.js'
+import { silentLogger, type Logger, type NodeId, type Transport } from '../raft/types.js'
 
 /** Options of a {@link WsHub}. */
 export interface WsHubOptions {
