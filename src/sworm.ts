@@ -8,6 +8,7 @@ import { EventEmitter } from 'node:events'
 import { join as joinPath } from 'node:path'
 import { pack } from 'msgpackr'
 import { dataLostMessage, diskIdentity, isProbe, probePeers, type ProbeMsg } from './cluster/bootstrap.js'
+import { PeerFaults } from './net/faults.js'
 import { acquireHub, releaseHub } from './net/hub-pool.js'
 import {
   AlreadyRegisteredError,
@@ -482,9 +483,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
     let raftChannel: Transport | undefined
     let msgs: Transport | undefined
     let sworm: Sworm | undefined
+    const faults = new PeerFaults()
     try {
-      raftChannel = hub.channel(`raft:${name}`)
-      msgs = hub.channel(`msg:${name}`)
+      raftChannel = faults.wrap(hub.channel(`raft:${name}`))
+      msgs = faults.wrap(hub.channel(`msg:${name}`))
       const storage = await LevelStorage.open(joinPath(dataDir, encodeURIComponent(name)), { logger: log })
       const rc = raftChannel
       const mc = msgs
@@ -503,6 +505,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
           await releaseHub(hub)
         },
       })
+      sworm.faults = faults
       if (options.metricsPort !== undefined) {
         const host = options.metricsHost ?? new URL(listen).hostname.replace(/^\[(.*)\]$/, '$1')
         try {
@@ -1674,6 +1677,18 @@ export class Sworm extends EventEmitter<SwormEvents> {
   hubForTests(): WsHub {
     if (!this.hub) throw new InvalidArgumentError('this sworm runs without a WebSocket hub')
     return this.hub
+  }
+
+  /** Set by {@link Sworm.start}: the faults wrapped around this sworm's two channels. */
+  private faults: PeerFaults | undefined
+
+  /**
+   * The fault injector around this sworm's channels (Raft and messages): `block(peer, true)` drops
+   * everything to and from `peer` until `block(peer, false)`; for tests and tools.
+   */
+  faultsForTests(): PeerFaults {
+    if (!this.faults) throw new InvalidArgumentError('this sworm runs without a WebSocket hub')
+    return this.faults
   }
 
   /**

@@ -136,8 +136,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
   const mine = victim.status().supervised
   await waitFor(() => victim.leaseOk(), 2000, 'the victim holds its lease')
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, true)
-    o.hubForTests().blockPeer(victim.nodeId, true)
+    victim.faultsForTests().block(o.nodeId, true)
+    o.faultsForTests().block(victim.nodeId, true)
   }
   const vlog = logs.get(victim.nodeId)!
   await waitFor(() => of(vlog, 'leaseLost').length === 1, 5000, 'leaseLost')
@@ -161,8 +161,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
 
   const upsBefore = of(logs.get(others[0]!.nodeId)!, 'nodeUp').length
   for (const o of others) {
-    victim.hubForTests().blockPeer(o.nodeId, false)
-    o.hubForTests().blockPeer(victim.nodeId, false)
+    victim.faultsForTests().block(o.nodeId, false)
+    o.faultsForTests().block(victim.nodeId, false)
   }
   await waitFor(() => of(vlog, 'leaseRenewed').length === 1, 10_000, 'leaseRenewed')
   t.same(of(vlog, 'leaseRenewed'), [{ node: victim.nodeId }], 'leaseRenewed {node}')

@@ -98,9 +98,9 @@ export interface WsPeerStats {
   connected: boolean
   /** Messages waiting to be sent. */
   queued: number
-  /** Messages dropped so far (queue overflow, back-pressure, oversized, blocked). */
+  /** Messages dropped so far (queue overflow, back-pressure, oversized). */
   dropped: number
-  /** Messages received from the peer so far (including those dropped by {@link WsHub.blockPeer}). */
+  /** Messages received from the peer so far (including those a `PeerFaults` wrapper then drops). */
   received: number
 }
 
@@ -152,7 +152,6 @@ export class WsHub {
   /** Union of the peer addresses of every channel. */
   private addresses = new Map<string, string>()
   private readonly conns = new Set<Conn>()
-  private readonly blocked = new Set<string>()
   private readonly flushQueue = new FlushQueue()
   private pingTimer: NodeJS.Timeout | undefined
   private readonly limited: RateLimitedLog
@@ -350,23 +349,6 @@ export class WsHub {
     })
   }
 
-  /**
-   * Test hook for partitions: while `blocked`, every frame to and from peer `id` is dropped (the
-   * connection itself stays up).
-   */
-  blockPeer(id: string, blocked: boolean): void {
-    if (blocked) {
-      this.blocked.add(id)
-      const p = this.peers.get(id)
-      if (p) {
-        p.dropped += p.out.length
-        p.out = []
-      }
-    } else {
-      this.blocked.delete(id)
-    }
-  }
-
   /** Counters per peer and the number of open sockets (for monitoring and tests). */
   stats(): { sockets: number; peers: Record<NodeId, WsPeerStats> } {
     const peers: Record<NodeId, WsPeerStats> = {}
@@ -408,11 +390,6 @@ export class WsHub {
   private send(group: string, to: NodeId, msg: unknown): void {
     try {
       if (this.closed || to === this.nodeId) return
-      if (this.blocked.has(to)) {
-        const p = this.peers.get(to)
-        if (p) p.dropped++
-        return
-      }
       let peer = this.peers.get(to)
       if (!peer) {
         // Unknown peers (no address, no connection) drop the message.
@@ -789,7 +766,6 @@ export class WsHub {
     }
     const peer = this.peers.get(from)
     if (peer) peer.received += b.length
-    if (this.blocked.has(from)) return
     for (const [group, msg] of b as Batch) {
       if (conn.state === 'closed' || this.closed) return
       const ch = this.channels.get(group)
