@@ -29,6 +29,7 @@ export type ConnState = 'handshake' | 'open' | 'retiring' | 'closed'
 
 /** One WebSocket, inbound or outbound, with its handshake state. */
 export interface Conn {
+  /** The socket. */
   ws: WebSocket
   /** True when this hub dialed it. */
   outbound: boolean
@@ -36,13 +37,17 @@ export interface Conn {
   peerId: string | undefined
   /** The peer hub's instance id (after hello/challenge). */
   peerBoot: string | undefined
+  /** Where the connection stands (see {@link ConnState}). */
   state: ConnState
   /** Handshake step the connection is waiting for. */
   expect: 'hello' | 'challenge' | 'auth' | 'ok' | 'data'
+  /** This side's handshake nonce. */
   nonce: Buffer
+  /** The peer's handshake nonce (after hello/challenge). */
   peerNonce: Buffer | undefined
-  /** Whether this side of the socket is TLS, and (from the handshake) the peer's side. */
+  /** Whether this side of the socket is TLS. */
   tls: boolean
+  /** Whether the peer's side of the socket is TLS (from its hello/challenge). */
   peerTls: boolean
   /** A discovery probe (closed by the listener after the handshake). */
   probe: boolean
@@ -50,8 +55,11 @@ export interface Conn {
   session: FrameSession | undefined
   /** Stops counting the bytes read before authentication (inbound connections). */
   stopCounting: (() => void) | undefined
+  /** The peer's address: `host:port` (inbound) or the URL dialed (outbound). */
   remote: string
+  /** The handshake timeout, until authenticated. */
   timer: NodeJS.Timeout | undefined
+  /** Whether the peer answered the last ping. */
   alive: boolean
 }
 
