@@ -11,14 +11,15 @@ import { join as joinPath } from 'node:path'
 import { dataLostMessage, diskIdentity, probePeers } from './cluster/identity.js'
 import { hasOwn } from './cluster/config.js'
 import { NodeDataLostError } from './errors.js'
-import { acquireHub, releaseHub } from './hub-pool.js'
+import { PeerFaults } from './net/faults.js'
+import { acquireHub, releaseHub } from './net/hub-pool.js'
 import { SwormMetrics, type MetricsSnapshot } from './observability/metrics.js'
 import { pinoLogger } from './observability/logging.js'
 import type { ResolvedOptions } from './options.js'
 import { LevelStorage } from './raft/level-storage.js'
 import { RaftNode } from './raft/node.js'
 import { systemClock, type Clock, type Logger, type RaftStorage, type Transport } from './raft/types.js'
-import type { WsHub } from './raft/ws-transport.js'
+import type { WsHub } from './net/hub.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import type { RegistryCommand, RegistryResult } from './registry/types.js'
 import { LocalWorkers, type ExitReason } from './supervisor/local-workers.js'
@@ -37,6 +38,8 @@ export interface SwormDeps {
   inc: string
   random?: () => number
   hub?: WsHub
+  /** Fault injection around the transports (tests cut links with it). */
+  faults?: PeerFaults
   discover?: (url: string) => Promise<string>
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Release transports and hub after stop. */
@@ -69,6 +72,7 @@ export interface SwormParts {
   readonly log: Logger
   readonly msgs: Transport
   readonly hub: WsHub | undefined
+  readonly faults: PeerFaults | undefined
   /** This node's data directory identity (see cluster/identity.ts), if its storage keeps one. */
   readonly disk: string | undefined
   readonly loadModule: ((specifier: string) => Promise<Record<string, unknown>>) | undefined
@@ -163,6 +167,7 @@ export async function assemble<S extends Assembled>(
       log: deps.logger,
       msgs: deps.msgTransport,
       hub: deps.hub,
+      faults: deps.faults,
       disk,
       loadModule: deps.loadModule,
       release: deps.release,
@@ -189,11 +194,13 @@ export async function start<S extends Assembled & { stop(): Promise<void> }>(
   const { name, nodeId, listen, secret } = options
   const log = options.logger ?? pinoLogger(options.logLevel, { sworm: name, node: nodeId })
   const hub = await acquireHub({ nodeId, listen, secret, logger: log, ...(options.tls ? { tls: options.tls } : {}) })
+  // Both channels pass through one fault injector: a test that blocks a peer cuts both at once.
+  const faults = new PeerFaults()
   let raftChannel: Transport | undefined
   let msgs: Transport | undefined
   try {
-    raftChannel = hub.channel(`raft:${name}`)
-    msgs = hub.channel(`msg:${name}`)
+    raftChannel = faults.wrap(hub.channel(`raft:${name}`))
+    msgs = faults.wrap(hub.channel(`msg:${name}`))
     const storage = await LevelStorage.open(joinPath(options.dataDir, encodeURIComponent(name)), { logger: log })
     const rc = raftChannel
     const mc = msgs
@@ -207,6 +214,7 @@ export async function start<S extends Assembled & { stop(): Promise<void> }>(
         logger: log,
         inc: randomBytes(6).toString('hex'),
         hub,
+        faults,
         discover: (url) => hub.discover(url),
         release: async () => {
           await mc.close()

@@ -32,4 +32,4 @@ export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/
 // The engine, for applications that want a replicated state machine of their own.
 export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'
 export { LevelStorage } from './raft/level-storage.js'
-export { WsHub, type WsHubOptions } from './raft/ws-transport.js'
+export { WsHub, type WsHubOptions } from './net/hub.js'

@@ -5,7 +5,8 @@
  * @internal
  */
 import type { RaftNode } from './raft/node.js'
-import type { WsHub } from './raft/ws-transport.js'
+import type { PeerFaults } from './net/faults.js'
+import type { WsHub } from './net/hub.js'
 import type { RegistryCommand, RegistryResult } from './registry/types.js'
 import type { Worker } from './supervisor/local-workers.js'
 
@@ -18,6 +19,8 @@ export interface SwormInternals {
   readonly raft: RaftNode<RegistryCommand, RegistryResult>
   /** The WebSocket hub of the node (shared by the sworms listening on its address), if it has one. */
   readonly hub: WsHub | undefined
+  /** The fault injector around the node's transports (`block(peer, true)` cuts a link), if it has one. */
+  readonly faults: PeerFaults | undefined
   /**
    * Model a crash: stop every activity at once, without terminate callbacks, proposals or
    * leadership transfer. Returns the worker objects that were alive.

@@ -4,7 +4,7 @@
  * simulation's `assemble` resolve options here, so both run with the same checks and values.
  * @module
  */
-import { secretProblem } from './raft/ws-transport.js'
+import { secretProblem } from './net/handshake.js'
 import type { Logger, LogLevel } from './raft/types.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
 

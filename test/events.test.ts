@@ -137,8 +137,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
   const mine = victim.status().supervised
   await waitFor(() => victim.leaseOk(), 2000, 'the victim holds its lease')
   for (const o of others) {
-    internals(victim).hub!.blockPeer(o.nodeId, true)
-    internals(o).hub!.blockPeer(victim.nodeId, true)
+    internals(victim).faults!.block(o.nodeId, true)
+    internals(o).faults!.block(victim.nodeId, true)
   }
   const vlog = logs.get(victim.nodeId)!
   await waitFor(() => of(vlog, 'leaseLost').length === 1, 5000, 'leaseLost')
@@ -162,8 +162,8 @@ t.test('a node cut off: leaseLost and workerStopped(lease) there; nodeDown and w
 
   const upsBefore = of(logs.get(others[0]!.nodeId)!, 'nodeUp').length
   for (const o of others) {
-    internals(victim).hub!.blockPeer(o.nodeId, false)
-    internals(o).hub!.blockPeer(victim.nodeId, false)
+    internals(victim).faults!.block(o.nodeId, false)
+    internals(o).faults!.block(victim.nodeId, false)
   }
   await waitFor(() => of(vlog, 'leaseRenewed').length === 1, 10_000, 'leaseRenewed')
   t.same(of(vlog, 'leaseRenewed'), [{ node: victim.nodeId }], 'leaseRenewed {node}')

@@ -10,7 +10,7 @@ import t from 'tap'
 import { WebSocket } from 'ws'
 import { silentLogger } from '../src/raft/types.js'
 import { validateRaftMessage } from '../src/raft/validate.js'
-import { WsHub } from '../src/raft/ws-transport.js'
+import { WsHub } from '../src/net/hub.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { waitFor } from './helpers.js'
 

@@ -36,7 +36,7 @@ import {
   type StartSpec,
   type WorkerRef,
 } from '../src/index.js'
-import { WsHub } from '../src/raft/ws-transport.js'
+import { WsHub } from '../src/net/hub.js'
 import type { SimCluster, SimMember } from './sim/raft-cluster.js'
 import { settle, simCluster } from './sim/helpers.js'
 import { startSworms, TEST_SECRET, waitFor } from './helpers.js'

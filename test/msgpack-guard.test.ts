@@ -1,11 +1,11 @@
 /**
- * The pre-scan that bounds what decoding a frame costs (src/raft/msgpack-guard.ts): it accepts
+ * The pre-scan that bounds what decoding a frame costs (src/net/msgpack-guard.ts): it accepts
  * everything the transport's encoder produces, and refuses what msgpackr would blow up.
  */
 import fc from 'fast-check'
 import { Packr } from 'msgpackr'
 import t from 'tap'
-import { MAX_COST_PER_BYTE, MAX_MSGPACK_DEPTH, msgpackCost } from '../src/raft/msgpack-guard.js'
+import { MAX_COST_PER_BYTE, MAX_MSGPACK_DEPTH, msgpackCost } from '../src/net/msgpack-guard.js'
 
 const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Date.now() % 1e9
 t.comment(`fast-check seed ${seed} (replay: FC_SEED=${seed})`)

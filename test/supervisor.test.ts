@@ -161,8 +161,8 @@ t.test('a node cut off from the cluster fences its workers; they run again on th
   t.ok(mine.length > 0, `${mine.length} workers on ${victim.nodeId}`)
   // cut the victim off in both directions
   for (const o of others) {
-    internals(victim).hub!.blockPeer(o.nodeId, true)
-    internals(o).hub!.blockPeer(victim.nodeId, true)
+    internals(victim).faults!.block(o.nodeId, true)
+    internals(o).faults!.block(victim.nodeId, true)
   }
   const t0 = performance.now()
   await waitFor(() => victim.status().workers === 0, 5000, 'the cut-off node fences its workers')
@@ -176,8 +176,8 @@ t.test('a node cut off from the cluster fences its workers; they run again on th
   t.comment(`all workers back after ${(performance.now() - t0).toFixed(0)} ms`)
   for (let i = 0; i < 15; i++) t.ok(await others[0]!.call(`f:${i}`, 'get').then(() => true), `f:${i} answers`)
   for (const o of others) {
-    internals(victim).hub!.blockPeer(o.nodeId, false)
-    internals(o).hub!.blockPeer(victim.nodeId, false)
+    internals(victim).faults!.block(o.nodeId, false)
+    internals(o).faults!.block(victim.nodeId, false)
   }
   await waitFor(() => victim.registered().length >= 15, 10_000, 'the healed node catches up')
   t.same(overlaps(life.filter((e) => e.name.startsWith('sup6/'))), [], 'no two incarnations ever overlapped')
@@ -231,8 +231,8 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   // many heartbeat rounds under the old leader, then cut it off
   await new Promise((r) => setTimeout(r, 1500))
   for (const o of others) {
-    internals(leader).hub!.blockPeer(o.nodeId, true)
-    internals(o).hub!.blockPeer(leader.nodeId, true)
+    internals(leader).faults!.block(o.nodeId, true)
+    internals(o).faults!.block(leader.nodeId, true)
   }
   await waitFor(() => others.some((o) => o.status().role === 'leader'), 5000, 'a new leader')
   const deadline = performance.now() + 3 * opts.leaseTimeoutMs
@@ -243,7 +243,7 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   for (const o of others) t.ok(o.leaseOk(), `${o.nodeId} holds its lease under the new leader`)
   for (const [name, inc] of before) t.equal(await others[0]!.call(name, 'incarnation'), inc, `${name} was never restarted`)
   for (const o of others) {
-    internals(leader).hub!.blockPeer(o.nodeId, false)
-    internals(o).hub!.blockPeer(leader.nodeId, false)
+    internals(leader).faults!.block(o.nodeId, false)
+    internals(o).faults!.block(leader.nodeId, false)
   }
 })

@@ -1,6 +1,6 @@
 /**
  * The dialer's side of the WsHub wire protocol (version 2), written from the module doc of
- * `src/raft/ws-transport.ts`, for tests that speak it by hand (raw clients, rogue peers).
+ * `src/net/hub.ts`, for tests that speak it by hand (raw clients, rogue peers).
  */
 import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
 import { pack, unpack } from 'msgpackr'

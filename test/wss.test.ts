@@ -7,7 +7,7 @@ import { execFileSync } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { WsHub } from '../src/raft/ws-transport.js'
+import { WsHub } from '../src/net/hub.js'
 import { silentLogger } from '../src/raft/types.js'
 import { tempDir, waitFor } from './helpers.js'
 

@@ -3,7 +3,7 @@
  * real WebSockets and LevelDB, driven by a seed. Clients register, unregister and read static
  * names from several nodes while supervised counter workers run; the nemesis SIGKILLs and restarts
  * nodes, stops them gracefully, freezes them (SIGSTOP), partitions the cluster (isolated node,
- * majority/minority, bridge; frames dropped in the transport with `blockPeer`), crashes workers,
+ * majority/minority, bridge; messages dropped at the transport by `PeerFaults`), crashes workers,
  * drains nodes, and skews clocks (every process runs its own clock at a rate within the bound);
  * and these (counted in `faults` by kind):
  * - Stalls at the worst moment (`stall:leader`, `stall:follower`): in the step that applies a

@@ -105,8 +105,8 @@ export interface SwormCluster {
   /** Kill every process and remove the temporary directory. */
   stopAll(): Promise<void>
   /**
-   * Cut `nodeId` off from every other node (both directions, with `blockPeer`; the processes and
-   * their IPC keep running). Skips nodes that are not running.
+   * Cut `nodeId` off from every other node (both directions, with `faultsForTests().block`; the
+   * processes and their IPC keep running). Skips nodes that are not running.
    */
   isolate(nodeId: string): Promise<void>
   /** Undo {@link isolate} (on every running node). */

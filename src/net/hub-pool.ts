@@ -3,9 +3,9 @@
  * (several sworms share a port; each uses its own channels).
  * @module
  */
-import { InvalidArgumentError } from './errors.js'
-import type { Logger } from './raft/types.js'
-import { WsHub, type WsHubOptions } from './raft/ws-transport.js'
+import { InvalidArgumentError } from '../errors.js'
+import type { Logger } from '../raft/types.js'
+import { WsHub, type WsHubOptions } from './hub.js'
 
 interface Entry {
   hub: WsHub

@@ -5,7 +5,9 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { fileURLToPath } from 'node:url'
 import { pack, unpack } from 'msgpackr'
 import { WebSocketServer } from 'ws'
-import { WS_PROTOCOL_VERSION, WsHub, type WsHubOptions } from '../src/raft/ws-transport.js'
+import { WS_PROTOCOL_VERSION } from '../src/net/handshake.js'
+import { PeerFaults } from '../src/net/faults.js'
+import { WsHub, type WsHubOptions } from '../src/net/hub.js'
 import { VERSION, dialerAuth, hello, proof, rawSocket, seal, type Raw } from './ws-protocol.js'
 import type { Logger, Transport } from '../src/raft/types.js'
 
@@ -353,37 +355,43 @@ t.test('a replayed handshake is refused', async (tt) => {
   tt.ok(a.lines.some((l) => l.level === 'warn' && /^authentication failed/.test(String(l.fields?.reason))))
 })
 
-t.test('blockPeer drops traffic both ways and unblocking restores it', async (tt) => {
-  const a = await makeHub(tt, 'a', ['g'])
+t.test('PeerFaults around a hub channel drops traffic both ways and unblocking restores it', async (tt) => {
+  const a = await makeHub(tt, 'a', [])
+  const faults = new PeerFaults()
+  a.ch.g = faults.wrap(a.hub.channel('g'))
+  a.got.g = []
+  a.ch.g.onMessage((from, msg) => a.got.g!.push({ from, msg }))
   const b = await makeHub(tt, 'b', ['g'])
   mesh([a, b])
   a.ch.g!.send('b', 'hello')
   b.ch.g!.send('a', 'hello')
   await waitFor(() => b.got.g!.length === 1 && a.got.g!.length === 1)
 
-  // Outbound: dropped at send time while blocked.
-  a.hub.blockPeer('b', true)
+  // Outbound: dropped at send time while blocked (it never reaches the hub's queue).
+  faults.block('b', true)
   a.ch.g!.send('b', 'blocked-out')
   tt.equal(a.hub.stats().peers.b!.queued, 0)
-  a.hub.blockPeer('b', false)
+  tt.equal(faults.dropped, 1)
+  faults.block('b', false)
   a.ch.g!.send('b', 'after-out')
   await waitFor(() => has(b, 'g', (m) => m.msg === 'after-out'))
   tt.same(b.got.g!.map((m) => m.msg), ['hello', 'after-out'])
 
-  // Inbound: b's messages reach a's socket (counted) but are not delivered while blocked.
-  a.hub.blockPeer('b', true)
+  // Inbound: b's messages reach a's socket (counted by the hub) but are not delivered while blocked.
+  faults.block('b', true)
   const received0 = a.hub.stats().peers.b!.received
   for (let i = 0; i < 10; i++) b.ch.g!.send('a', `blocked-in-${i}`)
   await waitFor(() => a.hub.stats().peers.b!.received >= received0 + 10, 5000, 'blocked frames received')
   tt.same(a.got.g!.map((m) => m.msg), ['hello'])
-  a.hub.blockPeer('b', false)
+  tt.equal(faults.dropped, 11)
+  faults.block('b', false)
   b.ch.g!.send('a', 'after-in')
   await waitFor(() => has(a, 'g', (m) => m.msg === 'after-in'))
   tt.same(a.got.g!.map((m) => m.msg), ['hello', 'after-in'])
 })
 
 t.test('close() leaves no handles behind (the process exits)', async (tt) => {
-  const mod = new URL('../src/raft/ws-transport.js', import.meta.url).href
+  const mod = new URL('../src/net/hub.js', import.meta.url).href
   const script = `
     import { WsHub } from ${JSON.stringify(mod)}
     const mk = async (id) => { const h = new WsHub({ nodeId: id, listen: 'ws://127.0.0.1:0', secret: ${JSON.stringify(SECRET)} }); await h.start(); return h }
