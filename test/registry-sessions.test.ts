@@ -39,3 +39,20 @@ t.test('sessions belong to a node incarnation and survive a snapshot', async (t)
   copy.apply({ c: 'nodeUp', node: 'n1', inc: 'i2' }, ++i)
   t.equal(copy.apply(reg, ++i), 'session-expired', 'once a new incarnation is up, the old session is gone')
 })
+
+t.test("a supervisor's retried 'started' for the same worker is answered true, not 'already started'", async (t) => {
+  // Failed on 6be4757: the supervisor proposes `started` again after a timeout whose outcome was
+  // unknown; the first had taken effect, so the retry answered false and the supervisor stopped a
+  // worker whose ref the registry held and its callers had got. Under load (the 20,000-call test
+  // of supervisor-process.test.ts) the factory then ran twice per name and callers saw two refs.
+  const st = new RegistryState()
+  let i = 0
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
+  const res = st.apply({ c: 'supervise', name: 'w', spec: { module: 'm', fn: 'f', args: [] } }, ++i)
+  if (typeof res !== 'object' || !res.placed) throw new Error('not placed')
+  const started: RegistryCommand = { c: 'started', name: 'w', epoch: res.epoch, ref: ref(5) }
+  t.equal(st.apply(started, ++i), true, 'started')
+  t.equal(st.apply(started, ++i), true, 'the same start reported again: still true')
+  t.equal(st.apply({ c: 'started', name: 'w', epoch: res.epoch, ref: ref(6) }, ++i), false, 'another worker for the same epoch: refused')
+  t.equal(st.whereis('w')?.id, 5, 'the registry holds the first worker')
+})

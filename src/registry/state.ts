@@ -493,6 +493,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   private started(name: string, epoch: number, ref: WorkerRef): boolean {
     const r = this.current(name, epoch)
+    // The same start reported again (the supervisor retries a report whose outcome it does not
+    // know): it took effect, so say so; the supervisor would otherwise stop a worker in use.
+    if (r?.ref && sameRef(r.ref, ref)) return true
     const n = this.nodes.get(ref.node)
     if (!r || r.ref || r.retiring || r.node !== ref.node || !n || !n.up || n.inc !== ref.inc) return false
     r.ref = ref
