@@ -5,7 +5,7 @@
  * Run: `npm run bench` (or `node dist/bench/raft-bench.js [--quick]`).
  *
  * Sworm is an embedded library, so its load runs inside the leader (or follower) process through
- * the `load` request of `test/fixtures/raft-kv-process.ts`: no client hop. etcd is driven from
+ * the `load` request of `tools/cluster/raft-kv-node.ts`: no client hop. etcd is driven from
  * this process with the `etcd3` gRPC client. "Leader CPU per commit" is the user+system CPU of
  * the leader's process divided by the operations; for Sworm it includes the load generator (it is
  * the same process), for etcd it does not include the client.
@@ -22,8 +22,8 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Etcd3 } from 'etcd3'
 import { etcdClientFor, findEtcd, processCpuMs } from './etcd.js'
-import type { LoadResult } from '../test/fixtures/raft-kv-process.js'
-import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../test/real/cluster.js'
+import type { LoadResult } from '../tools/cluster/raft-kv-protocol.js'
+import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
 
 const QUICK = process.argv.includes('--quick')
 const COUNTS = QUICK

@@ -5,7 +5,7 @@
  * Run: `node dist/bench/registry-bench.js [--quick]` (after `npm run build`).
  *
  * Sworm is embedded, so the registrations run inside the node processes (`registerMany` of
- * `test/fixtures/sworm-process.ts`: spawn a worker + registerName, N in flight); there is no
+ * `tools/cluster/sworm-node.ts`: spawn a worker + registerName, N in flight); there is no
  * client hop. etcd is driven from this process with the `etcd3` gRPC client, talking to the
  * leader. "CPU per registration" is user+system CPU: of the registering node(s) / of all three
  * node processes (Sworm), or of the three etcd members (etcd; the client's CPU is noted apart).
@@ -18,8 +18,8 @@ import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Etcd3 } from 'etcd3'
-import type { CallLatency, RegisterManyResult, WhereisLatency } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+import type { CallLatency, RegisterManyResult, WhereisLatency } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 import { findEtcd, killAllEtcdSync, startEtcdCluster } from './etcd.js'
 
 const QUICK = process.argv.includes('--quick')

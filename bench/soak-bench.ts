@@ -10,8 +10,8 @@
  */
 import { rmSync } from 'node:fs'
 import { benchLogger, installBenchGuards, runMain } from './common.js'
-import type { QueueSizes, SoakResult } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster } from '../test/real/sworm-cluster.js'
+import type { QueueSizes, SoakResult } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster } from '../tools/cluster/sworm-cluster.js'
 
 const arg = (name: string, def: number): number => {
   const i = process.argv.indexOf(`--${name}`)

@@ -13,8 +13,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import type { DashStatus, RegisterSupervisedManyResult, SwormProcessEvent } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+import type { DashStatus, RegisterSupervisedManyResult, SwormProcessEvent } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
 /** Options of {@link runDashboard}. */
 export interface DashboardOptions {
@@ -33,7 +33,7 @@ const POLL_MS = 250
 /** Every PROBE_MS the leader commits one entry (a join to this group), so the latency chart has data when idle. */
 const PROBE_GROUP = '_latency-probe'
 const PROBE_MS = 500
-const WORKERS_MODULE = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
+const WORKERS_MODULE = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const STATIC_DIR = new URL('../../demo/dashboard/', import.meta.url)
 const STATIC: Record<string, string> = {
   '/': 'index.html',

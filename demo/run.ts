@@ -25,8 +25,8 @@ import type {
   CallEachResult,
   RegisterSupervisedManyResult,
   SwormProcessFullStatus,
-} from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+} from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
 /** The value of flag `--name` (`--name v` or `--name=v`), if given. */
 function flag(name: string): string | undefined {
@@ -59,7 +59,7 @@ const EXTRA = QUICK ? 10 : 20
 const NODES = 5
 const HARD_TIMEOUT_MS = 150_000
 const PREFIX = 'counter:'
-const WORKERS = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 
 const TTY = process.stdout.isTTY === true
 const COLOR = TTY && process.env.NO_COLOR === undefined && process.env.TERM !== 'dumb'

@@ -1,6 +1,6 @@
 /**
  * A harness that runs a Raft cluster as real OS processes (one {@link ProcessArgs} node per
- * process, see `test/fixtures/raft-kv-process.ts`) on loopback ports, with LevelDB storage in
+ * process, see `raft-kv-node.ts`) on loopback ports, with LevelDB storage in
  * temporary directories. Used by `test/raft-process.test.ts` and `bench/raft-bench.ts`.
  * @module
  */
@@ -10,12 +10,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import type { ProcessArgs } from '../fixtures/raft-kv-process.js'
-import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './node-processes.js'
+import type { ProcessArgs } from './raft-kv-protocol.js'
+import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './processes.js'
 
 export { freePorts, NodeRequestError, pollUntil }
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/raft-kv-process.js', import.meta.url))
+const FIXTURE = fileURLToPath(new URL('./raft-kv-node.js', import.meta.url))
 
 /** Options of {@link startCluster}. */
 export interface ClusterOptions {
