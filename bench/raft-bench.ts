@@ -14,6 +14,7 @@
  * @module
  */
 import { benchLogger, percentile, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -25,7 +26,7 @@ import { etcdClientFor, findEtcd, processCpuMs } from './etcd.js'
 import type { LoadResult } from '../tools/cluster/raft-kv-protocol.js'
 import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('raft-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const COUNTS = QUICK
   ? { one: 300, many: 5_000, reads: 5_000, failovers: 3, phaseMaxMs: 10_000 }
   : { one: 3_000, many: 50_000, reads: 20_000, failovers: 3, phaseMaxMs: 25_000 }

@@ -14,6 +14,7 @@
  * @module
  */
 import { benchLogger, installBenchGuards, percentile, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
@@ -22,7 +23,7 @@ import type { CallLatency, RegisterManyResult, WhereisLatency } from '../tools/c
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 import { findEtcd, killAllEtcdSync, startEtcdCluster } from './etcd.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('registry-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const N = QUICK
   ? { one: 300, small: 2_000, big: 20_000, whereisCalls: 500_000, callIters: 500 }
   : { one: 3_000, small: 10_000, big: 100_000, whereisCalls: 2_000_000, callIters: 2_000 }

@@ -19,6 +19,7 @@
  * @module
  */
 import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
@@ -27,7 +28,7 @@ import type { WorkerRef } from '../src/index.js'
 import type { AwaitAnswersResult, CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('supervisor-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const N = QUICK ? { starts: 1_000, drainTotal: 900 } : { starts: 10_000, drainTotal: 3_000 }
 const INFLIGHT = 64
 /** A wider window: starts are latency-bound (several log round trips each), so more in flight helps. */
