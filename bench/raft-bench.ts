@@ -25,6 +25,7 @@ import type { Etcd3 } from 'etcd3'
 import { etcdClientFor, findEtcd, processCpuMs } from './etcd.js'
 import type { LoadResult } from '../tools/cluster/raft-kv-protocol.js'
 import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
+import { firstToSucceed } from '../tools/cluster/processes.js'
 
 const QUICK = parseCli('raft-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const COUNTS = QUICK
@@ -349,39 +350,20 @@ async function benchEtcd(bin: string): Promise<Results> {
 /** Fire a put every 5 ms at the survivors until one succeeds; resolves with its time. */
 function etcdFirstPut(survivors: EtcdMember[], prefix: string, timeoutMs: number): Promise<number> {
   const clients = survivors.map((m) => etcdClientFor(m.clientUrl, 3_000))
-  return new Promise<number>((resolve, reject) => {
-    let done = false
-    let i = 0
-    let lastErr = ''
-    const deadline = performance.now() + timeoutMs
-    const finish = (fn: () => void): void => {
-      if (done) return
-      done = true
-      clearInterval(timer)
-      fn()
-      // let calls still in flight settle against their own deadline before closing
-      setTimeout(() => clients.forEach((cl) => cl.close()), 3_500).unref()
-    }
-    const fire = (): void => {
-      if (done) return
-      if (performance.now() > deadline) return finish(() => reject(new Error(`no etcd put succeeded in ${timeoutMs} ms: ${lastErr}`)))
-      const n = i++
-      const cl = clients[n % clients.length]!
-      cl.put(`${prefix}${n}`)
-        .value('x')
-        .then(
-          () => {
-            const at = performance.now()
-            finish(() => resolve(at))
-          },
-          (err: unknown) => {
-            lastErr = String(err)
-          },
-        )
-    }
-    const timer = setInterval(fire, 5)
-    fire()
-  })
+  const closeClients = (): void => {
+    // let calls still in flight settle against their own deadline before closing
+    setTimeout(() => clients.forEach((cl) => cl.close()), 3_500).unref()
+  }
+  const first = firstToSucceed(
+    async (n) => {
+      await clients[n % clients.length]!.put(`${prefix}${n}`).value('x')
+    },
+    timeoutMs,
+    5,
+    (lastErr) => `no etcd put succeeded in ${timeoutMs} ms: ${lastErr}`,
+  )
+  void first.then(closeClients, closeClients)
+  return first
 }
 
 // ------------------------------------------------------------------------------------ report

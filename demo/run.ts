@@ -21,7 +21,7 @@
 import { performance } from 'node:perf_hooks'
 import type { WorkerRef } from '../src/index.js'
 import { flagOption, intOption, parseCli } from '../tools/cli-args.js'
-import type { SwormCluster } from '../tools/cluster/sworm-cluster.js'
+import { pollUntil, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 import type { CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../tools/cluster/sworm-protocol.js'
 import { NODES, PREFIX, WORKERS_MODULE, nameOf, registerDemoWorkers, startDemoCluster } from './demo-cluster.js'
 import { bar, bold, cyan, dim, formatMs, green, progress, red, say, sleep } from './terminal.js'
@@ -87,19 +87,10 @@ async function statuses(ids: string[]): Promise<Map<string, SwormProcessFullStat
 }
 
 /** Poll `fn` every `everyMs` until it returns a value; fail with `what` after `timeoutMs`. */
-async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
-  const deadline = now() + timeoutMs
-  let lastErr: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      lastErr = err
-    }
-    if (now() > deadline) throw new DemoFailure(`timed out after ${fmt(timeoutMs)} waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`)
-    await sleep(everyMs)
-  }
+function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+  return pollUntil(fn, timeoutMs, what, everyMs).catch((err: unknown) => {
+    throw new DemoFailure(err instanceof Error ? err.message : String(err))
+  })
 }
 
 /** Have each node watch its own lease (every 10 ms) from now on. */

@@ -11,6 +11,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
+import { performance } from 'node:perf_hooks'
 
 /** `n` free TCP ports on 127.0.0.1. */
 export async function freePorts(n: number): Promise<number[]> {
@@ -89,6 +90,42 @@ export async function pollUntil<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs))
   }
+}
+
+/**
+ * Start `attempt(0)`, `attempt(1)`, ... every `intervalMs` (not waiting for earlier ones: one sent
+ * to a dead node only fails at its own deadline) until one resolves; resolves with the time of
+ * that first success (`performance.now()` based). After `timeoutMs` rejects with
+ * `failure(last error)`.
+ */
+export function firstToSucceed(attempt: (i: number) => Promise<unknown>, timeoutMs: number, intervalMs: number, failure: (lastErr: string) => string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let done = false
+    let i = 0
+    let lastErr = ''
+    const deadline = performance.now() + timeoutMs
+    const finish = (fn: () => void): void => {
+      if (done) return
+      done = true
+      clearInterval(timer)
+      fn()
+    }
+    const fire = (): void => {
+      if (done) return
+      if (performance.now() > deadline) return finish(() => reject(new Error(failure(lastErr))))
+      attempt(i++).then(
+        () => {
+          const at = performance.now()
+          finish(() => resolve(at))
+        },
+        (err: unknown) => {
+          lastErr = String(err)
+        },
+      )
+    }
+    const timer = setInterval(fire, intervalMs)
+    fire()
+  })
 }
 
 /** What a leader poll needs of a node's status. */

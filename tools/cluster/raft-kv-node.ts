@@ -16,59 +16,30 @@ import { consoleLogger, type ClusterConfig, type Logger, type NodeId } from '../
 import { WsHub } from '../../src/raft/ws-transport.js'
 import { KvStateMachine } from '../../src/testkit/kv-state-machine.js'
 import type { KvInput, KvOutput } from '../../src/testkit/linearizability.js'
-import { errorInfo, opTableHandler, runNodeProcess } from './node-process.js'
+import { opTableHandler, runNodeProcess } from './node-process.js'
 import type { LoadResult, ProcessArgs, Request } from './raft-kv-protocol.js'
-import { percentile, runConcurrently } from './stats.js'
+import { measureLoad } from './stats.js'
 
 type Req<K extends Request['op']> = Extract<Request, { op: K }>
 
 /** Run `req.count` proposals (or linearizable reads) with `req.concurrency` in flight. */
 async function load(node: RaftNode<KvInput, KvOutput>, sm: KvStateMachine, req: Req<'load'>): Promise<LoadResult> {
-  const count = Math.max(0, Math.floor(req.count))
   const kind = req.kind ?? 'putIfAbsent'
-  const lat: number[] = []
-  const errorSamples: string[] = []
   let ops = 0
-  let errors = 0
-  const cpu0 = process.cpuUsage()
-  const t0 = performance.now()
-  const stopAt = req.maxMs !== undefined ? t0 + req.maxMs : Infinity
-  await runConcurrently(
-    count,
-    req.concurrency,
-    async (i) => {
-      const key = `${req.keyPrefix}${i}`
-      const s = performance.now()
-      try {
-        if (kind === 'read') {
-          await node.read()
-          sm.data.get(key)
-        } else {
-          const r = (await node.propose({ op: 'putIfAbsent', key, value: String(i) })) as { ok?: boolean }
-          if (r.ok !== true) throw new Error(`putIfAbsent ${key} returned ${JSON.stringify(r)}`)
-        }
-        lat.push(performance.now() - s)
-        ops++
-      } catch (err) {
-        errors++
-        if (errorSamples.length < 5) errorSamples.push(errorInfo(err, false).message)
-      }
-    },
-    stopAt,
-  )
-  const ms = performance.now() - t0
-  const cpu = process.cpuUsage(cpu0)
-  lat.sort((a, b) => a - b)
-  return {
-    ops,
-    errors,
-    errorSamples,
-    ms,
-    p50: percentile(lat, 50),
-    p99: percentile(lat, 99),
-    cpuUserMs: cpu.user / 1000,
-    cpuSystemMs: cpu.system / 1000,
-  }
+  const stats = await measureLoad(req.count, req.concurrency, req.maxMs, async (i) => {
+    const key = `${req.keyPrefix}${i}`
+    const s = performance.now()
+    if (kind === 'read') {
+      await node.read()
+      sm.data.get(key)
+    } else {
+      const r = (await node.propose({ op: 'putIfAbsent', key, value: String(i) })) as { ok?: boolean }
+      if (r.ok !== true) throw new Error(`putIfAbsent ${key} returned ${JSON.stringify(r)}`)
+    }
+    ops++
+    return performance.now() - s
+  })
+  return { ops, ...stats }
 }
 
 runNodeProcess<ProcessArgs, Logger>({

@@ -5,6 +5,7 @@
  */
 import type { NodeId } from '../../src/raft/types.js'
 import type { KvInput } from '../../src/testkit/linearizability.js'
+import type { LoadStats } from './stats.js'
 
 /** The single JSON command-line argument. */
 export interface ProcessArgs {
@@ -49,20 +50,8 @@ export type Request =
     }
   | { op: 'stop' }
 
-/** Result of the `load` request. */
-export interface LoadResult {
+/** Result of the `load` request: what it measured (latencies of commits or reads). */
+export interface LoadResult extends LoadStats {
   /** Operations that succeeded. */
   ops: number
-  /** Operations that failed (any error). */
-  errors: number
-  /** First few error messages. */
-  errorSamples: string[]
-  /** Wall time of the whole run. */
-  ms: number
-  /** Commit (or read) latency percentiles, ms. */
-  p50: number
-  p99: number
-  /** CPU time of this process during the run (process.cpuUsage delta), ms. */
-  cpuUserMs: number
-  cpuSystemMs: number
 }

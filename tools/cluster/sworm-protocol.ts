@@ -5,6 +5,7 @@
  * @module
  */
 import type { SwormStatus, SwormStatusReport, WorkerRef } from '../../src/index.js'
+import type { LoadStats } from './stats.js'
 
 /** The single JSON command-line argument. */
 export interface SwormProcessArgs {
@@ -150,24 +151,12 @@ export type SwormRequest =
    */
   | { op: 'registryDigest'; listPrefixes: string[] }
 
-/** Result of `registerMany`. */
-export interface RegisterManyResult {
+/** Result of `registerMany`: what it measured (latencies of spawn + registerName). */
+export interface RegisterManyResult extends LoadStats {
   /** Registrations that resolved `true`. */
   ok: number
   /** Registrations that resolved `false` (name taken). */
   taken: number
-  /** Registrations that failed (any error). */
-  errors: number
-  /** First few error messages. */
-  errorSamples: string[]
-  /** Wall time of the whole run. */
-  ms: number
-  /** Latency percentiles of spawn + registerName, ms. */
-  p50: number
-  p99: number
-  /** CPU time of this process during the run, ms. */
-  cpuUserMs: number
-  cpuSystemMs: number
   /** Wall-clock time (epoch ms, sub-ms precision) of the last acknowledgement. */
   lastAckAt: number
 }

@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks'
 import type { WorkerRef } from '../../../src/index.js'
 import { errorInfo } from '../node-process.js'
-import { numberedNames, percentile, runConcurrently } from '../stats.js'
+import { measureLoad, numberedNames, percentile } from '../stats.js'
 import type { CallLatency, RegisterManyResult, SoakResult, SwormRequest, WhereisLatency } from '../sworm-protocol.js'
 import { echoWorker, type SwormNodeContext, type SwormOpTable } from './context.js'
 
@@ -25,56 +25,25 @@ export function loadOps(ctx: SwormNodeContext) {
 }
 
 async function registerMany({ sworm, node }: SwormNodeContext, req: Req<'registerMany'>): Promise<RegisterManyResult> {
-  const count = Math.max(0, Math.floor(req.count))
   const start = req.start ?? 0
-  const lat: number[] = []
-  const errorSamples: string[] = []
   let ok = 0
   let taken = 0
-  let errors = 0
   let lastAckAt = 0
-  const cpu0 = process.cpuUsage()
-  const t0 = performance.now()
-  const stopAt = req.maxMs !== undefined ? t0 + req.maxMs : Infinity
-  await runConcurrently(
-    count,
-    req.concurrency,
-    async (i) => {
-      const name = `${req.prefix}${start + i}`
-      const s = performance.now()
-      try {
-        const ref = sworm.spawn(echoWorker(name, node))
-        const won = await sworm.registerName(name, ref)
-        const e = performance.now()
-        lat.push(e - s)
-        lastAckAt = performance.timeOrigin + e
-        if (won) ok++
-        else {
-          taken++
-          await sworm.exit(ref).catch(() => {})
-        }
-      } catch (err) {
-        errors++
-        if (errorSamples.length < 5) errorSamples.push(errorInfo(err).message)
-      }
-    },
-    stopAt,
-  )
-  const ms = performance.now() - t0
-  const cpu = process.cpuUsage(cpu0)
-  lat.sort((a, b) => a - b)
-  return {
-    ok,
-    taken,
-    errors,
-    errorSamples,
-    ms,
-    p50: percentile(lat, 50),
-    p99: percentile(lat, 99),
-    cpuUserMs: cpu.user / 1000,
-    cpuSystemMs: cpu.system / 1000,
-    lastAckAt,
-  }
+  const stats = await measureLoad(req.count, req.concurrency, req.maxMs, async (i) => {
+    const name = `${req.prefix}${start + i}`
+    const s = performance.now()
+    const ref = sworm.spawn(echoWorker(name, node))
+    const won = await sworm.registerName(name, ref)
+    const e = performance.now()
+    lastAckAt = performance.timeOrigin + e
+    if (won) ok++
+    else {
+      taken++
+      await sworm.exit(ref).catch(() => {})
+    }
+    return e - s
+  })
+  return { ok, taken, ...stats, lastAckAt }
 }
 
 async function soak({ sworm, node }: SwormNodeContext, soakSlots: Map<string, WorkerRef | undefined>, req: Req<'soak'>): Promise<SoakResult> {
