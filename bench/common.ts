@@ -1,18 +1,13 @@
 /** What every bench script shares: progress lines, percentiles, cleanup guards, the main wrapper. */
 import { performance } from 'node:perf_hooks'
 
+export { percentile } from '../tools/cluster/stats.js'
+
 const benchStart = performance.now()
 
 /** A progress logger writing `[tag 12.3s] msg` to stderr (the table goes to stdout). */
 export function benchLogger(tag: string): (msg: string) => void {
   return (msg) => process.stderr.write(`[${tag} ${((performance.now() - benchStart) / 1000).toFixed(1)}s] ${msg}\n`)
-}
-
-/** The p-th percentile (0..100) of an ascending array; 0 when empty. */
-export function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return 0
-  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1))
-  return sorted[i]!
 }
 
 /**

@@ -9,7 +9,7 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { delimiter, join } from 'node:path'
 import { Etcd3, type IOptions } from 'etcd3'
-import { freePorts, pollUntil } from '../test/real/cluster.js'
+import { freePorts, pollUntil } from '../tools/cluster/raft-cluster.js'
 
 /** Every etcd process started by this module that is still running (killed on process exit). */
 const live = new Set<ChildProcess>()

@@ -5,7 +5,7 @@
  * Run: `npm run bench` (or `node dist/bench/raft-bench.js [--quick]`).
  *
  * Sworm is an embedded library, so its load runs inside the leader (or follower) process through
- * the `load` request of `test/fixtures/raft-kv-process.ts`: no client hop. etcd is driven from
+ * the `load` request of `tools/cluster/raft-kv-node.ts`: no client hop. etcd is driven from
  * this process with the `etcd3` gRPC client. "Leader CPU per commit" is the user+system CPU of
  * the leader's process divided by the operations; for Sworm it includes the load generator (it is
  * the same process), for etcd it does not include the client.
@@ -14,6 +14,7 @@
  * @module
  */
 import { benchLogger, percentile, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
 import { rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
@@ -22,10 +23,11 @@ import { join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import type { Etcd3 } from 'etcd3'
 import { etcdClientFor, findEtcd, processCpuMs } from './etcd.js'
-import type { LoadResult } from '../test/fixtures/raft-kv-process.js'
-import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../test/real/cluster.js'
+import type { LoadResult } from '../tools/cluster/raft-kv-protocol.js'
+import { firstCommit, freePorts, pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
+import { firstToSucceed } from '../tools/cluster/processes.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('raft-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const COUNTS = QUICK
   ? { one: 300, many: 5_000, reads: 5_000, failovers: 3, phaseMaxMs: 10_000 }
   : { one: 3_000, many: 50_000, reads: 20_000, failovers: 3, phaseMaxMs: 25_000 }
@@ -348,39 +350,20 @@ async function benchEtcd(bin: string): Promise<Results> {
 /** Fire a put every 5 ms at the survivors until one succeeds; resolves with its time. */
 function etcdFirstPut(survivors: EtcdMember[], prefix: string, timeoutMs: number): Promise<number> {
   const clients = survivors.map((m) => etcdClientFor(m.clientUrl, 3_000))
-  return new Promise<number>((resolve, reject) => {
-    let done = false
-    let i = 0
-    let lastErr = ''
-    const deadline = performance.now() + timeoutMs
-    const finish = (fn: () => void): void => {
-      if (done) return
-      done = true
-      clearInterval(timer)
-      fn()
-      // let calls still in flight settle against their own deadline before closing
-      setTimeout(() => clients.forEach((cl) => cl.close()), 3_500).unref()
-    }
-    const fire = (): void => {
-      if (done) return
-      if (performance.now() > deadline) return finish(() => reject(new Error(`no etcd put succeeded in ${timeoutMs} ms: ${lastErr}`)))
-      const n = i++
-      const cl = clients[n % clients.length]!
-      cl.put(`${prefix}${n}`)
-        .value('x')
-        .then(
-          () => {
-            const at = performance.now()
-            finish(() => resolve(at))
-          },
-          (err: unknown) => {
-            lastErr = String(err)
-          },
-        )
-    }
-    const timer = setInterval(fire, 5)
-    fire()
-  })
+  const closeClients = (): void => {
+    // let calls still in flight settle against their own deadline before closing
+    setTimeout(() => clients.forEach((cl) => cl.close()), 3_500).unref()
+  }
+  const first = firstToSucceed(
+    async (n) => {
+      await clients[n % clients.length]!.put(`${prefix}${n}`).value('x')
+    },
+    timeoutMs,
+    5,
+    (lastErr) => `no etcd put succeeded in ${timeoutMs} ms: ${lastErr}`,
+  )
+  void first.then(closeClients, closeClients)
+  return first
 }
 
 // ------------------------------------------------------------------------------------ report

@@ -5,7 +5,7 @@
  * Run: `node dist/bench/registry-bench.js [--quick]` (after `npm run build`).
  *
  * Sworm is embedded, so the registrations run inside the node processes (`registerMany` of
- * `test/fixtures/sworm-process.ts`: spawn a worker + registerName, N in flight); there is no
+ * `tools/cluster/sworm-node.ts`: spawn a worker + registerName, N in flight); there is no
  * client hop. etcd is driven from this process with the `etcd3` gRPC client, talking to the
  * leader. "CPU per registration" is user+system CPU: of the registering node(s) / of all three
  * node processes (Sworm), or of the three etcd members (etcd; the client's CPU is noted apart).
@@ -14,15 +14,16 @@
  * @module
  */
 import { benchLogger, installBenchGuards, percentile, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import type { Etcd3 } from 'etcd3'
-import type { CallLatency, RegisterManyResult, WhereisLatency } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+import type { CallLatency, RegisterManyResult, WhereisLatency } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 import { findEtcd, killAllEtcdSync, startEtcdCluster } from './etcd.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('registry-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const N = QUICK
   ? { one: 300, small: 2_000, big: 20_000, whereisCalls: 500_000, callIters: 500 }
   : { one: 3_000, small: 10_000, big: 100_000, whereisCalls: 2_000_000, callIters: 2_000 }

@@ -10,16 +10,19 @@
  */
 import { rmSync } from 'node:fs'
 import { benchLogger, installBenchGuards, runMain } from './common.js'
-import type { QueueSizes, SoakResult } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster } from '../test/real/sworm-cluster.js'
+import { intOption, parseCli } from '../tools/cli-args.js'
+import type { QueueSizes, SoakResult } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const arg = (name: string, def: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : def
-}
-const MINUTES = arg('minutes', 3)
-const WINDOW_S = arg('window', 15)
-const CLIENTS = arg('clients', 100)
+const { MINUTES, WINDOW_S, CLIENTS } = parseCli(
+  'soak-bench.js [--minutes M] [--window S] [--clients C]',
+  { minutes: { type: 'string' }, window: { type: 'string' }, clients: { type: 'string' } },
+  (v) => ({
+    MINUTES: intOption(v, 'minutes', 3, { min: 1 }),
+    WINDOW_S: intOption(v, 'window', 15, { min: 1 }),
+    CLIENTS: intOption(v, 'clients', 100, { min: 1 }),
+  }),
+)
 const SLOTS = 20
 
 const dirs = new Set<string>()

@@ -1,6 +1,6 @@
 /**
  * Supervisor benchmark: 3 sworm node processes (LevelDB with fsync, loopback WebSockets), the
- * `counter` worker of `test/fixtures/workers.ts`, default lease settings (lease 2,000 ms, clock
+ * `counter` worker of `tools/cluster/workers.ts`, default lease settings (lease 2,000 ms, clock
  * drift 500 ms).
  *
  * Run: `node dist/bench/supervisor-bench.js [--quick]` (after `npm run build`).
@@ -19,15 +19,16 @@
  * @module
  */
 import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
 import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
 import type { WorkerRef } from '../src/index.js'
-import type { AwaitAnswersResult, CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+import type { AwaitAnswersResult, CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const QUICK = process.argv.includes('--quick')
+const QUICK = parseCli('supervisor-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const N = QUICK ? { starts: 1_000, drainTotal: 900 } : { starts: 10_000, drainTotal: 3_000 }
 const INFLIGHT = 64
 /** A wider window: starts are latency-bound (several log round trips each), so more in flight helps. */
@@ -38,7 +39,7 @@ const DRIFT_MS = 500
 const FAILOVER_TARGET_MS = LEASE_MS + DRIFT_MS + 1000
 const STARTS_TARGET = 5000
 const WATCHDOG_MS = 235_000
-const WORKERS = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const benchStart = performance.now()
 
 // ---------------------------------------------------------------------------------- cleanup

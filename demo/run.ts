@@ -19,96 +19,38 @@
  * @module
  */
 import { performance } from 'node:perf_hooks'
-import { fileURLToPath } from 'node:url'
 import type { WorkerRef } from '../src/index.js'
-import type {
-  CallEachResult,
-  RegisterSupervisedManyResult,
-  SwormProcessFullStatus,
-} from '../test/fixtures/sworm-process.js'
-import { startSwormCluster, type SwormCluster } from '../test/real/sworm-cluster.js'
+import { flagOption, intOption, parseCli } from '../tools/cli-args.js'
+import { pollUntil, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
+import type { CallEachResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../tools/cluster/sworm-protocol.js'
+import { NODES, PREFIX, WORKERS_MODULE, nameOf, registerDemoWorkers, startDemoCluster } from './demo-cluster.js'
+import { bar, bold, cyan, dim, formatMs, green, progress, red, say, sleep } from './terminal.js'
 
-/** The value of flag `--name` (`--name v` or `--name=v`), if given. */
-function flag(name: string): string | undefined {
-  const argv = process.argv.slice(2)
-  for (let i = 0; i < argv.length; i++) {
-    if (argv[i] === `--${name}`) return argv[i + 1]
-    if (argv[i]!.startsWith(`--${name}=`)) return argv[i]!.slice(name.length + 3)
-  }
-  return undefined
-}
-function intFlag(name: string, min: number, max: number): number | undefined {
-  const v = flag(name)
-  if (v === undefined) return undefined
-  const n = Number(v)
-  if (!Number.isInteger(n) || n < min || n > max) {
-    process.stderr.write(`--${name} must be an integer from ${min} to ${max}, got ${JSON.stringify(v)}\n`)
-    process.exit(2)
-  }
-  return n
-}
-
-const SCRIPT = process.argv.includes('--script')
-const QUICK = process.argv.includes('--quick')
-const WORKERS_FLAG = intFlag('workers', 1, 100_000)
-const PORT_FLAG = intFlag('port', 0, 65535)
+const { SCRIPT, QUICK, WORKERS_FLAG, PORT_FLAG } = parseCli(
+  'run.js [--workers N] [--port P] | run.js --script [--quick] [--workers N]',
+  { script: { type: 'boolean' }, quick: { type: 'boolean' }, workers: { type: 'string' }, port: { type: 'string' } },
+  (v) => ({
+    SCRIPT: flagOption(v, 'script'),
+    QUICK: flagOption(v, 'quick'),
+    WORKERS_FLAG: intOption(v, 'workers', undefined, { min: 1, max: 100_000 }),
+    PORT_FLAG: intOption(v, 'port', undefined, { min: 0, max: 65535 }),
+  }),
+)
 /** Supervised workers registered in step 2. */
 const N = WORKERS_FLAG ?? (QUICK ? 100 : 1000)
 /** Workers registered after the killed node is back (step 5). */
 const EXTRA = QUICK ? 10 : 20
-const NODES = 5
 const HARD_TIMEOUT_MS = 150_000
-const PREFIX = 'counter:'
-const WORKERS = fileURLToPath(new URL('../test/fixtures/workers.js', import.meta.url))
-
-const TTY = process.stdout.isTTY === true
-const COLOR = TTY && process.env.NO_COLOR === undefined && process.env.TERM !== 'dumb'
-const paint = (code: string) => (s: string) => (COLOR ? `\x1b[${code}m${s}\x1b[0m` : s)
-const bold = paint('1')
-const dim = paint('2')
-const green = paint('32')
-const red = paint('31')
-const cyan = paint('36')
 const OK = green('✔')
 
 /** A failed expectation: the demo stops with this message. */
 class DemoFailure extends Error {}
 
 const now = (): number => performance.now()
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms))
-const fmt = (ms: number): string => (ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(2)} s`)
-const nameOf = (i: number): string => `${PREFIX}${i}`
+const fmt = (ms: number): string => formatMs(ms, 2)
 const namesOf = (count: number, start = 0): string[] => Array.from({ length: count }, (_, i) => nameOf(start + i))
 
 // ---------------------------------------------------------------------------- output
-
-let lineOpen = false
-/** Rewrite the current line (a progress bar) on a terminal; elsewhere print only the final state. */
-function progress(text: string, final = false): void {
-  if (TTY) {
-    process.stdout.write(`\r\x1b[2K${text}`)
-    lineOpen = true
-    if (final) {
-      process.stdout.write('\n')
-      lineOpen = false
-    }
-  } else if (final) {
-    process.stdout.write(`${text}\n`)
-  }
-}
-
-function say(text: string): void {
-  if (lineOpen) {
-    process.stdout.write('\n')
-    lineOpen = false
-  }
-  process.stdout.write(`${text}\n`)
-}
-
-function bar(done: number, total: number, width = 28): string {
-  const k = total === 0 ? width : Math.min(width, Math.round((done / total) * width))
-  return `[${'█'.repeat(k)}${dim('░'.repeat(width - k))}]`
-}
 
 const summary: Array<{ step: string; result: string; ms: number }> = []
 let stepNo = 0
@@ -145,19 +87,10 @@ async function statuses(ids: string[]): Promise<Map<string, SwormProcessFullStat
 }
 
 /** Poll `fn` every `everyMs` until it returns a value; fail with `what` after `timeoutMs`. */
-async function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
-  const deadline = now() + timeoutMs
-  let lastErr: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined) return v
-    } catch (err) {
-      lastErr = err
-    }
-    if (now() > deadline) throw new DemoFailure(`timed out after ${fmt(timeoutMs)} waiting for ${what}${lastErr ? ` (last error: ${String(lastErr)})` : ''}`)
-    await sleep(everyMs)
-  }
+function until<T>(what: string, timeoutMs: number, fn: () => Promise<T | undefined>, everyMs = 100): Promise<T> {
+  return pollUntil(fn, timeoutMs, what, everyMs).catch((err: unknown) => {
+    throw new DemoFailure(err instanceof Error ? err.message : String(err))
+  })
 }
 
 /** Have each node watch its own lease (every 10 ms) from now on. */
@@ -255,7 +188,7 @@ async function main(): Promise<void> {
   // 1 ------------------------------------------------------------------------ start
   header(`Start ${NODES} nodes`)
   let t0 = now()
-  cluster = await startSwormCluster({ n: NODES, name: 'demo', startTimeoutMs: 30_000, ipcTimeoutMs: 15_000 })
+  cluster = await startDemoCluster()
   const cl = cluster
   const ids = [...cl.ids]
   say(`   ${dim(`processes ${ids.map((id) => `${id}=pid ${cl.pid(id)}`).join(', ')}`)}`)
@@ -269,31 +202,10 @@ async function main(): Promise<void> {
   // 2 ------------------------------------------------------------------------ register
   header(`Register ${N.toLocaleString('en-US')} supervised workers (registerName(name, { module, fn: 'counter' }), from every node)`)
   t0 = now()
-  const per = Math.ceil(N / ids.length)
-  const jobs = Promise.all(
-    ids.map((id, i) =>
-      cl.request<RegisterSupervisedManyResult>(
-        id,
-        { op: 'registerSupervisedMany', prefix: PREFIX, start: i * per, count: Math.max(0, Math.min(per, N - i * per)), concurrency: 16, module: WORKERS, fn: 'counter' },
-        90_000,
-      ),
-    ),
+  const { results, ok } = await registerDemoWorkers(cl, ids, N, 90_000, (running) =>
+    progress(`   ${bar(running, N)} ${running}/${N} running  ${dim(fmt(now() - t0))}`),
   )
-  let jobsDone = false
-  jobs.then(
-    () => (jobsDone = true),
-    () => (jobsDone = true),
-  )
-  let running = 0
-  while (!jobsDone) {
-    const sts = await statuses(ids)
-    running = [...sts.values()].reduce((a, s) => a + s.supervised, 0)
-    progress(`   ${bar(running, N)} ${running}/${N} running  ${dim(fmt(now() - t0))}`)
-    await sleep(100)
-  }
-  const results = await jobs
   const regMs = now() - t0
-  const ok = results.reduce((a, r) => a + r.ok, 0)
   progress(`   ${bar(ok, N)} ${ok}/${N} running  ${dim(fmt(regMs))}`, true)
   const errs = results.flatMap((r) => r.errorSamples)
   expect(ok === N, `only ${ok} of ${N} registrations succeeded: ${errs.slice(0, 3).join('; ')}`)
@@ -439,7 +351,7 @@ async function main(): Promise<void> {
   )
   const extra = await cl.request<RegisterSupervisedManyResult>(
     leader,
-    { op: 'registerSupervisedMany', prefix: PREFIX, start: N, count: EXTRA, concurrency: 4, module: WORKERS, fn: 'counter' },
+    { op: 'registerSupervisedMany', prefix: PREFIX, start: N, count: EXTRA, concurrency: 4, module: WORKERS_MODULE, fn: 'counter' },
     60_000,
   )
   expect(extra.ok === EXTRA, `only ${extra.ok} of ${EXTRA} new registrations succeeded: ${extra.errorSamples.join('; ')}`)

@@ -26,6 +26,8 @@ export interface SwormInternals {
    * leadership transfer. Returns the worker objects that were alive.
    */
   crash(): Worker[]
+  /** Requests waiting for another node's answer (calls, admin requests), and messages in local mailboxes. */
+  queues(): { requestsOut: number; mailboxQueued: number }
 }
 
 const hooks = new WeakMap<object, SwormInternals>()

@@ -155,7 +155,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     p.hooks.change = (ch) => this.onRegistryChange(ch)
     p.hooks.exit = (id, reason) => this.onWorkerExit(id, reason)
     p.hooks.snapshot = () => this.observe.snapshot()
-    setInternals(this, { raft, hub: p.hub, faults: p.faults, crash: () => this.crash() })
+    setInternals(this, {
+      raft,
+      hub: p.hub,
+      faults: p.faults,
+      crash: () => this.crash(),
+      queues: () => ({ requestsOut: this.requests.size, mailboxQueued: workers.queued() }),
+    })
   }
 
   /**

@@ -9,7 +9,7 @@ import { Sworm, type SwormEvents } from '../src/index.js'
 import { waitFor, startSworms } from './helpers.js'
 import { internals } from '../src/internal.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const spec = (name: string) => ({ module: WORKERS, fn: 'counter', args: [name] })
 
 const cluster = (n: number, name: string, opts: Record<string, unknown> = {}) => startSworms(n, name, opts)

@@ -1,8 +1,8 @@
 /** Small helpers shared by tests: temp dirs, free ports, waiting for a condition with a deadline. */
 import { mkdtempSync, rmSync } from 'node:fs'
-import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { freePorts } from '../tools/cluster/processes.js'
 
 /** A fresh temporary directory; removed by the returned cleanup. */
 export function tempDir(prefix = 'sworm-test-'): { dir: string; cleanup: () => void } {
@@ -10,23 +10,7 @@ export function tempDir(prefix = 'sworm-test-'): { dir: string; cleanup: () => v
   return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) }
 }
 
-/** `n` free TCP ports on 127.0.0.1. */
-export async function freePorts(n: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from(
-      { length: n },
-      () =>
-        new Promise<import('node:net').Server>((resolve, reject) => {
-          const s = createServer()
-          s.once('error', reject)
-          s.listen(0, '127.0.0.1', () => resolve(s))
-        }),
-    ),
-  )
-  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port)
-  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
-  return ports
-}
+export { freePorts }
 
 /** Resolve once `cond()` is true; reject with `what` after `timeoutMs`. */
 export async function waitFor(cond: () => boolean | Promise<boolean>, timeoutMs: number, what = 'condition'): Promise<void> {

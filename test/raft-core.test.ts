@@ -4,152 +4,15 @@
  * safety, plus pre-vote, check-quorum, ReadIndex, leadership transfer, snapshots, membership.
  */
 import t from 'tap'
-import { RaftCore } from '../src/raft/core.js'
-import type { ClusterConfig, Entry, HardState, NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
+import type { NodeId, Snapshot } from '../src/raft/types.js'
 import { seededRandom } from '../src/testkit/sim.js'
+import { coreConfig, CoreHarness } from './sim/core-harness.js'
 
-interface Disk {
-  hs: HardState
-  entries: Entry[]
-  snapshot: Snapshot | undefined
-}
-
-class Harness {
-  cores = new Map<NodeId, RaftCore>()
-  disks = new Map<NodeId, Disk>()
-  applied = new Map<NodeId, Entry[]>()
-  reads = new Map<NodeId, Array<{ id: number; index: number }>>()
-  queue: RaftMessage[] = []
-  cut = new Set<string>()
-  leaders = new Map<number, NodeId>()
-  random = seededRandom(7)
-
-  constructor(ids: NodeId[], voters = ids, private readonly leaseRead = false) {
-    const cfg: ClusterConfig = { voters: Object.fromEntries(voters.map((v) => [v, v])), learners: {} }
-    for (const id of ids) {
-      const boot = voters.includes(id)
-      this.disks.set(id, {
-        hs: { term: boot ? 1 : 0, vote: undefined, commit: boot ? 1 : 0 },
-        entries: boot ? [{ index: 1, term: 1, type: 'conf', data: cfg }] : [],
-        snapshot: undefined,
-      })
-      this.boot(id)
-    }
-  }
-
-  boot(id: NodeId): RaftCore {
-    const d = this.disks.get(id)!
-    const core = new RaftCore({ id, electionTicks: 10, random: this.random, leaseRead: this.leaseRead }, { hardState: { ...d.hs }, entries: d.entries.slice(), snapshot: d.snapshot })
-    this.cores.set(id, core)
-    this.applied.set(id, [])
-    return core
-  }
-
-  core(id: NodeId): RaftCore {
-    return this.cores.get(id)!
-  }
-
-  isolate(id: NodeId): void {
-    for (const o of this.cores.keys()) {
-      if (o === id) continue
-      this.cut.add(`${id}>${o}`)
-      this.cut.add(`${o}>${id}`)
-    }
-  }
-
-  heal(): void {
-    this.cut.clear()
-  }
-
-  /** Run readies and deliver messages until nothing moves. */
-  settle(max = 10_000): void {
-    for (let round = 0; round < max; round++) {
-      let moved = false
-      for (const [id, c] of this.cores) {
-        while (c.hasReady()) {
-          moved = true
-          const rd = c.ready()
-          this.queue.push(...rd.messagesNow)
-          const d = this.disks.get(id)!
-          if (rd.snapshot) {
-            d.snapshot = rd.snapshot
-            d.entries = d.entries.filter((e) => e.index > rd.snapshot!.meta.index)
-          }
-          if (rd.truncateFrom !== undefined) d.entries = d.entries.filter((e) => e.index < rd.truncateFrom!)
-          d.entries.push(...rd.entries)
-          if (rd.hardState) d.hs = { ...rd.hardState }
-          this.queue.push(...rd.messages)
-          this.applied.get(id)!.push(...rd.committed)
-          this.reads.set(id, [...(this.reads.get(id) ?? []), ...rd.reads])
-          if (rd.soft?.role === 'leader') {
-            const prev = this.leaders.get(rd.soft.term)
-            if (prev && prev !== id) throw new Error(`two leaders in term ${rd.soft.term}`)
-            this.leaders.set(rd.soft.term, id)
-          }
-          c.advance(rd)
-        }
-      }
-      const q = this.queue
-      this.queue = []
-      for (const m of q) {
-        if (this.cut.has(`${m.from}>${m.to}`)) continue
-        const c = this.cores.get(m.to)
-        if (c) {
-          c.step(m)
-          moved = true
-        }
-      }
-      if (!moved) return
-    }
-    throw new Error('did not settle')
-  }
-
-  tick(id: NodeId, n = 1): void {
-    for (let i = 0; i < n; i++) {
-      this.core(id).tick()
-      this.settle()
-    }
-  }
-
-  tickSome(ids: NodeId[], n: number): void {
-    for (let i = 0; i < n; i++) {
-      for (const id of ids) this.core(id).tick()
-      this.settle()
-    }
-  }
-
-  tickAll(n: number): void {
-    for (let i = 0; i < n; i++) {
-      for (const c of this.cores.values()) c.tick()
-      this.settle()
-    }
-  }
-
-  elect(id: NodeId): void {
-    this.tick(id, 25)
-    if (this.core(id).status().role !== 'leader') throw new Error(`${id} was not elected`)
-  }
-
-  leader(): NodeId | undefined {
-    let best: NodeId | undefined
-    let term = -1
-    for (const [id, c] of this.cores) {
-      const s = c.status()
-      if (s.role === 'leader' && s.term > term) {
-        best = id
-        term = s.term
-      }
-    }
-    return best
-  }
-
-  appliedCmds(id: NodeId): unknown[] {
-    return this.applied.get(id)!.filter((e) => e.type === 'cmd').map((e) => e.data)
-  }
-}
+/** A harness of `ids`, with `voters` bootstrapped (seed 7). */
+const harness = (ids: NodeId[], voters = ids, leaseRead = false): CoreHarness => new CoreHarness(ids, coreConfig(voters), { seed: 7, leaseRead })
 
 t.test('a single node elects itself and commits', async (t) => {
-  const h = new Harness(['a'])
+  const h = harness(['a'])
   h.elect('a')
   const r = h.core('a').propose('x')
   t.ok(r.ok)
@@ -158,7 +21,7 @@ t.test('a single node elects itself and commits', async (t) => {
 })
 
 t.test('election: one leader, others follow; terms agree', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   for (const id of ['b', 'c']) {
     t.equal(h.core(id).status().leader, 'a')
@@ -169,7 +32,7 @@ t.test('election: one leader, others follow; terms agree', async (t) => {
 
 t.test('election safety under random ticks: never two leaders in one term', async (t) => {
   for (let seed = 1; seed <= 30; seed++) {
-    const h = new Harness(['a', 'b', 'c', 'd', 'e'])
+    const h = harness(['a', 'b', 'c', 'd', 'e'])
     const r = seededRandom(seed)
     for (let step = 0; step < 400; step++) {
       const ids = [...h.cores.keys()]
@@ -187,7 +50,7 @@ t.test('election safety under random ticks: never two leaders in one term', asyn
 })
 
 t.test('log replication: entries reach every follower in order', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   for (let i = 0; i < 50; i++) h.core('a').propose(i)
   h.settle()
@@ -196,7 +59,7 @@ t.test('log replication: entries reach every follower in order', async (t) => {
 })
 
 t.test('group commit: many proposals in one Ready become one write and one append per follower', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   const a = h.core('a')
   for (let i = 0; i < 100; i++) a.propose(i)
@@ -209,7 +72,7 @@ t.test('group commit: many proposals in one Ready become one write and one appen
 })
 
 t.test('log matching: a follower with a conflicting suffix is repaired', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.core('a').propose('common')
   h.settle()
@@ -235,7 +98,7 @@ t.test('log matching: a follower with a conflicting suffix is repaired', async (
 })
 
 t.test('voting: a candidate with an out-of-date log is refused (leader completeness)', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.isolate('c')
   h.core('a').propose('x')
@@ -249,7 +112,7 @@ t.test('voting: a candidate with an out-of-date log is refused (leader completen
 })
 
 t.test('only entries of the current term are committed by counting replicas (figure 8)', async (t) => {
-  const h = new Harness(['a', 'b', 'c', 'd', 'e'])
+  const h = harness(['a', 'b', 'c', 'd', 'e'])
   h.elect('a')
   // a appends an entry that reaches only b, then is cut off
   for (const o of ['c', 'd', 'e']) {
@@ -274,7 +137,7 @@ t.test('only entries of the current term are committed by counting replicas (fig
 })
 
 t.test('pre-vote: a node back from a partition does not disrupt the leader', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   const term = h.core('a').status().term
   h.isolate('c')
@@ -287,7 +150,7 @@ t.test('pre-vote: a node back from a partition does not disrupt the leader', asy
 })
 
 t.test('check-quorum: a leader cut off from its quorum steps down', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.isolate('a')
   h.tick('a', 25)
@@ -295,7 +158,7 @@ t.test('check-quorum: a leader cut off from its quorum steps down', async (t) =>
 })
 
 t.test('ReadIndex: reads wait for a quorum round and get the commit index', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.core('a').propose('x')
   h.settle()
@@ -315,7 +178,7 @@ t.test('ReadIndex: reads wait for a quorum round and get the commit index', asyn
 })
 
 t.test('leadership transfer hands over to an up-to-date voter', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.core('a').propose('x')
   h.settle()
@@ -326,7 +189,7 @@ t.test('leadership transfer hands over to an up-to-date voter', async (t) => {
 })
 
 t.test('snapshots: a follower that fell behind a compacted log gets InstallSnapshot', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   h.isolate('c')
   for (let i = 0; i < 20; i++) h.core('a').propose(i)
@@ -344,7 +207,7 @@ t.test('snapshots: a follower that fell behind a compacted log gets InstallSnaps
 })
 
 t.test('membership: add a learner, promote it, remove a voter', async (t) => {
-  const h = new Harness(['a', 'b', 'c', 'd'], ['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c', 'd'], ['a', 'b', 'c'])
   h.elect('a')
   const a = h.core('a')
   const cfg = a.status().config
@@ -370,7 +233,7 @@ t.test('membership: add a learner, promote it, remove a voter', async (t) => {
 })
 
 t.test('a leader that removes itself steps down once the change commits', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   t.ok(h.core('a').proposeConfig({ voters: { b: 'b', c: 'c' }, learners: {} }).ok)
   h.settle()
@@ -382,7 +245,7 @@ t.test('a leader that removes itself steps down once the change commits', async 
 })
 
 t.test('restart from disk: a node recovers term, vote and log', async (t) => {
-  const h = new Harness(['a', 'b', 'c'])
+  const h = harness(['a', 'b', 'c'])
   h.elect('a')
   for (let i = 0; i < 5; i++) h.core('a').propose(i)
   h.settle()
@@ -396,7 +259,7 @@ t.test('restart from disk: a node recovers term, vote and log', async (t) => {
 })
 
 t.test('lease reads: answered at once while a quorum acknowledged recently, not after', async (t) => {
-  const h = new Harness(['a', 'b', 'c'], ['a', 'b', 'c'], true)
+  const h = harness(['a', 'b', 'c'], ['a', 'b', 'c'], true)
   h.tickAll(40)
   const l = h.leader()!
   t.ok(l, 'a leader')

@@ -4,7 +4,7 @@
  */
 import t from 'tap'
 import { performance } from 'node:perf_hooks'
-import { firstCommit, pollUntil, startCluster, type Cluster } from './real/cluster.js'
+import { firstCommit, pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
 
 type Acked = Map<string, string>

@@ -5,124 +5,27 @@
  * ReadIndex answers (F4).
  */
 import t from 'tap'
-import { RaftCore } from '../src/raft/core.js'
-import type { ClusterConfig, Entry, HardState, NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
-import { seededRandom } from '../src/testkit/sim.js'
+import type { ClusterConfig, NodeId } from '../src/raft/types.js'
+import { coreConfig, CoreHarness } from './sim/core-harness.js'
 import { settle, simCluster } from './sim/helpers.js'
 
-// ------------------------------------------------------------------ a tiny synchronous harness
-
-interface Disk {
-  hs: HardState
-  entries: Entry[]
-  snapshot: Snapshot | undefined
-}
-
-class H {
-  cores = new Map<NodeId, RaftCore>()
-  disks = new Map<NodeId, Disk>()
-  applied = new Map<NodeId, Entry[]>()
-  reads = new Map<NodeId, Array<{ id: number; index: number }>>()
-  queue: RaftMessage[] = []
-  cut = new Set<string>()
-  random = seededRandom(11)
-
-  constructor(ids: NodeId[], cfg: ClusterConfig) {
-    for (const id of ids) {
-      const member = cfg.voters[id] !== undefined
-      this.disks.set(id, {
-        hs: { term: member ? 1 : 0, vote: undefined, commit: member ? 1 : 0 },
-        entries: member ? [{ index: 1, term: 1, type: 'conf', data: cfg }] : [],
-        snapshot: undefined,
-      })
-      this.boot(id)
-    }
-  }
-
-  boot(id: NodeId): RaftCore {
-    const d = this.disks.get(id)!
-    const core = new RaftCore(
-      { id, electionTicks: 10, random: this.random },
-      { hardState: { ...d.hs }, entries: d.entries.map((e) => ({ ...e })), snapshot: d.snapshot },
-    )
-    this.cores.set(id, core)
-    this.applied.set(id, [])
-    this.reads.set(id, [])
-    return core
-  }
-
-  c(id: NodeId): RaftCore {
-    return this.cores.get(id)!
-  }
-
-  persist(id: NodeId, rd: ReturnType<RaftCore['ready']>): void {
-    const d = this.disks.get(id)!
-    if (rd.snapshot) {
-      d.snapshot = rd.snapshot
-      d.entries = d.entries.filter((e) => e.index > rd.snapshot!.meta.index)
-    }
-    if (rd.truncateFrom !== undefined) d.entries = d.entries.filter((e) => e.index < rd.truncateFrom!)
-    d.entries.push(...rd.entries.map((e) => ({ ...e })))
-    if (rd.hardState) d.hs = { ...rd.hardState }
-  }
-
-  settle(max = 10_000): void {
-    for (let round = 0; round < max; round++) {
-      let moved = false
-      for (const [id, c] of this.cores) {
-        while (c.hasReady()) {
-          moved = true
-          const rd = c.ready()
-          this.queue.push(...rd.messagesNow)
-          this.persist(id, rd)
-          this.queue.push(...rd.messages)
-          this.applied.get(id)!.push(...rd.committed)
-          this.reads.get(id)!.push(...rd.reads)
-          c.advance(rd)
-        }
-      }
-      const q = this.queue
-      this.queue = []
-      for (const m of q) {
-        if (this.cut.has(`${m.from}>${m.to}`)) continue
-        const c = this.cores.get(m.to)
-        if (c) {
-          c.step(m)
-          moved = true
-        }
-      }
-      if (!moved) return
-    }
-    throw new Error('did not settle')
-  }
-
-  tickUntil(ids: NodeId[], cond: () => boolean, max = 200): void {
-    for (let i = 0; i < max && !cond(); i++) {
-      for (const id of ids) this.c(id).tick()
-      this.settle()
-    }
-    if (!cond()) throw new Error('condition not reached')
-  }
-}
-
-const cfgOf = (voters: string[], learners: string[] = []): ClusterConfig => ({
-  voters: Object.fromEntries(voters.map((v) => [v, v])),
-  learners: Object.fromEntries(learners.map((v) => [v, v])),
-})
+/** A harness of `ids` on configuration `cfg` (seed 11). */
+const harness = (ids: NodeId[], cfg: ClusterConfig): CoreHarness => new CoreHarness(ids, cfg, { seed: 11 })
+const cfgOf = coreConfig
 
 // ------------------------------------------------------------------ finding 1
 
 t.test('[review F1] single-voter leader sends appends of a term that is not durable yet', async (t) => {
   // Voter A, learner B (the state of a cluster while addNode grows it from 1 to 2 nodes).
-  const h = new H(['A', 'B'], cfgOf(['A'], ['B']))
-  h.tickUntil(['A'], () => h.c('A').status().role === 'leader')
-  h.c('A').propose('base')
+  const h = harness(['A', 'B'], cfgOf(['A'], ['B']))
+  h.tickUntil(['A'], () => h.core('A').status().role === 'leader')
+  h.core('A').propose('base')
   h.settle()
-  t.equal(h.c('B').status().commit, h.c('A').status().commit, 'learner caught up')
+  t.equal(h.core('B').status().commit, h.core('A').status().commit, 'learner caught up')
 
   // A restarts (term 2 durable), times out and elects itself: term 3, in ONE step.
   h.boot('A')
-  const A1 = h.c('A')
+  const A1 = h.core('A')
   for (let i = 0; i < 40 && A1.status().role !== 'leader'; i++) A1.tick()
   t.equal(A1.status().role, 'leader')
   A1.propose('X') // a client write in the first leadership of term 3
@@ -133,14 +36,14 @@ t.test('[review F1] single-voter leader sends appends of a term that is not dura
 
   // Crash after the appends left and before the write: term 3 and X are lost on A...
   h.cores.delete('A') // A is down
-  for (const m of rd.messagesNow) if (m.to === 'B') h.c('B').step(m)
+  for (const m of rd.messagesNow) if (m.to === 'B') h.core('B').step(m)
   h.settle()
   h.queue = []
   // ...A restarts at term 2, elects itself for term 3 again and writes Y at the index X had.
   h.boot('A')
-  h.tickUntil(['A'], () => h.c('A').status().role === 'leader')
-  t.equal(h.c('A').status().term, 3, 'second leader of the same term 3')
-  h.c('A').propose('Y')
+  h.tickUntil(['A'], () => h.core('A').status().role === 'leader')
+  t.equal(h.core('A').status().term, 3, 'second leader of the same term 3')
+  h.core('A').propose('Y')
   h.settle()
   const onA = h.applied.get('A')!.filter((e) => e.type === 'cmd').map((e) => `${e.index}:${String(e.data)}`)
   const onB = h.applied.get('B')!.filter((e) => e.type === 'cmd').map((e) => `${e.index}:${String(e.data)}`)
@@ -150,24 +53,24 @@ t.test('[review F1] single-voter leader sends appends of a term that is not dura
 // ------------------------------------------------------------------ finding 2
 
 t.test('[review F2] a leader outside the voter set answers reads without any quorum check', async (t) => {
-  const h = new H(['A', 'B'], cfgOf(['A', 'B']))
-  h.tickUntil(['A'], () => h.c('A').status().role === 'leader')
-  h.c('A').propose('w1')
+  const h = harness(['A', 'B'], cfgOf(['A', 'B']))
+  h.tickUntil(['A'], () => h.core('A').status().role === 'leader')
+  h.core('A').propose('w1')
   h.settle()
   // A removes itself (thesis §4.2.2: the leader manages the cluster until the change commits).
   h.cut.add('B>A') // B's acks are lost: the change stays uncommitted on A
-  const r = h.c('A').proposeConfig(cfgOf(['B']))
+  const r = h.core('A').proposeConfig(cfgOf(['B']))
   t.ok(r.ok)
   h.settle()
-  t.same(Object.keys(h.c('B').status().config.voters), ['B'], 'B uses the new config {B}')
+  t.same(Object.keys(h.core('B').status().config.voters), ['B'], 'B uses the new config {B}')
   h.cut.add('A>B') // full partition
   // B times out and, alone in its config, becomes leader and commits a write.
-  h.tickUntil(['B'], () => h.c('B').status().role === 'leader')
-  h.c('B').propose('w2')
+  h.tickUntil(['B'], () => h.core('B').status().role === 'leader')
+  h.core('B').propose('w2')
   h.settle()
-  const bCommit = h.c('B').status().commit
-  t.equal(h.c('A').status().role, 'leader', 'A has not noticed yet (its check-quorum round has not fired)')
-  h.c('A').readIndex(99)
+  const bCommit = h.core('B').status().commit
+  t.equal(h.core('A').status().role, 'leader', 'A has not noticed yet (its check-quorum round has not fired)')
+  h.core('A').readIndex(99)
   h.settle()
   const got = h.reads.get('A')!.find((x) => x.id === 99)
   t.ok(got === undefined || got.index === 0 || got.index >= bCommit, `A served read at index ${got?.index} while B already committed ${bCommit} (stale read)`)

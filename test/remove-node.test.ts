@@ -7,11 +7,11 @@
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { ConfigChangeError, InvalidArgumentError, NotFoundError, type Sworm, type WorkerRef } from '../src/index.js'
-import { life, overlaps } from './fixtures/workers.js'
+import { life, overlaps } from '../tools/cluster/workers.js'
 import { startSworms, waitFor } from './helpers.js'
 import { internals } from '../src/internal.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const spec = (name: string) => ({ module: WORKERS, fn: 'counter', args: [name] })
 // short leases keep the wait for the node-down declaration short
 const opts = { leaseTimeoutMs: 1000, maxClockDriftMs: 200 }

@@ -8,7 +8,7 @@ import { MemoryStorage } from '../src/raft/memory-storage.js'
 import { silentLogger } from '../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../src/testkit/sim.js'
-import * as workers from './fixtures/workers.js'
+import * as workers from '../tools/cluster/workers.js'
 import { settle as settleRaft, simCluster } from './sim/helpers.js'
 import { assemble, internals } from '../src/internal.js'
 

@@ -18,11 +18,11 @@ import { Level } from 'level'
 import { levelStorageKeys } from '../src/raft/level-storage.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
 import { fileURLToPath } from 'node:url'
-import type { AwaitAnswersResult, DashStatus, RegisterSupervisedManyResult } from './fixtures/sworm-process.js'
-import { pollUntil, startCluster, type Cluster } from './real/cluster.js'
-import { startSwormCluster } from './real/sworm-cluster.js'
+import type { AwaitAnswersResult, DashStatus, RegisterSupervisedManyResult } from '../tools/cluster/sworm-protocol.js'
+import { pollUntil, startCluster, type Cluster } from '../tools/cluster/raft-cluster.js'
+import { startSwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 
 /** Write keys `${prefix}0..n-1` through whichever of `nodes` answers; returns them. */
 async function writeKeys(c: Cluster, nodes: string[], prefix: string, n: number, conc = 8): Promise<Map<string, string>> {

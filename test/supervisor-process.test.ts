@@ -18,10 +18,10 @@ import type {
   RegisterSupervisedManyResult,
   SwormProcessFullStatus,
   WhereisOrRegisterManyResult,
-} from './fixtures/sworm-process.js'
-import { pollUntil, startSwormCluster, type SwormCluster } from './real/sworm-cluster.js'
+} from '../tools/cluster/sworm-protocol.js'
+import { pollUntil, startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const N = 300
 type Ref = WorkerRef | null
 

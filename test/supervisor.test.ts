@@ -6,11 +6,11 @@
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
 import { AlreadyRegisteredError, InvalidArgumentError, StartError, Sworm, silentLogger, type WorkerRef } from '../src/index.js'
-import { factoryRuns, life, overlaps } from './fixtures/workers.js'
+import { factoryRuns, life, overlaps } from '../tools/cluster/workers.js'
 import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 import { internals } from '../src/internal.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
 const spec = (name: string, extra: Record<string, unknown> = {}) => ({ module: WORKERS, fn: 'counter', args: [name], ...extra })
 

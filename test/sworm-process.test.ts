@@ -6,7 +6,7 @@
 import t from 'tap'
 import { performance } from 'node:perf_hooks'
 import type { WorkerRef } from '../src/index.js'
-import { pollUntil, startSwormCluster, type SwormCluster } from './real/sworm-cluster.js'
+import { pollUntil, startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
 type Ref = WorkerRef | null
 

@@ -8,9 +8,9 @@
 import { rm } from 'node:fs/promises'
 import { fileURLToPath } from 'node:url'
 import t from 'tap'
-import { NodeStartError, startSwormCluster } from './real/sworm-cluster.js'
+import { NodeStartError, startSwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const WORKERS = fileURLToPath(new URL('./fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 
 t.test('a voter restarted on a wiped dataDir refuses to start, and the acknowledged name survives', { timeout: 180_000 }, async (t) => {
   const c = await startSwormCluster({ n: 3, name: 'wiped', leaseTimeoutMs: 1000, maxClockDriftMs: 300 })

@@ -308,6 +308,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     return this.snapshotAt
   }
 
+  /** Requests in flight on this node: proposals in its log, proposals forwarded to the leader, reads. */
+  queueSizes(): { proposals: number; forwarded: number; reads: number } {
+    return { proposals: this.pending.size, forwarded: this.fwd.size, reads: this.reads.size }
+  }
+
   /** The leader this node knows of, if any (may be stale). */
   get leader(): NodeId | undefined {
     return this.lastSoft.leader

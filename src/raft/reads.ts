@@ -19,6 +19,11 @@ export class ReadTracker {
 
   constructor(private readonly timeoutMs: number) {}
 
+  /** Reads waiting for the leader's confirmation or for this node's apply. */
+  get size(): number {
+    return this.out.size + this.waitingApply.length
+  }
+
   /** Track read `id`, just handed to the core. */
   add(id: number, p: Pending<void>): void {
     this.out.set(id, p)

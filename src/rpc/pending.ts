@@ -19,6 +19,11 @@ export class PendingRequests {
 
   constructor(private readonly clock: Clock) {}
 
+  /** Requests waiting for an answer. */
+  get size(): number {
+    return this.waiting.size
+  }
+
   /**
    * Register a request to `node` and send it with `send(id)`. The promise settles with the answer,
    * or rejects with `onTimeout()` after `timeoutMs`.

@@ -75,6 +75,13 @@ export class LocalWorkers {
     return this.slots.size
   }
 
+  /** Messages waiting in the workers' mailboxes, over all workers. */
+  queued(): number {
+    let n = 0
+    for (const s of this.slots.values()) n += s.queue.length
+    return n
+  }
+
   /** The live worker objects (for tests that model a process dying with its workers). */
   objects(): Worker[] {
     return [...this.slots.values()].map((s) => s.worker)

@@ -1,5 +1,5 @@
 /**
- * The nemesis on real processes: 5 sworm node processes (`test/fixtures/sworm-process.ts`) over
+ * The nemesis on real processes: 5 sworm node processes (`tools/cluster/sworm-node.ts`) over
  * real WebSockets and LevelDB, driven by a seed. Clients register, unregister and read static
  * names from several nodes while supervised counter workers run; the nemesis SIGKILLs and restarts
  * nodes, stops them gracefully, freezes them (SIGSTOP), partitions the cluster (isolated node,
@@ -54,11 +54,11 @@ import { fileURLToPath } from 'node:url'
 import type { WorkerRef } from '../../src/index.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
 import { seededRandom } from '../../src/testkit/sim.js'
-import type { RegisterManyResult, RegistryDigest, SwormProcessEvent, SwormProcessStatus } from '../fixtures/sworm-process.js'
+import type { RegisterManyResult, RegistryDigest, SwormProcessEvent, SwormProcessStatus } from '../../tools/cluster/sworm-protocol.js'
 import { HOSTILE_KINDS, hostileAttack } from './hostile-peers.js'
-import { startSwormCluster, type SwormCluster } from './sworm-cluster.js'
+import { startSwormCluster, type SwormCluster } from '../../tools/cluster/sworm-cluster.js'
 
-const WORKERS = fileURLToPath(new URL('../fixtures/workers.js', import.meta.url))
+const WORKERS = fileURLToPath(new URL('../../tools/cluster/workers.js', import.meta.url))
 
 /** Options of {@link runRealNemesis}. */
 export interface RealNemesisOptions {

@@ -9,41 +9,27 @@
  * default: 50,000 in 1 run of 10, by the seed). Prints one line per run, then the figures; exits 1
  * on a failure, 2 on bad arguments. `--verbose` prints each fault.
  */
-import { parseArgs } from 'node:util'
+import { flagOption, intOption, parseCli } from '../../tools/cli-args.js'
 import { defaultLargeState, runRealNemesis } from './nemesis.js'
 
-let values: { runs: string; seed?: string; steps: string; large?: string; verbose: boolean }
-try {
-  values = parseArgs({
-    options: {
-      runs: { type: 'string', default: '10' },
-      seed: { type: 'string' },
-      steps: { type: 'string', default: '6' },
-      large: { type: 'string' },
-      verbose: { type: 'boolean', default: false },
-      real: { type: 'boolean', default: false }, // `npm run nemesis -- --real` passes it on
-    },
-    strict: true,
-    allowPositionals: false,
-  }).values as typeof values
-} catch (err) {
-  console.error(`${(err as Error).message}\nusage: run-nemesis.js [--runs N] [--seed S] [--steps K] [--large N] [--verbose]`)
-  process.exit(2)
-}
-/** A non-negative integer flag, or exit 2. */
-const intFlag = (name: string, v: string, min: number): number => {
-  const n = Number(v)
-  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
-    console.error(`--${name} must be an integer >= ${min}, not ${JSON.stringify(v)}`)
-    process.exit(2)
-  }
-  return n
-}
-const runs = intFlag('runs', values.runs, 1)
-const seed0 = values.seed !== undefined ? intFlag('seed', values.seed, 0) : Math.floor(Math.random() * 1e9)
-const steps = intFlag('steps', values.steps, 0)
-const large = values.large !== undefined ? intFlag('large', values.large, 0) : undefined
-const verbose = values.verbose
+const { runs, seed0, steps, large, verbose } = parseCli(
+  'run-nemesis.js [--runs N] [--seed S] [--steps K] [--large N] [--verbose]',
+  {
+    runs: { type: 'string' },
+    seed: { type: 'string' },
+    steps: { type: 'string' },
+    large: { type: 'string' },
+    verbose: { type: 'boolean' },
+    real: { type: 'boolean' }, // `npm run nemesis -- --real` passes it on
+  },
+  (v) => ({
+    runs: intOption(v, 'runs', 10, { min: 1 }),
+    seed0: intOption(v, 'seed', Math.floor(Math.random() * 1e9), { min: 0 }),
+    steps: intOption(v, 'steps', 6, { min: 0 }),
+    large: intOption(v, 'large', undefined, { min: 0 }),
+    verbose: flagOption(v, 'verbose'),
+  }),
+)
 console.log(
   `nemesis (real processes): ${runs} runs from seed ${seed0}, ${steps} fault steps each, large state ${large !== undefined ? `of ${large} names in every run` : '(50,000 names) in the runs the seed picks'}`,
 )

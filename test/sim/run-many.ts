@@ -2,17 +2,19 @@
  * Run many seeded simulations: `npm run sim -- --runs 2000 [--seed S] [--duration 20000]`.
  * Prints one line per failure and a summary; exits 1 if any run broke an invariant.
  */
+import { choiceOption, intOption, parseCli } from '../../tools/cli-args.js'
 import { runScenario } from './scenario.js'
 
-const arg = (name: string, def: number): number => {
-  const i = process.argv.indexOf(`--${name}`)
-  return i >= 0 ? Number(process.argv[i + 1]) : def
-}
-const runs = arg('runs', 1000)
-const seed0 = arg('seed', Math.floor(Math.random() * 1e9))
-const duration = arg('duration', 10_000)
-const mi = process.argv.indexOf('--machine')
-const machine = mi >= 0 && process.argv[mi + 1] === 'registry' ? 'registry' : 'kv'
+const { runs, seed0, duration, machine } = parseCli(
+  'run-many.js [--runs N] [--seed S] [--duration MS] [--machine kv|registry]',
+  { runs: { type: 'string' }, seed: { type: 'string' }, duration: { type: 'string' }, machine: { type: 'string' } },
+  (v) => ({
+    runs: intOption(v, 'runs', 1000, { min: 1 }),
+    seed0: intOption(v, 'seed', Math.floor(Math.random() * 1e9), { min: 0 }),
+    duration: intOption(v, 'duration', 10_000, { min: 1 }),
+    machine: choiceOption(v, 'machine', ['kv', 'registry'], 'kv'),
+  }),
+)
 console.log(`running ${runs} ${machine} simulations from seed ${seed0}, ${duration} ms of faults each`)
 let failed = 0
 const conv: number[] = []

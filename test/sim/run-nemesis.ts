@@ -18,37 +18,30 @@
  * declared gone, and every member holding the same registry.
  * Prints one line per failure (with the seed to replay) and the figures; exits 1 on a failure.
  */
-import { parseArgs } from 'node:util'
+import { intOption, parseCli } from '../../tools/cli-args.js'
 import { runSwormScenario } from './sworm-sim.js'
 
 if (process.argv.includes('--real')) {
   await import('../real/run-nemesis.js') // runs the real-process mode and exits
 }
 
-const { values } = parseArgs({
-  options: {
-    runs: { type: 'string', default: '500' },
+const { runs, seed0, duration, large, largeEvery } = parseCli(
+  'run-nemesis.js [--runs N] [--seed S] [--duration MS] [--large N] [--large-every K] [--real ...]',
+  {
+    runs: { type: 'string' },
     seed: { type: 'string' },
-    duration: { type: 'string', default: '15000' },
-    large: { type: 'string', default: '50000' },
-    'large-every': { type: 'string', default: '100' },
-    real: { type: 'boolean' },
+    duration: { type: 'string' },
+    large: { type: 'string' },
+    'large-every': { type: 'string' },
   },
-  strict: false,
-})
-const num = (name: string, v: unknown, min: number): number => {
-  const n = Number(v)
-  if (!Number.isSafeInteger(n) || n < min) {
-    console.error(`--${name} must be an integer >= ${min}, got ${JSON.stringify(v)}`)
-    process.exit(2)
-  }
-  return n
-}
-const runs = num('runs', values.runs, 1)
-const seed0 = values.seed === undefined ? Math.floor(Math.random() * 1e9) : num('seed', values.seed, 0)
-const duration = num('duration', values.duration, 1)
-const large = num('large', values.large, 0)
-const largeEvery = num('large-every', values['large-every'], 0)
+  (v) => ({
+    runs: intOption(v, 'runs', 500, { min: 1 }),
+    seed0: intOption(v, 'seed', Math.floor(Math.random() * 1e9), { min: 0 }),
+    duration: intOption(v, 'duration', 15_000, { min: 1 }),
+    large: intOption(v, 'large', 50_000, { min: 0 }),
+    largeEvery: intOption(v, 'large-every', 100, { min: 0 }),
+  }),
+)
 console.log(`nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each; 1 run in ${largeEvery || '∞'} with ${large} static names registered first`)
 let failed = 0
 let lateStops = 0

@@ -29,7 +29,7 @@ import { silentLogger, type Logger } from '../../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../../src/testkit/sim.js'
 import { checkLinearizable, kvModel, type KvOperation } from '../../src/testkit/linearizability.js'
-import * as workers from '../fixtures/workers.js'
+import * as workers from '../../tools/cluster/workers.js'
 import { assemble, internals } from '../../src/internal.js'
 
 interface Member {

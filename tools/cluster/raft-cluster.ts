@@ -1,6 +1,6 @@
 /**
  * A harness that runs a Raft cluster as real OS processes (one {@link ProcessArgs} node per
- * process, see `test/fixtures/raft-kv-process.ts`) on loopback ports, with LevelDB storage in
+ * process, see `raft-kv-node.ts`) on loopback ports, with LevelDB storage in
  * temporary directories. Used by `test/raft-process.test.ts` and `bench/raft-bench.ts`.
  * @module
  */
@@ -8,14 +8,13 @@ import { randomBytes } from 'node:crypto'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { performance } from 'node:perf_hooks'
 import { fileURLToPath } from 'node:url'
-import type { ProcessArgs } from '../fixtures/raft-kv-process.js'
-import { freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './node-processes.js'
+import type { ProcessArgs } from './raft-kv-protocol.js'
+import { firstToSucceed, freePorts, NodeProcesses, NodeRequestError, pollUntil, waitForLeader } from './processes.js'
 
 export { freePorts, NodeRequestError, pollUntil }
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/raft-kv-process.js', import.meta.url))
+const FIXTURE = fileURLToPath(new URL('./raft-kv-node.js', import.meta.url))
 
 /** Options of {@link startCluster}. */
 export interface ClusterOptions {
@@ -159,38 +158,14 @@ export function firstCommit(
   timeoutMs: number,
   intervalMs = 5,
 ): Promise<number> {
-  return new Promise<number>((resolve, reject) => {
-    let done = false
-    let attempt = 0
-    let lastErr = ''
-    const deadline = performance.now() + timeoutMs
-    const finish = (fn: () => void): void => {
-      if (done) return
-      done = true
-      clearInterval(timer)
-      fn()
-    }
-    const fire = (): void => {
-      if (done) return
-      if (performance.now() > deadline) {
-        finish(() => reject(new Error(`no proposal committed through ${nodes.join(',')} within ${timeoutMs} ms (last error: ${lastErr})`)))
-        return
-      }
-      const i = attempt++
+  return firstToSucceed(
+    async (i) => {
       const node = nodes[i % nodes.length]!
-      c.request<{ ok?: boolean }>(node, { op: 'propose', input: { op: 'putIfAbsent', key: `${keyPrefix}${i}`, value: 'x' } }, timeoutMs).then(
-        (r) => {
-          if (r.ok === true) {
-            const at = performance.now()
-            finish(() => resolve(at))
-          } else lastErr = `unexpected result ${JSON.stringify(r)}`
-        },
-        (err: unknown) => {
-          lastErr = String(err)
-        },
-      )
-    }
-    const timer = setInterval(fire, intervalMs)
-    fire()
-  })
+      const r = await c.request<{ ok?: boolean }>(node, { op: 'propose', input: { op: 'putIfAbsent', key: `${keyPrefix}${i}`, value: 'x' } }, timeoutMs)
+      if (r.ok !== true) throw new Error(`unexpected result ${JSON.stringify(r)}`)
+    },
+    timeoutMs,
+    intervalMs,
+    (lastErr) => `no proposal committed through ${nodes.join(',')} within ${timeoutMs} ms (last error: ${lastErr})`,
+  )
 }

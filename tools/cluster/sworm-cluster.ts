@@ -1,5 +1,5 @@
 /**
- * A harness that runs a sworm as real OS processes (one `test/fixtures/sworm-process.ts` per
+ * A harness that runs a sworm as real OS processes (one `sworm-node.ts` per
  * node) on loopback ports, with LevelDB in temporary directories. Used by
  * `test/sworm-process.test.ts` and `bench/registry-bench.ts`.
  * @module
@@ -9,12 +9,15 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import type { SwormProcessArgs, SwormProcessEvent, SwormProcessStatus, SwormRequest } from '../fixtures/sworm-process.js'
-import { freePorts, NodeProcesses, NodeRequestError, NodeStartError, pollUntil, waitForLeader, type SpawnOptions } from './node-processes.js'
+import type { SwormProcessArgs, SwormProcessEvent, SwormProcessStatus, SwormRequest } from './sworm-protocol.js'
+import { freePorts, NodeProcesses, NodeRequestError, NodeStartError, pollUntil, waitForLeader, type SpawnOptions } from './processes.js'
 
 export { freePorts, NodeRequestError, NodeStartError, pollUntil, type SpawnOptions }
 
-const FIXTURE = fileURLToPath(new URL('../fixtures/sworm-process.js', import.meta.url))
+const FIXTURE = fileURLToPath(new URL('./sworm-node.js', import.meta.url))
+
+/** Path of the counter-worker module (`workers.ts`), for supervised registrations (`{ module, fn: 'counter' }`). */
+export const WORKERS_MODULE = fileURLToPath(new URL('./workers.js', import.meta.url))
 
 /** Options of {@link startSwormCluster}. */
 export interface SwormClusterOptions {
@@ -43,7 +46,7 @@ export interface SwormClusterOptions {
   /** `maxClockDriftMs` of the nodes (default: the library's, 500 ms). */
   maxClockDriftMs?: number
   /**
-   * Where the counter workers of `test/fixtures/workers.ts` append their starts and stops (wall
+   * Where the counter workers of `tools/cluster/workers.ts` append their starts and stops (wall
    * clock), one file per process start: `<lifeDir>/<id>.<k>.jsonl`. Survives SIGKILL.
    */
   lifeDir?: string

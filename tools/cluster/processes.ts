@@ -1,5 +1,5 @@
 /**
- * Node processes driven over IPC, for the real-process harnesses (`cluster.ts` for bare Raft
+ * Node processes driven over IPC, for the real-process harnesses (`raft-cluster.ts` for bare Raft
  * nodes, `sworm-cluster.ts` for sworm nodes): spawning a fixture with a JSON argument and waiting
  * for its `{ ready: true }`, request/answer over IPC with timeouts, the tail of each process's
  * stderr, SIGKILL, signals, and which exits the harness did not cause.
@@ -10,9 +10,26 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { freePorts } from '../helpers.js'
+import { createServer } from 'node:net'
+import { performance } from 'node:perf_hooks'
 
-export { freePorts }
+/** `n` free TCP ports on 127.0.0.1. */
+export async function freePorts(n: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from(
+      { length: n },
+      () =>
+        new Promise<import('node:net').Server>((resolve, reject) => {
+          const s = createServer()
+          s.once('error', reject)
+          s.listen(0, '127.0.0.1', () => resolve(s))
+        }),
+    ),
+  )
+  const ports = servers.map((s) => (s.address() as import('node:net').AddressInfo).port)
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))))
+  return ports
+}
 
 /** An error a node answered a request with (or the harness's: `DOWN`, `IPC_TIMEOUT`, `EXITED`). */
 export class NodeRequestError extends Error {
@@ -73,6 +90,42 @@ export async function pollUntil<T>(
     }
     await new Promise((r) => setTimeout(r, intervalMs))
   }
+}
+
+/**
+ * Start `attempt(0)`, `attempt(1)`, ... every `intervalMs` (not waiting for earlier ones: one sent
+ * to a dead node only fails at its own deadline) until one resolves; resolves with the time of
+ * that first success (`performance.now()` based). After `timeoutMs` rejects with
+ * `failure(last error)`.
+ */
+export function firstToSucceed(attempt: (i: number) => Promise<unknown>, timeoutMs: number, intervalMs: number, failure: (lastErr: string) => string): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    let done = false
+    let i = 0
+    let lastErr = ''
+    const deadline = performance.now() + timeoutMs
+    const finish = (fn: () => void): void => {
+      if (done) return
+      done = true
+      clearInterval(timer)
+      fn()
+    }
+    const fire = (): void => {
+      if (done) return
+      if (performance.now() > deadline) return finish(() => reject(new Error(failure(lastErr))))
+      attempt(i++).then(
+        () => {
+          const at = performance.now()
+          finish(() => resolve(at))
+        },
+        (err: unknown) => {
+          lastErr = String(err)
+        },
+      )
+    }
+    const timer = setInterval(fire, intervalMs)
+    fire()
+  })
 }
 
 /** What a leader poll needs of a node's status. */

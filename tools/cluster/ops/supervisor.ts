@@ -1,0 +1,181 @@
+/**
+ * Supervisor operations of the Sworm node process: supervised registrations, where supervised
+ * workers run, leases, drain and node removal.
+ * @module
+ */
+import { performance } from 'node:perf_hooks'
+import type { WorkerRef } from '../../../src/index.js'
+import { errorInfo } from '../node-process.js'
+import { nowEpoch, percentile, runConcurrently } from '../stats.js'
+import type { AwaitAnswersResult, CallRefsResult, RegisterSupervisedManyResult, SwormRequest, WhereisOrRegisterManyResult } from '../sworm-protocol.js'
+import { factoryRuns, life } from '../workers.js'
+import type { SwormNodeContext, SwormOpTable } from './context.js'
+
+type Req<K extends SwormRequest['op']> = Extract<SwormRequest, { op: K }>
+
+/** The supervisor operations of a node. */
+export function supervisorOps(ctx: SwormNodeContext) {
+  const { sworm } = ctx
+  let leaseWatch: { timer: NodeJS.Timeout; losses: number[]; held: boolean } | undefined
+  return {
+    registerSupervisedMany: (req) => registerSupervisedMany(ctx, req),
+    runsRefs: async (req) => {
+      const res = await Promise.all(req.refs.map(async ([n, ref]) => [n, await runsLocally(ctx, ref)] as const))
+      return res.filter(([, ok]) => !ok).map(([n]) => n)
+    },
+    aliveCounters: (req) => {
+      // from the counter fixture's life log of this process: started and not stopped
+      const alive = new Map<string, number>()
+      for (const e of life) {
+        if (!e.name.startsWith(req.prefix)) continue
+        alive.set(e.name, (alive.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
+      }
+      return [...alive].filter(([, k]) => k > 0).map(([n, k]) => (k > 1 ? `${n}*${k}` : n))
+    },
+    watchLease: (req) => {
+      if (leaseWatch) clearInterval(leaseWatch.timer)
+      const w: { timer?: NodeJS.Timeout; losses: number[]; held: boolean } = { losses: [], held: sworm.leaseOk() }
+      w.timer = setInterval(() => {
+        const ok = sworm.leaseOk()
+        if (w.held && !ok) w.losses.push(nowEpoch())
+        w.held = ok
+      }, Math.max(1, req.everyMs ?? 10))
+      w.timer.unref()
+      leaseWatch = w as typeof leaseWatch
+      return null
+    },
+    leaseLosses: () => ({ losses: [...(leaseWatch?.losses ?? [])], lease: sworm.leaseOk() }),
+    whereisOrRegisterMany: (req) => whereisOrRegisterMany(ctx, req),
+    factoryRuns: (req) => {
+      const out: Record<string, number> = {}
+      for (const [n, k] of factoryRuns) if (n.startsWith(req.prefix)) out[n] = k
+      return out
+    },
+    callRefs: (req) => callRefs(ctx, req),
+    awaitAnswers: (req) => awaitAnswers(ctx, req),
+    drain: async (req) => {
+      const t0 = performance.now()
+      await sworm.drain(req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {})
+      return { ms: performance.now() - t0 }
+    },
+    undrain: async () => void (await sworm.undrain()),
+    removeNode: async (req) => void (await sworm.removeNode(req.node, req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {})),
+  } satisfies Partial<SwormOpTable>
+}
+
+async function registerSupervisedMany({ sworm }: SwormNodeContext, req: Req<'registerSupervisedMany'>): Promise<RegisterSupervisedManyResult> {
+  const count = Math.max(0, Math.floor(req.count))
+  const start = req.start ?? 0
+  const lat: number[] = []
+  const errorSamples: string[] = []
+  const perNode: Record<string, number> = {}
+  let ok = 0
+  let errors = 0
+  const t0 = performance.now()
+  await runConcurrently(count, req.concurrency, async (i) => {
+    const name = `${req.prefix}${start + i}`
+    const s = performance.now()
+    try {
+      const ref = await sworm.registerName(name, { module: req.module, fn: req.fn, args: [name] })
+      lat.push(performance.now() - s)
+      perNode[ref.node] = (perNode[ref.node] ?? 0) + 1
+      ok++
+    } catch (err) {
+      errors++
+      if (errorSamples.length < 5) errorSamples.push(`${name}: ${errorInfo(err).message}`)
+    }
+  })
+  lat.sort((a, b) => a - b)
+  return { ok, errors, errorSamples, ms: performance.now() - t0, p50: percentile(lat, 50), p99: percentile(lat, 99), perNode }
+}
+
+/** Whether `ref` is a worker of this node incarnation that answers a (local) call. */
+async function runsLocally({ sworm, node }: SwormNodeContext, ref: WorkerRef): Promise<boolean> {
+  if (ref.node !== node || ref.inc !== sworm.incarnation) return false
+  try {
+    await sworm.call(ref, 'get', { timeout: 1000 })
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function whereisOrRegisterMany({ sworm }: SwormNodeContext, req: Req<'whereisOrRegisterMany'>): Promise<WhereisOrRegisterManyResult> {
+  const t0 = performance.now()
+  const seen = new Map<string, Set<string>>()
+  const errorSamples: string[] = []
+  let errors = 0
+  const spec = (name: string) => ({ module: req.module, fn: req.fn, args: [name] })
+  const calls: Array<Promise<void>> = []
+  // interleave: every name's first caller, then every name's second caller, ...
+  for (let k = 0; k < req.perName; k++) {
+    for (const name of req.names) {
+      calls.push(
+        sworm.whereisOrRegisterName(name, spec(name)).then(
+          (ref) => {
+            let s = seen.get(name)
+            if (!s) seen.set(name, (s = new Set()))
+            s.add(JSON.stringify({ sworm: ref.sworm, node: ref.node, inc: ref.inc, id: ref.id }))
+          },
+          (err: unknown) => {
+            errors++
+            if (errorSamples.length < 5) errorSamples.push(`${name}: ${errorInfo(err).code}: ${errorInfo(err).message}`)
+          },
+        ),
+      )
+    }
+  }
+  await Promise.all(calls)
+  const refs: Record<string, string[]> = {}
+  for (const [n, s] of seen) refs[n] = [...s]
+  return { calls: calls.length, refs, errors, errorSamples, ms: performance.now() - t0 }
+}
+
+async function callRefs({ sworm }: SwormNodeContext, req: Req<'callRefs'>): Promise<CallRefsResult> {
+  const t0 = performance.now()
+  const answered: string[] = []
+  const codes: Record<string, number> = {}
+  await Promise.all(
+    req.refs.map(async ([n, ref]) => {
+      try {
+        await sworm.call(ref, req.msg, { timeout: req.timeoutMs ?? 2000 })
+        answered.push(n)
+      } catch (err) {
+        const code = errorInfo(err).code
+        codes[code] = (codes[code] ?? 0) + 1
+      }
+    }),
+  )
+  return { answered, codes, ms: performance.now() - t0 }
+}
+
+async function awaitAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'>): Promise<AwaitAnswersResult> {
+  const t0 = performance.now()
+  const deadline = t0 + (req.timeoutMs ?? 30_000)
+  const skip = new Set(req.skipNodes ?? [])
+  let pending = [...req.names]
+  let doneAt = nowEpoch()
+  let rounds = 0
+  while (pending.length > 0 && performance.now() < deadline) {
+    rounds++
+    const next: string[] = []
+    await Promise.all(
+      pending.map(async (n) => {
+        const ref = sworm.whereisName(n)
+        if (!ref || skip.has(ref.node)) {
+          next.push(n)
+          return
+        }
+        try {
+          await sworm.call(n, req.msg, { timeout: req.callTimeoutMs ?? 1000 })
+          doneAt = nowEpoch()
+        } catch {
+          next.push(n)
+        }
+      }),
+    )
+    pending = next
+    if (pending.length > 0) await new Promise((r) => setTimeout(r, req.everyMs ?? 10))
+  }
+  return { answered: req.names.length - pending.length, missing: pending, doneAt, rounds, ms: performance.now() - t0 }
+}
