@@ -151,3 +151,48 @@ t.test('a failing disk stops the node from serving, with a typed error', async (
   t.equal((err2 as { code?: string }).code, 'STORAGE', 'and keeps refusing')
   t.ok(new MemoryStorage())
 })
+
+/** Drop the messages `drop` picks on their way (as a full send queue or a reconnect would). */
+function dropWhere(c: SimCluster, drop: (from: string, to: string, m: Record<string, unknown>) => boolean): void {
+  const net = c.net as unknown as { send: (f: string, to: string, m: unknown, ch: string) => void }
+  const send = net.send.bind(net)
+  net.send = (f, to, m, ch) => {
+    if (typeof m === 'object' && m !== null && drop(f, to, m as Record<string, unknown>)) return
+    send(f, to, m, ch)
+  }
+}
+
+/** How many times the leader's log holds a command that puts `value`. */
+async function copiesOf(c: SimCluster, value: string): Promise<number> {
+  const st = await c.leader()!.storage.load()
+  return st.entries.filter((e) => e.type === 'cmd' && (e.data as { value?: string }).value === value).length
+}
+
+t.test('a forwarded proposal whose message is lost is sent again to the same leader, and applied once', async (t) => {
+  // Failed on e634533: the proposal waited for its whole timeout (TimeoutError), though the
+  // leader was up all along (5 processes under load lost 'fwd' messages to a full send queue).
+  const c = await cluster(3)
+  const follower = c.alive().find((m) => m !== c.leader())!
+  let lost = 0
+  dropWhere(c, (_f, _to, m) => m.t === 'fwd' && lost++ === 0)
+  const out = await settle(c, follower.node!.propose({ op: 'putIfAbsent', key: 'a', value: 'once' }))
+  t.same(out, { ok: true })
+  t.equal(lost, 2, 'the first send was lost; the second went through')
+  t.equal(await copiesOf(c, 'once'), 1, 'appended once')
+})
+
+t.test("a resent proposal the leader already took is answered with where it landed, not appended again", async (t) => {
+  // Failed on e634533: with every answer to the proposer lost, it timed out.
+  const c = await cluster(3)
+  const follower = c.alive().find((m) => m !== c.leader())!
+  let fwds = 0
+  // every answer is lost until the proposal is sent again: only the answer to the resend arrives
+  dropWhere(c, (_f, _to, m) => {
+    if (m.t === 'fwd') fwds++
+    return m.t === 'fwdResp' && fwds < 2
+  })
+  const out = await settle(c, follower.node!.propose({ op: 'putIfAbsent', key: 'b', value: 'landed' }))
+  t.same(out, { ok: true })
+  t.ok(fwds >= 2, `sent again (${fwds} sends)`)
+  t.equal(await copiesOf(c, 'landed'), 1, 'appended once')
+})

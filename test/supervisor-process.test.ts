@@ -341,6 +341,8 @@ t.test('5 processes: 200 names x 100 concurrent whereisOrRegisterName callers ov
   const errors = res.reduce((a, r) => a + r.errors, 0)
   t.equal(calls, NAMES * CALLERS, `${NAMES * CALLERS} calls made (${perNode} per name on each of ${c.ids.length} nodes)`)
   t.equal(errors, 0, `no call failed${errors ? `: ${res.flatMap((r) => r.errorSamples).slice(0, 3).join('; ')}` : ''}`)
+  // on failure, say what the nodes hold and drop (lost messages were the cause once)
+  if (errors) for (const id of c.ids) t.comment(`${id} queues: ${JSON.stringify(await c.request(id, { op: 'queues' }))} ${c.logs(id).filter((l) => /drop|congest|queue/.test(l)).slice(0, 3).join(' / ')}`)
   t.comment(`${calls} concurrent whereisOrRegisterName calls answered in ${fmt(ms)} (${res.map((r) => fmt(r.ms)).join(', ')} per node)`)
   const split: string[] = []
   const agreed: Record<string, string> = {}

@@ -10,6 +10,7 @@ import type { RaftCore } from './core.js'
 import { rejectOnce, type Pending } from './pending.js'
 import type { ReadTracker } from './reads.js'
 import type { Clock, Entry, NodeId } from './types.js'
+import { backoffDelay } from '../util/retry.js'
 
 /** A batch of proposals forwarded to the leader. */
 export type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]>; cid?: string }
@@ -30,6 +31,8 @@ export interface ForwarderHost<R> {
   readonly clock: Clock
   readonly timeoutMs: number
   readonly tickMs: number
+  /** How long a forwarded proposal may go unacknowledged before it is sent again (the first wait; it doubles). */
+  readonly resendMs: number
   readonly reads: ReadTracker
   core(): RaftCore
   applied(): number
@@ -39,6 +42,26 @@ export interface ForwarderHost<R> {
   out(to: NodeId, m: FwdMsg | FwdRespMsg): void
   logDrop(from: NodeId, reason: string): void
   observeCommitMs: ((ms: number) => void) | undefined
+}
+
+/** A proposal of this node forwarded to the leader. */
+interface Outgoing<C, R> {
+  p: Pending<R>
+  cmd: C
+  /** The leader it was sent to, and in which term, when (this clock), and how many times. */
+  sentTo: NodeId | undefined
+  sentTerm: number
+  sentAt: number
+  /** When it was first sent: it is sent again only within `timeoutMs` of that (see {@link Forwarder.expire}). */
+  firstSentAt: number
+  sends: number
+  /** The leader said where it landed (the answer comes from this node's own log). */
+  accepted: boolean
+  /**
+   * Sent more than once and then refused by a node that no longer leads: the first send may have
+   * landed in its log, so it goes to no other node; it waits for its deadline (outcome unknown).
+   */
+  pinned: boolean
 }
 
 /** A forwarded request appended in this leader's log, to answer once applied. */
@@ -53,11 +76,16 @@ interface Forwarded {
 export class Forwarder<C, R> {
   private seq = 0
   /** This node's proposals sent (or to send) to the leader. */
-  private readonly outgoing = new Map<number, { p: Pending<R>; cmd: C; sentTo: NodeId | undefined }>()
+  private readonly outgoing = new Map<number, Outgoing<C, R>>()
   private queue: number[] = []
   private flushScheduled = false
   /** As leader: forwarded requests already handled, so a duplicated message is not proposed twice. */
   private readonly seen = new Map<string, number>()
+  /**
+   * As leader: the answer to each forwarded request still in `seen`, by its key, to answer a resend
+   * with: where it landed, then its result once applied.
+   */
+  private readonly landed = new Map<string, FwdRespMsg['res'][number]>()
   /** As leader: where each forwarded request landed, by index. */
   private readonly forwarded = new Map<number, Forwarded>()
   /** As leader: results to send back, per (node, boot) of the proposer. */
@@ -73,7 +101,7 @@ export class Forwarder<C, R> {
   /** Forward `cmd` to the leader (or wait for one until `p`'s deadline). */
   enqueue(p: Pending<R>, cmd: C): void {
     const ref = ++this.seq
-    this.outgoing.set(ref, { p, cmd, sentTo: undefined })
+    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, accepted: false, pinned: false })
     this.queue.push(ref)
     if (this.flushScheduled) return
     this.flushScheduled = true
@@ -105,10 +133,15 @@ export class Forwarder<C, R> {
     }
     if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
     const reqs: FwdMsg['reqs'] = []
+    const now = host.clock.now()
     for (const ref of this.queue) {
       const f = this.outgoing.get(ref)
-      if (!f) continue
+      if (!f || f.p.settled) continue
       f.sentTo = st.leader
+      f.sentTerm = st.term
+      if (f.sends === 0) f.firstSentAt = now
+      f.sentAt = now
+      f.sends++
       reqs.push([ref, f.cmd])
     }
     this.queue = []
@@ -123,14 +156,21 @@ export class Forwarder<C, R> {
     if (typeof m.boot !== 'string') return host.logDrop(from, 'bad fwd')
     // The network may deliver a message twice: handle each request once, whatever our role.
     const now = host.clock.now()
+    const again: FwdRespMsg['res'] = []
     const reqs = m.reqs.filter((r): r is [number, unknown] => {
       if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) return false
       const key = `${from}:${m.boot}:${r[0]}`
-      if (this.seen.has(key)) return false
+      if (this.seen.has(key)) {
+        // sent again (our answer was lost, or is late): say again where it landed
+        const answer = this.landed.get(key)
+        if (answer) again.push(answer)
+        return false
+      }
       this.seen.set(key, now)
       return true
     })
     this.pruneSeen(now)
+    if (again.length) host.out(from, { t: 'fwdResp', from: host.id, to: from, boot: m.boot, res: again } satisfies FwdRespMsg)
     if (!reqs.length) return
     const res = host.core().proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
@@ -141,7 +181,10 @@ export class Forwarder<C, R> {
       return
     }
     const boot = m.boot
-    reqs.forEach((r, i) => this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term }))
+    reqs.forEach((r, i) => {
+      this.forwarded.set(res.index + i, { node: from, boot, ref: r[0], term: res.term })
+      this.landed.set(`${from}:${boot}:${r[0]}`, [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
+    })
     // Tell the proposer where its commands landed: it resolves them when it applies them itself,
     // or learns they were dropped when another entry takes that index (no waiting for a timeout
     // when this leader dies).
@@ -163,11 +206,18 @@ export class Forwarder<C, R> {
       const f = this.outgoing.get(ref)
       if (!f || f.p.settled) continue
       if (kind === RESULT_ACCEPTED) {
+        if (f.accepted) continue
+        f.accepted = true
         if (typeof index === 'number' && typeof value === 'number' && index > host.applied()) host.trackLocal(index, value, f.p)
         continue
       }
       if (kind === RESULT_RETRY) {
-        // the node we forwarded to was not leader and did not append: safe to resend
+        if (f.sends > 1) {
+          // this send was not appended, but an earlier one may have been (by this node while it led)
+          f.pinned = true
+          continue
+        }
+        // the node we forwarded to was not leader and did not append: safe to send elsewhere
         f.sentTo = undefined
         this.queue.push(ref)
         retry = true
@@ -197,10 +247,14 @@ export class Forwarder<C, R> {
     const key = `${f.node}:${f.boot}`
     let out = this.results.get(key)
     if (!out) this.results.set(key, (out = { node: f.node, boot: f.boot, res: [] }))
-    const list = out.res
-    if (f.term !== e.term) list.push([f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED', e.index])
-    else if (ok) list.push([f.ref, RESULT_OK, result, undefined, e.index])
-    else list.push([f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY', e.index])
+    const answer: FwdRespMsg['res'][number] =
+      f.term !== e.term
+        ? [f.ref, RESULT_ERR, undefined, 'PROPOSAL_DROPPED', e.index]
+        : ok
+          ? [f.ref, RESULT_OK, result, undefined, e.index]
+          : [f.ref, RESULT_ERR, result instanceof Error ? result.message : String(result), 'APPLY', e.index]
+    out.res.push(answer)
+    if (this.landed.has(key + `:${f.ref}`)) this.landed.set(key + `:${f.ref}`, answer)
   }
 
   /** As leader: send the answers noted since the last call. */
@@ -217,11 +271,25 @@ export class Forwarder<C, R> {
     for (const [i] of this.forwarded) if (i <= index) this.forwarded.delete(i)
   }
 
-  /** Give up on this node's forwarded proposals past their deadline at `now`, then resend what waits. */
+  /**
+   * Give up on this node's forwarded proposals past their deadline at `now`; send again those the
+   * leader has not acknowledged for a while (a message may be dropped: a full queue, a reconnect).
+   * Only to the same leader in the same term, which recognizes a resend and does not append it
+   * twice (it remembers what it took for twice its `requestTimeoutMs`, and a resend goes out only
+   * within this node's `requestTimeoutMs` of the first send: so nodes must not differ in it by more
+   * than a factor of two); a new leader never saw it, and the proposal then waits for its deadline.
+   */
   expire(now: number, leader: NodeId | undefined): void {
+    // the core's view, not the last Ready's: a resend must never reach another node, or this one
+    const st = this.host.core().status()
+    const resend: FwdMsg['reqs'] = []
     for (const [ref, f] of this.outgoing) {
       if (f.p.settled) {
         this.outgoing.delete(ref)
+      } else if (this.due(f, now, st)) {
+        f.sentAt = now
+        f.sends++
+        resend.push([ref, f.cmd])
       } else if (f.p.deadline <= now) {
         this.outgoing.delete(ref)
         rejectOnce(
@@ -232,7 +300,18 @@ export class Forwarder<C, R> {
         )
       }
     }
+    if (resend.length && st.leader !== undefined) {
+      this.host.out(st.leader, { t: 'fwd', from: this.host.id, to: st.leader, boot: this.host.boot, reqs: resend } satisfies FwdMsg)
+    }
     if (this.queue.length) this.flush()
+  }
+
+  /** Whether `f` is due to be sent again now, to the leader it went to (see {@link Forwarder.expire}). */
+  private due(f: Outgoing<C, R>, now: number, st: { role: string; leader: NodeId | undefined; term: number }): boolean {
+    if (f.accepted || f.pinned || f.sentTo === undefined || f.p.deadline <= now) return false
+    if (st.role === 'leader' || st.leader !== f.sentTo || st.term !== f.sentTerm) return false
+    if (now - f.firstSentAt >= this.host.timeoutMs) return false
+    return now - f.sentAt >= backoffDelay({ minMs: this.host.resendMs, maxMs: this.host.timeoutMs }, f.sends)
   }
 
   /** Fail this node's forwarded proposals with `err`. */
@@ -246,6 +325,7 @@ export class Forwarder<C, R> {
   dropLeaderState(): void {
     this.forwarded.clear()
     this.results.clear()
+    this.landed.clear()
   }
 
   private pruneSeen(now: number): void {
@@ -253,6 +333,7 @@ export class Forwarder<C, R> {
     for (const [k, at] of this.seen) {
       if (now - at < this.host.timeoutMs * 2) break
       this.seen.delete(k)
+      this.landed.delete(k)
     }
   }
 }

@@ -105,7 +105,11 @@ export interface RaftNodeOptions<C, R> {
   clockDrift?: number
   /** Take a snapshot after this many applied entries. Default 10,000. */
   snapshotEvery?: number
-  /** How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms. */
+  /**
+   * How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms.
+   * Give every node of a cluster the same value: a leader recognizes a proposal forwarded to it
+   * again for twice its own value (see raft/forwarding.ts).
+   */
   requestTimeoutMs?: number
   /** Proposals waiting at most (back-pressure); more reject at once. Default 100,000. */
   maxPending?: number
@@ -218,6 +222,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       clock: this.clock,
       timeoutMs: this.timeoutMs,
       tickMs: this.tickMs,
+      resendMs: this.electionMs,
       reads: this.reads,
       core: () => this.core,
       applied: () => this.applied,
