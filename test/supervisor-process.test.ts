@@ -148,12 +148,11 @@ function namesOn(refs: Ref[], prefix: string, node: string): Array<[string, Work
   return out
 }
 
-/** SIGKILL `victim` (holding workers); every name answers again from a survivor, exactly once. */
-async function killOneCase(t: Test, which: 'follower' | 'leader'): Promise<void> {
-  const c = await startSwormCluster({ n: 3 })
-  t.teardown(() => c.stopAll())
-  const prefix = `k${which}:`
-  let leader = await c.waitForLeader(15_000)
+/**
+ * Register `N` counters under `prefix`, wait until each runs exactly once, and pick the victim:
+ * the leader, or the follower holding the most workers.
+ */
+async function placeAndPick(t: Test, c: SwormCluster, leader: string, prefix: string, which: 'follower' | 'leader'): Promise<{ before: OnceCheck; victim: string }> {
   await registerCounters(t, c, leader, prefix, N)
   const before = await convergeOnce(t, c, () => leader, prefix, N, 20_000)
   const victim =
@@ -163,6 +162,16 @@ async function killOneCase(t: Test, which: 'follower' | 'leader'): Promise<void>
           .filter((id) => id !== leader)
           .map((id) => [id, namesOn(before.refs, prefix, id).length] as const)
           .sort((a, b) => b[1] - a[1])[0]![0]
+  return { before, victim }
+}
+
+/** SIGKILL `victim` (holding workers); every name answers again from a survivor, exactly once. */
+async function killOneCase(t: Test, which: 'follower' | 'leader'): Promise<void> {
+  const c = await startSwormCluster({ n: 3 })
+  t.teardown(() => c.stopAll())
+  const prefix = `k${which}:`
+  let leader = await c.waitForLeader(15_000)
+  const { before, victim } = await placeAndPick(t, c, leader, prefix, which)
   const victims = namesOn(before.refs, prefix, victim).map(([n]) => n)
   t.ok(victims.length > 0, `${victim} (${which}) holds ${victims.length} workers`)
   const survivors = c.ids.filter((id) => id !== victim)
@@ -252,15 +261,7 @@ async function freezeCase(t: Test, which: 'follower' | 'leader'): Promise<void> 
   })
   const prefix = `frz${which}:`
   let leader = await c.waitForLeader(15_000)
-  await registerCounters(t, c, leader, prefix, N)
-  const before = await convergeOnce(t, c, () => leader, prefix, N, 20_000)
-  const victim =
-    which === 'leader'
-      ? leader
-      : c.ids
-          .filter((id) => id !== leader)
-          .map((id) => [id, namesOn(before.refs, prefix, id).length] as const)
-          .sort((a, b) => b[1] - a[1])[0]![0]
+  const { before, victim } = await placeAndPick(t, c, leader, prefix, which)
   const oldRefs = namesOn(before.refs, prefix, victim)
   t.ok(oldRefs.length > 0, `${victim} (${which}) holds ${oldRefs.length} workers`)
 
