@@ -31,5 +31,5 @@ export {
 export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.
 export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'
-export { LevelStorage } from './raft/level-storage.js'
+export { LevelStorage } from './raft/storage/level-storage.js'
 export { WsHub, type WsHubOptions } from './net/hub.js'

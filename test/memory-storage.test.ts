@@ -1,6 +1,6 @@
 import t from 'tap'
 import { StorageError } from '../src/errors.js'
-import { MemoryStorage } from '../src/raft/memory-storage.js'
+import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { makeEntries, storageContract } from './fixtures/storage-contract.js'
 
 const config = { voters: { n1: 'a' }, learners: {} }

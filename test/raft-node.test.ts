@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/errors.js'
-import { MemoryStorage } from '../src/raft/memory-storage.js'
+import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { RaftNode } from '../src/raft/node.js'
 import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'

@@ -4,7 +4,7 @@
  * its fix (issue #10): the commit it failed on is named in its test.
  */
 import t from 'tap'
-import { MemoryStorage } from '../src/raft/memory-storage.js'
+import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { silentLogger } from '../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../src/testkit/sim.js'

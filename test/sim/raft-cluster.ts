@@ -2,7 +2,7 @@
  * A simulated Raft cluster: real RaftNode code over a SimNetwork, MemoryStorage and simulated
  * clocks, with a KV state machine, fault injection and the safety checkers.
  */
-import { MemoryStorage } from '../../src/raft/memory-storage.js'
+import { MemoryStorage } from '../../src/raft/storage/memory-storage.js'
 import { RaftNode } from '../../src/raft/node.js'
 import type { ClusterConfig, Logger, NodeId, Transport } from '../../src/raft/types.js'
 import { KvStateMachine } from '../../src/testkit/kv-state-machine.js'

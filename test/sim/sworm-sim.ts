@@ -24,7 +24,7 @@
  * members are the Raft voters, up in the registry, and run every name; removed nodes are
  * declared gone.
  */
-import { MemoryStorage } from '../../src/raft/memory-storage.js'
+import { MemoryStorage } from '../../src/raft/storage/memory-storage.js'
 import { silentLogger, type Logger } from '../../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../../src/sworm.js'
 import { SimNetwork, SimScheduler, type SimClock } from '../../src/testkit/sim.js'

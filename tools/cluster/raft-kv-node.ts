@@ -10,7 +10,7 @@
  * @module
  */
 import { performance } from 'node:perf_hooks'
-import { LevelStorage } from '../../src/raft/level-storage.js'
+import { LevelStorage } from '../../src/raft/storage/level-storage.js'
 import { RaftNode } from '../../src/raft/node.js'
 import { consoleLogger, type ClusterConfig, type Logger, type NodeId } from '../../src/raft/types.js'
 import { WsHub } from '../../src/net/hub.js'

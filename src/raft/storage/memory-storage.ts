@@ -12,8 +12,8 @@
  * @module
  */
 import { Packr } from 'msgpackr'
-import { StorageError } from '../errors.js'
-import type { Entry, EntryType, HardState, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
+import { StorageError } from '../../errors.js'
+import type { Entry, EntryType, HardState, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from '../types.js'
 
 /** Same codec as the LevelDB storage: plain MessagePack maps. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true })

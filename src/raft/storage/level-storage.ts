@@ -39,9 +39,9 @@
 import { mkdir } from 'node:fs/promises'
 import { Level } from 'level'
 import { Packr } from 'msgpackr'
-import { CorruptStorageError, StorageError } from '../errors.js'
-import type { ClusterConfig, Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from './types.js'
-import { silentLogger } from './types.js'
+import { CorruptStorageError, StorageError } from '../../errors.js'
+import type { ClusterConfig, Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from '../types.js'
+import { silentLogger } from '../types.js'
 
 // ------------------------------------------------------------------------------------ CRC-32C
 
