@@ -397,6 +397,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return this.messaging.call<R>(t, msg, timeout)
   }
 
+  /**
+   * The Raft node behind this sworm: for membership changes (`addNode`, `removeNode`,
+   * `replaceNode`, `transferLeadership`, on the leader) and for its status.
+   */
+  get raftNode(): RaftNode<RegistryCommand, RegistryResult> {
+    return this.raft
+  }
+
   /** Whether this node's lease holds (see {@link SwormOptions.leaseTimeoutMs}). */
   leaseOk(): boolean {
     return this.fence.leaseOk()
