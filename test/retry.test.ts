@@ -55,3 +55,16 @@ t.test('retry: gives up with the last error at the deadline, on a non-retryable 
   await t.rejects(fatal, TypeError)
   t.equal(calls, 1)
 })
+
+t.test('retry: gives up after maxAttempts', async (t) => {
+  const sched = new SimScheduler(3)
+  let calls = 0
+  const p = retry(sched.clock(), { minMs: 10, maxAttempts: 3 }, async () => {
+    calls++
+    throw new Error(`attempt ${calls}`)
+  })
+  p.catch(() => {})
+  await sched.runUntil(1000)
+  await t.rejects(p, { message: 'attempt 3' })
+  t.equal(calls, 3)
+})

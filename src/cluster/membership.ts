@@ -145,16 +145,16 @@ export class Membership {
    */
   async askToJoin(via: string, url: string): Promise<void> {
     const { host } = this
-    const deadline = host.clock.now() + 60_000
-    while (!hasOwn(host.raft.status().appliedConfig.voters, host.nodeId)) {
+    const notYet = new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
+    // ask (again) every half second until the configuration lists this node as a voter
+    await retry(host.clock, { minMs: 500, deadlineMs: 60_000, retryable: (err) => err === notYet }, async () => {
       if (host.stopped()) throw stoppedError()
-      if (host.clock.now() > deadline) throw new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
       if (this.joinRefusal) throw this.joinRefusal
+      if (hasOwn(host.raft.status().appliedConfig.voters, host.nodeId)) return
       const target = host.raft.leader ?? via
       host.router.send(target, { t: 'joinReq', node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
-      await sleep(host.clock, 500)
-      if (this.joinRefusal) throw this.joinRefusal
-    }
+      throw notYet
+    })
     host.log.info('joined the cluster')
   }
 
@@ -247,18 +247,15 @@ export class Membership {
     const deadline = host.clock.now() + timeoutMs
     const left = (): number => deadline - host.clock.now()
     // 1. out of the Raft configuration: done by the leader, retried across leader changes
-    for (;;) {
+    const again = (err: unknown): boolean => err instanceof NotLeaderError || err instanceof TimeoutError || err instanceof ProposalDroppedError
+    await retry(host.clock, { minMs: 100, deadlineMs: timeoutMs, retryable: again }, async () => {
       guard()
-      try {
-        if (host.raft.isLeader) await this.removeAsLeader(nodeId)
-        else await this.askLeaderToRemove(nodeId, Math.max(1, Math.min(left(), host.requestTimeoutMs)))
-        break
-      } catch (err) {
-        if (!(err instanceof NotLeaderError || err instanceof TimeoutError || err instanceof ProposalDroppedError)) throw err
-        if (left() <= 0) throw new TimeoutError(`could not remove ${nodeId} within ${timeoutMs} ms (${err.message})`)
-        await sleep(host.clock, Math.min(100, left()))
-      }
-    }
+      if (host.raft.isLeader) await this.removeAsLeader(nodeId)
+      else await this.askLeaderToRemove(nodeId, Math.max(1, Math.min(left(), host.requestTimeoutMs)))
+    }).catch((err: unknown) => {
+      if (again(err)) throw new TimeoutError(`could not remove ${nodeId} within ${timeoutMs} ms (${err instanceof Error ? err.message : String(err)})`)
+      throw err
+    })
     if (nodeId === host.nodeId) return
     // 2. declared gone in the registry, once its lease must have run out (seen by this node)
     for (;;) {

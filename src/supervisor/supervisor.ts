@@ -10,6 +10,7 @@
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Clock, Logger } from '../raft/types.js'
+import { retry } from '../util/retry.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import type { ExitReason, LocalWorkers, Worker } from './local-workers.js'
@@ -191,15 +192,11 @@ export class Supervisor {
     return list.length > max
   }
 
+  /** Propose `cmd`, trying again for about half a minute; undefined if it never went through. */
   private async proposeQuietly(cmd: RegistryCommand): Promise<RegistryResult | undefined> {
-    for (let i = 0; i < 20 && !this.host.stopped(); i++) {
-      try {
-        return await this.host.propose(cmd)
-      } catch {
-        await new Promise<void>((r) => this.host.clock.setTimeout(r, 100 + i * 100))
-      }
-    }
-    return undefined
+    if (this.host.stopped()) return undefined
+    const policy = { minMs: 100, maxMs: 2000, maxAttempts: 20, stopped: () => this.host.stopped() }
+    return retry(this.host.clock, policy, () => this.host.propose(cmd)).catch(() => undefined)
   }
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */

@@ -31,6 +31,8 @@ export interface RetryClock {
 export interface RetryPolicy extends BackoffPolicy {
   /** Give up once this much time has passed since the first attempt, in ms. Default: never. */
   readonly deadlineMs?: number
+  /** Give up after this many attempts. Default: no limit. */
+  readonly maxAttempts?: number
   /** Whether an error is worth another attempt. Default: every error is. */
   readonly retryable?: (err: unknown) => boolean
   /** Checked before each attempt and after each wait: true stops the loop with the last error. */
@@ -61,8 +63,8 @@ export function sleep(clock: RetryClock, ms: number): Promise<void> {
 
 /**
  * Run `attempt` until it resolves, waiting by `policy` between failures. It rejects with the last
- * error once that error is not retryable, `stopped()` is true, or the next attempt would start
- * after the deadline. Each attempt is told its number (from 1) and the time left before the
+ * error once that error is not retryable, `stopped()` is true, `maxAttempts` were made, or the
+ * next attempt would start after the deadline. Each attempt is told its number (from 1) and the time left before the
  * deadline (`Infinity` without one).
  */
 export async function retry<T>(clock: RetryClock, policy: RetryPolicy, attempt: (n: number, leftMs: number) => Promise<T>): Promise<T> {
@@ -71,7 +73,7 @@ export async function retry<T>(clock: RetryClock, policy: RetryPolicy, attempt: 
     try {
       return await attempt(n, deadline - clock.now())
     } catch (err) {
-      if ((policy.retryable && !policy.retryable(err)) || policy.stopped?.()) throw err
+      if ((policy.retryable && !policy.retryable(err)) || policy.stopped?.() || n >= (policy.maxAttempts ?? Infinity)) throw err
       const wait = backoffDelay(policy, n)
       if (clock.now() + wait >= deadline) throw err
       policy.onRetry?.(err, n)
