@@ -28,7 +28,22 @@ export {
   NodeDataLostError,
   ClusterExistsError,
 } from './errors.js'
-export { consoleLogger, silentLogger, type Logger, type LogLevel } from './raft/types.js'
+export {
+  consoleLogger,
+  silentLogger,
+  systemClock,
+  type Logger,
+  type LogLevel,
+  type Clock,
+  type ClusterConfig,
+  type RaftStorage,
+  type Transport,
+  type NodeId,
+  type Entry,
+  type Snapshot,
+  type PersistedState,
+  type HardState,
+} from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.
 export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'
 export { LevelStorage } from './raft/storage/level-storage.js'
