@@ -202,3 +202,18 @@ t.test('a node that joins later (join: url) sees every name and takes part', asy
   await waitFor(() => a.whereisName('from-n4') !== undefined, 5000, 'n1 sees the name')
   t.same(await a.call('from-n4', 'y'), { tag: 'd', msg: 'y' }, 'others reach workers on n4')
 })
+
+t.test('a normal start of 3 nodes logs no warning', async (t) => {
+  // Failed on 31bf3a6: "message for unknown group dropped" on every start (a peer's message
+  // reached a channel whose sworm was still starting).
+  const warns: string[] = []
+  const logger = { ...silentLogger, warn: (msg: string) => void warns.push(msg), error: (msg: string) => void warns.push(msg) }
+  for (let round = 0; round < 3 && warns.length === 0; round++) {
+    const c = await startSworms(3, `quiet${round}`, { logger })
+    const ref = c.nodes[0]!.spawn({ handleCall: () => 1 })
+    t.equal(await c.nodes[0]!.registerName(`q${round}`, ref), true)
+    await waitFor(() => c.nodes.every((s) => s.whereisName(`q${round}`) !== undefined), 10_000, 'every node sees the name')
+    await c.stop()
+  }
+  t.same(warns, [], 'no warning or error line')
+})

@@ -769,9 +769,14 @@ export class WsHub {
     for (const [group, msg] of b as Batch) {
       if (conn.state === 'closed' || this.closed) return
       const ch = this.channels.get(group)
-      if (!ch || !ch.handler) {
+      if (!ch) {
         // keyed by peer, not group: a peer naming a new group in every message gets one line a second
         this.limitedWarn(`group:${from}`, 'message for unknown group dropped', { peer: from, group: clip(group) })
+        continue
+      }
+      if (!ch.handler) {
+        // the group is opened but its owner is still starting (every normal start sees a few): not worth a warning
+        this.log.debug('message for a group still starting dropped', { peer: from, group: clip(group) })
         continue
       }
       try {
