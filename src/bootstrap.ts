@@ -144,7 +144,10 @@ export async function assemble<S extends Assembled>(
       deps.logger.error('refusing to start: this node lost its data', { node: nodeId })
       throw new NodeDataLostError(nodeId, dataLostMessage(nodeId, 'its own log says so'))
     }
-    const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers
+    // A disk with a term but no log belongs to a member that took part in elections before its
+    // first entries reached it (its probe had found the cluster): it waits for the leader too.
+    const waitingMember = peers !== undefined && st.term > 0
+    const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers && !waitingMember
     let joinVia: string | undefined
     // A node started with `join` that its log does not list as a voter (fresh, or its join was
     // cut short after it became a learner) asks to be added.

@@ -68,6 +68,7 @@ export function emitSafely<K extends keyof SwormEvents>(emitter: EventEmitter<Sw
 /** What {@link RegistryEvents} needs of its node. */
 export interface RegistryEventsHost {
   readonly nodeId: string
+  readonly incarnation: string
   readonly log: Logger
   readonly metrics: SwormMetrics
   /** Whether `ref` is a worker of this node incarnation. */
@@ -121,7 +122,9 @@ export class RegistryEvents {
         return
       case 'nodeDown':
         host.metrics.nodeEvents.inc({ event: 'down' })
-        host.log.warn('node declared gone', { peer: ch.node })
+        // an earlier incarnation of this very node (seen again as a restarted node replays its log)
+        if (ch.node === host.nodeId && ch.inc !== host.incarnation) host.log.debug('an earlier incarnation of this node was declared gone', { inc: ch.inc })
+        else host.log.warn('node declared gone', { peer: ch.node })
         host.fire('nodeDown', { node: ch.node })
         return
       default:

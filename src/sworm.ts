@@ -150,7 +150,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       },
     })
     this.detector = new FailureDetector({ ...node, nodeDownAfterMs: o.nodeDownAfterMs })
-    this.events = new RegistryEvents({ nodeId: o.nodeId, log, metrics, isLocal, fire: (event, ...a) => this.fire(event, ...a) })
+    this.events = new RegistryEvents({ nodeId: o.nodeId, incarnation: p.inc, log, metrics, isLocal, fire: (event, ...a) => this.fire(event, ...a) })
     this.observe = new NodeStatus({ ...node, name: o.name, workers, supervisor: this.supervisor, metrics, router, leaseOk: () => this.fence.leaseOk() })
     p.hooks.change = (ch) => this.onRegistryChange(ch)
     p.hooks.exit = (id, reason) => this.onWorkerExit(id, reason)

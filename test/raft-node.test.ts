@@ -196,3 +196,19 @@ t.test("a resent proposal the leader already took is answered with where it land
   t.ok(fwds >= 2, `sent again (${fwds} sends)`)
   t.equal(await copiesOf(c, 'landed'), 1, 'appended once')
 })
+
+t.test('an idempotent forwarded proposal whose leader is gone without an answer goes to the next leader', async (t) => {
+  // Failed before `idempotent` (a2b5f50): the lost forward was sent again only to the old leader,
+  // which no longer led, so the proposal waited for its whole timeout.
+  const c = await cluster(3)
+  const leader = c.leader()!
+  const follower = c.alive().find((m) => m !== leader)!
+  const other = c.alive().find((m) => m !== leader && m !== follower)!
+  let lost = 0
+  dropWhere(c, (_f, _to, m) => m.t === 'fwd' && lost++ === 0)
+  const p = follower.node!.propose({ op: 'put', key: 'moved', value: 'next-leader' }, { idempotent: true })
+  await settle(c, leader.node!.transferLeadership(other.id))
+  const out = await settle(c, p)
+  t.same(out, { ok: true })
+  t.ok((await copiesOf(c, 'next-leader')) >= 1, 'it reached the new leader')
+})

@@ -62,6 +62,8 @@ interface Outgoing<C, R> {
    * landed in its log, so it goes to no other node; it waits for its deadline (outcome unknown).
    */
   pinned: boolean
+  /** The state machine applies it at most once however often it is appended: it may go to any leader. */
+  idempotent: boolean
 }
 
 /** A forwarded request appended in this leader's log, to answer once applied. */
@@ -99,9 +101,9 @@ export class Forwarder<C, R> {
   }
 
   /** Forward `cmd` to the leader (or wait for one until `p`'s deadline). */
-  enqueue(p: Pending<R>, cmd: C): void {
+  enqueue(p: Pending<R>, cmd: C, idempotent = false): void {
     const ref = ++this.seq
-    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, accepted: false, pinned: false })
+    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, accepted: false, pinned: false, idempotent })
     this.queue.push(ref)
     if (this.flushScheduled) return
     this.flushScheduled = true
@@ -212,7 +214,7 @@ export class Forwarder<C, R> {
         continue
       }
       if (kind === RESULT_RETRY) {
-        if (f.sends > 1) {
+        if (f.sends > 1 && !f.idempotent) {
           // this send was not appended, but an earlier one may have been (by this node while it led)
           f.pinned = true
           continue
@@ -290,6 +292,10 @@ export class Forwarder<C, R> {
         f.sentAt = now
         f.sends++
         resend.push([ref, f.cmd])
+      } else if (this.moved(f, now, st)) {
+        // an idempotent proposal whose leader is gone: to the new leader (or this node's log)
+        f.sentTo = undefined
+        this.queue.push(ref)
       } else if (f.p.deadline <= now) {
         this.outgoing.delete(ref)
         rejectOnce(
@@ -312,6 +318,16 @@ export class Forwarder<C, R> {
     if (st.role === 'leader' || st.leader !== f.sentTo || st.term !== f.sentTerm) return false
     if (now - f.firstSentAt >= this.host.timeoutMs) return false
     return now - f.sentAt >= backoffDelay({ minMs: this.host.resendMs, maxMs: this.host.timeoutMs }, f.sends)
+  }
+
+  /**
+   * Whether `f` is idempotent, unanswered, and its leader is gone (another leads, or this term
+   * has none for an election's length): the state machine applies it once, so it may go anywhere.
+   */
+  private moved(f: Outgoing<C, R>, now: number, st: { role: string; leader: NodeId | undefined; term: number }): boolean {
+    if (!f.idempotent || f.accepted || f.sentTo === undefined || f.p.deadline <= now) return false
+    if (st.leader === undefined) return false // wait for one (flush sends it when one is known)
+    return st.leader !== f.sentTo || st.term !== f.sentTerm
   }
 
   /** Fail this node's forwarded proposals with `err`. */

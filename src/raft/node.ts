@@ -342,8 +342,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * applied on this node. Followers forward to the leader. Rejects with {@link NotLeaderError}
    * (no leader reachable), {@link TimeoutError} (outcome unknown), {@link ProposalDroppedError}
    * (did not take effect) or {@link ShuttingDownError}.
+   *
+   * @param opts.timeoutMs - how long it may take (default `requestTimeoutMs`)
+   * @param opts.term - a decision of this node as the leader of that term: never forwarded
+   * @param opts.idempotent - the state machine applies this command at most once however often it
+   *   is appended (a client session, say): a forwarded copy whose leader is gone without an answer
+   *   is then sent to the next leader. Without it, a copy goes again only to the same leader in the
+   *   same term, which recognizes it (see raft/forwarding.ts).
    */
-  propose(command: C, opts: { timeoutMs?: number; term?: number } = {}): Promise<R> {
+  propose(command: C, opts: { timeoutMs?: number; term?: number; idempotent?: boolean } = {}): Promise<R> {
     if (this.stopped) return Promise.reject(new ShuttingDownError())
     if (this.failure) return Promise.reject(this.failure)
     if (this.pending.size + this.fwd.size >= this.maxPending) {
@@ -380,7 +387,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       // forward to the leader (or wait for one until the deadline)
-      this.fwd.enqueue(p, copy)
+      this.fwd.enqueue(p, copy, opts.idempotent === true)
     })
   }
 

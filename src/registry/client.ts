@@ -53,7 +53,9 @@ export class RegistryClient {
             // One attempt may take all the time left: proposing again while the first may still be
             // in the log would only add load (the node re-forwards to a new leader by itself); the
             // session makes the attempts after a definite failure safe.
-            const res = await raft.propose({ ...cmd, s: { node: nodeId, inc: incarnation, seq, low } }, { timeoutMs: Math.max(1, left) })
+            // idempotent: the session makes a second append harmless, so the node may send it to a
+            // new leader when the first is gone without an answer
+            const res = await raft.propose({ ...cmd, s: { node: nodeId, inc: incarnation, seq, low } }, { timeoutMs: Math.max(1, left), idempotent: true })
             if (res === 'session-expired') throw new ShuttingDownError('this node incarnation is no longer the one the cluster knows (it restarted, or was declared gone)')
             return res
           } catch (err) {
