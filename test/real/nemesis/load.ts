@@ -1,0 +1,82 @@
+/**
+ * What a real-process nemesis run puts on the cluster besides its clients: the supervised names,
+ * the large state (static names in bulk before the faults), and hostile connections from outside
+ * the cluster until the heal.
+ * @module
+ */
+import { fileURLToPath } from 'node:url'
+import { seededRandom } from '../../../src/testkit/sim.js'
+import type { RegisterManyResult } from '../../../tools/cluster/sworm-protocol.js'
+import { HOSTILE_KINDS, hostileAttack } from '../hostile-peers.js'
+import { BIG, sleep, wall, type NemesisRun } from './state.js'
+
+const WORKERS = fileURLToPath(new URL('../../../tools/cluster/workers.js', import.meta.url))
+/** Hostile attacks per run, at most. */
+const MAX_HOSTILE = 30
+
+/** Register the supervised counters `w0`..: the same names from two nodes at once (one wins each). */
+export async function registerSupervised(run: NemesisRun, names: number): Promise<void> {
+  const registering = [0, 1].map(() =>
+    run.cl
+      .request(run.pick(run.usable()), { op: 'registerSupervisedMany', prefix: 'w', count: names, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
+      .catch(() => undefined),
+  )
+  await Promise.all(registering)
+}
+
+/**
+ * Register `large` static names (echo workers) through 3 nodes, 64 in flight. One node sits the
+ * load out (killed before, started again as the faults begin: returned): it is then behind the
+ * leader's latest snapshot and catches up by installing it, during the faults.
+ */
+export async function loadLargeState(run: NemesisRun, large: number): Promise<string | undefined> {
+  const { cl, found } = run
+  found.faults.largeState = 1
+  const vias = run.usable().slice(0, 3)
+  const sitOut = run.usable().length > 3 ? run.pick(run.usable().slice(3)) : undefined
+  if (sitOut !== undefined) await run.kill(sitOut)
+  const per = Math.ceil(large / vias.length)
+  found.note(`large state: registering ${large} static names through ${vias.join(',')}, 64 in flight${sitOut !== undefined ? `, while ${sitOut} is down` : ''}`)
+  const t = performance.now()
+  const res = await Promise.all(
+    vias.map((via, i) =>
+      cl
+        .request<RegisterManyResult>(
+          via,
+          { op: 'registerMany', prefix: BIG, start: i * per, count: Math.max(0, Math.min(per, large - i * per)), concurrency: Math.floor(64 / vias.length) + (i < 64 % vias.length ? 1 : 0) },
+          600_000,
+        )
+        .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [String(err)] })),
+    ),
+  )
+  const ok = res.reduce((a, x) => a + x.ok, 0)
+  found.note(`large state: ${ok} registered in ${((performance.now() - t) / 1000).toFixed(1)} s${ok < large ? ` (errors: ${res.flatMap((x) => x.errorSamples).slice(0, 3).join('; ')})` : ''}`)
+  return sitOut
+}
+
+/**
+ * Hostile connections from outside the cluster (see `hostile-peers.ts`), to random running nodes,
+ * one at a time, on their own seeded stream, in the background. Returns the call that ends them
+ * (resolves once the last one has).
+ */
+export function startHostile(run: NemesisRun, seed: number): () => Promise<void> {
+  const { cl, ids, found } = run
+  let on = true
+  const loop = (async () => {
+    const hr = seededRandom(seed * 13 + 5)
+    for (let k = 0; k < MAX_HOSTILE && on; k++) {
+      await sleep(300 + hr() * 1500)
+      const targets = ids.filter((id) => cl.isAlive(id))
+      if (!on || !targets.length) break
+      const id = targets[Math.floor(hr() * targets.length)]!
+      const kind = HOSTILE_KINDS[Math.floor(hr() * HOSTILE_KINDS.length)]!
+      found.count(`hostile:${kind}`)
+      const what = await hostileAttack(kind, { url: cl.urls[id]!, nodeId: id, memberIds: [...ids] }, hr)
+      found.trail.push({ at: wall(), what: `hostile: ${id}: ${what}` })
+    }
+  })()
+  return () => {
+    on = false
+    return loop
+  }
+}

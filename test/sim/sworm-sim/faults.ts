@@ -1,0 +1,296 @@
+/**
+ * The nemesis of a scenario run: one fault drawn from the run's random stream ({@link injectFault},
+ * every 200-1000 simulated ms), each kind of fault, and the end of the faults ({@link healFaults}).
+ *
+ * Replay. The faults draw from the same stream as everything else in the run, and promise chains
+ * that a fault starts (a call through a node, a removal) draw from it too as they run. So a fault
+ * runs at once and returns nothing, or returns a promise to wait for and what to do right after
+ * it ({@link FaultEnd}), which the caller runs in its own frame, as in `await wait; after()`:
+ * wrapping that in one more `async` function would let those chains run (and draw) before the
+ * caller goes on, and every seed would replay another run.
+ * @module
+ */
+import { internals } from '../../../src/internal.js'
+import { addMember, removeMember } from './membership.js'
+import { registerSupervised } from './workload.js'
+import type { Member, SimWorld } from './world.js'
+
+/** What one step of the schedule sees: the members' ids, and the active members that are down. */
+interface Step {
+  ids: string[]
+  down: Member[]
+}
+
+/**
+ * How a fault ends: at once (nothing), or once `wait` resolves, with `after` run right then, in
+ * the caller's frame: `await end.wait; end.after?.()` (see the module's notes on replay).
+ */
+export type FaultEnd = void | { wait: Promise<unknown>; after?: () => void }
+
+/** A kind of fault. */
+type Fault = (w: SimWorld, step: Step) => FaultEnd
+
+const trace = (w: SimWorld, what: string): void => {
+  if (process.env.SIM_TRACE) console.error(`${w.sched.now.toFixed(1)} nemesis ${what}`)
+}
+
+/**
+ * Inject one fault: with the faults of issue #10 (`opts.newFaults`, default on), a process stall
+ * (6%), a wiped disk (2%) or hostile messages (2%); else one of the classic faults ({@link SCHEDULE}).
+ */
+export function injectFault(w: SimWorld): FaultEnd {
+  const y = (w.opts.newFaults ?? true) ? w.r() : 1
+  if (y < 0.06) return stallFault(w)
+  if (y < 0.08) return wipeDisk(w)
+  if (y < 0.1) return hostileMessages(w)
+  const x = w.r()
+  trace(w, `x=${x.toFixed(2)}`)
+  const step: Step = { ids: [...w.members.keys()], down: w.active().filter((m) => !m.alive) }
+  return SCHEDULE.find((f) => x < f.below && (f.when?.(step) ?? true))!.fault(w, step)
+}
+
+/** When the last stall ends (now if none runs on). */
+export function stallsEnd(w: SimWorld): number {
+  return Math.max(w.sched.now, ...w.stalls.map((st) => st.to))
+}
+
+/** The network heals: every link back, no loss, no duplicates, short delays. */
+export function healFaults(w: SimWorld): void {
+  w.net.heal()
+  setReliable(w)
+}
+
+function setReliable(w: SimWorld): void {
+  w.net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
+}
+
+/** Freeze `m`'s process for `ms`: its timers, inbound messages and disk (a GC pause, SIGSTOP, a long synchronous task). */
+function stall(w: SimWorld, m: Member, ms: number): void {
+  const { sched, stalls } = w
+  // one stall interval per freeze: a stall of a node already stalled extends it
+  const cur = stalls.find((st) => st.node === m.id && st.from <= sched.now && st.to > sched.now)
+  if (cur) cur.to = Math.max(cur.to, sched.now + ms)
+  else {
+    // when its lease ends, on the true time (its clock runs at its rate; a frozen node renews nothing)
+    const renewed = m.sworm ? internals(m.sworm).raft.leaseRenewedAt() : undefined
+    const leaseEnd = renewed === undefined ? -Infinity : sched.now + (renewed + w.lease - m.clock!.now()) / m.clock!.rate
+    stalls.push({ node: m.id, from: sched.now, to: sched.now + ms, leaseEnd })
+  }
+  trace(w, `stall ${m.id} ${ms.toFixed(0)} ms (${m.sworm?.status().role})`)
+  m.clock!.stall(ms)
+  w.net.stall(m.id, ms)
+  w.maybeDropped(m.id) // it may be declared gone meanwhile
+  w.count(`stall${m.sworm?.status().role === 'leader' ? '-leader' : ''}`)
+}
+
+/** A process stall: half the time the leader, right after a partition cuts it off with a minority. */
+const stallFault = (w: SimWorld): FaultEnd => {
+  const { r } = w
+  const ids = [...w.members.keys()]
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (leader && r() < 0.5) {
+    const others = ids.filter((id) => id !== leader.id).sort(() => r() - 0.5)
+    const k = Math.floor(r() * 2)
+    w.net.partition([[leader.id, ...others.slice(0, k)], others.slice(k)])
+    trace(w, `partition ${JSON.stringify([[leader.id, ...others.slice(0, k)], others.slice(k)])}`)
+    for (const id of ids) w.maybeDropped(id)
+    w.count('partition')
+    stall(w, leader, r() * 3000)
+  } else {
+    const m = w.alive()
+    if (m.length) stall(w, w.pick(m), r() * 3000)
+  }
+}
+
+/**
+ * A voter loses its disk and is restarted under the same id: it must refuse to start; the
+ * operator then removes it (and its machine may come back later under a new id). Only with no
+ * membership change under way, more than 3 members, all of them up.
+ */
+const wipeDisk = (w: SimWorld): FaultEnd => {
+  const act = w.active()
+  const victims = act.filter((m) => m.alive && m.ready && !m.joins)
+  if (!w.membership && act.length > 3 && act.every((m) => m.alive) && victims.length) {
+    const m = w.pick(victims)
+    return { wait: restartWiped(w, m), after: () => removeWiped(w, m) }
+  }
+}
+
+async function restartWiped(w: SimWorld, m: Member): Promise<void> {
+  await w.crash(m)
+  m.storage = w.wipedStorage(m)
+  await w.boot(m)
+  await w.sched.runUntilTrue(() => !m.alive || m.ready, 5000)
+}
+
+function removeWiped(w: SimWorld, m: Member): void {
+  if (m.ready && m.alive) w.faultProblems.push(`${m.id} restarted on a wiped disk under its old id and was let in`)
+  w.count('wipe')
+  removeMember(w, m)
+}
+
+/**
+ * A burst of hostile messages: malformed or impossible Raft and wire messages, from an outsider
+ * and from a member's id with another cluster's id.
+ */
+const hostileMessages = (w: SimWorld): FaultEnd => {
+  const { r } = w
+  const targets = w.alive()
+  if (!targets.length) return
+  const to = w.pick(targets).id
+  const from = r() < 0.5 ? 'intruder' : w.pick([...w.members.keys()])
+  for (let k = 0; k < 20; k++) {
+    const junk = w.pick<unknown>([
+      null,
+      42,
+      'x'.repeat(1 + Math.floor(r() * 100)),
+      { t: 'app', from, to, term: 1e9, prevIndex: -1, prevTerm: 0, entries: [{}], commit: 1e9 },
+      { t: 'vote', from, to, term: 1e6, pre: false, lastIndex: 1e9, lastTerm: 1e6, transfer: true, cid: 'another-cluster' },
+      { t: 'hb', from, to, term: 1e6, commit: 1e9, seq: 1, lease: true, ack: 1e9, cid: 'another-cluster' },
+      { t: 'fwd', from, to, boot: 'x', reqs: [[1, { c: 'unregister', name: 'w1' }]], cid: 'another-cluster' },
+      { t: 'snap', from, to, term: 1e6, snapshot: { meta: { index: 1e9, term: 1, config: { voters: {}, learners: {} } }, data: new Uint8Array(3) } },
+      { t: 'call', id: 1, to: { sworm: 'sim', node: to, inc: 'x', id: 1 }, msg: 'crash' },
+      { t: 'joinReq', node: 'n1', url: 'ws://n1.sim:1', disk: 'forged' },
+      { t: 'probeResp', member: true, config: { voters: { [to]: 'x' }, learners: {} } },
+    ])
+    w.net.inject(from, to, junk, r() < 0.5 ? 'raft' : 'msg')
+  }
+  w.count('hostile')
+}
+
+/** Membership: one change at a time, 3 to 6 members (a member removed, live or down, or a node added). */
+const changeMembership: Fault = (w) => {
+  const act = w.active()
+  if (!w.membership && act.length > 3 && (act.length >= 6 || w.r() < 0.5)) {
+    const victim = w.pick(act)
+    w.count(victim.alive ? 'member-remove' : 'member-remove-down')
+    removeMember(w, victim)
+  } else if (!w.membership && act.length < 6 && act.some((m) => m.alive && !m.joins)) {
+    return { wait: addMember(w) }
+  }
+}
+
+/** A node's clock runs at another rate (within the bound). */
+const skewClock: Fault = (w) => {
+  const m = w.all().filter((m) => m.alive && m.clock)
+  if (m.length) {
+    w.pick(m).clock!.setRate(w.randomRate())
+    w.count('skew')
+  }
+}
+
+const partition: Fault = (w, { ids }) => {
+  const s = ids.slice().sort(() => w.r() - 0.5)
+  const k = 1 + Math.floor(w.r() * 2)
+  w.net.partition([s.slice(0, k), s.slice(k)])
+  for (const id of ids) w.maybeDropped(id)
+  w.count('partition')
+}
+
+const oneWayCut: Fault = (w, { ids }) => {
+  const a = w.pick(ids)
+  const b = w.pick(ids)
+  if (a !== b) {
+    w.net.block(a, b)
+    w.maybeDropped(a)
+    w.maybeDropped(b)
+  }
+  w.count('one-way')
+}
+
+const healNetwork: Fault = (w) => {
+  w.net.heal()
+  w.count('heal')
+}
+
+const crashNode: Fault = (w) => {
+  const m = w.all().filter((m) => m.alive)
+  if (m.length) {
+    return { wait: w.crash(w.pick(m)), after: () => w.count('crash') }
+  }
+}
+
+const restartNode: Fault = (w, { down }) => ({ wait: w.boot(w.pick(down)), after: () => w.count('restart') })
+
+/** A worker crashes. */
+const crashWorker: Fault = (w) => {
+  const m = w.alive()
+  if (m.length) {
+    void w
+      .pick(m)
+      .sworm!.call(`w${Math.floor(w.r() * Math.max(1, w.nextName))}`, 'crash', { timeout: 500 })
+      .catch(() => {})
+    w.count('worker-crash')
+  }
+}
+
+const drainNode: Fault = (w) => {
+  const m = w.alive()
+  if (m.length) {
+    const s = w.pick(m).sworm!
+    void (w.r() < 0.6 ? s.drain({ timeoutMs: 2000 }) : s.undrain()).catch(() => {})
+    w.count('drain')
+  }
+}
+
+const degradeNetwork: Fault = (w) => {
+  w.net.faults = { drop: w.r() * 0.1, duplicate: w.r() * 0.05, minDelay: 1, maxDelay: 1 + w.r() * 20 }
+  w.count('net-degrade')
+}
+
+const restoreNetwork: Fault = (w) => {
+  setReliable(w)
+  w.count('net-restore')
+}
+
+const registerName: Fault = (w) => {
+  registerSupervised(w)
+  w.count('register')
+}
+
+const rebalance: Fault = (w) => {
+  const m = w.alive()
+  if (m.length) {
+    void w.pick(m).sworm!.rebalance().catch(() => {})
+    w.count('rebalance')
+  }
+}
+
+/** The whole cluster dies and comes back from its disks. */
+const crashAll: Fault = (w) => ({ wait: crashAndRestartAll(w), after: () => w.count('crash-all') })
+
+async function crashAndRestartAll(w: SimWorld): Promise<void> {
+  for (const m of w.all()) await w.crash(m)
+  await w.sched.runUntil(w.sched.now + 100 + w.r() * 2000)
+  for (const m of w.active()) await w.boot(m)
+}
+
+const unregisterName: Fault = (w) => {
+  const m = w.alive()
+  if (m.length && w.nextName > 0) {
+    void w
+      .pick(m)
+      .sworm!.unregisterName(`w${Math.floor(w.r() * w.nextName)}`)
+      .catch(() => {})
+    w.count('unregister')
+  }
+}
+
+/** The classic faults, by the draw `x`: the first whose bound is above it and whose condition holds. */
+const SCHEDULE: Array<{ below: number; when?: (s: Step) => boolean; fault: Fault }> = [
+  { below: 0.1, fault: changeMembership },
+  { below: 0.18, fault: skewClock },
+  { below: 0.3, fault: partition },
+  { below: 0.34, fault: oneWayCut },
+  { below: 0.44, fault: healNetwork },
+  { below: 0.52, when: (s) => s.down.length < 2, fault: crashNode },
+  { below: 0.62, when: (s) => s.down.length > 0, fault: restartNode },
+  { below: 0.72, fault: crashWorker },
+  { below: 0.78, fault: drainNode },
+  { below: 0.84, fault: degradeNetwork },
+  { below: 0.87, fault: restoreNetwork },
+  { below: 0.91, fault: registerName },
+  { below: 0.93, fault: rebalance },
+  { below: 0.94, fault: crashAll },
+  { below: Infinity, fault: unregisterName },
+]

@@ -1,0 +1,123 @@
+/**
+ * What a scenario run asks of the cluster: supervised names (`w<k>`, counter workers), static
+ * names in bulk before the faults (large state), and clients of static registrations whose
+ * history goes to the linearizability checker.
+ * @module
+ */
+import type { KvOperation } from '../../../src/testkit/linearizability.js'
+import { STATIC_KEYS, type SimWorld } from './world.js'
+
+/** Register a supervised name through a running node: the next new one, or (once all are) one again. */
+export function registerSupervised(w: SimWorld): void {
+  const m = w.alive()
+  if (!m.length) return
+  const name = `w${w.nextName < (w.opts.names ?? 20) ? w.nextName++ : Math.floor(w.r() * w.nextName)}`
+  void w.pick(m).sworm!.whereisOrRegisterName(name, { module: 'sim-workers', fn: 'counter', args: [w.prefix + name] }).catch(() => {})
+}
+
+/** Register `count` static names (of one long-lived worker per node), 64 in flight, before the faults. */
+export async function loadLargeState(w: SimWorld, count: number): Promise<void> {
+  const hosts = w.alive()
+  const refs = hosts.map((m) => m.sworm!.spawn({ handleCall: () => 'ok' }))
+  let next = 0
+  let done = 0
+  const loop = async (): Promise<void> => {
+    while (next < count) {
+      const i = next++
+      const k = i % hosts.length
+      const res = await w.within(hosts[k]!.sworm!.registerName(`bulk:${i}`, refs[k]!), 20_000)
+      if (res.ok) done++
+    }
+  }
+  const loops = Array.from({ length: 64 }, loop)
+  let finished = false
+  void Promise.all(loops).finally(() => (finished = true))
+  await w.sched.runUntilTrue(() => finished, 600_000, 50)
+  w.count(`large-state:${done}`)
+}
+
+/**
+ * Clients of static registrations. Each node has its own key space ("s:<node>:<k>"), bound only
+ * to workers of that node, so when a node is cut off, crashes or is removed, the system may drop
+ * exactly those names (nodeDown, a new incarnation): modelled as deletes that may happen at any
+ * time from then on (`SimWorld.maybeDropped`, pending operations for the checker).
+ */
+export class Clients {
+  private on = true
+  private readonly loops: Array<Promise<void>> = []
+
+  constructor(private readonly w: SimWorld) {}
+
+  /** Start `n` clients, each running one operation after another until {@link stop}. */
+  start(n: number): void {
+    const { sched, r } = this.w
+    for (let i = 0; i < n; i++) {
+      this.loops.push(
+        (async () => {
+          while (this.on) {
+            let done = false
+            void this.op().finally(() => (done = true))
+            // an operation on a node that crashes never settles: move on after a while
+            for (let k = 0; k < 80 && !done; k++) await sched.sleep(50)
+            await sched.sleep(r() * 50)
+          }
+        })(),
+      )
+    }
+  }
+
+  /** No new operations from now on. */
+  stop(): void {
+    this.on = false
+  }
+
+  /** Let simulated time run until every client has ended (at most 10 s). */
+  async finished(): Promise<void> {
+    let clientsDone = false
+    void Promise.all(this.loops).finally(() => (clientsDone = true))
+    await this.w.sched.runUntilTrue(() => clientsDone, 10_000)
+  }
+
+  /** One operation through a random running node: register a fresh worker of the key's owner, unregister, or read. */
+  private async op(): Promise<void> {
+    const w = this.w
+    const { sched, r, history } = w
+    const nodes = w.alive()
+    if (!nodes.length) return
+    const via = w.pick(nodes)
+    const owner = w.pick([...w.members.keys()])
+    const key = `s:${owner}:${Math.floor(r() * STATIC_KEYS)}`
+    const x = r()
+    const op: KvOperation = { client: w.clientSeq++, input: { op: 'get', key }, call: sched.now, ret: Infinity, output: undefined }
+    try {
+      if (x < 0.45) {
+        // register a fresh static worker of the owner node (only the owner can spawn it)
+        const host = w.members.get(owner)
+        if (!host?.alive || !host.ready || !host.sworm) return
+        const ref = host.sworm.spawn({ handleCall: () => 'ok' })
+        const value = `v${ref.inc}.${ref.id}`
+        op.input = { op: 'putIfAbsent', key, value }
+        history.push(op)
+        const ok = await via.sworm!.registerName(key, ref)
+        op.output = { ok }
+      } else if (x < 0.7) {
+        op.input = { op: 'delete', key }
+        history.push(op)
+        op.output = { ok: await via.sworm!.unregisterName(key) }
+      } else {
+        op.input = { op: 'get', key }
+        history.push(op)
+        const ref = await via.sworm!.whereisName(key, { consistent: true })
+        op.output = { value: ref ? `v${ref.inc}.${ref.id}` : undefined }
+      }
+      op.ret = sched.now
+    } catch (err) {
+      const code = (err as { code?: string }).code
+      // a read that failed, or a write that surely did not happen, leaves no trace
+      if (op.input.op === 'get' || code === 'NOT_LEADER' || code === 'PROPOSAL_DROPPED' || code === 'INVALID_ARGUMENT' || code === 'NO_WORKER' || code === 'SHUTTING_DOWN') {
+        const i = history.indexOf(op)
+        if (i >= 0 && (code !== 'SHUTTING_DOWN' || op.input.op === 'get')) history.splice(i, 1)
+      }
+    }
+  }
+}

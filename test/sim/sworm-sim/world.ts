@@ -1,0 +1,323 @@
+/**
+ * The simulated world of one {@link runSwormScenario} run: the scheduler and its one seeded random
+ * stream, the network, the members and their node processes (start, crash), and the state the
+ * other parts share (fault counts, the client history, the membership change under way).
+ *
+ * Every part draws from `r`, the scheduler's random stream, so the order of the draws is the
+ * order in which the parts run: moving a draw changes what every seed replays.
+ * @module
+ */
+import { MemoryStorage } from '../../../src/raft/storage/memory-storage.js'
+import { silentLogger, type Logger } from '../../../src/raft/types.js'
+import type { Sworm, SwormOptions } from '../../../src/sworm.js'
+import { SimNetwork, SimScheduler, type SimClock } from '../../../src/testkit/sim.js'
+import type { KvOperation } from '../../../src/testkit/linearizability.js'
+import * as workers from '../../../tools/cluster/workers.js'
+import { assemble, internals } from '../../../src/internal.js'
+
+/** Options of a scenario run (see `runSwormScenario`). */
+export interface SwormScenarioOptions {
+  durationMs?: number
+  nodes?: number
+  names?: number
+  clients?: number
+  /** Static names registered in bulk before the faults (snapshots then carry real weight). */
+  largeState?: number
+  /** Inject the fault classes added by issue #10 (stalls, wiped disks, hostile messages). Default true. */
+  newFaults?: boolean
+}
+
+/** One machine of the simulated cluster, across the node processes started on it. */
+export interface Member {
+  id: string
+  storage: MemoryStorage
+  fastDisk: boolean
+  /** The running process's sworm (from its creation on: a joining node can crash before it is ready). */
+  sworm: Sworm | undefined
+  /** Its start resolved (for a joining node: it is a voter); clients and faults use only ready nodes. */
+  ready: boolean
+  alive: boolean
+  gen: number
+  detach: Array<() => void>
+  clock: SimClock | undefined
+  /** `active`: a member (or joining); `leaving`: being removed; `retired`: out of the cluster. */
+  role: 'active' | 'leaving' | 'retired'
+  /** Starts with `join` (it was added after the cluster started) instead of `peers`. */
+  joins: boolean
+}
+
+/** A process stall on the true simulated time, and when the stalled node's lease ended. */
+export interface Stall {
+  node: string
+  from: number
+  to: number
+  leaseEnd: number
+}
+
+/** What {@link SimWorld.within} resolves to. */
+export type Outcome<T> = { ok: true; value: T } | { ok: false; err?: unknown }
+
+/** The globals the workers module reads (the simulated time) and writes (the workers' activity). */
+export const simGlobals = globalThis as unknown as { __swormNow?: () => number; __swormActs?: workers.LifeEvent[] }
+
+/** Static keys per node in the clients' key space (`s:<node>:<k>`). */
+export const STATIC_KEYS = 3
+const LEASE_MS = 1000
+const DRIFT_MS = 300
+
+const url = (id: string): string => `ws://${id}.sim:1`
+
+function traceLogger(node: string, now: () => number): Logger {
+  const w = (level: string) => (msg: string, f?: Record<string, unknown>) => console.error(`${now().toFixed(1)} ${node} ${level} ${msg} ${f ? JSON.stringify(f) : ''}`)
+  return { debug: w('debug'), info: w('info'), warn: w('warn'), error: w('error') }
+}
+
+/** The shared state of one run, and the start and crash of node processes. */
+export class SimWorld {
+  readonly sched: SimScheduler
+  readonly net: SimNetwork
+  /** The one seeded random stream of the run. */
+  readonly r: () => number
+  readonly lease = LEASE_MS
+  /** Names of this run's supervised workers in the life log start with it. */
+  readonly prefix: string
+  /** Where this run's events start in the workers' life log. */
+  readonly lifeStart: number
+  /** The node of each worker incarnation (for the overlap check). */
+  readonly incNode = new Map<number, string>()
+  readonly initial: string[]
+  readonly members = new Map<string, Member>()
+  readonly faults: Record<string, number> = {}
+  /** Problems the faults found as they ran. */
+  readonly faultProblems: string[] = []
+  readonly stalls: Stall[] = []
+  /** The clients' history of static registrations, for the linearizability check. */
+  readonly history: KvOperation[] = []
+  clientSeq = 0
+  /** The id of the next fresh node. */
+  nextId: number
+  /** Supervised names registered so far (`w<k>`, k below it). */
+  nextName = 0
+  /** One membership change at a time, run in the background until it is done (also after heal). */
+  membership: Promise<void> | undefined
+  private readonly peers: Record<string, string>
+  private readonly rateLo: number
+  private readonly rateHi: number
+
+  constructor(
+    readonly seed: number,
+    readonly opts: SwormScenarioOptions,
+  ) {
+    this.sched = new SimScheduler(seed)
+    this.net = new SimNetwork(this.sched)
+    this.r = this.sched.random
+    simGlobals.__swormNow = () => this.sched.now
+    simGlobals.__swormActs = []
+    this.lifeStart = workers.life.length
+    this.prefix = `sim${seed}:`
+    const n = opts.nodes ?? 5
+    this.initial = Array.from({ length: n }, (_, i) => `n${i + 1}`)
+    this.nextId = n + 1
+    this.peers = Object.fromEntries(this.initial.map((id) => [id, url(id)]))
+    // clock rates: any two differ by at most the ratio the lease and the node-down wait allow
+    const maxRatio = 1 + DRIFT_MS / LEASE_MS
+    this.rateLo = 1 / Math.sqrt(maxRatio)
+    this.rateHi = Math.sqrt(maxRatio)
+  }
+
+  /** Count one fault (or event) of kind `k`. */
+  count(k: string): void {
+    this.faults[k] = (this.faults[k] ?? 0) + 1
+  }
+
+  /** A clock rate within the bound: often one of its ends. */
+  randomRate(): number {
+    const y = this.r()
+    return y < 0.3 ? this.rateLo : y < 0.6 ? this.rateHi : this.rateLo + this.r() * (this.rateHi - this.rateLo)
+  }
+
+  pick<T>(xs: T[]): T {
+    return xs[Math.floor(this.r() * xs.length)]!
+  }
+
+  all(): Member[] {
+    return [...this.members.values()]
+  }
+
+  active(): Member[] {
+    return this.all().filter((m) => m.role === 'active')
+  }
+
+  /**
+   * Running node processes whose start resolved (members, and removed nodes still running), and
+   * that are not stalled: a frozen process makes no API calls.
+   */
+  alive(): Member[] {
+    return this.all().filter((m) => m.alive && m.ready && m.sworm && !m.clock?.stalled)
+  }
+
+  /** An empty disk for `m`: a write takes a random time (not while its process is being created), and never completes while its process is stalled. */
+  wipedStorage(m: Member): MemoryStorage {
+    const afterStall = (): Promise<void> | undefined => (m.clock?.stalled ? this.sched.sleep(m.clock.stallLeft()) : undefined)
+    return new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.r() * 1.5).then(afterStall)) })
+  }
+
+  newMember(id: string, joins: boolean): Member {
+    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins }
+    m.storage = this.wipedStorage(m)
+    return m
+  }
+
+  /** Every node of a new cluster starts at once: on empty disks each one waits for all its peers before the cluster starts (cluster/identity.ts). */
+  async startCluster(): Promise<void> {
+    const booting = await Promise.all(
+      this.initial.map((id) => {
+        const m = this.newMember(id, false)
+        this.members.set(id, m)
+        return this.boot(m, false)
+      }),
+    )
+    await this.sched.runUntilTrue(() => booting.every((made) => made()), 10_000)
+  }
+
+  /**
+   * Start a node process. Resolves once it runs; a node that joins becomes ready later (once it
+   * is a voter), and a start that fails ends the process (as `Sworm.start` throwing would).
+   */
+  async boot(m: Member, wait = true): Promise<() => boolean> {
+    const { sched, net, r } = this
+    m.gen++
+    const gen = m.gen
+    m.alive = true
+    m.ready = false
+    m.sworm = undefined
+    const raftT = net.endpoint(m.id, 'raft')
+    const msgT = net.endpoint(m.id, 'msg')
+    m.detach = [() => raftT.detach(), () => msgT.detach()]
+    m.clock = sched.driftingClock({ offset: Math.floor(r() * 1e7), rate: this.randomRate(), alive: () => m.alive && m.gen === gen })
+    const options = this.swormOptions(m)
+    m.fastDisk = true
+    let made = false
+    const created = (): void => void (made = true)
+    void assemble(options, {
+      storage: m.storage,
+      raftTransport: raftT,
+      msgTransport: msgT,
+      clock: m.clock,
+      logger: process.env.SIM_TRACE ? traceLogger(m.id, () => sched.now) : silentLogger,
+      inc: `${m.id}.${gen}`,
+      random: r,
+      loadModule: async () => this.workersModule(m),
+      discover: async (u) => new URL(u).hostname.split('.')[0]!,
+      release: async () => {},
+      created: (sworm) => {
+        if (m.gen === gen) m.sworm = sworm
+        m.fastDisk = false
+        created()
+      },
+    }).then(
+      () => {
+        if (m.gen === gen && m.alive) m.ready = true
+      },
+      async () => {
+        created()
+        if (m.gen === gen && m.alive) await this.crash(m)
+      },
+    )
+    // a node on an empty disk probes its peers before it starts: let simulated time run meanwhile
+    if (wait) await sched.runUntilTrue(() => made, 10_000)
+    return () => made
+  }
+
+  /** The options of `m`'s node process: a joining node joins through an active member (one of the first ones if it can). */
+  private swormOptions(m: Member): SwormOptions {
+    let via: string | undefined
+    if (m.joins) {
+      const known = this.active().filter((x) => x !== m && !x.joins)
+      via = this.pick(known.length ? known : this.active().filter((x) => x !== m)).id
+    }
+    return {
+      name: 'sim',
+      nodeId: m.id,
+      listen: url(m.id),
+      ...(via !== undefined ? { join: url(via) } : { peers: this.peers }),
+      dataDir: '/nonexistent',
+      secret: 'a61f3e9c0d7b2845f3c8e1a6d9b0247e',
+      leaseTimeoutMs: LEASE_MS,
+      maxClockDriftMs: DRIFT_MS,
+      requestTimeoutMs: 3000,
+      startTimeoutMs: 5000,
+      raft: { snapshotEvery: this.opts.largeState ? 1000 : 300 },
+    }
+  }
+
+  /** The workers module, with the node of each incarnation noted (for the overlap check). */
+  private workersModule(m: Member): Record<string, unknown> {
+    return {
+      ...(workers as unknown as Record<string, unknown>),
+      counter: (name: string, start?: number) => {
+        const w = workers.counter(name, start)
+        const inc = workers.incarnationOf(w)
+        if (inc !== undefined) this.incNode.set(inc, m.id)
+        return w
+      },
+    }
+  }
+
+  /** End `m`'s node process at once, as SIGKILL would: its workers die, its disk keeps what it wrote. */
+  async crash(m: Member): Promise<void> {
+    if (!m.alive) return
+    this.maybeDropped(m.id)
+    m.alive = false
+    m.ready = false
+    for (const d of m.detach) d()
+    const dead = m.sworm ? internals(m.sworm).crash() : []
+    for (const w of dead) workers.died(w)
+    m.sworm = undefined
+    await m.storage.close()
+  }
+
+  /**
+   * The static names of `node` ("s:<node>:<k>", bound only to its workers) may be dropped from now
+   * on (it is cut off, crashed or removed: nodeDown, a new incarnation): deletes pending from now
+   * on in the clients' history.
+   */
+  maybeDropped(node: string): void {
+    for (let k = 0; k < STATIC_KEYS; k++) this.history.push({ client: `system-${this.clientSeq++}`, input: { op: 'delete', key: `s:${node}:${k}` }, call: this.sched.now, ret: Infinity, output: undefined })
+  }
+
+  /**
+   * Wait for `p` while simulated time runs, at most `ms`, and only while `up()` holds (a call
+   * through a node that crashes never settles).
+   */
+  async within<T>(p: Promise<T>, ms: number, up: () => boolean = () => true): Promise<Outcome<T>> {
+    let out: Outcome<T> | undefined
+    p.then(
+      (value) => (out = { ok: true, value }),
+      (err: unknown) => (out = { ok: false, err }),
+    )
+    for (let w = 0; w < ms / 50 && !out && up(); w++) await this.sched.sleep(50)
+    return out ?? { ok: false }
+  }
+
+  /** The run's events in the workers' life log so far. */
+  lifeNow(): workers.LifeEvent[] {
+    return workers.life.slice(this.lifeStart).filter((e) => e.name.startsWith(this.prefix))
+  }
+
+  /** Running incarnations by name (in the life log: starts less stops). */
+  aliveIncarnations(): Map<string, number> {
+    const aliveInc = new Map<string, number>()
+    for (const e of this.lifeNow()) aliveInc.set(e.name, (aliveInc.get(e.name) ?? 0) + (e.event === 'start' ? 1 : -1))
+    return aliveInc
+  }
+
+  /** End every node process (the run is over). */
+  shutdown(): void {
+    for (const m of this.members.values()) {
+      m.alive = false
+      for (const d of m.detach) d()
+      if (m.sworm) internals(m.sworm).crash()
+    }
+  }
+}
