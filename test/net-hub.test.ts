@@ -567,19 +567,29 @@ t.test('frames injected or replayed into an authenticated ws:// connection are r
   await waitFor(() => b.lines.some((l) => l.level === 'warn' && /integrity/.test(String(l.fields?.reason))), 5000, 'the refusal')
   tt.notOk(has(b, 'g', (m) => m.msg === 'injected'), 'the injected message was not delivered')
 
-  // a replay of a genuine frame
-  await waitFor(() => a.hub.stats().peers.b?.connected === true, 10_000, 'a reconnected')
-  const before = proxy.dataFrames.length
-  a.ch.g!.send('b', 'two')
-  await waitFor(() => has(b, 'g', (m) => m.msg === 'two') && proxy.dataFrames.length > before, 5000, 'the second message')
+  // a replay of a genuine frame. "connected" may still describe the connection being closed (a
+  // busy machine tells `a` late), and a message sent on it is lost: send until one arrives.
+  const deliver = async (what: string): Promise<string> => {
+    for (let i = 1; i <= 40; i++) {
+      const msg = `${what}-${i}`
+      const before = proxy.dataFrames.length
+      a.ch.g!.send('b', msg)
+      const ok = await waitFor(() => has(b, 'g', (m) => m.msg === msg) && proxy.dataFrames.length > before, 500, msg).then(
+        () => true,
+        () => false,
+      )
+      if (ok) return msg
+    }
+    throw new Error(`no ${what} message arrived`)
+  }
+  const two = await deliver('two')
   const closes = proxy.closes()
   proxy.inject(proxy.dataFrames[proxy.dataFrames.length - 1]!)
   // (the log line of this second refusal may be held back by the rate limit)
   await waitFor(() => proxy.closes() > closes, 5000, 'the connection closed on the replay')
-  tt.equal(b.got.g!.filter((m) => m.msg === 'two').length, 1, 'delivered once')
-  await waitFor(() => a.hub.stats().peers.b?.connected === true, 10_000, 'a reconnected again')
-  a.ch.g!.send('b', 'three')
-  await waitFor(() => has(b, 'g', (m) => m.msg === 'three'), 5000, 'the link works after the refusals')
+  tt.equal(b.got.g!.filter((m) => m.msg === two).length, 1, 'delivered once')
+  await deliver('three')
+  tt.pass('the link works after the refusals')
 })
 
 t.test('an authenticated peer cannot make the hub decode a frame far bigger than its bytes', async (tt) => {
