@@ -212,3 +212,21 @@ t.test('an idempotent forwarded proposal whose leader is gone without an answer 
   t.same(out, { ok: true })
   t.ok((await copiesOf(c, 'next-leader')) >= 1, 'it reached the new leader')
 })
+
+t.test('a leader appends nothing forwarded for another term than its own, and answers so', async (t) => {
+  // Found by review of a2b5f50: a resend meant for a leader's earlier term reached it after it
+  // restarted (its memory of what it took was gone) and was appended a second time.
+  const c = await cluster(3)
+  const leader = c.leader()!
+  const follower = c.alive().find((m) => m !== leader)!
+  const answers: unknown[] = []
+  dropWhere(c, (_f, to, m) => {
+    if (m.t === 'fwdResp' && to === follower.id) answers.push(...(m.res as unknown[]))
+    return false
+  })
+  const term = leader.node!.status().term
+  c.net.inject(follower.id, leader.id, { t: 'fwd', from: follower.id, to: leader.id, boot: 'earlier', reqs: [[1, { op: 'put', key: 'x', value: 'stale-term' }]], term: term - 1 })
+  await c.sched.runUntilTrue(() => answers.length > 0, 2000)
+  t.same(answers, [[1, 2, leader.id, null, 0]], 'answered: not appended, send it to the leader of now')
+  t.equal(await copiesOf(c, 'stale-term'), 0, 'nothing appended')
+})

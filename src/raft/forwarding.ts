@@ -7,13 +7,22 @@
  */
 import { NotLeaderError, ProposalDroppedError, SwormError, TimeoutError } from '../errors.js'
 import type { RaftCore } from './core.js'
-import { rejectOnce, type Pending } from './pending.js'
+import { droppedError, rejectOnce, type Pending } from './pending.js'
 import type { ReadTracker } from './reads.js'
 import type { Clock, Entry, NodeId } from './types.js'
 import { backoffDelay } from '../util/retry.js'
 
 /** A batch of proposals forwarded to the leader. */
-export type FwdMsg = { t: 'fwd'; from: NodeId; to: NodeId; boot: string; reqs: Array<[number, unknown]>; cid?: string }
+export type FwdMsg = {
+  t: 'fwd'
+  from: NodeId
+  to: NodeId
+  boot: string
+  reqs: Array<[number, unknown]>
+  /** The term the proposer believes the receiver leads: a leader of another term appends nothing. */
+  term?: number
+  cid?: string
+}
 /** The leader's answers to forwarded proposals: `[ref, result kind, value, error code, index]`. */
 export type FwdRespMsg = { t: 'fwdResp'; from: NodeId; to: NodeId; boot: string; cid?: string; res: Array<[number, 0 | 1 | 2 | 3, unknown, string | undefined, number]> }
 
@@ -55,6 +64,8 @@ interface Outgoing<C, R> {
   /** When it was first sent: it is sent again only within `timeoutMs` of that (see {@link Forwarder.expire}). */
   firstSentAt: number
   sends: number
+  /** How many of those were resends to the same leader (see {@link Forwarder.expire}). */
+  resends: number
   /** The leader said where it landed (the answer comes from this node's own log). */
   accepted: boolean
   /**
@@ -103,7 +114,7 @@ export class Forwarder<C, R> {
   /** Forward `cmd` to the leader (or wait for one until `p`'s deadline). */
   enqueue(p: Pending<R>, cmd: C, idempotent = false): void {
     const ref = ++this.seq
-    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, accepted: false, pinned: false, idempotent })
+    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, resends: 0, accepted: false, pinned: false, idempotent })
     this.queue.push(ref)
     if (this.flushScheduled) return
     this.flushScheduled = true
@@ -128,7 +139,7 @@ export class Forwarder<C, R> {
         this.outgoing.delete(ref)
         const res = core.propose(f.cmd)
         if (res.ok) host.trackLocal(res.index, res.term, f.p)
-        else rejectOnce(f.p, new NotLeaderError(res.leader))
+        else rejectOnce(f.p, droppedError(f.p, new NotLeaderError(res.leader)))
       }
       host.kick()
       return
@@ -147,7 +158,7 @@ export class Forwarder<C, R> {
       reqs.push([ref, f.cmd])
     }
     this.queue = []
-    if (reqs.length) host.out(st.leader, { t: 'fwd', from: host.id, to: st.leader, boot: host.boot, reqs } satisfies FwdMsg)
+    if (reqs.length) host.out(st.leader, { t: 'fwd', from: host.id, to: st.leader, boot: host.boot, reqs, term: st.term } satisfies FwdMsg)
   }
 
   /** As leader: proposals forwarded by `from`. */
@@ -174,7 +185,13 @@ export class Forwarder<C, R> {
     this.pruneSeen(now)
     if (again.length) host.out(from, { t: 'fwdResp', from: host.id, to: from, boot: m.boot, res: again } satisfies FwdRespMsg)
     if (!reqs.length) return
-    const res = host.core().proposeBatch(reqs.map((r) => r[1]))
+    const core = host.core()
+    // Sent for another term than ours (a resend after this node restarted, or a stale view): this
+    // node may not know what it appended then, so it appends nothing and says so.
+    const res =
+      typeof m.term === 'number' && m.term !== core.status().term
+        ? ({ ok: false, leader: core.status().leader } as const)
+        : core.proposeBatch(reqs.map((r) => r[1]))
     if (!res.ok) {
       // nothing was appended: the proposer may send these again (review F3)
       for (const r of reqs) this.seen.delete(`${from}:${m.boot}:${r[0]}`)
@@ -214,7 +231,9 @@ export class Forwarder<C, R> {
         continue
       }
       if (kind === RESULT_RETRY) {
-        if (f.sends > 1 && !f.idempotent) {
+        // an answer to an earlier send (to another node, or already placed): not about this copy
+        if (f.accepted || from !== f.sentTo) continue
+        if (f.resends > 0 && !f.idempotent) {
           // this send was not appended, but an earlier one may have been (by this node while it led)
           f.pinned = true
           continue
@@ -235,7 +254,7 @@ export class Forwarder<C, R> {
         // Read your writes: answer once this node has applied the entry too.
         if (typeof index === 'number' && index > host.applied()) host.reads.whenApplied(index, done, f.p.deadline)
         else done()
-      } else if (code === 'PROPOSAL_DROPPED') f.p.reject(new ProposalDroppedError())
+      } else if (code === 'PROPOSAL_DROPPED') f.p.reject(droppedError(f.p, new ProposalDroppedError()))
       else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
     }
     if (retry) host.clock.setTimeout(() => this.flush(), host.tickMs)
@@ -291,23 +310,25 @@ export class Forwarder<C, R> {
       } else if (this.due(f, now, st)) {
         f.sentAt = now
         f.sends++
+        f.resends++
         resend.push([ref, f.cmd])
       } else if (this.moved(f, now, st)) {
         // an idempotent proposal whose leader is gone: to the new leader (or this node's log)
         f.sentTo = undefined
+        f.p.uncertain = true
         this.queue.push(ref)
       } else if (f.p.deadline <= now) {
         this.outgoing.delete(ref)
         rejectOnce(
           f.p,
           f.sentTo === undefined
-            ? new NotLeaderError(leader, 'no leader was reachable before the deadline; the command was not sent')
+            ? droppedError(f.p, new NotLeaderError(leader, 'no leader was reachable before the deadline; the command was not sent'))
             : new TimeoutError(`forwarded proposal not answered within ${this.host.timeoutMs} ms; it may still take effect`),
         )
       }
     }
     if (resend.length && st.leader !== undefined) {
-      this.host.out(st.leader, { t: 'fwd', from: this.host.id, to: st.leader, boot: this.host.boot, reqs: resend } satisfies FwdMsg)
+      this.host.out(st.leader, { t: 'fwd', from: this.host.id, to: st.leader, boot: this.host.boot, reqs: resend, term: st.term } satisfies FwdMsg)
     }
     if (this.queue.length) this.flush()
   }
@@ -342,6 +363,7 @@ export class Forwarder<C, R> {
     this.forwarded.clear()
     this.results.clear()
     this.landed.clear()
+    this.seen.clear()
   }
 
   private pruneSeen(now: number): void {

@@ -26,7 +26,7 @@ import { silentLogger, systemClock } from './types.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
-import { pending, rejectOnce, type Pending } from './pending.js'
+import { droppedError, pending, rejectOnce, type Pending } from './pending.js'
 import { ReadTracker } from './reads.js'
 import { retry, sleep } from '../util/retry.js'
 import { RateLimitedLog } from '../observability/rate-limited-log.js'
@@ -565,7 +565,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const prev = this.pending.get(index)
     if (prev && !prev.settled && prev.term !== term) {
       // our earlier entry at this index was truncated: it can never commit (review F10)
-      rejectOnce(prev, new ProposalDroppedError())
+      rejectOnce(prev, droppedError(prev, new ProposalDroppedError()))
     }
     this.pending.set(index, p)
     this.pendingOrder.push({ index, p })
@@ -753,7 +753,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         this.pending.delete(e.index)
         if (!p.settled) {
           p.settled = true
-          if (p.term !== e.term) p.reject(new ProposalDroppedError())
+          if (p.term !== e.term) p.reject(droppedError(p, new ProposalDroppedError()))
           else if (ok) {
             if (observe) {
               if (now < 0) now = this.clock.now() // one clock read per batch

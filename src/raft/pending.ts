@@ -3,6 +3,7 @@
  * its failure, or its deadline.
  * @module
  */
+import { TimeoutError } from '../errors.js'
 
 /** One waiting proposal or read. */
 export interface Pending<R> {
@@ -15,6 +16,11 @@ export interface Pending<R> {
   /** When it was made (this node's clock). */
   start: number
   settled: boolean
+  /**
+   * A copy of this proposal went to more than one leader (see raft/forwarding.ts): a copy
+   * dropped by one may have taken effect through another, so "dropped" means "unknown".
+   */
+  uncertain?: boolean
 }
 
 /** A new pending request made at `now` that gives up after `timeoutMs`. */
@@ -27,6 +33,14 @@ export function rejectOnce<R>(p: Pending<R>, err: Error): void {
   if (p.settled) return
   p.settled = true
   p.reject(err)
+}
+
+/**
+ * The error to reject `p` with when a copy of it was dropped (`err`): `err` itself, or, when
+ * another copy may have taken effect, a TimeoutError saying the outcome is unknown.
+ */
+export function droppedError<R>(p: Pending<R>, err: Error): Error {
+  return p.uncertain ? new TimeoutError(`the outcome is unknown: ${err.message}, but another copy went to another leader`) : err
 }
 
 /** Resolve `p` with `value` unless it is settled already. */
