@@ -207,12 +207,17 @@ t.test('a normal start of 3 nodes logs no warning', async (t) => {
   // Failed on 31bf3a6: "message for unknown group dropped" on every start (a peer's message
   // reached a channel whose sworm was still starting).
   const warns: string[] = []
-  const logger = { ...silentLogger, warn: (msg: string) => void warns.push(msg), error: (msg: string) => void warns.push(msg) }
+  let listening = true
+  const note = (msg: string): void => void (listening && warns.push(msg))
+  const logger = { ...silentLogger, warn: note, error: note }
   for (let round = 0; round < 3 && warns.length === 0; round++) {
+    listening = true
     const c = await startSworms(3, `quiet${round}`, { logger })
     const ref = c.nodes[0]!.spawn({ handleCall: () => 1 })
     t.equal(await c.nodes[0]!.registerName(`q${round}`, ref), true)
     await waitFor(() => c.nodes.every((s) => s.whereisName(`q${round}`) !== undefined), 10_000, 'every node sees the name')
+    // (stopping a whole cluster at once warns about the leadership transfer: issue #14, not this test)
+    listening = false
     await c.stop()
   }
   t.same(warns, [], 'no warning or error line')
