@@ -326,7 +326,8 @@ t.test('5 processes: 200 names x 100 concurrent whereisOrRegisterName callers ov
   // leases: a node starved of CPU for 2 s (5 processes and a CPU burner on 2 cores) loses its
   // lease, fences its workers and has them restarted elsewhere, which is right but not the point
   // here (the lease tests are above and in supervisor-lease.test.ts), so leases last 10 s.
-  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000, requestTimeoutMs: 30_000, leaseTimeoutMs: 10_000 })
+  // Starts wait as long as requests (a worker's start queues behind the same backlog).
+  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000, requestTimeoutMs: 30_000, workerStartTimeoutMs: 30_000, leaseTimeoutMs: 10_000 })
   t.teardown(() => c.stopAll())
   const prefix = 'wor:'
   const NAMES = 200

@@ -33,6 +33,8 @@ export interface SwormClusterOptions {
   snapshotEvery?: number
   /** How long to wait for each process to be ready (default 20 s). */
   startTimeoutMs?: number
+  /** `startTimeoutMs` of the nodes' `Sworm.start` (how long a supervised registration waits for its worker). */
+  workerStartTimeoutMs?: number
   /** Default timeout of {@link SwormCluster.request} (default 15 s). */
   ipcTimeoutMs?: number
   /** Copy the nodes' stderr to this process's stderr (default: only when SWORM_CLUSTER_LOG is set). */
@@ -172,6 +174,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.requestTimeoutMs !== undefined) a.requestTimeoutMs = opts.requestTimeoutMs
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
     if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
+    if (opts.workerStartTimeoutMs !== undefined) a.workerStartTimeoutMs = opts.workerStartTimeoutMs
     if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs
     const skew = opts.clockOf?.(id)
     if (skew) {

@@ -36,6 +36,7 @@ function startSworm(args: SwormProcessArgs, logger: Logger): Promise<Sworm> {
     ...(args.requestTimeoutMs !== undefined ? { requestTimeoutMs: args.requestTimeoutMs } : {}),
     ...(args.snapshotEvery !== undefined ? { raft: { snapshotEvery: args.snapshotEvery } } : {}),
     ...(args.leaseTimeoutMs !== undefined ? { leaseTimeoutMs: args.leaseTimeoutMs } : {}),
+    ...(args.workerStartTimeoutMs !== undefined ? { startTimeoutMs: args.workerStartTimeoutMs } : {}),
     ...(args.maxClockDriftMs !== undefined ? { maxClockDriftMs: args.maxClockDriftMs } : {}),
   })
 }

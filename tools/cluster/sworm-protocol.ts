@@ -28,6 +28,8 @@ export interface SwormProcessArgs {
   logLevel?: 'debug' | 'info' | 'warn' | 'error'
   /** `leaseTimeoutMs` of `Sworm.start` (default: the library's, 2,000 ms). */
   leaseTimeoutMs?: number
+  /** `startTimeoutMs` of `Sworm.start`: how long a supervised registration waits for its worker (default: the library's). */
+  workerStartTimeoutMs?: number
   /** `maxClockDriftMs` of `Sworm.start` (default: the library's, 500 ms). */
   maxClockDriftMs?: number
   /**
