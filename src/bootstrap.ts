@@ -134,6 +134,7 @@ export async function assemble<S extends Assembled>(
     tickMs: options.raft.tickMs,
     electionTicks: options.raft.electionTicks,
     snapshotEvery: options.raft.snapshotEvery,
+    snapshotChunkBytes: options.raft.snapshotChunkBytes,
     observeCommitMs: (ms) => latency.observe(ms / 1000),
   })
   try {

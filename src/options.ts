@@ -71,7 +71,13 @@ export interface SwormOptions {
   /** How long a registry operation may take. Default 5,000 ms. */
   requestTimeoutMs?: number
   /** Raft tuning (defaults suit a LAN). */
-  raft?: { tickMs?: number; electionTicks?: number; snapshotEvery?: number }
+  raft?: {
+    tickMs?: number
+    electionTicks?: number
+    snapshotEvery?: number
+    /** Bytes per chunk of a snapshot sent to a node that is behind. Default 1 MiB. */
+    snapshotChunkBytes?: number
+  }
   /**
    * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
    * port; see {@link Sworm.metricsAddress}). Default: no server ({@link Sworm.metrics} still works).
@@ -92,7 +98,7 @@ export const DEFAULTS = {
   maxMessageBytes: 1024 * 1024,
   callTimeoutMs: 5000,
   requestTimeoutMs: 5000,
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024 },
 } as const
 
 /**
@@ -121,7 +127,7 @@ export interface ResolvedOptions {
   readonly maxMessageBytes: number
   readonly callTimeoutMs: number
   readonly requestTimeoutMs: number
-  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number }
+  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number }
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
@@ -207,6 +213,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     tickMs: positive(r, 'tickMs', DEFAULTS.raft.tickMs),
     electionTicks: positive(r, 'electionTicks', DEFAULTS.raft.electionTicks),
     snapshotEvery: positive(r, 'snapshotEvery', DEFAULTS.raft.snapshotEvery),
+    snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
   }
   if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
     throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')

@@ -20,7 +20,7 @@ const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Date.now() % 1e
 const runs = Number(process.env.FC_RUNS ?? 300)
 t.comment(`fast-check seed ${seed} (replay: FC_SEED=${seed})`)
 
-const types = ['vote', 'voteResp', 'app', 'appResp', 'hb', 'hbResp', 'snap', 'timeoutNow', 'readIndex', 'readIndexResp', 'fwd', 'fwdResp', 'x']
+const types = ['vote', 'voteResp', 'app', 'appResp', 'hb', 'hbResp', 'snap', 'snapResp', 'timeoutNow', 'readIndex', 'readIndexResp', 'fwd', 'fwdResp', 'x']
 /** Messages that look like protocol messages, with random (often wrong) fields. */
 const messageLike = fc.record(
   {
@@ -69,7 +69,7 @@ t.test('validateRaftMessage never throws and rejects what is malformed', async (
         }
         return r.prevTerm <= r.term
       }
-      if (r.t === 'snap') return r.snapshot.meta.term <= r.term && Object.keys(r.snapshot.meta.config.voters).length > 0
+      if (r.t === 'snap') return r.meta.term <= r.term && Object.keys(r.meta.config.voters).length > 0 && r.offset + r.data.length <= r.total
       if (r.t === 'vote') return r.lastTerm <= r.term
       return true
     }),

@@ -42,6 +42,7 @@ import { settle, simCluster } from './sim/helpers.js'
 import { startSworms, TEST_SECRET, waitFor } from './helpers.js'
 import { VERSION, dialerAuth, hello, rawSocket, seal, type Raw, type Session } from './ws-protocol.js'
 import { internals } from '../src/internal.js'
+import { crc32c } from '../src/util/crc32c.js'
 
 const seed = process.env.HOSTILE_SEED ? Number(process.env.HOSTILE_SEED) : Date.now() % 1e9
 t.comment(`hostile seed ${seed} (replay: HOSTILE_SEED=${seed})`)
@@ -107,12 +108,17 @@ const app = (from: string, to: string, term: number, extra: Record<string, unkno
   commit: 0,
   ...extra,
 })
-const snap = (from: string, to: string, term: number, meta: Record<string, unknown>, data: unknown = pack([])) => ({
+const snap = (from: string, to: string, term: number, meta: Record<string, unknown>, data: unknown = pack([]), chunk: Record<string, unknown> = {}) => ({
   t: 'snap',
   from,
   to,
   term,
-  snapshot: { meta: { index: 5, term, config: { voters: { n1: 'sim://n1', n2: 'sim://n2', n3: 'sim://n3' }, learners: {} }, ...meta }, data },
+  meta: { index: 5, term, config: { voters: { n1: 'sim://n1', n2: 'sim://n2', n3: 'sim://n3' }, learners: {} }, ...meta },
+  total: data instanceof Uint8Array ? data.length : 3,
+  offset: 0,
+  data,
+  crc: data instanceof Uint8Array ? crc32c(data) : 0,
+  ...chunk,
 })
 const ghostEntry = (index: number, term: number) => ({ index, term, type: 'cmd', data: { op: 'put', key: 'ghost', value: 'boo' } })
 /** The cluster moved past the injected term, and logged the new leader. */
@@ -193,6 +199,26 @@ const simCases: SimCase[] = [
     name: 'a snapshot whose data is not bytes: dropped',
     msgs: (r) => [[r.leader.id, snap(r.leader.id, r.victim.id, r.term, { index: 1e9 }, 'not bytes')]],
     dropped: /bad snap/,
+  },
+  {
+    name: 'a snapshot chunk that ends beyond the snapshot: dropped',
+    msgs: (r) => [[r.leader.id, snap(r.leader.id, r.victim.id, r.term, { index: 1e9 }, new Uint8Array(8), { total: 4 })]],
+    dropped: /bad snap/,
+  },
+  {
+    name: 'an empty chunk of a non-empty snapshot: dropped',
+    msgs: (r) => [[r.leader.id, snap(r.leader.id, r.victim.id, r.term, { index: 1e9 }, new Uint8Array(0), { total: 100 })]],
+    dropped: /bad snap/,
+  },
+  {
+    name: 'a snapshot answer with a negative offset: dropped',
+    msgs: (r) => [[r.other.id, { t: 'snapResp', from: r.other.id, to: r.victim.id, term: r.term, index: 5, offset: -1 }]],
+    dropped: /bad snapResp/,
+  },
+  {
+    name: 'a snapshot chunk that fails its checksum, at a stale term: not installed',
+    msgs: (r) => [[r.other.id, snap(r.other.id, r.victim.id, 1, { index: 2 ** 50, term: 1 }, new Uint8Array(8), { crc: 1 })]],
+    after: (r, tt) => tt.ok(r.victim.node!.status().snapshotIndex < 2 ** 50, 'not installed'),
   },
   {
     name: 'a snapshot with an absurd index at a stale term: answered with the current term, not installed',

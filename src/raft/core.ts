@@ -28,6 +28,7 @@ import type {
   MsgReadIndex,
   MsgReadIndexResp,
   MsgSnapshot,
+  MsgSnapshotResp,
   MsgVote,
   MsgVoteResp,
   NodeId,
@@ -37,6 +38,7 @@ import type {
 } from './types.js'
 import { cloneConfig, emptyConfig, RaftLog } from './log.js'
 import { acknowledge, newProgress, toProbe, toSnapshot, type Progress } from './progress.js'
+import { crc32c } from '../util/crc32c.js'
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -60,6 +62,10 @@ export interface CoreOptions {
   maxAppendEntries?: number
   /** Append messages in flight per follower. Default 64. */
   maxInflight?: number
+  /** Bytes per snapshot chunk. Default 1 MiB. */
+  snapshotChunkBytes?: number
+  /** Snapshot chunks in flight per follower, beyond what it acknowledged. Default 4. */
+  snapshotWindow?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
   random?: () => number
   /**
@@ -144,6 +150,19 @@ export interface CoreStatus {
    * what it lost: it neither votes nor campaigns until its commit index reaches this.
    */
   recoveringUpTo: number | undefined
+  /** A snapshot transfer this node is receiving: its index, the bytes in so far, and its size. */
+  receiving: { index: number; received: number; total: number } | undefined
+}
+
+/** A snapshot a follower is receiving, chunk by chunk, from one leader in one term. */
+interface IncomingSnapshot {
+  from: NodeId
+  term: number
+  index: number
+  snapTerm: number
+  total: number
+  parts: Uint8Array[]
+  received: number
 }
 
 /** The Raft state machine. See the module documentation. */
@@ -156,6 +175,8 @@ export class RaftCore {
   private readonly leaseRead: boolean
   private readonly maxAppendEntries: number
   private readonly maxInflight: number
+  private readonly snapshotChunkBytes: number
+  private readonly snapshotWindow: number
   private readonly random: () => number
 
   // persistent
@@ -180,6 +201,8 @@ export class RaftCore {
   private transferElapsed = 0
   /** After a storage repair: no votes and no campaigns until `commit` reaches this (0: none). */
   private lostUpTo = 0
+  /** The snapshot being received, if any. */
+  private incoming: IncomingSnapshot | undefined
 
   // reads
   private readSeq = 0
@@ -223,6 +246,9 @@ export class RaftCore {
     this.leaseRead = opts.leaseRead ?? false
     this.maxAppendEntries = opts.maxAppendEntries ?? 1024
     this.maxInflight = opts.maxInflight ?? 64
+    this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
+    this.snapshotWindow = opts.snapshotWindow ?? 4
+    if (!(this.snapshotChunkBytes >= 1) || !(this.snapshotWindow >= 1)) throw new RangeError('snapshotChunkBytes and snapshotWindow must be at least 1')
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => this.ticks)
     this.disk = opts.disk
@@ -309,13 +335,19 @@ export class RaftCore {
       snapshotIndex: this.log.snapIndex,
       config: cloneConfig(this.config),
       recoveringUpTo: this.recovering() ? this.lostUpTo : undefined,
+      receiving: this.incoming && { index: this.incoming.index, received: this.incoming.received, total: this.incoming.total },
     }
   }
 
-  /** Replication progress of a follower, on the leader. */
-  progressOf(id: NodeId): { match: number; next: number } | undefined {
+  /**
+   * Replication progress of a follower, on the leader; `snapshot` while it is being sent a
+   * snapshot: its index, the bytes the follower acknowledged, and its size.
+   */
+  progressOf(id: NodeId): { match: number; next: number; snapshot?: { index: number; acked: number; total: number } } | undefined {
     const pr = this.progress.get(id)
-    return pr ? { match: pr.match, next: pr.next } : undefined
+    if (!pr) return undefined
+    if (!pr.snap) return { match: pr.match, next: pr.next }
+    return { match: pr.match, next: pr.next, snapshot: { index: pr.snap.meta.index, acked: pr.snapAcked, total: pr.snap.data.length } }
   }
 
   /** The voter with the highest match index (the best leadership-transfer target). */
@@ -508,6 +540,8 @@ export class RaftCore {
         return this.handleHeartbeatResp(m)
       case 'snap':
         return this.handleSnapshot(m)
+      case 'snapResp':
+        return this.handleSnapshotResp(m)
       case 'timeoutNow':
         if (this.isVoter() && this.role !== 'leader' && !this.recovering() && this.mayVote()) this.campaign(true)
         return
@@ -534,6 +568,7 @@ export class RaftCore {
       this.term = term
       this.vote = undefined
       this.hardDirty = true
+      this.incoming = undefined
     }
     this.role = 'follower'
     this.leader = leader
@@ -570,6 +605,7 @@ export class RaftCore {
   private becomeCandidate(transfer: boolean): void {
     this.role = 'candidate'
     this.term++
+    this.incoming = undefined
     this.vote = this.id
     this.hardDirty = true
     this.leader = undefined
@@ -723,29 +759,60 @@ export class RaftCore {
     this.send({ t: 'hbResp', from: this.id, to: m.from, term: this.term, seq: m.seq })
   }
 
+  /**
+   * A chunk of a snapshot from the leader. Chunks are taken in order only: a duplicate is
+   * acknowledged again, a gap or a chunk that fails its checksum is asked for again from what
+   * this node holds. The last chunk installs the snapshot.
+   */
   private handleSnapshot(m: MsgSnapshot): void {
     this.role = 'follower'
     this.leader = m.from
     this.electionElapsed = 0
-    const meta = m.snapshot.meta
+    const meta = m.meta
     if (meta.index <= this.commit) {
+      this.incoming = undefined
       this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: this.commit, hint: 0 })
       return
     }
     if (this.termAt(meta.index) === meta.term) {
       // We already have that entry: just commit up to it (paper §7).
+      this.incoming = undefined
       this.commit = meta.index
       this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: meta.index, hint: 0 })
       return
     }
-    this.log.install(m.snapshot)
+    let inc = this.incoming
+    if (!inc || inc.from !== m.from || inc.term !== m.term || inc.index !== meta.index || inc.snapTerm !== meta.term || inc.total !== m.total) {
+      // another transfer (or this node lost its partial copy): start this one from its beginning
+      if (m.offset !== 0) return this.snapshotResp(m, 0, true)
+      inc = this.incoming = { from: m.from, term: m.term, index: meta.index, snapTerm: meta.term, total: m.total, parts: [], received: 0 }
+    }
+    if (m.offset < inc.received) return this.snapshotResp(m, inc.received, false)
+    if (m.offset > inc.received || m.data.length > inc.total - inc.received || crc32c(m.data) !== m.crc) return this.snapshotResp(m, inc.received, true)
+    inc.parts.push(m.data)
+    inc.received += m.data.length
+    if (inc.received < inc.total) return this.snapshotResp(m, inc.received, false)
+    this.incoming = undefined
+    this.installSnapshot({ meta, data: concat(inc.parts, inc.total) }, m.from)
+  }
+
+  private snapshotResp(m: MsgSnapshot, offset: number, retry: boolean): void {
+    const r: MsgSnapshotResp = { t: 'snapResp', from: this.id, to: m.from, term: this.term, index: m.meta.index, offset }
+    if (retry) r.retry = true
+    this.send(r)
+  }
+
+  /** Replace the log (and, once the node has persisted it, the state machine) by `snapshot`. */
+  private installSnapshot(snapshot: Snapshot, from: NodeId): void {
+    const meta = snapshot.meta
+    this.log.install(snapshot)
     this.pendingTruncate = this.pendingTruncate === undefined ? meta.index + 1 : Math.min(this.pendingTruncate, meta.index + 1)
-    this.pendingSnapshot = m.snapshot
+    this.pendingSnapshot = snapshot
     this.commit = meta.index
     this.applied = meta.index
     this.stableIndex = meta.index
     this.config = cloneConfig(meta.config)
-    this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: true, index: meta.index, hint: 0 })
+    this.send({ t: 'appResp', from: this.id, to: from, term: this.term, success: true, index: meta.index, hint: 0 })
   }
 
   // ------------------------------------------------------------------ replication (leader)
@@ -802,9 +869,13 @@ export class RaftCore {
       } else pr.stalls = 0
       pr.matchAtHb = pr.match
     }
-    if (pr.state === 'snapshot' && pr.snapTicks > 2 * this.electionTicks) {
-      // the snapshot was probably lost: start over
-      toProbe(pr, pr.match + 1)
+    if (pr.state === 'snapshot' && pr.snapTicks > this.electionTicks) {
+      // No progress for an election timeout: chunks were lost, the connection dropped, or the
+      // follower restarted. Resume from what it acknowledged (it asks for the start if need be).
+      pr.snapTicks = 0
+      pr.snapNext = pr.snapAcked
+      pr.snapRewound = -1
+      this.sendSnapshotChunks(m.from, pr)
     }
     // A follower still behind may have lost appends: an append (empty if need be) finds out.
     if (pr.match < this.lastIndex()) this.sendAppend(m.from, pr, true)
@@ -817,8 +888,8 @@ export class RaftCore {
     if (pr.state === 'probe' && pr.paused) return
     if (pr.next <= this.log.snapIndex) {
       if (!this.log.snapshot) return
-      toSnapshot(pr, this.log.snapshot.meta.index)
-      this.send({ t: 'snap', from: this.id, to, term: this.term, snapshot: this.log.snapshot })
+      toSnapshot(pr, this.log.snapshot)
+      this.sendSnapshotChunks(to, pr)
       return
     }
     const last = this.lastIndex()
@@ -840,6 +911,43 @@ export class RaftCore {
       pr.inflight.push(pr.next - 1)
       if (pr.next > last) return
     }
+  }
+
+  /** Send chunks of the snapshot `pr` is receiving, up to the window beyond what it acknowledged. */
+  private sendSnapshotChunks(to: NodeId, pr: Progress): void {
+    const snap = pr.snap
+    if (!snap) return
+    const total = snap.data.length
+    const end = Math.min(total, pr.snapAcked + this.snapshotWindow * this.snapshotChunkBytes)
+    let sent = false
+    while (pr.snapNext < end || (total === 0 && !sent)) {
+      const data = snap.data.subarray(pr.snapNext, Math.min(total, pr.snapNext + this.snapshotChunkBytes))
+      this.send({ t: 'snap', from: this.id, to, term: this.term, meta: snap.meta, total, offset: pr.snapNext, data, crc: crc32c(data) })
+      pr.snapNext += data.length
+      sent = true
+    }
+  }
+
+  private handleSnapshotResp(m: MsgSnapshotResp): void {
+    if (this.role !== 'leader') return
+    const pr = this.progress.get(m.from)
+    if (!pr) return
+    pr.active = true
+    if (pr.state !== 'snapshot' || !pr.snap || m.index !== pr.snap.meta.index || m.offset > pr.snap.data.length) return
+    if (m.retry) {
+      // The follower holds `offset` bytes and dropped what came after (a lost, corrupt or early
+      // chunk): resend from there, once for each gap (the chunks behind it ask for it too).
+      if (m.offset === pr.snapRewound) return
+      pr.snapRewound = m.offset
+      pr.snapAcked = m.offset
+      pr.snapNext = m.offset
+      pr.snapTicks = 0
+    } else if (m.offset > pr.snapAcked) {
+      pr.snapAcked = m.offset
+      pr.snapTicks = 0
+      if (pr.snapNext < m.offset) pr.snapNext = m.offset
+    }
+    this.sendSnapshotChunks(m.from, pr)
   }
 
   private broadcastAppends(): void {
@@ -1083,4 +1191,16 @@ export class RaftCore {
 
 function sameSoft(a: SoftState, b: SoftState): boolean {
   return a.role === b.role && a.term === b.term && a.leader === b.leader
+}
+
+/** The bytes of `parts`, `total` in all, as one array. */
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  if (parts.length === 1 && parts[0]!.length === total) return parts[0]!
+  const out = new Uint8Array(total)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
 }

@@ -106,6 +106,12 @@ export interface RaftNodeOptions<C, R> {
   /** Take a snapshot after this many applied entries. Default 10,000. */
   snapshotEvery?: number
   /**
+   * Bytes per chunk of a snapshot sent to a follower, and chunks in flight per follower. A
+   * snapshot of any size travels in chunks, between heartbeats and appends. Default 1 MiB and 4.
+   */
+  snapshotChunkBytes?: number
+  snapshotWindow?: number
+  /**
    * How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms.
    * Give every node of a cluster the same value: a leader recognizes a proposal forwarded to it
    * again for twice its own value (see raft/forwarding.ts).
@@ -273,6 +279,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       checkQuorum: opts.checkQuorum ?? true,
       leaseRead: opts.leaseRead ?? false,
       random: opts.random ?? Math.random,
+      snapshotChunkBytes: opts.snapshotChunkBytes,
+      snapshotWindow: opts.snapshotWindow,
     }
     const core = new RaftCore(coreOptions, persisted)
     const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)

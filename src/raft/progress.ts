@@ -5,6 +5,7 @@
  * the entries it needs are compacted. Pure data and its state changes.
  * @module
  */
+import type { Snapshot } from './types.js'
 
 /** The leader's view of one follower. */
 export interface Progress {
@@ -19,12 +20,23 @@ export interface Progress {
   active: boolean
   /** Highest ReadIndex round acknowledged. */
   ackSeq: number
-  /** Ticks since the snapshot was sent (snapshot state). */
+  /** Ticks since the snapshot transfer last made progress (snapshot state). */
   snapTicks: number
   /** Highest commit index sent to this follower. */
   sentCommit: number
   /** Index of the snapshot last sent (snapshot state). */
   snapIndexSent: number
+  /**
+   * The snapshot being sent (snapshot state): held until the transfer ends, even if the leader
+   * compacts again meanwhile, so every chunk comes from the same bytes.
+   */
+  snap: Snapshot | undefined
+  /** Bytes of `snap` the follower acknowledged holding, in order. */
+  snapAcked: number
+  /** Where the next chunk to send starts. */
+  snapNext: number
+  /** The offset of the latest resend the follower asked for (one resend per gap). */
+  snapRewound: number
   /** Match index at the previous heartbeat answer, and how many answers saw no progress. */
   matchAtHb: number
   stalls: number
@@ -32,11 +44,12 @@ export interface Progress {
 
 /** A follower the leader knows nothing of yet: probe it from `next`. */
 export function newProgress(next: number): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0 }
+  return { match: 0, next, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0, snap: undefined, snapAcked: 0, snapNext: 0, snapRewound: -1 }
 }
 
 /** Probe the follower again, one append at a time, from `next`. */
 export function toProbe(pr: Progress, next: number): void {
+  pr.snap = undefined
   pr.state = 'probe'
   pr.inflight = []
   pr.paused = false
@@ -45,16 +58,21 @@ export function toProbe(pr: Progress, next: number): void {
 
 /** The follower's match is known: stream appends to it from there. */
 export function toReplicate(pr: Progress): void {
+  pr.snap = undefined
   pr.state = 'replicate'
   pr.inflight = []
   pr.next = pr.match + 1
 }
 
-/** The follower needs the snapshot at `index`: send nothing else until it has it. */
-export function toSnapshot(pr: Progress, index: number): void {
+/** The follower needs `snap`: send it in chunks, from the start, and nothing else until it has it. */
+export function toSnapshot(pr: Progress, snap: Snapshot): void {
   pr.state = 'snapshot'
   pr.snapTicks = 0
-  pr.snapIndexSent = index
+  pr.snapIndexSent = snap.meta.index
+  pr.snap = snap
+  pr.snapAcked = 0
+  pr.snapNext = 0
+  pr.snapRewound = -1
 }
 
 /** The follower acknowledged everything up to `index` (a successful append answer). */

@@ -202,10 +202,35 @@ export interface MsgAppendResp extends MsgBase {
   lost?: true
 }
 
-/** InstallSnapshot (sent whole; the transport's frame limit bounds its size). */
+/**
+ * One chunk of an InstallSnapshot transfer. A snapshot travels in chunks of bounded size, so no
+ * frame limit bounds the state's size and heartbeats and appends keep flowing between chunks.
+ * Every chunk names the whole snapshot (`meta`, `total`): a follower that lost its partial copy
+ * (a restart) or holds another transfer asks for the start again.
+ */
 export interface MsgSnapshot extends MsgBase {
   t: 'snap'
-  snapshot: Snapshot
+  meta: SnapshotMeta
+  /** Size of the whole snapshot's data in bytes. */
+  total: number
+  /** Where this chunk starts in the data. */
+  offset: number
+  data: Uint8Array
+  /** CRC-32C of `data`: a chunk that fails it is dropped and asked for again. */
+  crc: number
+}
+
+/**
+ * A follower's answer to a snapshot chunk: it holds the first `offset` bytes of the snapshot at
+ * `index`. `retry` asks the leader to resend from `offset` (a chunk was lost, out of order, or
+ * corrupt). Once the last chunk is in, the follower installs the snapshot and answers with an
+ * append acknowledgement instead.
+ */
+export interface MsgSnapshotResp extends MsgBase {
+  t: 'snapResp'
+  index: number
+  offset: number
+  retry?: true
 }
 
 /** TimeoutNow: the leader tells the transfer target to start an election at once. */
@@ -236,6 +261,7 @@ export type RaftMessage =
   | MsgHeartbeat
   | MsgHeartbeatResp
   | MsgSnapshot
+  | MsgSnapshotResp
   | MsgTimeoutNow
   | MsgReadIndex
   | MsgReadIndexResp

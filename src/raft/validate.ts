@@ -9,7 +9,7 @@
  * log, a stale or a newer term) is the core's business: it rejects, clamps or follows Raft's rules.
  * @module
  */
-import type { Entry, RaftMessage, Snapshot } from './types.js'
+import type { Entry, RaftMessage, SnapshotMeta } from './types.js'
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
@@ -28,12 +28,17 @@ function isEntry(v: unknown): v is Entry {
   return v.type !== 'conf' || isConfig(v.data)
 }
 
-function isSnapshot(v: unknown, term: number): v is Snapshot {
-  if (!isObj(v) || !isObj(v.meta) || !(v.data instanceof Uint8Array)) return false
-  const meta = v.meta
-  if (!isNat(meta.index) || !isNat(meta.term) || meta.term > term || !isConfig(meta.config)) return false
+function isSnapshotMeta(v: unknown, term: number): v is SnapshotMeta {
+  if (!isObj(v) || !isNat(v.index) || !isNat(v.term) || v.term > term || !isConfig(v.config)) return false
   // every configuration a cluster can reach has a voter
-  return Object.keys((meta.config as { voters: object }).voters).length > 0
+  return Object.keys((v.config as { voters: object }).voters).length > 0
+}
+
+/** A chunk lies within its snapshot, and only an empty snapshot has an empty chunk. */
+function isChunk(msg: Record<string, unknown>): boolean {
+  const { total, offset, data, crc } = msg
+  if (!isNat(total) || !isNat(offset) || !(data instanceof Uint8Array) || !isNat(crc) || crc > 0xffffffff) return false
+  return offset + data.length <= total && (data.length > 0 || total === 0)
 }
 
 /**
@@ -77,7 +82,10 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
       if (!isNat(msg.seq)) return 'bad hbResp'
       break
     case 'snap':
-      if (!isSnapshot(msg.snapshot, msg.term)) return 'bad snap'
+      if (!isSnapshotMeta(msg.meta, msg.term) || !isChunk(msg)) return 'bad snap'
+      break
+    case 'snapResp':
+      if (!isNat(msg.index) || !isNat(msg.offset) || (msg.retry !== undefined && msg.retry !== true)) return 'bad snapResp'
       break
     case 'timeoutNow':
       break

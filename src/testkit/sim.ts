@@ -236,6 +236,11 @@ export interface NetworkFaults {
   /** Delivery delay range in ms; a spread reorders messages. */
   minDelay: number
   maxDelay: number
+  /**
+   * Probability that a snapshot chunk (a Raft `snap` message) arrives with one bit of its data
+   * flipped, as a faulty link or buffer would deliver it. Default 0.
+   */
+  corruptChunks?: number
 }
 
 /** An in-process network of {@link Transport}s with seeded faults. */
@@ -247,6 +252,8 @@ export class SimNetwork {
   faults: NetworkFaults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
   delivered = 0
   dropped = 0
+  /** Snapshot chunks delivered with a flipped bit ({@link NetworkFaults.corruptChunks}). */
+  corrupted = 0
 
   constructor(private readonly sched: SimScheduler) {}
 
@@ -324,6 +331,7 @@ export class SimNetwork {
     }
     // Encode now, as the wire would: later mutation by the sender cannot leak.
     const bytes = pack(msg)
+    const corrupt = this.faults.corruptChunks ? isChunk(msg) && r() < this.faults.corruptChunks : false
     const copies = r() < this.faults.duplicate ? 2 : 1
     for (let i = 0; i < copies; i++) {
       const delay = this.faults.minDelay + r() * (this.faults.maxDelay - this.faults.minDelay)
@@ -338,7 +346,12 @@ export class SimNetwork {
         const h = this.handlers.get(`${channel}\u0000${to}`)
         if (!h) return
         this.delivered++
-        h(from, unpack(bytes))
+        const m: unknown = unpack(bytes)
+        if (corrupt) {
+          flipBit(m as { data: Uint8Array }, r)
+          this.corrupted++
+        }
+        h(from, m)
       }
       this.sched.schedule(delay, () => {
         if (this.blocked.has(from + '>' + to)) {
@@ -349,4 +362,18 @@ export class SimNetwork {
       })
     }
   }
+}
+
+function isChunk(msg: unknown): boolean {
+  if (typeof msg !== 'object' || msg === null) return false
+  const m = msg as { t?: unknown; data?: unknown }
+  return m.t === 'snap' && m.data instanceof Uint8Array && m.data.length > 0
+}
+
+/** Flip one bit of `m.data` (a copy of it: the decoded bytes may share memory). */
+function flipBit(m: { data: Uint8Array }, r: () => number): void {
+  const data = new Uint8Array(m.data)
+  const at = Math.floor(r() * data.length)
+  data[at]! ^= 1 << Math.floor(r() * 8)
+  m.data = data
 }

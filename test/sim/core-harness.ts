@@ -23,6 +23,9 @@ export interface CoreHarnessOptions {
   seed?: number
   /** `leaseRead` of the cores. */
   leaseRead?: boolean
+  /** `snapshotChunkBytes` and `snapshotWindow` of the cores. */
+  snapshotChunkBytes?: number
+  snapshotWindow?: number
 }
 
 /** A configuration with `voters` (and `learners`), each member's address being its id. */
@@ -45,12 +48,19 @@ export class CoreHarness {
   readonly cut = new Set<string>()
   /** The leader of each term seen so far. */
   readonly leaders = new Map<number, NodeId>()
+  /**
+   * Sees every message about to be delivered over an intact link: return it (or a changed copy)
+   * to deliver, undefined to lose it.
+   */
+  deliver: (m: RaftMessage) => RaftMessage | undefined = (m) => m
   private readonly random: () => number
   private readonly leaseRead: boolean
+  private readonly opts: CoreHarnessOptions
 
   constructor(ids: NodeId[], cfg: ClusterConfig, opts: CoreHarnessOptions = {}) {
     this.random = seededRandom(opts.seed ?? 7)
     this.leaseRead = opts.leaseRead ?? false
+    this.opts = opts
     for (const id of ids) {
       const member = cfg.voters[id] !== undefined
       this.disks.set(id, {
@@ -66,7 +76,7 @@ export class CoreHarness {
   boot(id: NodeId): RaftCore {
     const d = this.disks.get(id)!
     const core = new RaftCore(
-      { id, electionTicks: 10, random: this.random, leaseRead: this.leaseRead },
+      { id, electionTicks: 10, random: this.random, leaseRead: this.leaseRead, snapshotChunkBytes: this.opts.snapshotChunkBytes, snapshotWindow: this.opts.snapshotWindow },
       { hardState: { ...d.hs }, entries: d.entries.map((e) => ({ ...e })), snapshot: d.snapshot },
     )
     this.cores.set(id, core)
@@ -131,9 +141,10 @@ export class CoreHarness {
       this.queue = []
       for (const m of q) {
         if (this.cut.has(`${m.from}>${m.to}`)) continue
-        const c = this.cores.get(m.to)
-        if (c) {
-          c.step(m)
+        const d = this.deliver(m)
+        const c = d && this.cores.get(d.to)
+        if (d && c) {
+          c.step(d)
           moved = true
         }
       }

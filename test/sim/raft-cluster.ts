@@ -31,6 +31,8 @@ export interface SimClusterOptions {
   seed: number
   logger?: Logger
   snapshotEvery?: number
+  /** Bytes per snapshot chunk (the node's default if unset). */
+  snapshotChunkBytes?: number
   tickMs?: number
   /** Default 'kv'. */
   machine?: 'kv' | 'registry'
@@ -106,6 +108,7 @@ export class SimCluster {
       clock,
       random: this.sched.random,
       snapshotEvery: this.opts.snapshotEvery ?? 200,
+      ...(this.opts.snapshotChunkBytes ? { snapshotChunkBytes: this.opts.snapshotChunkBytes } : {}),
       tickMs: this.opts.tickMs ?? 50,
       requestTimeoutMs: 3000,
       leaseRead: this.opts.leaseRead ?? false,

@@ -32,7 +32,14 @@ export interface ScenarioResult {
 }
 
 export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
-  const c = new SimCluster({ seed: o.seed, snapshotEvery: 100 + Math.floor((o.seed % 7) * 50), machine: o.machine ?? 'kv', leaseRead: o.seed % 3 === 0 })
+  const c = new SimCluster({
+    seed: o.seed,
+    snapshotEvery: 100 + Math.floor((o.seed % 7) * 50),
+    // snapshots in chunks of 16 B to 1 MiB: the small ones make every transfer many chunks
+    snapshotChunkBytes: [16, 128, 4096, 1024 * 1024][o.seed % 4],
+    machine: o.machine ?? 'kv',
+    leaseRead: o.seed % 3 === 0,
+  })
   const r = c.random
   const nVoters = o.voters ?? (r() < 0.5 ? 3 : 5)
   const ids: NodeId[] = Array.from({ length: nVoters }, (_, i) => `n${i + 1}`)
@@ -128,7 +135,7 @@ export async function runScenario(o: ScenarioOptions): Promise<ScenarioResult> {
         count('restart')
       }
     } else if (x < 0.76) {
-      c.net.faults = { drop: r() * 0.2, duplicate: r() * 0.1, minDelay: 1, maxDelay: 1 + r() * 30 }
+      c.net.faults = { drop: r() * 0.2, duplicate: r() * 0.1, minDelay: 1, maxDelay: 1 + r() * 30, corruptChunks: o.seed % 2 ? 0.2 : 0 }
       count('net-degrade')
     } else if (x < 0.8) {
       c.net.faults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }

@@ -148,7 +148,7 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
       { t: 'vote', from, to, term: 1e6, pre: false, lastIndex: 1e9, lastTerm: 1e6, transfer: true, cid: 'another-cluster' },
       { t: 'hb', from, to, term: 1e6, commit: 1e9, seq: 1, lease: true, ack: 1e9, cid: 'another-cluster' },
       { t: 'fwd', from, to, boot: 'x', reqs: [[1, { c: 'unregister', name: 'w1' }]], cid: 'another-cluster' },
-      { t: 'snap', from, to, term: 1e6, snapshot: { meta: { index: 1e9, term: 1, config: { voters: {}, learners: {} } }, data: new Uint8Array(3) } },
+      { t: 'snap', from, to, term: 1e6, meta: { index: 1e9, term: 1, config: { voters: {}, learners: {} } }, total: 3, offset: 0, data: new Uint8Array(3), crc: 0 },
       { t: 'call', id: 1, to: { sworm: 'sim', node: to, inc: 'x', id: 1 }, msg: 'crash' },
       { t: 'joinReq', node: 'n1', url: 'ws://n1.sim:1', disk: 'forged' },
       { t: 'probeResp', member: true, config: { voters: { [to]: 'x' }, learners: {} } },
@@ -234,7 +234,7 @@ const drainNode: Fault = (w) => {
 }
 
 const degradeNetwork: Fault = (w) => {
-  w.net.faults = { drop: w.r() * 0.1, duplicate: w.r() * 0.05, minDelay: 1, maxDelay: 1 + w.r() * 20 }
+  w.net.faults = { drop: w.r() * 0.1, duplicate: w.r() * 0.05, minDelay: 1, maxDelay: 1 + w.r() * 20, corruptChunks: w.seed % 2 ? 0.1 : 0 }
   w.count('net-degrade')
 }
 

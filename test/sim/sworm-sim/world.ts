@@ -16,6 +16,9 @@ import * as workers from '../../../tools/cluster/workers.js'
 import { assemble, internals } from '../../../src/internal.js'
 
 /** Options of a scenario run (see `runSwormScenario`). */
+/** Snapshot chunk sizes the runs cycle through (by seed); large-state runs use 16 times these. */
+const SNAPSHOT_CHUNKS = [1024, 8192, 1024 * 1024]
+
 export interface SwormScenarioOptions {
   durationMs?: number
   nodes?: number
@@ -247,7 +250,8 @@ export class SimWorld {
       maxClockDriftMs: DRIFT_MS,
       requestTimeoutMs: 3000,
       startTimeoutMs: 5000,
-      raft: { snapshotEvery: this.opts.largeState ? 1000 : 300 },
+      // snapshots in chunks of every size: tiny ones make every transfer a long stream of chunks
+      raft: { snapshotEvery: this.opts.largeState ? 1000 : 300, snapshotChunkBytes: SNAPSHOT_CHUNKS[this.seed % SNAPSHOT_CHUNKS.length]! * (this.opts.largeState ? 16 : 1) },
     }
   }
 
