@@ -39,6 +39,7 @@ import type {
 import { cloneConfig, emptyConfig, RaftLog } from './log.js'
 import { acknowledge, newProgress, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
+import { concat } from '../util/bytes.js'
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -1191,16 +1192,4 @@ export class RaftCore {
 
 function sameSoft(a: SoftState, b: SoftState): boolean {
   return a.role === b.role && a.term === b.term && a.leader === b.leader
-}
-
-/** The bytes of `parts`, `total` in all, as one array. */
-function concat(parts: Uint8Array[], total: number): Uint8Array {
-  if (parts.length === 1 && parts[0]!.length === total) return parts[0]!
-  const out = new Uint8Array(total)
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
 }

@@ -49,6 +49,22 @@ export interface StateMachine<C = unknown, R = unknown> {
   snapshot(): Uint8Array
   /** Replace the whole state with a decoded snapshot. */
   restore(data: Uint8Array): void
+  /**
+   * Optional: encode the state as it is now in steps of a few milliseconds each, so that a large
+   * state never stalls the event loop. The node applies commands between steps: they must not
+   * change what the snapshot holds.
+   */
+  snapshotSteps?(): StepTask<Uint8Array>
+  /**
+   * Optional: decode a snapshot in steps; the state changes at the last step only. The node
+   * applies nothing until then.
+   */
+  restoreSteps?(data: Uint8Array): StepTask<true>
+}
+
+/** Work done a step at a time: `step()` returns the result once the last step is done. */
+export interface StepTask<T> {
+  step(): T | undefined
 }
 
 /** Options of {@link RaftNode.start}. */

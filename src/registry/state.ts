@@ -9,9 +9,10 @@
  * choice is the log's, made with an up-to-date view, and needs no extra round.
  * @module
  */
-import { pack, unpack } from 'msgpackr'
-import type { StateMachine } from '../raft/node.js'
+import type { StateMachine, StepTask } from '../raft/node.js'
 import { defaultPlacement, type PlacementStrategy } from './placement.js'
+import type { ShardedMap } from '../util/sharded-map.js'
+import { SnapshotReader, SnapshotWriter, emptyTables, type Member, type Session, type Tables } from './snapshot.js'
 import {
   refKey,
   sameRef,
@@ -48,27 +49,27 @@ export type RegistryChange =
   /** A supervised name was unregistered: its node must stop the worker and confirm. */
   | { type: 'retire'; name: string; node: string; epoch: number }
 
-/** A group member: a static worker by ref, or a supervised worker by name (follows it). */
-type Member = { ref: WorkerRef } | { name: string }
-
 /** The replicated registry. */
 export class RegistryState implements StateMachine<RegistryCommand, RegistryResult> {
-  private readonly names = new Map<string, Registration>()
-  /** current worker key -> names (static names, the supervised name, never aliases) */
-  private readonly namesOf = new Map<string, Set<string>>()
-  /** supervised name -> its aliases */
-  private readonly aliasesOf = new Map<string, Set<string>>()
-  /** group -> member key -> member */
-  private readonly groups = new Map<string, Map<string, Member>>()
-  /** member key -> groups */
-  private readonly groupsOf = new Map<string, Set<string>>()
-  private readonly nodes = new Map<string, NodeRecord>()
+  // The tables (see snapshot.ts). A name or a group is changed only through edit(), setName(),
+  // deleteName(), editGroup() and deleteGroup(): they hand a snapshot in progress the value it
+  // needs first. (The tables hold readonly registrations and group maps, so that a write
+  // elsewhere stands out; keep every function that changes one taking a Readonly one.)
+  private names: ShardedMap<string, Readonly<Registration>>
+  private namesOf: Tables['namesOf']
+  private aliasesOf: Map<string, Set<string>>
+  private groups: Map<string, ReadonlyMap<string, Member>>
+  private groupsOf: Map<string, Set<string>>
+  private nodes: Map<string, NodeRecord>
   /** Client sessions, by node: its incarnation, the lowest seq still wanted, results by seq. */
-  private readonly sessions = new Map<string, { inc: string; low: number; results: Map<number, RegistryResult> }>()
-  /** node -> number of supervised names placed on it */
-  private readonly load = new Map<string, number>()
+  private sessions: Map<string, Session>
+  private load: Map<string, number>
+  /** The snapshot being taken, if any. */
+  private cut: SnapshotWriter | undefined
   /** Highest log index applied. */
   appliedIndex = 0
+  /** The sworm name of stored refs, one string for all (see {@link RegistryState.stored}). */
+  private swormName: string | undefined
 
   /**
    * @param onChange - called for every change, after it is made (not during restore)
@@ -78,7 +79,17 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   constructor(
     private readonly onChange?: (change: RegistryChange) => void,
     private readonly placement: PlacementStrategy = defaultPlacement,
-  ) {}
+  ) {
+    const t = emptyTables()
+    this.names = t.names
+    this.namesOf = t.namesOf
+    this.aliasesOf = t.aliasesOf
+    this.groups = t.groups
+    this.groupsOf = t.groupsOf
+    this.nodes = t.nodes
+    this.sessions = t.sessions
+    this.load = t.load
+  }
 
   // ------------------------------------------------------------ reads
 
@@ -137,7 +148,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Names held by the worker `ref` (not counting aliases). */
   namesOfRef(ref: WorkerRef): string[] {
-    return [...(this.namesOf.get(refKey(ref)) ?? [])]
+    return this.namesOf.names(ref)
   }
 
   /** Whether `ref` (the current incarnation) holds at least one name. */
@@ -233,10 +244,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   // ------------------------------------------------------------ names
 
   /** The registration owning the current incarnation `ref`: a static or supervised name. */
-  private ownerOf(ref: WorkerRef): Registration | undefined {
-    const names = this.namesOf.get(refKey(ref))
-    if (!names) return undefined
-    for (const n of names) {
+  private ownerOf(ref: WorkerRef): Readonly<Registration> | undefined {
+    if (!this.namesOf.has(ref)) return undefined
+    for (const n of this.namesOf.names(ref)) {
       const r = this.names.get(n)
       if (r?.ref && sameRef(r.ref, ref)) return r
     }
@@ -244,19 +254,24 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   private indexRef(name: string, ref: WorkerRef): void {
-    const k = refKey(ref)
-    let s = this.namesOf.get(k)
-    if (!s) this.namesOf.set(k, (s = new Set()))
-    s.add(name)
+    this.namesOf.add(ref, name)
   }
 
   private unindexRef(name: string, ref: WorkerRef | undefined): void {
-    if (!ref) return
-    const k = refKey(ref)
-    const s = this.namesOf.get(k)
-    if (!s) return
-    s.delete(name)
-    if (s.size === 0) this.namesOf.delete(k)
+    if (ref) this.namesOf.delete(ref, name)
+  }
+
+  /**
+   * The ref to keep for a worker of the node incarnation `n`: its strings are the node record's
+   * and one sworm name, shared by every stored ref, not the copies each decoded entry carries
+   * (at a million names, that is a hundred bytes a name).
+   */
+  private stored(ref: WorkerRef, n: NodeRecord): WorkerRef {
+    if (this.swormName !== ref.sworm) {
+      if (this.swormName === undefined) this.swormName = ref.sworm
+      else return { sworm: ref.sworm, node: n.node, inc: n.inc, id: ref.id }
+    }
+    return { sworm: this.swormName, node: n.node, inc: n.inc, id: ref.id }
   }
 
   private register(name: string, ref: WorkerRef): boolean | 'node-down' {
@@ -264,7 +279,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // An extra name for a supervised worker: an alias that follows it.
     const owner = this.ownerOf(ref)
     if (owner?.kind === 'supervised') {
-      this.names.set(name, { name, kind: 'alias', ref: undefined, target: owner.name })
+      this.setName(name, { name, kind: 'alias', ref: undefined, target: owner.name })
       let s = this.aliasesOf.get(owner.name)
       if (!s) this.aliasesOf.set(owner.name, (s = new Set()))
       s.add(name)
@@ -274,9 +289,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const node = this.nodes.get(ref.node)
     // A ref of a node incarnation that is not (or no longer) up cannot take a name.
     if (!node || node.inc !== ref.inc || !node.up) return 'node-down'
-    this.names.set(name, { name, ref, kind: 'static' })
-    this.indexRef(name, ref)
-    this.onChange?.({ type: 'registered', name, ref })
+    const kept = this.stored(ref, node)
+    this.setName(name, { name, ref: kept, kind: 'static' })
+    this.indexRef(name, kept)
+    this.onChange?.({ type: 'registered', name, ref: kept })
     return true
   }
 
@@ -284,7 +300,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const r = this.names.get(name)
     if (!r) return false
     if (r.kind === 'alias') {
-      this.names.delete(name)
+      this.deleteName(name)
       this.aliasesOf.get(r.target!)?.delete(name)
       this.onChange?.({ type: 'unregistered', name, ref: this.names.get(r.target!)?.ref, node: undefined })
       return true
@@ -294,10 +310,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (host?.up) {
       // Its node may be running (or starting) the worker: keep the name reserved until the node
       // confirms the stop with `stopped` (restart: false), so no new incarnation can overlap it.
-      r.retiring = true
-      r.handoffTo = undefined
+      const w = this.edit(r)
+      w.retiring = true
+      w.handoffTo = undefined
       for (const a of this.aliasesOf.get(r.name) ?? []) {
-        this.names.delete(a)
+        this.deleteName(a)
         this.onChange?.({ type: 'unregistered', name: a, ref: r.ref, node: r.node })
       }
       this.aliasesOf.delete(r.name)
@@ -310,13 +327,13 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   /** Remove a static or supervised name with everything that hangs on it. */
-  private removeName(r: Registration): void {
-    this.names.delete(r.name)
+  private removeName(r: Readonly<Registration>): void {
+    this.deleteName(r.name)
     this.unindexRef(r.name, r.ref)
     if (r.kind === 'supervised') {
       if (r.node !== undefined) this.addLoad(r.node, -1)
       for (const a of this.aliasesOf.get(r.name) ?? []) {
-        this.names.delete(a)
+        this.deleteName(a)
         this.onChange?.({ type: 'unregistered', name: a, ref: r.ref, node: r.node })
       }
       this.aliasesOf.delete(r.name)
@@ -326,16 +343,13 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       return
     }
     this.onChange?.({ type: 'unregistered', name: r.name, ref: r.ref, node: r.ref?.node })
-    if (r.ref && !this.namesOf.has(refKey(r.ref))) this.dropMemberships(`r:${refKey(r.ref)}`, r.ref)
+    if (r.ref && !this.namesOf.has(r.ref)) this.dropMemberships(`r:${refKey(r.ref)}`, r.ref)
   }
 
   private dropStaticWorker(ref: WorkerRef): void {
-    const names = this.namesOf.get(refKey(ref))
-    if (names) {
-      for (const n of [...names]) {
-        const r = this.names.get(n)
-        if (r?.kind === 'static') this.removeName(r)
-      }
+    for (const n of this.namesOf.names(ref)) {
+      const r = this.names.get(n)
+      if (r?.kind === 'static') this.removeName(r)
     }
     this.dropMemberships(`r:${refKey(ref)}`, ref)
   }
@@ -352,10 +366,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private join(group: string, ref: WorkerRef): RegistryResult {
     const m = this.memberOf(ref)
     if (!m) return 'not-found'
-    let g = this.groups.get(group)
-    if (!g) this.groups.set(group, (g = new Map()))
-    if (g.has(m.key)) return true
-    g.set(m.key, m.member)
+    if (this.groups.get(group)?.has(m.key)) return true
+    this.editGroup(group).set(m.key, m.member)
     let s = this.groupsOf.get(m.key)
     if (!s) this.groupsOf.set(m.key, (s = new Set()))
     s.add(group)
@@ -366,9 +378,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private leave(group: string, ref: WorkerRef): RegistryResult {
     const m = this.memberOf(ref)
     if (!m) return 'not-found'
-    const g = this.groups.get(group)
-    if (!g || !g.delete(m.key)) return true
-    if (g.size === 0) this.groups.delete(group)
+    if (!this.groups.get(group)?.has(m.key)) return true
+    const g = this.editGroup(group)
+    g.delete(m.key)
+    if (g.size === 0) this.deleteGroup(group)
     this.groupsOf.get(m.key)?.delete(group)
     this.onChange?.({ type: 'left', group, ref })
     return true
@@ -379,10 +392,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (!gs) return
     this.groupsOf.delete(key)
     for (const group of gs) {
-      const g = this.groups.get(group)
-      if (!g) continue
+      if (!this.groups.get(group)?.has(key)) continue
+      const g = this.editGroup(group)
       g.delete(key)
-      if (g.size === 0) this.groups.delete(group)
+      if (g.size === 0) this.deleteGroup(group)
       if (ref) this.onChange?.({ type: 'left', group, ref })
     }
   }
@@ -413,12 +426,13 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   /** Put supervised `r` on a (new) node with a new epoch; the node starts it. */
-  private place(r: Registration, node: string | undefined, moved: boolean): void {
-    if (r.retiring) {
+  private place(reg: Readonly<Registration>, node: string | undefined, moved: boolean): void {
+    if (reg.retiring) {
       // its node is gone (or restarted): nothing runs any more, the name can go
-      this.removeName(r)
+      this.removeName(reg)
       return
     }
+    const r = this.edit(reg)
     const from = r.node
     if (r.node !== undefined) this.addLoad(r.node, -1)
     if (r.ref) {
@@ -481,12 +495,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const node = this.choose(name)
     if (node === undefined) return { placed: false, exists: false, noNode: true }
     const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0 }
-    this.names.set(name, r)
+    this.setName(name, r)
     this.place(r, node, false)
     return { placed: true, epoch: r.epoch!, node }
   }
 
-  private current(name: string, epoch: number): Registration | undefined {
+  private current(name: string, epoch: number): Readonly<Registration> | undefined {
     const r = this.names.get(name)
     return r && r.kind === 'supervised' && r.epoch === epoch ? r : undefined
   }
@@ -498,9 +512,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (r?.ref && sameRef(r.ref, ref)) return true
     const n = this.nodes.get(ref.node)
     if (!r || r.ref || r.retiring || r.node !== ref.node || !n || !n.up || n.inc !== ref.inc) return false
-    r.ref = ref
-    r.handoffState = undefined
-    this.indexRef(name, ref)
+    const w = this.edit(r)
+    w.ref = this.stored(ref, n)
+    w.handoffState = undefined
+    this.indexRef(name, w.ref)
     this.onChange?.({ type: 'started', name, ref, epoch })
     return true
   }
@@ -544,8 +559,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   /** Even without a ref the node may be starting the worker: the node itself must let go. */
-  private startHandoff(r: Registration, to: string): void {
-    r.handoffTo = to
+  private startHandoff(r: Readonly<Registration>, to: string): void {
+    this.edit(r).handoffTo = to
     this.onChange?.({ type: 'handoff', name: r.name, node: r.node!, epoch: r.epoch!, to })
   }
 
@@ -592,56 +607,109 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const target = to && to.up && !to.draining ? r.handoffTo : this.choose(name, r.node)
     // the old worker has stopped already (it handed over): forget its ref without a stop order
     this.unindexRef(name, r.ref)
-    r.ref = undefined
-    r.handoffState = state
-    this.place(r, target, true)
+    const w = this.edit(r)
+    w.ref = undefined
+    w.handoffState = state
+    this.place(w, target, true)
     return true
+  }
+
+  // ------------------------------------------------------------ writes
+
+  /** `r`, writable: a snapshot in progress keeps its value first. */
+  private edit(r: Readonly<Registration>): Registration {
+    this.cut?.touchName(r.name, this.names.get(r.name))
+    return r as Registration
+  }
+
+  private setName(name: string, r: Readonly<Registration>): void {
+    this.cut?.touchName(name, this.names.get(name))
+    this.names.set(name, r)
+  }
+
+  private deleteName(name: string): void {
+    this.cut?.touchName(name, this.names.get(name))
+    this.names.delete(name)
+  }
+
+  /** The members of `group`, writable (a new group if there is none). */
+  private editGroup(group: string): Map<string, Member> {
+    const g = this.groups.get(group)
+    this.cut?.touchGroup(group, g)
+    if (g) return g as Map<string, Member>
+    const created = new Map<string, Member>()
+    this.groups.set(group, created)
+    return created
+  }
+
+  private deleteGroup(group: string): void {
+    this.cut?.touchGroup(group, this.groups.get(group))
+    this.groups.delete(group)
   }
 
   // ------------------------------------------------------------ snapshots
 
-  /** Encode the whole registry. */
+  /** Encode the whole registry at once. */
   snapshot(): Uint8Array {
-    const groups: Array<[string, Array<[string, Member]>]> = []
-    for (const [g, m] of this.groups) groups.push([g, [...m.entries()]])
-    const sessions: Array<[string, string, number, Array<[number, RegistryResult]>]> = []
-    for (const [node, x] of this.sessions) sessions.push([node, x.inc, x.low, [...x.results]])
-    return pack({ v: 2, i: this.appliedIndex, names: [...this.names.values()], groups, nodes: [...this.nodes.values()], sessions })
+    const w = this.snapshotSteps()
+    for (;;) {
+      const data = w.step()
+      if (data) return data
+    }
+  }
+
+  /**
+   * Encode the registry as it is now, a frame per step (a few milliseconds each), while commands
+   * go on being applied (see snapshot.ts). Starting another snapshot abandons this one.
+   * @param namesPerFrame - names per step (default 4,096; tests use small frames)
+   */
+  snapshotSteps(namesPerFrame?: number): StepTask<Uint8Array> {
+    const w = new SnapshotWriter(this.tables(), this.appliedIndex, this.swormName, namesPerFrame)
+    this.cut = w
+    return {
+      step: () => {
+        const data = w.step()
+        if (data && this.cut === w) this.cut = undefined
+        return data
+      },
+    }
   }
 
   /** Replace the registry with a decoded snapshot. */
   restore(data: Uint8Array): void {
-    const s = unpack(data) as {
-      v: number
-      i: number
-      names: Registration[]
-      groups: Array<[string, Array<[string, Member]>]>
-      nodes: NodeRecord[]
-      sessions?: Array<[string, string, number, Array<[number, RegistryResult]>]>
+    const r = this.restoreSteps(data)
+    while (!r.step());
+  }
+
+  /**
+   * Decode a snapshot a frame per step; the registry changes only at the last step, all at once
+   * (until then it serves, and applies, what it held).
+   */
+  restoreSteps(data: Uint8Array): StepTask<true> {
+    const reader = new SnapshotReader(data)
+    return {
+      step: () => {
+        const done = reader.step()
+        if (!done) return undefined
+        this.cut = undefined // a snapshot in progress goes on with the tables it was reading
+        const t = done.tables
+        this.names = t.names
+        this.namesOf = t.namesOf
+        this.aliasesOf = t.aliasesOf
+        this.groups = t.groups
+        this.groupsOf = t.groupsOf
+        this.nodes = t.nodes
+        this.sessions = t.sessions
+        this.load = t.load
+        this.appliedIndex = done.index
+        this.swormName = done.sworm
+        return true
+      },
     }
-    for (const m of [this.names, this.namesOf, this.aliasesOf, this.groups, this.groupsOf, this.nodes, this.load, this.sessions]) m.clear()
-    for (const [node, inc, low, results] of s.sessions ?? []) this.sessions.set(node, { inc, low, results: new Map(results) })
-    this.appliedIndex = s.i
-    for (const n of s.nodes) this.nodes.set(n.node, n)
-    for (const r of s.names) {
-      this.names.set(r.name, r)
-      if (r.ref) this.indexRef(r.name, r.ref)
-      if (r.kind === 'supervised' && r.node !== undefined) this.addLoad(r.node, 1)
-      if (r.kind === 'alias') {
-        let a = this.aliasesOf.get(r.target!)
-        if (!a) this.aliasesOf.set(r.target!, (a = new Set()))
-        a.add(r.name)
-      }
-    }
-    for (const [g, members] of s.groups) {
-      const m = new Map<string, Member>()
-      for (const [key, member] of members) {
-        m.set(key, member)
-        let set = this.groupsOf.get(key)
-        if (!set) this.groupsOf.set(key, (set = new Set()))
-        set.add(g)
-      }
-      this.groups.set(g, m)
-    }
+  }
+
+  private tables(): Tables {
+    const { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, load } = this
+    return { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, load }
   }
 }

@@ -1,0 +1,65 @@
+/**
+ * The names each worker holds, indexed by node, incarnation and worker id. Most workers hold one
+ * name, so a worker's entry is that name itself, and a set only once it holds more: at a million
+ * names this index costs tens of bytes per name, where a string key and a set per worker cost
+ * hundreds.
+ * @module
+ */
+import type { WorkerRef } from './types.js'
+import { ShardedMap } from '../util/sharded-map.js'
+
+type Names = string | Set<string>
+
+/** Worker ref → the names it holds (see the module documentation). */
+export class RefIndex {
+  private readonly byNode = new Map<string, Map<string, ShardedMap<number, Names>>>()
+
+  /** Record that `ref` holds `name`. */
+  add(ref: WorkerRef, name: string): void {
+    let incs = this.byNode.get(ref.node)
+    if (!incs) this.byNode.set(ref.node, (incs = new Map()))
+    let ids = incs.get(ref.inc)
+    if (!ids) incs.set(ref.inc, (ids = new ShardedMap()))
+    const cur = ids.get(ref.id)
+    if (cur === undefined) ids.set(ref.id, name)
+    else if (typeof cur === 'string') {
+      if (cur !== name) ids.set(ref.id, new Set([cur, name]))
+    } else cur.add(name)
+  }
+
+  /** Record that `ref` no longer holds `name`. */
+  delete(ref: WorkerRef, name: string): void {
+    const incs = this.byNode.get(ref.node)
+    const ids = incs?.get(ref.inc)
+    const cur = ids?.get(ref.id)
+    if (cur === undefined) return
+    if (typeof cur === 'string') {
+      if (cur !== name) return
+      ids!.delete(ref.id)
+    } else {
+      cur.delete(name)
+      if (cur.size === 1) ids!.set(ref.id, cur.values().next().value as string)
+      else if (cur.size === 0) ids!.delete(ref.id)
+    }
+    if (ids!.size === 0) {
+      incs!.delete(ref.inc)
+      if (incs!.size === 0) this.byNode.delete(ref.node)
+    }
+  }
+
+  /** The names `ref` holds (a copy; empty if none). */
+  names(ref: WorkerRef): string[] {
+    const cur = this.byNode.get(ref.node)?.get(ref.inc)?.get(ref.id)
+    if (cur === undefined) return []
+    return typeof cur === 'string' ? [cur] : [...cur]
+  }
+
+  /** Whether `ref` holds any name. */
+  has(ref: WorkerRef): boolean {
+    return this.byNode.get(ref.node)?.get(ref.inc)?.has(ref.id) ?? false
+  }
+
+  clear(): void {
+    this.byNode.clear()
+  }
+}

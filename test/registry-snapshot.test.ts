@@ -1,0 +1,196 @@
+/**
+ * The registry's snapshot in steps: taken while commands go on being applied between its steps,
+ * it must hold the registry exactly as it was when it began (byte for byte what a snapshot taken
+ * at once, then, gives), and a registry restored from it must go on exactly as the original
+ * (same results, same iteration order, so the same placements). Seeded: a failure prints the seed;
+ * replay it with SNAP_SEED=<seed>.
+ */
+import { pack, unpack } from 'msgpackr'
+import t from 'tap'
+import { RegistryState } from '../src/registry/state.js'
+import type { RegistryCommand, WorkerRef } from '../src/registry/types.js'
+import { seededRandom } from '../src/testkit/sim.js'
+
+const SWORM = 'app'
+
+/** The frames of a snapshot, decoded (to show what differs). */
+function frames(data: Uint8Array): unknown[] {
+  const out: unknown[] = []
+  for (let at = 4; at < data.length; ) {
+    const len = new DataView(data.buffer, data.byteOffset + at, 4).getUint32(0)
+    out.push(unpack(data.subarray(at + 4, at + 4 + len)))
+    at += 4 + len
+  }
+  return out
+}
+const NODES = ['n1', 'n2', 'n3']
+
+/** A random but meaningful command stream: most commands name things that exist. */
+function commands(seed: number, n: number): RegistryCommand[] {
+  const r = seededRandom(seed)
+  const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!
+  const incs = new Map<string, string>(NODES.map((x) => [x, `${x}-0`]))
+  let incSeq = 0
+  const out: RegistryCommand[] = NODES.map((node) => ({ c: 'nodeUp', node, inc: incs.get(node)! }))
+  const ref = (): WorkerRef => {
+    const node = pick(NODES)
+    return { sworm: SWORM, node, inc: incs.get(node)!, id: 1 + Math.floor(r() * 40) }
+  }
+  const name = (): string => `name-${Math.floor(r() * 60)}`
+  const group = (): string => `g${Math.floor(r() * 5)}`
+  for (let i = 0; i < n; i++) {
+    const x = r()
+    if (x < 0.3) out.push({ c: 'register', name: name(), ref: ref() })
+    else if (x < 0.4) out.push({ c: 'unregister', name: name() })
+    else if (x < 0.5) out.push({ c: 'join', group: group(), ref: ref() })
+    else if (x < 0.55) out.push({ c: 'leave', group: group(), ref: ref() })
+    else if (x < 0.6) out.push({ c: 'workerDown', ref: ref() })
+    else if (x < 0.7) out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] } })
+    else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), ref: ref() })
+    else if (x < 0.85) out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), restart: r() < 0.5 })
+    else if (x < 0.88) out.push({ c: 'drain', node: pick(NODES), on: r() < 0.5 })
+    else if (x < 0.9) out.push({ c: 'rebalance' })
+    else if (x < 0.92) out.push({ c: 'handedOff', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), state: { at: i } })
+    else if (x < 0.94) {
+      const node = pick(NODES)
+      out.push({ c: 'nodeDown', node, inc: incs.get(node)! })
+    } else if (x < 0.96) {
+      const node = pick(NODES)
+      incs.set(node, `${node}-${++incSeq}`)
+      out.push({ c: 'nodeUp', node, inc: incs.get(node)! })
+    } else {
+      const node = pick(NODES)
+      out.push({ c: 'register', name: name(), ref: ref(), s: { node, inc: incs.get(node)!, seq: i, low: Math.max(0, i - 5) } })
+    }
+  }
+  return out
+}
+
+/** A snapshot in steps with nothing applied between them. */
+function atOnce(s: RegistryState, perFrame: number): Uint8Array {
+  const w = s.snapshotSteps(perFrame)
+  for (;;) {
+    const data = w.step()
+    if (data) return data
+  }
+}
+
+const fromEnv = process.env.SNAP_SEED ? Number(process.env.SNAP_SEED) : undefined
+const base = fromEnv ?? Math.floor(Math.random() * 1e9)
+const runs = fromEnv !== undefined ? 1 : 200
+
+t.test(`a snapshot taken in steps while commands apply is the registry at its start (${runs} runs from seed ${base})`, async (t) => {
+  for (let k = 0; k < runs; k++) {
+    const seed = base + k
+    const r = seededRandom(seed ^ 0x5eed)
+    const cmds = commands(seed, 300)
+    const cutAt = Math.floor(r() * cmds.length)
+    const live = new RegistryState()
+    const atCut = new RegistryState()
+    let i = 0
+    for (; i < cutAt; i++) {
+      live.apply(cmds[i]!, i + 1)
+      atCut.apply(cmds[i]!, i + 1)
+    }
+    const perFrame = 1 + Math.floor(r() * 4)
+    const expected = atOnce(atCut, perFrame)
+    const steps = live.snapshotSteps(perFrame)
+    let data: Uint8Array | undefined
+    while (!data) {
+      // a few commands between steps of a few names each
+      for (let j = Math.floor(r() * 4); j > 0 && i < cmds.length; j--, i++) live.apply(cmds[i]!, i + 1)
+      data = steps.step()
+    }
+    for (; i < cmds.length; i++) live.apply(cmds[i]!, i + 1)
+    if (Buffer.compare(Buffer.from(data), Buffer.from(expected)) !== 0) {
+      if (process.env.SNAP_DEBUG) console.error(JSON.stringify(frames(data)), '\n---\n', JSON.stringify(frames(expected)))
+      t.fail(`seed ${seed}: the snapshot is not the registry at its start (replay: SNAP_SEED=${seed})`)
+      return
+    }
+    // restored at the cut, then fed the rest: the same registry, in the same order
+    const restored = new RegistryState()
+    restored.restore(data)
+    for (let j = cutAt; j < cmds.length; j++) {
+      const a = atCut.apply(cmds[j]!, j + 1)
+      const b = restored.apply(cmds[j]!, j + 1)
+      if (JSON.stringify(a) !== JSON.stringify(b)) {
+        t.fail(`seed ${seed}: restored registry answered command ${j} differently (replay: SNAP_SEED=${seed})`, { a, b, cmd: cmds[j] })
+        return
+      }
+    }
+    const want = Buffer.from(live.snapshot())
+    if (Buffer.compare(Buffer.from(restored.snapshot()), want) !== 0 || Buffer.compare(Buffer.from(atCut.snapshot()), want) !== 0) {
+      t.fail(`seed ${seed}: restored registry diverged (replay: SNAP_SEED=${seed})`)
+      return
+    }
+  }
+  t.pass(`${runs} runs: every snapshot was its cut, every restored registry went on the same`)
+})
+
+t.test('many frames: a large registry is encoded and decoded a frame per step, and restored whole only at the end', async (t) => {
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  const N = 10_000
+  for (let i = 0; i < N; i++) s.apply({ c: 'register', name: `c${i}`, ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: i + 1 } }, i + 2)
+  for (let i = 0; i < 100; i++) s.apply({ c: 'join', group: `g${i % 3}`, ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: i + 1 } }, N + 2 + i)
+  const w = s.snapshotSteps()
+  let data: Uint8Array | undefined
+  let steps = 0
+  while (!(data = w.step())) steps++
+  t.ok(steps >= 3, `${steps} steps`)
+  t.ok(data.length < N * 30, `${(data.length / N).toFixed(1)} bytes per static name`)
+  const copy = new RegistryState()
+  copy.apply({ c: 'nodeUp', node: 'n9', inc: 'x' }, 1)
+  const r = copy.restoreSteps(data)
+  let partial = 0
+  while (!r.step()) {
+    partial++
+    t.equal(copy.whereis('c5'), undefined, 'nothing changes before the last step') // (checked at every step)
+  }
+  t.ok(partial >= 3)
+  t.equal(copy.size, N)
+  t.same(copy.whereis('c5'), { sworm: SWORM, node: 'n1', inc: 'i1', id: 6 })
+  t.same(copy.members('g1').length, 33)
+  t.equal(copy.nodeRecord('n9'), undefined, 'the old registry is gone')
+  t.equal(Buffer.compare(Buffer.from(copy.snapshot()), Buffer.from(data)), 0, 'it encodes to the same bytes')
+})
+
+t.test('a snapshot of the older format (one MessagePack map) still restores', async (t) => {
+  const ref = { sworm: SWORM, node: 'n1', inc: 'i1', id: 7 }
+  const old = pack({
+    v: 2,
+    i: 42,
+    names: [
+      { name: 'a', ref, kind: 'static' },
+      { name: 's', kind: 'supervised', ref: undefined, spec: { module: 'm', fn: 'f', args: [] }, node: 'n1', epoch: 1 },
+      { name: 'al', kind: 'alias', ref: undefined, target: 's' },
+    ],
+    groups: [['g', [['r:n1/i1/7', { ref }]]]],
+    nodes: [{ node: 'n1', inc: 'i1', up: true, draining: false }],
+    sessions: [['n1', 'i1', 0, [[1, true]]]],
+  })
+  const s = new RegistryState()
+  s.restore(old)
+  t.equal(s.appliedIndex, 42)
+  t.same(s.whereis('a'), ref)
+  t.same(s.members('g'), [ref])
+  t.same(s.loadByNode(), { n1: 1 })
+  t.equal(s.registration('al')?.target, 's')
+  t.equal(s.apply({ c: 'register', name: 'b', ref, s: { node: 'n1', inc: 'i1', seq: 1, low: 0 } }, 43), true, 'the session answers its old result')
+  t.equal(s.whereis('b'), undefined, 'without applying it again')
+})
+
+t.test('a damaged snapshot is refused, and the registry is left as it was', async (t) => {
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  for (let i = 0; i < 5000; i++) s.apply({ c: 'register', name: `c${i}`, ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: i + 1 } }, i + 2)
+  const data = s.snapshot()
+  const other = new RegistryState()
+  other.apply({ c: 'nodeUp', node: 'n2', inc: 'i2' }, 1)
+  t.throws(() => other.restore(data.subarray(0, data.length - 100)), /truncated/)
+  t.ok(other.nodeRecord('n2'), 'unchanged')
+  const bad = Uint8Array.from(data)
+  bad[6] = 0xff // the header frame's length
+  t.throws(() => other.restore(bad))
+  t.ok(other.nodeRecord('n2'), 'unchanged')
+})
