@@ -522,3 +522,81 @@ t.test('latency of a synced batch of 100 small entries (informational)', async (
   t.ok(times.length === rounds)
   await s.close()
 })
+
+t.test('snapshots in parts', async (t) => {
+  const big = (n: number, salt: number): Uint8Array => Uint8Array.from({ length: n }, (_, i) => (i * 7 + salt) & 0xff)
+  const partKeys = async (dir: string): Promise<number> => {
+    let n = 0
+    await tamper(dir, async (db) => {
+      for (let k = 0; (await db.get(levelStorageKeys.snapshotPart(k))) !== undefined; k++) n++
+    })
+    return n
+  }
+
+  t.test('a snapshot of several MiB is stored in parts and loads whole; a smaller one leaves no stale part', async (t) => {
+    const dir = await tempDir()
+    const s = await LevelStorage.open(dir)
+    await s.write({ hardState: { term: 3, vote: 'n1', commit: 20 }, entries: makeEntries(1, 20, 3) })
+    const first = big(3.5 * 1024 * 1024, 1)
+    await s.saveSnapshot({ meta: { index: 10, term: 3, config }, data: first })
+    await s.close()
+    t.equal(await partKeys(dir), 4, '4 parts of at most 1 MiB')
+    const s2 = await LevelStorage.open(dir)
+    const st = await s2.load()
+    t.equal(Buffer.compare(Buffer.from(st.snapshot!.data), Buffer.from(first)), 0, 'the data, byte for byte')
+    t.equal(st.entries[0]?.index, 11)
+    await s2.saveSnapshot({ meta: { index: 15, term: 3, config }, data: big(1.5 * 1024 * 1024, 2) })
+    await s2.close()
+    t.equal(await partKeys(dir), 2, 'the parts beyond the new snapshot are gone')
+    const s3 = await LevelStorage.open(dir)
+    const again = await s3.load()
+    t.equal(again.snapshot!.meta.index, 15)
+    t.equal(Buffer.compare(Buffer.from(again.snapshot!.data), Buffer.from(big(1.5 * 1024 * 1024, 2))), 0)
+    await s3.close()
+  })
+
+  t.test('a corrupt part: the snapshot is dropped with the log after it, as a corrupt snapshot is', async (t) => {
+    const dir = await tempDir()
+    const s = await LevelStorage.open(dir)
+    await s.write({ hardState: { term: 3, vote: 'n1', commit: 20 }, entries: makeEntries(1, 20, 3) })
+    await s.saveSnapshot({ meta: { index: 10, term: 3, config }, data: big(2.5 * 1024 * 1024, 3) })
+    await s.close()
+    await tamper(dir, flip(levelStorageKeys.snapshotPart(1), (n) => n - 100))
+    const strict = await LevelStorage.open(dir, { logger: recordingLogger(), repair: false })
+    await t.rejects(strict.load(), { code: 'CORRUPT_STORAGE', record: 'snapshot part 1', message: /checksum mismatch/ })
+    await strict.close()
+    const s2 = await LevelStorage.open(dir, { logger: recordingLogger() })
+    const st = await s2.load()
+    t.equal(st.snapshot, undefined, 'no snapshot')
+    t.same(st.entries, [], 'no log')
+    t.equal(st.recovery?.lostUpTo, 20, 'marked up to the last entry held')
+    await s2.close()
+    t.equal(await partKeys(dir), 0, 'its parts are gone')
+  })
+
+  t.test('a missing part is a corrupt snapshot too', async (t) => {
+    const dir = await tempDir()
+    const s = await LevelStorage.open(dir)
+    await s.write({ hardState: { term: 3, vote: 'n1', commit: 20 }, entries: makeEntries(1, 20, 3) })
+    await s.saveSnapshot({ meta: { index: 10, term: 3, config }, data: big(2.5 * 1024 * 1024, 4) })
+    await s.close()
+    await tamper(dir, (db) => db.del(levelStorageKeys.snapshotPart(2)))
+    const strict = await LevelStorage.open(dir, { logger: recordingLogger(), repair: false })
+    await t.rejects(strict.load(), { code: 'CORRUPT_STORAGE', record: 'snapshot part 2', message: /missing/ })
+    await strict.close()
+  })
+
+  t.test('a snapshot written by an older version (its data in the snapshot record) still loads', async (t) => {
+    const dir = await prepared(false)
+    await tamper(dir, async (db) => {
+      await db.put(levelStorageKeys.snapshot(), encodeRecord({ meta: { index: 5, term: 3, config }, data: Uint8Array.from([4, 5, 6]) }))
+      await db.put(levelStorageKeys.snapshotMeta(), encodeRecord({ index: 5, term: 3 }))
+      for (let i = 1; i <= 5; i++) await db.del(levelStorageKeys.entry(i))
+    })
+    const s = await LevelStorage.open(dir)
+    const st = await s.load()
+    t.same([...st.snapshot!.data], [4, 5, 6])
+    t.equal(st.entries[0]?.index, 6)
+    await s.close()
+  })
+})

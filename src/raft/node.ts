@@ -191,6 +191,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private appliedConfig: ClusterConfig
   private snapshotIndex = 0
   private lastSnapshotBytes = 0
+  /** A snapshot is being taken (in the background, a step per turn). */
+  private snapshotting = false
+  /** A snapshot taken while the Ready loop ran: the log is compacted when it is done. */
+  private compactPending: Snapshot | undefined
   private seeds: Record<NodeId, string>
 
   private readonly pending = new Map<number, Pending<R>>()
@@ -277,7 +281,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     let appliedConfig: ClusterConfig = { voters: {}, learners: {} }
     let applied = 0
     if (persisted.snapshot) {
-      opts.stateMachine.restore(persisted.snapshot.data)
+      await stepThrough(restoreTask(opts.stateMachine, persisted.snapshot.data), opts.clock ?? systemClock)
       appliedConfig = persisted.snapshot.meta.config
       applied = persisted.snapshot.meta.index
     }
@@ -671,7 +675,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         const rd = this.core.ready()
         await this.handleReady(rd)
         this.core.advance(rd)
-        if (!this.stopped) await this.maybeSnapshot()
+        if (this.compactPending) {
+          this.core.compact(this.compactPending)
+          this.compactPending = undefined
+        }
+        if (!this.stopped) this.maybeSnapshot()
       }
     } catch (err) {
       this.fail(err)
@@ -689,7 +697,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     for (const m of rd.messagesNow) this.out(m.to, m)
     if (rd.snapshot) {
       await this.storage.saveSnapshot(rd.snapshot)
-      this.sm.restore(rd.snapshot.data)
+      // in steps: the node keeps receiving (and the registry keeps serving reads) meanwhile
+      await stepThrough(restoreTask(this.sm, rd.snapshot.data), this.clock)
       this.applied = rd.snapshot.meta.index
       this.snapshotIndex = rd.snapshot.meta.index
       this.appliedConfig = rd.snapshot.meta.config
@@ -803,20 +812,45 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.fwd.forgetUpTo(index)
   }
 
-  private async maybeSnapshot(): Promise<void> {
+  /**
+   * Take a snapshot once the log since the last one is long enough: in the background, a step
+   * per turn of the event loop, while the node goes on applying entries (the state machine keeps
+   * the cut consistent; see {@link StateMachine.snapshotSteps}).
+   */
+  private maybeSnapshot(): void {
+    if (this.snapshotting) return
     // A snapshot costs time in proportion to the state's size: wait for a log at least as long
     // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat.
     const every = Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32))
     if (this.applied - this.snapshotIndex < every) return
     const term = this.core.termAt(this.applied)
     if (term === undefined) return
-    const snap: Snapshot = { meta: { index: this.applied, term, config: this.appliedConfig }, data: this.sm.snapshot() }
+    this.snapshotting = true
+    const meta = { index: this.applied, term, config: this.appliedConfig }
+    this.takeSnapshot(meta)
+      .catch((err: unknown) => {
+        // a snapshot installed from the leader meanwhile makes this one moot (the disk refuses it)
+        if (meta.index > this.snapshotIndex && !this.stopped) this.fail(err)
+      })
+      .finally(() => {
+        this.snapshotting = false
+      })
+  }
+
+  private async takeSnapshot(meta: Snapshot['meta']): Promise<void> {
+    const started = this.clock.now()
+    const task: StepTask<Uint8Array> = this.sm.snapshotSteps ? this.sm.snapshotSteps() : { step: () => this.sm.snapshot() }
+    const data = await stepThrough(task, this.clock, () => this.stopped || this.failure !== undefined)
+    if (!data || meta.index <= this.snapshotIndex) return // stopped, failed, or overtaken by an install
+    const snap: Snapshot = { meta, data }
     await this.storage.saveSnapshot(snap)
-    this.lastSnapshotBytes = snap.data.length
-    this.snapshotIndex = snap.meta.index
+    if (meta.index <= this.snapshotIndex) return
+    this.lastSnapshotBytes = data.length
+    this.snapshotIndex = meta.index
     this.snapshotAt = this.clock.now()
-    this.core.compact(snap)
-    this.log.debug('snapshot taken', { node: this.id, index: snap.meta.index, bytes: snap.data.length })
+    if (this.running) this.compactPending = snap
+    else this.core.compact(snap)
+    this.log.debug('snapshot taken', { node: this.id, index: meta.index, bytes: data.length, ms: Math.round(this.clock.now() - started) })
   }
 
   /**
@@ -944,5 +978,29 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       this.log.error('a recovered listener threw', { node: this.id, err: String(err) })
     }
     this.kick()
+  }
+}
+
+/** Restoring `data` into `sm` as a task: in steps if the state machine has them, else at once. */
+function restoreTask(sm: StateMachine<never, unknown>, data: Uint8Array): StepTask<true> {
+  if (sm.restoreSteps) return sm.restoreSteps(data)
+  return {
+    step: () => {
+      sm.restore(data)
+      return true
+    },
+  }
+}
+
+/**
+ * Run `task` a step per turn of `clock`'s timers, so that timers, messages and reads are served
+ * between steps. Undefined if `gone()` says to stop first.
+ */
+async function stepThrough<T>(task: StepTask<T>, clock: Clock, gone?: () => boolean): Promise<T | undefined> {
+  for (;;) {
+    const done = task.step()
+    if (done !== undefined) return done
+    await new Promise<void>((resolve) => clock.setTimeout(resolve, 0))
+    if (gone?.()) return undefined
   }
 }

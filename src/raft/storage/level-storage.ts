@@ -7,13 +7,17 @@
  * | ------------------------------------ | --------------------------------------- |
  * | `0x68` (`'h'`)                       | the {@link HardState}                   |
  * | `0x69` (`'i'`)                       | a copy of the hard state                |
- * | `0x73` (`'s'`)                       | the latest {@link Snapshot}             |
+ * | `0x73` (`'s'`)                       | the latest {@link Snapshot}'s metadata  |
+ * | `0x74` (`'t'`) + part as u32 BE      | its data, in parts of 1 MiB             |
  * | `0x6d` (`'m'`)                       | the snapshot's index and term           |
  * | `0x72` (`'r'`)                       | the {@link StorageRecovery} marker      |
  * | `0x65` (`'e'`) + index as u64 BE     | one {@link Entry}                       |
  *
  * The entry index is stored big-endian in 8 bytes, so key order is index order and the log is
- * one contiguous key range.
+ * one contiguous key range. A snapshot's data is stored in parts, each checksummed and encoded
+ * between turns of the event loop, so a snapshot of any size never stalls it for long; the parts,
+ * the metadata and the entries it replaces change in one batch. (Snapshots written by older
+ * versions hold their data in the `'s'` record itself; they still load.)
  *
  * Every value is a record: a 4-byte big-endian CRC-32C of the payload, then the payload, a
  * msgpackr-encoded value (an entry is encoded as the tuple `[index, term, type, data]`). `load()`
@@ -135,6 +139,20 @@ const IDENTITY_KEY = Uint8Array.of(0x64)
 const ENTRY_PREFIX = 0x65
 /** Just past the last possible entry key. */
 const ENTRY_END = Uint8Array.of(ENTRY_PREFIX + 1)
+const PART_PREFIX = 0x74
+const PART_END = Uint8Array.of(PART_PREFIX + 1)
+/** Bytes of snapshot data per part record. */
+const PART_BYTES = 1024 * 1024
+
+function partKey(part: number): Uint8Array {
+  const k = new Uint8Array(5)
+  k[0] = PART_PREFIX
+  new DataView(k.buffer).setUint32(1, part)
+  return k
+}
+
+/** Let the event loop run (between the parts of a snapshot). */
+const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve))
 
 /** The key of the entry at `index`: `'e'` then the index as an 8-byte big-endian integer. */
 function entryKey(index: number): Uint8Array {
@@ -166,6 +184,8 @@ export const levelStorageKeys = {
   snapshot: (): Uint8Array => SNAPSHOT_KEY.slice(),
   /** Key of the snapshot's index/term record. */
   snapshotMeta: (): Uint8Array => SNAPSHOT_META_KEY.slice(),
+  /** Key of a part of the snapshot's data. */
+  snapshotPart: (part: number): Uint8Array => partKey(part),
   /** Key of the recovery marker. */
   recovery: (): Uint8Array => RECOVERY_KEY.slice(),
   /** Key of the data directory's identity. */
@@ -193,8 +213,17 @@ function toHardState(v: unknown, what: string): HardState {
   return { term: v.term, vote: vote ?? undefined, commit: v.commit }
 }
 
-function toSnapshot(v: unknown, what: string): Snapshot {
-  if (!isRecordObject(v) || !isRecordObject(v.meta) || !(v.data instanceof Uint8Array)) {
+/** A snapshot record: its metadata, and its data or how it is split in parts. */
+interface SnapshotRecord {
+  meta: Snapshot['meta']
+  data: Uint8Array | undefined
+  parts: number
+  total: number
+}
+
+function toSnapshot(v: unknown, what: string): SnapshotRecord {
+  const inParts = isRecordObject(v) && v.data === undefined
+  if (!isRecordObject(v) || !isRecordObject(v.meta) || (inParts ? !isNat(v.parts) || !isNat(v.total) : !(v.data instanceof Uint8Array))) {
     throw new CorruptStorageError(what, 'malformed snapshot')
   }
   const m = v.meta
@@ -211,7 +240,9 @@ function toSnapshot(v: unknown, what: string): Snapshot {
   return {
     meta: { index: m.index, term: m.term, config },
     // a plain Uint8Array of its own, not a view into the record
-    data: new Uint8Array(v.data),
+    data: inParts ? undefined : new Uint8Array(v.data as Uint8Array),
+    parts: inParts ? (v.parts as number) : 0,
+    total: inParts ? (v.total as number) : (v.data as Uint8Array).length,
   }
 }
 
@@ -424,33 +455,59 @@ export class LevelStorage implements RaftStorage {
   saveSnapshot(snapshot: Snapshot): Promise<void> {
     const refused = this.refusal()
     if (refused) return Promise.reject(refused)
-    const { meta } = snapshot
-    const idx = meta.index
-    let record: Uint8Array
-    let metaRecord: Uint8Array
-    try {
-      metaRecord = encodeRecord({ index: idx, term: meta.term })
-      record = encodeRecord({
-        meta: { index: idx, term: meta.term, config: meta.config },
-        data: snapshot.data,
-      })
-    } catch (err) {
-      return Promise.reject(err)
+    // Encoded part by part between turns of the event loop, then written after whatever was
+    // written meanwhile (nothing written meanwhile can touch the entries a snapshot replaces).
+    return this.encodeSnapshot(snapshot).then(({ records, metaRecord, record }) =>
+      this.run(async () => {
+        const refusedNow = this.refusal()
+        if (refusedNow) throw refusedNow
+        const idx = snapshot.meta.index
+        const b = this.bounds ?? (await this.readBounds())
+        if (idx < b.snapIndex) throw new RangeError(`snapshot at ${idx} is older than the stored one at ${b.snapIndex}`)
+        const ops: Op[] = []
+        const upTo = Math.min(idx, b.lastIndex)
+        for (let i = b.snapIndex + 1; i <= upTo; i++) ops.push({ type: 'del', key: entryKey(i) })
+        for (let k = 0; k < records.length; k++) ops.push({ type: 'put', key: partKey(k), value: records[k]! })
+        for (const key of await this.db.keys({ gte: partKey(records.length), lt: PART_END }).all()) ops.push({ type: 'del', key })
+        ops.push({ type: 'put', key: SNAPSHOT_KEY, value: record })
+        ops.push({ type: 'put', key: SNAPSHOT_META_KEY, value: metaRecord })
+        await this.commit(ops)
+        b.snapIndex = idx
+        b.lastIndex = Math.max(b.lastIndex, idx)
+      }),
+    )
+  }
+
+  private async encodeSnapshot(snapshot: Snapshot): Promise<{ records: Uint8Array[]; metaRecord: Uint8Array; record: Uint8Array }> {
+    const { meta, data } = snapshot
+    const records: Uint8Array[] = []
+    for (let at = 0; at < data.length; at += PART_BYTES) {
+      if (at > 0) await nextTurn()
+      records.push(encodeRecord(data.subarray(at, Math.min(data.length, at + PART_BYTES))))
     }
-    return this.run(async () => {
-      const refusedNow = this.refusal()
-      if (refusedNow) throw refusedNow
-      const b = this.bounds ?? (await this.readBounds())
-      if (idx < b.snapIndex) throw new RangeError(`snapshot at ${idx} is older than the stored one at ${b.snapIndex}`)
-      const ops: Op[] = []
-      const upTo = Math.min(idx, b.lastIndex)
-      for (let i = b.snapIndex + 1; i <= upTo; i++) ops.push({ type: 'del', key: entryKey(i) })
-      ops.push({ type: 'put', key: SNAPSHOT_KEY, value: record })
-      ops.push({ type: 'put', key: SNAPSHOT_META_KEY, value: metaRecord })
-      await this.commit(ops)
-      b.snapIndex = idx
-      b.lastIndex = Math.max(b.lastIndex, idx)
-    })
+    return {
+      records,
+      metaRecord: encodeRecord({ index: meta.index, term: meta.term }),
+      record: encodeRecord({ meta: { index: meta.index, term: meta.term, config: meta.config }, parts: records.length, total: data.length }),
+    }
+  }
+
+  /** The snapshot a record describes, its parts read and checked. */
+  private async readSnapshot(rec: SnapshotRecord): Promise<Snapshot> {
+    if (rec.data) return { meta: rec.meta, data: rec.data }
+    const data = new Uint8Array(rec.total)
+    let at = 0
+    for (let k = 0; k < rec.parts; k++) {
+      const what = `snapshot part ${k}`
+      const raw = await this.db.get(partKey(k))
+      if (raw === undefined) throw new CorruptStorageError(what, 'missing')
+      const part = decodeRecord(raw, what)
+      if (!(part instanceof Uint8Array) || at + part.length > rec.total) throw new CorruptStorageError(what, 'malformed snapshot part')
+      data.set(part, at)
+      at += part.length
+    }
+    if (at !== rec.total) throw new CorruptStorageError('snapshot', `its parts hold ${at} bytes, not ${rec.total}`)
+    return { meta: rec.meta, data }
   }
 
   /** The identity of this data directory, if one was stored (see {@link RaftStorage.identity}). */
@@ -545,7 +602,7 @@ export class LevelStorage implements RaftStorage {
   private async scanBounds(): Promise<Bounds> {
     let snapIndex = 0
     const raw = await this.db.get(SNAPSHOT_KEY)
-    if (raw !== undefined) snapIndex = toSnapshot(decodeRecord(raw, 'snapshot'), 'snapshot').meta.index
+    if (raw !== undefined) snapIndex = toSnapshot(decodeRecord(raw, 'snapshot'), 'snapshot').meta.index // small unless written by an older version
     let lastIndex = snapIndex
     const keys = await this.db.keys({ gte: entryKey(0), lt: ENTRY_END, reverse: true, limit: 1 }).all()
     if (keys.length) {
@@ -607,7 +664,7 @@ export class LevelStorage implements RaftStorage {
     const rawSnap = await this.db.get(SNAPSHOT_KEY)
     if (rawSnap !== undefined) {
       try {
-        snapshot = toSnapshot(decodeRecord(rawSnap, 'snapshot'), 'snapshot')
+        snapshot = await this.readSnapshot(toSnapshot(decodeRecord(rawSnap, 'snapshot'), 'snapshot'))
       } catch (err) {
         const e = corrupt(err)
         snapBad = true
@@ -624,6 +681,7 @@ export class LevelStorage implements RaftStorage {
         lostUpTo = idx
         problems.push(`${e.message}; dropped it and the log after it (index ${idx})`)
         ops.push({ type: 'del', key: SNAPSHOT_KEY }, { type: 'del', key: SNAPSHOT_META_KEY })
+        for (const key of await this.db.keys({ gte: partKey(0), lt: PART_END }).all()) ops.push({ type: 'del', key })
       }
     }
     const snapIndex = snapshot?.meta.index ?? 0
