@@ -77,6 +77,13 @@ const NAMES = [
   'sworm_fenced_workers_total',
   'sworm_node_events_total',
   'sworm_nodes_up',
+  'sworm_raft_snapshot_bytes',
+  'sworm_raft_snapshot_duration_seconds',
+  'sworm_raft_snapshot_received_bytes',
+  'sworm_raft_snapshot_receiving_bytes',
+  'sworm_raft_snapshot_sending_bytes',
+  'sworm_event_loop_delay_max_seconds',
+  'sworm_event_loop_delay_p99_seconds',
 ]
 
 t.test('/metrics, /status and the CLI on a 3-node cluster', async (t) => {
@@ -185,4 +192,25 @@ t.test('metricsPort validation and a fixed port', async (t) => {
   t.teardown(() => without.stop())
   t.equal(without.nodes[0]!.metricsAddress, undefined, 'no server without metricsPort')
   t.match(await without.nodes[0]!.metrics(), /sworm_raft_term\{sworm="nometrics",node="n1"\} \d+/, 'metrics() still works')
+})
+
+t.test('snapshot and event-loop gauges', async (t) => {
+  const c = await startCluster(1, 'snapm', { metricsPort: 0, raft: { snapshotEvery: 10 } })
+  t.teardown(() => c.stop())
+  const s = c.nodes[0]!
+  for (let i = 0; i < 30; i++) t.ok(await s.registerName(`n:${i}`, s.spawn({})))
+  await waitFor(() => internals(s).raft.status().snapshotIndex >= 10, 5000, 'a snapshot was taken')
+  const lbl = { sworm: 'snapm', node: s.nodeId }
+  await httpGet(`${s.metricsAddress}/metrics`) // the first scrape starts the event-loop monitor
+  let text = ''
+  await waitFor(async () => {
+    text = (await httpGet(`${s.metricsAddress}/metrics`)).body
+    return value(text, 'sworm_event_loop_delay_max_seconds', lbl)! > 0
+  }, 5000, 'the event-loop delay is measured')
+  t.ok(value(text, 'sworm_raft_snapshot_bytes', lbl)! > 0, 'the snapshot size')
+  t.ok(value(text, 'sworm_raft_snapshot_duration_seconds', lbl)! >= 0, 'how long it took')
+  t.equal(value(text, 'sworm_raft_snapshot_receiving_bytes', lbl), 0, 'nothing being received')
+  t.equal(value(text, 'sworm_raft_snapshot_sending_bytes', lbl), 0, 'nothing being sent')
+  const max = value(text, 'sworm_event_loop_delay_max_seconds', lbl)!
+  t.ok(max < 10 && value(text, 'sworm_event_loop_delay_p99_seconds', lbl)! <= max, `event-loop delay: max ${max} s`)
 })

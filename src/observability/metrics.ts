@@ -89,6 +89,18 @@ export interface MetricsSnapshot {
   localWorkers: number
   lease: boolean
   nodesUp: number
+  /** Size of the latest snapshot (taken or installed), in bytes. */
+  snapshotBytes: number
+  /** How long the latest snapshot this node took took, in seconds. */
+  snapshotSeconds: number
+  /** Bytes of a snapshot this node is receiving, in so far and in all (0 and 0 when none). */
+  snapshotReceivedBytes: number
+  snapshotReceivingBytes: number
+  /** Bytes of snapshots the leader still has to send (not yet acknowledged), over all followers. */
+  snapshotSendingBytes: number
+  /** Longest and 99th-percentile event-loop delay since the previous scrape, in seconds. */
+  eventLoopDelayMaxSeconds: number
+  eventLoopDelayP99Seconds: number
 }
 
 /** The metrics of one sworm on one node. */
@@ -135,6 +147,13 @@ export class SwormMetrics {
       localWorkers: gauge('sworm_local_workers', 'Workers hosted by this node (supervised and spawned)'),
       lease: gauge('sworm_lease_ok', '1 when this node holds its lease (may run supervised workers)'),
       nodesUp: gauge('sworm_nodes_up', 'Nodes of the sworm the registry holds as up'),
+      snapshotBytes: gauge('sworm_raft_snapshot_bytes', 'Size of the latest snapshot, taken or installed, in bytes'),
+      snapshotSeconds: gauge('sworm_raft_snapshot_duration_seconds', 'How long the latest snapshot this node took took, start to durable'),
+      snapshotReceivedBytes: gauge('sworm_raft_snapshot_received_bytes', 'Bytes received so far of the snapshot this node is being sent (0 when none)'),
+      snapshotReceivingBytes: gauge('sworm_raft_snapshot_receiving_bytes', 'Size of the snapshot this node is being sent (0 when none)'),
+      snapshotSendingBytes: gauge('sworm_raft_snapshot_sending_bytes', 'Bytes of snapshots this leader still has to send, over all followers'),
+      eventLoopDelayMaxSeconds: gauge('sworm_event_loop_delay_max_seconds', 'Longest event-loop delay since the previous scrape (a stall: GC, long synchronous work)'),
+      eventLoopDelayP99Seconds: gauge('sworm_event_loop_delay_p99_seconds', '99th percentile of the event-loop delay since the previous scrape'),
     }
     this.electionsStarted = counter('sworm_raft_elections_started_total', 'Elections this node started (became candidate)')
     this.leaderChanges = counter('sworm_raft_leader_changes_total', 'Leaders seen by this node (one per term with a known leader)')
@@ -167,6 +186,13 @@ export class SwormMetrics {
     g.localWorkers.set(s.localWorkers)
     g.lease.set(s.lease ? 1 : 0)
     g.nodesUp.set(s.nodesUp)
+    g.snapshotBytes.set(s.snapshotBytes)
+    g.snapshotSeconds.set(s.snapshotSeconds)
+    g.snapshotReceivedBytes.set(s.snapshotReceivedBytes)
+    g.snapshotReceivingBytes.set(s.snapshotReceivingBytes)
+    g.snapshotSendingBytes.set(s.snapshotSendingBytes)
+    g.eventLoopDelayMaxSeconds.set(s.eventLoopDelayMaxSeconds)
+    g.eventLoopDelayP99Seconds.set(s.eventLoopDelayP99Seconds)
     for (const r of ROLES) this.role.set({ role: r }, r === s.role ? 1 : 0)
   }
 

@@ -4,6 +4,7 @@
  * the nodes tell each other, for the dashboard and `sworm status`).
  * @module
  */
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
 import type { RaftNode } from '../raft/node.js'
 import type { Clock, Logger } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
@@ -72,6 +73,7 @@ export interface StatusHost {
 
 /** Status, metrics and the metrics server of one node. */
 export class NodeStatus {
+  private loopDelay: IntervalHistogram | undefined
   private server: MetricsServer | undefined
   private readonly startedAt = Date.now()
   /** Metrics addresses other nodes told us. */
@@ -139,6 +141,10 @@ export class NodeStatus {
     const s = raft.status()
     let nodesUp = 0
     for (const n of state.nodeRecords()) if (n.up) nodesUp++
+    const snap = raft.snapshotStats()
+    let sending = 0
+    for (const x of snap.sending) sending += x.total - x.acked
+    const loop = this.eventLoopDelay()
     return {
       role: s.role,
       term: s.term,
@@ -154,6 +160,13 @@ export class NodeStatus {
       localWorkers: workers.size,
       lease: this.host.leaseOk(),
       nodesUp,
+      snapshotBytes: snap.bytes,
+      snapshotSeconds: snap.ms / 1000,
+      snapshotReceivedBytes: snap.receiving?.received ?? 0,
+      snapshotReceivingBytes: snap.receiving?.total ?? 0,
+      snapshotSendingBytes: sending,
+      eventLoopDelayMaxSeconds: loop.max,
+      eventLoopDelayP99Seconds: loop.p99,
     }
   }
 
@@ -179,7 +192,24 @@ export class NodeStatus {
 
   /** Stop the metrics server, if it runs. */
   async close(): Promise<void> {
+    this.loopDelay?.disable()
     await this.server?.close().catch(() => {})
+  }
+
+  /**
+   * The longest and the 99th-percentile event-loop delay since the previous call, in seconds.
+   * The monitor starts at the first call (the first scrape), so a node nobody scrapes runs none.
+   */
+  private eventLoopDelay(): { max: number; p99: number } {
+    if (!this.loopDelay) {
+      this.loopDelay = monitorEventLoopDelay({ resolution: 10 })
+      this.loopDelay.enable()
+      return { max: 0, p99: 0 }
+    }
+    const h = this.loopDelay
+    const out = h.count > 0 ? { max: h.max / 1e9, p99: h.percentile(99) / 1e9 } : { max: 0, p99: 0 }
+    h.reset()
+    return out
   }
 
   private tell(peer: string): void {

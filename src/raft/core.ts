@@ -351,6 +351,14 @@ export class RaftCore {
     return { match: pr.match, next: pr.next, snapshot: { index: pr.snap.meta.index, acked: pr.snapAcked, total: pr.snap.data.length } }
   }
 
+  /** On the leader: the snapshots being sent, to whom, and how far each follower acknowledged. */
+  snapshotTransfers(): Array<{ to: NodeId; index: number; acked: number; total: number }> {
+    const out: Array<{ to: NodeId; index: number; acked: number; total: number }> = []
+    if (this.role !== 'leader') return out
+    for (const [to, pr] of this.progress) if (pr.snap) out.push({ to, index: pr.snap.meta.index, acked: pr.snapAcked, total: pr.snap.data.length })
+    return out
+  }
+
   /** The voter with the highest match index (the best leadership-transfer target). */
   bestTransferTarget(): NodeId | undefined {
     let best: NodeId | undefined

@@ -191,6 +191,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private appliedConfig: ClusterConfig
   private snapshotIndex = 0
   private lastSnapshotBytes = 0
+  /** How long the latest snapshot this node took took, start to durable (ms). */
+  private lastSnapshotMs = 0
   /** A snapshot is being taken (in the background, a step per turn). */
   private snapshotting = false
   /** A snapshot taken while the Ready loop ran: the log is compacted when it is done. */
@@ -334,6 +336,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    */
   storageFailure(): Error | undefined {
     return this.failure
+  }
+
+  /**
+   * Snapshots on this node: the size of the latest one and how long the latest one it took
+   * took (ms), the transfer it is receiving, if any, and (on the leader) those it is sending.
+   */
+  snapshotStats(): {
+    bytes: number
+    ms: number
+    receiving: { index: number; received: number; total: number } | undefined
+    sending: Array<{ to: NodeId; index: number; acked: number; total: number }>
+  } {
+    return { bytes: this.lastSnapshotBytes, ms: this.lastSnapshotMs, receiving: this.core.status().receiving, sending: this.core.snapshotTransfers() }
   }
 
   /** When (this node's clock) the latest snapshot was taken or installed; the start time if none since. */
@@ -701,6 +716,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       await stepThrough(restoreTask(this.sm, rd.snapshot.data), this.clock)
       this.applied = rd.snapshot.meta.index
       this.snapshotIndex = rd.snapshot.meta.index
+      this.lastSnapshotBytes = rd.snapshot.data.length
       this.appliedConfig = rd.snapshot.meta.config
       this.snapshotAt = this.clock.now()
       this.log.info('installed snapshot from leader', { node: this.id, index: rd.snapshot.meta.index })
@@ -846,6 +862,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     await this.storage.saveSnapshot(snap)
     if (meta.index <= this.snapshotIndex) return
     this.lastSnapshotBytes = data.length
+    this.lastSnapshotMs = this.clock.now() - started
     this.snapshotIndex = meta.index
     this.snapshotAt = this.clock.now()
     if (this.running) this.compactPending = snap
