@@ -4,7 +4,7 @@
  * safety, plus pre-vote, check-quorum, ReadIndex, leadership transfer, snapshots, membership.
  */
 import t from 'tap'
-import type { NodeId, Snapshot } from '../src/raft/types.js'
+import type { NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
 import { seededRandom } from '../src/testkit/sim.js'
 import { coreConfig, CoreHarness } from './sim/core-harness.js'
 
@@ -175,6 +175,45 @@ t.test('ReadIndex: reads wait for a quorum round and get the commit index', asyn
   t.same(h.reads.get('a'), [{ id: 1, index: commit }], 'no answer without a quorum')
   h.tick('a', 25)
   t.same(h.reads.get('a')!.at(-1), { id: 3, index: 0 }, 'failed when leadership is lost')
+})
+
+t.test('ReadIndex: a follower asks again when its request or the answer is lost, or its leader changed', async (t) => {
+  // Found under load: a lost readIndex (a full send queue) left the read, and the supervisor's
+  // start behind it, waiting for requestTimeoutMs.
+  const h = harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.core('a').propose('x')
+  h.settle()
+  let lose: RaftMessage['t'] | undefined = 'readIndex'
+  h.deliver = (m) => {
+    if (m.t !== lose) return m
+    lose = undefined
+    return undefined
+  }
+  h.core('b').readIndex(1)
+  h.settle()
+  t.same(h.reads.get('b'), [], 'the request was lost')
+  h.tickAll(10) // an election timeout (the leader keeps b a follower)
+  const commit = h.core('a').status().commit
+  t.same(h.reads.get('b'), [{ id: 1, index: commit }], 'asked again after an election timeout')
+
+  lose = 'readIndexResp'
+  h.core('b').readIndex(2)
+  h.settle()
+  t.same(h.reads.get('b')!.length, 1, 'the answer was lost')
+  h.tickAll(10)
+  t.same(h.reads.get('b')!.at(-1), { id: 2, index: h.core('a').status().commit }, 'asked again after an election timeout')
+
+  // the leader asked is gone: asked again of the new one at the next tick, not after a timeout
+  lose = 'readIndex'
+  h.core('b').readIndex(3)
+  h.settle()
+  h.isolate('a')
+  h.tickUntil(['b', 'c'], () => h.leader() !== 'a' && h.leader() !== undefined && h.core('b').status().leader === h.leader())
+  h.tick('b', 1)
+  const r3 = h.reads.get('b')!.filter((r) => r.id === 3)
+  t.same(r3.length, 1, 'read 3 answered once, at most one tick after b learned of the new leader')
+  t.ok(r3[0] && r3[0].index > 0, `by the new leader (${h.leader()}), with an index`)
 })
 
 t.test('leadership transfer hands over to an up-to-date voter', async (t) => {

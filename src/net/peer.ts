@@ -138,6 +138,10 @@ export class Peer {
       return
     }
     this.out.push([group, msg])
+    // Connected, the queue is emptied at the end of the turn; a turn that queues more than it
+    // holds (a backlog of frames handled in one turn, each answered) sends a frame at once rather
+    // than drop messages on a connection that works. The bound drops only while disconnected.
+    if (conn && this.out.length >= MAX_QUEUE) this.flush()
     if (this.out.length > MAX_QUEUE) {
       this.out.shift()
       this.dropped++

@@ -219,7 +219,8 @@ export class RaftCore {
   private pendingReads: PendingRead[] = []
   private readsAwaitingCommit: PendingRead[] = []
   private followerReadIds: number[] = []
-  private readonly readsSent = new Map<number, { leader: NodeId; term: number }>()
+  /** Follower reads sent to a leader and not answered yet: to whom, in which term, at which tick. */
+  private readonly readsSent = new Map<number, { leader: NodeId; term: number; at: number }>()
   private readyReads: ReadState[] = []
 
   // pending outputs
@@ -378,6 +379,7 @@ export class RaftCore {
   tick(): void {
     this.ticks++
     this.electionElapsed++
+    if (this.readsSent.size) this.askAgain()
     if (this.role === 'leader') {
       this.heartbeatElapsed++
       if (this.transferee !== undefined && ++this.transferElapsed >= this.electionTicks) this.transferee = undefined
@@ -1092,6 +1094,24 @@ export class RaftCore {
     }
   }
 
+  /**
+   * Ask again for the follower reads not answered: those sent to a node that no longer leads (in
+   * our view), or in an earlier term, at once; the others after an election timeout. The request
+   * or its answer may have been lost (a full send queue, a reconnect), and a leader that stepped
+   * down answers in its new term, which the answer check refuses: without this, such a read waits
+   * for its deadline (`requestTimeoutMs`), and so does whatever waits for it (a supervisor's start).
+   * Asking again is safe: the index a leader confirms is its last index when it receives the
+   * request, which the read's call precedes; only the first answer counts.
+   */
+  private askAgain(): void {
+    if (this.role !== 'leader' && this.leader === undefined) return // once a leader is known
+    for (const [id, s] of this.readsSent) {
+      if (s.leader === this.leader && s.term === this.term && this.ticks - s.at < this.electionTicks) continue
+      this.readsSent.delete(id)
+      this.readIndex(id)
+    }
+  }
+
   /** Forget a read the node gave up on (timeout). */
   forgetRead(id: number): void {
     this.readsSent.delete(id)
@@ -1149,7 +1169,7 @@ export class RaftCore {
       if (this.followerReadIds.length) {
         if (this.leader !== undefined) {
           this.send({ t: 'readIndex', from: this.id, to: this.leader, term: this.term, ids: this.followerReadIds })
-          for (const id of this.followerReadIds) this.readsSent.set(id, { leader: this.leader, term: this.term })
+          for (const id of this.followerReadIds) this.readsSent.set(id, { leader: this.leader, term: this.term, at: this.ticks })
         } else {
           for (const id of this.followerReadIds) this.readyReads.push({ id, index: 0 })
         }
