@@ -135,6 +135,7 @@ export async function assemble<S extends Assembled>(
     electionTicks: options.raft.electionTicks,
     snapshotEvery: options.raft.snapshotEvery,
     snapshotChunkBytes: options.raft.snapshotChunkBytes,
+    maxLogEntries: options.raft.maxLogEntries,
     observeCommitMs: (ms) => latency.observe(ms / 1000),
   })
   try {

@@ -77,6 +77,8 @@ export interface SwormOptions {
     snapshotEvery?: number
     /** Bytes per chunk of a snapshot sent to a node that is behind. Default 1 MiB. */
     snapshotChunkBytes?: number
+    /** Most log entries after the snapshot: a restart replays at most this many. Default 100,000. */
+    maxLogEntries?: number
   }
   /**
    * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
@@ -98,7 +100,7 @@ export const DEFAULTS = {
   maxMessageBytes: 1024 * 1024,
   callTimeoutMs: 5000,
   requestTimeoutMs: 5000,
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000 },
 } as const
 
 /**
@@ -127,7 +129,7 @@ export interface ResolvedOptions {
   readonly maxMessageBytes: number
   readonly callTimeoutMs: number
   readonly requestTimeoutMs: number
-  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number }
+  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number }
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
@@ -214,6 +216,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     electionTicks: positive(r, 'electionTicks', DEFAULTS.raft.electionTicks),
     snapshotEvery: positive(r, 'snapshotEvery', DEFAULTS.raft.snapshotEvery),
     snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
+    maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
   }
   if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
     throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')

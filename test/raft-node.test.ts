@@ -113,6 +113,24 @@ t.test('a node joining after compaction catches up from a snapshot', async (t) =
   t.ok(n9.node!.status().snapshotIndex > 0, 'through a snapshot')
 })
 
+t.test('the log after a snapshot stays within maxLogEntries, however big the state is', async (t) => {
+  for (const [max, bound] of [[undefined, 'state-sized'], [40, 'bounded']] as const) {
+    const c = await cluster(3, 6, { snapshotEvery: 20, ...(max ? { maxLogEntries: max } : {}) })
+    const l = c.leader()!
+    // a state of ~64 KiB: the next snapshot waits for ~2,000 entries unless the log is bounded
+    await settle(c, Promise.all(Array.from({ length: 32 }, (_, i) => l.node!.propose({ op: 'put', key: `big${i}`, value: 'x'.repeat(2048) }))))
+    await c.sched.runUntil(c.sched.now + 500)
+    let longest = 0
+    for (let i = 0; i < 300; i++) {
+      await settle(c, l.node!.propose({ op: 'put', key: `k${i}`, value: `${i}` }))
+      const st = l.node!.status()
+      longest = Math.max(longest, st.lastIndex - st.snapshotIndex)
+    }
+    if (max) t.ok(longest <= max + 5, `${bound}: the longest log after a snapshot held ${longest} entries (bound ${max})`)
+    else t.ok(longest > 200, `${bound}: without the bound, the log grew to ${longest} entries`)
+  }
+})
+
 t.test('stop() on the leader hands leadership over first; later calls reject', async (t) => {
   const c = await cluster(3, 5)
   const l = c.leader()!

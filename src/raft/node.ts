@@ -119,8 +119,16 @@ export interface RaftNodeOptions<C, R> {
    * `(electionTicks - 1) * tickMs / (1 + clockDrift)` ago by its clock. Default 0.1.
    */
   clockDrift?: number
-  /** Take a snapshot after this many applied entries. Default 10,000. */
+  /**
+   * Take a snapshot after this many applied entries. Default 10,000. A large state waits for a
+   * longer log (one entry per 32 bytes of the last snapshot), up to `maxLogEntries`.
+   */
   snapshotEvery?: number
+  /**
+   * The most entries the log holds after its snapshot before the node takes a new one, whatever
+   * the state's size: a restart replays at most this many. Default 100,000.
+   */
+  maxLogEntries?: number
   /**
    * Bytes per chunk of a snapshot sent to a follower, and chunks in flight per follower. A
    * snapshot of any size travels in chunks, between heartbeats and appends. Default 1 MiB and 4.
@@ -173,6 +181,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly log: Logger
   private readonly tickMs: number
   private readonly snapshotEvery: number
+  private readonly maxLogEntries: number
   private readonly timeoutMs: number
   private readonly maxPending: number
   private readonly electionMs: number
@@ -230,6 +239,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.dropLog = new RateLimitedLog(this.log, () => this.clock.now())
     this.tickMs = opts.tickMs ?? 50
     this.snapshotEvery = opts.snapshotEvery ?? 10_000
+    this.maxLogEntries = Math.max(this.snapshotEvery, opts.maxLogEntries ?? 100_000)
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
@@ -836,8 +846,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private maybeSnapshot(): void {
     if (this.snapshotting) return
     // A snapshot costs time in proportion to the state's size: wait for a log at least as long
-    // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat.
-    const every = Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32))
+    // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat,
+    // but no longer than maxLogEntries, which bounds what a restart replays.
+    const every = Math.min(this.maxLogEntries, Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32)))
     if (this.applied - this.snapshotIndex < every) return
     const term = this.core.termAt(this.applied)
     if (term === undefined) return

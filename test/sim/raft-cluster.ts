@@ -33,6 +33,8 @@ export interface SimClusterOptions {
   snapshotEvery?: number
   /** Bytes per snapshot chunk (the node's default if unset). */
   snapshotChunkBytes?: number
+  /** The nodes' `maxLogEntries` (their default if unset). */
+  maxLogEntries?: number
   tickMs?: number
   /** Default 'kv'. */
   machine?: 'kv' | 'registry'
@@ -109,6 +111,7 @@ export class SimCluster {
       random: this.sched.random,
       snapshotEvery: this.opts.snapshotEvery ?? 200,
       ...(this.opts.snapshotChunkBytes ? { snapshotChunkBytes: this.opts.snapshotChunkBytes } : {}),
+      ...(this.opts.maxLogEntries ? { maxLogEntries: this.opts.maxLogEntries } : {}),
       tickMs: this.opts.tickMs ?? 50,
       requestTimeoutMs: 3000,
       leaseRead: this.opts.leaseRead ?? false,
