@@ -213,3 +213,24 @@ t.test('a follower that crashes while installing (before its write) gets the sna
   t.same(h.disks.get('c')!.snapshot!.data, data)
   t.equal(h.core('c').status().commit, h.core('a').status().commit)
 })
+
+t.test('a transfer the leader gave up on is not kept forever', async (t) => {
+  const data = pattern(8 * CHUNK, 5)
+  const { h } = behind(data)
+  let cut = false
+  h.deliver = (m) => {
+    if (chunks(m) && m.offset === 3 * CHUNK && !cut) {
+      cut = true
+      h.isolate('c')
+      return undefined
+    }
+    return m
+  }
+  h.heal()
+  h.tickAll(1)
+  t.ok(h.core('c').status().receiving, 'c holds part of a snapshot')
+  h.tickSome(['c'], 30) // 3 election timeouts without a chunk: still kept (a reconnect resumes it)
+  t.ok(h.core('c').status().receiving, 'kept across a short cut')
+  h.tickSome(['c'], 20)
+  t.equal(h.core('c').status().receiving, undefined, 'dropped after four election timeouts without a chunk')
+})

@@ -7,11 +7,11 @@ import { pack, unpack } from 'msgpackr'
 import { WebSocket } from 'ws'
 
 /** The protocol version these helpers speak. */
-export const VERSION = 2
+export const VERSION = 3
 
 /** The key handshake proofs are made with. */
 export function authKey(secret: string): Buffer {
-  return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), 'sworm-ws', 'sworm-ws v2 auth', 32))
+  return Buffer.from(hkdfSync('sha256', Buffer.from(secret, 'utf8'), 'sworm-ws', `sworm-ws v${VERSION} auth`, 32))
 }
 
 /** What both sides said in hello and challenge. */
@@ -70,7 +70,7 @@ export interface Session {
 
 /** The dialer's session after a handshake over plain ws (frames carry tags). */
 export function dialerSession(h: Hellos, secret: string): Session {
-  const info = Buffer.concat([Buffer.from('sworm-ws v2 session'), createHash('sha256').update(transcript(h)).digest()])
+  const info = Buffer.concat([Buffer.from(`sworm-ws v${VERSION} session`), createHash('sha256').update(transcript(h)).digest()])
   const keys = Buffer.from(hkdfSync('sha256', authKey(secret), Buffer.concat([h.dialerNonce, h.listenerNonce]), info, 64))
   return { sendKey: keys.subarray(0, 32), recvKey: keys.subarray(32), sendSeq: 0, recvSeq: 0 }
 }

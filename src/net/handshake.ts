@@ -13,20 +13,20 @@
  *   4. listener → dialer: `{ v: 2, t: 'ok', proof }` with the listener's proof, sent only once
  *      the dialer's proof checked out; the dialer closes the connection unless it checks out too.
  *
- *   Keys: `K = HKDF-SHA256(secret as UTF-8, salt 'sworm-ws', info 'sworm-ws v2 auth', 32 bytes)`.
- *   The transcript `T` is `JSON.stringify(['sworm-ws', 2, dialerId, listenerId, dialerBoot,
+ *   Keys: `K = HKDF-SHA256(secret as UTF-8, salt 'sworm-ws', info 'sworm-ws v3 auth', 32 bytes)`.
+ *   The transcript `T` is `JSON.stringify(['sworm-ws', 3, dialerId, listenerId, dialerBoot,
  *   listenerBoot, hex(dialerNonce), hex(listenerNonce), dialerTls, listenerTls, probe])`, and a
  *   proof is `HMAC-SHA256(K, role + ' ' + T)` with role `dialer` or `listener`. Nonces are 32 fresh
  *   random bytes from each side, so a recorded handshake cannot be replayed. `boot` is a random id
  *   of the hub instance, used to recognise a restarted peer. `tls` says whether that side's socket
  *   is TLS (the dialer dialed `wss://`; the listener's socket is encrypted). `probe` (see
  *   `WsHub.discover`) asks the listener to close the connection after the handshake.
- * - Data: `{ v: 2, b: [[group, msg], [group, msg], ...] }`, one frame per peer per event-loop
+ * - Data: `{ v: 3, b: [[group, msg], [group, msg], ...] }`, one frame per peer per event-loop
  *   turn (messages are batched).
  * - Integrity: unless both sides are TLS, every data frame is followed by a 16-byte tag,
  *   `HMAC-SHA256(key, uint64be(seq) ‖ frame)` truncated to 16 bytes, where `seq` counts the data
  *   frames sent in that direction from 0 and `key` is that direction's half of
- *   `HKDF-SHA256(K, salt dialerNonce ‖ listenerNonce, info 'sworm-ws v2 session' ‖ SHA-256(T), 64)`
+ *   `HKDF-SHA256(K, salt dialerNonce ‖ listenerNonce, info 'sworm-ws v3 session' ‖ SHA-256(T), 64)`
  *   (the first 32 bytes dialer → listener, the last 32 listener → dialer). A frame injected,
  *   replayed, reordered or altered on the path fails its tag and closes the connection. Over TLS
  *   on both sides there is no tag: TLS already protects every record.
@@ -46,8 +46,12 @@
 
 import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, type KeyObject } from 'node:crypto'
 
-/** Protocol version spoken by this hub (2: the dialer proves first; frames carry a tag). */
-export const WS_PROTOCOL_VERSION = 2
+/**
+ * Protocol version spoken by this hub (2: the dialer proves first; frames carry a tag. 3: the
+ * same handshake; Raft snapshots travel in chunks and replicas iterate names in a new order, so
+ * a node of version 2 must not join: a cluster upgrades from 2 by a full stop).
+ */
+export const WS_PROTOCOL_VERSION = 3
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

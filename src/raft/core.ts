@@ -67,6 +67,11 @@ export interface CoreOptions {
   snapshotChunkBytes?: number
   /** Snapshot chunks in flight per follower, beyond what it acknowledged. Default 4. */
   snapshotWindow?: number
+  /**
+   * Committed entries handed out per Ready at most (a node catching up, or replaying its log at
+   * a restart, applies them in batches it can interleave with other work). Default 4,096.
+   */
+  maxCommittedPerReady?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
   random?: () => number
   /**
@@ -164,6 +169,8 @@ interface IncomingSnapshot {
   total: number
   parts: Uint8Array[]
   received: number
+  /** The tick of the latest chunk taken. */
+  at: number
 }
 
 /** The Raft state machine. See the module documentation. */
@@ -178,6 +185,7 @@ export class RaftCore {
   private readonly maxInflight: number
   private readonly snapshotChunkBytes: number
   private readonly snapshotWindow: number
+  private readonly maxCommittedPerReady: number
   private readonly random: () => number
 
   // persistent
@@ -250,6 +258,7 @@ export class RaftCore {
     this.maxInflight = opts.maxInflight ?? 64
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
     this.snapshotWindow = opts.snapshotWindow ?? 4
+    this.maxCommittedPerReady = Math.max(1, opts.maxCommittedPerReady ?? 4096)
     if (!(this.snapshotChunkBytes >= 1) || !(this.snapshotWindow >= 1)) throw new RangeError('snapshotChunkBytes and snapshotWindow must be at least 1')
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => this.ticks)
@@ -380,6 +389,8 @@ export class RaftCore {
     this.ticks++
     this.electionElapsed++
     if (this.readsSent.size) this.askAgain()
+    // a transfer the leader gave up on (this node was removed, say) is not kept forever
+    if (this.incoming && this.ticks - this.incoming.at > 4 * this.electionTicks) this.incoming = undefined
     if (this.role === 'leader') {
       this.heartbeatElapsed++
       if (this.transferee !== undefined && ++this.transferElapsed >= this.electionTicks) this.transferee = undefined
@@ -796,12 +807,13 @@ export class RaftCore {
     if (!inc || inc.from !== m.from || inc.term !== m.term || inc.index !== meta.index || inc.snapTerm !== meta.term || inc.total !== m.total) {
       // another transfer (or this node lost its partial copy): start this one from its beginning
       if (m.offset !== 0) return this.snapshotResp(m, 0, true)
-      inc = this.incoming = { from: m.from, term: m.term, index: meta.index, snapTerm: meta.term, total: m.total, parts: [], received: 0 }
+      inc = this.incoming = { from: m.from, term: m.term, index: meta.index, snapTerm: meta.term, total: m.total, parts: [], received: 0, at: this.ticks }
     }
     if (m.offset < inc.received) return this.snapshotResp(m, inc.received, false)
     if (m.offset > inc.received || m.data.length > inc.total - inc.received || crc32c(m.data) !== m.crc) return this.snapshotResp(m, inc.received, true)
     inc.parts.push(m.data)
     inc.received += m.data.length
+    inc.at = this.ticks
     if (inc.received < inc.total) return this.snapshotResp(m, inc.received, false)
     this.incoming = undefined
     this.installSnapshot({ meta, data: concat(inc.parts, inc.total) }, m.from)
@@ -1179,7 +1191,7 @@ export class RaftCore {
     const soft = this.soft()
     const softChanged = !sameSoft(this.lastSoft, soft)
     this.lastSoft = soft
-    const committedUpTo = Math.min(this.commit, this.lastIndex())
+    const committedUpTo = Math.min(this.commit, this.lastIndex(), this.applied + this.maxCommittedPerReady)
     // A leader may send appends before its own write only when its term and vote are already
     // durable; right after a single-voter election they are in this very write (review F1).
     const early = this.hardDirty ? [] : this.msgsNow

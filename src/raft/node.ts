@@ -65,6 +65,8 @@ export interface StateMachine<C = unknown, R = unknown> {
 /** Work done a step at a time: `step()` returns the result once the last step is done. */
 export interface StepTask<T> {
   step(): T | undefined
+  /** Give up on the task (no more steps will come): let go of what it holds. */
+  abandon?(): void
 }
 
 /** Options of {@link RaftNode.start}. */
@@ -206,6 +208,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private snapshotting = false
   /** A snapshot taken while the Ready loop ran: the log is compacted when it is done. */
   private compactPending: Snapshot | undefined
+  /** The index of the latest snapshot from the leader being installed (saved, then restored). */
+  private installingIndex = 0
   private seeds: Record<NodeId, string>
 
   private readonly pending = new Map<number, Pending<R>>()
@@ -705,6 +709,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
           this.compactPending = undefined
         }
         if (!this.stopped) this.maybeSnapshot()
+        // A long run of committed entries (catching up, a replay at restart) is applied a batch
+        // per turn of the event loop, so timers, messages and reads are served between batches.
+        if (rd.committed.length >= APPLY_BATCH_YIELD) await new Promise<void>((resolve) => this.clock.setTimeout(resolve, 0))
       }
     } catch (err) {
       this.fail(err)
@@ -721,6 +728,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private async handleReady(rd: Ready): Promise<void> {
     for (const m of rd.messagesNow) this.out(m.to, m)
     if (rd.snapshot) {
+      this.installingIndex = rd.snapshot.meta.index // a snapshot of our own in progress is moot now
       await this.storage.saveSnapshot(rd.snapshot)
       // in steps: the node keeps receiving (and the registry keeps serving reads) meanwhile
       await stepThrough(restoreTask(this.sm, rd.snapshot.data), this.clock)
@@ -856,22 +864,28 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const meta = { index: this.applied, term, config: this.appliedConfig }
     this.takeSnapshot(meta)
       .catch((err: unknown) => {
-        // a snapshot installed from the leader meanwhile makes this one moot (the disk refuses it)
-        if (meta.index > this.snapshotIndex && !this.stopped) this.fail(err)
+        // A snapshot installed from the leader meanwhile makes this one moot (the disk refuses
+        // it); a disk that failed already failed the node.
+        if (!this.superseded(meta.index) && !this.stopped && !this.failure) this.fail(err)
       })
       .finally(() => {
         this.snapshotting = false
       })
   }
 
+  /** Whether a snapshot at `index` is no use: one as new is stored, or being installed. */
+  private superseded(index: number): boolean {
+    return index <= Math.max(this.snapshotIndex, this.installingIndex)
+  }
+
   private async takeSnapshot(meta: Snapshot['meta']): Promise<void> {
     const started = this.clock.now()
     const task: StepTask<Uint8Array> = this.sm.snapshotSteps ? this.sm.snapshotSteps() : { step: () => this.sm.snapshot() }
-    const data = await stepThrough(task, this.clock, () => this.stopped || this.failure !== undefined)
-    if (!data || meta.index <= this.snapshotIndex) return // stopped, failed, or overtaken by an install
+    const data = await stepThrough(task, this.clock, () => this.stopped || this.failure !== undefined || this.superseded(meta.index))
+    if (!data || this.superseded(meta.index)) return // stopped, failed, or overtaken by an install
     const snap: Snapshot = { meta, data }
     await this.storage.saveSnapshot(snap)
-    if (meta.index <= this.snapshotIndex) return
+    if (this.superseded(meta.index)) return
     this.lastSnapshotBytes = data.length
     this.lastSnapshotMs = this.clock.now() - started
     this.snapshotIndex = meta.index
@@ -929,6 +943,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   private fail(err: unknown): void {
+    if (this.failure) return // failing already (a second write that failed with the first one)
     const e = err instanceof SwormError ? err : new StorageError(`storage failed: ${String(err)}`, { cause: err })
     this.failure = e
     this.clock.clearTimeout(this.tickHandle)
@@ -1009,6 +1024,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 }
 
+/** After applying this many entries in one Ready, the Ready loop lets the event loop run. */
+const APPLY_BATCH_YIELD = 2048
+
 /** Restoring `data` into `sm` as a task: in steps if the state machine has them, else at once. */
 function restoreTask(sm: StateMachine<never, unknown>, data: Uint8Array): StepTask<true> {
   if (sm.restoreSteps) return sm.restoreSteps(data)
@@ -1029,6 +1047,9 @@ async function stepThrough<T>(task: StepTask<T>, clock: Clock, gone?: () => bool
     const done = task.step()
     if (done !== undefined) return done
     await new Promise<void>((resolve) => clock.setTimeout(resolve, 0))
-    if (gone?.()) return undefined
+    if (gone?.()) {
+      task.abandon?.()
+      return undefined
+    }
   }
 }

@@ -246,11 +246,16 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** The registration owning the current incarnation `ref`: a static or supervised name. */
   private ownerOf(ref: WorkerRef): Readonly<Registration> | undefined {
     if (!this.namesOf.has(ref)) return undefined
+    // The supervised name first, whatever the order of the index (a replica restored from a
+    // snapshot holds a worker's names in another order than one that applied the log).
+    let owner: Readonly<Registration> | undefined
     for (const n of this.namesOf.names(ref)) {
       const r = this.names.get(n)
-      if (r?.ref && sameRef(r.ref, ref)) return r
+      if (!r?.ref || !sameRef(r.ref, ref)) continue
+      if (r.kind === 'supervised') return r
+      owner ??= r
     }
-    return undefined
+    return owner
   }
 
   private indexRef(name: string, ref: WorkerRef): void {
@@ -671,6 +676,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         const data = w.step()
         if (data && this.cut === w) this.cut = undefined
         return data
+      },
+      abandon: () => {
+        if (this.cut === w) this.cut = undefined // or every later write would keep old values for it
       },
     }
   }

@@ -90,6 +90,8 @@ export type SwormRequest =
   | { op: 'whereisLatency'; prefix: string; count: number; iterations: number; start?: number }
   | { op: 'callLatency'; name: string; iterations: number }
   | { op: 'memory' }
+  /** The longest and p99 event-loop delay since the previous call (the first call starts measuring). */
+  | { op: 'loopDelay' }
   | { op: 'stop' }
   | {
       op: 'registerSupervisedMany'

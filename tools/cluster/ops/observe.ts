@@ -4,6 +4,7 @@
  * @module
  */
 import type { SwormEvents, WorkerRef } from '../../../src/index.js'
+import { takeLoopDelay } from '../loop-delay.js'
 import { nowEpoch } from '../stats.js'
 import type { DashStatus, QueueSizes, SwormProcessEvent, SwormProcessFullStatus, SwormProcessStatus, SwormRequest } from '../sworm-protocol.js'
 import type { SwormNodeContext, SwormOpTable } from './context.js'
@@ -38,6 +39,7 @@ export function observeOps(ctx: SwormNodeContext) {
       return { ...process.memoryUsage(), gcExposed: gc !== undefined }
     },
     queues: () => queueSizes(ctx),
+    loopDelay: () => takeLoopDelay(),
     subscribe: (req) => {
       if (!subscribed) subscribe(ctx, req)
       subscribed = true

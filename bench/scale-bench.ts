@@ -1,0 +1,167 @@
+/**
+ * Scale benchmark (issue #12): one million names on 3 real node processes (LevelDB, loopback
+ * WebSockets), as a user with one named worker per customer would have them.
+ *
+ * Run: `npm run bench:scale [-- --quick]` (`--quick`: 100,000 names, same phases; CI runs it).
+ *
+ * 1. Register the names, static, 64 in flight on the leader: the first 10,000 alone (the
+ *    baseline rate), then in steps of a tenth of the total, each step's rate reported.
+ * 2. A fresh node joins (`join`): time until it holds every name locally.
+ * 3. A follower is SIGKILLed and restarted from its data dir: time from the restart until it
+ *    holds every name locally.
+ * In every phase, the longest event-loop stall of each node (measured inside each process from
+ * its start, `perf_hooks.monitorEventLoopDelay`). The heap per name is measured on a replica
+ * that hosts none of the workers, after a forced GC.
+ *
+ * Prints one markdown table, then each target with met or NOT met.
+ * @module
+ */
+import { rmSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
+import type { RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
+
+const QUICK = parseCli('scale-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
+const TOTAL = QUICK ? 100_000 : 1_000_000
+const BASE = 10_000
+const STEP = TOTAL / 10
+const INFLIGHT = 64
+/** How long a join or a restart may take before the row says "not within". */
+const CATCH_UP_MAX_MS = QUICK ? 60_000 : 300_000
+const WATCHDOG_MS = QUICK ? 10 * 60_000 : 45 * 60_000
+
+const dirs = new Set<string>()
+installBenchGuards(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+}, WATCHDOG_MS)
+const log = benchLogger('scale')
+
+type Mem = { heapUsed: number; gcExposed: boolean }
+type Delay = { maxMs: number; p99Ms: number }
+
+/** The longest stall per node since the previous call of this (the first call starts it). */
+async function stalls(c: SwormCluster): Promise<Record<string, number>> {
+  const out: Record<string, number> = {}
+  await Promise.all(
+    c.alive().map(async (id) => {
+      out[id] = (await c.request<Delay>(id, { op: 'loopDelay' }, 60_000)).maxMs
+    }),
+  )
+  return out
+}
+
+/** Poll until `id` holds `count` names; ms it took from `t0`, or undefined past the limit. */
+async function holdsAll(c: SwormCluster, id: string, count: number, t0: number): Promise<number | undefined> {
+  while (performance.now() - t0 < CATCH_UP_MAX_MS) {
+    const st = await c.status(id, 60_000).catch(() => undefined)
+    if (st && st.names >= count) return performance.now() - t0
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return undefined
+}
+
+interface Results {
+  baseRate: number
+  steps: Array<{ upTo: number; rate: number; bad: number }>
+  heapPerName: number | undefined
+  joinMs: number | undefined
+  restartMs: number | undefined
+  /** Longest stall on any node, per phase, and on which node. */
+  stall: Record<string, { ms: number; node: string }>
+  notes: string[]
+}
+
+async function run(): Promise<Results> {
+  const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, notes: [] }
+  const noteStalls = (phase: string, s: Record<string, number>): void => {
+    let worst = { ms: 0, node: '-' }
+    for (const [node, ms] of Object.entries(s)) if (ms > worst.ms) worst = { ms, node }
+    res.stall[phase] = worst
+    log(`  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v)])))}`)
+  }
+  log(`starting 3 sworm node processes; ${TOTAL.toLocaleString('en')} names`)
+  const c = await startSwormCluster({ n: 3, name: 'scale', requestTimeoutMs: 30_000, ipcTimeoutMs: 120_000, startTimeoutMs: CATCH_UP_MAX_MS })
+  dirs.add(c.dir)
+  try {
+    const leader = await c.waitForLeader(15_000)
+    const [replica, victim] = c.ids.filter((id) => id !== leader) as [string, string]
+    const mem0 = await c.request<Mem>(replica, { op: 'memory' }, 60_000)
+    if (!mem0.gcExposed) res.notes.push('gc was not exposed to the nodes: the heap figure includes garbage.')
+    await stalls(c) // start measuring from here
+
+    // 1. registrations
+    const load = async (prefix: string, count: number): Promise<RegisterManyResult> =>
+      c.request<RegisterManyResult>(leader, { op: 'registerMany', prefix, count, concurrency: INFLIGHT, maxMs: 600_000 }, 700_000)
+    log(`registering: 2,000 to warm up, then the first ${BASE.toLocaleString('en')} on ${leader}`)
+    await load('warm-', 2_000)
+    const base = await load('base-', BASE - 2_000)
+    res.baseRate = base.ok / (base.ms / 1000)
+    let done = BASE
+    for (let k = 0; done < TOTAL; k++) {
+      const count = Math.min(STEP - (k === 0 ? BASE : 0) || STEP, TOTAL - done)
+      const r = await load(`s${k}-`, count)
+      done += count
+      res.steps.push({ upTo: done, rate: r.ok / (r.ms / 1000), bad: count - r.ok })
+      log(`  ${done.toLocaleString('en')} names: ${Math.round(r.ok / (r.ms / 1000)).toLocaleString('en')}/s, p99 ${r.p99.toFixed(1)} ms${count - r.ok ? `, ${count - r.ok} not registered` : ''}`)
+    }
+    const t0 = performance.now()
+    for (const id of c.ids) await holdsAll(c, id, TOTAL, t0)
+    noteStalls('registration', await stalls(c))
+    const mem1 = await c.request<Mem>(replica, { op: 'memory' }, 120_000)
+    res.heapPerName = (mem1.heapUsed - mem0.heapUsed) / TOTAL
+
+    // 2. a fresh node joins
+    log('a fresh node joins')
+    const tj = performance.now()
+    await c.startJoining('n4', c.urls[leader], { startTimeoutMs: CATCH_UP_MAX_MS })
+    res.joinMs = await holdsAll(c, 'n4', TOTAL, tj)
+    log(`  n4 holds every name after ${res.joinMs === undefined ? 'more than the limit' : `${(res.joinMs / 1000).toFixed(1)} s`}`)
+    noteStalls('join', await stalls(c))
+
+    // 3. a follower is killed and restarted
+    log(`${victim} is SIGKILLed and restarted`)
+    await c.kill(victim)
+    await stalls(c)
+    const tr = performance.now()
+    await c.restart(victim)
+    res.restartMs = await holdsAll(c, victim, TOTAL, tr)
+    log(`  ${victim} holds every name after ${res.restartMs === undefined ? 'more than the limit' : `${(res.restartMs / 1000).toFixed(1)} s`}`)
+    noteStalls('restart', await stalls(c))
+  } finally {
+    await c.stopAll()
+    dirs.delete(c.dir)
+  }
+  return res
+}
+
+function report(r: Results): void {
+  const s = (ms: number | undefined): string => (ms === undefined ? `> ${CATCH_UP_MAX_MS / 1000} s` : `${(ms / 1000).toFixed(1)} s`)
+  const last = r.steps.at(-1)
+  const ratio = last ? last.rate / r.baseRate : 0
+  const worst = Object.entries(r.stall).reduce((a, [phase, x]) => (x.ms > a.ms ? { ms: x.ms, where: `${phase}, ${x.node}` } : a), { ms: 0, where: '-' })
+  const rows: Array<[string, string, string, boolean]> = [
+    [`registration rate at ${TOTAL.toLocaleString('en')} names, against the rate at ${BASE.toLocaleString('en')}`, `${Math.round(last?.rate ?? 0).toLocaleString('en')}/s vs ${Math.round(r.baseRate).toLocaleString('en')}/s = ${(ratio * 100).toFixed(0)}%`, '≥ 90%', ratio >= 0.9],
+    ['a fresh node joins: every name held locally', s(r.joinMs), QUICK ? '(≤ 20 s at 1M)' : '≤ 20 s', r.joinMs !== undefined && r.joinMs <= 20_000],
+    ['a SIGKILLed follower restarts: every name held locally', s(r.restartMs), QUICK ? '(≤ 10 s at 1M)' : '≤ 10 s', r.restartMs !== undefined && r.restartMs <= 10_000],
+    ['longest event-loop stall on any node, in any phase', `${worst.ms.toFixed(0)} ms (${worst.where})`, '≤ 50 ms', worst.ms <= 50],
+    [`replica heap per name at ${TOTAL.toLocaleString('en')}`, r.heapPerName === undefined ? '-' : `${Math.round(r.heapPerName)} B`, '≤ 300 B', r.heapPerName !== undefined && r.heapPerName <= 300],
+  ]
+  console.log(`\n## Sworm at ${TOTAL.toLocaleString('en')} names (3 node processes, LevelDB, ${INFLIGHT} in flight)\n`)
+  console.log('| names | registrations/s | not registered |')
+  console.log('|---|---|---|')
+  console.log(`| ${BASE.toLocaleString('en')} | ${Math.round(r.baseRate).toLocaleString('en')} | 0 |`)
+  for (const st of r.steps) console.log(`| ${st.upTo.toLocaleString('en')} | ${Math.round(st.rate).toLocaleString('en')} | ${st.bad} |`)
+  console.log('\n| phase | longest stall | node |')
+  console.log('|---|---|---|')
+  for (const [phase, x] of Object.entries(r.stall)) console.log(`| ${phase} | ${x.ms.toFixed(0)} ms | ${x.node} |`)
+  console.log('\n| figure | measured | target | |')
+  console.log('|---|---|---|---|')
+  for (const [f, m, t, ok] of rows) console.log(`| ${f} | ${m} | ${t} | ${ok ? 'met' : 'NOT met'} |`)
+  for (const n of r.notes) console.log(`\nNote: ${n}`)
+}
+
+runMain(async () => {
+  report(await run())
+})
