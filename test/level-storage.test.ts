@@ -217,12 +217,17 @@ t.test('corruption is detected and named (repair: false)', async (t) => {
     await expectCorrupt(t, dir, 'entry 7', /does not follow the snapshot/)
   })
 
-  t.test('entry covered by the snapshot', async (t) => {
+  t.test('an entry the snapshot covers is a leftover of a compaction a crash cut short, not a fault', async (t) => {
     const dir = await prepared(true)
     await tamper(dir, async (db) => {
       await db.put(levelStorageKeys.entry(3), encodeRecord([3, 3, 'noop', null]))
     })
-    await expectCorrupt(t, dir, 'entry 3', /covered by the snapshot/)
+    const logger = recordingLogger()
+    const s = await LevelStorage.open(dir, { logger, repair: false })
+    const st = await s.load()
+    t.equal(st.entries[0]?.index, 6, 'the log starts after the snapshot')
+    t.notMatch(JSON.stringify(logger.lines), /entry 3|covered/, 'no warning about it')
+    await s.close()
   })
 
   t.test('log without snapshot not starting at 1', async (t) => {
@@ -528,7 +533,8 @@ t.test('snapshots in parts', async (t) => {
   const partKeys = async (dir: string): Promise<number> => {
     let n = 0
     await tamper(dir, async (db) => {
-      for (let k = 0; (await db.get(levelStorageKeys.snapshotPart(k))) !== undefined; k++) n++
+      const { from, to } = levelStorageKeys.snapshotParts()
+      n = (await db.keys({ gte: from, lt: to }).all()).length
     })
     return n
   }
@@ -574,6 +580,31 @@ t.test('snapshots in parts', async (t) => {
     t.equal(await partKeys(dir), 0, 'its parts are gone')
   })
 
+  t.test('a crash after some parts of a new snapshot, before its metadata: the stored one is intact', async (t) => {
+    const dir = await tempDir()
+    const s = await LevelStorage.open(dir)
+    await s.write({ hardState: { term: 3, vote: 'n1', commit: 20 }, entries: makeEntries(1, 20, 3) })
+    const first = big(2.5 * 1024 * 1024, 5)
+    await s.saveSnapshot({ meta: { index: 10, term: 3, config }, data: first })
+    await s.close()
+    // what a crash in the middle of the next save leaves: parts of generation 2, no metadata
+    await tamper(dir, async (db) => {
+      await db.put(levelStorageKeys.snapshotPart(0, 2), encodeRecord(big(1024 * 1024, 6)))
+      await db.put(levelStorageKeys.snapshotPart(1, 2), encodeRecord(big(1024 * 1024, 7)))
+    })
+    const s2 = await LevelStorage.open(dir)
+    const st = await s2.load()
+    t.equal(st.snapshot!.meta.index, 10)
+    t.equal(Buffer.compare(Buffer.from(st.snapshot!.data), Buffer.from(first)), 0, 'the stored snapshot, byte for byte')
+    const next = big(1.2 * 1024 * 1024, 8)
+    await s2.saveSnapshot({ meta: { index: 15, term: 3, config }, data: next })
+    await s2.close()
+    t.equal(await partKeys(dir), 2, 'the next snapshot replaced the leftovers, and only its parts remain')
+    const s3 = await LevelStorage.open(dir)
+    t.equal(Buffer.compare(Buffer.from((await s3.load()).snapshot!.data), Buffer.from(next)), 0)
+    await s3.close()
+  })
+
   t.test('a missing part is a corrupt snapshot too', async (t) => {
     const dir = await tempDir()
     const s = await LevelStorage.open(dir)
@@ -599,4 +630,30 @@ t.test('snapshots in parts', async (t) => {
     t.equal(st.entries[0]?.index, 6)
     await s.close()
   })
+})
+
+t.test('entries a snapshot replaces are deleted after it; leftovers of a crash are deleted at load, silently', async (t) => {
+  const dir = await tempDir()
+  const s = await LevelStorage.open(dir)
+  await s.write({ hardState: { term: 3, vote: 'n1', commit: 20 }, entries: makeEntries(1, 20, 3) })
+  await s.saveSnapshot({ meta: { index: 12, term: 3, config }, data: Uint8Array.from([1, 2, 3]) })
+  await s.close()
+  let left = 0
+  await tamper(dir, async (db) => {
+    for (let i = 1; i <= 12; i++) if ((await db.get(levelStorageKeys.entry(i))) !== undefined) left++
+    // as if the process died between the snapshot's batch and the deletion of the entries
+    for (let i = 5; i <= 12; i++) await db.put(levelStorageKeys.entry(i), encodeRecord([i, 3, 'noop', null]))
+  })
+  t.equal(left, 0, 'no entry the snapshot covers is left')
+  const logger = recordingLogger()
+  const s2 = await LevelStorage.open(dir, { logger })
+  const st = await s2.load()
+  t.same(st.entries.map((e) => e.index), [13, 14, 15, 16, 17, 18, 19, 20])
+  t.same(logger.lines.filter((l) => l.level === 'warn' || l.level === 'error'), [], 'no warning: nothing was wrong')
+  await s2.close()
+  let after = 0
+  await tamper(dir, async (db) => {
+    for (let i = 1; i <= 12; i++) if ((await db.get(levelStorageKeys.entry(i))) !== undefined) after++
+  })
+  t.equal(after, 0, 'the leftovers are gone')
 })

@@ -3,7 +3,7 @@
  * the node starts, restoring its snapshot say, counts too): the `loopDelay` operation reads it.
  * @module
  */
-import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver, performance, type IntervalHistogram } from 'node:perf_hooks'
 
 let loop: IntervalHistogram | undefined
 
@@ -23,4 +23,23 @@ export function takeLoopDelay(): { maxMs: number; p99Ms: number } {
   const out = loop.count > 0 ? { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 } : { maxMs: 0, p99Ms: 0 }
   loop.reset()
   return out
+}
+
+/**
+ * With `SWORM_STALL_LOG` set, write every stall over 100 ms and every GC pause over 50 ms to
+ * stderr (to find what stalls a node: `SWORM_STALL_LOG=1 SWORM_CLUSTER_LOG=1 npm run bench:scale`).
+ */
+export function logStalls(tag: string): void {
+  if (!process.env.SWORM_STALL_LOG) return
+  let last = performance.now()
+  const t = setInterval(() => {
+    const now = performance.now()
+    if (now - last > 110) process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()}\n`)
+    last = now
+  }, 10)
+  t.unref()
+  const obs = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) if (e.duration > 50) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} at ${new Date().toISOString()}\n`)
+  })
+  obs.observe({ entryTypes: ['gc'] })
 }

@@ -19,7 +19,7 @@ import { loadOps } from './ops/load.js'
 import { observeOps } from './ops/observe.js'
 import { registryOps } from './ops/registry.js'
 import { supervisorOps } from './ops/supervisor.js'
-import { startLoopDelay } from './loop-delay.js'
+import { logStalls, startLoopDelay } from './loop-delay.js'
 import type { SwormProcessArgs, SwormRequest } from './sworm-protocol.js'
 
 /** `Sworm.start` with the process's arguments. */
@@ -63,6 +63,7 @@ runNodeProcess<SwormProcessArgs, ProcessLog>({
   log: () => stderrLog,
   async start(args, send) {
     startLoopDelay()
+    logStalls(args.nodeId)
     const clock = skewClock(args.clockRate ?? 1, args.clockOffsetMs ?? 0)
     let onSnapshot: SnapshotListener | undefined
     const sworm = await startSworm(
