@@ -2,7 +2,8 @@
  * Fault injection for tests, outside the transport: {@link PeerFaults} wraps any
  * {@link Transport} and drops what it would send to, or deliver from, a blocked peer. One
  * `PeerFaults` can wrap several channels, so that one {@link PeerFaults.block} cuts a peer off in
- * all of them (a partition, while the connections themselves stay up).
+ * all of them (a partition, while the connections themselves stay up). {@link PeerFaults.degrade}
+ * makes the link to a peer lossy, and makes it flip bits in the Raft snapshot chunks it carries.
  * @module
  */
 
@@ -11,7 +12,29 @@ import type { NodeId, Transport } from '../raft/types.js'
 /** Blocked peers, shared by every transport it wraps; see the module doc. */
 export class PeerFaults {
   private readonly blocked = new Set<NodeId>()
+  private readonly degraded = new Map<NodeId, { loss: number; corruptChunks: number }>()
   private droppedCount = 0
+  private corruptedCount = 0
+
+  /**
+   * @param random - the random source of {@link PeerFaults.degrade} (default `Math.random`)
+   */
+  constructor(private readonly random: () => number = Math.random) {}
+
+  /**
+   * Make what this node sends to `peer` unreliable: each message is lost with probability `loss`,
+   * and each Raft snapshot chunk arrives with one bit of its data flipped with probability
+   * `corruptChunks` (as a faulty link or buffer would deliver it). Zeroes restore the link.
+   */
+  degrade(peer: NodeId, faults: { loss: number; corruptChunks: number }): void {
+    if (faults.loss > 0 || faults.corruptChunks > 0) this.degraded.set(peer, { ...faults })
+    else this.degraded.delete(peer)
+  }
+
+  /** Snapshot chunks sent corrupted so far (see {@link PeerFaults.degrade}). */
+  get corrupted(): number {
+    return this.corruptedCount
+  }
 
   /**
    * Block or unblock a peer: while blocked, every message to or from it, on every wrapped
@@ -42,8 +65,16 @@ export class PeerFaults {
     return {
       self: t.self,
       send: (to, msg) => {
-        if (this.blocked.has(to)) this.droppedCount++
-        else t.send(to, msg)
+        if (this.blocked.has(to)) {
+          this.droppedCount++
+          return
+        }
+        const d = this.degraded.get(to)
+        if (d && this.random() < d.loss) {
+          this.droppedCount++
+          return
+        }
+        t.send(to, d && d.corruptChunks > 0 ? this.maybeCorrupt(msg, d.corruptChunks) : msg)
       },
       onMessage: (handler) =>
         t.onMessage((from, msg) => {
@@ -53,5 +84,16 @@ export class PeerFaults {
       setPeers: (peers) => t.setPeers(peers),
       close: () => t.close(),
     }
+  }
+
+  /** `msg`, or a copy of it with one bit of its data flipped if it is a snapshot chunk and the dice say so. */
+  private maybeCorrupt(msg: unknown, p: number): unknown {
+    const m = msg as { t?: unknown; data?: unknown }
+    if (typeof msg !== 'object' || msg === null || m.t !== 'snap' || !(m.data instanceof Uint8Array) || m.data.length === 0) return msg
+    if (this.random() >= p) return msg
+    const data = Uint8Array.from(m.data)
+    data[Math.floor(this.random() * data.length)]! ^= 1 << Math.floor(this.random() * 8)
+    this.corruptedCount++
+    return { ...m, data }
   }
 }

@@ -907,6 +907,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Send `m` with this node's cluster id, once it knows one. */
   private out(to: NodeId, m: RaftMessage | FwdMsg | FwdRespMsg): void {
     if (this.clusterId !== undefined) m.cid = this.clusterId
+    if (m.t === 'snap' && m.offset === 0) this.log.info('sending a snapshot to a node that is behind', { node: this.id, to, index: m.meta.index, bytes: m.total })
     this.transport.send(to, m)
   }
 

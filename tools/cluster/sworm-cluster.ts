@@ -31,6 +31,9 @@ export interface SwormClusterOptions {
   requestTimeoutMs?: number
   /** Raft `snapshotEvery` of the nodes (default: the library's). */
   snapshotEvery?: number
+  /** Raft `snapshotChunkBytes` and `maxLogEntries` of the nodes (default: the library's). */
+  snapshotChunkBytes?: number
+  maxLogEntries?: number
   /** How long to wait for each process to be ready (default 20 s). */
   startTimeoutMs?: number
   /** `startTimeoutMs` of the nodes' `Sworm.start` (how long a supervised registration waits for its worker). */
@@ -173,6 +176,8 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.nodeDownAfterMs !== undefined) a.nodeDownAfterMs = opts.nodeDownAfterMs
     if (opts.requestTimeoutMs !== undefined) a.requestTimeoutMs = opts.requestTimeoutMs
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
+    if (opts.snapshotChunkBytes !== undefined) a.snapshotChunkBytes = opts.snapshotChunkBytes
+    if (opts.maxLogEntries !== undefined) a.maxLogEntries = opts.maxLogEntries
     if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
     if (opts.workerStartTimeoutMs !== undefined) a.workerStartTimeoutMs = opts.workerStartTimeoutMs
     if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs

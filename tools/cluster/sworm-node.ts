@@ -35,7 +35,11 @@ function startSworm(args: SwormProcessArgs, logger: Logger): Promise<Sworm> {
     logger,
     ...(args.nodeDownAfterMs !== undefined ? { nodeDownAfterMs: args.nodeDownAfterMs } : {}),
     ...(args.requestTimeoutMs !== undefined ? { requestTimeoutMs: args.requestTimeoutMs } : {}),
-    ...(args.snapshotEvery !== undefined ? { raft: { snapshotEvery: args.snapshotEvery } } : {}),
+    raft: {
+      ...(args.snapshotEvery !== undefined ? { snapshotEvery: args.snapshotEvery } : {}),
+      ...(args.snapshotChunkBytes !== undefined ? { snapshotChunkBytes: args.snapshotChunkBytes } : {}),
+      ...(args.maxLogEntries !== undefined ? { maxLogEntries: args.maxLogEntries } : {}),
+    },
     ...(args.leaseTimeoutMs !== undefined ? { leaseTimeoutMs: args.leaseTimeoutMs } : {}),
     ...(args.workerStartTimeoutMs !== undefined ? { startTimeoutMs: args.workerStartTimeoutMs } : {}),
     ...(args.maxClockDriftMs !== undefined ? { maxClockDriftMs: args.maxClockDriftMs } : {}),

@@ -24,6 +24,10 @@ export interface SwormProcessArgs {
   requestTimeoutMs?: number
   /** Raft tuning passed to `Sworm.start` (`raft.snapshotEvery`). */
   snapshotEvery?: number
+  /** `raft.snapshotChunkBytes` of `Sworm.start`. */
+  snapshotChunkBytes?: number
+  /** `raft.maxLogEntries` of `Sworm.start`. */
+  maxLogEntries?: number
   /** Log level on stderr (default 'warn'). */
   logLevel?: 'debug' | 'info' | 'warn' | 'error'
   /** `leaseTimeoutMs` of `Sworm.start` (default: the library's, 2,000 ms). */
@@ -108,6 +112,10 @@ export type SwormRequest =
   | { op: 'fullStatus' }
   /** `internals(sworm).faults.block(peer, blocked)` for each peer (this node's id is skipped). */
   | { op: 'blockPeers'; peers: string[]; blocked: boolean }
+  /** Make this node's link to `peer` lossy, and flip bits in the snapshot chunks it sends there. */
+  | { op: 'degradeLink'; peer: string; loss: number; corruptChunks: number }
+  /** This node's snapshot transfers (`RaftNode.snapshotStats`). */
+  | { op: 'snapshotStats' }
   /** Refs of `${prefix}${start + i}` (null when unbound), after one read barrier if `consistent`. */
   | { op: 'whereisAll'; prefix: string; count: number; start?: number; consistent?: boolean }
   /** Of the given (name, ref) pairs, the names whose ref is NOT a worker of this node incarnation answering a local `get`. */

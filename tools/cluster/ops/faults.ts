@@ -15,6 +15,11 @@ export function faultOps(ctx: SwormNodeContext) {
       for (const p of req.peers) if (p !== ctx.node) internals(ctx.sworm).faults!.block(p, req.blocked)
       return null
     },
+    degradeLink: (req) => {
+      internals(ctx.sworm).faults!.degrade(req.peer, { loss: req.loss, corruptChunks: req.corruptChunks })
+      return { corrupted: internals(ctx.sworm).faults!.corrupted }
+    },
+    snapshotStats: () => ({ ...internals(ctx.sworm).raft.snapshotStats(), snapshotIndex: internals(ctx.sworm).raft.status().snapshotIndex, corrupted: internals(ctx.sworm).faults!.corrupted }),
   } satisfies Partial<SwormOpTable>
 }
 

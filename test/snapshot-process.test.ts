@@ -1,0 +1,136 @@
+/**
+ * Issue #12 on real node processes (WebSockets, LevelDB): a node that fell behind a compacted log
+ * catches up from a snapshot sent in many small chunks (512 B), and gets all of it, intact,
+ * through what a real cluster does to a transfer:
+ * - a link that loses messages and flips bits in the chunks it carries;
+ * - a cut link in the middle of the transfer (which then resumes where it was);
+ * - the leader killed in the middle of the transfer (the new leader sends its own);
+ * - the receiving node killed in the middle of the transfer (it starts over after its restart).
+ * Each time, the node ends up holding exactly the registry the others hold.
+ */
+import t from 'tap'
+import { pollUntil, startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
+
+type Stats = {
+  snapshotIndex: number
+  receiving: { index: number; received: number; total: number } | undefined
+  corrupted: number
+}
+
+const stats = (c: SwormCluster, id: string): Promise<Stats> => c.request<Stats>(id, { op: 'snapshotStats' }, 30_000)
+
+t.test('snapshots in chunks between real processes, through lost, corrupt and cut links, a dead leader and a dead receiver', { timeout: 600_000 }, async (t) => {
+  const c = await startSwormCluster({ n: 5, name: 'snapx', snapshotEvery: 500, maxLogEntries: 1000, snapshotChunkBytes: 512, requestTimeoutMs: 20_000, ipcTimeoutMs: 60_000 })
+  t.teardown(() => c.stopAll())
+  let leader = await c.waitForLeader(20_000)
+  const others = c.ids.filter((id) => id !== leader)
+  const from = others[0]! // registers every name (its workers stay up: it is never killed)
+  const victim = others[others.length - 1]!
+  let batch = 0
+  const register = async (count: number): Promise<void> => {
+    const r = await c.request<{ ok: number }>(from, { op: 'registerMany', prefix: `b${batch++}-`, count, concurrency: 64 }, 120_000)
+    t.equal(r.ok, count, `${count} names registered`)
+  }
+  /** The victim holds what `from` holds, from a snapshot at least as new as `since`. */
+  const caughtUp = async (since: number, what: string): Promise<void> => {
+    await pollUntil(
+      async () => {
+        const [v, f, s] = await Promise.all([c.status(victim, 30_000), c.status(from, 30_000), stats(c, victim)])
+        return v.names === f.names && v.commit >= f.commit - 5 && s.snapshotIndex >= since ? true : undefined
+      },
+      120_000,
+      `${victim} catches up (${what})`,
+    )
+    t.pass(`${victim} holds every name (${what})`)
+  }
+  /** Kill the victim, let the others compact past it, restart it: it needs a snapshot. */
+  const behind = async (): Promise<number> => {
+    await c.kill(victim)
+    const before = (await stats(c, leader)).snapshotIndex
+    // more than the appends the leader queued for it while it was down (they would catch it up)
+    await register(8000)
+    await pollUntil(async () => ((await stats(c, leader)).snapshotIndex > before + 1000 ? true : undefined), 60_000, 'the leader compacted past the victim')
+    return (await stats(c, victim === leader ? from : leader)).snapshotIndex
+  }
+  /** Restart the victim and wait until it is receiving a snapshot (undefined if it was too fast to see). */
+  const restartReceiving = async (since: number): Promise<Stats | undefined> => {
+    await c.restart(victim, { startTimeoutMs: 60_000 })
+    for (let i = 0; i < 3000; i++) {
+      const s = await stats(c, victim)
+      if (s.receiving && s.receiving.received > 0 && s.receiving.received < s.receiving.total) return s
+      if (s.snapshotIndex > since) return undefined
+    }
+    return undefined
+  }
+
+  await register(10_000)
+
+  // 1. a lossy link that corrupts chunks
+  await c.kill(victim)
+  await register(8000)
+  for (const id of c.alive()) await c.request(id, { op: 'degradeLink', peer: victim, loss: 0.1, corruptChunks: 0.2 })
+  await c.restart(victim, { startTimeoutMs: 60_000 })
+  await caughtUp(0, 'a link losing 10% of messages and corrupting 20% of chunks')
+  let corrupted = 0
+  for (const id of c.alive()) if (id !== victim) corrupted += (await c.request<{ corrupted: number }>(id, { op: 'degradeLink', peer: victim, loss: 0, corruptChunks: 0 })).corrupted
+  t.ok(corrupted > 0, `${corrupted} chunks arrived corrupt, and were sent again`)
+
+  // 2. the link cut in the middle of the transfer
+  for (let attempt = 0; ; attempt++) {
+    const since = await behind()
+    const s = await restartReceiving(since)
+    if (!s) {
+      if (attempt < 3) continue // the transfer ended before it could be seen: again
+      t.fail('never saw the transfer in progress')
+      break
+    }
+    await c.isolate(victim)
+    const held = (await stats(c, victim)).receiving
+    await new Promise((r) => setTimeout(r, 600)) // the cut lasts two election timeouts
+    await c.heal(victim)
+    // until that transfer ends, the victim never holds less of it than at the cut
+    let least = Infinity
+    for (;;) {
+      const now = (await stats(c, victim)).receiving
+      if (!held || !now || now.index !== held.index || now.total !== held.total) break
+      least = Math.min(least, now.received)
+    }
+    if (held && least !== Infinity) t.ok(least >= held.received, `the transfer resumed where it was cut (${held.received} of ${held.total} bytes), not from the start (least seen after: ${least})`)
+    await caughtUp(since, 'a link cut mid-transfer')
+    break
+  }
+
+  // 3. the leader killed in the middle of the transfer
+  for (let attempt = 0; ; attempt++) {
+    const since = await behind()
+    const s = await restartReceiving(since)
+    if (!s) {
+      if (attempt < 3) continue
+      t.fail('never saw the transfer in progress')
+      break
+    }
+    const dead = leader
+    await c.kill(dead)
+    leader = await c.waitForLeader(30_000, { exclude: [dead] })
+    t.not(leader, dead, `a new leader, ${leader}`)
+    await caughtUp(since, 'the leader killed mid-transfer')
+    await c.restart(dead, { startTimeoutMs: 60_000 })
+    break
+  }
+
+  // 4. the receiver killed in the middle of the transfer
+  for (let attempt = 0; ; attempt++) {
+    const since = await behind()
+    const s = await restartReceiving(since)
+    if (!s) {
+      if (attempt < 3) continue
+      t.fail('never saw the transfer in progress')
+      break
+    }
+    await c.kill(victim)
+    await c.restart(victim, { startTimeoutMs: 60_000 })
+    await caughtUp(since, 'the receiver killed mid-transfer, then restarted')
+    break
+  }
+  t.same(c.unexpectedExits(), [], 'no process crashed')
+})
