@@ -2,7 +2,9 @@
  * Scale benchmark (issue #12): one million names on 3 real node processes (LevelDB, loopback
  * WebSockets), as a user with one named worker per customer would have them.
  *
- * Run: `npm run bench:scale [-- --quick]` (`--quick`: 100,000 names, same phases; CI runs it).
+ * Run: `npm run bench:scale [-- --quick] [-- --max-log-entries N]` (`--quick`: 100,000 names, same
+ * phases; CI runs it. `--max-log-entries`: the nodes' `raft.maxLogEntries`, to see what frequent
+ * snapshots cost).
  *
  * 1. Register the names, static, 64 in flight on the leader: the first 10,000 alone (the
  *    baseline rate), then in steps of a tenth of the total, each step's rate reported.
@@ -19,11 +21,15 @@
 import { rmSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { benchLogger, installBenchGuards, runMain } from './common.js'
-import { flagOption, parseCli } from '../tools/cli-args.js'
+import { flagOption, intOption, parseCli } from '../tools/cli-args.js'
 import type { RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const QUICK = parseCli('scale-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
+const { QUICK, MAX_LOG } = parseCli('scale-bench.js [--quick] [--max-log-entries N]', { quick: { type: 'boolean' }, 'max-log-entries': { type: 'string' } }, (v) => ({
+  QUICK: flagOption(v, 'quick'),
+  /** `raft.maxLogEntries` of the nodes (default: the library's), to see what snapshots cost. */
+  MAX_LOG: v['max-log-entries'] === undefined ? undefined : intOption(v, 'max-log-entries', 100_000, { min: 1 }),
+}))
 const TOTAL = QUICK ? 100_000 : 1_000_000
 const BASE = 10_000
 const STEP = TOTAL / 10
@@ -82,7 +88,7 @@ async function run(): Promise<Results> {
     log(`  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v)])))}`)
   }
   log(`starting 3 sworm node processes; ${TOTAL.toLocaleString('en')} names`)
-  const c = await startSwormCluster({ n: 3, name: 'scale', requestTimeoutMs: 30_000, ipcTimeoutMs: 120_000, startTimeoutMs: CATCH_UP_MAX_MS })
+  const c = await startSwormCluster({ n: 3, name: 'scale', requestTimeoutMs: 30_000, ipcTimeoutMs: 120_000, startTimeoutMs: CATCH_UP_MAX_MS, ...(MAX_LOG ? { maxLogEntries: MAX_LOG } : {}) })
   dirs.add(c.dir)
   try {
     const leader = await c.waitForLeader(15_000)
