@@ -34,6 +34,25 @@ function pattern(n: number, salt = 0): Uint8Array {
 
 const chunks = (m: RaftMessage): m is MsgSnapshot => m.t === 'snap'
 
+/**
+ * Cut `who` off from everyone when the chunk at `offset` (from `from`, if given) is about to be
+ * delivered, once (that chunk is lost); then heal and tick once. Returns whether it happened.
+ */
+function cutAtChunk(h: CoreHarness, offset: number, who: NodeId, seen?: (m: MsgSnapshot) => void, from?: NodeId): boolean {
+  let cut = false
+  h.deliver = (m) => {
+    if (!chunks(m)) return m
+    seen?.(m)
+    if (m.offset !== offset || cut || (from !== undefined && m.from !== from)) return m
+    cut = true
+    h.isolate(who)
+    return undefined
+  }
+  h.heal()
+  h.tickAll(1)
+  return cut
+}
+
 /** Tick every member until `c` holds the snapshot at `index`, or fail after `max` ticks. */
 function untilInstalled(h: CoreHarness, index: number, max = 400): void {
   h.tickUntil(['a', 'b', 'c'], () => h.core('c').status().snapshotIndex >= index, max)
@@ -116,21 +135,7 @@ t.test('a link cut in the middle of a transfer: it resumes where the follower is
   const data = pattern(12 * CHUNK)
   const { h, snap } = behind(data)
   const offsets: number[] = []
-  let cut = false
-  h.deliver = (m) => {
-    if (chunks(m)) {
-      offsets.push(m.offset)
-      if (m.offset === 5 * CHUNK && !cut) {
-        cut = true
-        h.isolate('c')
-        return undefined
-      }
-    }
-    return m
-  }
-  h.heal()
-  h.tickAll(1)
-  t.ok(cut, 'the link was cut mid-transfer')
+  t.ok(cutAtChunk(h, 5 * CHUNK, 'c', (m) => offsets.push(m.offset)), 'the link was cut mid-transfer')
   const held = h.core('c').status().receiving
   t.ok(held && held.received >= 4 * CHUNK && held.received < data.length, `c holds part of it (${held?.received} bytes)`)
   h.tickSome(['a', 'b'], 30) // the leader keeps going with b alone
@@ -149,18 +154,7 @@ t.test('a leader change in the middle of a transfer: the new leader sends its ow
   const bst = h.core('b').status()
   const bData = pattern(9 * CHUNK + 3, 2)
   h.core('b').compact({ meta: { index: bst.applied, term: bst.term, config: bst.config }, data: bData })
-  let cut = false
-  h.deliver = (m) => {
-    if (chunks(m) && m.from === 'a' && m.offset === 4 * CHUNK && !cut) {
-      cut = true
-      h.isolate('a')
-      return undefined
-    }
-    return m
-  }
-  h.heal()
-  h.tickAll(1)
-  t.ok(cut, 'a lost its links mid-transfer')
+  t.ok(cutAtChunk(h, 4 * CHUNK, 'a', undefined, 'a'), 'a lost its links mid-transfer')
   t.ok(h.core('c').status().receiving, 'c holds part of a’s snapshot')
   h.tickUntil(['b', 'c'], () => h.core('b').status().role === 'leader', 400)
   untilInstalledBy(h, ['b', 'c'], bst.applied)
@@ -217,17 +211,7 @@ t.test('a follower that crashes while installing (before its write) gets the sna
 t.test('a transfer the leader gave up on is not kept forever', async (t) => {
   const data = pattern(8 * CHUNK, 5)
   const { h } = behind(data)
-  let cut = false
-  h.deliver = (m) => {
-    if (chunks(m) && m.offset === 3 * CHUNK && !cut) {
-      cut = true
-      h.isolate('c')
-      return undefined
-    }
-    return m
-  }
-  h.heal()
-  h.tickAll(1)
+  t.ok(cutAtChunk(h, 3 * CHUNK, 'c'))
   t.ok(h.core('c').status().receiving, 'c holds part of a snapshot')
   h.tickSome(['c'], 30) // 3 election timeouts without a chunk: still kept (a reconnect resumes it)
   t.ok(h.core('c').status().receiving, 'kept across a short cut')

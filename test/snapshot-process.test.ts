@@ -75,15 +75,27 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
   for (const id of c.alive()) if (id !== victim) corrupted += (await c.request<{ corrupted: number }>(id, { op: 'degradeLink', peer: victim, loss: 0, corruptChunks: 0 })).corrupted
   t.ok(corrupted > 0, `${corrupted} chunks arrived corrupt, and were sent again`)
 
-  // 2. the link cut in the middle of the transfer
-  for (let attempt = 0; ; attempt++) {
-    const since = await behind()
-    const s = await restartReceiving(since)
-    if (!s) {
-      if (attempt < 3) continue // the transfer ended before it could be seen: again
-      t.fail('never saw the transfer in progress')
-      break
+  /**
+   * Put the victim behind, restart it, and run `fault` while it receives the snapshot, then wait
+   * until it caught up. A transfer over before it could be seen is tried again (three times).
+   */
+  const duringTransfer = async (what: string, fault: (receiving: Stats) => Promise<void>): Promise<void> => {
+    for (let attempt = 0; ; attempt++) {
+      const since = await behind()
+      const s = await restartReceiving(since)
+      if (!s) {
+        if (attempt < 3) continue
+        t.fail(`never saw the transfer in progress (${what})`)
+        return
+      }
+      await fault(s)
+      await caughtUp(since, what)
+      return
     }
+  }
+
+  // 2. the link cut in the middle of the transfer
+  await duringTransfer('a link cut mid-transfer', async () => {
     await c.isolate(victim)
     const held = (await stats(c, victim)).receiving
     await new Promise((r) => setTimeout(r, 600)) // the cut lasts two election timeouts
@@ -96,41 +108,22 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
       least = Math.min(least, now.received)
     }
     if (held && least !== Infinity) t.ok(least >= held.received, `the transfer resumed where it was cut (${held.received} of ${held.total} bytes), not from the start (least seen after: ${least})`)
-    await caughtUp(since, 'a link cut mid-transfer')
-    break
-  }
+  })
 
   // 3. the leader killed in the middle of the transfer
-  for (let attempt = 0; ; attempt++) {
-    const since = await behind()
-    const s = await restartReceiving(since)
-    if (!s) {
-      if (attempt < 3) continue
-      t.fail('never saw the transfer in progress')
-      break
-    }
-    const dead = leader
+  let dead: string | undefined
+  await duringTransfer('the leader killed mid-transfer', async () => {
+    dead = leader
     await c.kill(dead)
     leader = await c.waitForLeader(30_000, { exclude: [dead] })
     t.not(leader, dead, `a new leader, ${leader}`)
-    await caughtUp(since, 'the leader killed mid-transfer')
-    await c.restart(dead, { startTimeoutMs: 60_000 })
-    break
-  }
+  })
+  if (dead) await c.restart(dead, { startTimeoutMs: 60_000 })
 
   // 4. the receiver killed in the middle of the transfer
-  for (let attempt = 0; ; attempt++) {
-    const since = await behind()
-    const s = await restartReceiving(since)
-    if (!s) {
-      if (attempt < 3) continue
-      t.fail('never saw the transfer in progress')
-      break
-    }
+  await duringTransfer('the receiver killed mid-transfer, then restarted', async () => {
     await c.kill(victim)
     await c.restart(victim, { startTimeoutMs: 60_000 })
-    await caughtUp(since, 'the receiver killed mid-transfer, then restarted')
-    break
-  }
+  })
   t.same(c.unexpectedExits(), [], 'no process crashed')
 })

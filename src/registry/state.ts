@@ -81,6 +81,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     private readonly placement: PlacementStrategy = defaultPlacement,
   ) {
     const t = emptyTables()
+    // (the same as setTables(t), spelled out for the compiler's definite assignment)
     this.names = t.names
     this.namesOf = t.namesOf
     this.aliasesOf = t.aliasesOf
@@ -700,20 +701,16 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         const done = reader.step()
         if (!done) return undefined
         this.cut = undefined // a snapshot in progress goes on with the tables it was reading
-        const t = done.tables
-        this.names = t.names
-        this.namesOf = t.namesOf
-        this.aliasesOf = t.aliasesOf
-        this.groups = t.groups
-        this.groupsOf = t.groupsOf
-        this.nodes = t.nodes
-        this.sessions = t.sessions
-        this.load = t.load
+        this.setTables(done.tables)
         this.appliedIndex = done.index
         this.swormName = done.sworm
         return true
       },
     }
+  }
+
+  private setTables(t: Tables): void {
+    ;({ names: this.names, namesOf: this.namesOf, aliasesOf: this.aliasesOf, groups: this.groups, groupsOf: this.groupsOf, nodes: this.nodes, sessions: this.sessions, load: this.load } = t)
   }
 
   private tables(): Tables {
