@@ -220,3 +220,28 @@ t.test('a worker with a static and a supervised name: a restored replica takes t
     t.equal(Buffer.compare(Buffer.from(live.snapshot()), Buffer.from(restored.snapshot())), 0, `${sup}/${x}: the same registry`)
   }
 })
+
+// Found by the nemesis's 50,000-name runs, which then never ended; failed on fa01ce6: to find a
+// worker's owner, the registry went through every name the worker held, and the nemesis's one
+// worker held them all (a quadratic registration).
+t.test('a worker holding many names: each registration looks at a bounded number of them', async (t) => {
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  const ref = { sworm: SWORM, node: 'n1', inc: 'i1', id: 1 }
+  const names = (s as unknown as { names: { get: (k: string) => unknown } }).names
+  const get = names.get.bind(names)
+  let lookups = 0
+  names.get = (k: string) => {
+    lookups++
+    return get(k)
+  }
+  let most = 0
+  for (let i = 0; i < 2000; i++) {
+    const before = lookups
+    s.apply({ c: 'register', name: `n${i}`, ref }, i + 2)
+    most = Math.max(most, lookups - before)
+  }
+  t.equal(s.size, 2000)
+  t.ok(most <= 4, `at most ${most} name lookups per registration`)
+  t.equal(s.namesOfRef(ref).length, 2000)
+})

@@ -13,9 +13,12 @@ type Names = string | Set<string>
 /** Worker ref → the names it holds (see the module documentation). */
 export class RefIndex {
   private readonly byNode = new Map<string, Map<string, ShardedMap<number, Names>>>()
+  /** The supervised name a worker holds, if any (at most one), by `node, inc, id`. */
+  private readonly supervised = new Map<string, string>()
 
-  /** Record that `ref` holds `name`. */
-  add(ref: WorkerRef, name: string): void {
+  /** Record that `ref` holds `name` (`supervised`: the name it was started for). */
+  add(ref: WorkerRef, name: string, supervised = false): void {
+    if (supervised) this.supervised.set(supKey(ref), name)
     let incs = this.byNode.get(ref.node)
     if (!incs) this.byNode.set(ref.node, (incs = new Map()))
     let ids = incs.get(ref.inc)
@@ -29,6 +32,7 @@ export class RefIndex {
 
   /** Record that `ref` no longer holds `name`. */
   delete(ref: WorkerRef, name: string): void {
+    if (this.supervised.size && this.supervised.get(supKey(ref)) === name) this.supervised.delete(supKey(ref))
     const incs = this.byNode.get(ref.node)
     const ids = incs?.get(ref.inc)
     const cur = ids?.get(ref.id)
@@ -54,6 +58,18 @@ export class RefIndex {
     return typeof cur === 'string' ? [cur] : [...cur]
   }
 
+  /** The supervised name `ref` holds, if any. */
+  supervisedName(ref: WorkerRef): string | undefined {
+    return this.supervised.size ? this.supervised.get(supKey(ref)) : undefined
+  }
+
+  /** One name `ref` holds (the first it took), without copying them all; undefined if none. */
+  first(ref: WorkerRef): string | undefined {
+    const cur = this.byNode.get(ref.node)?.get(ref.inc)?.get(ref.id)
+    if (cur === undefined || typeof cur === 'string') return cur
+    return cur.values().next().value
+  }
+
   /** Whether `ref` holds any name. */
   has(ref: WorkerRef): boolean {
     return this.byNode.get(ref.node)?.get(ref.inc)?.has(ref.id) ?? false
@@ -61,5 +77,10 @@ export class RefIndex {
 
   clear(): void {
     this.byNode.clear()
+    this.supervised.clear()
   }
+}
+
+function supKey(ref: WorkerRef): string {
+  return `${ref.node}\u0000${ref.inc}\u0000${ref.id}`
 }

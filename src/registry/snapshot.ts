@@ -266,7 +266,7 @@ export function sharedRef(ref: WorkerRef, nodes: Map<string, NodeRecord>, sworm:
 function addName(t: Tables, r: Registration, sworm: string | undefined): void {
   if (r.ref) r.ref = sharedRef(r.ref, t.nodes, sworm)
   t.names.set(r.name, r)
-  if (r.ref) t.namesOf.add(r.ref, r.name)
+  if (r.ref) t.namesOf.add(r.ref, r.name, r.kind === 'supervised')
   if (r.kind === 'supervised' && r.node !== undefined) t.load.set(r.node, (t.load.get(r.node) ?? 0) + 1)
   if (r.kind === 'alias') {
     let a = t.aliasesOf.get(r.target!)

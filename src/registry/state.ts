@@ -246,21 +246,28 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** The registration owning the current incarnation `ref`: a static or supervised name. */
   private ownerOf(ref: WorkerRef): Readonly<Registration> | undefined {
-    if (!this.namesOf.has(ref)) return undefined
     // The supervised name first, whatever the order of the index (a replica restored from a
-    // snapshot holds a worker's names in another order than one that applied the log).
-    let owner: Readonly<Registration> | undefined
-    for (const n of this.namesOf.names(ref)) {
-      const r = this.names.get(n)
-      if (!r?.ref || !sameRef(r.ref, ref)) continue
-      if (r.kind === 'supervised') return r
-      owner ??= r
+    // snapshot holds a worker's names in another order than one that applied the log); else any
+    // of its static names (which one does not matter: all are static). Both without going
+    // through every name the worker holds (one worker may hold many).
+    const sup = this.namesOf.supervisedName(ref)
+    if (sup !== undefined) {
+      const r = this.names.get(sup)
+      if (r?.kind === 'supervised' && r.ref && sameRef(r.ref, ref)) return r
     }
-    return owner
+    const first = this.namesOf.first(ref)
+    if (first === undefined) return undefined
+    const r = this.names.get(first)
+    if (r?.ref && sameRef(r.ref, ref)) return r
+    for (const n of this.namesOf.names(ref)) {
+      const x = this.names.get(n)
+      if (x?.ref && sameRef(x.ref, ref)) return x
+    }
+    return undefined
   }
 
-  private indexRef(name: string, ref: WorkerRef): void {
-    this.namesOf.add(ref, name)
+  private indexRef(name: string, ref: WorkerRef, supervised = false): void {
+    this.namesOf.add(ref, name, supervised)
   }
 
   private unindexRef(name: string, ref: WorkerRef | undefined): void {
@@ -521,7 +528,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const w = this.edit(r)
     w.ref = this.stored(ref, n)
     w.handoffState = undefined
-    this.indexRef(name, w.ref)
+    this.indexRef(name, w.ref, true)
     this.onChange?.({ type: 'started', name, ref, epoch })
     return true
   }
