@@ -112,10 +112,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       workers,
       log,
       moduleBase: o.moduleBase,
-      // Idempotent: every report of the supervisor names its epoch, and a second copy applied is a
-      // no-op (`started` of the same ref answers true again; `stopped`, `startFailed`, `handedOff`
-      // find the epoch moved on). A copy whose leader is gone then goes to the next leader at once.
-      propose: (cmd) => raft.propose(cmd, { idempotent: true }),
+      propose: (cmd) => raft.propose(cmd),
       read: () => raft.read(),
       leaseOk: () => this.fence.leaseOk(),
       leaseLapses: () => raft.leaseLapses(),

@@ -38,8 +38,6 @@ function commands(seed: number, n: number): RegistryCommand[] {
   }
   const name = (): string => `name-${Math.floor(r() * 60)}`
   const group = (): string => `g${Math.floor(r() * 5)}`
-  // an epoch is the index of the entry that placed the name: one of the last few entries
-  const epoch = (): number => Math.max(1, out.length - Math.floor(r() * 8))
   for (let i = 0; i < n; i++) {
     const x = r()
     if (x < 0.3) out.push({ c: 'register', name: name(), ref: ref() })
@@ -48,11 +46,11 @@ function commands(seed: number, n: number): RegistryCommand[] {
     else if (x < 0.55) out.push({ c: 'leave', group: group(), ref: ref() })
     else if (x < 0.6) out.push({ c: 'workerDown', ref: ref() })
     else if (x < 0.7) out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] } })
-    else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), ref: ref() })
-    else if (x < 0.85) out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), restart: r() < 0.5 })
+    else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), ref: ref() })
+    else if (x < 0.85) out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), restart: r() < 0.5 })
     else if (x < 0.88) out.push({ c: 'drain', node: pick(NODES), on: r() < 0.5 })
     else if (x < 0.9) out.push({ c: 'rebalance' })
-    else if (x < 0.92) out.push({ c: 'handedOff', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), state: { at: i } })
+    else if (x < 0.92) out.push({ c: 'handedOff', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), state: { at: i } })
     else if (x < 0.94) {
       const node = pick(NODES)
       out.push({ c: 'nodeDown', node, inc: incs.get(node)! })
@@ -206,13 +204,12 @@ t.test('a worker with a static and a supervised name: a restored replica takes t
     const ref = { sworm: SWORM, node: 'n1', inc: 'i1', id: 5 }
     const cmds: RegistryCommand[] = [
       { c: 'nodeUp', node: 'n1', inc: 'i1' },
-      { c: 'supervise', name: sup, spec: { module: 'm', fn: 'f', args: [] } }, // placed at index 2: epoch 2
+      { c: 'supervise', name: sup, spec: { module: 'm', fn: 'f', args: [] } },
       { c: 'register', name: x, ref }, // the worker registers itself while it starts
-      { c: 'started', name: sup, epoch: 2, ref },
+      { c: 'started', name: sup, epoch: 1, ref },
     ]
     const live = new RegistryState()
     cmds.forEach((c, i) => live.apply(c, i + 1))
-    t.equal(live.registration(sup)?.ref?.id, 5, `${sup} runs on the worker`)
     const restored = new RegistryState()
     restored.restore(live.snapshot())
     for (const [i, c] of ([{ c: 'register', name: 'y', ref }, { c: 'join', group: 'g', ref }] as RegistryCommand[]).entries()) {
@@ -247,25 +244,4 @@ t.test('a worker holding many names: each registration looks at a bounded number
   t.equal(s.size, 2000)
   t.ok(most <= 4, `at most ${most} name lookups per registration`)
   t.equal(s.namesOfRef(ref).length, 2000)
-})
-
-// Failed on fa01ce6: epochs started at 1 for every registration of a name, so a late copy of a
-// report of the name's previous registration (a retried `started`, or a copy sent to the next
-// leader) matched the new one and bound the name to the old, stopped worker.
-t.test('a late report of an earlier registration of the same name does not match the new one', async (t) => {
-  const s = new RegistryState()
-  let i = 0
-  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
-  const spec = { module: 'm', fn: 'f', args: [] }
-  const first = s.apply({ c: 'supervise', name: 'w', spec }, ++i) as { epoch: number }
-  const oldRef = { sworm: SWORM, node: 'n1', inc: 'i1', id: 7 }
-  t.equal(s.apply({ c: 'started', name: 'w', epoch: first.epoch, ref: oldRef }, ++i), true)
-  t.equal(s.apply({ c: 'stopped', name: 'w', epoch: first.epoch, restart: false }, ++i), true, 'the worker ended; the name is gone')
-  const second = s.apply({ c: 'supervise', name: 'w', spec }, ++i) as { epoch: number }
-  t.not(second.epoch, first.epoch, 'the new registration has an epoch of its own')
-  t.equal(s.apply({ c: 'started', name: 'w', epoch: first.epoch, ref: oldRef }, ++i), false, 'the late copy of the old start is refused')
-  t.equal(s.whereis('w'), undefined, 'the name is not bound to the old worker')
-  const newRef = { ...oldRef, id: 8 }
-  t.equal(s.apply({ c: 'started', name: 'w', epoch: second.epoch, ref: newRef }, ++i), true, 'the new start is taken')
-  t.same(s.whereis('w'), newRef)
 })

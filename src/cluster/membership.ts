@@ -208,11 +208,7 @@ export class Membership {
       if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
         throw new NotFoundError('not in the applied configuration yet')
       }
-      // Idempotent: applied again, `nodeUp` of an incarnation that is up changes nothing, and of
-      // one declared gone meanwhile brings it back, which this live node does anyway (see
-      // comeBackIfDeclaredGone). So a copy whose leader is gone goes to the next leader at once,
-      // rather than wait out its deadline (found under load: starts waited 30 s after a leader change).
-      await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation }, { idempotent: true })
+      await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation })
     })
     this.upResolved = true
     host.log.info('node up in sworm', { incarnation: host.incarnation })

@@ -455,10 +455,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'stopWorker', name: r.name, ref: old })
     }
     r.node = node
-    // The epoch is the index of the entry that placed it: never reused, not even by a later
-    // registration of the same name, so a late copy of an old report (a retry, or a copy sent
-    // to the next leader) cannot match a new incarnation.
-    r.epoch = Math.max((r.epoch ?? 0) + 1, this.appliedIndex)
+    r.epoch = (r.epoch ?? 0) + 1
     r.handoffTo = undefined
     if (node === undefined) {
       this.onChange?.({ type: 'unplaced', name: r.name })
