@@ -112,7 +112,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
       workers,
       log,
       moduleBase: o.moduleBase,
-      propose: (cmd) => raft.propose(cmd),
+      // Idempotent: every report names its epoch, and epochs are never reused (a registration's
+      // epochs are log indexes), so a second copy applied finds it took effect already (`started`
+      // of the same ref answers true) or matches nothing. A copy whose leader is gone then goes to
+      // the next leader at once, rather than wait out its deadline.
+      propose: (cmd) => raft.propose(cmd, { idempotent: true }),
       read: () => raft.read(),
       leaseOk: () => this.fence.leaseOk(),
       leaseLapses: () => raft.leaseLapses(),
@@ -263,7 +267,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (ref) return ref
     }
     await this.membership.ready()
-    const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp })) as SuperviseResult
+    const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1 })) as SuperviseResult
     if (!res.placed) {
       if (!res.exists) throw new NoNodeError()
       if (!orExisting) throw new AlreadyRegisteredError(n, res.ref)

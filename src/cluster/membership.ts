@@ -208,7 +208,16 @@ export class Membership {
       if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
         throw new NotFoundError('not in the applied configuration yet')
       }
-      await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation })
+      // Compare and set: the incarnation the registry holds now (read linearizably) goes with the
+      // command, which then takes effect only if no other incarnation came up since. So a late
+      // copy of this command, applied after this process was replaced, cannot undo its successor;
+      // and a copy whose leader is gone may go to the next leader at once (idempotent: applied
+      // again, it changes nothing, or brings back this incarnation if it was declared gone, which
+      // this live node does anyway: see comeBackIfDeclaredGone).
+      await host.raft.read()
+      const prev = host.state.nodeRecord(host.nodeId)?.inc ?? ''
+      const ok = await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation, prev }, { idempotent: true })
+      if (ok !== true) throw new ProposalDroppedError('nodeUp refused: another incarnation of this node came up meanwhile; trying again')
     })
     this.upResolved = true
     host.log.info('node up in sworm', { incarnation: host.incarnation })

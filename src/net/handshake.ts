@@ -13,8 +13,8 @@
  *   4. listener → dialer: `{ v: 2, t: 'ok', proof }` with the listener's proof, sent only once
  *      the dialer's proof checked out; the dialer closes the connection unless it checks out too.
  *
- *   Keys: `K = HKDF-SHA256(secret as UTF-8, salt 'sworm-ws', info 'sworm-ws v3 auth', 32 bytes)`.
- *   The transcript `T` is `JSON.stringify(['sworm-ws', 3, dialerId, listenerId, dialerBoot,
+ *   Keys: `K = HKDF-SHA256(secret as UTF-8, salt 'sworm-ws', info 'sworm-ws v4 auth', 32 bytes)`.
+ *   The transcript `T` is `JSON.stringify(['sworm-ws', 4, dialerId, listenerId, dialerBoot,
  *   listenerBoot, hex(dialerNonce), hex(listenerNonce), dialerTls, listenerTls, probe])`, and a
  *   proof is `HMAC-SHA256(K, role + ' ' + T)` with role `dialer` or `listener`. Nonces are 32 fresh
  *   random bytes from each side, so a recorded handshake cannot be replayed. `boot` is a random id
@@ -26,7 +26,7 @@
  * - Integrity: unless both sides are TLS, every data frame is followed by a 16-byte tag,
  *   `HMAC-SHA256(key, uint64be(seq) ‖ frame)` truncated to 16 bytes, where `seq` counts the data
  *   frames sent in that direction from 0 and `key` is that direction's half of
- *   `HKDF-SHA256(K, salt dialerNonce ‖ listenerNonce, info 'sworm-ws v3 session' ‖ SHA-256(T), 64)`
+ *   `HKDF-SHA256(K, salt dialerNonce ‖ listenerNonce, info 'sworm-ws v4 session' ‖ SHA-256(T), 64)`
  *   (the first 32 bytes dialer → listener, the last 32 listener → dialer). A frame injected,
  *   replayed, reordered or altered on the path fails its tag and closes the connection. Over TLS
  *   on both sides there is no tag: TLS already protects every record.
@@ -49,9 +49,12 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
 /**
  * Protocol version spoken by this hub (2: the dialer proves first; frames carry a tag. 3: the
  * same handshake; Raft snapshots travel in chunks and replicas iterate names in a new order, so
- * a node of version 2 must not join: a cluster upgrades from 2 by a full stop).
+ * a node of version 2 must not join: a cluster upgrades from 2 by a full stop. 4: registry
+ * commands carry checks that nodes of version 3 would ignore, so they would apply them otherwise:
+ * `nodeUp` compares the incarnation it replaces, `supervise` asks for epochs that are never reused;
+ * a cluster upgrades from 3 by a full stop too, and replays its old log as version 3 did).
  */
-export const WS_PROTOCOL_VERSION = 3
+export const WS_PROTOCOL_VERSION = 4
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

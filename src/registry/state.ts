@@ -220,11 +220,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         this.dropStaticWorker(cmd.ref)
         return true
       case 'nodeUp':
-        return this.nodeUp(cmd.node, cmd.inc)
+        return this.nodeUp(cmd.node, cmd.inc, cmd.prev)
       case 'nodeDown':
         return this.nodeDown(cmd.node, cmd.inc)
       case 'supervise':
-        return this.supervise(cmd.name, cmd.spec)
+        return this.supervise(cmd.name, cmd.spec, cmd.ue === 1)
       case 'started':
         return this.started(cmd.name, cmd.epoch, cmd.ref)
       case 'startFailed':
@@ -455,7 +455,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'stopWorker', name: r.name, ref: old })
     }
     r.node = node
-    r.epoch = (r.epoch ?? 0) + 1
+    // A registration with unique epochs takes the index of this entry: no entry places one name
+    // twice, so its epochs stay below the index of any later registration of the name.
+    r.epoch = r.ue === 1 ? Math.max((r.epoch ?? 0) + 1, this.appliedIndex) : (r.epoch ?? 0) + 1
     r.handoffTo = undefined
     if (node === undefined) {
       this.onChange?.({ type: 'unplaced', name: r.name })
@@ -465,9 +467,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
   }
 
-  private nodeUp(node: string, inc: string): boolean {
+  private nodeUp(node: string, inc: string, seen: string | undefined): boolean {
     const prev = this.nodes.get(node)
     if (prev && prev.inc === inc && prev.up) return true
+    // A copy from a process replaced since (it read another incarnation than the current one)
+    if (seen !== undefined && (prev?.inc ?? '') !== inc && (prev?.inc ?? '') !== seen) return false
     const newInc = !prev || prev.inc !== inc
     this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false) })
     if (newInc) {
@@ -502,12 +506,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ supervision
 
-  private supervise(name: string, spec: StartSpec): SuperviseResult {
+  private supervise(name: string, spec: StartSpec, uniqueEpochs: boolean): SuperviseResult {
     const existing = this.names.get(name)
     if (existing) return { placed: false, exists: true, kind: existing.kind, ref: this.whereis(name) }
     const node = this.choose(name)
     if (node === undefined) return { placed: false, exists: false, noNode: true }
-    const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0 }
+    const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0, ...(uniqueEpochs ? { ue: 1 as const } : {}) }
     this.setName(name, r)
     this.place(r, node, false)
     return { placed: true, epoch: r.epoch!, node }

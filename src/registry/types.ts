@@ -69,6 +69,13 @@ export interface Registration {
   node?: string
   /** supervised: bumped on every placement or restart; a start must name the current epoch */
   epoch?: number
+  /**
+   * supervised: epochs are unique across registrations of this name: each placement takes the
+   * index of the entry that made it (at least the previous epoch + 1), so a late report about an
+   * earlier registration of the same name cannot match this one. Absent for registrations made by
+   * entries written before it existed, which replay with the old rule (epochs counted from 1).
+   */
+  ue?: 1
   /** supervised: a move with state handoff in progress, to this node */
   handoffTo?: string
   /** supervised: state handed over by the previous incarnation, for the next one's endHandoff() */
@@ -118,16 +125,26 @@ export type RegistryOp =
   | { c: 'leave'; group: string; ref: WorkerRef }
   /** A static worker ended: drop every name and group membership it held. */
   | { c: 'workerDown'; ref: WorkerRef }
-  /** A node incarnation started serving this sworm (older incarnations' workers are gone). */
-  | { c: 'nodeUp'; node: string; inc: string }
+  /**
+   * A node incarnation started serving this sworm (older incarnations' workers are gone).
+   * `prev`: the incarnation of the node that the proposer read (linearizably) before proposing,
+   * `''` when there was none. Then the command takes effect only if the node's record still holds
+   * `prev` (or `inc` itself): a late copy from a process that was replaced since is refused, rather
+   * than undo the newer incarnation. Absent in entries written before it existed (no check).
+   */
+  | { c: 'nodeUp'; node: string; inc: string; prev?: string }
   /**
    * The leader declared a node gone: drop its static names, move its supervised workers. `term`:
    * the term of the leader that decided it; the command takes effect only in an entry that leader
    * appended (a decision is never forwarded to, or made on behalf of, another leader).
    */
   | { c: 'nodeDown'; node: string; inc: string; term?: number }
-  /** Register a supervised name; the state machine places it on a node. */
-  | { c: 'supervise'; name: string; spec: StartSpec }
+  /**
+   * Register a supervised name; the state machine places it on a node. `ue: 1` (set by every
+   * proposer since it existed): the registration's epochs are log indexes, never reused by a later
+   * registration of the same name (see {@link Registration.ue}).
+   */
+  | { c: 'supervise'; name: string; spec: StartSpec; ue?: 1 }
   /** A node started the worker of `name` for `epoch`. */
   | { c: 'started'; name: string; epoch: number; ref: WorkerRef }
   /** The factory failed: the name is removed and the caller gets a StartError. */

@@ -1,0 +1,131 @@
+/**
+ * A node's own reports to the registry can arrive late or twice: the supervisor proposes a report
+ * again after a timeout whose outcome it does not know, and both the supervisor's reports and a
+ * node's `nodeUp` go to the next leader at once when theirs is gone (idempotent proposals). These
+ * tests apply such late copies to the state machine and check they cannot undo newer facts:
+ * - a report about an earlier registration of the same name (epochs are never reused);
+ * - the `nodeUp` of a process that was replaced since (compare and set on the incarnation).
+ * And that entries written before these checks existed replay as they did.
+ */
+import t from 'tap'
+import { RegistryState } from '../src/registry/state.js'
+import type { RegistryCommand, StartSpec, SuperviseResult, WorkerRef } from '../src/registry/types.js'
+
+const spec: StartSpec = { module: 'm', fn: 'f', args: [] }
+const ref = (id: number, inc = 'i1', node = 'n1'): WorkerRef => ({ sworm: 's', node, inc, id })
+
+function placed(res: unknown): Extract<SuperviseResult, { placed: true }> {
+  if (typeof res !== 'object' || res === null || !(res as SuperviseResult).placed) throw new Error(`not placed: ${JSON.stringify(res)}`)
+  return res as Extract<SuperviseResult, { placed: true }>
+}
+
+t.test('a late report about an earlier registration of the same name does not match a new one', async (t) => {
+  // Failed on a41c90f (epochs counted from 1 in every registration): the second registration of
+  // 'w' had epoch 1 again, so the late `started` of the first, stopped worker bound the name to
+  // it; the new worker's own start was then refused and no worker answered to the name.
+  const st = new RegistryState()
+  let i = 0
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, ++i)
+  const first = placed(st.apply({ c: 'supervise', name: 'w', spec, ue: 1 }, ++i))
+  const lateStart: RegistryCommand = { c: 'started', name: 'w', epoch: first.epoch, ref: ref(1) }
+  t.equal(st.apply(lateStart, ++i), true, 'the first worker started')
+  t.equal(st.apply({ c: 'unregister', name: 'w' }, ++i), true, 'unregistered (the worker is asked to stop)')
+  t.equal(st.apply({ c: 'stopped', name: 'w', epoch: first.epoch, restart: false }, ++i), true, 'it stopped: the name is free')
+  t.equal(st.whereis('w'), undefined)
+  const second = placed(st.apply({ c: 'supervise', name: 'w', spec, ue: 1 }, ++i))
+  t.not(second.epoch, first.epoch, `a new registration has a new epoch (${first.epoch}, then ${second.epoch})`)
+  t.equal(st.apply(lateStart, ++i), false, 'a late copy of the first start is refused')
+  t.equal(st.apply({ c: 'stopped', name: 'w', epoch: first.epoch, restart: false }, ++i), false, 'and so is a late copy of its stop')
+  t.equal(st.whereis('w'), undefined, 'the name is not bound to the stopped worker')
+  t.equal(st.apply({ c: 'started', name: 'w', epoch: second.epoch, ref: ref(2) }, ++i), true, "the new worker's start is accepted")
+  t.equal(st.whereis('w')?.id, 2)
+
+  // the same after a snapshot: a replica restored from it keeps the rule for this registration
+  const copy = new RegistryState()
+  copy.restore(st.snapshot())
+  const n = i
+  for (const s of [st, copy]) {
+    i = n
+    s.apply({ c: 'stopped', name: 'w', epoch: second.epoch, restart: true }, ++i)
+  }
+  t.same(copy.registration('w'), st.registration('w'), 'restarted the same way on the restored replica')
+  t.ok((st.registration('w')?.epoch ?? 0) > second.epoch)
+})
+
+t.test('epochs are unique over many registrations of one name, and grow within one', async (t) => {
+  const st = new RegistryState()
+  let i = 0
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, ++i)
+  st.apply({ c: 'nodeUp', node: 'n2', inc: 'j1', prev: '' }, ++i)
+  const seen = new Set<number>()
+  for (let round = 0; round < 20; round++) {
+    const p = placed(st.apply({ c: 'supervise', name: 'w', spec, ue: 1 }, ++i))
+    let epoch = p.epoch
+    for (let k = 0; k < round % 4; k++) {
+      t.notOk(seen.has(epoch), `epoch ${epoch} was not used before`)
+      seen.add(epoch)
+      st.apply({ c: 'stopped', name: 'w', epoch, restart: true }, ++i)
+      const next = st.registration('w')!.epoch!
+      t.ok(next > epoch, 'a restart takes a higher epoch')
+      epoch = next
+    }
+    t.notOk(seen.has(epoch))
+    seen.add(epoch)
+    st.apply({ c: 'unregister', name: 'w' }, ++i)
+    st.apply({ c: 'stopped', name: 'w', epoch, restart: false }, ++i)
+    t.equal(st.registration('w'), undefined)
+  }
+})
+
+t.test('a supervise entry written before unique epochs replays with epochs counted from 1', async (t) => {
+  // An upgraded cluster replays its old log: its reports name the epochs the old rule gave.
+  const st = new RegistryState()
+  let i = 0
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
+  i += 40
+  const p = placed(st.apply({ c: 'supervise', name: 'old', spec }, ++i))
+  t.equal(p.epoch, 1, 'the first epoch is 1, whatever the index')
+  t.equal(st.apply({ c: 'stopped', name: 'old', epoch: 1, restart: true }, ++i), true)
+  t.equal(st.registration('old')?.epoch, 2)
+  t.equal(st.apply({ c: 'stopped', name: 'old', epoch: 2, restart: false }, ++i), true, 'the old log stops it as it did')
+  t.equal(st.registration('old'), undefined)
+})
+
+t.test('a late nodeUp of a replaced process does not undo its successor', async (t) => {
+  // Failed on a41c90f (no compare and set): the late copy took the node back to incarnation i1,
+  // dropped the acknowledged static name of i2 and restarted its supervised worker.
+  const st = new RegistryState()
+  let i = 0
+  const lateUp: RegistryCommand = { c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }
+  t.equal(st.apply(lateUp, ++i), true, 'i1 up')
+  st.apply({ c: 'nodeUp', node: 'n9', inc: 'k1', prev: '' }, ++i)
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i2', prev: 'i1' }, ++i), true, 'the restarted process (i2) up')
+  t.equal(st.apply({ c: 'register', name: 'acked', ref: ref(1, 'i2') }, ++i), true, 'a name of i2 acknowledged')
+  const sup = placed(st.apply({ c: 'supervise', name: 'sup', spec, ue: 1 }, ++i))
+  st.apply({ c: 'started', name: 'sup', epoch: sup.epoch, ref: ref(2, 'i2', sup.node) }, ++i)
+  const before = st.registration('sup')
+  t.equal(st.apply(lateUp, ++i), false, 'a late copy of the first nodeUp is refused')
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: 'i0' }, ++i), false, 'and so is any other one of i1')
+  t.equal(st.nodeRecord('n1')?.inc, 'i2', 'n1 is still incarnation i2')
+  t.equal(st.whereis('acked')?.inc, 'i2', 'its acknowledged name is kept')
+  t.same(st.registration('sup'), before, 'its supervised worker neither moved nor restarted')
+
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i2', prev: 'i1' }, ++i), true, 'a copy of the current one: no change')
+  t.equal(st.whereis('acked')?.inc, 'i2')
+  st.apply({ c: 'nodeDown', node: 'n1', inc: 'i2' }, ++i)
+  t.equal(st.nodeRecord('n1')?.up, false, 'declared gone')
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i2', prev: 'i2' }, ++i), true, 'a live node that was declared gone comes back')
+  t.equal(st.nodeRecord('n1')?.up, true)
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i3', prev: 'i2' }, ++i), true, 'the next process replaces it')
+})
+
+t.test('a nodeUp written before the compare and set replays as it did', async (t) => {
+  const st = new RegistryState()
+  let i = 0
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
+  st.apply({ c: 'nodeUp', node: 'n1', inc: 'i2' }, ++i)
+  st.apply({ c: 'register', name: 'a', ref: ref(1, 'i2') }, ++i)
+  t.equal(st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i), true, 'no check: applied')
+  t.equal(st.nodeRecord('n1')?.inc, 'i1')
+  t.equal(st.whereis('a'), undefined, "and i2's names went, as before")
+})
