@@ -231,6 +231,44 @@ t.test('an idempotent forwarded proposal whose leader is gone without an answer 
   t.ok((await copiesOf(c, 'next-leader')) >= 1, 'it reached the new leader')
 })
 
+t.test("an idempotent proposal moved to the next leader is not failed by the old leader's late 'dropped'", async (t) => {
+  // Found by review of 936e061 (failed on it): the old leader appended the first copy, lost its
+  // leadership before replicating it, and once it caught up answered PROPOSAL_DROPPED about that
+  // copy; the proposer took it for the outcome and failed the request, while the copy it had moved
+  // to the new leader took effect.
+  const c = await cluster(3)
+  const old = c.leader()!
+  const follower = c.alive().find((m) => m !== old)!
+  let phase: 'cut' | 'heal' | 'done' = 'cut'
+  let staleDropped = 0
+  dropWhere(c, (from, to, m) => {
+    // the follower never leads (its copy must go to another node)
+    if (m.t === 'vote' && from === follower.id) return true
+    if (phase === 'cut' && (from === old.id || to === old.id) && !(m.t === 'fwd' && from === follower.id)) return true
+    if (m.t === 'fwdResp' && to === follower.id && from === old.id) {
+      const res = m.res as Array<[number, number, unknown, string | undefined]>
+      if (res.some((r) => r[3] === 'PROPOSAL_DROPPED')) {
+        staleDropped++
+        phase = 'done'
+      }
+      return false
+    }
+    // the new leader's answers wait until the old leader's has arrived
+    if (phase !== 'done' && m.t === 'fwdResp' && to === follower.id) return true
+    return false
+  })
+  const p = follower.node!.propose({ op: 'put', key: 'moved2', value: 'once-more' }, { idempotent: true })
+  const outcome = p.then(
+    (v) => v,
+    (e: unknown) => e,
+  )
+  t.ok(await c.sched.runUntilTrue(() => c.alive().some((m) => m !== old && m.node!.status().role === 'leader'), 10_000), 'a new leader')
+  phase = 'heal' // the old leader catches up: its entry is overwritten, and it answers 'dropped'
+  const res = await settle(c, outcome, 20_000)
+  t.equal(staleDropped > 0, true, 'the old leader did answer PROPOSAL_DROPPED')
+  t.same(res, { ok: true }, `the request resolves with the outcome of the copy that took effect (${String((res as Error)?.message ?? '')})`)
+})
+
 t.test('a leader appends nothing forwarded for another term than its own, and answers so', async (t) => {
   // Found by review of a2b5f50: a resend meant for a leader's earlier term reached it after it
   // restarted (its memory of what it took was gone) and was appended a second time.

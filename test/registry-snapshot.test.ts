@@ -38,26 +38,51 @@ function commands(seed: number, n: number): RegistryCommand[] {
   }
   const name = (): string => `name-${Math.floor(r() * 60)}`
   const group = (): string => `g${Math.floor(r() * 5)}`
+  // Epochs: small ones (registrations without unique epochs count from 1), or the log index of a
+  // recent command that may have placed a name (a registration with unique epochs takes that).
+  const placing: number[] = []
+  const epoch = (): number => (r() < 0.5 || placing.length === 0 ? 1 + Math.floor(r() * 3) : placing[placing.length - 1 - Math.floor(r() * Math.min(8, placing.length))]! + 1)
+  const oldIncs: Array<[string, string]> = []
   for (let i = 0; i < n; i++) {
+    const at = out.length // this command is applied at index at + 1
     const x = r()
     if (x < 0.3) out.push({ c: 'register', name: name(), ref: ref() })
     else if (x < 0.4) out.push({ c: 'unregister', name: name() })
     else if (x < 0.5) out.push({ c: 'join', group: group(), ref: ref() })
     else if (x < 0.55) out.push({ c: 'leave', group: group(), ref: ref() })
     else if (x < 0.6) out.push({ c: 'workerDown', ref: ref() })
-    else if (x < 0.7) out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] } })
-    else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), ref: ref() })
-    else if (x < 0.85) out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), restart: r() < 0.5 })
-    else if (x < 0.88) out.push({ c: 'drain', node: pick(NODES), on: r() < 0.5 })
+    else if (x < 0.7) {
+      placing.push(at)
+      out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] }, ...(r() < 0.5 ? { ue: 1 as const } : {}) })
+    } else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), ref: ref() })
+    else if (x < 0.85) {
+      placing.push(at)
+      out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), restart: r() < 0.5 })
+    } else if (x < 0.88) out.push({ c: 'drain', node: pick(NODES), on: r() < 0.5 })
     else if (x < 0.9) out.push({ c: 'rebalance' })
-    else if (x < 0.92) out.push({ c: 'handedOff', name: `sup-${Math.floor(r() * 30)}`, epoch: 1 + Math.floor(r() * 3), state: { at: i } })
-    else if (x < 0.94) {
+    else if (x < 0.92) {
+      placing.push(at)
+      out.push({ c: 'handedOff', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), state: { at: i } })
+    } else if (x < 0.94) {
       const node = pick(NODES)
+      placing.push(at)
       out.push({ c: 'nodeDown', node, inc: incs.get(node)! })
     } else if (x < 0.96) {
+      // a new incarnation (with or without the compare and set), a live one coming back, or a late
+      // copy of an earlier incarnation's announcement
       const node = pick(NODES)
-      incs.set(node, `${node}-${++incSeq}`)
-      out.push({ c: 'nodeUp', node, inc: incs.get(node)! })
+      const y = r()
+      placing.push(at)
+      if (y < 0.6) {
+        const prev = incs.get(node)!
+        oldIncs.push([node, prev])
+        incs.set(node, `${node}-${++incSeq}`)
+        out.push({ c: 'nodeUp', node, inc: incs.get(node)!, ...(y < 0.4 ? { prev } : {}) })
+      } else if (y < 0.8 || oldIncs.length === 0) out.push({ c: 'nodeUp', node, inc: incs.get(node)!, prev: incs.get(node)! })
+      else {
+        const [n0, inc0] = pick(oldIncs)
+        out.push({ c: 'nodeUp', node: n0, inc: inc0, prev: r() < 0.5 ? '' : inc0 })
+      }
     } else {
       const node = pick(NODES)
       out.push({ c: 'register', name: name(), ref: ref(), s: { node, inc: incs.get(node)!, seq: i, low: Math.max(0, i - 5) } })

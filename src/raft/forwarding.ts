@@ -244,6 +244,10 @@ export class Forwarder<C, R> {
         retry = true
         continue
       }
+      // An idempotent copy moved to the next leader: that an earlier copy was dropped by the old
+      // one says nothing about the copy in flight (found by review: it failed the request while
+      // its resend could still take effect).
+      if (kind !== RESULT_OK && code === 'PROPOSAL_DROPPED' && f.p.uncertain === true && from !== f.sentTo) continue
       this.outgoing.delete(ref)
       f.p.settled = true
       if (kind === RESULT_OK) {

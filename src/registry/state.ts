@@ -102,6 +102,15 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return r.retiring ? undefined : r.ref
   }
 
+  /**
+   * Whether `name` is registered and stays so: its worker runs, or is starting or moving (a name
+   * being unregistered, whose worker is stopping, is not).
+   */
+  hasName(name: string): boolean {
+    const r = this.names.get(name)
+    return r !== undefined && r.retiring !== true
+  }
+
   /** The registration of `name`, if any (a copy). */
   registration(name: string): Registration | undefined {
     const r = this.names.get(name)
@@ -160,6 +169,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** Known nodes of the sworm (copies). */
   nodeRecords(): NodeRecord[] {
     return [...this.nodes.values()].map((n) => ({ ...n }))
+  }
+
+  /** Whether incarnation `inc` of `node` is the one up in the registry. */
+  isUp(node: string, inc: string): boolean {
+    const n = this.nodes.get(node)
+    return n !== undefined && n.up && n.inc === inc
   }
 
   /** The record of one node. */
@@ -472,6 +487,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (prev && prev.inc === inc && prev.up) return true
     // A copy from a process replaced since (it read another incarnation than the current one)
     if (seen !== undefined && (prev?.inc ?? '') !== inc && (prev?.inc ?? '') !== seen) return false
+    // A late copy of this incarnation's first announcement, after it was declared gone: only the
+    // live process comes back (it read itself declared gone), not a copy its dead process left.
+    if (seen !== undefined && prev && prev.inc === inc && !prev.up && seen !== inc) return false
     const newInc = !prev || prev.inc !== inc
     this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false) })
     if (newInc) {
