@@ -3,6 +3,7 @@
  * workers). Each throws an {@link InvalidArgumentError} that says what is wrong.
  * @module
  */
+import { encodingProblem } from './util/encodable.js'
 import { pack } from 'msgpackr'
 import { InvalidArgumentError } from './errors.js'
 import type { StartSpec, WorkerRef } from './registry/types.js'
@@ -76,7 +77,8 @@ export class ArgChecks {
     const out: StartSpec = { module: spec.module, fn: spec.fn, args, restart }
     if (typeof spec.maxRestarts === 'number') out.maxRestarts = spec.maxRestarts
     if (typeof spec.maxSeconds === 'number') out.maxSeconds = spec.maxSeconds
-    this.encodable(out, 'spec.args', 'the start spec')
+    this.encodable(out.args, 'spec.args', 'the start spec')
+    this.encodable(out, 'the start spec', 'the start spec')
     return out
   }
 
@@ -100,8 +102,13 @@ export class ArgChecks {
     return worker as Worker
   }
 
-  /** `value` can be encoded (`what` names it) and takes at most `maxMessageBytes` (`sized` names it). */
+  /**
+   * `value` arrives unchanged on another node (see util/encodable.ts; `what` names it) and takes
+   * at most `maxMessageBytes` (`sized` names it): the same check on 1 node and on N.
+   */
   private encodable(value: unknown, what: string, sized: string): void {
+    const problem = encodingProblem(value, what)
+    if (problem !== undefined) throw new InvalidArgumentError(`${problem}: it would not arrive unchanged on another node (see "Values" in the README)`)
     let size: number
     try {
       size = pack(value).length

@@ -7,6 +7,7 @@
  * what the log decided for this node, and reports what happened back into the log.
  * @module
  */
+import { encodingProblem } from '../util/encodable.js'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
 import type { Clock, Logger } from '../raft/types.js'
@@ -331,6 +332,12 @@ export class Supervisor {
         state = await this.host.workers.handoff(r.id)
       } catch (err) {
         this.host.log.warn('beginHandoff failed; the worker moves without state', { name, err: String(err) })
+        state = undefined
+      }
+      const problem = encodingProblem(state, 'the state beginHandoff returned')
+      if (problem !== undefined) {
+        // it travels in the Raft log: refused here, rather than changed on the way
+        this.host.log.error('handoff state cannot be encoded; the worker moves without state', { name, problem })
         state = undefined
       }
       this.handedOff.set(name, { epoch, state })
