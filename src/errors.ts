@@ -93,6 +93,17 @@ export class NoWorkerError extends SwormError {
   }
 }
 
+/**
+ * A call reached a node (it was sent over a working connection) and that node died, or the
+ * connection was lost, before the reply came: the worker may or may not have handled it. Sworm
+ * never sends a call twice (at most once), so the caller decides whether to try again.
+ */
+export class OutcomeUnknownError extends SwormError {
+  constructor(message: string) {
+    super('OUTCOME_UNKNOWN', message)
+  }
+}
+
 /** The worker crashed (threw or rejected) while handling the message. */
 export class WorkerCrashedError extends SwormError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -66,8 +66,17 @@ export interface SwormOptions {
   maxNameBytes?: number
   /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
   maxMessageBytes?: number
-  /** Default `call` timeout. Default 5,000 ms. */
+  /**
+   * Default `call` timeout. Default 5,000 ms. A call by name to a worker that is moving,
+   * restarting, or whose node is unreachable or gone waits for the next incarnation within it.
+   */
   callTimeoutMs?: number
+  /**
+   * Casts (`send` by name) held per name while its worker is moving or restarting, delivered in
+   * order once it runs again (at most `callTimeoutMs` later). Beyond it the oldest is dropped and
+   * counted in `sworm_casts_dropped_total`. Default 1,000.
+   */
+  castBufferSize?: number
   /** How long a registry operation may take. Default 5,000 ms. */
   requestTimeoutMs?: number
   /** Raft tuning (defaults suit a LAN). */
@@ -99,6 +108,7 @@ export const DEFAULTS = {
   maxNameBytes: 1024,
   maxMessageBytes: 1024 * 1024,
   callTimeoutMs: 5000,
+  castBufferSize: 1000,
   requestTimeoutMs: 5000,
   raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000 },
 } as const
@@ -128,6 +138,7 @@ export interface ResolvedOptions {
   readonly maxNameBytes: number
   readonly maxMessageBytes: number
   readonly callTimeoutMs: number
+  readonly castBufferSize: number
   readonly requestTimeoutMs: number
   readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number }
   readonly metricsPort: number | undefined
@@ -207,6 +218,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
   const maxNameBytes = positive(o, 'maxNameBytes', DEFAULTS.maxNameBytes)
   const maxMessageBytes = positive(o, 'maxMessageBytes', DEFAULTS.maxMessageBytes)
   const callTimeoutMs = positive(o, 'callTimeoutMs', DEFAULTS.callTimeoutMs)
+  const castBufferSize = positive(o, 'castBufferSize', DEFAULTS.castBufferSize)
   const requestTimeoutMs = positive(o, 'requestTimeoutMs', DEFAULTS.requestTimeoutMs)
   if (o.logger !== undefined && !isObj(o.logger)) throw new TypeError('Sworm.start: option "logger" must be a logger object')
   if (o.raft !== undefined && !isObj(o.raft)) throw new TypeError('Sworm.start: option "raft" must be an object')
@@ -253,6 +265,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     maxNameBytes,
     maxMessageBytes,
     callTimeoutMs,
+    castBufferSize,
     requestTimeoutMs,
     raft,
     metricsPort: options.metricsPort,

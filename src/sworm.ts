@@ -10,7 +10,7 @@ import { assemble, start, type SwormDeps, type SwormParts } from './bootstrap.js
 import { ArgChecks, isObj } from './args.js'
 import { FailureDetector } from './cluster/failure-detector.js'
 import { Membership } from './cluster/membership.js'
-import { AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, TimeoutError } from './errors.js'
+import { AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, SwormError, TimeoutError, WorkerCrashedError } from './errors.js'
 import { emitSafely, RegistryEvents, type SwormEvents } from './events.js'
 import { setInternals } from './internal-hooks.js'
 import { NodeStatus, type SwormStatus, type SwormStatusReport } from './observability/status.js'
@@ -32,6 +32,9 @@ import { sleep } from './util/retry.js'
 
 export type { SwormEvents, WorkerStopReason } from './events.js'
 export type { SwormOptions } from './options.js'
+
+/** One member's outcome in {@link Sworm.multiCall}: its reply, or the error of its call. */
+export type MultiCallResult<R = unknown> = { ref: WorkerRef; ok: true; value: R } | { ref: WorkerRef; ok: false; error: SwormError }
 export type { SwormStatus, SwormStatusReport } from './observability/status.js'
 
 /**
@@ -140,7 +143,25 @@ export class Sworm extends EventEmitter<SwormEvents> {
     })
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
     const isLocal = (ref: WorkerRef): boolean => this.isLocal(ref)
-    this.messaging = new Messaging({ raft, state, workers, router, requests: this.requests, clock, isLocal, gate: (id) => this.fence.gate(id), guard: () => this.guard() })
+    const msgs = p.msgs
+    this.messaging = new Messaging({
+      raft,
+      state,
+      workers,
+      router,
+      clock,
+      isLocal,
+      gate: (id) => this.fence.gate(id),
+      guard: () => this.guard(),
+      castBufferSize: o.castBufferSize,
+      castHoldMs: o.callTimeoutMs,
+      count: {
+        castDropped: (n) => metrics.castsDropped.inc(n),
+        callRedirected: () => metrics.callsRedirected.inc(),
+        callOutcomeUnknown: (n) => metrics.callsOutcomeUnknown.inc(n),
+      },
+    })
+    msgs.onConnection?.((peer, up) => this.messaging.onConnection(peer, up))
     this.membership = new Membership({
       ...node,
       peerLog,
@@ -164,7 +185,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       hub: p.hub,
       faults: p.faults,
       crash: () => this.crash(),
-      queues: () => ({ requestsOut: this.requests.size, mailboxQueued: workers.queued() }),
+      queues: () => ({ requestsOut: this.requests.size + this.messaging.size, mailboxQueued: workers.queued() }),
     })
   }
 
@@ -402,6 +423,43 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   /**
+   * Cast `msg` to every member of `group` (local read of the members), as Swarm's `publish`.
+   * Fire and forget: resolves with the number of members it was sent to.
+   * @throws InvalidArgumentError (bad group name, message too large or not encodable)
+   */
+  async publish(group: string, msg: unknown): Promise<number> {
+    this.guard()
+    const g = this.args.name(group, 'group')
+    this.args.message(msg)
+    const members = this.state.members(g)
+    // a member that ended meanwhile is skipped, as a cast to it would be lost anyway
+    await Promise.all(members.map((ref) => this.messaging.send(ref, msg).catch(() => {})))
+    return members.length
+  }
+
+  /**
+   * Call every member of `group` (local read of the members) at once and wait for them all, as
+   * Swarm's `multi_call`: one result per member, in the order of {@link Sworm.members}, each the
+   * reply or the error of that call (no call fails the others).
+   * @param opts.timeout - per call, default `callTimeoutMs`
+   * @throws InvalidArgumentError (bad group name, message or timeout)
+   */
+  async multiCall<R = unknown>(group: string, msg: unknown, opts: { timeout?: number } = {}): Promise<Array<MultiCallResult<R>>> {
+    this.guard()
+    const g = this.args.name(group, 'group')
+    this.args.message(msg)
+    const timeout = this.args.timeout(opts, 'timeout') ?? this.opts.callTimeoutMs
+    return Promise.all(
+      this.state.members(g).map((ref) =>
+        this.messaging.call<R>(ref, msg, timeout).then(
+          (value): MultiCallResult<R> => ({ ref, ok: true, value }),
+          (err: unknown): MultiCallResult<R> => ({ ref, ok: false, error: err instanceof SwormError ? err : new WorkerCrashedError(String(err)) }),
+        ),
+      ),
+    )
+  }
+
+  /**
    * The Raft node behind this sworm: for membership changes (`addNode`, `removeNode`,
    * `replaceNode`, `transferLeadership`, on the leader) and for its status.
    */
@@ -446,6 +504,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   // ------------------------------------------------------------------ operations
+
+  /**
+   * Resolves once this node is up in the sworm: a leader was seen and this incarnation's
+   * announcement is applied, so registry operations from here go through. Every registry
+   * operation waits for this anyway; call it to know at start-up that the cluster is reachable.
+   * @throws NotLeaderError (no leader seen within `requestTimeoutMs`: check that a majority of the
+   * peers are up and reachable and that every node uses the same secret), TimeoutError (a leader
+   * is known but this node is not up yet), ShuttingDownError
+   */
+  async ready(): Promise<void> {
+    this.guard()
+    await this.membership.ready()
+  }
 
   /**
    * Move this node's supervised workers to other nodes, with state handoff, and take no new ones.
@@ -521,26 +592,42 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * Leave gracefully: this node's workers stop (their `terminate` runs) and their names are
    * removed everywhere, leadership is handed over, and the node's resources are released.
+   * @param opts.drain - default true: first move this node's supervised workers to other nodes,
+   *   with handoff (up to `startTimeoutMs`), and remove its static names right away. `false`: stop
+   *   at once (the whole cluster is stopping, or a fast exit); the other nodes then treat this
+   *   node as gone once its lease has run out, and restart its supervised workers without state.
    */
-  async stop(): Promise<void> {
+  async stop(opts: { drain?: boolean } = {}): Promise<void> {
     if (this.stopped) return
+    if (opts === null || typeof opts !== 'object' || (opts.drain !== undefined && typeof opts.drain !== 'boolean')) {
+      throw new InvalidArgumentError('stop options must be { drain?: boolean }')
+    }
+    const graceful = opts.drain !== false
     // Hand supervised workers over to other nodes before leaving.
-    if (this.membership.up && this.state.supervisedOn(this.nodeId).length > 0) {
+    if (graceful && this.membership.up && this.state.supervisedOn(this.nodeId).length > 0) {
       await this.drain({ timeoutMs: this.opts.startTimeoutMs }).catch((err: unknown) => this.log.warn('drain before stop did not finish', { err: String(err) }))
     }
-    const named = this.workers
-      .ids()
-      .map((id) => this.refOf(id))
-      .filter((r) => this.state.namesOfRef(r).length > 0)
+    const named = graceful
+      ? this.workers
+          .ids()
+          .map((id) => this.refOf(id))
+          .filter((r) => this.state.namesOfRef(r).length > 0)
+      : []
     this.halt()
     await this.observe.close()
     await this.workers.stopAll('shutdown')
     // best effort: drop our names now rather than waiting for the leader to declare us gone
-    await Promise.race([Promise.allSettled(named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))), sleep(this.clock, 2000)])
+    if (named.length > 0) await Promise.race([Promise.allSettled(named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))), sleep(this.clock, 2000)])
     this.requests.failAll(new ShuttingDownError('the sworm is stopped'))
-    await this.raft.stop()
+    this.messaging.close(new ShuttingDownError('the sworm is stopped'))
+    await this.raft.stop({ transfer: graceful })
     await this.release()
-    this.log.info('sworm stopped')
+    this.log.info('sworm stopped', { drained: graceful })
+  }
+
+  /** `await using sworm = await Sworm.start(...)`: {@link Sworm.stop} when the scope ends. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop()
   }
 
   // ------------------------------------------------------------------ reactions
@@ -562,6 +649,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.supervisor.onChange(ch)
     this.detector.onChange(ch)
     this.events.onChange(ch)
+    this.messaging.onChange(ch)
     // A name for a worker of this node that is not (or no longer) here: it ended while the
     // registration was in flight, or the ref never existed. Drop the name everywhere.
     if (ch.type === 'registered' && this.isLocal(ch.ref) && !this.workers.has(ch.ref.id) && !this.stopped) void this.client.proposeUntilDone({ c: 'workerDown', ref: ch.ref })

@@ -405,6 +405,11 @@ t.test('an operation on a node that sees no leader ends within requestTimeoutMs,
   const err = await rejection(c.sched, n1.sworm.registerName('x', { module: 'w', fn: 'counter', args: ['noleader/x'] }), 10_000)
   t.equal(err?.code, 'NOT_LEADER', `rejects with NOT_LEADER: ${err?.message ?? 'it resolved'}`)
   t.ok(c.sched.now - t0 <= 1500, `within requestTimeoutMs (${(c.sched.now - t0).toFixed(0)} ms)`)
+  const t1 = c.sched.now
+  const notReady = await rejection(c.sched, n1.sworm.ready(), 10_000)
+  t.equal(notReady?.code, 'NOT_LEADER', `ready() says why: ${notReady?.message ?? 'it resolved'}`)
+  t.match(notReady?.message ?? '', /same secret/, 'and what to check')
+  t.ok(c.sched.now - t1 <= 1500, 'within requestTimeoutMs too')
   c.stopAll()
 })
 

@@ -83,6 +83,7 @@ export class PeerFaults {
         }),
       setPeers: (peers) => t.setPeers(peers),
       close: () => t.close(),
+      onConnection: (handler) => t.onConnection?.(handler),
     }
   }
 

@@ -107,6 +107,7 @@ export interface WsPeerStats {
 interface Channel {
   group: string
   handler: ((from: NodeId, msg: unknown) => void) | undefined
+  connHandler: ((peer: NodeId, up: boolean) => void) | undefined
   peers: Record<NodeId, string>
 }
 
@@ -253,7 +254,7 @@ export class WsHub {
     if (typeof group !== 'string') throw new SwormError('INVALID_ARGUMENT', 'group must be a string')
     if (this.channels.has(group)) throw new SwormError('INVALID_ARGUMENT', `channel ${group} is already open`)
     if (this.closed) throw new SwormError('SHUTTING_DOWN', 'the hub is closed')
-    const ch: Channel = { group, handler: undefined, peers: {} }
+    const ch: Channel = { group, handler: undefined, connHandler: undefined, peers: {} }
     this.channels.set(group, ch)
     let open = true
     return {
@@ -263,6 +264,9 @@ export class WsHub {
       },
       onMessage: (handler) => {
         ch.handler = handler
+      },
+      onConnection: (handler) => {
+        ch.connHandler = handler
       },
       setPeers: (peers) => {
         if (!open) return
@@ -564,6 +568,7 @@ export class WsHub {
     if (peer.conn === conn) {
       peer.conn = undefined
       if (wasOpen) this.log.info('peer disconnected', { peer: id, remote: conn.remote })
+      this.tellConnection(id, false)
       if (this.addresses.has(id)) {
         peer.attempts = 0
         peer.scheduleRetry()
@@ -742,6 +747,8 @@ export class WsHub {
       else keepNew = conn.outbound === (this.nodeId < id) // keep the one dialed by the lower id
       const loser = keepNew ? existing : conn
       this.log.debug('duplicate connection; closing one', { peer: id, keptOutbound: !loser.outbound })
+      // the peer restarted: what was sent to its old process may or may not have arrived
+      if (existing.peerBoot !== conn.peerBoot) this.tellConnection(id, false)
       if (keepNew) peer.conn = conn
       loser.state = 'retiring'
       if (loser.timer) clearTimeout(loser.timer)
@@ -753,6 +760,18 @@ export class WsHub {
       this.log.info('peer connected', { peer: id, remote: conn.remote, outbound: conn.outbound })
     }
     peer.connected()
+    this.tellConnection(id, true)
+  }
+
+  /** Tell every channel that the connection to `peer` opened or was lost. */
+  private tellConnection(peer: NodeId, up: boolean): void {
+    for (const ch of this.channels.values()) {
+      try {
+        ch.connHandler?.(peer, up)
+      } catch (err) {
+        this.log.error('connection handler threw', { peer, err: String(err) })
+      }
+    }
   }
 
   private onData(conn: Conn, f: Record<string, unknown>): void {

@@ -281,6 +281,11 @@ export interface Transport {
   /** Replace the set of known peers and their addresses. */
   setPeers(peers: Record<NodeId, string>): void
   close(): Promise<void>
+  /**
+   * Optional: set the handler told when the connection to a peer opens (`true`) or is lost
+   * (`false`; messages sent on it may or may not have arrived). One per transport.
+   */
+  onConnection?(handler: (peer: NodeId, up: boolean) => void): void
 }
 
 /** The clock port: time in milliseconds and timers. Replaced by simulated time in tests. */

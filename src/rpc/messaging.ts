@@ -2,18 +2,27 @@
  * Messages to workers: `send` (a cast) and `call` (a request and its reply), to a worker on this
  * node or on another, by name or by ref; and the other side, delivering what other nodes send to
  * this node's workers. A supervised worker handles nothing unless this node's lease holds.
+ *
+ * Location transparency (by name): a name whose worker is moving, restarting, or on a node that
+ * is down or unreachable is not an error. A call waits for the registry to show the next running
+ * incarnation, then goes there, all within its own timeout; a call that reaches a node where the
+ * worker is gone (answered NO_WORKER: the worker never saw it) goes on to the next incarnation.
+ * Casts wait in a bounded buffer per name and go out in order. A call is sent at most once to a
+ * worker: once it went out on a working connection, the death of that node, or the loss of that
+ * connection, rejects it at once with OUTCOME_UNKNOWN (it is never sent again). A ref pins one
+ * incarnation: calls and casts to a ref never follow a move.
  * @module
  */
-import { NoWorkerError, SwormError, TimeoutError, WorkerCrashedError } from '../errors.js'
+import { NoWorkerError, OutcomeUnknownError, SwormError, TimeoutError, WorkerCrashedError } from '../errors.js'
 import { isObj } from '../args.js'
 import { isMember } from '../cluster/config.js'
 import { clip } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
 import type { Clock } from '../raft/types.js'
-import type { RegistryState } from '../registry/state.js'
-import type { RegistryCommand, RegistryResult, WorkerRef } from '../registry/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import { sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } from '../registry/types.js'
 import type { LocalWorkers } from '../supervisor/local-workers.js'
-import type { PendingRequests } from './pending.js'
+import { PendingRequests } from './pending.js'
 import type { WireRouter } from './router.js'
 
 /** What messaging needs of its node. */
@@ -22,7 +31,6 @@ export interface MessagingHost {
   readonly state: RegistryState
   readonly workers: LocalWorkers
   readonly router: WireRouter
-  readonly requests: PendingRequests
   readonly clock: Clock
   /** Whether `ref` is a worker of this node incarnation. */
   isLocal(ref: WorkerRef): boolean
@@ -30,12 +38,36 @@ export interface MessagingHost {
   gate(id: number): boolean
   /** Throws once the sworm is stopped. */
   guard(): void
+  /** Casts held per name at most (see SwormOptions.castBufferSize). */
+  readonly castBufferSize: number
+  /** How long a cast is held at most (callTimeoutMs). */
+  readonly castHoldMs: number
+  /** Counters: casts dropped, calls redirected, calls rejected with OUTCOME_UNKNOWN. */
+  readonly count: { castDropped(n: number): void; callRedirected(): void; callOutcomeUnknown(n: number): void }
 }
+
+/** Casts to one name, held until its worker runs again. */
+interface Held {
+  msgs: unknown[]
+  until: number
+  timer: unknown
+}
+
+/** How often a waiting call or held cast looks again without a change (a restored snapshot emits none). */
+const RECHECK_MS = 250
 
 /** Worker messaging of one node. */
 export class Messaging {
+  private readonly calls: PendingRequests
+  /** Woken on any change of the name (or of any node or connection). */
+  private readonly waiting = new Map<string, Set<() => void>>()
+  private readonly held = new Map<string, Held>()
+  /** Nodes whose connection was lost and has not opened again (their workers cannot be reached). */
+  private readonly lost = new Set<string>()
+
   constructor(private readonly host: MessagingHost) {
     const { router, workers } = host
+    this.calls = new PendingRequests(host.clock)
     router.on('cast', (_from, m) => {
       const local = this.localId(m.to)
       if (local !== undefined && host.gate(local)) workers.cast(local, m.msg)
@@ -61,29 +93,130 @@ export class Messaging {
     })
     router.on('reply', (from, m) => {
       const error = m.ok ? undefined : m.code === 'NO_WORKER' ? new NoWorkerError(String(m.message)) : new WorkerCrashedError(String(m.message))
-      const got = host.requests.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: m.value })
-      // 'late': the call timed out
+      const got = this.calls.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: m.value })
+      // 'late': the call timed out, or was rejected when its node was lost
       if (got === 'stranger') router.drop(from, 'reply from a node the call did not go to')
     })
+  }
+
+  /** Calls waiting for a reply from another node. */
+  get size(): number {
+    return this.calls.size
   }
 
   /** See {@link Sworm.send}; `target` and `msg` are checked by the caller. */
   async send(target: string | WorkerRef, msg: unknown): Promise<void> {
     const { host } = this
-    const ref = await this.resolveTarget(target)
-    host.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
-    if (host.isLocal(ref)) {
-      if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+    if (typeof target !== 'string') {
+      const ref = this.checkRef(target)
+      if (host.isLocal(ref)) {
+        if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+        return
+      }
+      host.router.send(ref.node, { t: 'cast', to: ref, msg })
       return
     }
-    host.router.send(ref.node, { t: 'cast', to: ref, msg })
+    const name = target
+    const queue = this.held.get(name)
+    if (queue) {
+      this.hold(name, queue, msg) // behind the casts already held: in order
+      return
+    }
+    if (!host.state.hasName(name)) {
+      // the local copy may lag: one linearizable read before saying the name is unknown
+      await host.raft.read().catch(() => {})
+      host.guard()
+      if (!host.state.hasName(name)) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
+    }
+    const later = this.held.get(name) // casts held while this one waited for the read go first
+    if (later) return this.hold(name, later, msg)
+    const ref = this.live(name)
+    if (ref && this.castTo(ref, msg)) return
+    this.hold(name, this.newHeld(name), msg)
   }
 
   /** See {@link Sworm.call}; `target`, `msg` and `timeout` are checked by the caller. */
   async call<R>(target: string | WorkerRef, msg: unknown, timeout: number): Promise<R> {
     const { host } = this
-    const ref = await this.resolveTarget(target)
-    host.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
+    const deadline = host.clock.now() + timeout
+    if (typeof target !== 'string') return this.deliver<R>(this.checkRef(target), msg, timeout, timeout)
+    let tried: WorkerRef | undefined
+    for (;;) {
+      const ref = await this.nextRef(target, deadline, timeout, tried)
+      host.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
+      try {
+        return await this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout)
+      } catch (err) {
+        // NO_WORKER: the worker never saw the call (it ended, moved, or its node lost its lease):
+        // it may go to the next incarnation
+        if (!(err instanceof NoWorkerError)) throw err
+        tried = ref
+        host.count.callRedirected()
+      }
+    }
+  }
+
+  /** A change applied to the registry: wake what waits on it; a node declared gone loses its calls. */
+  onChange(ch: RegistryChange): void {
+    if (ch.type === 'nodeDown') {
+      const n = this.calls.failNode(ch.node, ch.inc, () => new OutcomeUnknownError(`node ${ch.node} was declared gone before it answered the call; the worker may or may not have handled it`))
+      if (n > 0) this.host.count.callOutcomeUnknown(n)
+    }
+    if ('name' in ch) this.wake(ch.name)
+    else if (ch.type === 'nodeUp' || ch.type === 'nodeDown') this.wakeAll()
+  }
+
+  /** The connection to `peer` opened or was lost (see Transport.onConnection). */
+  onConnection(peer: string, up: boolean): void {
+    if (up) this.lost.delete(peer)
+    else {
+      this.lost.add(peer)
+      const n = this.calls.failNode(peer, undefined, () => new OutcomeUnknownError(`the connection to node ${peer} was lost before it answered the call; the worker may or may not have handled it`))
+      if (n > 0) this.host.count.callOutcomeUnknown(n)
+    }
+    this.wakeAll()
+  }
+
+  /** Reject every call waiting for a reply, drop every held cast (on stop). */
+  close(err: Error): void {
+    this.calls.failAll(err)
+    for (const [name, q] of this.held) this.dropHeld(name, q)
+    this.wakeAll()
+  }
+
+  // ------------------------------------------------------------ calls
+
+  /**
+   * The ref to send a call for `name` to: a running worker, other than `tried`, that can be
+   * reached now. Waits for one until `deadline`.
+   * @throws NoWorkerError (the name is not registered), TimeoutError (none within the deadline)
+   */
+  private async nextRef(name: string, deadline: number, timeout: number, tried: WorkerRef | undefined): Promise<WorkerRef> {
+    const { host } = this
+    let read = false
+    for (;;) {
+      const ref = this.live(name)
+      if (ref && !(tried && sameRef(ref, tried))) return ref
+      if (!ref && !host.state.hasName(name)) {
+        if (read || tried) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
+        // the local copy may lag: one linearizable read before saying the name is unknown
+        await host.raft.read().catch(() => {})
+        host.guard()
+        read = true
+        continue
+      }
+      // registered, but moving, restarting, stopping, or on a node that cannot be reached
+      if (host.clock.now() >= deadline) {
+        throw new TimeoutError(`call not answered within ${timeout} ms: the worker of ${JSON.stringify(name)} is moving, restarting, or its node cannot be reached`)
+      }
+      await this.change(name, deadline)
+      host.guard()
+    }
+  }
+
+  /** Send the call to `ref` and wait for its reply (or its worker's error) for `ms`. */
+  private async deliver<R>(ref: WorkerRef, msg: unknown, ms: number, timeout: number): Promise<R> {
+    const { host } = this
     const timedOut = (): TimeoutError => new TimeoutError(`call not answered within ${timeout} ms`)
     if (host.isLocal(ref)) {
       if (!host.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
@@ -92,15 +225,112 @@ export class Messaging {
         return (await Promise.race([
           host.workers.call(ref.id, msg),
           new Promise<never>((_, rej) => {
-            timer = host.clock.setTimeout(() => rej(timedOut()), timeout)
+            timer = host.clock.setTimeout(() => rej(timedOut()), ms)
           }),
         ])) as R
       } finally {
         host.clock.clearTimeout(timer)
       }
     }
-    return host.requests.request<R>(ref.node, timeout, timedOut, (id) => host.router.send(ref.node, { t: 'call', id, to: ref, msg }))
+    return this.calls.request<R>(ref.node, ms, timedOut, (id) => host.router.send(ref.node, { t: 'call', id, to: ref, msg }), ref.inc)
   }
+
+  // ------------------------------------------------------------ casts
+
+  /** Cast to `ref` if it can take it now. */
+  private castTo(ref: WorkerRef, msg: unknown): boolean {
+    const { host } = this
+    if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.cast(ref.id, msg)
+    host.router.send(ref.node, { t: 'cast', to: ref, msg })
+    return true
+  }
+
+  private newHeld(name: string): Held {
+    const q: Held = { msgs: [], until: this.host.clock.now() + this.host.castHoldMs, timer: undefined }
+    this.held.set(name, q)
+    void this.release(name, q)
+    return q
+  }
+
+  private hold(name: string, q: Held, msg: unknown): void {
+    q.msgs.push(msg)
+    if (q.msgs.length > Math.max(1, Math.floor(this.host.castBufferSize))) {
+      q.msgs.shift()
+      this.host.count.castDropped(1)
+    }
+  }
+
+  /** Deliver the casts held for `name`, in order, once its worker runs; drop them when it is gone or too late. */
+  private async release(name: string, q: Held): Promise<void> {
+    const { host } = this
+    for (;;) {
+      if (this.held.get(name) !== q) return // dropped (stop)
+      const ref = this.live(name)
+      if (ref) {
+        let sent = 0
+        while (sent < q.msgs.length && this.castTo(ref, q.msgs[sent])) sent++
+        q.msgs.splice(0, sent)
+        if (q.msgs.length === 0) {
+          this.held.delete(name)
+          return
+        }
+      } else if (!host.state.hasName(name) || host.clock.now() >= q.until) {
+        this.dropHeld(name, q)
+        return
+      }
+      await this.change(name, q.until)
+    }
+  }
+
+  private dropHeld(name: string, q: Held): void {
+    if (this.held.get(name) === q) this.held.delete(name)
+    if (q.msgs.length > 0) this.host.count.castDropped(q.msgs.length)
+    q.msgs = []
+  }
+
+  // ------------------------------------------------------------ waiting
+
+  /**
+   * The ref answering to `name` if a message can reach its worker now: a local worker that may
+   * handle messages, or a worker of an incarnation that is up, on a node whose connection to this
+   * one was not lost (a node not connected yet is dialed when the message is sent).
+   */
+  private live(name: string): WorkerRef | undefined {
+    const { host } = this
+    const ref = host.state.whereis(name)
+    if (!ref) return undefined
+    if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.has(ref.id) ? ref : undefined
+    return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) ? ref : undefined
+  }
+
+  /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
+  private change(name: string, deadline: number): Promise<void> {
+    const { host } = this
+    return new Promise<void>((resolve) => {
+      let set = this.waiting.get(name)
+      if (!set) this.waiting.set(name, (set = new Set()))
+      const waiters = set
+      const done = (): void => {
+        host.clock.clearTimeout(timer)
+        waiters.delete(done)
+        if (waiters.size === 0 && this.waiting.get(name) === waiters) this.waiting.delete(name)
+        resolve()
+      }
+      const timer = host.clock.setTimeout(done, Math.max(1, Math.min(RECHECK_MS, deadline - host.clock.now())))
+      waiters.add(done)
+    })
+  }
+
+  private wake(name: string): void {
+    const set = this.waiting.get(name)
+    if (set) for (const done of [...set]) done()
+  }
+
+  private wakeAll(): void {
+    for (const set of [...this.waiting.values()]) for (const done of [...set]) done()
+  }
+
+  // ------------------------------------------------------------ refs
 
   /** The worker id `to` names if it is a ref of this node incarnation. */
   private localId(to: unknown): number | undefined {
@@ -108,23 +338,9 @@ export class Messaging {
     return this.host.isLocal(to as unknown as WorkerRef) ? to.id : undefined
   }
 
-  /**
-   * The ref for a name from the local copy; on a miss, one linearizable read before giving up, so a
-   * name registered on another node a moment ago is found (the local copy may lag).
-   */
-  private async resolveTarget(target: string | WorkerRef): Promise<WorkerRef> {
-    const { host } = this
-    if (typeof target !== 'string') {
-      if (!host.isLocal(target) && !this.knowsNode(target.node)) throw new NoWorkerError(`no node ${JSON.stringify(clip(target.node))} in this sworm`)
-      return target
-    }
-    let ref = host.state.whereis(target)
-    if (!ref) {
-      await host.raft.read().catch(() => {})
-      host.guard()
-      ref = host.state.whereis(target)
-    }
-    if (!ref) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(target)}`)
+  /** `ref`, if it can be reached at all (a ref of a node that was never in this sworm cannot). */
+  private checkRef(ref: WorkerRef): WorkerRef {
+    if (!this.host.isLocal(ref) && !this.knowsNode(ref.node)) throw new NoWorkerError(`no node ${JSON.stringify(clip(ref.node))} in this sworm`)
     return ref
   }
 

@@ -7,6 +7,7 @@ import type { Clock, NodeId } from '../raft/types.js'
 
 interface Entry {
   node: NodeId
+  tag: string | undefined
   resolve: (v: unknown) => void
   reject: (e: Error) => void
   timer: unknown
@@ -26,16 +27,17 @@ export class PendingRequests {
 
   /**
    * Register a request to `node` and send it with `send(id)`. The promise settles with the answer,
-   * or rejects with `onTimeout()` after `timeoutMs`.
+   * or rejects with `onTimeout()` after `timeoutMs`. `tag` (e.g. the node incarnation asked) lets
+   * {@link failNode} pick it out.
    */
-  request<R>(node: NodeId, timeoutMs: number, onTimeout: () => Error, send: (id: number) => void): Promise<R> {
+  request<R>(node: NodeId, timeoutMs: number, onTimeout: () => Error, send: (id: number) => void, tag?: string): Promise<R> {
     const id = ++this.seq
     return new Promise<R>((resolve, reject) => {
       const timer = this.clock.setTimeout(() => {
         this.waiting.delete(id)
         reject(onTimeout())
       }, timeoutMs)
-      this.waiting.set(id, { node, resolve: resolve as (v: unknown) => void, reject, timer })
+      this.waiting.set(id, { node, tag, resolve: resolve as (v: unknown) => void, reject, timer })
       send(id)
     })
   }
@@ -53,6 +55,22 @@ export class PendingRequests {
     if (outcome.ok) e.resolve(outcome.value)
     else e.reject(outcome.error)
     return 'settled'
+  }
+
+  /**
+   * Reject every request waiting for an answer from `node` (with `tag`, if given) with `err()`:
+   * the node died, or the connection to it was lost, so no answer may come. Returns how many.
+   */
+  failNode(node: NodeId, tag: string | undefined, err: () => Error): number {
+    let n = 0
+    for (const [id, e] of this.waiting) {
+      if (e.node !== node || (tag !== undefined && e.tag !== tag)) continue
+      this.waiting.delete(id)
+      this.clock.clearTimeout(e.timer)
+      e.reject(err())
+      n++
+    }
+    return n
   }
 
   /** Reject every waiting request with `err` (on stop). */

@@ -147,6 +147,15 @@ export type SwormRequest =
   | { op: 'drain'; timeoutMs?: number }
   /** `sworm.undrain()`. */
   | { op: 'undrain' }
+  /** `sworm.rebalance()`. */
+  | { op: 'rebalance' }
+  /**
+   * Start calling `names` by name in the background, round robin, `concurrency` calls in flight
+   * (default 4), each with `timeoutMs`, until `callLoopStop`; see {@link CallLoopResult}.
+   */
+  | { op: 'callLoopStart'; names: string[]; msg: unknown; timeoutMs: number; concurrency?: number }
+  /** Stop the loop `callLoopStart` began (after the calls in flight end) and say how it went. */
+  | { op: 'callLoopStop' }
   /**
    * Push this node's Sworm events to the parent from now on, as `{ events: SwormProcessEvent[] }`
    * messages (batched every `flushMs`, default 100); `events` limits which (default: all), and
@@ -258,6 +267,17 @@ export interface RegistryDigest {
   perNode: Record<string, number>
   /** The registrations whose name starts with one of the requested prefixes, sorted, as `[name, node, id]`. */
   listed: Array<[string, string, number]>
+}
+
+/** Result of `callLoopStop`. */
+export interface CallLoopResult {
+  ok: number
+  /** Failed calls by error code. */
+  failed: Record<string, number>
+  /** First few failures: name, code, message, and when (epoch ms). */
+  samples: string[]
+  /** The longest a successful call took, in ms. */
+  slowestMs: number
 }
 
 /** Result of `callEach`. */

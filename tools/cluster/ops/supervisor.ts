@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks'
 import type { WorkerRef } from '../../../src/index.js'
 import { errorInfo } from '../node-process.js'
 import { nowEpoch, percentile, runConcurrently } from '../stats.js'
-import type { AwaitAnswersResult, CallRefsResult, RegisterSupervisedManyResult, SwormRequest, WhereisOrRegisterManyResult } from '../sworm-protocol.js'
+import type { AwaitAnswersResult, CallLoopResult, CallRefsResult, RegisterSupervisedManyResult, SwormRequest, WhereisOrRegisterManyResult } from '../sworm-protocol.js'
 import { factoryRuns, life } from '../workers.js'
 import type { SwormNodeContext, SwormOpTable } from './context.js'
 
@@ -59,8 +59,52 @@ export function supervisorOps(ctx: SwormNodeContext) {
       return { ms: performance.now() - t0 }
     },
     undrain: async () => void (await sworm.undrain()),
+    rebalance: async () => void (await sworm.rebalance()),
+    callLoopStart: (req) => {
+      if (callLoop) throw new Error('a call loop runs already')
+      callLoop = startCallLoop(ctx, req)
+      return null
+    },
+    callLoopStop: async () => {
+      const loop = callLoop
+      if (!loop) throw new Error('no call loop runs')
+      callLoop = undefined
+      return loop.stop()
+    },
     removeNode: async (req) => void (await sworm.removeNode(req.node, req.timeoutMs !== undefined ? { timeoutMs: req.timeoutMs } : {})),
   } satisfies Partial<SwormOpTable>
+}
+
+let callLoop: { stop(): Promise<CallLoopResult> } | undefined
+
+/** Call names round robin, `concurrency` at a time, until stopped; count what failed and how. */
+function startCallLoop({ sworm }: SwormNodeContext, req: Req<'callLoopStart'>): { stop(): Promise<CallLoopResult> } {
+  const res: CallLoopResult = { ok: 0, failed: {}, samples: [], slowestMs: 0 }
+  let next = 0
+  let running = true
+  const lane = async (): Promise<void> => {
+    while (running && req.names.length > 0) {
+      const name = req.names[next++ % req.names.length]!
+      const t0 = performance.now()
+      try {
+        await sworm.call(name, req.msg, { timeout: req.timeoutMs })
+        res.ok++
+        res.slowestMs = Math.max(res.slowestMs, performance.now() - t0)
+      } catch (err) {
+        const { code, message } = errorInfo(err)
+        res.failed[code] = (res.failed[code] ?? 0) + 1
+        if (res.samples.length < 10) res.samples.push(`${name}: ${code}: ${message} (at ${Math.round(nowEpoch())}, after ${Math.round(performance.now() - t0)} ms)`)
+      }
+    }
+  }
+  const lanes = Array.from({ length: Math.max(1, req.concurrency ?? 4) }, () => lane())
+  return {
+    stop: async () => {
+      running = false
+      await Promise.all(lanes)
+      return res
+    },
+  }
 }
 
 async function registerSupervisedMany({ sworm }: SwormNodeContext, req: Req<'registerSupervisedMany'>): Promise<RegisterSupervisedManyResult> {

@@ -1,0 +1,85 @@
+/**
+ * What a Node developer expects of the API (issue #14): group messaging as in Swarm (`publish`,
+ * `multiCall`), a fast `stop({ drain: false })`, and `await using` through `Symbol.asyncDispose`.
+ */
+import { fileURLToPath } from 'node:url'
+import t from 'tap'
+import { Sworm, type WorkerRef } from '../src/index.js'
+import { silentLogger } from '../src/raft/types.js'
+import { freePorts, startSworms, tempDir, TEST_SECRET, waitFor } from './helpers.js'
+
+const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
+
+t.test('publish casts to every member of a group; multiCall calls them all and says how each went', async (t) => {
+  const c = await startSworms(3, 'grp')
+  t.teardown(() => c.stop())
+  const got: Array<[number, unknown]> = []
+  const refs: WorkerRef[] = []
+  for (const [i, s] of c.nodes.entries()) {
+    const ref = s.spawn({
+      handleCast: (m) => void got.push([i, m]),
+      handleCall: (m) => {
+        if (m === 'boom' && i === 1) throw new Error('member 1 fails')
+        return { from: i, m }
+      },
+    })
+    t.equal(await s.registerName(`member:${i}`, ref), true)
+    await s.join('room', ref)
+    refs.push(ref)
+  }
+  const a = c.nodes[0]!
+  await waitFor(() => a.members('room').length === 3, 10_000, 'n1 sees the 3 members')
+  t.equal(await a.publish('room', 'hello'), 3, 'sent to 3 members')
+  await waitFor(() => got.length === 3, 10_000, 'every member got the cast')
+  t.same(got.map(([i]) => i).sort(), [0, 1, 2])
+  t.equal(await a.publish('empty-room', 'x'), 0, 'a group without members: sent to none')
+
+  const replies = await a.multiCall<{ from: number }>('room', 'ping', { timeout: 5000 })
+  t.same(
+    replies.map((r) => (r.ok ? r.value.from : -1)).sort(),
+    [0, 1, 2],
+    'one reply per member',
+  )
+  const mixed = await a.multiCall('room', 'boom')
+  const failed = mixed.filter((r) => !r.ok)
+  t.equal(failed.length, 1, 'one member failed')
+  t.equal(failed[0]!.ok ? undefined : failed[0]!.error.code, 'WORKER_CRASHED', 'with its error')
+  t.same(failed[0]!.ref, refs[1], 'and its ref')
+  t.equal(mixed.filter((r) => r.ok).length, 2, 'the others answered')
+  await t.rejects(a.multiCall('room', () => 1), { code: 'INVALID_ARGUMENT' }, 'a message that cannot travel is refused')
+})
+
+t.test('stop({ drain: false }) stops at once; the others restart its supervised workers', async (t) => {
+  const c = await startSworms(3, 'faststop')
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [Sworm]
+  for (let i = 0; i < 9; i++) await a.registerName(`fs:${i}`, { module: WORKERS, fn: 'counter', args: [`faststop/fs:${i}`] })
+  const victim = c.nodes.find((s) => s !== a && s.status().supervised > 0)
+  if (!victim) throw new Error('no other node holds a worker')
+  const held = a.registered().filter(([n, r]) => n.startsWith('fs:') && r.node === victim.nodeId).map(([n]) => n)
+  for (const n of held) t.equal(await a.call(n, 'inc'), 1, `${n} counts 1`)
+  await victim.stop({ drain: false })
+  t.equal(victim.status().supervised, 0, 'its workers stopped')
+  const movedAway = (n: string): boolean => {
+    const r = a.whereisName(n)
+    return r !== undefined && r.node !== victim.nodeId
+  }
+  await waitFor(() => held.every(movedAway), 30_000, 'its workers run on the other nodes')
+  for (const n of held) t.equal(await a.call(n, 'get', { timeout: 10_000 }), 0, `${n} restarted (without handoff state: a stop without drain hands nothing over)`)
+  await t.rejects(async () => a.stop({ drain: 'no' as unknown as boolean }), { code: 'INVALID_ARGUMENT' }, 'a bad option is refused')
+})
+
+t.test('await using stops the sworm when the scope ends', async (t) => {
+  const { dir, cleanup } = tempDir()
+  t.teardown(cleanup)
+  const [port] = await freePorts(1)
+  const listen = `ws://127.0.0.1:${port}`
+  let outer: Sworm | undefined
+  {
+    await using s = await Sworm.start({ name: 'disposed', nodeId: 'n1', listen, peers: { n1: listen }, dataDir: dir, secret: TEST_SECRET, logger: silentLogger })
+    outer = s
+    await s.ready()
+    t.equal(await s.registerName('x', s.spawn({})), true, 'it runs in the scope')
+  }
+  t.throws(() => outer!.registered(), { code: 'SHUTTING_DOWN' }, 'and is stopped after it')
+})
