@@ -73,6 +73,8 @@ export interface RegistryEventsHost {
   readonly metrics: SwormMetrics
   /** Whether `ref` is a worker of this node incarnation. */
   isLocal(ref: WorkerRef): boolean
+  /** Whether the registry holds `node` as draining (it was leaving gracefully). */
+  draining(node: string): boolean
   fire<K extends keyof SwormEvents>(event: K, ...args: SwormEvents[K]): void
 }
 
@@ -124,6 +126,8 @@ export class RegistryEvents {
         host.metrics.nodeEvents.inc({ event: 'down' })
         // an earlier incarnation of this very node (seen again as a restarted node replays its log)
         if (ch.node === host.nodeId && ch.inc !== host.incarnation) host.log.debug('an earlier incarnation of this node was declared gone', { inc: ch.inc })
+        // a node that drained first was stopped on purpose (stop() drains): not an alarm
+        else if (host.draining(ch.node)) host.log.info('node gone after it drained (a graceful stop)', { peer: ch.node })
         else host.log.warn('node declared gone', { peer: ch.node })
         host.fire('nodeDown', { node: ch.node })
         return

@@ -175,7 +175,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
       },
     })
     this.detector = new FailureDetector({ ...node, nodeDownAfterMs: o.nodeDownAfterMs })
-    this.events = new RegistryEvents({ nodeId: o.nodeId, incarnation: p.inc, log, metrics, isLocal, fire: (event, ...a) => this.fire(event, ...a) })
+    this.events = new RegistryEvents({
+      nodeId: o.nodeId,
+      incarnation: p.inc,
+      log,
+      metrics,
+      isLocal,
+      draining: (node) => state.nodeRecord(node)?.draining === true,
+      fire: (event, ...a) => this.fire(event, ...a),
+    })
     this.observe = new NodeStatus({ ...node, name: o.name, workers, supervisor: this.supervisor, metrics, router, leaseOk: () => this.fence.leaseOk() })
     p.hooks.change = (ch) => this.onRegistryChange(ch)
     p.hooks.exit = (id, reason) => this.onWorkerExit(id, reason)
@@ -616,8 +624,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.halt()
     await this.observe.close()
     await this.workers.stopAll('shutdown')
-    // best effort: drop our names now rather than waiting for the leader to declare us gone
-    if (named.length > 0) await Promise.race([Promise.allSettled(named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))), sleep(this.clock, 2000)])
+    // best effort: drop our names now rather than waiting for the leader to declare us gone, and
+    // say we are leaving (draining), so the others log our going as a graceful stop
+    if (graceful && this.membership.up) {
+      const leaving = this.state.nodeRecord(this.nodeId)?.draining ? [] : [this.raft.propose({ c: 'drain', node: this.nodeId, on: true })]
+      const drops = named.map((ref) => this.raft.propose({ c: 'workerDown', ref }))
+      await Promise.race([Promise.allSettled([...leaving, ...drops]), sleep(this.clock, 2000)])
+    }
     this.requests.failAll(new ShuttingDownError('the sworm is stopped'))
     this.messaging.close(new ShuttingDownError('the sworm is stopped'))
     await this.raft.stop({ transfer: graceful })

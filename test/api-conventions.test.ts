@@ -83,3 +83,19 @@ t.test('await using stops the sworm when the scope ends', async (t) => {
   }
   t.throws(() => outer!.registered(), { code: 'SHUTTING_DOWN' }, 'and is stopped after it')
 })
+
+t.test('a graceful stop is logged on the others as such, not as a node declared gone', async (t) => {
+  // Before: every graceful stop logged the warning "node declared gone" on the other nodes (#14).
+  const lines: Array<[string, string, unknown]> = []
+  const at = (level: string) => (msg: string, fields?: unknown) => void lines.push([level, msg, fields])
+  const logger = { ...silentLogger, info: at('info'), warn: at('warn'), error: at('error') }
+  const c = await startSworms(3, 'politestop', { logger })
+  t.teardown(() => c.stop())
+  const [a, , leaving] = c.nodes as [Sworm, Sworm, Sworm]
+  await leaving.ready()
+  await leaving.stop()
+  await waitFor(() => a.statusReport().nodes.some((n) => n.node === leaving.nodeId && !n.up), 30_000, 'n3 declared gone')
+  const about = lines.filter(([, msg, f]) => /gone/.test(msg) && (f as { peer?: string } | undefined)?.peer === leaving.nodeId)
+  t.ok(about.length > 0, 'its going was logged')
+  t.same(about.filter(([level]) => level !== 'info').map(([level, msg]) => `${level}: ${msg}`), [], `as info: ${about.map(([, msg]) => msg).join('; ')}`)
+})
