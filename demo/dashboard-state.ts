@@ -43,7 +43,7 @@ interface NodeView {
 
 /** What the page can ask for. */
 export interface Action {
-  op: 'kill' | 'restart' | 'partition' | 'heal' | 'drain' | 'undrain' | 'register'
+  op: 'kill' | 'restart' | 'partition' | 'heal' | 'drain' | 'undrain' | 'register' | 'rebalance'
   node?: string
   nodes?: string[]
   count?: number
@@ -245,6 +245,12 @@ export class DemoState {
     return []
   }
 
+  /** How many nodes run on the majority side, of how many: without a majority the sworm waits, by design. */
+  private reachable(): { up: number; of: number; ok: boolean } {
+    const up = this.ids.filter((id) => this.cl.isAlive(id) && !this.minority.has(id)).length
+    return { up, of: this.ids.length, ok: up > this.ids.length / 2 }
+  }
+
   /** The leader of the highest term that a live node names as itself. */
   private leader(): string | undefined {
     let best: DashStatus | undefined
@@ -418,6 +424,15 @@ export class DemoState {
           this.activity.log('info', `${num(r.ok)} registrations acknowledged in ${fmt(r.ms)} (p50 ${fmt(r.p50)}, p99 ${fmt(r.p99)}); placed ${spread}`)
         })
       }
+      case 'rebalance': {
+        const target = this.leader()
+        if (!target) return 'no leader right now'
+        return run(async () => {
+          this.activity.log('action', 'you asked for a rebalance: workers move, with their state, from the most to the least loaded nodes')
+          this.settle('rebalance')
+          await this.cl.request(target, { op: 'rebalance' }, 30_000)
+        })
+      }
       default:
         return `unknown action ${String((a as { op?: unknown }).op)}`
     }
@@ -466,6 +481,7 @@ export class DemoState {
       partition: this.minority.size ? [...this.minority] : null,
       duplicates: this.dupStreak >= 3 ? this.dupNames : [],
       pending,
+      quorum: this.reachable(),
       banner: this.activity.banner ?? null,
       busy: [...this.busy],
       series,

@@ -135,6 +135,17 @@ t.test('the dashboard shows the cluster and a leader kill', { timeout: 180_000, 
 
     await page.screenshot({ path: SCREENSHOT, fullPage: true })
     t.comment(`screenshot: ${SCREENSHOT}`)
+
+    // the Rebalance button asks the leader to even the workers out
+    t.equal(await page.isDisabled('#rebalance'), false, 'a Rebalance button, enabled while there is a leader')
+    await page.click('#rebalance')
+    t.ok(await logHas(/you asked for a rebalance/), 'the activity log shows the rebalance')
+
+    // losing the majority is shown as what it is: unavailable by design, not "settling"
+    const others = (await page.evaluate(`[...document.querySelectorAll('.node[data-node]')].filter((c) => c.dataset.state !== 'killed').map((c) => c.dataset.node)`)) as string[]
+    for (const id of others.slice(0, 2)) await page.click(`.node[data-node="${id}"] button[data-action="kill"]`)
+    await page.waitForFunction(`/no quorum: 2 of 5 nodes reachable/.test(document.querySelector('#banner').textContent)`, undefined, { timeout: 15_000 })
+    t.match((await page.textContent('#banner'))!, /Unavailable by design/, 'with no majority the banner says so')
     t.same(pageErrors, [], 'no errors in the page')
   } finally {
     await context.close()

@@ -53,6 +53,7 @@ $('#heal').addEventListener('click', () => {
   void act({ op: 'heal' })
 })
 $('#register').addEventListener('click', () => void act({ op: 'register', count: 100 }))
+$('#rebalance').addEventListener('click', () => void act({ op: 'rebalance' }))
 $('#search').addEventListener('input', () => renderNames())
 
 // ------------------------------------------------------------------ nodes
@@ -144,7 +145,11 @@ function update() {
     s.duplicates.length ? `<span class="lease-lost">running twice: ${s.duplicates.join(', ')}</span>` : '<span class="lease-ok">no name runs twice ✔</span>',
   ].map((x) => `<span>${x}</span>`).join('')
   const b = $('#banner')
-  if (s.pending.length) {
+  if (s.quorum && !s.quorum.ok) {
+    // no majority: registrations and moves wait until one is back; this is the design, not a fault
+    b.className = 'banner bad'
+    b.innerHTML = `✘ no quorum: <b>${s.quorum.up} of ${s.quorum.of}</b> nodes reachable. Unavailable by design until a majority is back (nothing acknowledged is lost, no name runs twice).`
+  } else if (s.pending.length) {
     const p = s.pending.reduce((a, x) => (x.ms > a.ms ? x : a))
     b.className = 'banner pending'
     b.innerHTML = `<span class="spinner"></span> settling after <b>${p.label}</b>: ${num(s.running)} / ${num(s.total)} workers running on healthy nodes… <span class="time">${fmtMs(p.ms)}</span>`
@@ -156,6 +161,7 @@ function update() {
   $('#partition').disabled = !!s.partition || checked === 0 || checked >= ids.length || s.busy.includes('partition:')
   $('#heal').disabled = !s.partition || s.busy.includes('heal:')
   $('#register').disabled = !s.leader || s.busy.includes('register:')
+  $('#rebalance').disabled = !s.leader || s.busy.includes('rebalance:')
   renderCharts()
   renderGroups()
 }
