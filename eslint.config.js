@@ -3,7 +3,7 @@ import js from '@eslint/js'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', '.tap/**'] },
+  { ignores: ['dist/**', 'node_modules/**', '.tap/**', 'docs/api/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   { files: ['bin/**'], languageOptions: { globals: { process: 'readonly', console: 'readonly' } } },

@@ -44,8 +44,14 @@ export {
   type Snapshot,
   type PersistedState,
   type HardState,
+  type EntryType,
+  type SnapshotMeta,
+  type StorageRecovery,
+  type StorageWrite,
 } from './raft/types.js'
 // The engine, for applications that want a replicated state machine of their own.
-export { RaftNode, type RaftNodeOptions, type StateMachine } from './raft/node.js'
-export { LevelStorage } from './raft/storage/level-storage.js'
-export { WsHub, type WsHubOptions } from './net/hub.js'
+export { RaftNode, type RaftNodeOptions, type RaftNodeEvents, type StateMachine, type StepTask } from './raft/node.js'
+export type { CoreStatus, Role } from './raft/core.js'
+export { LevelStorage, type LevelStorageOptions } from './raft/storage/level-storage.js'
+export { WsHub, type WsHubOptions, type WsPeerStats } from './net/hub.js'
+export type { RegistryCommand, RegistryOp, RegistryResult, RegistrationKind, SessionTag, SuperviseResult } from './registry/types.js'

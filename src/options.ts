@@ -187,6 +187,7 @@ export function validateUrl(key: string, v: string): void {
 /**
  * Check `options` and fill in the defaults.
  * @throws TypeError naming the option when an option is invalid
+ * @internal
  */
 export function resolveOptions(options: SwormOptions): ResolvedOptions {
   if (!isObj(options)) throw new TypeError('Sworm.start: options must be an object')

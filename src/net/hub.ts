@@ -62,7 +62,7 @@ export interface WsHubOptions {
   listen: string
   /**
    * The cluster secret, shared by every node: at least 32 characters, 8 of them distinct (see
-   * {@link secretProblem}); e.g. `openssl rand -hex 16`.
+   * the secret rule (see the README)); e.g. `openssl rand -hex 16`.
    */
   secret: string
   /**
@@ -160,7 +160,7 @@ export class WsHub {
   /**
    * Create a hub (it does not listen until {@link WsHub.start}).
    * @param opts - see {@link WsHubOptions}
-   * @throws TypeError when the secret breaks the rule of {@link secretProblem}
+   * @throws TypeError when the secret breaks the rule of the secret rule (see the README)
    * @throws SwormError `INVALID_ARGUMENT` on a missing id, a bad `listen` URL, or `wss` without
    * `tls`
    */

@@ -142,7 +142,7 @@ export type RegistryOp =
   /**
    * Register a supervised name; the state machine places it on a node. `ue: 1` (set by every
    * proposer since it existed): the registration's epochs are log indexes, never reused by a later
-   * registration of the same name (see {@link Registration.ue}).
+   * registration of the same name (see `Registration.ue`).
    */
   | { c: 'supervise'; name: string; spec: StartSpec; ue?: 1 }
   /** A node started the worker of `name` for `epoch`. */
