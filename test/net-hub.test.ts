@@ -680,3 +680,40 @@ t.test('discover() learns the id of a listener with the same secret and leaves n
   const c = await makeHub(tt, 'c', ['g'], { secret: SECRET2 })
   await tt.rejects(a.hub.discover(c.url, 2000), { code: 'DISCOVERY', message: /same secret/ })
 })
+
+t.test('a message queued when a connection is lost is not delivered on the next one (the channels were told it may never arrive)', async (t) => {
+  // Found by review of 95ce90b (failed on it): a call queued for the turn's flush, then the
+  // connection found dead in the same turn (a ping timeout; a close does the same). The hub told
+  // the channels 'down', so the caller's call was failed with OUTCOME_UNKNOWN, but the queue kept
+  // it and sent it on the next connection: the worker handled a call its caller was told might
+  // not have arrived, so a caller that tried again had it done twice.
+  const a = new WsHub({ nodeId: 'a', listen: 'ws://127.0.0.1:0', secret: SECRET })
+  const b = new WsHub({ nodeId: 'b', listen: 'ws://127.0.0.1:0', secret: SECRET })
+  await a.start()
+  await b.start()
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+  })
+  const peers = { a: `ws://127.0.0.1:${a.address.port}`, b: `ws://127.0.0.1:${b.address.port}` }
+  const ca = a.channel('msgs')
+  const cb = b.channel('msgs')
+  ca.setPeers(peers)
+  cb.setPeers(peers)
+  const events: string[] = []
+  const got: unknown[] = []
+  ca.onConnection!((peer, up) => events.push(`${peer}:${up ? 'up' : 'down'}`))
+  cb.onMessage((_from, m) => got.push(m))
+  ca.send('b', 'hello')
+  await waitFor(() => got.length === 1, 10_000, 'connected')
+  ca.send('b', { t: 'call', id: 7 }) // queued for this turn's flush
+  const hub = a as unknown as { peers: Map<string, { conn: { alive: boolean } }>; pingAll(): void }
+  hub.peers.get('b')!.conn.alive = false
+  hub.pingAll() // the connection is found dead before the flush
+  t.same(events.slice(-1), ['b:down'], "'down' told while the call was still queued")
+  await waitFor(() => events.at(-1) === 'b:up', 15_000, 'reconnected')
+  ca.send('b', 'after') // the same queue, in order: once it arrives, the call would have before it
+  await waitFor(() => got.includes('after'), 15_000, 'the message sent after the reconnect')
+  t.same(got, ['hello', 'after'], 'the call queued for the lost connection was dropped, not sent on the next one')
+  t.ok(a.stats().peers.b!.dropped >= 1, 'and counted as dropped')
+})

@@ -568,7 +568,7 @@ export class WsHub {
     if (peer.conn === conn) {
       peer.conn = undefined
       if (wasOpen) this.log.info('peer disconnected', { peer: id, remote: conn.remote })
-      this.tellConnection(id, false)
+      this.connectionLost(peer)
       if (this.addresses.has(id)) {
         peer.attempts = 0
         peer.scheduleRetry()
@@ -748,7 +748,7 @@ export class WsHub {
       const loser = keepNew ? existing : conn
       this.log.debug('duplicate connection; closing one', { peer: id, keptOutbound: !loser.outbound })
       // the peer restarted: what was sent to its old process may or may not have arrived
-      if (existing.peerBoot !== conn.peerBoot) this.tellConnection(id, false)
+      if (existing.peerBoot !== conn.peerBoot) this.connectionLost(peer)
       if (keepNew) peer.conn = conn
       loser.state = 'retiring'
       if (loser.timer) clearTimeout(loser.timer)
@@ -761,6 +761,17 @@ export class WsHub {
     }
     peer.connected()
     this.tellConnection(id, true)
+  }
+
+  /**
+   * The connection to `peer` was lost: what waits in its queue was meant for that connection, and
+   * the channels are told it may never arrive (a call is then failed as "outcome unknown"), so it
+   * must not arrive later, on the next connection, either. Raft sends what it still needs again.
+   */
+  private connectionLost(peer: Peer): void {
+    peer.dropped += peer.out.length
+    peer.out = []
+    this.tellConnection(peer.id, false)
   }
 
   /** Tell every channel that the connection to `peer` opened or was lost. */
