@@ -107,8 +107,10 @@ export class ArgChecks {
    * at most `maxMessageBytes` (`sized` names it): the same check on 1 node and on N.
    */
   private encodable(value: unknown, what: string, sized: string): void {
-    const problem = encodingProblem(value, what)
-    if (problem !== undefined) throw new InvalidArgumentError(`${problem}: it would not arrive unchanged on another node (see "Values" in the README)`)
+    const problem = encodingProblem(value, what, this.maxMessageBytes)
+    if (problem !== undefined) {
+      throw new InvalidArgumentError(/ is too large: /.test(problem) ? `${problem} (maxMessageBytes is ${this.maxMessageBytes})` : `${problem}: it would not arrive unchanged on another node (see "Values" in the README)`)
+    }
     let size: number
     try {
       size = pack(value).length

@@ -67,6 +67,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly release: () => Promise<void>
   private readonly args: ArgChecks
   private readonly requests: PendingRequests
+  private stopping: Promise<void> | undefined
   private readonly client: RegistryClient
   private readonly supervisor: Supervisor
   private readonly fence: LeaseFence
@@ -419,8 +420,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Send `msg` to the worker registered as `name` (or to `ref`) and resolve with its reply.
+   * By name, the call follows the worker through moves and restarts, within its timeout, and is
+   * sent at most once (see the README, "Calls and casts by name").
    * @throws InvalidArgumentError (bad target, message or timeout), NoWorkerError (no such name or
-   * worker), TimeoutError, WorkerCrashedError
+   * worker), TimeoutError, WorkerCrashedError (the worker threw, or its reply cannot travel),
+   * OutcomeUnknownError (the node it went to died, restarted or lost its connection before it
+   * answered), NotLeaderError (the name is not known here and no leader could say whether it is
+   * registered)
    */
   async call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } = {}): Promise<R> {
     this.guard()
@@ -432,7 +438,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Cast `msg` to every member of `group` (local read of the members), as Swarm's `publish`.
-   * Fire and forget: resolves with the number of members it was sent to.
+   * Fire and forget: resolves with the number of members it was sent to (a local member that has
+   * ended is skipped).
    * @throws InvalidArgumentError (bad group name, message too large or not encodable)
    */
   async publish(group: string, msg: unknown): Promise<number> {
@@ -441,8 +448,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.args.message(msg)
     const members = this.state.members(g)
     // a member that ended meanwhile is skipped, as a cast to it would be lost anyway
-    await Promise.all(members.map((ref) => this.messaging.send(ref, msg).catch(() => {})))
-    return members.length
+    const sent = await Promise.all(members.map((ref) => this.messaging.send(ref, msg).then(() => 1, () => 0)))
+    return sent.reduce<number>((a, b) => a + b, 0)
   }
 
   /**
@@ -605,12 +612,17 @@ export class Sworm extends EventEmitter<SwormEvents> {
    *   at once (the whole cluster is stopping, or a fast exit); the other nodes then treat this
    *   node as gone once its lease has run out, and restart its supervised workers without state.
    */
-  async stop(opts: { drain?: boolean } = {}): Promise<void> {
-    if (this.stopped) return
+  stop(opts: { drain?: boolean } = {}): Promise<void> {
     if (opts === null || typeof opts !== 'object' || (opts.drain !== undefined && typeof opts.drain !== 'boolean')) {
-      throw new InvalidArgumentError('stop options must be { drain?: boolean }')
+      return Promise.reject(new InvalidArgumentError('stop options must be { drain?: boolean }'))
     }
-    const graceful = opts.drain !== false
+    // one stop at a time: a second call (a signal handler, `await using`) waits for the first
+    this.stopping ??= this.stopOnce(opts.drain !== false)
+    return this.stopping
+  }
+
+  private async stopOnce(graceful: boolean): Promise<void> {
+    if (this.stopped) return
     // Hand supervised workers over to other nodes before leaving.
     if (graceful && this.membership.up && this.state.supervisedOn(this.nodeId).length > 0) {
       await this.drain({ timeoutMs: this.opts.startTimeoutMs }).catch((err: unknown) => this.log.warn('drain before stop did not finish', { err: String(err) }))

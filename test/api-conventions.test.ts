@@ -84,6 +84,17 @@ t.test('await using stops the sworm when the scope ends', async (t) => {
   t.throws(() => outer!.registered(), { code: 'SHUTTING_DOWN' }, 'and is stopped after it')
 })
 
+t.test('stop() called twice waits for the one stop (found by review of 95ce90b: the second ran the teardown again, and resolved before the first had finished)', async (t) => {
+  const c = await startSworms(1, 'twostops')
+  t.teardown(() => c.stop())
+  const s = c.nodes[0]!
+  const first = s.stop()
+  const second = s.stop({ drain: false })
+  t.equal(second, first, 'the same stop')
+  await first
+  t.equal(await s.stop(), undefined, 'and once stopped, stop() resolves at once')
+})
+
 t.test('a graceful stop is logged on the others as such, not as a node declared gone', async (t) => {
   // Before: every graceful stop logged the warning "node declared gone" on the other nodes (#14).
   const lines: Array<[string, string, unknown]> = []

@@ -72,6 +72,12 @@ t.test('a client calling 60 workers by name sees no failure through a drain, a r
     await pollUntil(async () => ((await placement(c, 'n1')).n2 ?? 0) >= COUNT / 3 - 1 || undefined, 30_000, 'n2 gets its share back', 50)
   })
   t.same(rebalanced.failed, {}, 'no call failed while workers moved back to n2')
+  // Each answered 'inc' added one to one counter, and a move hands the count over: so the counts
+  // add up to the calls answered exactly when no call was handled twice (or handled and lost).
+  const counts = await c.request<{ ok: number; values: Record<string, number> }>('n1', { op: 'callEach', names, msg: 'get', consistent: true }, 20_000)
+  t.equal(counts.ok, COUNT, 'every worker answers')
+  const sum = Object.entries(counts.values).reduce((a, [v, k]) => a + Number(v) * k, 0)
+  t.equal(sum, drained.ok + rebalanced.ok, `the counters add up to the ${drained.ok + rebalanced.ok} calls answered: none handled twice, none lost`)
 
   const per = await placement(c, 'n1')
   const victim = ['n2', 'n3'].sort((a, b) => (per[b] ?? 0) - (per[a] ?? 0))[0]!

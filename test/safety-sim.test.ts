@@ -410,6 +410,41 @@ t.test('an operation on a node that sees no leader ends within requestTimeoutMs,
   t.equal(notReady?.code, 'NOT_LEADER', `ready() says why: ${notReady?.message ?? 'it resolved'}`)
   t.match(notReady?.message ?? '', /same secret/, 'and what to check')
   t.ok(c.sched.now - t1 <= 1500, 'within requestTimeoutMs too')
+  // Found by review of 95ce90b: a call by name that had to ask the leader whether the name exists
+  // waited for the read's own bound (requestTimeoutMs), not for its timeout, then said the name
+  // was not registered.
+  const t2 = c.sched.now
+  const lost = await rejection(c.sched, n1.sworm.call('never-registered', 'x', { timeout: 200 }), 10_000)
+  t.ok(lost?.code === 'TIMEOUT' || lost?.code === 'NOT_LEADER', `a call with timeout 200 without a leader says why: ${lost?.code}: ${lost?.message ?? 'it resolved'}`)
+  t.ok(c.sched.now - t2 <= 300, `it ends at its own timeout (${(c.sched.now - t2).toFixed(0)} ms), not requestTimeoutMs`)
+  c.stopAll()
+})
+
+t.test('a call to a node that restarts before it answers ends with OUTCOME_UNKNOWN when the new process comes up', async (t) => {
+  // Found by review of 95ce90b: a node that restarted before it was declared gone was only
+  // replaced by its new incarnation (no nodeDown), so a call that went to the old process waited
+  // for its whole timeout (in the simulation, where no connection event tells).
+  const c = new SimSworms(3, 41, { requestTimeoutMs: 2000 })
+  await c.startAll()
+  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
+  const n1 = c.nodes.find((x) => x.id === 'n1')!
+  const n3 = c.nodes.find((x) => x.id === 'n3')!
+  const ref = n3.sworm.spawn({ handleCall: () => new Promise(() => {}) }) // never answers
+  t.equal(await settle(c.sched, n3.sworm.registerName('hang', ref)), true)
+  t.ok(await c.sched.runUntilTrue(() => n1.sworm.whereisName('hang') !== undefined, 5000), 'n1 sees it')
+  let e: { code?: string; message?: string } | undefined
+  let done = false
+  n1.sworm.call('hang', 'x', { timeout: 60_000 }).then(
+    () => (done = true),
+    (x: { code?: string; message?: string }) => ((e = x), (done = true)),
+  )
+  await c.sched.runUntil(c.sched.now + 50) // the call reaches the worker
+  const t0 = c.sched.now
+  await c.crash('n3')
+  await settle(c.sched, c.start('n3')) // from its disk, at once: a new incarnation, never declared gone
+  t.ok(await c.sched.runUntilTrue(() => done, 60_000), 'the call ended')
+  t.equal(e?.code, 'OUTCOME_UNKNOWN', `rejected with OUTCOME_UNKNOWN: ${e?.message ?? 'it resolved'}`)
+  t.ok(c.sched.now - t0 < 30_000, `once the new process came up (${(c.sched.now - t0).toFixed(0)} ms), not at its timeout`)
   c.stopAll()
 })
 

@@ -171,6 +171,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return [...this.nodes.values()].map((n) => ({ ...n }))
   }
 
+  /** The aliases of supervised name `name` (none for other names). */
+  aliasesOfName(name: string): Iterable<string> {
+    return this.aliasesOf.get(name) ?? []
+  }
+
   /** Whether incarnation `inc` of `node` is the one up in the registry. */
   isUp(node: string, inc: string): boolean {
     const n = this.nodes.get(node)

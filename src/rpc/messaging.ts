@@ -14,6 +14,7 @@
  * @module
  */
 import { NoWorkerError, OutcomeUnknownError, SwormError, TimeoutError, WorkerCrashedError } from '../errors.js'
+import { encodingProblem } from '../util/encodable.js'
 import { isObj } from '../args.js'
 import { isMember } from '../cluster/config.js'
 import { clip } from '../observability/rate-limited-log.js'
@@ -46,11 +47,15 @@ export interface MessagingHost {
   readonly count: { castDropped(n: number): void; callRedirected(): void; callOutcomeUnknown(n: number): void }
 }
 
-/** Casts to one name, held until its worker runs again. */
+/** Casts to one name, held until its worker runs again, each until its own deadline. */
 interface Held {
-  msgs: unknown[]
-  until: number
-  timer: unknown
+  msgs: Array<{ msg: unknown; until: number }>
+}
+
+/** Why a worker's reply could not cross the wire unchanged, if so (see util/encodable.ts). */
+function replyProblem(value: unknown): string | undefined {
+  const problem = encodingProblem(value, "the worker's reply")
+  return problem && `${problem}: it cannot be sent back unchanged (see "Values" in the README)`
 }
 
 /** How often a waiting call or held cast looks again without a change (a restored snapshot emits none). */
@@ -84,7 +89,11 @@ export class Messaging {
         return
       }
       workers.call(local, m.msg).then(
-        (value) => router.send(from, { t: 'reply', id, ok: true, value }),
+        (value) => {
+          const problem = replyProblem(value)
+          if (problem) router.send(from, { t: 'reply', id, ok: false, code: 'WORKER_CRASHED', message: problem })
+          else router.send(from, { t: 'reply', id, ok: true, value })
+        },
         (err: unknown) => {
           const e = err instanceof SwormError ? err : new WorkerCrashedError(String(err))
           router.send(from, { t: 'reply', id, ok: false, code: e.code, message: e.message })
@@ -119,20 +128,23 @@ export class Messaging {
     const name = target
     const queue = this.held.get(name)
     if (queue) {
-      this.hold(name, queue, msg) // behind the casts already held: in order
+      this.hold(queue, msg) // behind the casts already held: in order
       return
     }
     if (!host.state.hasName(name)) {
       // the local copy may lag: one linearizable read before saying the name is unknown
-      await host.raft.read().catch(() => {})
-      host.guard()
+      const within = host.castHoldMs
+      await this.readBefore(host.clock.now() + within, () => new TimeoutError(`could not learn from the leader within ${within} ms whether ${JSON.stringify(name)} is registered`))
       if (!host.state.hasName(name)) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
     }
     const later = this.held.get(name) // casts held while this one waited for the read go first
-    if (later) return this.hold(name, later, msg)
+    if (later) return this.hold(later, msg)
     const ref = this.live(name)
     if (ref && this.castTo(ref, msg)) return
-    this.hold(name, this.newHeld(name), msg)
+    const q: Held = { msgs: [] }
+    this.held.set(name, q)
+    this.hold(q, msg)
+    void this.release(name, q)
   }
 
   /** See {@link Sworm.call}; `target`, `msg` and `timeout` are checked by the caller. */
@@ -144,6 +156,9 @@ export class Messaging {
     for (;;) {
       const ref = await this.nextRef(target, deadline, timeout, tried)
       host.guard() // stop() may have begun while the name was looked up (its pending calls are already failed)
+      // casts to the name held until now go first (a call never overtakes casts sent before it)
+      const q = this.held.get(target)
+      if (q) this.sendHeld(q, ref)
       try {
         return await this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout)
       } catch (err) {
@@ -158,12 +173,17 @@ export class Messaging {
 
   /** A change applied to the registry: wake what waits on it; a node declared gone loses its calls. */
   onChange(ch: RegistryChange): void {
-    if (ch.type === 'nodeDown') {
-      const n = this.calls.failNode(ch.node, ch.inc, () => new OutcomeUnknownError(`node ${ch.node} was declared gone before it answered the call; the worker may or may not have handled it`))
+    if (ch.type === 'nodeDown' || ch.type === 'nodeUp') {
+      // declared gone, or replaced by a new incarnation (it restarted): calls to that process end
+      const gone = ch.type === 'nodeDown' ? (tag: string | undefined) => tag === ch.inc : (tag: string | undefined) => tag !== ch.inc
+      const how = ch.type === 'nodeDown' ? 'was declared gone' : 'restarted'
+      const n = this.calls.failNode(ch.node, gone, () => new OutcomeUnknownError(`node ${ch.node} ${how} before it answered the call; the worker may or may not have handled it`))
       if (n > 0) this.host.count.callOutcomeUnknown(n)
+      this.wakeAll()
+    } else if ('name' in ch) {
+      this.wake(ch.name)
+      for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias)
     }
-    if ('name' in ch) this.wake(ch.name)
-    else if (ch.type === 'nodeUp' || ch.type === 'nodeDown') this.wakeAll()
   }
 
   /** The connection to `peer` opened or was lost (see Transport.onConnection). */
@@ -171,7 +191,7 @@ export class Messaging {
     if (up) this.lost.delete(peer)
     else {
       this.lost.add(peer)
-      const n = this.calls.failNode(peer, undefined, () => new OutcomeUnknownError(`the connection to node ${peer} was lost before it answered the call; the worker may or may not have handled it`))
+      const n = this.calls.failNode(peer, () => true, () => new OutcomeUnknownError(`the connection to node ${peer} was lost before it answered the call; the worker may or may not have handled it`))
       if (n > 0) this.host.count.callOutcomeUnknown(n)
     }
     this.wakeAll()
@@ -200,8 +220,7 @@ export class Messaging {
       if (!ref && !host.state.hasName(name)) {
         if (read || tried) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
         // the local copy may lag: one linearizable read before saying the name is unknown
-        await host.raft.read().catch(() => {})
-        host.guard()
+        await this.readBefore(deadline, () => new TimeoutError(`call not answered within ${timeout} ms: could not learn from the leader whether ${JSON.stringify(name)} is registered`))
         read = true
         continue
       }
@@ -214,6 +233,26 @@ export class Messaging {
     }
   }
 
+  /**
+   * A linearizable read (the local copy then holds everything committed before it), ended at
+   * `deadline` with `late()`; a read that fails (no leader) rejects with its own error.
+   */
+  private async readBefore(deadline: number, late: () => Error): Promise<void> {
+    const { host } = this
+    let timer: unknown
+    try {
+      await Promise.race([
+        host.raft.read(),
+        new Promise<never>((_, rej) => {
+          timer = host.clock.setTimeout(() => rej(late()), Math.max(1, deadline - host.clock.now()))
+        }),
+      ])
+    } finally {
+      host.clock.clearTimeout(timer)
+    }
+    host.guard()
+  }
+
   /** Send the call to `ref` and wait for its reply (or its worker's error) for `ms`. */
   private async deliver<R>(ref: WorkerRef, msg: unknown, ms: number, timeout: number): Promise<R> {
     const { host } = this
@@ -221,16 +260,21 @@ export class Messaging {
     if (host.isLocal(ref)) {
       if (!host.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
       let timer: unknown
+      let value: unknown
       try {
-        return (await Promise.race([
+        value = await Promise.race([
           host.workers.call(ref.id, msg),
           new Promise<never>((_, rej) => {
             timer = host.clock.setTimeout(() => rej(timedOut()), ms)
           }),
-        ])) as R
+        ])
       } finally {
         host.clock.clearTimeout(timer)
       }
+      // the same answer as from another node, where the reply must cross the wire
+      const problem = replyProblem(value)
+      if (problem) throw new WorkerCrashedError(problem)
+      return value as R
     }
     return this.calls.request<R>(ref.node, ms, timedOut, (id) => host.router.send(ref.node, { t: 'call', id, to: ref, msg }), ref.inc)
   }
@@ -245,41 +289,46 @@ export class Messaging {
     return true
   }
 
-  private newHeld(name: string): Held {
-    const q: Held = { msgs: [], until: this.host.clock.now() + this.host.castHoldMs, timer: undefined }
-    this.held.set(name, q)
-    void this.release(name, q)
-    return q
-  }
-
-  private hold(name: string, q: Held, msg: unknown): void {
-    q.msgs.push(msg)
+  private hold(q: Held, msg: unknown): void {
+    q.msgs.push({ msg, until: this.host.clock.now() + this.host.castHoldMs })
     if (q.msgs.length > Math.max(1, Math.floor(this.host.castBufferSize))) {
       q.msgs.shift()
       this.host.count.castDropped(1)
     }
   }
 
-  /** Deliver the casts held for `name`, in order, once its worker runs; drop them when it is gone or too late. */
+  /** Deliver the casts held for `name`, in order, once its worker runs; drop them when it is gone, or each when too late. */
   private async release(name: string, q: Held): Promise<void> {
     const { host } = this
     for (;;) {
       if (this.held.get(name) !== q) return // dropped (stop)
       const ref = this.live(name)
-      if (ref) {
-        let sent = 0
-        while (sent < q.msgs.length && this.castTo(ref, q.msgs[sent])) sent++
-        q.msgs.splice(0, sent)
-        if (q.msgs.length === 0) {
-          this.held.delete(name)
-          return
-        }
-      } else if (!host.state.hasName(name) || host.clock.now() >= q.until) {
+      if (ref) this.sendHeld(q, ref)
+      else if (!host.state.hasName(name)) {
         this.dropHeld(name, q)
         return
+      } else {
+        const now = host.clock.now()
+        let late = 0
+        while (late < q.msgs.length && q.msgs[late]!.until <= now) late++
+        if (late > 0) {
+          q.msgs.splice(0, late)
+          host.count.castDropped(late)
+        }
       }
-      await this.change(name, q.until)
+      if (q.msgs.length === 0) {
+        this.held.delete(name)
+        return
+      }
+      await this.change(name, q.msgs[0]!.until)
     }
+  }
+
+  /** Send the casts held in `q` to `ref`, in order, as far as it takes them. */
+  private sendHeld(q: Held, ref: WorkerRef): void {
+    let sent = 0
+    while (sent < q.msgs.length && this.castTo(ref, q.msgs[sent]!.msg)) sent++
+    q.msgs.splice(0, sent)
   }
 
   private dropHeld(name: string, q: Held): void {

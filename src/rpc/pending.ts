@@ -58,13 +58,13 @@ export class PendingRequests {
   }
 
   /**
-   * Reject every request waiting for an answer from `node` (with `tag`, if given) with `err()`:
+   * Reject every request waiting for an answer from `node` whose tag `match` picks with `err()`:
    * the node died, or the connection to it was lost, so no answer may come. Returns how many.
    */
-  failNode(node: NodeId, tag: string | undefined, err: () => Error): number {
+  failNode(node: NodeId, match: (tag: string | undefined) => boolean, err: () => Error): number {
     let n = 0
     for (const [id, e] of this.waiting) {
-      if (e.node !== node || (tag !== undefined && e.tag !== tag)) continue
+      if (e.node !== node || !match(e.tag)) continue
       this.waiting.delete(id)
       this.clock.clearTimeout(e.timer)
       e.reject(err())
