@@ -1,7 +1,7 @@
 /**
  * Calls ride through moves (issue #14), with real OS processes, sockets and LevelDB: a client on
- * n1 calls 60 supervised workers by name, continuously, while their nodes drain, rebalance and
- * die. Before location transparency, calls failed with NO_WORKER during a drain and waited out
+ * n1 calls 60 supervised workers by name, continuously, while their nodes drain, rebalance,
+ * restart one after the other, and die. Before location transparency, calls failed with NO_WORKER during a drain and waited out
  * their whole timeout after a SIGKILL although the workers ran elsewhere 3 s later.
  *
  * The guarantee checked: a call by name waits for the next incarnation and is delivered there
@@ -41,7 +41,7 @@ async function allOn(c: SwormCluster, via: string, nodes: string[], what: string
   )
 }
 
-t.test('a client calling 60 workers by name sees no failure through a drain, a rebalance and a SIGKILL', { timeout: 150_000 }, async (t) => {
+t.test('a client calling 60 workers by name sees no failure through a drain, a rebalance, a rolling restart and a SIGKILL', { timeout: 150_000 }, async (t) => {
   const c = await startSwormCluster({ n: 3, requestTimeoutMs: 10_000, workerStartTimeoutMs: 20_000 })
   t.teardown(() => c.stopAll())
   const leader = await c.waitForLeader(15_000)
@@ -72,12 +72,37 @@ t.test('a client calling 60 workers by name sees no failure through a drain, a r
     await pollUntil(async () => ((await placement(c, 'n1')).n2 ?? 0) >= COUNT / 3 - 1 || undefined, 30_000, 'n2 gets its share back', 50)
   })
   t.same(rebalanced.failed, {}, 'no call failed while workers moved back to n2')
+
+  // a rolling restart of the other nodes: each stops gracefully (its workers move away, with their
+  // state) and starts again from its data directory (the client's node, n1, stays up)
+  const rolled = await phase('rolling restart of n2 and n3', async () => {
+    for (const id of ['n2', 'n3']) {
+      await c.stop(id)
+      await allOn(c, 'n1', c.ids.filter((x) => x !== id), `every worker running while ${id} is down`)
+      await c.restart(id)
+      await c.waitForLeader(20_000)
+    }
+  })
+  t.same(rolled.failed, {}, 'no call failed while n2 and n3 restarted one after the other')
+
   // Each answered 'inc' added one to one counter, and a move hands the count over: so the counts
   // add up to the calls answered exactly when no call was handled twice (or handled and lost).
   const counts = await c.request<{ ok: number; values: Record<string, number> }>('n1', { op: 'callEach', names, msg: 'get', consistent: true }, 20_000)
   t.equal(counts.ok, COUNT, 'every worker answers')
   const sum = Object.entries(counts.values).reduce((a, [v, k]) => a + Number(v) * k, 0)
-  t.equal(sum, drained.ok + rebalanced.ok, `the counters add up to the ${drained.ok + rebalanced.ok} calls answered: none handled twice, none lost`)
+  const answered = drained.ok + rebalanced.ok + rolled.ok
+  t.equal(sum, answered, `the counters add up to the ${answered} calls answered (they add up to ${sum}): none handled twice, none lost`)
+  // the restarted nodes take their share again (asked until they are up in the registry to take it)
+  await pollUntil(
+    async () => {
+      if (Object.keys(await placement(c, 'n1')).length === 3) return true
+      await c.request('n1', { op: 'rebalance' }, 30_000)
+      return undefined
+    },
+    30_000,
+    'workers on all three nodes',
+    200,
+  )
 
   const per = await placement(c, 'n1')
   const victim = ['n2', 'n3'].sort((a, b) => (per[b] ?? 0) - (per[a] ?? 0))[0]!

@@ -84,6 +84,9 @@ function startCallLoop({ sworm }: SwormNodeContext, req: Req<'callLoopStart'>): 
   let running = true
   const lane = async (): Promise<void> => {
     while (running && req.names.length > 0) {
+      // yield to I/O between calls, as a real client does: calls to workers of this node resolve
+      // in microtasks alone, and a loop of them would starve the node (its lease, its sockets)
+      await new Promise<void>((r) => setImmediate(r))
       const name = req.names[next++ % req.names.length]!
       const t0 = performance.now()
       try {
