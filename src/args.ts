@@ -95,7 +95,7 @@ export class ArgChecks {
   /** A worker object for `spawn`: its callbacks, where given, are functions. */
   worker(worker: unknown): Worker {
     if (!isObj(worker)) throw new InvalidArgumentError('a worker must be an object with optional handleCall/handleCast/terminate methods')
-    for (const k of ['handleCall', 'handleCast', 'terminate', 'beginHandoff', 'endHandoff']) {
+    for (const k of ['init', 'handleCall', 'handleCast', 'terminate', 'beginHandoff', 'endHandoff']) {
       const f = worker[k]
       if (f !== undefined && typeof f !== 'function') throw new InvalidArgumentError(`worker.${k} must be a function`)
     }

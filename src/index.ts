@@ -8,7 +8,7 @@ export { pinoLogger } from './observability/logging.js'
 export { COMMIT_LATENCY_BUCKETS } from './observability/metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'
 export { hashPlacement, defaultPlacement, type PlacementStrategy, type PlacementCandidate } from './registry/placement.js'
-export type { Worker, ExitReason } from './supervisor/local-workers.js'
+export type { Worker, WorkerContext, ExitReason } from './supervisor/local-workers.js'
 export {
   SwormError,
   NotLeaderError,

@@ -243,7 +243,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   spawn(worker: Worker): WorkerRef {
     this.guard()
-    const id = this.workers.add(this.args.worker(worker))
+    const w = this.args.worker(worker)
+    const abort = new AbortController()
+    const id = this.workers.add(w, abort, { name: undefined, fencingToken: undefined, signal: abort.signal })
     return this.refOf(id)
   }
 

@@ -110,3 +110,51 @@ t.test('a graceful stop is logged on the others as such, not as a node declared 
   t.ok(about.length > 0, 'its going was logged')
   t.same(about.filter(([level]) => level !== 'info').map(([level, msg]) => `${level}: ${msg}`), [], `as info: ${about.map(([, msg]) => msg).join('; ')}`)
 })
+
+t.test('a worker gets its context: its name, a fencing token that only grows, and a signal aborted when it must stop', async (t) => {
+  const g = globalThis as unknown as { __swormContexts?: Array<{ name: string | undefined; fencingToken: number | undefined; signal: AbortSignal }> }
+  g.__swormContexts = []
+  const seen = g.__swormContexts
+  const c = await startSworms(3, 'ctx')
+  t.teardown(() => c.stop())
+  const [a, b] = c.nodes as [Sworm, Sworm]
+  const spec = { module: WORKERS, fn: 'contextual', args: [], restart: 'permanent' as const }
+  await a.registerName('job', spec)
+  t.equal(seen.length, 1, 'init ran once')
+  t.equal(seen[0]!.name, 'job', 'with the name')
+  t.ok(typeof seen[0]!.fencingToken === 'number', `and a fencing token (${seen[0]!.fencingToken})`)
+  await t.rejects(a.call('job', 'crash'), { code: 'WORKER_CRASHED' })
+  t.equal(seen[0]!.signal.aborted, true, 'the crashed incarnation’s signal is aborted')
+  t.equal(seen[0]!.signal.reason, 'crash', 'with the reason')
+  await waitFor(() => seen.length === 2 && a.whereisName('job') !== undefined, 10_000, 'restarted')
+  t.ok(seen[1]!.fencingToken! > seen[0]!.fencingToken!, `the restart has a higher token (${seen[1]!.fencingToken})`)
+  // moved by a drain of its node: the old one's signal says why, the new one's token is higher
+  const host = c.nodes.find((s) => s.nodeId === a.whereisName('job')!.node)!
+  await host.drain()
+  await waitFor(() => seen.length === 3 && a.whereisName('job') !== undefined, 10_000, 'moved')
+  t.equal(seen[1]!.signal.reason, 'handoff', 'moved away: aborted with handoff')
+  t.ok(seen[2]!.fencingToken! > seen[1]!.fencingToken!, `higher again after the move (${seen[2]!.fencingToken})`)
+  await host.undrain()
+  // unregistered, then registered again: a new registration, and still a higher token
+  t.equal(await b.unregisterName('job'), true)
+  await waitFor(() => seen[2]!.signal.aborted, 10_000, 'the unregistered worker is told')
+  t.equal(seen[2]!.signal.reason, 'normal')
+  await b.registerName('job', spec)
+  await waitFor(() => seen.length === 4, 10_000, 'the new registration started')
+  t.ok(seen[3]!.fencingToken! > seen[2]!.fencingToken!, `a new registration of the name has a higher token too (${seen[3]!.fencingToken})`)
+
+  // a spawned worker: no name or token, a signal aborted when it exits
+  let ctx: { name: string | undefined; fencingToken: number | undefined; signal: AbortSignal } | undefined
+  const ref = a.spawn({
+    init: async (x) => {
+      await new Promise((r) => setTimeout(r, 20))
+      ctx = x
+    },
+    handleCall: () => (ctx ? 'initialized' : 'too early'),
+  })
+  t.equal(await a.call(ref, 'x'), 'initialized', 'messages wait for an async init')
+  t.same({ name: ctx!.name, token: ctx!.fencingToken }, { name: undefined, token: undefined })
+  await a.registerName('spawned', ref)
+  await a.exit(ref)
+  t.equal(ctx!.signal.aborted, true, 'aborted when it exits')
+})

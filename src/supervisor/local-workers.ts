@@ -6,11 +6,38 @@
  */
 import { NoWorkerError, WorkerCrashedError } from '../errors.js'
 
+/** What a worker learns about itself when it starts (see {@link Worker.init}). */
+export interface WorkerContext {
+  /** The name a supervised worker was started for; undefined for a worker made with `spawn`. */
+  readonly name: string | undefined
+  /**
+   * Supervised workers: a number strictly greater than that of every earlier incarnation of the
+   * name, cluster-wide (its epoch: the log index of the entry that placed it). Pass it along with
+   * writes to an external system, which then refuses a write carrying a lower token than one it
+   * has seen: a worker that was moved away (or fenced) while a write of its was in flight cannot
+   * overwrite its successor's. Undefined for spawned workers, and for names registered by an
+   * older version of Sworm.
+   */
+  readonly fencingToken: number | undefined
+  /**
+   * Aborted when the worker must stop: it moves, its name is unregistered, its node lost its
+   * lease or stops, or it crashed. The reason is the stop reason (`'handoff'`, `'normal'`,
+   * `'lease'`, ...). Give it to what the worker awaits (fetch, timers) so that work ends at once.
+   */
+  readonly signal: AbortSignal
+}
+
 /**
  * A worker: an object with optional message handlers. Handlers may be async; the next message
  * waits until the current one is handled.
  */
 export interface Worker<Call = unknown, Reply = unknown, Cast = unknown> {
+  /**
+   * Called once, before anything else (before `endHandoff` and the first message), with what the
+   * worker should know about itself. May be async: messages wait until it resolves. Throwing or
+   * rejecting counts as a failed start (supervised) or a crash (spawned).
+   */
+  init?(ctx: WorkerContext): void | Promise<void>
   /** Handle a `call`; the return value (or its promise) is the reply. */
   handleCall?(msg: Call): Reply | Promise<Reply>
   /** Handle a `send` (no reply). */
@@ -46,6 +73,8 @@ interface Slot {
   queue: Envelope[]
   busy: boolean
   ended: boolean
+  /** Aborted (the worker's context signal) when the worker must stop. */
+  abort: AbortController | undefined
   /** Resolves a handoff waiting for the current message to finish. */
   idle?: () => void
 }
@@ -58,10 +87,29 @@ export class LocalWorkers {
   /** @param onExit - called once when a worker ends, for any reason */
   constructor(private readonly onExit: (id: number, reason: ExitReason) => void) {}
 
-  /** Start hosting `worker`; returns its local id. */
-  add(worker: Worker): number {
+  /**
+   * Start hosting `worker`; returns its local id. `abort` is aborted when it stops. With `init`,
+   * its `init(init)` runs first (messages wait for it; a failure crashes the worker).
+   */
+  add(worker: Worker, abort?: AbortController, init?: WorkerContext): number {
     const id = this.nextId++
-    this.slots.set(id, { id, worker, queue: [], busy: false, ended: false })
+    const s: Slot = { id, worker, queue: [], busy: false, ended: false, abort }
+    this.slots.set(id, s)
+    if (init && typeof worker.init === 'function') {
+      const env: Envelope = { kind: 'cast', msg: undefined }
+      s.busy = true
+      let result: unknown
+      try {
+        result = worker.init(init)
+      } catch (err) {
+        queueMicrotask(() => this.crash(s, env, err))
+        return id
+      }
+      Promise.resolve(result).then(
+        () => this.done(s, env, undefined),
+        (err: unknown) => this.crash(s, env, err),
+      )
+    }
     return id
   }
 
@@ -131,6 +179,7 @@ export class LocalWorkers {
     const s = this.slots.get(id)
     if (!s || s.ended) throw new NoWorkerError(`no worker ${id} on this node`)
     s.ended = true // refuse new messages from now on
+    s.abort?.abort('handoff')
     this.slots.delete(id)
     const pending = s.queue
     s.queue = []
@@ -207,6 +256,7 @@ export class LocalWorkers {
   private async end(s: Slot, reason: ExitReason): Promise<void> {
     if (s.ended) return
     s.ended = true
+    s.abort?.abort(reason.kind)
     this.slots.delete(s.id)
     const pending = s.queue
     s.queue = []

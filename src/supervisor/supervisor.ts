@@ -219,10 +219,14 @@ export class Supervisor {
       const gapsBefore = this.gaps
       const reg = this.host.state.registration(name)!
       let worker: Worker
+      const abort = new AbortController()
       try {
         worker = await this.instantiate(reg.spec!)
+        // its epoch is a fencing token only where epochs are never reused (registrations with `ue`)
+        if (typeof worker.init === 'function') await worker.init({ name, fencingToken: reg.ue === 1 ? epoch : undefined, signal: abort.signal })
         if (reg.handoffState !== undefined && typeof worker.endHandoff === 'function') await worker.endHandoff(reg.handoffState)
       } catch (err) {
+        abort.abort('crash')
         const message = err instanceof Error ? err.message : String(err)
         this.host.log.warn('supervised worker failed to start', { name, err: message })
         await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
@@ -231,10 +235,11 @@ export class Supervisor {
       this.noteLease()
       if (this.gaps !== gapsBefore || !this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
         if (this.gaps !== gapsBefore) this.host.log.info('a worker factory outlived the lease: its worker is dropped, and the start is tried again', { name })
+        abort.abort('moved')
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         return
       }
-      const id = this.host.workers.add(worker)
+      const id = this.host.workers.add(worker, abort)
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
