@@ -82,6 +82,16 @@ export class ArgChecks {
     return out
   }
 
+  /** `opts.signal`: undefined, or an AbortSignal. */
+  signal(opts: unknown): AbortSignal | undefined {
+    if (opts === undefined || opts === null) return undefined
+    if (!isObj(opts)) throw new InvalidArgumentError('options must be an object')
+    const v = opts.signal
+    if (v === undefined) return undefined
+    if (!(v instanceof AbortSignal)) throw new InvalidArgumentError('signal must be an AbortSignal')
+    return v
+  }
+
   /** `opts[key]` as a timeout: undefined, or a positive finite number of milliseconds. */
   timeout(opts: unknown, key: string): number | undefined {
     if (opts === undefined) return undefined

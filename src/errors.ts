@@ -104,6 +104,17 @@ export class OutcomeUnknownError extends SwormError {
   }
 }
 
+/**
+ * The caller's `AbortSignal` was aborted before the operation ended (Node's convention: name
+ * `AbortError`, `cause` the signal's reason). Like a timeout, the operation may still take effect:
+ * a registration that reached the leader is not undone, and a call that was sent may be handled.
+ */
+export class AbortError extends SwormError {
+  constructor(message = 'the operation was aborted', options?: { cause?: unknown }) {
+    super('ABORT_ERR', message, options)
+  }
+}
+
 /** The worker crashed (threw or rejected) while handling the message. */
 export class WorkerCrashedError extends SwormError {
   constructor(message: string, options?: { cause?: unknown }) {

@@ -10,7 +10,7 @@ import { assemble, start, type SwormDeps, type SwormParts } from './bootstrap.js
 import { ArgChecks, isObj } from './args.js'
 import { FailureDetector } from './cluster/failure-detector.js'
 import { Membership } from './cluster/membership.js'
-import { AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, SwormError, TimeoutError, WorkerCrashedError } from './errors.js'
+import { AbortError, AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, SwormError, TimeoutError, WorkerCrashedError } from './errors.js'
 import { emitSafely, RegistryEvents, type SwormEvents } from './events.js'
 import { setInternals } from './internal-hooks.js'
 import { NodeStatus, type SwormStatus, type SwormStatusReport } from './observability/status.js'
@@ -32,6 +32,14 @@ import { sleep } from './util/retry.js'
 
 export type { SwormEvents, WorkerStopReason } from './events.js'
 export type { SwormOptions } from './options.js'
+
+/**
+ * The options every async method takes: `signal` ends the wait for the operation with an
+ * {@link AbortError} when aborted (the operation itself may still take effect, as after a timeout).
+ */
+export interface Abortable {
+  signal?: AbortSignal
+}
 
 /** One member's outcome in {@link Sworm.multiCall}: its reply, or the error of its call. */
 export type MultiCallResult<R = unknown> = { ref: WorkerRef; ok: true; value: R } | { ref: WorkerRef; ok: false; error: SwormError }
@@ -254,12 +262,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * everywhere.
    * @throws InvalidArgumentError (not a ref of this node), NoWorkerError (no such worker runs here)
    */
-  async exit(ref: WorkerRef): Promise<void> {
-    this.guard()
-    const r = this.args.ref(ref)
-    if (!this.isLocal(r)) throw new InvalidArgumentError('exit() takes a worker of this node')
-    if (!this.workers.has(r.id)) throw new NoWorkerError('no such worker on this node (it has ended, or never was)')
-    await this.workers.stop(r.id, 'normal')
+  exit(ref: WorkerRef, opts?: Abortable): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const r = this.args.ref(ref)
+      if (!this.isLocal(r)) throw new InvalidArgumentError('exit() takes a worker of this node')
+      if (!this.workers.has(r.id)) throw new NoWorkerError('no such worker on this node (it has ended, or never was)')
+      await this.workers.stop(r.id, 'normal')
+    })
   }
 
   /**
@@ -268,17 +278,17 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * to local reads on this node as soon as the promise resolves. Registering a supervised
    * worker's ref under another name adds an alias that follows the worker.
    */
-  registerName(name: string, ref: WorkerRef): Promise<boolean>
+  registerName(name: string, ref: WorkerRef, opts?: Abortable): Promise<boolean>
   /**
    * Register a supervised worker: the registry places it on a node, which starts it with
    * `(await import(spec.module))[spec.fn](...spec.args)`, restarts it per `spec.restart`, and
    * moves it when the node is gone. Resolves with the ref once it runs.
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
-  registerName(name: string, spec: StartSpec): Promise<WorkerRef>
-  registerName(name: string, target: WorkerRef | StartSpec): Promise<boolean | WorkerRef> {
-    if (isObj(target) && 'module' in target) return this.registerSupervised(name, target as StartSpec, false)
-    return this.registerStatic(name, target as WorkerRef)
+  registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
+  registerName(name: string, target: WorkerRef | StartSpec, opts?: Abortable): Promise<boolean | WorkerRef> {
+    if (isObj(target) && 'module' in target) return this.abortable(opts, () => this.registerSupervised(name, target as StartSpec, false))
+    return this.abortable(opts, () => this.registerStatic(name, target as WorkerRef))
   }
 
   /**
@@ -286,8 +296,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * from `spec` and return its ref. Called from many nodes at once, the factory runs once and
    * every caller gets the same ref.
    */
-  whereisOrRegisterName(name: string, spec: StartSpec): Promise<WorkerRef> {
-    return this.registerSupervised(name, spec, true)
+  whereisOrRegisterName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef> {
+    return this.abortable(opts, () => this.registerSupervised(name, spec, true))
   }
 
   private async registerSupervised(name: string, spec: StartSpec, orExisting: boolean): Promise<WorkerRef> {
@@ -330,11 +340,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   /** Remove `name` everywhere. Resolves `false` when the name was not registered. */
-  async unregisterName(name: string): Promise<boolean> {
-    this.guard()
-    const n = this.args.name(name)
-    await this.membership.ready()
-    return (await this.client.propose({ c: 'unregister', name: n })) === true
+  unregisterName(name: string, opts?: Abortable): Promise<boolean> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const n = this.args.name(name)
+      await this.membership.ready()
+      return (await this.client.propose({ c: 'unregister', name: n })) === true
+    })
   }
 
   /**
@@ -344,19 +356,27 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * @throws InvalidArgumentError (not a string, too long), ShuttingDownError (after `stop()`)
    */
   whereisName(name: string): WorkerRef | undefined
-  whereisName(name: string, opts: { consistent: true }): Promise<WorkerRef | undefined>
-  whereisName(name: string, opts?: { consistent?: boolean }): WorkerRef | undefined | Promise<WorkerRef | undefined>
-  whereisName(name: string, opts?: { consistent?: boolean }): WorkerRef | undefined | Promise<WorkerRef | undefined> {
-    if (opts?.consistent) {
-      return (async () => {
-        this.guard()
-        const n = this.args.name(name)
-        await this.raft.read()
-        return this.state.whereis(n)
-      })()
-    }
+  whereisName(name: string, opts: { consistent: true } & Abortable): Promise<WorkerRef | undefined>
+  whereisName(name: string, opts?: { consistent?: boolean } & Abortable): WorkerRef | undefined | Promise<WorkerRef | undefined>
+  whereisName(name: string, opts?: { consistent?: boolean } & Abortable): WorkerRef | undefined | Promise<WorkerRef | undefined> {
+    if (opts?.consistent) return this.whereisNameConsistent(name, opts)
     this.guard()
     return this.state.whereis(this.args.name(name))
+  }
+
+  /**
+   * The ref bound to `name`, by a linearizable read: it sees every registration acknowledged
+   * before the call (one shape: always a Promise; the same as `whereisName(name, { consistent: true })`).
+   * @throws InvalidArgumentError, NotLeaderError / TimeoutError (no leader to confirm the read),
+   * AbortError, ShuttingDownError
+   */
+  whereisNameConsistent(name: string, opts?: Abortable): Promise<WorkerRef | undefined> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const n = this.args.name(name)
+      await this.raft.read()
+      return this.state.whereis(n)
+    })
   }
 
   /** Every name of the sworm with its ref (local read). @throws ShuttingDownError after `stop()` */
@@ -369,16 +389,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * Add `ref` to `group`.
    * @throws NotFoundError when `ref` holds no name in this sworm
    */
-  async join(group: string, ref: WorkerRef): Promise<void> {
-    await this.groupOp('join', group, ref)
+  join(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
+    return this.abortable(opts, () => this.groupOp('join', group, ref))
   }
 
   /**
    * Remove `ref` from `group`.
    * @throws NotFoundError when `ref` holds no name in this sworm
    */
-  async leave(group: string, ref: WorkerRef): Promise<void> {
-    await this.groupOp('leave', group, ref)
+  leave(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
+    return this.abortable(opts, () => this.groupOp('leave', group, ref))
   }
 
   private async groupOp(c: 'join' | 'leave', group: string, ref: WorkerRef): Promise<void> {
@@ -413,11 +433,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * @throws InvalidArgumentError (bad target, message too large or not encodable), NoWorkerError
    * (the name is not registered, the local worker has ended, or the ref's node is not in the sworm)
    */
-  async send(target: string | WorkerRef, msg: unknown): Promise<void> {
-    this.guard()
-    const t = this.args.target(target)
-    this.args.message(msg)
-    await this.messaging.send(t, msg)
+  send(target: string | WorkerRef, msg: unknown, opts?: Abortable): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const t = this.args.target(target)
+      this.args.message(msg)
+      await this.messaging.send(t, msg)
+    })
   }
 
   /**
@@ -430,12 +452,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * answered), NotLeaderError (the name is not known here and no leader could say whether it is
    * registered)
    */
-  async call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } = {}): Promise<R> {
-    this.guard()
-    const t = this.args.target(target)
-    this.args.message(msg)
-    const timeout = this.args.timeout(opts, 'timeout') ?? this.opts.callTimeoutMs
-    return this.messaging.call<R>(t, msg, timeout)
+  call<R = unknown>(target: string | WorkerRef, msg: unknown, opts: { timeout?: number } & Abortable = {}): Promise<R> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const t = this.args.target(target)
+      this.args.message(msg)
+      const timeout = this.args.timeout(opts, 'timeout') ?? this.opts.callTimeoutMs
+      return this.messaging.call<R>(t, msg, timeout)
+    })
   }
 
   /**
@@ -444,14 +468,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * ended is skipped).
    * @throws InvalidArgumentError (bad group name, message too large or not encodable)
    */
-  async publish(group: string, msg: unknown): Promise<number> {
-    this.guard()
-    const g = this.args.name(group, 'group')
-    this.args.message(msg)
-    const members = this.state.members(g)
-    // a member that ended meanwhile is skipped, as a cast to it would be lost anyway
-    const sent = await Promise.all(members.map((ref) => this.messaging.send(ref, msg).then(() => 1, () => 0)))
-    return sent.reduce<number>((a, b) => a + b, 0)
+  publish(group: string, msg: unknown, opts?: Abortable): Promise<number> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const g = this.args.name(group, 'group')
+      this.args.message(msg)
+      const members = this.state.members(g)
+      // a member that ended meanwhile is skipped, as a cast to it would be lost anyway
+      const sent = await Promise.all(members.map((ref) => this.messaging.send(ref, msg).then(() => 1, () => 0)))
+      return sent.reduce<number>((a, b) => a + b, 0)
+    })
   }
 
   /**
@@ -461,19 +487,21 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * @param opts.timeout - per call, default `callTimeoutMs`
    * @throws InvalidArgumentError (bad group name, message or timeout)
    */
-  async multiCall<R = unknown>(group: string, msg: unknown, opts: { timeout?: number } = {}): Promise<Array<MultiCallResult<R>>> {
-    this.guard()
-    const g = this.args.name(group, 'group')
-    this.args.message(msg)
-    const timeout = this.args.timeout(opts, 'timeout') ?? this.opts.callTimeoutMs
-    return Promise.all(
-      this.state.members(g).map((ref) =>
-        this.messaging.call<R>(ref, msg, timeout).then(
-          (value): MultiCallResult<R> => ({ ref, ok: true, value }),
-          (err: unknown): MultiCallResult<R> => ({ ref, ok: false, error: err instanceof SwormError ? err : new WorkerCrashedError(String(err)) }),
+  multiCall<R = unknown>(group: string, msg: unknown, opts: { timeout?: number } & Abortable = {}): Promise<Array<MultiCallResult<R>>> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const g = this.args.name(group, 'group')
+      this.args.message(msg)
+      const timeout = this.args.timeout(opts, 'timeout') ?? this.opts.callTimeoutMs
+      return Promise.all(
+        this.state.members(g).map((ref) =>
+          this.messaging.call<R>(ref, msg, timeout).then(
+            (value): MultiCallResult<R> => ({ ref, ok: true, value }),
+            (err: unknown): MultiCallResult<R> => ({ ref, ok: false, error: err instanceof SwormError ? err : new WorkerCrashedError(String(err)) }),
+          ),
         ),
-      ),
-    )
+      )
+    })
   }
 
   /**
@@ -530,49 +558,57 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * peers are up and reachable and that every node uses the same secret), TimeoutError (a leader
    * is known but this node is not up yet), ShuttingDownError
    */
-  async ready(): Promise<void> {
-    this.guard()
-    await this.membership.ready()
+  ready(opts?: Abortable): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      await this.membership.ready()
+    })
   }
 
   /**
    * Move this node's supervised workers to other nodes, with state handoff, and take no new ones.
    * Resolves when every worker that was here runs on another node (or no other node can take them).
    */
-  async drain(opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.guard()
-    const timeoutMs = this.args.timeout(opts, 'timeoutMs')
-    await this.membership.ready()
-    const moving = this.state.supervisedOn(this.nodeId).map((r) => r.name)
-    await this.client.propose({ c: 'drain', node: this.nodeId, on: true })
-    const deadline = this.clock.now() + (timeoutMs ?? this.opts.startTimeoutMs * 3)
-    for (;;) {
-      const left = this.state.supervisedOn(this.nodeId).length
-      const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)
-      if (!elsewhere) return
-      // done when none is placed here and every moved name runs on its new node (or is gone)
-      const settling = moving.filter((name) => {
-        const r = this.state.registration(name)
-        return r !== undefined && r.kind === 'supervised' && !r.retiring && (r.ref === undefined || r.ref.node === this.nodeId)
-      }).length
-      if (left === 0 && settling === 0) return
-      if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node, ${settling} not yet running elsewhere`)
-      await sleep(this.clock, 20)
-    }
+  drain(opts: { timeoutMs?: number } & Abortable = {}): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      const timeoutMs = this.args.timeout(opts, 'timeoutMs')
+      await this.membership.ready()
+      const moving = this.state.supervisedOn(this.nodeId).map((r) => r.name)
+      await this.client.propose({ c: 'drain', node: this.nodeId, on: true })
+      const deadline = this.clock.now() + (timeoutMs ?? this.opts.startTimeoutMs * 3)
+      for (;;) {
+        const left = this.state.supervisedOn(this.nodeId).length
+        const elsewhere = this.state.nodeRecords().some((n) => n.up && !n.draining && n.node !== this.nodeId)
+        if (!elsewhere) return
+        // done when none is placed here and every moved name runs on its new node (or is gone)
+        const settling = moving.filter((name) => {
+          const r = this.state.registration(name)
+          return r !== undefined && r.kind === 'supervised' && !r.retiring && (r.ref === undefined || r.ref.node === this.nodeId)
+        }).length
+        if (left === 0 && settling === 0) return
+        if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node, ${settling} not yet running elsewhere`)
+        await sleep(this.clock, 20)
+      }
+    })
   }
 
   /** Take supervised workers again after {@link Sworm.drain}. */
-  async undrain(): Promise<void> {
-    this.guard()
-    await this.membership.ready()
-    await this.client.propose({ c: 'drain', node: this.nodeId, on: false })
+  undrain(opts?: Abortable): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      await this.membership.ready()
+      await this.client.propose({ c: 'drain', node: this.nodeId, on: false })
+    })
   }
 
   /** Even out supervised workers over the nodes (moves with handoff). */
-  async rebalance(): Promise<void> {
-    this.guard()
-    await this.membership.ready()
-    await this.client.propose({ c: 'rebalance' })
+  rebalance(opts?: Abortable): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      await this.membership.ready()
+      await this.client.propose({ c: 'rebalance' })
+    })
   }
 
   /**
@@ -598,12 +634,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
    *   calling again is safe
    * @throws ShuttingDownError when this sworm stops meanwhile
    */
-  async removeNode(nodeId: string, opts: { timeoutMs?: number } = {}): Promise<void> {
-    this.guard()
-    if (typeof nodeId !== 'string' || nodeId.length === 0) throw new InvalidArgumentError('nodeId must be a non-empty string')
-    const timeoutMs = opts.timeoutMs ?? this.opts.requestTimeoutMs + this.opts.nodeDownAfterMs
-    if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new InvalidArgumentError('timeoutMs must be a positive number')
-    await this.membership.removeNode(nodeId, timeoutMs, () => this.guard())
+  removeNode(nodeId: string, opts: { timeoutMs?: number } & Abortable = {}): Promise<void> {
+    return this.abortable(opts, async () => {
+      this.guard()
+      if (typeof nodeId !== 'string' || nodeId.length === 0) throw new InvalidArgumentError('nodeId must be a non-empty string')
+      const timeoutMs = opts.timeoutMs ?? this.opts.requestTimeoutMs + this.opts.nodeDownAfterMs
+      if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new InvalidArgumentError('timeoutMs must be a positive number')
+      await this.membership.removeNode(nodeId, timeoutMs, () => this.guard())
+    })
   }
 
   /**
@@ -693,6 +731,33 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   // ------------------------------------------------------------------ helpers
+
+  /**
+   * Run `op`, ending the caller's wait with an {@link AbortError} when `opts.signal` is aborted
+   * (at once if it already is). The operation is not undone: like a timeout, it may take effect.
+   */
+  private abortable<T>(opts: unknown, op: () => Promise<T>): Promise<T> {
+    let signal: AbortSignal | undefined
+    try {
+      signal = this.args.signal(opts)
+    } catch (err) {
+      return Promise.reject(err)
+    }
+    const aborted = (s: AbortSignal): AbortError => new AbortError('the operation was aborted (it may still take effect)', { cause: s.reason })
+    if (!signal) return op()
+    if (signal.aborted) return Promise.reject(aborted(signal))
+    const s = signal
+    let onAbort: (() => void) | undefined
+    return Promise.race([
+      op(),
+      new Promise<never>((_, reject) => {
+        onAbort = () => reject(aborted(s))
+        s.addEventListener('abort', onAbort, { once: true })
+      }),
+    ]).finally(() => {
+      if (onAbort) s.removeEventListener('abort', onAbort)
+    })
+  }
 
   private fire<K extends keyof SwormEvents>(event: K, ...args: SwormEvents[K]): void {
     emitSafely(this, this.log, event, ...args)

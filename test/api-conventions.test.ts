@@ -158,3 +158,43 @@ t.test('a worker gets its context: its name, a fencing token that only grows, an
   await a.exit(ref)
   t.equal(ctx!.signal.aborted, true, 'aborted when it exits')
 })
+
+t.test('every async method takes an AbortSignal: an aborted wait ends with AbortError, and a bad signal is refused', async (t) => {
+  const c = await startSworms(3, 'abortable')
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [Sworm]
+  const slow = a.spawn({ handleCall: () => new Promise((r) => setTimeout(() => r('late'), 5000)) })
+  t.equal(await a.registerName('slow', slow), true)
+  const ac = new AbortController()
+  const pending = a.call('slow', 'x', { timeout: 30_000, signal: ac.signal })
+  ac.abort(new Error('the user went away'))
+  const err = (await pending.catch((e: unknown) => e)) as { name?: string; code?: string; cause?: unknown }
+  t.equal(err.name, 'AbortError', 'a call ends when its signal aborts')
+  t.equal(err.code, 'ABORT_ERR')
+  t.match(String(err.cause), /the user went away/, 'with the reason as its cause')
+  const done = AbortSignal.abort()
+  const ops: Array<[string, () => Promise<unknown>]> = [
+    ['registerName', () => a.registerName('x', slow, { signal: done })],
+    ['registerName (spec)', () => a.registerName('y', { module: WORKERS, fn: 'counter', args: ['abortable/y'] }, { signal: done })],
+    ['whereisOrRegisterName', () => a.whereisOrRegisterName('y', { module: WORKERS, fn: 'counter', args: ['abortable/y'] }, { signal: done })],
+    ['unregisterName', () => a.unregisterName('slow', { signal: done })],
+    ['whereisName consistent', () => a.whereisName('slow', { consistent: true, signal: done })],
+    ['whereisNameConsistent', () => a.whereisNameConsistent('slow', { signal: done })],
+    ['join', () => a.join('g', slow, { signal: done })],
+    ['leave', () => a.leave('g', slow, { signal: done })],
+    ['send', () => a.send('slow', 1, { signal: done })],
+    ['call', () => a.call('slow', 1, { signal: done })],
+    ['publish', () => a.publish('g', 1, { signal: done })],
+    ['multiCall', () => a.multiCall('g', 1, { signal: done })],
+    ['exit', () => a.exit(slow, { signal: done })],
+    ['ready', () => a.ready({ signal: done })],
+    ['drain', () => a.drain({ signal: done })],
+    ['undrain', () => a.undrain({ signal: done })],
+    ['rebalance', () => a.rebalance({ signal: done })],
+    ['removeNode', () => a.removeNode('n9', { signal: done })],
+  ]
+  for (const [what, op] of ops) await t.rejects(op(), { name: 'AbortError' }, `${what}: an aborted signal rejects at once`)
+  t.equal(a.whereisName('slow')?.id, slow.id, 'and nothing was done')
+  await t.rejects(a.call('slow', 1, { signal: 'no' as unknown as AbortSignal }), { code: 'INVALID_ARGUMENT' }, 'a signal that is not an AbortSignal is refused')
+  t.same(await a.whereisNameConsistent('slow'), slow, 'whereisNameConsistent: one shape, a Promise')
+})
