@@ -15,7 +15,10 @@ import {
   type SwormOptions,
   type Transport,
   type Worker,
+  type WorkerContext,
   type WorkerRef,
+  type Abortable,
+  AbortError,
 } from 'sworm'
 
 const options: SwormOptions = {
@@ -29,7 +32,14 @@ const options: SwormOptions = {
   castBufferSize: 100,
 }
 
-const worker: Worker = { handleCall: (msg: unknown) => ({ echo: msg }) }
+let context: WorkerContext | undefined
+const worker: Worker = {
+  init: (ctx) => {
+    context = ctx
+  },
+  handleCall: (msg: unknown) => ({ echo: msg, token: context?.fencingToken }),
+}
+const abortable: Abortable = { signal: AbortSignal.timeout(1000) }
 const spec: StartSpec = { module: './worker.js', fn: 'start', args: [1], restart: 'permanent' }
 const clock: Clock = systemClock
 const config: ClusterConfig | undefined = undefined
@@ -43,10 +53,12 @@ export async function main(): Promise<void> {
   const won: boolean = await sworm.registerName('echo', ref)
   const sup: WorkerRef = await sworm.registerName('sup', spec)
   try {
-    const reply = await sworm.call<{ echo: unknown }>('echo', 'hi', { timeout: 1000 })
+    const reply = await sworm.call<{ echo: unknown }>('echo', 'hi', { timeout: 1000, ...abortable })
+    const where: WorkerRef | undefined = await sworm.whereisNameConsistent('echo', abortable)
+    console.log(where?.id)
     console.log(reply.echo, won, sup.node)
   } catch (err) {
-    if (err instanceof OutcomeUnknownError || err instanceof NoWorkerError) console.log(err.code)
+    if (err instanceof OutcomeUnknownError || err instanceof NoWorkerError || err instanceof AbortError) console.log(err.code)
     else if (err instanceof SwormError) throw err
   }
   const all: Array<MultiCallResult<{ echo: unknown }>> = await sworm.multiCall('room', 'x')
