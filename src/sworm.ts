@@ -312,20 +312,34 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1 })) as SuperviseResult
     if (!res.placed) {
       if (!res.exists) throw new NoNodeError()
-      if (!orExisting) throw new AlreadyRegisteredError(n, res.ref)
+      if (!orExisting) {
+        // lost the race to a supervised worker still starting: wait for it (as the winner's caller
+        // does), so the error carries its ref and whereisName shows it right after
+        if (res.ref || res.kind !== 'supervised') throw new AlreadyRegisteredError(n, res.ref)
+        const winner = await this.startOf(n)
+        throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
+      }
       if (res.ref) return res.ref
     }
-    const startTimeoutMs = this.opts.startTimeoutMs
-    let timer: unknown
-    const outcome = await Promise.race([
-      this.supervisor.waitForStart(n),
-      new Promise<StartOutcome>((resolve) => {
-        timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
-      }),
-    ])
-    this.clock.clearTimeout(timer)
+    const outcome = await this.startOf(n)
     if (outcome.ok) return outcome.ref
     throw new StartError(`could not start ${JSON.stringify(n)}: ${outcome.error}`, { cause: new Error(outcome.error) })
+  }
+
+  /** The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`. */
+  private async startOf(n: string): Promise<StartOutcome> {
+    const startTimeoutMs = this.opts.startTimeoutMs
+    let timer: unknown
+    try {
+      return await Promise.race([
+        this.supervisor.waitForStart(n),
+        new Promise<StartOutcome>((resolve) => {
+          timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
+        }),
+      ])
+    } finally {
+      this.clock.clearTimeout(timer)
+    }
   }
 
   private async registerStatic(name: string, ref: WorkerRef): Promise<boolean> {
@@ -336,6 +350,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     await this.membership.ready()
     const res = await this.client.propose({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
+    // taken by a supervised worker still starting: wait for it, so whereisName shows the winner
+    if (res !== true && this.state.whereis(n) === undefined && this.state.registration(n)?.kind === 'supervised') await this.startOf(n)
     return res === true
   }
 

@@ -116,3 +116,26 @@ t.test('a call whose node is declared gone before it answers rejects then with O
   t.ok(Date.now() - t0 < 60_000, 'long before its timeout')
   t.equal(await metric(a, 'sworm_calls_outcome_unknown_total'), 1, 'counted')
 })
+
+t.test('a node that loses a registration race to a worker still starting learns the winner (#14, "a lost race hides the winner")', async (t) => {
+  // Before (failed on cc4e7b9): the loser got AlreadyRegisteredError without a ref, and
+  // whereisName right after returned undefined, as the winner was still starting.
+  const c = await startSworms(3, 'lt-race')
+  t.teardown(() => c.stop())
+  const [a, b] = c.nodes as [Sworm, Sworm]
+  const open = closeGate('race')
+  const before = b.status().names
+  const spec = { module: WORKERS, fn: 'recorder', args: ['race'] }
+  const winner = a.registerName('race', spec)
+  await waitFor(() => b.status().names === before + 1, 10_000, 'the winning registration applied on b (its worker held at start)')
+  const loser = b.registerName('race', spec).then(
+    () => undefined,
+    (e: unknown) => e as { code?: string; ref?: unknown },
+  )
+  open()
+  const ref = await winner
+  const err = await loser
+  t.equal(err?.code, 'ALREADY_REGISTERED', 'the loser is told the name is taken')
+  t.same(err?.ref, ref, "with the winner's ref")
+  t.same(b.whereisName('race'), ref, 'and whereisName right after shows the winner')
+})
