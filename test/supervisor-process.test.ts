@@ -326,8 +326,11 @@ t.test('5 processes: 200 names x 100 concurrent whereisOrRegisterName callers ov
   // leases: a node starved of CPU for 2 s (5 processes and a CPU burner on 2 cores) loses its
   // lease, fences its workers and has them restarted elsewhere, which is right but not the point
   // here (the lease tests are above and in supervisor-lease.test.ts), so leases last 10 s.
-  // Starts wait as long as requests (a worker's start queues behind the same backlog).
-  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000, requestTimeoutMs: 30_000, workerStartTimeoutMs: 30_000, leaseTimeoutMs: 10_000 })
+  // Starts wait as long as requests (a worker's start queues behind the same backlog). For the
+  // same reason the election timeout is 1 s (etcd's default) rather than 300 ms: beside a CPU
+  // burner, 300 ms brought 20 to 45 leader changes per run, and with each a round of proposals
+  // to send again; a few then missed the 30 s deadline (failed 1 run in 3 on 95ce90b).
+  const c = await startSwormCluster({ n: 5, ipcTimeoutMs: 60_000, requestTimeoutMs: 30_000, workerStartTimeoutMs: 30_000, leaseTimeoutMs: 10_000, electionTicks: 20 })
   t.teardown(() => c.stopAll())
   const prefix = 'wor:'
   const NAMES = 200

@@ -34,6 +34,8 @@ export interface SwormClusterOptions {
   /** Raft `snapshotChunkBytes` and `maxLogEntries` of the nodes (default: the library's). */
   snapshotChunkBytes?: number
   maxLogEntries?: number
+  /** Raft `electionTicks` of the nodes (default: the library's, 6 ticks of 50 ms). */
+  electionTicks?: number
   /** How long to wait for each process to be ready (default 20 s). */
   startTimeoutMs?: number
   /** `startTimeoutMs` of the nodes' `Sworm.start` (how long a supervised registration waits for its worker). */
@@ -178,6 +180,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
     if (opts.snapshotChunkBytes !== undefined) a.snapshotChunkBytes = opts.snapshotChunkBytes
     if (opts.maxLogEntries !== undefined) a.maxLogEntries = opts.maxLogEntries
+    if (opts.electionTicks !== undefined) a.electionTicks = opts.electionTicks
     if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
     if (opts.workerStartTimeoutMs !== undefined) a.workerStartTimeoutMs = opts.workerStartTimeoutMs
     if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs

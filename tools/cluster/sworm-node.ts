@@ -39,6 +39,7 @@ function startSworm(args: SwormProcessArgs, logger: Logger): Promise<Sworm> {
       ...(args.snapshotEvery !== undefined ? { snapshotEvery: args.snapshotEvery } : {}),
       ...(args.snapshotChunkBytes !== undefined ? { snapshotChunkBytes: args.snapshotChunkBytes } : {}),
       ...(args.maxLogEntries !== undefined ? { maxLogEntries: args.maxLogEntries } : {}),
+      ...(args.electionTicks !== undefined ? { electionTicks: args.electionTicks } : {}),
     },
     ...(args.leaseTimeoutMs !== undefined ? { leaseTimeoutMs: args.leaseTimeoutMs } : {}),
     ...(args.workerStartTimeoutMs !== undefined ? { startTimeoutMs: args.workerStartTimeoutMs } : {}),

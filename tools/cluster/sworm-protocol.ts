@@ -28,6 +28,8 @@ export interface SwormProcessArgs {
   snapshotChunkBytes?: number
   /** `raft.maxLogEntries` of `Sworm.start`. */
   maxLogEntries?: number
+  /** `raft.electionTicks` of `Sworm.start` (the election timeout, in ticks of 50 ms). */
+  electionTicks?: number
   /** Log level on stderr (default 'warn'). */
   logLevel?: 'debug' | 'info' | 'warn' | 'error'
   /** `leaseTimeoutMs` of `Sworm.start` (default: the library's, 2,000 ms). */
