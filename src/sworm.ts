@@ -33,6 +33,32 @@ import { sleep } from './util/retry.js'
 export type { SwormEvents, WorkerStopReason } from './events.js'
 export type { SwormOptions } from './options.js'
 
+/** Per signal, the callbacks of the operations waiting on it: one listener per signal, however many wait. */
+const abortWaiters = new WeakMap<AbortSignal, Set<() => void>>()
+
+/** Call `fn` when `signal` aborts; returns the function that cancels that. */
+function onAbort(signal: AbortSignal, fn: () => void): () => void {
+  let set = abortWaiters.get(signal)
+  if (!set) {
+    const fresh = new Set<() => void>()
+    set = fresh
+    abortWaiters.set(signal, fresh)
+    signal.addEventListener(
+      'abort',
+      () => {
+        abortWaiters.delete(signal)
+        for (const f of fresh) f()
+      },
+      { once: true },
+    )
+  }
+  const waiters = set
+  waiters.add(fn)
+  return () => {
+    waiters.delete(fn)
+  }
+}
+
 /**
  * The options every async method takes: `signal` ends the wait for the operation with an
  * {@link AbortError} when aborted (the operation itself may still take effect, as after a timeout).
@@ -163,6 +189,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       gate: (id) => this.fence.gate(id),
       guard: () => this.guard(),
       castBufferSize: o.castBufferSize,
+      maxMessageBytes: o.maxMessageBytes,
       castHoldMs: o.callTimeoutMs,
       count: {
         castDropped: (n) => metrics.castsDropped.inc(n),
@@ -315,7 +342,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (!orExisting) {
         // lost the race to a supervised worker still starting: wait for it (as the winner's caller
         // does), so the error carries its ref and whereisName shows it right after
-        if (res.ref || res.kind !== 'supervised') throw new AlreadyRegisteredError(n, res.ref)
+        if (res.ref || res.kind !== 'supervised' || !this.startingHere(n)) throw new AlreadyRegisteredError(n, res.ref ?? this.state.whereis(n))
         const winner = await this.startOf(n)
         throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
       }
@@ -324,6 +351,12 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const outcome = await this.startOf(n)
     if (outcome.ok) return outcome.ref
     throw new StartError(`could not start ${JSON.stringify(n)}: ${outcome.error}`, { cause: new Error(outcome.error) })
+  }
+
+  /** Whether supervised name `n` is registered, not being unregistered, and its worker not running yet. */
+  private startingHere(n: string): boolean {
+    const r = this.state.registration(n)
+    return r !== undefined && r.kind === 'supervised' && !r.retiring && r.ref === undefined
   }
 
   /** The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`. */
@@ -351,7 +384,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const res = await this.client.propose({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     // taken by a supervised worker still starting: wait for it, so whereisName shows the winner
-    if (res !== true && this.state.whereis(n) === undefined && this.state.registration(n)?.kind === 'supervised') await this.startOf(n)
+    if (res !== true && this.startingHere(n)) await this.startOf(n)
     return res === true
   }
 
@@ -447,7 +480,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * Deliver `msg` to the worker registered as `name` (or to `ref`), wherever it runs. Fire and
    * forget: resolves once sent.
    * @throws InvalidArgumentError (bad target, message too large or not encodable), NoWorkerError
-   * (the name is not registered, the local worker has ended, or the ref's node is not in the sworm)
+   * (the name is not registered, the local worker has ended, or the ref's node is not in the sworm),
+   * NotLeaderError / TimeoutError (the name is not known here and no leader could say whether it
+   * is registered), AbortError
    */
   send(target: string | WorkerRef, msg: unknown, opts?: Abortable): Promise<void> {
     return this.abortable(opts, async () => {
@@ -759,20 +794,17 @@ export class Sworm extends EventEmitter<SwormEvents> {
     } catch (err) {
       return Promise.reject(err)
     }
-    const aborted = (s: AbortSignal): AbortError => new AbortError('the operation was aborted (it may still take effect)', { cause: s.reason })
     if (!signal) return op()
-    if (signal.aborted) return Promise.reject(aborted(signal))
     const s = signal
-    let onAbort: (() => void) | undefined
+    const aborted = (): AbortError => new AbortError('the operation was aborted (it may still take effect)', { cause: s.reason })
+    if (s.aborted) return Promise.reject(aborted()) // nothing is done
+    let cancel: (() => void) | undefined
     return Promise.race([
       op(),
       new Promise<never>((_, reject) => {
-        onAbort = () => reject(aborted(s))
-        s.addEventListener('abort', onAbort, { once: true })
+        cancel = onAbort(s, () => reject(aborted()))
       }),
-    ]).finally(() => {
-      if (onAbort) s.removeEventListener('abort', onAbort)
-    })
+    ]).finally(() => cancel?.())
   }
 
   private fire<K extends keyof SwormEvents>(event: K, ...args: SwormEvents[K]): void {

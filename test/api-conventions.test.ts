@@ -198,3 +198,29 @@ t.test('every async method takes an AbortSignal: an aborted wait ends with Abort
   await t.rejects(a.call('slow', 1, { signal: 'no' as unknown as AbortSignal }), { code: 'INVALID_ARGUMENT' }, 'a signal that is not an AbortSignal is refused')
   t.same(await a.whereisNameConsistent('slow'), slow, 'whereisNameConsistent: one shape, a Promise')
 })
+
+t.test('a move lets the message in progress finish before it aborts the signal; one signal serves many calls', async (t) => {
+  // Found by review of 08369e8 (failed on cc4e7b9): the signal was aborted when the handoff began,
+  // so a handler that honours it failed the call the move had let finish.
+  const c = await startSworms(3, 'ctxmove')
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [Sworm]
+  await a.registerName('mover', { module: WORKERS, fn: 'contextual', args: [] })
+  const host = c.nodes.find((s) => s.nodeId === a.whereisName('mover')!.node)!
+  const call = a.call('mover', 'slow', { timeout: 10_000 })
+  await new Promise((r) => setTimeout(r, 50)) // the call is being handled
+  const drained = host.drain()
+  t.equal(await call, 'done', 'the call in progress finished')
+  await drained
+  await host.undrain()
+
+  // many operations on one signal: one listener on it, not one each (Node warns past 10)
+  const warnings: string[] = []
+  const onWarning = (w: Error): void => void warnings.push(w.name)
+  process.on('warning', onWarning)
+  t.teardown(() => void process.off('warning', onWarning))
+  const ac = new AbortController()
+  await Promise.all(Array.from({ length: 30 }, (_, i) => a.call('mover', i, { signal: ac.signal })))
+  await new Promise((r) => setImmediate(r))
+  t.same(warnings.filter((w) => w === 'MaxListenersExceededWarning'), [], 'no MaxListenersExceededWarning')
+})

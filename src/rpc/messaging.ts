@@ -39,6 +39,8 @@ export interface MessagingHost {
   gate(id: number): boolean
   /** Throws once the sworm is stopped. */
   guard(): void
+  /** The largest message, in bytes: a reply with more values than that is refused unwalked. */
+  readonly maxMessageBytes: number
   /** Casts held per name at most (see SwormOptions.castBufferSize). */
   readonly castBufferSize: number
   /** How long a cast is held at most (callTimeoutMs). */
@@ -53,8 +55,8 @@ interface Held {
 }
 
 /** Why a worker's reply could not cross the wire unchanged, if so (see util/encodable.ts). */
-function replyProblem(value: unknown): string | undefined {
-  const problem = encodingProblem(value, "the worker's reply")
+function replyProblem(value: unknown, maxValues: number): string | undefined {
+  const problem = encodingProblem(value, "the worker's reply", maxValues)
   return problem && `${problem}: it cannot be sent back unchanged (see "Values" in the README)`
 }
 
@@ -90,7 +92,7 @@ export class Messaging {
       }
       workers.call(local, m.msg).then(
         (value) => {
-          const problem = replyProblem(value)
+          const problem = replyProblem(value, host.maxMessageBytes)
           if (problem) router.send(from, { t: 'reply', id, ok: false, code: 'WORKER_CRASHED', message: problem })
           else router.send(from, { t: 'reply', id, ok: true, value })
         },
@@ -272,7 +274,7 @@ export class Messaging {
         host.clock.clearTimeout(timer)
       }
       // the same answer as from another node, where the reply must cross the wire
-      const problem = replyProblem(value)
+      const problem = replyProblem(value, host.maxMessageBytes)
       if (problem) throw new WorkerCrashedError(problem)
       return value as R
     }

@@ -179,12 +179,14 @@ export class LocalWorkers {
     const s = this.slots.get(id)
     if (!s || s.ended) throw new NoWorkerError(`no worker ${id} on this node`)
     s.ended = true // refuse new messages from now on
-    s.abort?.abort('handoff')
     this.slots.delete(id)
     const pending = s.queue
     s.queue = []
     for (const env of pending) env.reject?.(new NoWorkerError('the worker is moving to another node; try again'))
     while (s.busy) await new Promise<void>((r) => (s.idle = r))
+    // after the current message: a handler that honours the signal must not fail a call that the
+    // move lets finish
+    s.abort?.abort('handoff')
     let state: unknown
     try {
       state = await s.worker.beginHandoff?.()

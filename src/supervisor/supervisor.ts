@@ -237,6 +237,8 @@ export class Supervisor {
         if (this.gaps !== gapsBefore) this.host.log.info('a worker factory outlived the lease: its worker is dropped, and the start is tried again', { name })
         abort.abort('moved')
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
+        // its init saw this epoch as its fencing token: the next start must not get the same one
+        if (this.isMine(name, epoch)) void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true })
         return
       }
       const id = this.host.workers.add(worker, abort)
@@ -245,7 +247,11 @@ export class Supervisor {
       this.byId.set(id, name)
       const ref: WorkerRef = { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }
       const ok = await this.proposeQuietly({ c: 'started', name, epoch, ref })
-      if (ok !== true && this.running.get(name)?.id === id) await this.stopLocal(name, 'moved')
+      if (ok !== true && this.running.get(name)?.id === id) {
+        await this.stopLocal(name, 'moved')
+        // as above: a next start under this epoch would repeat the fencing token this worker had
+        if (ok === undefined && this.isMine(name, epoch)) void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true })
+      }
     } catch (err) {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
     } finally {
