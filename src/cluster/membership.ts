@@ -285,6 +285,8 @@ export class Membership {
         await raft.read() // our registry may lag the log
         if (state.nodeRecord(node) === undefined) throw new NotFoundError(`${node} is not a node of this sworm`)
       }
+      // out of the latest configuration: done once that is committed (raft.removeNode waits)
+      await raft.removeNode(node)
       return
     }
     await raft.removeNode(node)

@@ -498,7 +498,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   /** Remove a node (voter or learner) from the cluster. Must be called on the leader. */
   async removeNode(id: NodeId): Promise<void> {
     const cfg = this.core.status().config
-    if (cfg.voters[id] === undefined && cfg.learners[id] === undefined) return
+    if (cfg.voters[id] === undefined && cfg.learners[id] === undefined) {
+      // Out of the latest configuration, but that may be a change not committed yet (this node
+      // may even be a leader cut off with a minority): done only once the applied one is without
+      // it too (found by the simulation: a removal answered "done" by a stale leader never took
+      // effect, and the removed node stayed a voter).
+      const deadline = this.clock.now() + this.timeoutMs
+      while (this.appliedConfig.voters[id] !== undefined || this.appliedConfig.learners[id] !== undefined) {
+        if (this.stopped) throw new ShuttingDownError()
+        if (this.clock.now() >= deadline) throw new TimeoutError(`the change that removes ${id} was not committed within ${this.timeoutMs} ms`)
+        await this.sleep(this.tickMs)
+      }
+      return
+    }
     const voters = { ...cfg.voters }
     const learners = { ...cfg.learners }
     delete voters[id]
