@@ -13,7 +13,7 @@ import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../registry/types.js'
 import type { PendingRequests } from '../rpc/pending.js'
 import type { WireRouter } from '../rpc/router.js'
-import { retry, sleep } from '../util/retry.js'
+import { retry, sleep, withDeadline } from '../util/retry.js'
 import { dataLostMessage, isProbe } from './identity.js'
 import { hasOwn, isMember } from './config.js'
 
@@ -232,22 +232,12 @@ export class Membership {
     const { host } = this
     if (host.stopped()) throw stoppedError()
     if (this.upResolved) return
-    let timer: unknown
-    const timeout = new Promise<never>((_, reject) => {
-      timer = host.clock.setTimeout(() => {
-        const leader = host.raft.leader
-        reject(
-          leader === undefined
-            ? new NotLeaderError(undefined, `no leader seen within requestTimeoutMs (${host.requestTimeoutMs} ms): check that a majority of the peers are up and reachable, and that every node uses the same secret`)
-            : new TimeoutError(`this node is not up in the cluster yet after requestTimeoutMs (${host.requestTimeoutMs} ms); the leader is ${leader}`),
-        )
-      }, host.requestTimeoutMs)
+    await withDeadline(host.clock, this.upPromise ?? Promise.resolve(), host.requestTimeoutMs, () => {
+      const leader = host.raft.leader
+      return leader === undefined
+        ? new NotLeaderError(undefined, `no leader seen within requestTimeoutMs (${host.requestTimeoutMs} ms): check that a majority of the peers are up and reachable, and that every node uses the same secret`)
+        : new TimeoutError(`this node is not up in the cluster yet after requestTimeoutMs (${host.requestTimeoutMs} ms); the leader is ${leader}`)
     })
-    try {
-      await Promise.race([this.upPromise, timeout])
-    } finally {
-      host.clock.clearTimeout(timer)
-    }
   }
 
   /** See {@link Sworm.removeNode}; `timeoutMs` is checked by the caller. */

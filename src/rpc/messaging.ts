@@ -15,6 +15,7 @@
  */
 import { NoWorkerError, OutcomeUnknownError, SwormError, TimeoutError, WorkerCrashedError } from '../errors.js'
 import { encodingProblem } from '../util/encodable.js'
+import { withDeadline } from '../util/retry.js'
 import { isObj } from '../args.js'
 import { isMember } from '../cluster/config.js'
 import { clip } from '../observability/rate-limited-log.js'
@@ -241,17 +242,7 @@ export class Messaging {
    */
   private async readBefore(deadline: number, late: () => Error): Promise<void> {
     const { host } = this
-    let timer: unknown
-    try {
-      await Promise.race([
-        host.raft.read(),
-        new Promise<never>((_, rej) => {
-          timer = host.clock.setTimeout(() => rej(late()), Math.max(1, deadline - host.clock.now()))
-        }),
-      ])
-    } finally {
-      host.clock.clearTimeout(timer)
-    }
+    await withDeadline(host.clock, host.raft.read(), Math.max(1, deadline - host.clock.now()), late)
     host.guard()
   }
 
@@ -261,18 +252,7 @@ export class Messaging {
     const timedOut = (): TimeoutError => new TimeoutError(`call not answered within ${timeout} ms`)
     if (host.isLocal(ref)) {
       if (!host.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
-      let timer: unknown
-      let value: unknown
-      try {
-        value = await Promise.race([
-          host.workers.call(ref.id, msg),
-          new Promise<never>((_, rej) => {
-            timer = host.clock.setTimeout(() => rej(timedOut()), ms)
-          }),
-        ])
-      } finally {
-        host.clock.clearTimeout(timer)
-      }
+      const value = await withDeadline(host.clock, host.workers.call(ref.id, msg), ms, timedOut)
       // the same answer as from another node, where the reply must cross the wire
       const problem = replyProblem(value, host.maxMessageBytes)
       if (problem) throw new WorkerCrashedError(problem)

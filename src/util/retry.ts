@@ -62,6 +62,24 @@ export function sleep(clock: RetryClock, ms: number): Promise<void> {
 }
 
 /**
+ * `p`, or a rejection with `late()` once `ms` have passed on `clock` (the timer is cleared when
+ * `p` settles first). `p` itself is not cancelled.
+ */
+export async function withDeadline<T>(clock: RetryClock & { clearTimeout(handle: unknown): void }, p: Promise<T>, ms: number, late: () => Error): Promise<T> {
+  let timer: unknown
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = clock.setTimeout(() => reject(late()), ms)
+      }),
+    ])
+  } finally {
+    clock.clearTimeout(timer)
+  }
+}
+
+/**
  * Run `attempt` until it resolves, waiting by `policy` between failures. It rejects with the last
  * error once that error is not retryable, `stopped()` is true, `maxAttempts` were made, or the
  * next attempt would start after the deadline. Each attempt is told its number (from 1) and the time left before the
