@@ -498,6 +498,8 @@ export class DemoState {
           draining: records.get(id)?.draining ?? false,
           up: records.get(id)?.up ?? null,
           role: st?.role ?? null,
+          // a learner replicates and hosts workers but does not vote (the voters option)
+          voter: st ? Object.prototype.hasOwnProperty.call(st.peers.voters, id) : null,
           term: st?.term ?? null,
           leader: st?.leader ?? null,
           commit: st?.commit ?? null,

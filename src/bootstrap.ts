@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { join as joinPath } from 'node:path'
 import { dataLostMessage, diskIdentity, probePeers } from './cluster/identity.js'
-import { hasOwn } from './cluster/config.js'
+import { isMember } from './cluster/config.js'
 import { NodeDataLostError } from './errors.js'
 import { PeerFaults } from './net/faults.js'
 import { acquireHub, releaseHub } from './net/hub-pool.js'
@@ -151,9 +151,10 @@ export async function assemble<S extends Assembled>(
     const waitingMember = peers !== undefined && st.term > 0
     const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers && !waitingMember
     let joinVia: string | undefined
-    // A node started with `join` that its log does not list as a voter (fresh, or its join was
-    // cut short after it became a learner) asks to be added.
-    if (fresh || (options.join !== undefined && !hasOwn(st.config.voters, nodeId))) {
+    // A node started with `join` that is not a member yet (fresh, or its join was cut short) asks
+    // to be added, and waits until it is: until the applied configuration lists it (one only
+    // appended may still be overwritten by another leader's log; found by the simulation).
+    if (fresh || (options.join !== undefined && !isMember(st.appliedConfig, nodeId))) {
       if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
       joinVia = await deps.discover(options.join)
       deps.msgTransport.setPeers({ [joinVia]: options.join })

@@ -43,6 +43,12 @@ export interface SwormEvents {
   leaseLost: [{ node: string; workers: number }]
   /** This node's lease holds again after `leaseLost`. */
   leaseRenewed: [{ node: string }]
+  /**
+   * This node, as leader, changed the Raft configuration on its own (see the `voters` option):
+   * promoted a learner to voter, demoted a voter to learner, or removed a node gone for longer
+   * than `deadNodeTimeoutMs`.
+   */
+  autopilot: [{ action: 'promote' | 'demote' | 'remove'; node: string; reason: string }]
 }
 
 /**

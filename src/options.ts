@@ -79,6 +79,40 @@ export interface SwormOptions {
   castBufferSize?: number
   /** How long a registry operation may take. Default 5,000 ms. */
   requestTimeoutMs?: number
+  /**
+   * How many nodes vote in Raft (odd; default 5). While the cluster has fewer nodes, every node
+   * votes. The others are learners: full replicas that host workers, answer local reads and
+   * forward proposals, but do not count for quorum, so many app instances do not slow writes down.
+   * The leader's autopilot promotes a healthy learner when a voter is gone, demotes extra voters,
+   * and spreads voters over zones. Give every node the same value.
+   */
+  voters?: number
+  /**
+   * The failure domain of this node (an availability zone, a rack). Autopilot spreads the voters
+   * over as many zones as it can. Default: none.
+   */
+  zone?: string
+  /** Autopilot tuning. */
+  autopilot?: {
+    /** How long a learner must have been up, answering and caught up before it may be promoted. Default 3,000 ms. */
+    stabilizationMs?: number
+    /** A learner at most this many log entries behind the commit index counts as caught up. Default 1,000. */
+    maxTrailingEntries?: number
+  }
+  /**
+   * Remove a node from the cluster once it has been declared gone for this long, so a fleet whose
+   * instances get new ids on every deploy does not grow forever. A removed id cannot join again
+   * (start it under a new id), so leave this unset for nodes with stable ids that may be down for
+   * long (a StatefulSet). Default: never.
+   */
+  deadNodeTimeoutMs?: number
+  /**
+   * Signals on which the sworm stops gracefully (as `stop()`: its supervised workers handed over
+   * to other nodes first). Then, if nothing else in the process listens for the signal, it is
+   * raised again and the process ends as it would have. `false`: no signal handling (call `stop()`
+   * yourself). Default `['SIGTERM', 'SIGINT']`.
+   */
+  stopOnSignals?: NodeJS.Signals[] | false
   /** Raft tuning (defaults suit a LAN). */
   raft?: {
     tickMs?: number
@@ -110,6 +144,9 @@ export const DEFAULTS = {
   callTimeoutMs: 5000,
   castBufferSize: 1000,
   requestTimeoutMs: 5000,
+  voters: 5,
+  stopOnSignals: ['SIGTERM', 'SIGINT'],
+  autopilot: { stabilizationMs: 3000, maxTrailingEntries: 1000 },
   raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000 },
 } as const
 
@@ -140,6 +177,11 @@ export interface ResolvedOptions {
   readonly callTimeoutMs: number
   readonly castBufferSize: number
   readonly requestTimeoutMs: number
+  readonly voters: number
+  readonly zone: string | undefined
+  readonly autopilot: { readonly stabilizationMs: number; readonly maxTrailingEntries: number }
+  readonly deadNodeTimeoutMs: number | undefined
+  readonly stopOnSignals: readonly NodeJS.Signals[]
   readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number }
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
@@ -231,6 +273,22 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
     maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
   }
+  const voters = positive(o, 'voters', DEFAULTS.voters)
+  if (!Number.isInteger(voters) || voters % 2 === 0) throw new TypeError('Sworm.start: option "voters" must be an odd integer (1, 3, 5, 7...)')
+  if (o.zone !== undefined && (typeof o.zone !== 'string' || o.zone.length === 0 || o.zone.length > 256)) {
+    throw new TypeError('Sworm.start: option "zone" must be a non-empty string of at most 256 characters')
+  }
+  if (o.autopilot !== undefined && !isObj(o.autopilot)) throw new TypeError('Sworm.start: option "autopilot" must be an object')
+  const ap = (o.autopilot ?? {}) as Record<string, unknown>
+  const autopilot = {
+    stabilizationMs: positive(ap, 'stabilizationMs', DEFAULTS.autopilot.stabilizationMs),
+    maxTrailingEntries: positive(ap, 'maxTrailingEntries', DEFAULTS.autopilot.maxTrailingEntries),
+  }
+  if (o.stopOnSignals !== undefined && o.stopOnSignals !== false && !(Array.isArray(o.stopOnSignals) && o.stopOnSignals.every((x) => typeof x === 'string' && /^SIG[A-Z0-9]+$/.test(x)))) {
+    throw new TypeError('Sworm.start: option "stopOnSignals" must be false or an array of signal names such as \'SIGTERM\'')
+  }
+  const stopOnSignals: readonly NodeJS.Signals[] = o.stopOnSignals === false ? [] : ((o.stopOnSignals as NodeJS.Signals[] | undefined) ?? DEFAULTS.stopOnSignals)
+  const deadNodeTimeoutMs = o.deadNodeTimeoutMs === undefined ? undefined : positive(o, 'deadNodeTimeoutMs', 0)
   if (o.placement !== undefined && o.placement !== 'load' && o.placement !== 'hash' && typeof o.placement !== 'function') {
     throw new TypeError('Sworm.start: option "placement" must be \'load\', \'hash\' or a function')
   }
@@ -268,6 +326,11 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     callTimeoutMs,
     castBufferSize,
     requestTimeoutMs,
+    voters,
+    zone: options.zone,
+    autopilot,
+    deadNodeTimeoutMs,
+    stopOnSignals,
     raft,
     metricsPort: options.metricsPort,
     metricsHost: options.metricsHost,

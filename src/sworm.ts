@@ -9,6 +9,8 @@ import { EventEmitter } from 'node:events'
 import { assemble, start, type SwormDeps, type SwormParts } from './bootstrap.js'
 import { ArgChecks, isObj } from './args.js'
 import { FailureDetector } from './cluster/failure-detector.js'
+import { Autopilot } from './cluster/autopilot.js'
+import { stopOnSignals } from './cluster/signals.js'
 import { Membership } from './cluster/membership.js'
 import { AbortError, AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, SwormError, TimeoutError, WorkerCrashedError } from './errors.js'
 import { emitSafely, RegistryEvents, type SwormEvents } from './events.js'
@@ -108,11 +110,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private readonly messaging: Messaging
   private readonly membership: Membership
   private readonly detector: FailureDetector
+  private readonly autopilot: Autopilot
   private readonly events: RegistryEvents
   private readonly observe: NodeStatus
   private readonly metricsObj: SwormMetrics
   private readonly timers: unknown[] = []
   private stopped = false
+  private unlistenSignals: (() => void) | undefined
   private lastLeaderTerm = 0
   private lastLeader: string | undefined
   private lastRole = 'follower'
@@ -204,6 +208,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       router,
       requests: this.requests,
       disk: p.disk,
+      zone: o.zone,
       requestTimeoutMs: o.requestTimeoutMs,
       nodeDownAfterMs: o.nodeDownAfterMs,
       onUp: () => {
@@ -211,6 +216,20 @@ export class Sworm extends EventEmitter<SwormEvents> {
       },
     })
     this.detector = new FailureDetector({ ...node, nodeDownAfterMs: o.nodeDownAfterMs })
+    this.autopilot = new Autopilot({
+      ...node,
+      voters: o.voters,
+      stabilizationMs: o.autopilot.stabilizationMs,
+      maxTrailingEntries: o.autopilot.maxTrailingEntries,
+      deadNodeTimeoutMs: o.deadNodeTimeoutMs,
+      heardWithinMs: o.leaseTimeoutMs,
+      settleMs: o.nodeDownAfterMs,
+      remove: (n) => this.membership.removeAsLeader(n),
+      changed: (step) => {
+        metrics.autopilotChanges.inc({ action: step.action })
+        this.fire('autopilot', { action: step.action, node: step.node, reason: step.reason })
+      },
+    })
     this.events = new RegistryEvents({
       nodeId: o.nodeId,
       incarnation: p.inc,
@@ -240,7 +259,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * @throws TypeError naming the option when an option is invalid
    */
   static async start(options: SwormOptions): Promise<Sworm> {
-    return start(resolveOptions(options), (parts) => new Sworm(parts), (sworm, host, port) => sworm.observe.serve(host, port))
+    const o = resolveOptions(options)
+    const sworm = await start(o, (parts) => new Sworm(parts), (sworm, host, port) => sworm.observe.serve(host, port))
+    if (o.stopOnSignals.length > 0 && !sworm.stopped) {
+      sworm.unlistenSignals = stopOnSignals(o.stopOnSignals, (signal) => {
+        sworm.log.info('signal received: stopping gracefully (handing supervised workers over first)', { signal })
+        return sworm.stop().catch((err: unknown) => sworm.log.error('stop on signal failed', { signal, err: String(err) }))
+      })
+    }
+    return sworm
   }
 
   /**
@@ -258,6 +285,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.every(100, () => {
       this.membership.comeBackIfDeclaredGone()
       this.detector.check()
+      this.autopilot.check()
     })
     this.every(Math.max(50, Math.min(250, this.opts.leaseTimeoutMs / 8)), () => {
       void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) }))
@@ -749,7 +777,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   // ------------------------------------------------------------------ reactions
 
   private onRole(s: RaftNodeEvents['role'][0]): void {
-    if (s.role === 'leader') this.detector.onLeader()
+    if (s.role === 'leader') {
+      this.detector.onLeader()
+      this.autopilot.onLeader()
+    }
     if (s.role === 'candidate' && (this.lastRole !== 'candidate' || s.term !== this.lastTerm)) this.metricsObj.electionsStarted.inc()
     this.lastRole = s.role
     this.lastTerm = s.term
@@ -841,6 +872,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** Stop every activity: no more timers, no fence. */
   private halt(): void {
     this.stopped = true
+    this.unlistenSignals?.()
     for (const t of this.timers) this.clock.clearTimeout(t)
     this.fence.clear()
   }

@@ -102,7 +102,7 @@ function renderNodes() {
   for (const n of s.nodes) {
     const c = card(n.id)
     const ns = nodeState(n)
-    const role = n.alive ? (n.role ?? '…') : '—'
+    const role = n.alive ? (n.role === 'follower' && n.voter === false ? 'learner' : (n.role ?? '…')) : '—'
     c.root.dataset.role = role
     c.root.dataset.state = ns
     c.role.className = `badge role ${role}`

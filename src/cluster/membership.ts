@@ -15,7 +15,7 @@ import type { PendingRequests } from '../rpc/pending.js'
 import type { WireRouter } from '../rpc/router.js'
 import { retry, sleep, withDeadline } from '../util/retry.js'
 import { dataLostMessage, isProbe } from './identity.js'
-import { hasOwn, isMember } from './config.js'
+import { isMember } from './config.js'
 
 /** What membership needs of its node. */
 export interface MembershipHost {
@@ -30,6 +30,8 @@ export interface MembershipHost {
   readonly incarnation: string
   /** This node's data directory identity (see cluster/identity.ts), if its storage keeps one. */
   readonly disk: string | undefined
+  /** This node's `zone` option. */
+  readonly zone: string | undefined
   readonly requestTimeoutMs: number
   readonly nodeDownAfterMs: number
   stopped(): boolean
@@ -140,17 +142,18 @@ export class Membership {
   }
 
   /**
-   * Ask the cluster (through `via`) to add this node, until the configuration that lists it as a
-   * voter is committed (applied here: an appended one may still be replaced by another leader's).
+   * Ask the cluster (through `via`) to add this node, until a configuration that lists it (as a
+   * learner; autopilot may promote it later) is committed (applied here: an appended one may still
+   * be replaced by another leader's).
    */
   async askToJoin(via: string, url: string): Promise<void> {
     const { host } = this
     const notYet = new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
-    // ask (again) every half second until the configuration lists this node as a voter
+    // ask (again) every half second until the configuration lists this node
     await retry(host.clock, { minMs: 500, deadlineMs: 60_000, retryable: (err) => err === notYet }, async () => {
       if (host.stopped()) throw stoppedError()
       if (this.joinRefusal) throw this.joinRefusal
-      if (hasOwn(host.raft.status().appliedConfig.voters, host.nodeId)) return
+      if (isMember(host.raft.status().appliedConfig, host.nodeId)) return
       const target = host.raft.leader ?? via
       host.router.send(target, { t: 'joinReq', node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
       throw notYet
@@ -188,7 +191,8 @@ export class Membership {
     if (this.joining.has(node)) return
     this.joining.add(node)
     host.raft
-      .addNode(node, url, disk !== undefined ? { disk } : {})
+      // as a learner: autopilot promotes it once it is caught up and stable, if voters are wanted
+      .addNode(node, url, { voter: false, ...(disk !== undefined ? { disk } : {}) })
       .then(
         () => host.log.info('node added to the cluster', { peer: node, url }),
         (err: unknown) => host.peerLog.warn('addNode', 'could not add node', { peer: clip(node), err: String(err) }),
@@ -216,7 +220,8 @@ export class Membership {
       // this live node does anyway: see comeBackIfDeclaredGone).
       await host.raft.read()
       const prev = host.state.nodeRecord(host.nodeId)?.inc ?? ''
-      const ok = await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation, prev }, { idempotent: true })
+      const zone = host.zone !== undefined ? { zone: host.zone } : {}
+      const ok = await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation, prev, ...zone }, { idempotent: true })
       if (ok !== true) throw new ProposalDroppedError('nodeUp refused: another incarnation of this node came up meanwhile; trying again')
     })
     this.upResolved = true
@@ -267,7 +272,7 @@ export class Membership {
   }
 
   /** On the leader: take `node` out of the Raft configuration (nothing to do if it is out). */
-  private async removeAsLeader(node: string): Promise<void> {
+  async removeAsLeader(node: string): Promise<void> {
     const { raft, state, log } = this.host
     if (!raft.isLeader) throw new NotLeaderError(raft.leader)
     if (!isMember(raft.status().config, node)) {

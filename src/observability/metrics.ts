@@ -122,6 +122,7 @@ export class SwormMetrics {
   readonly callsRedirected: Counter
   readonly callsOutcomeUnknown: Counter
   readonly nodeEvents: Counter<'event'>
+  readonly autopilotChanges: Counter<'action'>
   private readonly gauges: Record<keyof Omit<MetricsSnapshot, 'role' | 'lease'> | 'lease' | 'snapshotAgeEntries' | 'logEntries', Gauge>
   private readonly role: Gauge<'role'>
 
@@ -168,6 +169,8 @@ export class SwormMetrics {
     this.callsRedirected = counter('sworm_calls_redirected_total', 'Calls by name that found the worker gone (not handled) and went to its next incarnation')
     this.callsOutcomeUnknown = counter('sworm_calls_outcome_unknown_total', 'Calls rejected with OUTCOME_UNKNOWN: the node they went to died, or the connection was lost, before the reply')
     this.nodeEvents = new Counter({ name: 'sworm_node_events_total', help: 'Nodes declared up or down, as applied on this node', labelNames: ['event'], registers: [reg] })
+    this.autopilotChanges = new Counter({ name: 'sworm_autopilot_changes_total', help: 'Configuration changes autopilot made as leader on this node (promote, demote, remove)', labelNames: ['action'], registers: [reg] })
+    for (const action of ['promote', 'demote', 'remove']) this.autopilotChanges.inc({ action }, 0)
     this.nodeEvents.inc({ event: 'up' }, 0)
     this.nodeEvents.inc({ event: 'down' }, 0)
     reg.registerMetric(this.commitLatency as unknown as Metric<string>)

@@ -495,6 +495,34 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     await this.changeConfig({ ...cur, voters: { ...cur.voters, [id]: address }, learners })
   }
 
+  /**
+   * Make member `id` a voter (`voter` true) or a learner: one single-server configuration change,
+   * resolved once it is committed. Must be called on the leader; the leader cannot demote itself.
+   */
+  async setVoter(id: NodeId, voter: boolean): Promise<void> {
+    const cfg = this.core.status().config
+    const address = cfg.voters[id] ?? cfg.learners[id]
+    if (address === undefined) throw new ConfigChangeError(`${id} is not a member`)
+    if ((cfg.voters[id] !== undefined) === voter) return
+    if (!voter && id === this.id) throw new ConfigChangeError('the leader cannot demote itself: transfer leadership first')
+    const voters = { ...cfg.voters }
+    const learners = { ...cfg.learners }
+    if (voter) {
+      voters[id] = address
+      delete learners[id]
+    } else {
+      learners[id] = address
+      delete voters[id]
+    }
+    await this.changeConfig({ ...cfg, voters, learners })
+  }
+
+  /** On the leader: the highest log index `id` is known to hold, or undefined if it is not a follower of this leader. */
+  progressOf(id: NodeId): { match: number } | undefined {
+    const pr = this.core.progressOf(id)
+    return pr ? { match: pr.match } : undefined
+  }
+
   /** Remove a node (voter or learner) from the cluster. Must be called on the leader. */
   async removeNode(id: NodeId): Promise<void> {
     const cfg = this.core.status().config

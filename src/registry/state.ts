@@ -240,7 +240,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         this.dropStaticWorker(cmd.ref)
         return true
       case 'nodeUp':
-        return this.nodeUp(cmd.node, cmd.inc, cmd.prev)
+        return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined)
       case 'nodeDown':
         return this.nodeDown(cmd.node, cmd.inc)
       case 'supervise':
@@ -487,7 +487,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
   }
 
-  private nodeUp(node: string, inc: string, seen: string | undefined): boolean {
+  private nodeUp(node: string, inc: string, seen: string | undefined, zone: string | undefined): boolean {
     const prev = this.nodes.get(node)
     if (prev && prev.inc === inc && prev.up) return true
     // A copy from a process replaced since (it read another incarnation than the current one)
@@ -496,7 +496,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // live process comes back (it read itself declared gone), not a copy its dead process left.
     if (seen !== undefined && prev && prev.inc === inc && !prev.up && seen !== inc) return false
     const newInc = !prev || prev.inc !== inc
-    this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false) })
+    this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false), ...(zone !== undefined ? { zone } : {}) })
     if (newInc) {
       this.sessions.delete(node) // the old process and its retries are gone
       // The old process is gone, and its workers with it.

@@ -95,6 +95,8 @@ export interface NodeRecord {
   inc: string
   up: boolean
   draining: boolean
+  /** The zone the node announced (its `zone` option), if any. */
+  zone?: string
 }
 
 /**
@@ -131,8 +133,9 @@ export type RegistryOp =
    * `''` when there was none. Then the command takes effect only if the node's record still holds
    * `prev` (or `inc` itself): a late copy from a process that was replaced since is refused, rather
    * than undo the newer incarnation. Absent in entries written before it existed (no check).
+   * `zone`: the node's `zone` option, which autopilot spreads the voters over.
    */
-  | { c: 'nodeUp'; node: string; inc: string; prev?: string }
+  | { c: 'nodeUp'; node: string; inc: string; prev?: string; zone?: string }
   /**
    * The leader declared a node gone: drop its static names, move its supervised workers. `term`:
    * the term of the leader that decided it; the command takes effect only in an entry that leader

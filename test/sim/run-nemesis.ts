@@ -1,5 +1,6 @@
 /**
- * The nemesis in simulation mode: `npm run nemesis -- --runs N [--seed S] [--duration MS] [--large N] [--large-every K]`.
+ * The nemesis in simulation mode: `npm run nemesis -- --runs N [--seed S] [--duration MS] [--large N] [--large-every K] [--many]`
+ * (`--many`: 20 to 50 nodes, 5 voters and the rest learners, autopilot on: see `manyNodes`).
  * With `--real`, the real-process mode instead (`test/real/run-nemesis.ts`, same flags plus
  * `--steps K` and `--verbose`).
  * Each run: 5 Sworm nodes (registry, supervisor, leases, Raft) under a seeded mix of partitions,
@@ -19,20 +20,21 @@
  * Prints one line per failure (with the seed to replay) and the figures; exits 1 on a failure.
  */
 import { intOption, parseCli } from '../../tools/cli-args.js'
-import { runSwormScenario } from './sworm-sim.js'
+import { manyNodes, runSwormScenario } from './sworm-sim.js'
 
 if (process.argv.includes('--real')) {
   await import('../real/run-nemesis.js') // runs the real-process mode and exits
 }
 
-const { runs, seed0, duration, large, largeEvery } = parseCli(
-  'run-nemesis.js [--runs N] [--seed S] [--duration MS] [--large N] [--large-every K] [--real ...]',
+const { runs, seed0, duration, large, largeEvery, many } = parseCli(
+  'run-nemesis.js [--runs N] [--seed S] [--duration MS] [--large N] [--large-every K] [--many] [--real ...]',
   {
     runs: { type: 'string' },
     seed: { type: 'string' },
     duration: { type: 'string' },
     large: { type: 'string' },
     'large-every': { type: 'string' },
+    many: { type: 'boolean' },
   },
   (v) => ({
     runs: intOption(v, 'runs', 500, { min: 1 }),
@@ -40,9 +42,13 @@ const { runs, seed0, duration, large, largeEvery } = parseCli(
     duration: intOption(v, 'duration', 15_000, { min: 1 }),
     large: intOption(v, 'large', 50_000, { min: 0 }),
     largeEvery: intOption(v, 'large-every', 100, { min: 0 }),
+    many: v.many === true,
   }),
 )
-console.log(`nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each; 1 run in ${largeEvery || '∞'} with ${large} static names registered first`)
+console.log(
+  `nemesis (simulation): ${runs} runs from seed ${seed0}, ${duration} ms of faults each; 1 run in ${largeEvery || '∞'} with ${large} static names registered first` +
+    (many ? '; many nodes: 20-50 by the seed, 5 voters, 3 zones, autopilot, dead nodes removed after 5 s, two voters killed at once' : ''),
+)
 let failed = 0
 let lateStops = 0
 let largeRuns = 0
@@ -53,7 +59,7 @@ const t0 = Date.now()
 for (let i = 0; i < runs; i++) {
   const seed = seed0 + i
   const big = largeEvery > 0 && large > 0 && seed % largeEvery === 0
-  const res = await runSwormScenario(seed, { durationMs: duration, clients: 4, ...(big ? { largeState: large } : {}) })
+  const res = await runSwormScenario(seed, { durationMs: duration, clients: 4, ...(big ? { largeState: large } : {}), ...(many ? manyNodes(seed) : {}) })
   lateStops += res.lateStops
   if (big) largeRuns++
   settle.push(res.settledAfterMs)
@@ -76,6 +82,7 @@ console.log(
   `issue #10 faults: ${f('stall') + f('stall-leader')} process stalls (${f('stall-leader')} of the leader right after a partition), ${f('wipe')} voters restarted on a wiped disk under the same id, ` +
     `${f('hostile')} bursts of hostile messages, ${largeRuns} runs with ${large} names first; overlaps excused as a frozen process's late stop: ${lateStops}`,
 )
+if (many) console.log(`autopilot: ${f('autopilot-promote')} promotions, ${f('autopilot-demote')} demotions, ${f('autopilot-remove')} dead nodes removed; ${f('crash-voters')} times two voters killed at once`)
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]
 console.log(`settled after heal (simulated ms): median ${pct(0.5)}, p99 ${pct(0.99)}, max ${slowest.ms} (seed ${slowest.seed})`)
 console.log(`${runs - failed} passed, ${failed} failed, seeds ${seed0}..${seed0 + runs - 1}, ${((Date.now() - t0) / 1000).toFixed(0)} s`)

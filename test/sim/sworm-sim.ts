@@ -31,6 +31,16 @@ import { Clients, loadLargeState, registerSupervised } from './sworm-sim/workloa
 import { SimWorld, type SwormScenarioOptions } from './sworm-sim/world.js'
 
 export { judgeOverlaps } from './sworm-sim/checks.js'
+
+/**
+ * A run with many app instances (issue #13): 20 to 50 nodes by the seed, 5 voters and the rest
+ * learners, in 3 zones, autopilot on (dead nodes removed after 5 s), membership changes keeping
+ * the count within 3 of the start, and a fault that kills two voters at once.
+ */
+export function manyNodes(seed: number): SwormScenarioOptions {
+  const nodes = 20 + (seed % 31)
+  return { nodes, voters: 5, zones: 3, members: [nodes - 3, nodes + 3], deadNodeTimeoutMs: 5000, voterCrashes: true }
+}
 export type { SwormScenarioOptions } from './sworm-sim/world.js'
 
 /** What one scenario run found. */

@@ -182,6 +182,8 @@ interface Proc {
   stderrTail: string[]
   /** Set when the harness kills or stops it: its exit is not a crash. */
   expectExit: boolean
+  /** How it exited, once it has. */
+  exit?: { code: number | null; signal: NodeJS.Signals | null }
   /** What the fixture reported when its start failed. */
   startFailed?: { code: string; message: string }
 }
@@ -266,6 +268,7 @@ export class NodeProcesses {
       })
       child.on('exit', (code, signal) => {
         p.alive = false
+        p.exit = { code, signal }
         for (const w of p.pending.values()) {
           clearTimeout(w.timer)
           w.reject(new NodeRequestError(nodeId, 'EXITED', `process exited (code ${code}, signal ${signal})`))
@@ -345,6 +348,21 @@ export class NodeProcesses {
     const t = setTimeout(() => p.child.kill('SIGKILL'), graceMs)
     await p.exited
     clearTimeout(t)
+  }
+
+  /**
+   * Send SIGTERM (as Kubernetes or systemd would), SIGKILL the node if it is still running after
+   * `graceMs`, and wait until it is gone. Resolves with how it exited.
+   */
+  async terminate(nodeId: string, graceMs = 30_000): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+    const p = this.procs.get(nodeId)
+    if (!p || !p.alive) throw new Error(`node ${nodeId} is not running`)
+    p.expectExit = true
+    p.child.kill('SIGTERM')
+    const t = setTimeout(() => p.child.kill('SIGKILL'), graceMs)
+    await p.exited
+    clearTimeout(t)
+    return p.exit ?? { code: null, signal: null }
   }
 
   /** Send SIGSTOP or SIGCONT to a running node. */

@@ -59,6 +59,13 @@ export interface SwormClusterOptions {
   lifeDir?: string
   /** Data directories of some nodes (default: `<cluster dir>/<id>`), e.g. on a small filesystem. */
   dataDirs?: Record<string, string>
+  /** `voters` of the nodes (default: the library's, 5). */
+  voters?: number
+  /** The zone of each node (default: none). */
+  zoneOf?: (nodeId: string) => string | undefined
+  /** `autopilot.stabilizationMs` and `deadNodeTimeoutMs` of the nodes (default: the library's). */
+  stabilizationMs?: number
+  deadNodeTimeoutMs?: number
   /** Clock skew of each process start (see `SwormProcessArgs.clockRate`); called at every spawn. */
   clockOf?: (nodeId: string) => { rate: number; offsetMs: number } | undefined
 }
@@ -105,6 +112,8 @@ export interface SwormCluster {
   retire(nodeId: string): void
   /** Graceful stop of one node (`sworm.stop()`), waiting for its process to exit. */
   stop(nodeId: string): Promise<void>
+  /** SIGTERM a node (SIGKILL after `graceMs`, default 30 s) and wait until it exits; resolves with how it exited. */
+  terminate(nodeId: string, graceMs?: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }>
   /**
    * Poll the live nodes until one is leader and a majority of the voters named by `ids` (the
    * leader included) name it. Resolves with its id.
@@ -184,6 +193,11 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     if (opts.leaseTimeoutMs !== undefined) a.leaseTimeoutMs = opts.leaseTimeoutMs
     if (opts.workerStartTimeoutMs !== undefined) a.workerStartTimeoutMs = opts.workerStartTimeoutMs
     if (opts.maxClockDriftMs !== undefined) a.maxClockDriftMs = opts.maxClockDriftMs
+    if (opts.voters !== undefined) a.voters = opts.voters
+    const zone = opts.zoneOf?.(id)
+    if (zone !== undefined) a.zone = zone
+    if (opts.stabilizationMs !== undefined) a.stabilizationMs = opts.stabilizationMs
+    if (opts.deadNodeTimeoutMs !== undefined) a.deadNodeTimeoutMs = opts.deadNodeTimeoutMs
     const skew = opts.clockOf?.(id)
     if (skew) {
       a.clockRate = skew.rate
@@ -232,6 +246,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
       if (i >= 0) ids.splice(i, 1)
     },
     stop: (nodeId) => procs.stop(nodeId, { op: 'stop' }),
+    terminate: (nodeId, graceMs) => procs.terminate(nodeId, graceMs),
     waitForLeader: (timeoutMs = 10_000, wopts = {}) =>
       waitForLeader(
         () => ids.filter((id) => procs.isAlive(id) && !(wopts.exclude ?? []).includes(id)),

@@ -44,6 +44,10 @@ function startSworm(args: SwormProcessArgs, logger: Logger): Promise<Sworm> {
     ...(args.leaseTimeoutMs !== undefined ? { leaseTimeoutMs: args.leaseTimeoutMs } : {}),
     ...(args.workerStartTimeoutMs !== undefined ? { startTimeoutMs: args.workerStartTimeoutMs } : {}),
     ...(args.maxClockDriftMs !== undefined ? { maxClockDriftMs: args.maxClockDriftMs } : {}),
+    ...(args.voters !== undefined ? { voters: args.voters } : {}),
+    ...(args.zone !== undefined ? { zone: args.zone } : {}),
+    ...(args.stabilizationMs !== undefined ? { autopilot: { stabilizationMs: args.stabilizationMs } } : {}),
+    ...(args.deadNodeTimeoutMs !== undefined ? { deadNodeTimeoutMs: args.deadNodeTimeoutMs } : {}),
   })
 }
 

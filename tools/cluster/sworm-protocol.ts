@@ -38,6 +38,11 @@ export interface SwormProcessArgs {
   workerStartTimeoutMs?: number
   /** `maxClockDriftMs` of `Sworm.start` (default: the library's, 500 ms). */
   maxClockDriftMs?: number
+  /** `voters`, `zone`, `autopilot.stabilizationMs` and `deadNodeTimeoutMs` of `Sworm.start` (default: the library's). */
+  voters?: number
+  zone?: string
+  stabilizationMs?: number
+  deadNodeTimeoutMs?: number
   /**
    * Skew this process's clock (the one Sworm and Raft time leases, timeouts and ticks with): it
    * reads `clockOffsetMs` ahead and runs at `clockRate` times real speed (timers fire accordingly).

@@ -6,7 +6,7 @@
 import { internals } from '../../../src/internal.js'
 import type { Sworm } from '../../../src/sworm.js'
 import type * as workers from '../../../tools/cluster/workers.js'
-import { simGlobals, type SimWorld, type Stall } from './world.js'
+import { simGlobals, zoneOf, type SimWorld, type Stall } from './world.js'
 
 /** Names of static workers: the clients' keys and the bulk of a large-state run. */
 const isStaticName = (nm: string): boolean => nm.startsWith('s:') || nm.startsWith('bulk:')
@@ -16,7 +16,8 @@ const registryOf = (registered: ReturnType<Sworm['registered']>): string =>
   JSON.stringify(registered.map(([nm, ref]) => [nm, ref.node, ref.id]).sort())
 
 /**
- * Settled: no membership change under way, the members are the voters and up in the registry,
+ * Settled: no membership change under way, the members are the configuration (as many voters as
+ * wanted, over the zones) and up in the registry,
  * removed nodes are declared gone, every registered supervised name runs exactly once (on a
  * member), and every member holds the same registry.
  */
@@ -27,7 +28,17 @@ export function settled(w: SimWorld): boolean {
   const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
   if (!leader) return false
   const cfg = internals(leader.sworm!).raft.status().config
-  if (Object.keys(cfg.learners).length || JSON.stringify(Object.keys(cfg.voters).sort()) !== JSON.stringify(nodes.map((m) => m.id).sort())) return false
+  // the members are the configuration; as many voters as wanted (every member when fewer), over
+  // as many zones as there are
+  const members = [...Object.keys(cfg.voters), ...Object.keys(cfg.learners)].sort()
+  if (JSON.stringify(members) !== JSON.stringify(nodes.map((m) => m.id).sort())) return false
+  const target = w.opts.voters ?? 5
+  const voters = Object.keys(cfg.voters)
+  if (voters.length !== Math.min(target, nodes.length)) return false
+  if (w.opts.zones) {
+    const zones = new Set(nodes.map((m) => zoneOf(m.id, w.opts.zones!)))
+    if (new Set(voters.map((n) => zoneOf(n, w.opts.zones!))).size !== Math.min(zones.size, voters.length)) return false
+  }
   const up = new Map(leader.sworm!.statusReport().nodes.map((x) => [x.node, x.up]))
   for (const m of w.all()) if ((up.get(m.id) ?? false) !== (m.role === 'active')) return false
   const reg = leader.sworm!.registered().filter(([nm]) => !isStaticName(nm))

@@ -39,6 +39,8 @@ const trace = (w: SimWorld, what: string): void => {
  * (6%), a wiped disk (2%) or hostile messages (2%); else one of the classic faults ({@link SCHEDULE}).
  */
 export function injectFault(w: SimWorld): FaultEnd {
+  // (a draw only in runs that ask for it: the other runs replay as before)
+  if (w.opts.voterCrashes && w.r() < 0.05) return crashVoters(w)
   const y = (w.opts.newFaults ?? true) ? w.r() : 1
   if (y < 0.06) return stallFault(w)
   if (y < 0.08) return wipeDisk(w)
@@ -158,14 +160,15 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
   w.count('hostile')
 }
 
-/** Membership: one change at a time, 3 to 6 members (a member removed, live or down, or a node added). */
+/** Membership: one change at a time, 3 to 6 members by default (a member removed, live or down, or a node added). */
 const changeMembership: Fault = (w) => {
   const act = w.active()
-  if (!w.membership && act.length > 3 && (act.length >= 6 || w.r() < 0.5)) {
+  const [lo, hi] = w.opts.members ?? [3, 6]
+  if (!w.membership && act.length > lo && (act.length >= hi || w.r() < 0.5)) {
     const victim = w.pick(act)
     w.count(victim.alive ? 'member-remove' : 'member-remove-down')
     removeMember(w, victim)
-  } else if (!w.membership && act.length < 6 && act.some((m) => m.alive && !m.joins)) {
+  } else if (!w.membership && act.length < hi && act.some((m) => m.alive && !m.joins)) {
     return { wait: addMember(w) }
   }
 }
@@ -207,6 +210,25 @@ const crashNode: Fault = (w) => {
   const m = w.all().filter((m) => m.alive)
   if (m.length) {
     return { wait: w.crash(w.pick(m)), after: () => w.count('crash') }
+  }
+}
+
+/** Two voters die at once (the leader may be one): autopilot promotes learners in their place. */
+function crashVoters(w: SimWorld): FaultEnd {
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (!leader) return
+  const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
+  const victims = w.all().filter((m) => m.alive && voters.includes(m.id))
+  if (victims.length < 2) return
+  const a = w.pick(victims)
+  const b = w.pick(victims.filter((m) => m !== a))
+  trace(w, `crash voters ${a.id} ${b.id}`)
+  return {
+    wait: (async () => {
+      await w.crash(a)
+      await w.crash(b)
+    })(),
+    after: () => w.count('crash-voters'),
   }
 }
 

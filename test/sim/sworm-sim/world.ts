@@ -28,6 +28,16 @@ export interface SwormScenarioOptions {
   largeState?: number
   /** Inject the fault classes added by issue #10 (stalls, wiped disks, hostile messages). Default true. */
   newFaults?: boolean
+  /** The `voters` option of every node (autopilot's target). Default: the library's (5). */
+  voters?: number
+  /** Give the members zones, round robin over this many (`z0`, `z1`, ...). Default: no zones. */
+  zones?: number
+  /** Members the membership changes keep between (inclusive). Default [3, 6]. */
+  members?: [number, number]
+  /** The `deadNodeTimeoutMs` option of every node. Default: none (never). */
+  deadNodeTimeoutMs?: number
+  /** One fault in 20 kills two voters at once (autopilot must replace them). Default false. */
+  voterCrashes?: boolean
 }
 
 /** One machine of the simulated cluster, across the node processes started on it. */
@@ -69,6 +79,9 @@ const LEASE_MS = 1000
 const DRIFT_MS = 300
 
 const url = (id: string): string => `ws://${id}.sim:1`
+
+/** The zone of member `id` when a run has `zones` zones: by the number in its id, round robin. */
+export const zoneOf = (id: string, zones: number): string => `z${Number(/\d+/.exec(id)?.[0] ?? 0) % zones}`
 
 function traceLogger(node: string, now: () => number): Logger {
   const w = (level: string) => (msg: string, f?: Record<string, unknown>) => console.error(`${now().toFixed(1)} ${node} ${level} ${msg} ${f ? JSON.stringify(f) : ''}`)
@@ -214,6 +227,15 @@ export class SimWorld {
       discover: async (u) => new URL(u).hostname.split('.')[0]!,
       release: async () => {},
       created: (sworm) => {
+        sworm.on('autopilot', (e) => {
+          this.count(`autopilot-${e.action}`)
+          // removed for good (gone for deadNodeTimeoutMs): it may never come back under its id
+          const x = this.members.get(e.node)
+          if (e.action === 'remove' && x && x.role !== 'retired') {
+            x.role = 'retired'
+            this.maybeDropped(x.id)
+          }
+        })
         if (m.gen === gen) m.sworm = sworm
         m.fastDisk = false
         created()
@@ -250,6 +272,10 @@ export class SimWorld {
       maxClockDriftMs: DRIFT_MS,
       requestTimeoutMs: 3000,
       startTimeoutMs: 5000,
+      ...(this.opts.voters !== undefined ? { voters: this.opts.voters } : {}),
+      ...(this.opts.zones ? { zone: zoneOf(m.id, this.opts.zones) } : {}),
+      autopilot: { stabilizationMs: 1000 },
+      ...(this.opts.deadNodeTimeoutMs !== undefined ? { deadNodeTimeoutMs: this.opts.deadNodeTimeoutMs } : {}),
       // snapshots in chunks of every size: tiny ones make every transfer a long stream of chunks
       raft: { snapshotEvery: this.opts.largeState ? 1000 : 300, snapshotChunkBytes: SNAPSHOT_CHUNKS[this.seed % SNAPSHOT_CHUNKS.length]! * (this.opts.largeState ? 16 : 1) },
     }

@@ -1,0 +1,58 @@
+/**
+ * A graceful stop on the signals a process manager sends (Kubernetes, systemd and Docker send
+ * SIGTERM, then SIGKILL after a grace period): every sworm of the process that asked for it stops
+ * with a drain (its supervised workers handed over to other nodes, its names dropped at once).
+ *
+ * One listener per signal for the whole process, however many sworms run in it. When the signal
+ * comes, the listener removes itself (a second signal then acts as if Sworm were not there), stops
+ * the sworms, and, if nothing else in the process listens for that signal, raises it again, so the
+ * process ends as it would have without Sworm. An app that has its own handler keeps control of
+ * when it exits: it should `await sworm.stop()` (which waits for the stop already under way).
+ * @module
+ */
+
+/** What a signal stops: resolves once the sworm is stopped (never rejects). */
+type Stopper = (signal: NodeJS.Signals) => Promise<void>
+
+const stoppers = new Map<NodeJS.Signals, Set<Stopper>>()
+const listeners = new Map<NodeJS.Signals, () => void>()
+
+function listen(signal: NodeJS.Signals): void {
+  if (listeners.has(signal)) return
+  const fn = (): void => {
+    const list = [...(stoppers.get(signal) ?? [])]
+    for (const [sig, l] of listeners) process.removeListener(sig, l)
+    listeners.clear()
+    void Promise.allSettled(list.map((stop) => stop(signal))).then(() => {
+      // nobody else handles it: end the process as the signal would have
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+    })
+  }
+  listeners.set(signal, fn)
+  process.on(signal, fn)
+}
+
+/**
+ * Stop through `stop` when one of `signals` reaches the process. Returns the function that undoes
+ * it (called when the sworm stops by itself).
+ */
+export function stopOnSignals(signals: readonly NodeJS.Signals[], stop: Stopper): () => void {
+  for (const sig of signals) {
+    let set = stoppers.get(sig)
+    if (!set) stoppers.set(sig, (set = new Set()))
+    set.add(stop)
+    listen(sig)
+  }
+  return () => {
+    for (const sig of signals) {
+      const set = stoppers.get(sig)
+      set?.delete(stop)
+      if (set && set.size === 0) {
+        stoppers.delete(sig)
+        const l = listeners.get(sig)
+        if (l) process.removeListener(sig, l)
+        listeners.delete(sig)
+      }
+    }
+  }
+}

@@ -1,0 +1,30 @@
+/**
+ * Many app instances in the deterministic simulation (issue #13): 20 to 50 whole Sworm nodes,
+ * 5 voters and the rest learners, in 3 zones, the leader's autopilot promoting, demoting and
+ * removing dead nodes, under the full nemesis plus two voters killed at once (see `manyNodes`).
+ * Checked as in every simulation run (linearizable history, no overlapping incarnations, every
+ * name once after the heal), and that the cluster settles with exactly 5 voters over the 3 zones.
+ * `npm run nemesis -- --many --runs N` runs more.
+ *
+ * Replay one run: SIM_SEED=<seed> node dist/test/autopilot-sim.test.js (SIM_TRACE=1 for a log)
+ */
+import t from 'tap'
+import { manyNodes, runSwormScenario } from './sim/sworm-sim.js'
+
+const runs = Number(process.env.SIM_RUNS ?? (process.env.CI ? 12 : 6))
+const base = process.env.SIM_SEED ? Number(process.env.SIM_SEED) : Math.floor(Math.random() * 1e9)
+const seeds = process.env.SIM_SEED ? [base] : Array.from({ length: runs }, (_, i) => base + i)
+
+t.test(`many nodes with autopilot: ${seeds.length} seeded runs from seed ${base}`, { timeout: 1_800_000 }, async (t) => {
+  const seen: Record<string, number> = {}
+  for (const seed of seeds) {
+    const opts = manyNodes(seed)
+    const res = await runSwormScenario(seed, { clients: 4, ...opts })
+    for (const [k, v] of Object.entries(res.faults)) if (k.startsWith('autopilot-') || k === 'crash-voters') seen[k] = (seen[k] ?? 0) + v
+    if (!res.ok) t.fail(`seed ${seed} (${opts.nodes} nodes) broke an invariant (replay: SIM_SEED=${seed})`, { problems: res.problems, faults: res.faults })
+    else t.pass(`seed ${seed}: ${opts.nodes} nodes, ${res.names} names, settled ${res.settledAfterMs} ms after heal`)
+  }
+  t.comment(`autopilot across the runs: ${JSON.stringify(seen)}`)
+  // every run starts with every node a voter: autopilot must have demoted down to 5
+  t.ok((seen['autopilot-demote'] ?? 0) >= seeds.length * 10, 'autopilot demoted the extra voters')
+})
