@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { join as joinPath } from 'node:path'
 import { dataLostMessage, diskIdentity, probePeers } from './cluster/identity.js'
+import { discoverStart, type DiscoveryOptions, type DiscoveryOutcome } from './cluster/discovery.js'
 import { isMember } from './cluster/config.js'
 import { NodeDataLostError } from './errors.js'
 import { PeerFaults } from './net/faults.js'
@@ -18,7 +19,7 @@ import { pinoLogger } from './observability/logging.js'
 import type { ResolvedOptions } from './options.js'
 import { LevelStorage } from './raft/storage/level-storage.js'
 import { RaftNode } from './raft/node.js'
-import { systemClock, type Clock, type Logger, type RaftStorage, type Transport } from './raft/types.js'
+import { systemClock, type Clock, type ClusterConfig, type Logger, type RaftStorage, type Transport } from './raft/types.js'
 import type { WsHub } from './net/hub.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import type { RegistryCommand, RegistryResult } from './registry/types.js'
@@ -41,6 +42,8 @@ export interface SwormDeps {
   /** Fault injection around the transports (tests cut links with it). */
   faults?: PeerFaults
   discover?: (url: string) => Promise<string>
+  /** Resolve the `discovery` DNS name to URLs (default: cluster/discovery.ts resolveUrls). */
+  resolveDns?: (d: DiscoveryOptions, listen: string) => Promise<string[]>
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Release transports and hub after stop. */
   release: () => Promise<void>
@@ -62,6 +65,8 @@ export interface PartHooks {
  */
 export interface SwormParts {
   readonly options: ResolvedOptions
+  /** For a node that joined: where to ask again if the entry that lists it is overwritten. */
+  readonly rejoin: { url: string; identify: (url: string) => Promise<string> } | undefined
   readonly inc: string
   readonly raft: RaftNode<RegistryCommand, RegistryResult>
   readonly state: RegistryState
@@ -108,15 +113,39 @@ export async function assemble<S extends Assembled>(
   const workers = new LocalWorkers((id, reason) => hooks.exit(id, reason))
   const disk = await diskIdentity(deps.storage, deps.random ?? (() => randomBytes(4).readUInt32BE() / 2 ** 32))
   let caughtUpFromPeers = false
+  /** What DNS discovery decided, on an empty data directory (cluster/discovery.ts). */
+  let discovered: DiscoveryOutcome | undefined
+  const discover = async (): Promise<DiscoveryOutcome> => {
+    const d = options.discovery!
+    if (!deps.discover) throw new TypeError('Sworm.start: option "discovery" needs the real network')
+    return discoverStart({
+      nodeId,
+      listen: options.listen,
+      discovery: d,
+      identify: deps.discover,
+      transport: deps.msgTransport,
+      disk: disk ?? nodeId,
+      clock: deps.clock,
+      logger: deps.logger,
+      ...(deps.resolveDns ? { resolve: deps.resolveDns } : {}),
+    })
+  }
+  const bootstrapFrom = async (seeds: Record<string, string>, d: string): Promise<ClusterConfig | undefined> => {
+    const out = await probePeers({ nodeId, peers: seeds, disk: d, transport: deps.msgTransport, clock: deps.clock, logger: deps.logger })
+    caughtUpFromPeers = out.bootstrap === undefined
+    return out.bootstrap
+  }
   const raft = await RaftNode.start<RegistryCommand, RegistryResult>({
-    ...(disk !== undefined ? { disk, voteUnlisted: options.join === undefined } : {}),
+    // (read once the bootstrap step ran: a node that discovery sends to join must not vote with an empty log)
+    ...(disk !== undefined ? { disk, voteUnlisted: () => options.join === undefined && !(discovered && 'join' in discovered) } : {}),
     leaseTimeoutMs: options.leaseTimeoutMs,
-    ...(peers && disk !== undefined
+    ...(peers && disk !== undefined ? { resolveBootstrap: () => bootstrapFrom(peers, disk) } : {}),
+    ...(options.discovery
       ? {
+          // on an empty data directory only: a node with a log starts from it
           resolveBootstrap: async () => {
-            const out = await probePeers({ nodeId, peers, disk, transport: deps.msgTransport, clock: deps.clock, logger: deps.logger })
-            caughtUpFromPeers = out.bootstrap === undefined
-            return out.bootstrap
+            discovered = await discover()
+            return 'peers' in discovered ? bootstrapFrom(discovered.peers, disk ?? nodeId) : undefined
           },
         }
       : {}),
@@ -151,18 +180,31 @@ export async function assemble<S extends Assembled>(
     const waitingMember = peers !== undefined && st.term > 0
     const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers && !waitingMember
     let joinVia: string | undefined
-    // A node started with `join` that is not a member yet (fresh, or its join was cut short) asks
-    // to be added, and waits until it is: until the applied configuration lists it (one only
-    // appended may still be overwritten by another leader's log; found by the simulation).
-    if (fresh || (options.join !== undefined && !isMember(st.appliedConfig, nodeId))) {
-      if (!options.join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster) or "join" (an existing one)')
-      joinVia = await deps.discover(options.join)
-      deps.msgTransport.setPeers({ [joinVia]: options.join })
-    } else {
-      deps.msgTransport.setPeers(peers ?? {})
+    let join = options.join ?? (discovered && 'join' in discovered ? discovered.join : undefined)
+    // A discovery node with a log that does not list it yet (its join was cut short): through the
+    // members its log knows, or, if it knows none, through DNS again.
+    if (options.discovery && !fresh && join === undefined && !isMember(st.config, nodeId)) {
+      join = Object.entries(st.config.voters).find(([id]) => id !== nodeId)?.[1]
+      if (join === undefined) {
+        const again = await discover()
+        if ('join' in again) join = again.join
+      }
     }
+    // A node started with `join` that its log does not list (fresh, or its join was cut short)
+    // asks to be added, and waits until the applied configuration lists it. One its log lists
+    // starts at once (the node named by `join` may be gone by now); should the entry that lists
+    // it be overwritten by another leader's log, it asks again (cluster/membership.ts).
+    if (fresh || (join !== undefined && !isMember(st.config, nodeId))) {
+      if (!join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster), "join" (an existing one) or "discovery"')
+      joinVia = await deps.discover(join)
+      deps.msgTransport.setPeers({ [joinVia]: join })
+    } else {
+      deps.msgTransport.setPeers(peers ?? (discovered && 'peers' in discovered ? discovered.peers : {}))
+    }
+    const rejoin = join !== undefined && deps.discover ? { url: join, identify: deps.discover } : undefined
     const sworm = make({
       options,
+      rejoin,
       inc: deps.inc,
       raft,
       state,

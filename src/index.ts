@@ -9,6 +9,8 @@ export { COMMIT_LATENCY_BUCKETS } from './observability/metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'
 export { hashPlacement, defaultPlacement, type PlacementStrategy, type PlacementCandidate } from './registry/placement.js'
 export type { Worker, WorkerContext, ExitReason } from './supervisor/local-workers.js'
+export type { DiscoveryOptions } from './cluster/discovery.js'
+export type { AutopilotStep } from './cluster/autopilot.js'
 export {
   SwormError,
   NotLeaderError,

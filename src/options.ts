@@ -4,6 +4,7 @@
  * simulation's `assemble` resolve options here, so both run with the same checks and values.
  * @module
  */
+import type { DiscoveryOptions } from './cluster/discovery.js'
 import { secretProblem } from './net/handshake.js'
 import type { Logger, LogLevel } from './raft/types.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
@@ -23,10 +24,18 @@ export interface SwormOptions {
   peers?: Record<string, string>
   /**
    * Instead of `peers`: the address of any member of a running cluster. A node on a fresh
-   * `dataDir` asks to be added (as a learner first, then a voter once it has caught up); so does
-   * one whose earlier join was cut short. `start` resolves once it is a voter.
+   * `dataDir` asks to be added, as a learner (the leader's autopilot makes it a voter if more
+   * voters are wanted: see `voters`); so does one whose earlier join was cut short. `start`
+   * resolves once it is a member.
    */
   join?: string
+  /**
+   * Instead of `peers` or `join`: find the cluster through DNS (a Kubernetes headless Service):
+   * join a running cluster found at the addresses the name resolves to, or, with `expect`, start a
+   * new one with the first nodes found. Used only on an empty `dataDir`; a node with a log starts
+   * from it. See {@link DiscoveryOptions}.
+   */
+  discovery?: DiscoveryOptions
   /**
    * Cluster secret shared by every node; peers without it are refused. At least 32 characters
    * with at least 8 distinct ones (128 bits when random: `openssl rand -hex 16`); anything less
@@ -161,6 +170,7 @@ export interface ResolvedOptions {
   readonly listen: string
   readonly peers: Readonly<Record<string, string>> | undefined
   readonly join: string | undefined
+  readonly discovery: DiscoveryOptions | undefined
   readonly secret: string
   readonly dataDir: string
   readonly tls: SwormOptions['tls']
@@ -226,6 +236,34 @@ export function validateUrl(key: string, v: string): void {
   if (!u.port) throw new TypeError(`Sworm.start: option "${key}" must include a port`)
 }
 
+/** Check the `discovery` option (see {@link DiscoveryOptions}). */
+function discoveryOption(v: unknown, peersOrJoin: boolean): DiscoveryOptions | undefined {
+  if (v === undefined) return undefined
+  const bad = (what: string): TypeError => new TypeError(`Sworm.start: option "discovery" ${what}`)
+  if (!isObj(v)) throw bad('must be an object such as { dns: "sworm.default.svc.cluster.local", expect: 3 }')
+  if (peersOrJoin) throw new TypeError('Sworm.start: give one of options "peers", "join" and "discovery"')
+  if (typeof v.dns !== 'string' || v.dns.length === 0 || v.dns.length > 253) throw bad('needs "dns": the DNS name to resolve')
+  const int = (k: string, min: number, max: number): number | undefined => {
+    const x = v[k]
+    if (x === undefined) return undefined
+    if (typeof x !== 'number' || !Number.isInteger(x) || x < min || x > max) throw bad(`"${k}" must be an integer from ${min} to ${max}`)
+    return x
+  }
+  const port = int('port', 1, 65535)
+  const expect = int('expect', 1, 1000)
+  const intervalMs = int('intervalMs', 10, 600_000)
+  if (v.servers !== undefined && !(Array.isArray(v.servers) && v.servers.length > 0 && v.servers.every((x) => typeof x === 'string' && x.length > 0))) {
+    throw bad('"servers" must be a non-empty array of "host" or "host:port" strings')
+  }
+  return {
+    dns: v.dns,
+    ...(port !== undefined ? { port } : {}),
+    ...(expect !== undefined ? { expect } : {}),
+    ...(intervalMs !== undefined ? { intervalMs } : {}),
+    ...(v.servers !== undefined ? { servers: [...(v.servers as string[])] } : {}),
+  }
+}
+
 /**
  * Check `options` and fill in the defaults.
  * @throws TypeError naming the option when an option is invalid
@@ -255,6 +293,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     validateUrl('join', o.join)
     if (o.peers !== undefined) throw new TypeError('Sworm.start: give either option "peers" or option "join", not both')
   }
+  const discovery = discoveryOption(o.discovery, o.peers !== undefined || o.join !== undefined)
   const leaseTimeoutMs = positive(o, 'leaseTimeoutMs', DEFAULTS.leaseTimeoutMs)
   const maxClockDriftMs = positive(o, 'maxClockDriftMs', DEFAULTS.maxClockDriftMs)
   const startTimeoutMs = positive(o, 'startTimeoutMs', DEFAULTS.startTimeoutMs)
@@ -310,6 +349,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     listen,
     peers: options.peers,
     join: options.join,
+    discovery,
     secret,
     dataDir,
     tls: options.tls,

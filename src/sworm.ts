@@ -209,6 +209,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
       requests: this.requests,
       disk: p.disk,
       zone: o.zone,
+      rejoin: p.rejoin,
+      listen: o.listen,
       requestTimeoutMs: o.requestTimeoutMs,
       nodeDownAfterMs: o.nodeDownAfterMs,
       onUp: () => {

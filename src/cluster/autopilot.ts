@@ -16,6 +16,7 @@ import type { RaftNode } from '../raft/node.js'
 import type { Clock, Logger } from '../raft/types.js'
 import type { RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../registry/types.js'
+import { hasOwn } from './config.js'
 
 /**
  * What the leader knows of one member:
@@ -202,7 +203,11 @@ export class Autopilot {
         this.healthySince.set(n, since)
         if (now - since >= this.host.stabilizationMs) stable.add(n)
       } else this.healthySince.delete(n)
-      if (h === 'down') {
+      // gone: declared gone, or a learner that never came up and this leader does not hear (its
+      // process died between its join and its announcement)
+      const heard = raft.lastHeard(n)
+      const silentLearner = h === 'unknown' && !hasOwn(cfg.voters, n) && (heard === undefined || now - heard >= this.host.heardWithinMs)
+      if (h === 'down' || silentLearner) {
         const since = this.downSince.get(n) ?? now
         this.downSince.set(n, since)
         if (this.host.deadNodeTimeoutMs !== undefined && now - since >= this.host.deadNodeTimeoutMs) dead.add(n)
@@ -216,8 +221,9 @@ export class Autopilot {
   /** Run on a timer: on the leader, make the next change if one is due. */
   check(): void {
     const { raft, clock, log } = this.host
-    if (this.host.stopped() || this.busy || !raft.isLeader) return
-    const view = this.view()
+    if (this.host.stopped() || !raft.isLeader) return
+    const view = this.view() // (also while a change is under way: stability is measured throughout)
+    if (this.busy) return
     if (clock.now() - this.leaderSince < this.host.settleMs) return
     const st = raft.status()
     // one change at a time: wait until the latest configuration is applied here

@@ -57,9 +57,10 @@ export class FailureDetector {
     const now = clock.now()
     if (now - this.leaderSince < nodeDownAfterMs) return // give every node a chance to reach the new leader
     const cfg = raft.status().config
-    // After any configuration change, measure again: a node may have been a member (and had its
+    // After a change of the members, measure again: a node may have been a member (and had its
     // lease renewed by us) between two runs of this check.
-    const key = JSON.stringify(cfg)
+    // (the members only: autopilot's promotions and demotions do not restart the count)
+    const key = JSON.stringify([...Object.keys(cfg.voters), ...Object.keys(cfg.learners)].sort())
     if (key !== this.outOfConfigKey) {
       this.outOfConfigSince.clear()
       this.outOfConfigKey = key

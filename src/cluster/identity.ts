@@ -35,8 +35,11 @@ export type ProbeMsg =
   | { t: 'probe'; disk: string }
   /** From a node that holds a cluster: its configuration. */
   | { t: 'probeResp'; member: true; config: ClusterConfig }
-  /** From a node that is probing too. */
-  | { t: 'probeResp'; member: false; disk: string }
+  /**
+   * From a node that is probing too; one finding its cluster through DNS also says where it
+   * listens and, once it knows, the first members it would start a cluster with (cluster/discovery.ts).
+   */
+  | { t: 'probeResp'; member: false; disk: string; url?: string; seeds?: string[] }
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isStrMap = (v: unknown): v is Record<string, string> => isObj(v) && Object.values(v).every((x) => typeof x === 'string')
@@ -44,7 +47,15 @@ const isStrMap = (v: unknown): v is Record<string, string> => isObj(v) && Object
 /** Whether `m` is a well-formed probe answer. */
 export function isProbeResp(m: unknown): m is Extract<ProbeMsg, { t: 'probeResp' }> {
   if (!isObj(m) || m.t !== 'probeResp') return false
-  if (m.member === false) return typeof m.disk === 'string' && m.disk.length > 0 && m.disk.length <= 64
+  if (m.member === false) {
+    return (
+      typeof m.disk === 'string' &&
+      m.disk.length > 0 &&
+      m.disk.length <= 64 &&
+      (m.url === undefined || (typeof m.url === 'string' && m.url.length <= 2048)) &&
+      (m.seeds === undefined || (Array.isArray(m.seeds) && m.seeds.length <= 64 && m.seeds.every((x) => typeof x === 'string' && x.length <= 1024)))
+    )
+  }
   if (m.member !== true || !isObj(m.config)) return false
   const c = m.config
   return isStrMap(c.voters) && isStrMap(c.learners) && (c.disks === undefined || isStrMap(c.disks)) && (c.cluster === undefined || typeof c.cluster === 'string')

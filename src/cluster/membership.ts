@@ -32,6 +32,10 @@ export interface MembershipHost {
   readonly disk: string | undefined
   /** This node's `zone` option. */
   readonly zone: string | undefined
+  /** For a node that joined: the address it joined through, and how to learn the id behind it. */
+  readonly rejoin: { url: string; identify: (url: string) => Promise<string> } | undefined
+  /** This node's `listen` address. */
+  readonly listen: string
   readonly requestTimeoutMs: number
   readonly nodeDownAfterMs: number
   stopped(): boolean
@@ -207,9 +211,11 @@ export class Membership {
       if (host.stopped()) throw stoppedError()
       // a node the configuration does not list yet (joining), or lists with another data directory
       // (it lost its data and is about to be refused), is not up in the registry
-      const applied = host.raft.status().appliedConfig
+      const { appliedConfig: applied, config: latest } = host.raft.status()
       const bound = applied.disks?.[host.nodeId]
       if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
+        // the entry that listed this node (a join cut short) was overwritten: ask again
+        if (!isMember(latest, host.nodeId) && host.rejoin) await this.askAgain(host.rejoin)
         throw new NotFoundError('not in the applied configuration yet')
       }
       // Compare and set: the incarnation the registry holds now (read linearizably) goes with the
@@ -227,6 +233,16 @@ export class Membership {
     this.upResolved = true
     host.log.info('node up in sworm', { incarnation: host.incarnation })
     host.onUp()
+  }
+
+  /** Send a join request again: to the leader if known, else through the address it joined through. */
+  private async askAgain(rejoin: { url: string; identify: (url: string) => Promise<string> }): Promise<void> {
+    const { host } = this
+    if (this.joinRefusal) throw this.joinRefusal
+    let target = host.raft.leader
+    if (target === undefined || target === host.nodeId) target = await rejoin.identify(rejoin.url).catch(() => undefined)
+    if (target === undefined) return
+    host.router.send(target, { t: 'joinReq', node: host.nodeId, url: host.listen, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
   }
 
   /**

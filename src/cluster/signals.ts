@@ -5,11 +5,24 @@
  *
  * One listener per signal for the whole process, however many sworms run in it. When the signal
  * comes, the listener removes itself (a second signal then acts as if Sworm were not there), stops
- * the sworms, and, if nothing else in the process listens for that signal, raises it again, so the
- * process ends as it would have without Sworm. An app that has its own handler keeps control of
+ * the sworms, and, if nothing else in the process listened for that signal when it came, raises it
+ * again, so the process ends as it would have without Sworm. An app that has its own handler keeps control of
  * when it exits: it should `await sworm.stop()` (which waits for the stop already under way).
  * @module
  */
+
+/**
+ * Listeners of the `signal-exit` package (used by many tools to run exit hooks), which it counts
+ * on the process: they end the process on a signal only when no other listener is there, so they
+ * are not a handler that will end it (they will, once Sworm's listener is gone and the signal is
+ * raised again).
+ */
+function signalExitListeners(): number {
+  const v4 = (globalThis as Record<symbol, unknown>)[Symbol.for('signal-exit emitter')] as { count?: unknown } | undefined
+  const v3 = (process as unknown as { __signal_exit_emitter__?: { count?: unknown } }).__signal_exit_emitter__
+  const n = (x: { count?: unknown } | undefined): number => (typeof x?.count === 'number' ? x.count : 0)
+  return n(v4) + (v3 !== v4 ? n(v3) : 0)
+}
 
 /** What a signal stops: resolves once the sworm is stopped (never rejects). */
 type Stopper = (signal: NodeJS.Signals) => Promise<void>
@@ -20,12 +33,17 @@ const listeners = new Map<NodeJS.Signals, () => void>()
 function listen(signal: NodeJS.Signals): void {
   if (listeners.has(signal)) return
   const fn = (): void => {
+    // Counted now: a listener added with `once` is already gone by the time the stop ends.
+    const others = process.listenerCount(signal) - 1 - signalExitListeners()
     const list = [...(stoppers.get(signal) ?? [])]
-    for (const [sig, l] of listeners) process.removeListener(sig, l)
-    listeners.clear()
+    // only this signal's: sworms that listen for other signals keep their handlers
+    process.removeListener(signal, fn)
+    listeners.delete(signal)
+    stoppers.delete(signal)
     void Promise.allSettled(list.map((stop) => stop(signal))).then(() => {
-      // nobody else handles it: end the process as the signal would have
-      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+      // nobody else handles it: end the process as the signal would have (signal-exit's
+      // listeners, now alone, end it the same way)
+      if (others <= 0) process.kill(process.pid, signal)
     })
   }
   listeners.set(signal, fn)

@@ -91,7 +91,7 @@ export interface RaftNodeOptions<C, R> {
    */
   disk?: string
   /** Whether a node with a `disk` votes before its configuration lists it. Default true. */
-  voteUnlisted?: boolean
+  voteUnlisted?: boolean | (() => boolean)
   /**
    * How long a lease lasts after its renewal, for {@link RaftNode.leaseLapses} (a renewal this late
    * or later counts as a new lease). Without it only the first renewal counts.
@@ -308,7 +308,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       now: () => clock.now(),
       leaseMs: ((electionTicks - 1) * (opts.tickMs ?? 50)) / (1 + (opts.clockDrift ?? 0.1)),
       ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
-      voteUnlisted: opts.voteUnlisted ?? true,
+      voteUnlisted: typeof opts.voteUnlisted === 'function' ? opts.voteUnlisted() : (opts.voteUnlisted ?? true),
       electionTicks,
       heartbeatTicks: opts.heartbeatTicks ?? 1,
       preVote: opts.preVote ?? true,
@@ -472,13 +472,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (opts.disk !== undefined && cfg.disks?.[id] !== undefined && cfg.disks[id] !== opts.disk) {
       throw new ConfigChangeError(`${id} is a member with another data directory: remove it first`)
     }
-    if (cfg.voters[id] !== undefined) return
-    if (cfg.learners[id] === undefined) {
-      const next: ClusterConfig = { ...cfg, voters: { ...cfg.voters }, learners: { ...cfg.learners, [id]: address } }
-      if (opts.disk !== undefined) next.disks = { ...cfg.disks, [id]: opts.disk }
-      await this.changeConfig(next)
-    }
-    if (opts.voter === false) return
+    await this.changeConfig((cur) => {
+      if (cur.voters[id] !== undefined || cur.learners[id] !== undefined) return undefined
+      const next: ClusterConfig = { ...cur, voters: { ...cur.voters }, learners: { ...cur.learners, [id]: address } }
+      if (opts.disk !== undefined) next.disks = { ...cur.disks, [id]: opts.disk }
+      return next
+    })
+    if (opts.voter === false || this.core.status().config.voters[id] !== undefined) return
     // wait until the learner has caught up
     const deadline = this.clock.now() + this.timeoutMs * 4
     for (;;) {
@@ -489,10 +489,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (this.clock.now() > deadline) throw new TimeoutError(`learner ${id} did not catch up in time`)
       await this.sleep(this.tickMs)
     }
-    const cur = this.core.status().config
-    const learners = { ...cur.learners }
-    delete learners[id]
-    await this.changeConfig({ ...cur, voters: { ...cur.voters, [id]: address }, learners })
+    await this.setVoter(id, true)
   }
 
   /**
@@ -500,21 +497,22 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * resolved once it is committed. Must be called on the leader; the leader cannot demote itself.
    */
   async setVoter(id: NodeId, voter: boolean): Promise<void> {
-    const cfg = this.core.status().config
-    const address = cfg.voters[id] ?? cfg.learners[id]
-    if (address === undefined) throw new ConfigChangeError(`${id} is not a member`)
-    if ((cfg.voters[id] !== undefined) === voter) return
     if (!voter && id === this.id) throw new ConfigChangeError('the leader cannot demote itself: transfer leadership first')
-    const voters = { ...cfg.voters }
-    const learners = { ...cfg.learners }
-    if (voter) {
-      voters[id] = address
-      delete learners[id]
-    } else {
-      learners[id] = address
-      delete voters[id]
-    }
-    await this.changeConfig({ ...cfg, voters, learners })
+    await this.changeConfig((cur) => {
+      const address = cur.voters[id] ?? cur.learners[id]
+      if (address === undefined) throw new ConfigChangeError(`${id} is not a member`)
+      if ((cur.voters[id] !== undefined) === voter) return undefined
+      const voters = { ...cur.voters }
+      const learners = { ...cur.learners }
+      if (voter) {
+        voters[id] = address
+        delete learners[id]
+      } else {
+        learners[id] = address
+        delete voters[id]
+      }
+      return { ...cur, voters, learners }
+    })
   }
 
   /** On the leader: the highest log index `id` is known to hold, or undefined if it is not a follower of this leader. */
@@ -525,30 +523,29 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   /** Remove a node (voter or learner) from the cluster. Must be called on the leader. */
   async removeNode(id: NodeId): Promise<void> {
-    const cfg = this.core.status().config
-    if (cfg.voters[id] === undefined && cfg.learners[id] === undefined) {
-      // Out of the latest configuration, but that may be a change not committed yet (this node
-      // may even be a leader cut off with a minority): done only once the applied one is without
-      // it too (found by the simulation: a removal answered "done" by a stale leader never took
-      // effect, and the removed node stayed a voter).
-      const deadline = this.clock.now() + this.timeoutMs
-      while (this.appliedConfig.voters[id] !== undefined || this.appliedConfig.learners[id] !== undefined) {
-        if (this.stopped) throw new ShuttingDownError()
-        if (this.clock.now() >= deadline) throw new TimeoutError(`the change that removes ${id} was not committed within ${this.timeoutMs} ms`)
-        await this.sleep(this.tickMs)
+    await this.changeConfig((cur) => {
+      if (cur.voters[id] === undefined && cur.learners[id] === undefined) return undefined
+      const voters = { ...cur.voters }
+      const learners = { ...cur.learners }
+      delete voters[id]
+      delete learners[id]
+      const next: ClusterConfig = { ...cur, voters, learners }
+      if (cur.disks) {
+        next.disks = { ...cur.disks }
+        delete next.disks[id]
       }
-      return
+      return next
+    })
+    // Out of the latest configuration, but that may be a change not committed yet (this node may
+    // even be a leader cut off with a minority): done only once the applied one is without it too
+    // (found by the simulation: a removal answered "done" by a stale leader never took effect, and
+    // the removed node stayed a voter).
+    const deadline = this.clock.now() + this.timeoutMs
+    while (this.appliedConfig.voters[id] !== undefined || this.appliedConfig.learners[id] !== undefined) {
+      if (this.stopped) throw new ShuttingDownError()
+      if (this.clock.now() >= deadline) throw new TimeoutError(`the change that removes ${id} was not committed within ${this.timeoutMs} ms`)
+      await this.sleep(this.tickMs)
     }
-    const voters = { ...cfg.voters }
-    const learners = { ...cfg.learners }
-    delete voters[id]
-    delete learners[id]
-    const next: ClusterConfig = { ...cfg, voters, learners }
-    if (cfg.disks) {
-      next.disks = { ...cfg.disks }
-      delete next.disks[id]
-    }
-    await this.changeConfig(next)
   }
 
   /** Replace `oldId` by a new node: add it (learner, catch up, voter), then remove the old one. */
@@ -557,9 +554,18 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     await this.removeNode(oldId)
   }
 
-  private async changeConfig(next: ClusterConfig): Promise<void> {
+  /**
+   * Make one configuration change: `update` computes the next configuration from the current one
+   * (undefined: nothing to change), again at every attempt, so a change that waited behind
+   * another (a join behind autopilot's step, say) never undoes it. Resolves once it is committed.
+   */
+  private async changeConfig(update: (cur: ClusterConfig) => ClusterConfig | undefined): Promise<void> {
     const deadline = this.clock.now() + this.timeoutMs
     for (;;) {
+      const cur = this.core.status()
+      if (cur.role !== 'leader') throw new NotLeaderError(cur.leader)
+      const next = update(cur.config)
+      if (next === undefined) return
       const res = this.core.proposeConfig(next)
       if (res.ok) {
         const p = new Promise<R>((resolve, reject) => {

@@ -489,7 +489,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   private nodeUp(node: string, inc: string, seen: string | undefined, zone: string | undefined): boolean {
     const prev = this.nodes.get(node)
-    if (prev && prev.inc === inc && prev.up) return true
+    if (prev && prev.inc === inc && prev.up) {
+      // (a replica restored from a snapshot of a version without zones learns it here)
+      if (zone !== undefined && prev.zone !== zone) prev.zone = zone
+      return true
+    }
     // A copy from a process replaced since (it read another incarnation than the current one)
     if (seen !== undefined && (prev?.inc ?? '') !== inc && (prev?.inc ?? '') !== seen) return false
     // A late copy of this incarnation's first announcement, after it was declared gone: only the

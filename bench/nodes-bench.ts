@@ -1,0 +1,172 @@
+/**
+ * Many app instances (issue #13): 15 real node processes (LevelDB, loopback WebSockets), as an app
+ * scaled out to 15 pods runs them, side by side with the same steps where every node votes (what
+ * Sworm did before the `voters` option: every node that joined became a voter).
+ *
+ * Run: `npm run bench:nodes [-- --quick]` (`--quick`: 7 nodes, fewer registrations).
+ *
+ * For each setting (`voters: 5`, then every node a voter):
+ * 1. 3 nodes start with `peers`; registrations at 64 in flight on the leader (static names):
+ *    the 3-node rate and the leader's CPU per commit.
+ * 2. The other 12 nodes join at once (`join`, all started together): time until every start
+ *    resolved, and how many failed.
+ * 3. Autopilot settles: time until the configuration has its voters (5, or all 15), and which.
+ * 4. Registrations at 64 in flight on the leader again: the 15-node rate against the 3-node one,
+ *    and the leader's CPU per commit against the 3-node one.
+ * 5. Two voters (not the leader) are SIGKILLed: time until a write succeeds again, and until the
+ *    configuration has 5 healthy voters again (autopilot promotes learners in their place).
+ *
+ * Prints one markdown table, then each target with met or NOT met.
+ * @module
+ */
+import { rmSync } from 'node:fs'
+import { performance } from 'node:perf_hooks'
+import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { flagOption, parseCli } from '../tools/cli-args.js'
+import type { DashStatus, RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
+import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
+
+const { QUICK } = parseCli('nodes-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => ({ QUICK: flagOption(v, 'quick') }))
+const TOTAL = QUICK ? 7 : 15
+const SEEDS = 3
+const NAMES = QUICK ? 10_000 : 30_000
+const INFLIGHT = 64
+const STABILIZATION_MS = 2000
+const WATCHDOG_MS = QUICK ? 10 * 60_000 : 30 * 60_000
+
+const dirs = new Set<string>()
+installBenchGuards(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+}, WATCHDOG_MS)
+const log = benchLogger('nodes')
+
+interface Figures {
+  rate3: number
+  cpu3: number
+  joinMs: number
+  joinFailed: number
+  settleMs: number | undefined
+  voters: number
+  learners: number
+  rateN: number
+  cpuN: number
+  writesBackMs: number | undefined
+  votersBackMs: number | undefined
+}
+
+async function config(c: SwormCluster, leader: string): Promise<{ voters: string[]; learners: string[] }> {
+  const st = await c.request<DashStatus>(leader, { op: 'dashStatus' }, 10_000)
+  return { voters: Object.keys(st.peers.voters), learners: Object.keys(st.peers.learners) }
+}
+
+/** Poll `f` every 50 ms until it returns a value; undefined after `ms`. */
+async function until<T>(ms: number, f: () => Promise<T | undefined>): Promise<T | undefined> {
+  const end = performance.now() + ms
+  while (performance.now() < end) {
+    const v = await f().catch(() => undefined)
+    if (v !== undefined) return v
+    await new Promise((r) => setTimeout(r, 50))
+  }
+  return undefined
+}
+
+async function register(c: SwormCluster, leader: string, prefix: string): Promise<{ rate: number; cpuPerCommitUs: number }> {
+  const r = await c.request<RegisterManyResult>(leader, { op: 'registerMany', prefix, count: NAMES, concurrency: INFLIGHT, maxMs: 120_000 }, 180_000)
+  if (r.errors > 0) log(`${r.errors} registrations failed: ${r.errorSamples.slice(0, 2).join(' | ')}`)
+  return { rate: r.ok / (r.ms / 1000), cpuPerCommitUs: ((r.cpuUserMs + r.cpuSystemMs) * 1000) / Math.max(1, r.ok) }
+}
+
+async function run(voters: number): Promise<Figures> {
+  const label = voters >= TOTAL ? 'every node votes' : `voters: ${voters}`
+  log(`${label}: starting ${SEEDS} nodes`)
+  const c = await startSwormCluster({ n: SEEDS, voters, stabilizationMs: STABILIZATION_MS, requestTimeoutMs: 10_000, ipcTimeoutMs: 60_000 })
+  dirs.add(c.dir)
+  try {
+    let leader = await c.waitForLeader(20_000)
+    const r3 = await register(c, leader, 'a')
+    log(`${label}: 3 nodes, ${Math.round(r3.rate)}/s, ${r3.cpuPerCommitUs.toFixed(0)} µs CPU per commit on the leader`)
+
+    // 12 nodes join at once
+    const joiners = Array.from({ length: TOTAL - SEEDS }, (_, i) => `n${SEEDS + 1 + i}`)
+    const t0 = performance.now()
+    const joined = await Promise.allSettled(joiners.map((id, i) => c.startJoining(id, c.urls[`n${1 + (i % SEEDS)}`], { startTimeoutMs: 120_000 })))
+    const joinMs = performance.now() - t0
+    const joinFailed = joined.filter((x) => x.status === 'rejected').length
+    for (const x of joined) if (x.status === 'rejected') log(`a join failed: ${String(x.reason).slice(0, 200)}`)
+    log(`${label}: ${joiners.length} joins in ${(joinMs / 1000).toFixed(1)} s, ${joinFailed} failed`)
+
+    // autopilot settles
+    const want = Math.min(voters, TOTAL)
+    const settled = await until(60_000, async () => {
+      leader = await c.waitForLeader(5000)
+      const cfg = await config(c, leader)
+      return cfg.voters.length === want && cfg.voters.length + cfg.learners.length === TOTAL ? cfg : undefined
+    })
+    const settleMs = settled ? performance.now() - t0 : undefined
+    const cfg = settled ?? (await config(c, leader))
+    log(`${label}: configuration ${cfg.voters.length} voters (${cfg.voters.join(',')}), ${cfg.learners.length} learners`)
+
+    leader = await c.waitForLeader(10_000)
+    const rN = await register(c, leader, 'b')
+    log(`${label}: ${TOTAL} nodes, ${Math.round(rN.rate)}/s, ${rN.cpuPerCommitUs.toFixed(0)} µs CPU per commit on the leader`)
+
+    // two voters (not the leader) die
+    const victims = cfg.voters.filter((v) => v !== leader).slice(0, 2)
+    const k0 = performance.now()
+    await Promise.all(victims.map((v) => c.kill(v)))
+    let seq = 0
+    const writesBack = await until(30_000, async () => {
+      const l = await c.waitForLeader(2000, { exclude: victims })
+      const ok = (await c.request<{ won: boolean }>(l, { op: 'registerStatic', name: `after-kill-${seq++}` }, 2000)).won
+      return ok === true ? performance.now() - k0 : undefined
+    })
+    const votersBack = await until(60_000, async () => {
+      const l = await c.waitForLeader(2000, { exclude: victims })
+      const now = await config(c, l)
+      return now.voters.length === want && !now.voters.some((v) => victims.includes(v)) ? performance.now() - k0 : undefined
+    })
+    log(`${label}: 2 voters killed: writes again after ${writesBack?.toFixed(0) ?? '-'} ms, ${want} healthy voters again after ${votersBack?.toFixed(0) ?? '-'} ms`)
+    return {
+      rate3: r3.rate,
+      cpu3: r3.cpuPerCommitUs,
+      joinMs,
+      joinFailed,
+      settleMs,
+      voters: cfg.voters.length,
+      learners: cfg.learners.length,
+      rateN: rN.rate,
+      cpuN: rN.cpuPerCommitUs,
+      writesBackMs: writesBack,
+      votersBackMs: votersBack,
+    }
+  } finally {
+    await c.stopAll()
+    dirs.delete(c.dir)
+  }
+}
+
+runMain(async () => {
+  const now = await run(5)
+  const before = await run(TOTAL)
+  const s = (ms: number | undefined): string => (ms === undefined ? 'not within the wait' : `${(ms / 1000).toFixed(1)} s`)
+  const x = (a: number, b: number): string => `${(a / b).toFixed(2)}×`
+  const rows: Array<[string, string, string, string]> = [
+    [`configuration with ${TOTAL} real nodes`, `${now.voters} voters, ${now.learners} learners`, `${before.voters} voters, ${before.learners} learners`, `5 voters, ${TOTAL - 5} learners`],
+    [`${TOTAL - SEEDS} nodes joining at once: all started`, `${s(now.joinMs)}, ${now.joinFailed} failed`, `${s(before.joinMs)}, ${before.joinFailed} failed`, '≤ 10 s, 0 failed'],
+    ['... until autopilot settled the voters', s(now.settleMs), s(before.settleMs), '—'],
+    [`registrations/s at 64 in flight, ${TOTAL} nodes against 3`, `${Math.round(now.rateN)} / ${Math.round(now.rate3)} = ${x(now.rateN, now.rate3)}`, `${Math.round(before.rateN)} / ${Math.round(before.rate3)} = ${x(before.rateN, before.rate3)}`, '≥ 0.9×'],
+    [`leader CPU per commit, ${TOTAL} nodes against 3`, `${now.cpuN.toFixed(0)} / ${now.cpu3.toFixed(0)} µs = ${x(now.cpuN, now.cpu3)}`, `${before.cpuN.toFixed(0)} / ${before.cpu3.toFixed(0)} µs = ${x(before.cpuN, before.cpu3)}`, '≤ 1.5×'],
+    ['2 voters SIGKILLed: writes succeed again', s(now.writesBackMs), s(before.writesBackMs), '≤ 1 s'],
+    ['2 voters SIGKILLed: 5 healthy voters again', s(now.votersBackMs), '— (every node votes)', `≤ stabilization (${STABILIZATION_MS / 1000} s) + 5 s`],
+  ]
+  process.stdout.write(`\n| figure | voters: 5 | every node votes (before #13) | target |\n|---|---|---|---|\n`)
+  for (const r of rows) process.stdout.write(`| ${r.join(' | ')} |\n`)
+  const met = (ok: boolean, what: string): void => void process.stdout.write(`${ok ? 'met' : 'NOT met'}: ${what}\n`)
+  process.stdout.write('\n')
+  met(now.voters === 5 && now.learners === TOTAL - 5, `5 voters and ${TOTAL - 5} learners`)
+  met(now.joinMs <= 10_000 && now.joinFailed === 0, `${TOTAL - SEEDS} joins at once within 10 s, none failed`)
+  met(now.rateN >= 0.9 * now.rate3, `registrations with ${TOTAL} nodes ≥ 0.9× 3 nodes`)
+  met(now.cpuN <= 1.5 * now.cpu3, 'leader CPU per commit ≤ 1.5×')
+  met(now.writesBackMs !== undefined && now.writesBackMs <= 1000, 'writes again within 1 s of losing 2 of 5 voters')
+  met(now.votersBackMs !== undefined && now.votersBackMs <= STABILIZATION_MS + 5000, '5 voters again within stabilization + 5 s')
+})
