@@ -9,7 +9,7 @@
 import { randomBytes } from 'node:crypto'
 import { join as joinPath } from 'node:path'
 import { dataLostMessage, diskIdentity, probePeers } from './cluster/identity.js'
-import { discoverStart, type DiscoveryOptions, type DiscoveryOutcome } from './cluster/discovery.js'
+import { discoverStart, resolveUrls, type DiscoveryOptions, type DiscoveryOutcome } from './cluster/discovery.js'
 import { isMember } from './cluster/config.js'
 import { NodeDataLostError } from './errors.js'
 import { PeerFaults } from './net/faults.js'
@@ -65,8 +65,11 @@ export interface PartHooks {
  */
 export interface SwormParts {
   readonly options: ResolvedOptions
-  /** For a node that joined: where to ask again if the entry that lists it is overwritten. */
-  readonly rejoin: { url: string; identify: (url: string) => Promise<string> } | undefined
+  /**
+   * For a node its applied configuration does not list yet: nodes to send its join request to
+   * (besides the leader), found again at each call (see {@link Membership}).
+   */
+  readonly rejoinTargets: (() => Promise<string[]>) | undefined
   readonly inc: string
   readonly raft: RaftNode<RegistryCommand, RegistryResult>
   readonly state: RegistryState
@@ -177,19 +180,10 @@ export async function assemble<S extends Assembled>(
     }
     // A disk with a term but no log belongs to a member that took part in elections before its
     // first entries reached it (its probe had found the cluster): it waits for the leader too.
-    const waitingMember = peers !== undefined && st.term > 0
+    const waitingMember = (peers !== undefined || options.discovery !== undefined) && st.term > 0
     const fresh = st.lastIndex === 0 && Object.keys(st.config.voters).length === 0 && !caughtUpFromPeers && !waitingMember
     let joinVia: string | undefined
-    let join = options.join ?? (discovered && 'join' in discovered ? discovered.join : undefined)
-    // A discovery node with a log that does not list it yet (its join was cut short): through the
-    // members its log knows, or, if it knows none, through DNS again.
-    if (options.discovery && !fresh && join === undefined && !isMember(st.config, nodeId)) {
-      join = Object.entries(st.config.voters).find(([id]) => id !== nodeId)?.[1]
-      if (join === undefined) {
-        const again = await discover()
-        if ('join' in again) join = again.join
-      }
-    }
+    const join = options.join ?? (discovered && 'join' in discovered ? discovered.join : undefined)
     // A node started with `join` that its log does not list (fresh, or its join was cut short)
     // asks to be added, and waits until the applied configuration lists it. One its log lists
     // starts at once (the node named by `join` may be gone by now); should the entry that lists
@@ -201,10 +195,26 @@ export async function assemble<S extends Assembled>(
     } else {
       deps.msgTransport.setPeers(peers ?? (discovered && 'peers' in discovered ? discovered.peers : {}))
     }
-    const rejoin = join !== undefined && deps.discover ? { url: join, identify: deps.discover } : undefined
+    // Where a node that is not (or no longer) listed asks again: the address it joined through,
+    // the voters its log knows, then the addresses DNS gives; up to 3 nodes that answer.
+    const identify = deps.discover
+    const rejoinTargets = identify
+      ? async (): Promise<string[]> => {
+          const urls = [...(join !== undefined ? [join] : []), ...Object.entries(raft.status().config.voters).filter(([id]) => id !== nodeId).map(([, u]) => u)]
+          if (options.discovery) urls.push(...(await (deps.resolveDns ?? resolveUrls)(options.discovery, options.listen).catch(() => [])))
+          const found: Record<string, string> = {}
+          for (const url of new Set(urls)) {
+            if (url === options.listen || Object.keys(found).length >= 3) continue
+            const id = await identify(url).catch(() => undefined)
+            if (id !== undefined && id !== nodeId) found[id] = url
+          }
+          deps.msgTransport.setPeers(found)
+          return Object.keys(found)
+        }
+      : undefined
     const sworm = make({
       options,
-      rejoin,
+      rejoinTargets,
       inc: deps.inc,
       raft,
       state,

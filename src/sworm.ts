@@ -209,7 +209,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       requests: this.requests,
       disk: p.disk,
       zone: o.zone,
-      rejoin: p.rejoin,
+      rejoinTargets: p.rejoinTargets,
       listen: o.listen,
       requestTimeoutMs: o.requestTimeoutMs,
       nodeDownAfterMs: o.nodeDownAfterMs,

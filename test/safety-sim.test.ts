@@ -471,3 +471,34 @@ t.test('a member killed after it voted but before it got the log starts again wi
   await c.sched.runUntilTrue(() => n2.sworm.status().applied >= c.leader()!.sworm.status().commit && n2.sworm.status().applied > 0, 10_000)
   t.ok(n2.sworm.status().applied > 0, `n2 caught up from the leader (${JSON.stringify(n2.sworm.status())} vs ${JSON.stringify(c.leader()?.sworm.status())})`)
 })
+
+t.test('a joining node whose learner entry never committed (its leader died) asks again until it is a member (found by review)', async (t) => {
+  // Failed on 4af643a: the leader L appended j's learner entry and sent it to j alone, then died;
+  // the next leader's log does not list j, so it never contacts j, whose own log still lists it,
+  // and j, a learner that never campaigns, kept asking the dead L (or, restarted, asked no one).
+  for (const seed of [1, 2]) {
+    const c = new SimSworms(3, 1300 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+    await c.startAll()
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
+    const L = c.leader()!.id
+    const others = c.ids.filter((x) => x !== L)
+    await c.sched.runUntil(c.sched.now + 1000)
+    for (const o of others) c.net.block(L, o) // L reaches j, not the other voters
+    void c.start('j', { join: c.url(L) }).catch(() => {})
+    await c.sched.runUntilTrue(() => c.running.has('j') && internals(c.running.get('j')!.sworm).raft.status().config.learners.j !== undefined, 5000)
+    await c.sched.runUntil(c.sched.now + 300)
+    await c.crash(L)
+    await c.crash('j')
+    c.net.heal()
+    t.ok(await c.sched.runUntilTrue(() => others.some((id) => c.running.get(id)!.sworm.status().role === 'leader'), 10_000), 'a new leader among the others')
+    const j = await settle(c.sched, c.start('j', { join: c.url(L) }), 90_000)
+    const listed = (): boolean => {
+      const lead = c.leader()
+      return lead !== undefined && internals(lead.sworm).raft.status().appliedConfig.learners.j !== undefined
+    }
+    t.ok(await c.sched.runUntilTrue(listed, 30_000), `j is a member of ${c.leader()?.id ?? '?'}'s configuration`)
+    const ok = await settle(c.sched, j.sworm.registerName(`after-${seed}`, { module: 'w', fn: 'counter', args: [`strand${seed}`] }), 30_000).catch((e: unknown) => String(e))
+    t.ok(typeof ok === 'object' && ok !== null && 'node' in ok, `j serves requests (a supervised registration through it): ${JSON.stringify(ok)}`)
+    c.stopAll()
+  }
+})

@@ -8,7 +8,8 @@
  * 2. probes them (the probe of cluster/identity.ts): if one is a member of a running cluster, this
  *    node joins through it (as with `join`: a learner first, a voter if autopilot wants one);
  * 3. with `expect: N`, once N nodes (itself included) answer and none runs a cluster, the N
- *    lowest ids are the new cluster's first members, once each of them says it sees the same N:
+ *    lowest ids it sees are the first members it proposes (once, for good); they start the new
+ *    cluster once each of them proposes the same N:
  *    each of them starts as with `peers` (and the bootstrap probe then waits until all N are up);
  *    any other node waits and joins them. As with Consul's `bootstrap_expect`, set it to the
  *    number of instances the app starts with, and start them together.
@@ -149,8 +150,10 @@ export async function discoverStart(h: DiscoveryHost): Promise<DiscoveryOutcome>
       return { join: found.get(member.from)! }
     }
     if (d.expect !== undefined && fresh.size + 1 >= d.expect) {
-      const first = [h.nodeId, ...fresh].sort().slice(0, d.expect)
-      mine = first
+      // Chosen once and never changed: another node may already have started on what this one
+      // said (a node that changed its mind could belong to two first groups, each with a quorum).
+      if (mine.length === 0) mine = [h.nodeId, ...fresh].sort().slice(0, d.expect)
+      const first = mine
       // only once every one of them said it would start with these very members: nodes that saw
       // different answers from DNS must not start two clusters
       const agreed = first.every((id) => id === h.nodeId || seedsOf.get(id) === first.join(','))

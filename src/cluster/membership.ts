@@ -32,8 +32,8 @@ export interface MembershipHost {
   readonly disk: string | undefined
   /** This node's `zone` option. */
   readonly zone: string | undefined
-  /** For a node that joined: the address it joined through, and how to learn the id behind it. */
-  readonly rejoin: { url: string; identify: (url: string) => Promise<string> } | undefined
+  /** Nodes to send a join request to (besides the leader), found again at each call; see bootstrap.ts. */
+  readonly rejoinTargets: (() => Promise<string[]>) | undefined
   /** This node's `listen` address. */
   readonly listen: string
   readonly requestTimeoutMs: number
@@ -72,6 +72,8 @@ export class Membership {
   private upPromise: Promise<void> | undefined
   private upResolved = false
   private readonly joining = new Set<string>()
+  /** When this node last asked to be added again (its clock). */
+  private lastAsked = -Infinity
   /** Set when the cluster refused this node's join request. */
   private joinRefusal: SwormError | undefined
 
@@ -158,8 +160,11 @@ export class Membership {
       if (host.stopped()) throw stoppedError()
       if (this.joinRefusal) throw this.joinRefusal
       if (isMember(host.raft.status().appliedConfig, host.nodeId)) return
-      const target = host.raft.leader ?? via
-      host.router.send(target, { t: 'joinReq', node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
+      // to the node it joins through, and to the leader it knows of, if another (which may be gone)
+      const req = { t: 'joinReq' as const, node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) }
+      host.router.send(via, req)
+      const leader = host.raft.leader
+      if (leader !== undefined && leader !== via && leader !== host.nodeId) host.router.send(leader, req)
       throw notYet
     })
     host.log.info('joined the cluster')
@@ -211,11 +216,13 @@ export class Membership {
       if (host.stopped()) throw stoppedError()
       // a node the configuration does not list yet (joining), or lists with another data directory
       // (it lost its data and is about to be refused), is not up in the registry
-      const { appliedConfig: applied, config: latest } = host.raft.status()
+      const applied = host.raft.status().appliedConfig
       const bound = applied.disks?.[host.nodeId]
       if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
-        // the entry that listed this node (a join cut short) was overwritten: ask again
-        if (!isMember(latest, host.nodeId) && host.rejoin) await this.askAgain(host.rejoin)
+        // Not listed yet: ask (again) to be added. Its own log may list it in an entry that never
+        // committed (the leader that appended it died, and the next one never contacts a node it
+        // does not list); asking a member that is already listed changes nothing.
+        if (!isMember(applied, host.nodeId)) await this.askAgain()
         throw new NotFoundError('not in the applied configuration yet')
       }
       // Compare and set: the incarnation the registry holds now (read linearizably) goes with the
@@ -235,14 +242,22 @@ export class Membership {
     host.onUp()
   }
 
-  /** Send a join request again: to the leader if known, else through the address it joined through. */
-  private async askAgain(rejoin: { url: string; identify: (url: string) => Promise<string> }): Promise<void> {
+  /**
+   * Send a join request again, at most every half second: to the leader this node last knew (it
+   * may be gone: a learner never campaigns, so it keeps the name of a dead leader), and to the
+   * nodes `rejoinTargets` finds (which pass it on to their leader).
+   */
+  private async askAgain(): Promise<void> {
     const { host } = this
     if (this.joinRefusal) throw this.joinRefusal
-    let target = host.raft.leader
-    if (target === undefined || target === host.nodeId) target = await rejoin.identify(rejoin.url).catch(() => undefined)
-    if (target === undefined) return
-    host.router.send(target, { t: 'joinReq', node: host.nodeId, url: host.listen, ...(host.disk !== undefined ? { disk: host.disk } : {}) })
+    const now = host.clock.now()
+    if (now - this.lastAsked < 500) return
+    this.lastAsked = now
+    const req = { t: 'joinReq' as const, node: host.nodeId, url: host.listen, ...(host.disk !== undefined ? { disk: host.disk } : {}) }
+    const leader = host.raft.leader
+    if (leader !== undefined && leader !== host.nodeId) host.router.send(leader, req)
+    const others = (await host.rejoinTargets?.().catch(() => undefined)) ?? []
+    for (const o of others) if (o !== leader) host.router.send(o, req)
   }
 
   /**

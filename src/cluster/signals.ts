@@ -4,9 +4,9 @@
  * with a drain (its supervised workers handed over to other nodes, its names dropped at once).
  *
  * One listener per signal for the whole process, however many sworms run in it. When the signal
- * comes, the listener removes itself (a second signal then acts as if Sworm were not there), stops
- * the sworms, and, if nothing else in the process listened for that signal when it came, raises it
- * again, so the process ends as it would have without Sworm. An app that has its own handler keeps control of
+ * comes, the listener stops the sworms, then removes itself and, if nothing else in the process
+ * listened for that signal when it came, raises it again, so the process ends as it would have
+ * without Sworm. A second signal while they stop acts as if Sworm were not there. An app that has its own handler keeps control of
  * when it exits: it should `await sworm.stop()` (which waits for the stop already under way).
  * @module
  */
@@ -32,18 +32,31 @@ const listeners = new Map<NodeJS.Signals, () => void>()
 
 function listen(signal: NodeJS.Signals): void {
   if (listeners.has(signal)) return
+  let stopping = false
+  const remove = (): void => {
+    process.removeListener(signal, fn)
+    if (listeners.get(signal) === fn) listeners.delete(signal)
+  }
   const fn = (): void => {
+    if (stopping) {
+      // a second signal while stopping: as if Sworm were not there
+      remove()
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal)
+      return
+    }
+    stopping = true
     // Counted now: a listener added with `once` is already gone by the time the stop ends.
     const others = process.listenerCount(signal) - 1 - signalExitListeners()
     const list = [...(stoppers.get(signal) ?? [])]
-    // only this signal's: sworms that listen for other signals keep their handlers
-    process.removeListener(signal, fn)
-    listeners.delete(signal)
     stoppers.delete(signal)
+    // The listener stays until the stop ends: signal-exit's listeners, called after this one in
+    // the same dispatch, end the process at once when they find themselves alone.
     void Promise.allSettled(list.map((stop) => stop(signal))).then(() => {
+      const still = listeners.get(signal) === fn
+      remove()
       // nobody else handles it: end the process as the signal would have (signal-exit's
       // listeners, now alone, end it the same way)
-      if (others <= 0) process.kill(process.pid, signal)
+      if (still && others <= 0) process.kill(process.pid, signal)
     })
   }
   listeners.set(signal, fn)

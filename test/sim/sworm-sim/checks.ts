@@ -28,6 +28,8 @@ export function settled(w: SimWorld): boolean {
   const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
   if (!leader) return false
   const cfg = internals(leader.sworm!).raft.status().config
+  noteAutopilotRemovals(w, leader.sworm!)
+  if (nodes.some((m) => m.role !== 'active')) return false
   // the members are the configuration; as many voters as wanted (every member when fewer), over
   // as many zones as there are
   const members = [...Object.keys(cfg.voters), ...Object.keys(cfg.learners)].sort()
@@ -50,6 +52,24 @@ export function settled(w: SimWorld): boolean {
   // every member has applied the same registry
   const want = registryOf(leader.sworm!.registered())
   return nodes.every((m) => registryOf(m.sworm!.registered()) === want)
+}
+
+/**
+ * Members autopilot removed (gone for `deadNodeTimeoutMs`) whose `autopilot` event was lost (its
+ * leader lost office between appending the change and its commit; the next leader committed it):
+ * an active member the applied configuration lacks and that the registry holds as declared gone
+ * is retired. A member dropped while up in the registry is not excused.
+ */
+function noteAutopilotRemovals(w: SimWorld, leader: Sworm): void {
+  if (w.opts.deadNodeTimeoutMs === undefined) return
+  const applied = internals(leader).raft.status().appliedConfig
+  const records = new Map(leader.statusReport().nodes.map((x) => [x.node, x.up]))
+  for (const m of w.active()) {
+    if (applied.voters[m.id] !== undefined || applied.learners[m.id] !== undefined || records.get(m.id) !== false) continue
+    m.role = 'retired'
+    w.maybeDropped(m.id)
+    w.count('autopilot-remove-unseen')
+  }
 }
 
 /** Why the cluster did not settle: its members, voters, node records, registry and running incarnations (and with `SIM_TRACE`, the nodes' state on stderr). */
