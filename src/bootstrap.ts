@@ -191,10 +191,10 @@ export async function assemble<S extends Assembled>(
     if (fresh || (join !== undefined && !isMember(st.config, nodeId))) {
       if (!join || !deps.discover) throw new TypeError('Sworm.start: a new node needs option "peers" (a new cluster), "join" (an existing one) or "discovery"')
       joinVia = await deps.discover(join)
-      deps.msgTransport.setPeers({ [joinVia]: join })
-    } else {
-      deps.msgTransport.setPeers(peers ?? (discovered && 'peers' in discovered ? discovered.peers : {}))
     }
+    /** The message channel's address book: what the start learned, plus the nodes asked to rejoin. */
+    const msgPeers: Record<string, string> = joinVia !== undefined && join !== undefined ? { [joinVia]: join } : { ...(peers ?? (discovered && 'peers' in discovered ? discovered.peers : {})) }
+    deps.msgTransport.setPeers(msgPeers)
     // Where a node that is not (or no longer) listed asks again: the address it joined through,
     // the voters its log knows, then the addresses DNS gives; up to 3 nodes that answer.
     const identify = deps.discover
@@ -208,7 +208,8 @@ export async function assemble<S extends Assembled>(
             const id = await identify(url).catch(() => undefined)
             if (id !== undefined && id !== nodeId) found[id] = url
           }
-          deps.msgTransport.setPeers(found)
+          Object.assign(msgPeers, found)
+          deps.msgTransport.setPeers(msgPeers)
           return Object.keys(found)
         }
       : undefined
