@@ -19,6 +19,8 @@ import {
   type WorkerRef,
   type Abortable,
   AbortError,
+  type DiscoveryOptions,
+  type AutopilotStep,
 } from 'sworm'
 
 const options: SwormOptions = {
@@ -30,7 +32,14 @@ const options: SwormOptions = {
   secret: '3f9a1c7e5b2d8046a1e9c3b7d5f20846',
   logger: silentLogger,
   castBufferSize: 100,
+  voters: 3,
+  zone: 'a',
+  autopilot: { stabilizationMs: 1000 },
+  stopOnSignals: ['SIGTERM'],
 }
+const discovery: DiscoveryOptions = { dns: 'sworm.default.svc.cluster.local', expect: 3 }
+const joining: SwormOptions = { ...options, peers: undefined, discovery, deadNodeTimeoutMs: 600_000 }
+const onStep = (step: AutopilotStep): string => `${step.action} ${step.node}: ${step.reason}`
 
 let context: WorkerContext | undefined
 const worker: Worker = {
@@ -64,5 +73,5 @@ export async function main(): Promise<void> {
   const all: Array<MultiCallResult<{ echo: unknown }>> = await sworm.multiCall('room', 'x')
   for (const r of all) console.log(r.ok ? r.value.echo : r.error.code)
   await sworm.stop({ drain: false })
-  console.log(clock.now() > 0, config, storage, transport)
+  console.log(clock.now() > 0, config, storage, transport, joining.discovery?.dns, onStep)
 }

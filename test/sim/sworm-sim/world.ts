@@ -258,8 +258,11 @@ export class SimWorld {
   private swormOptions(m: Member): SwormOptions {
     let via: string | undefined
     if (m.joins) {
-      const known = this.active().filter((x) => x !== m && !x.joins)
-      via = this.pick(known.length ? known : this.active().filter((x) => x !== m)).id
+      // through a member that runs (as an operator would give; found by the many-node runs: a node
+      // joining through a killed voter asked it, and only it, until its start gave up)
+      const up = this.active().filter((x) => x !== m && x.alive)
+      const known = up.filter((x) => !x.joins)
+      via = this.pick(known.length ? known : up.length ? up : this.active().filter((x) => x !== m)).id
     }
     return {
       name: 'sim',
