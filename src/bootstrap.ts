@@ -70,6 +70,8 @@ export interface SwormParts {
    * (besides the leader), found again at each call (see {@link Membership}).
    */
   readonly rejoinTargets: (() => Promise<string[]>) | undefined
+  /** Add addresses to the message channel's address book (nodes a joining node learned of). */
+  readonly addPeers: (peers: Record<string, string>) => void
   readonly inc: string
   readonly raft: RaftNode<RegistryCommand, RegistryResult>
   readonly state: RegistryState
@@ -216,6 +218,10 @@ export async function assemble<S extends Assembled>(
     const sworm = make({
       options,
       rejoinTargets,
+      addPeers: (more) => {
+        Object.assign(msgPeers, more)
+        deps.msgTransport.setPeers(msgPeers)
+      },
       inc: deps.inc,
       raft,
       state,

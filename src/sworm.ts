@@ -143,7 +143,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.args = new ArgChecks(o.name, o.maxNameBytes, o.maxMessageBytes)
     const peerLog = new RateLimitedLog(log, () => clock.now())
     const router = new WireRouter(p.msgs, peerLog)
-    router.on('probeResp', () => {}) // a late answer to this node's own probe at start (cluster/identity.ts)
     this.requests = new PendingRequests(clock)
     this.client = new RegistryClient({ ...node, requestTimeoutMs: o.requestTimeoutMs })
     this.supervisor = new Supervisor({
@@ -210,6 +209,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       disk: p.disk,
       zone: o.zone,
       rejoinTargets: p.rejoinTargets,
+      addPeers: p.addPeers,
       listen: o.listen,
       requestTimeoutMs: o.requestTimeoutMs,
       nodeDownAfterMs: o.nodeDownAfterMs,

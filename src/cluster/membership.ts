@@ -14,7 +14,7 @@ import type { RegistryCommand, RegistryResult } from '../registry/types.js'
 import type { PendingRequests } from '../rpc/pending.js'
 import type { WireRouter } from '../rpc/router.js'
 import { retry, sleep, withDeadline } from '../util/retry.js'
-import { dataLostMessage, isProbe } from './identity.js'
+import { dataLostMessage, isProbe, isProbeResp } from './identity.js'
 import { isMember } from './config.js'
 
 /** What membership needs of its node. */
@@ -34,6 +34,8 @@ export interface MembershipHost {
   readonly zone: string | undefined
   /** Nodes to send a join request to (besides the leader), found again at each call; see bootstrap.ts. */
   readonly rejoinTargets: (() => Promise<string[]>) | undefined
+  /** Add addresses to the message channel's address book. */
+  addPeers(peers: Record<string, string>): void
   /** This node's `listen` address. */
   readonly listen: string
   readonly requestTimeoutMs: number
@@ -72,6 +74,8 @@ export class Membership {
   private upPromise: Promise<void> | undefined
   private upResolved = false
   private readonly joining = new Set<string>()
+  /** Voters a joining node learned of from its join target's answer (id to address). */
+  private readonly members = new Map<string, string>()
   /** When this node last asked to be added again (its clock). */
   private lastAsked = -Infinity
   /** Set when the cluster refused this node's join request. */
@@ -97,6 +101,15 @@ export class Membership {
       const cfg = host.raft.status().config
       if (Object.keys(cfg.voters).length > 0) router.send(from, { t: 'probeResp', member: true, config: cfg })
       else if (host.disk !== undefined) router.send(from, { t: 'probeResp', member: false, disk: host.disk })
+    })
+    // The answer of a running member to a joining node's probe: the members, whom it asks too
+    // (the node it joins through may die meanwhile). Also a late answer to the bootstrap probe.
+    router.on('probeResp', (_from, m) => {
+      if (!isProbeResp(m) || !m.member || this.upResolved) return
+      const voters = Object.entries(m.config.voters).filter(([id, url]) => id !== host.nodeId && typeof url === 'string')
+      if (voters.length === 0) return
+      for (const [id, url] of voters.slice(0, 16)) this.members.set(id, url)
+      host.addPeers(Object.fromEntries(this.members))
     })
     router.on('removeReq', (from, m) => {
       if (typeof m.id !== 'number' || typeof m.node !== 'string' || m.node.length === 0) return
@@ -160,11 +173,12 @@ export class Membership {
       if (host.stopped()) throw stoppedError()
       if (this.joinRefusal) throw this.joinRefusal
       if (isMember(host.raft.status().appliedConfig, host.nodeId)) return
-      // to the node it joins through, and to the leader it knows of, if another (which may be gone)
+      // to the node it joins through, to the leader it knows of, if another, and to two voters it
+      // learned of (any of them may be gone); and ask the first for the members
       const req = { t: 'joinReq' as const, node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) }
-      host.router.send(via, req)
-      const leader = host.raft.leader
-      if (leader !== undefined && leader !== via && leader !== host.nodeId) host.router.send(leader, req)
+      const targets = new Set([via, host.raft.leader, ...[...this.members.keys()].slice(0, 2)])
+      for (const t of targets) if (t !== undefined && t !== host.nodeId) host.router.send(t, req)
+      if (host.disk !== undefined) host.router.send(via, { t: 'probe', disk: host.disk })
       throw notYet
     })
     host.log.info('joined the cluster')
