@@ -70,6 +70,19 @@ export class RefIndex {
     return cur.values().next().value
   }
 
+  /** The names held by the workers of `node`, of every incarnation but `exceptInc` (a copy). */
+  namesOfNode(node: string, exceptInc?: string): string[] {
+    const out: string[] = []
+    for (const [inc, ids] of this.byNode.get(node) ?? []) {
+      if (inc === exceptInc) continue
+      for (const cur of ids.values()) {
+        if (typeof cur === 'string') out.push(cur)
+        else for (const n of cur) out.push(n)
+      }
+    }
+    return out
+  }
+
   /** Whether `ref` holds any name. */
   has(ref: WorkerRef): boolean {
     return this.byNode.get(ref.node)?.get(ref.inc)?.has(ref.id) ?? false

@@ -34,7 +34,7 @@ export interface Session {
   results: Map<number, RegistryResult>
 }
 
-/** The registry's tables. The indexes (`namesOf`, `aliasesOf`, `groupsOf`, `load`) are derived. */
+/** The registry's tables. The indexes (`namesOf`, `aliasesOf`, `groupsOf`, `placed`, `unplaced`) are derived. */
 export interface Tables {
   names: ShardedMap<string, Readonly<Registration>>
   /** current worker -> names (static names, the supervised name, never aliases) */
@@ -47,8 +47,14 @@ export interface Tables {
   groupsOf: Map<string, Set<string>>
   nodes: Map<string, NodeRecord>
   sessions: Map<string, Session>
-  /** node -> number of supervised names placed on it */
-  load: Map<string, number>
+  /**
+   * node -> the supervised names placed on it (its load is the size): what a node's failure or
+   * restart moves, found without a scan of every name. Iteration order depends on history: sort
+   * before letting it decide anything.
+   */
+  placed: Map<string, Set<string>>
+  /** Supervised names placed on no node (none could take them). Same caveat on order. */
+  unplaced: Set<string>
 }
 
 /** Empty tables. */
@@ -61,7 +67,8 @@ export function emptyTables(): Tables {
     groupsOf: new Map(),
     nodes: new Map(),
     sessions: new Map(),
-    load: new Map(),
+    placed: new Map(),
+    unplaced: new Set(),
   }
 }
 
@@ -263,11 +270,37 @@ export function sharedRef(ref: WorkerRef, nodes: Map<string, NodeRecord>, sworm:
   return { sworm: ref.sworm === sworm && sworm !== undefined ? sworm : ref.sworm, node: n.node, inc: n.inc, id: ref.id }
 }
 
+/** Record supervised `name` as placed on `node` (undefined: on none). */
+export function addPlaced(t: Pick<Tables, 'placed' | 'unplaced'>, name: string, node: string | undefined): void {
+  if (node === undefined) {
+    t.unplaced.add(name)
+    return
+  }
+  let s = t.placed.get(node)
+  if (!s) t.placed.set(node, (s = new Set()))
+  s.add(name)
+}
+
+/** Undo {@link addPlaced}. */
+export function deletePlaced(t: Pick<Tables, 'placed' | 'unplaced'>, name: string, node: string | undefined): void {
+  if (node === undefined) {
+    t.unplaced.delete(name)
+    return
+  }
+  const s = t.placed.get(node)
+  if (s?.delete(name) && s.size === 0) t.placed.delete(node)
+}
+
+/** Names in a deterministic order (by code unit), whatever order the set holds them in. */
+export function sortedNames(names: Iterable<string>): string[] {
+  return [...names].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))
+}
+
 function addName(t: Tables, r: Registration, sworm: string | undefined): void {
   if (r.ref) r.ref = sharedRef(r.ref, t.nodes, sworm)
   t.names.set(r.name, r)
   if (r.ref) t.namesOf.add(r.ref, r.name, r.kind === 'supervised')
-  if (r.kind === 'supervised' && r.node !== undefined) t.load.set(r.node, (t.load.get(r.node) ?? 0) + 1)
+  if (r.kind === 'supervised') addPlaced(t, r.name, r.node)
   if (r.kind === 'alias') {
     let a = t.aliasesOf.get(r.target!)
     if (!a) t.aliasesOf.set(r.target!, (a = new Set()))

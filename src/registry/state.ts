@@ -12,7 +12,7 @@
 import type { StateMachine, StepTask } from '../raft/node.js'
 import { defaultPlacement, type PlacementStrategy } from './placement.js'
 import type { ShardedMap } from '../util/sharded-map.js'
-import { SnapshotReader, SnapshotWriter, emptyTables, type Member, type Session, type Tables } from './snapshot.js'
+import { SnapshotReader, SnapshotWriter, addPlaced, deletePlaced, emptyTables, sortedNames, type Member, type Session, type Tables } from './snapshot.js'
 import {
   refKey,
   sameRef,
@@ -63,7 +63,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private nodes: Map<string, NodeRecord>
   /** Client sessions, by node: its incarnation, the lowest seq still wanted, results by seq. */
   private sessions: Map<string, Session>
-  private load: Map<string, number>
+  private placed: Map<string, Set<string>>
+  private unplaced: Set<string>
   /** The snapshot being taken, if any. */
   private cut: SnapshotWriter | undefined
   /** Highest log index applied. */
@@ -89,7 +90,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.groupsOf = t.groupsOf
     this.nodes = t.nodes
     this.sessions = t.sessions
-    this.load = t.load
+    this.placed = t.placed
+    this.unplaced = t.unplaced
   }
 
   // ------------------------------------------------------------ reads
@@ -135,7 +137,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** Supervised registrations placed on `node`. */
   supervisedOn(node: string): Registration[] {
     const out: Registration[] = []
-    for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === node) out.push({ ...r })
+    for (const name of this.placed.get(node) ?? []) {
+      const r = this.names.get(name)
+      if (r) out.push({ ...r })
+    }
     return out
   }
 
@@ -190,7 +195,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Supervised names per node. */
   loadByNode(): Record<string, number> {
-    return Object.fromEntries(this.load)
+    return Object.fromEntries([...this.placed].map(([node, s]) => [node, s.size]))
   }
 
   // ------------------------------------------------------------ apply
@@ -364,7 +369,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.deleteName(r.name)
     this.unindexRef(r.name, r.ref)
     if (r.kind === 'supervised') {
-      if (r.node !== undefined) this.addLoad(r.node, -1)
+      deletePlaced(this.index(), r.name, r.node)
       for (const a of this.aliasesOf.get(r.name) ?? []) {
         this.deleteName(a)
         this.onChange?.({ type: 'unregistered', name: a, ref: r.ref, node: r.node })
@@ -435,17 +440,21 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ nodes
 
-  private addLoad(node: string, d: number): void {
-    const n = (this.load.get(node) ?? 0) + d
-    if (n <= 0) this.load.delete(node)
-    else this.load.set(node, n)
+  /** The placement index, for {@link addPlaced} and {@link deletePlaced}. */
+  private index(): Pick<Tables, 'placed' | 'unplaced'> {
+    return { placed: this.placed, unplaced: this.unplaced }
+  }
+
+  /** Supervised names placed on `node`. */
+  private loadOf(node: string): number {
+    return this.placed.get(node)?.size ?? 0
   }
 
   /** Nodes that can take supervised workers, sorted by id (deterministic). */
   private candidates(exclude?: string): Array<{ node: string; load: number }> {
     const out: Array<{ node: string; load: number }> = []
     for (const n of this.nodes.values()) {
-      if (n.up && !n.draining && n.node !== exclude) out.push({ node: n.node, load: this.load.get(n.node) ?? 0 })
+      if (n.up && !n.draining && n.node !== exclude) out.push({ node: n.node, load: this.loadOf(n.node) })
     }
     out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
     return out
@@ -467,7 +476,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     }
     const r = this.edit(reg)
     const from = r.node
-    if (r.node !== undefined) this.addLoad(r.node, -1)
+    deletePlaced(this.index(), r.name, r.node)
     if (r.ref) {
       this.unindexRef(r.name, r.ref)
       const old = r.ref
@@ -479,11 +488,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // twice, so its epochs stay below the index of any later registration of the name.
     r.epoch = r.ue === 1 ? Math.max((r.epoch ?? 0) + 1, this.appliedIndex) : (r.epoch ?? 0) + 1
     r.handoffTo = undefined
+    addPlaced(this.index(), r.name, node)
     if (node === undefined) {
       this.onChange?.({ type: 'unplaced', name: r.name })
       return
     }
-    this.addLoad(node, 1)
     this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
   }
 
@@ -506,17 +515,22 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       // The old process is gone, and its workers with it.
       this.dropStaticOfNode(node, inc)
       // Its supervised workers start again here, under a new epoch.
-      for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === node) this.place(r, node, false)
+      // (placed again on the same node, each on its own: the order decides nothing)
+      for (const name of [...(this.placed.get(node) ?? [])]) this.place(this.names.get(name)!, node, false)
     }
     this.onChange?.({ type: 'nodeUp', node, inc })
-    // Names that had nowhere to go can now be placed.
-    for (const r of this.names.values()) if (r.kind === 'supervised' && r.node === undefined) this.place(r, this.choose(r.name), true)
+    // Names that had nowhere to go can now be placed (in name order: each choice counts the load
+    // of the ones before it, and every replica must choose alike).
+    if (this.unplaced.size) for (const name of sortedNames(this.unplaced)) this.place(this.names.get(name)!, this.choose(name), true)
     return true
   }
 
   private dropStaticOfNode(node: string, keepInc: string | undefined): void {
     const victims: WorkerRef[] = []
-    for (const r of this.names.values()) if (r.kind === 'static' && r.ref!.node === node && r.ref!.inc !== keepInc) victims.push(r.ref!)
+    for (const name of this.namesOf.namesOfNode(node, keepInc)) {
+      const r = this.names.get(name)
+      if (r?.kind === 'static' && r.ref!.node === node && r.ref!.inc !== keepInc) victims.push(r.ref!)
+    }
     for (const ref of victims) this.dropStaticWorker(ref)
   }
 
@@ -527,7 +541,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.dropStaticOfNode(node, undefined)
     this.onChange?.({ type: 'nodeDown', node, inc })
     // Its supervised workers move (the leader waited for the node's lease to run out).
-    for (const r of [...this.names.values()]) if (r.kind === 'supervised' && r.node === node) this.place(r, this.choose(r.name), true)
+    // (in name order: each choice counts the load of the ones before it, and every replica must
+    // choose alike, whatever order its index holds them in)
+    for (const name of sortedNames(this.placed.get(node) ?? [])) this.place(this.names.get(name)!, this.choose(name), true)
     return true
   }
 
@@ -610,7 +626,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Load per node counting moves in progress at their destination. */
   private loadWithMoves(): Map<string, number> {
-    const load = new Map(this.load)
+    const load = new Map([...this.placed].map(([node, s]) => [node, s.size]))
     for (const r of this.names.values()) {
       if (r.kind !== 'supervised' || r.handoffTo === undefined) continue
       load.set(r.handoffTo, (load.get(r.handoffTo) ?? 0) + 1)
@@ -748,11 +764,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   private setTables(t: Tables): void {
-    ;({ names: this.names, namesOf: this.namesOf, aliasesOf: this.aliasesOf, groups: this.groups, groupsOf: this.groupsOf, nodes: this.nodes, sessions: this.sessions, load: this.load } = t)
+    ;({ names: this.names, namesOf: this.namesOf, aliasesOf: this.aliasesOf, groups: this.groups, groupsOf: this.groupsOf, nodes: this.nodes, sessions: this.sessions, placed: this.placed, unplaced: this.unplaced } = t)
   }
 
   private tables(): Tables {
-    const { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, load } = this
-    return { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, load }
+    const { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, placed, unplaced } = this
+    return { names, namesOf, aliasesOf, groups, groupsOf, nodes, sessions, placed, unplaced }
   }
 }

@@ -20,6 +20,12 @@ const FIXTURE = fileURLToPath(new URL('./sworm-node.js', import.meta.url))
 export const WORKERS_MODULE = fileURLToPath(new URL('./workers.js', import.meta.url))
 
 /** Options of {@link startSwormCluster}. */
+/** The nodes' log level named by `SWORM_CLUSTER_LOG` (`SWORM_CLUSTER_LOG=info`), if it names one. */
+function envLogLevel(): SwormProcessArgs['logLevel'] {
+  const v = process.env.SWORM_CLUSTER_LOG
+  return v === 'debug' || v === 'info' || v === 'warn' || v === 'error' ? v : undefined
+}
+
 export interface SwormClusterOptions {
   /** Number of nodes started at once with `peers` (ids n1..nN). */
   n: number
@@ -44,7 +50,7 @@ export interface SwormClusterOptions {
   ipcTimeoutMs?: number
   /** Copy the nodes' stderr to this process's stderr (default: only when SWORM_CLUSTER_LOG is set). */
   echoLogs?: boolean
-  /** Log level of the nodes (default 'warn'). */
+  /** Log level of the nodes (default: `SWORM_CLUSTER_LOG` when it names a level, else 'warn'). */
   logLevel?: SwormProcessArgs['logLevel']
   /** Extra node flags (default `['--expose-gc']`). */
   execArgv?: string[]
@@ -183,7 +189,7 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     const a: SwormProcessArgs = { name, nodeId: id, listen: urls[id]!, dataDir: dataDirOf(id), secret }
     if (via !== undefined) a.join = via
     else a.peers = peers
-    a.logLevel = opts.logLevel ?? 'warn'
+    a.logLevel = opts.logLevel ?? envLogLevel() ?? 'warn'
     if (opts.nodeDownAfterMs !== undefined) a.nodeDownAfterMs = opts.nodeDownAfterMs
     if (opts.requestTimeoutMs !== undefined) a.requestTimeoutMs = opts.requestTimeoutMs
     if (opts.snapshotEvery !== undefined) a.snapshotEvery = opts.snapshotEvery
