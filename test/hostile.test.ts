@@ -120,6 +120,13 @@ const snap = (from: string, to: string, term: number, meta: Record<string, unkno
   crc: data instanceof Uint8Array ? crc32c(data) : 0,
   ...chunk,
 })
+/** An append whose entries travel encoded, as nodes send them (`ents`: one binary per entry). */
+const appEnts = (from: string, to: string, term: number, ents: unknown, extra: Record<string, unknown> = {}) => {
+  const { entries: _none, ...m } = app(from, to, term, { prevIndex: 1, prevTerm: 1, ...extra })
+  return { ...m, ents }
+}
+/** A map of `n` distinct one-character-ish keys: cheap on the wire, costly once decoded. */
+const manyKeys = (n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [i.toString(36), 0]))
 const ghostEntry = (index: number, term: number) => ({ index, term, type: 'cmd', data: { op: 'put', key: 'ghost', value: 'boo' } })
 /** The cluster moved past the injected term, and logged the new leader. */
 const electedPastFuture = (r: Roles, tt: Tap): void => {
@@ -169,6 +176,36 @@ const simCases: SimCase[] = [
     name: 'entries whose terms go down: dropped',
     msgs: (r) => [[r.leader.id, app(r.leader.id, r.victim.id, r.term, { prevIndex: 1, prevTerm: 1, entries: [ghostEntry(2, r.term), ghostEntry(3, 1)] })]],
     dropped: /bad entry in app/,
+  },
+  {
+    name: 'encoded entries that are not binaries: dropped',
+    msgs: (r) => [[r.leader.id, appEnts(r.leader.id, r.victim.id, r.term, ['x', 2])]],
+    dropped: /bad ents/,
+  },
+  {
+    name: 'an encoded entry that is not MessagePack: dropped',
+    msgs: (r) => [[r.leader.id, appEnts(r.leader.id, r.victim.id, r.term, [new Uint8Array([0xc1])])]],
+    dropped: /undecodable entry in app/,
+  },
+  {
+    name: 'an encoded entry that would cost far more than its size to decode: dropped before decoding',
+    msgs: (r) => [[r.leader.id, appEnts(r.leader.id, r.victim.id, r.term, [pack([2, r.term, 'cmd', manyKeys(6000)])])]],
+    dropped: /undecodable entry in app: over budget/,
+  },
+  {
+    name: 'an encoded entry that is not an entry tuple: dropped',
+    msgs: (r) => [[r.leader.id, appEnts(r.leader.id, r.victim.id, r.term, [pack({ index: 2 })])]],
+    dropped: /bad entry in app/,
+  },
+  {
+    name: 'encoded entries not contiguous with prevIndex: dropped',
+    msgs: (r) => [[r.leader.id, appEnts(r.leader.id, r.victim.id, r.term, [pack([7, r.term, 'cmd', ghostEntry(7, r.term).data])])]],
+    dropped: /bad entry in app/,
+  },
+  {
+    name: 'an append with both encoded and plain entries: dropped',
+    msgs: (r) => [[r.leader.id, { ...appEnts(r.leader.id, r.victim.id, r.term, []), entries: [] }]],
+    dropped: /both ents and entries/,
   },
   {
     name: 'an append whose prevTerm is beyond its term: dropped',

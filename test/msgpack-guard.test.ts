@@ -1,11 +1,11 @@
 /**
- * The pre-scan that bounds what decoding a frame costs (src/net/msgpack-guard.ts): it accepts
+ * The pre-scan that bounds what decoding a frame costs (src/util/msgpack-guard.ts): it accepts
  * everything the transport's encoder produces, and refuses what msgpackr would blow up.
  */
 import fc from 'fast-check'
 import { Packr } from 'msgpackr'
 import t from 'tap'
-import { MAX_COST_PER_BYTE, MAX_MSGPACK_DEPTH, msgpackCost } from '../src/net/msgpack-guard.js'
+import { MAX_COST_PER_BYTE, MAX_MSGPACK_DEPTH, msgpackCost, msgpackCostOfEach } from '../src/util/msgpack-guard.js'
 
 const seed = process.env.FC_SEED ? Number(process.env.FC_SEED) : Date.now() % 1e9
 t.comment(`fast-check seed ${seed} (replay: FC_SEED=${seed})`)
@@ -93,4 +93,20 @@ t.test('no input costs more than MAX_COST_PER_BYTE per byte', async (t) => {
   )
   const worst = Buffer.from([0x81, 0x80, 0x80])
   t.ok((msgpackCost(worst, Infinity) as number) > 100 * worst.length, 'the worst case is near the bound')
+})
+
+t.test('values decoded one by one share one budget and their keys', async (t) => {
+  const a = packr.pack({ term: 1, name: 'x' })
+  const b = packr.pack({ term: 2, name: 'y' })
+  const alone = (msgpackCost(a, Infinity) as number) + (msgpackCost(b, Infinity) as number)
+  const both = msgpackCostOfEach([a, b], Infinity) as number
+  t.ok(both < alone, `keys seen in the first value are not charged again in the second (${both} < ${alone})`)
+  t.equal(msgpackCostOfEach([a, b], both), both, 'within a budget of exactly their cost')
+  t.equal(msgpackCostOfEach([a, b], both - 1), 'over budget', 'the budget is shared, not per value')
+  t.equal(msgpackCostOfEach([a, Buffer.from([0xc1]), b], Infinity), 'unsupported type', 'the first refusal is the answer')
+  t.equal(msgpackCostOfEach([Buffer.concat([a, b])], Infinity), 'trailing bytes', 'each binary holds exactly one value')
+  t.equal(msgpackCostOfEach([], 0), 0)
+  // keys seen in an earlier scan do not count as seen in a later one
+  msgpackCostOfEach([a], Infinity)
+  t.equal(msgpackCostOfEach([b], Infinity), msgpackCost(b, Infinity))
 })

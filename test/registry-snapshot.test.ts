@@ -66,7 +66,8 @@ function commands(seed: number, n: number): RegistryCommand[] {
     } else if (x < 0.94) {
       const node = pick(NODES)
       placing.push(at)
-      out.push({ c: 'nodeDown', node, inc: incs.get(node)! })
+      // (with and without `ord`: version 5's order and version 4's, both replayed alike)
+      out.push({ c: 'nodeDown', node, inc: incs.get(node)!, ...(r() < 0.5 ? { ord: 1 as const } : {}) })
     } else if (x < 0.96) {
       // a new incarnation (with or without the compare and set), a live one coming back, or a late
       // copy of an earlier incarnation's announcement
@@ -77,7 +78,7 @@ function commands(seed: number, n: number): RegistryCommand[] {
         const prev = incs.get(node)!
         oldIncs.push([node, prev])
         incs.set(node, `${node}-${++incSeq}`)
-        out.push({ c: 'nodeUp', node, inc: incs.get(node)!, ...(y < 0.4 ? { prev } : {}) })
+        out.push({ c: 'nodeUp', node, inc: incs.get(node)!, ...(y < 0.4 ? { prev } : {}), ...(r() < 0.5 ? { ord: 1 as const } : {}) })
       } else if (y < 0.8 || oldIncs.length === 0) out.push({ c: 'nodeUp', node, inc: incs.get(node)!, prev: incs.get(node)! })
       else {
         const [n0, inc0] = pick(oldIncs)

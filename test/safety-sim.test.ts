@@ -307,9 +307,9 @@ t.test('a wiped voter refused at its join, then restarted on the disk it got mea
     let lossy = true
     let snapSent = false
     net.send = (f, to, m, ch) => {
-      const msg = m as { t?: string; entries?: unknown[] }
+      const msg = m as { t?: string; ents?: unknown[] }
       if (lossy && f === A && to === C && msg.t === 'snap') snapSent = true
-      if (lossy && f === A && ch === 'raft' && msg.t === 'app' && (msg.entries?.length ?? 0) > 0 && (to === B || snapSent)) return
+      if (lossy && f === A && ch === 'raft' && msg.t === 'app' && (msg.ents?.length ?? 0) > 0 && (to === B || snapSent)) return
       orig(f, to, m, ch)
     }
     void c.start(B).catch(() => {})

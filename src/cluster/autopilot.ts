@@ -161,6 +161,9 @@ export interface AutopilotHost {
 export class Autopilot {
   private leaderSince = 0
   private busy = false
+  /** Since when the voters have not been as wanted, and when that was last logged. */
+  private unsettledSince: number | undefined
+  private loggedAt = 0
   private readonly healthySince = new Map<string, number>()
   private readonly downSince = new Map<string, number>()
 
@@ -218,19 +221,41 @@ export class Autopilot {
     return { self: nodeId, voters, learners, health, stable, dead, zones, target: this.host.voters }
   }
 
+  /**
+   * The voters are not as wanted and no change is made now: say why, once they have been so for a
+   * second, then every 5 s (an operator sees a cluster that does not heal, and why).
+   */
+  private waiting(view: AutopilotView, why: string): void {
+    const now = this.host.clock.now()
+    const ideal = idealVoters(view)
+    if (ideal.length === view.voters.length && ideal.every((n) => view.voters.includes(n))) {
+      this.unsettledSince = undefined
+      return
+    }
+    if (this.unsettledSince === undefined) this.unsettledSince = now
+    if (now - this.unsettledSince < 1000 || now - this.loggedAt < 5000) return
+    this.loggedAt = now
+    const health = Object.fromEntries([...view.voters, ...view.learners].map((n) => [n, `${view.voters.includes(n) ? 'voter' : 'learner'} ${view.health.get(n) ?? '?'}${view.stable.has(n) ? ' stable' : ''}`]))
+    this.host.log.info(`autopilot: the voters are not as wanted yet: ${why}`, { wanted: ideal, voters: view.voters, target: view.target, waitingMs: Math.round(now - this.unsettledSince), health })
+  }
+
   /** Run on a timer: on the leader, make the next change if one is due. */
   check(): void {
     const { raft, clock, log } = this.host
     if (this.host.stopped() || !raft.isLeader) return
     const view = this.view() // (also while a change is under way: stability is measured throughout)
-    if (this.busy) return
-    if (clock.now() - this.leaderSince < this.host.settleMs) return
+    if (this.busy) return this.waiting(view, 'a change is being committed')
     const st = raft.status()
     // one change at a time: wait until the latest configuration is applied here
-    if (JSON.stringify(st.config) !== JSON.stringify(st.appliedConfig)) return
+    if (JSON.stringify(st.config) !== JSON.stringify(st.appliedConfig)) return this.waiting(view, 'the last change is not applied here yet')
     const step = planVoters(view)
-    if (!step) return
+    if (!step) return this.waiting(view, 'no change is safe yet')
+    // A new leader promotes a learner it has seen healthy for the stabilization time, but judges
+    // no one gone before every node had the time to reach it (`settleMs`): what it has not heard
+    // yet is no evidence. (After an election in a loaded cluster, this saves half a second.)
+    if (step.action !== 'promote' && clock.now() - this.leaderSince < this.host.settleMs) return
     this.busy = true
+    this.unsettledSince = undefined
     const done =
       step.action === 'remove' ? this.host.remove(step.node) : raft.setVoter(step.node, step.action === 'promote')
     done.then(

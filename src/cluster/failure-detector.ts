@@ -78,7 +78,7 @@ export class FailureDetector {
       this.pendingDown.add(rec.node)
       const term = raft.status().term
       const done = (): void => void this.pendingDown.delete(rec.node)
-      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term }, { term }).then(done, done)
+      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1 }, { term }).then(done, done)
     }
   }
 }

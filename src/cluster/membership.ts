@@ -248,7 +248,7 @@ export class Membership {
       await host.raft.read()
       const prev = host.state.nodeRecord(host.nodeId)?.inc ?? ''
       const zone = host.zone !== undefined ? { zone: host.zone } : {}
-      const ok = await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation, prev, ...zone }, { idempotent: true })
+      const ok = await host.raft.propose({ c: 'nodeUp', node: host.nodeId, inc: host.incarnation, prev, ...zone, ord: 1 }, { idempotent: true })
       if (ok !== true) throw new ProposalDroppedError('nodeUp refused: another incarnation of this node came up meanwhile; trying again')
     })
     this.upResolved = true

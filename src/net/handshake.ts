@@ -34,7 +34,7 @@
  * Limits: until a connection is authenticated any other frame closes it, a frame may not exceed
  * 1 KiB and the listener reads at most 4 KiB from the dialer (larger is refused before being
  * buffered or decoded). Every frame, before it is decoded, is checked (see `msgpackCost` in
- * `msgpack-guard.ts`) to cost at most 16 times its size plus 64 KiB of heap once decoded; the
+ * `util/msgpack-guard.ts`) to cost at most 16 times its size plus 64 KiB of heap once decoded; the
  * sender drops a message that would not pass, like one over `maxFrameBytes`. (The numbers live in
  * `wire.ts`.)
  *
@@ -52,9 +52,12 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * a node of version 2 must not join: a cluster upgrades from 2 by a full stop. 4: registry
  * commands carry checks that nodes of version 3 would ignore, so they would apply them otherwise:
  * `nodeUp` compares the incarnation it replaces, `supervise` asks for epochs that are never reused;
- * a cluster upgrades from 3 by a full stop too, and replays its old log as version 3 did).
+ * a cluster upgrades from 3 by a full stop too, and replays its old log as version 3 did. 5:
+ * AppendEntries carry each entry as its stored encoding (`ents`), and a node's failure moves its
+ * supervised names in name order: replicas of version 4 would read no entries, and place them
+ * otherwise; a cluster upgrades from 4 by a full stop).
  */
-export const WS_PROTOCOL_VERSION = 4
+export const WS_PROTOCOL_VERSION = 5
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

@@ -7,7 +7,7 @@
 
 import { WebSocket, type ClientOptions, type RawData } from 'ws'
 import type { BackoffPolicy } from '../util/retry.js'
-import { MAX_COST_PER_BYTE, msgpackCost } from './msgpack-guard.js'
+import { MAX_COST_PER_BYTE, msgpackCost } from '../util/msgpack-guard.js'
 
 /** Default largest frame, in bytes (`maxFrameBytes`). */
 export const DEFAULT_MAX_FRAME = 64 * 1024 * 1024

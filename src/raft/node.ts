@@ -23,6 +23,7 @@ import {
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
+import { decodeEntries, entryBytes } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
@@ -714,6 +715,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const t = (raw as { t?: unknown } | null)?.t
       if (t === 'fwd') return this.fwd.onForward(from, raw)
       if (t === 'fwdResp') return this.fwd.onForwardResp(from, raw)
+      if (t === 'app' && (raw as { ents?: unknown }).ents !== undefined) {
+        const { ents, ...rest } = raw as { ents: unknown }
+        const entries = decodeEntries(ents)
+        if (typeof entries === 'string' || (rest as { entries?: unknown }).entries !== undefined) {
+          this.logDrop(from, typeof entries === 'string' ? entries : 'app with both ents and entries')
+          return
+        }
+        raw = { ...rest, entries }
+      }
       const m = validateRaftMessage(raw, from, this.id)
       if (typeof m === 'string') {
         this.logDrop(from, m)
@@ -954,6 +964,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private out(to: NodeId, m: RaftMessage | FwdMsg | FwdRespMsg): void {
     if (this.clusterId !== undefined) m.cid = this.clusterId
     if (m.t === 'snap' && m.offset === 0) this.log.info('sending a snapshot to a node that is behind', { node: this.id, to, index: m.meta.index, bytes: m.total })
+    if (m.t === 'app') {
+      // the entries travel as their encoding, made once for every follower (entry-codec.ts)
+      const { entries, ...rest } = m
+      let ents: Uint8Array[]
+      try {
+        ents = entries.map(entryBytes)
+      } catch (err) {
+        this.dropLog.warn(to, 'could not encode log entries for a follower; not sent', { node: this.id, to, err: String(err) })
+        return
+      }
+      this.transport.send(to, { ...rest, ents })
+      return
+    }
     this.transport.send(to, m)
   }
 

@@ -245,9 +245,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         this.dropStaticWorker(cmd.ref)
         return true
       case 'nodeUp':
-        return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined)
+        return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined, cmd.ord === 1)
       case 'nodeDown':
-        return this.nodeDown(cmd.node, cmd.inc)
+        return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1)
       case 'supervise':
         return this.supervise(cmd.name, cmd.spec, cmd.ue === 1)
       case 'started':
@@ -496,7 +496,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
   }
 
-  private nodeUp(node: string, inc: string, seen: string | undefined, zone: string | undefined): boolean {
+  private nodeUp(node: string, inc: string, seen: string | undefined, zone: string | undefined, byName: boolean): boolean {
     const prev = this.nodes.get(node)
     if (prev && prev.inc === inc && prev.up) {
       // (a replica restored from a snapshot of a version without zones learns it here)
@@ -519,9 +519,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       for (const name of [...(this.placed.get(node) ?? [])]) this.place(this.names.get(name)!, node, false)
     }
     this.onChange?.({ type: 'nodeUp', node, inc })
-    // Names that had nowhere to go can now be placed (in name order: each choice counts the load
-    // of the ones before it, and every replica must choose alike).
-    if (this.unplaced.size) for (const name of sortedNames(this.unplaced)) this.place(this.names.get(name)!, this.choose(name), true)
+    // Names that had nowhere to go can now be placed.
+    if (this.unplaced.size) for (const name of this.inOrder(this.unplaced, byName)) this.place(this.names.get(name)!, this.choose(name), true)
     return true
   }
 
@@ -534,16 +533,29 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     for (const ref of victims) this.dropStaticWorker(ref)
   }
 
-  private nodeDown(node: string, inc: string): boolean {
+  /**
+   * The names of `index` (supervised names placed on a node, or on none) in the order they are
+   * to be placed in: each choice counts the load of the ones placed before it, so every replica
+   * must take them in the same order, whatever order its index holds them in (that depends on
+   * its history: a replica restored from a snapshot rebuilt it). `byName`: in name order; else in
+   * the order of the name table (a scan of every name), as entries of version 4 were applied.
+   */
+  private inOrder(index: ReadonlySet<string>, byName: boolean): string[] {
+    if (byName) return sortedNames(index)
+    const out: string[] = []
+    for (const r of this.names.values()) if (index.has(r.name) && r.kind === 'supervised') out.push(r.name)
+    return out
+  }
+
+  private nodeDown(node: string, inc: string, byName: boolean): boolean {
     const prev = this.nodes.get(node)
     if (!prev || prev.inc !== inc || !prev.up) return false
     prev.up = false
     this.dropStaticOfNode(node, undefined)
     this.onChange?.({ type: 'nodeDown', node, inc })
     // Its supervised workers move (the leader waited for the node's lease to run out).
-    // (in name order: each choice counts the load of the ones before it, and every replica must
-    // choose alike, whatever order its index holds them in)
-    for (const name of sortedNames(this.placed.get(node) ?? [])) this.place(this.names.get(name)!, this.choose(name), true)
+    const moving = this.placed.get(node)
+    if (moving) for (const name of this.inOrder(moving, byName)) this.place(this.names.get(name)!, this.choose(name), true)
     return true
   }
 

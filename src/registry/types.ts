@@ -133,15 +133,20 @@ export type RegistryOp =
    * `''` when there was none. Then the command takes effect only if the node's record still holds
    * `prev` (or `inc` itself): a late copy from a process that was replaced since is refused, rather
    * than undo the newer incarnation. Absent in entries written before it existed (no check).
-   * `zone`: the node's `zone` option, which autopilot spreads the voters over.
+   * `zone`: the node's `zone` option, which autopilot spreads the voters over. `ord: 1` (set by
+   * every proposer since version 5): the names it places are taken in name order (see nodeDown).
    */
-  | { c: 'nodeUp'; node: string; inc: string; prev?: string; zone?: string }
+  | { c: 'nodeUp'; node: string; inc: string; prev?: string; zone?: string; ord?: 1 }
   /**
    * The leader declared a node gone: drop its static names, move its supervised workers. `term`:
    * the term of the leader that decided it; the command takes effect only in an entry that leader
-   * appended (a decision is never forwarded to, or made on behalf of, another leader).
+   * appended (a decision is never forwarded to, or made on behalf of, another leader). `ord: 1`
+   * (set by every proposer since version 5): the supervised names it moves are placed in name
+   * order, found through an index; without it, in the order of the name table, found by a scan of
+   * every name, as version 4 did: a log written by version 4 replays as it applied, whichever
+   * snapshot a replica starts from.
    */
-  | { c: 'nodeDown'; node: string; inc: string; term?: number }
+  | { c: 'nodeDown'; node: string; inc: string; term?: number; ord?: 1 }
   /**
    * Register a supervised name; the state machine places it on a node. `ue: 1` (set by every
    * proposer since it existed): the registration's epochs are log indexes, never reused by a later

@@ -19,6 +19,7 @@ import { loadOps } from './ops/load.js'
 import { observeOps } from './ops/observe.js'
 import { registryOps } from './ops/registry.js'
 import { supervisorOps } from './ops/supervisor.js'
+import { startCpuProfile } from './cpu-profile.js'
 import { logStalls, startLoopDelay } from './loop-delay.js'
 import type { SwormProcessArgs, SwormRequest } from './sworm-protocol.js'
 
@@ -73,6 +74,7 @@ runNodeProcess<SwormProcessArgs, ProcessLog>({
   async start(args, send) {
     startLoopDelay()
     logStalls(args.nodeId)
+    const stopProfile = startCpuProfile(args.nodeId)
     const clock = skewClock(args.clockRate ?? 1, args.clockOffsetMs ?? 0)
     let onSnapshot: SnapshotListener | undefined
     const sworm = await startSworm(
@@ -95,6 +97,7 @@ runNodeProcess<SwormProcessArgs, ProcessLog>({
       stop: async () => {
         stopping = true
         await sworm.stop()
+        await stopProfile()
       },
     }
   },

@@ -47,6 +47,7 @@ import { CorruptStorageError, StorageError } from '../../errors.js'
 import type { ClusterConfig, Entry, EntryType, HardState, Logger, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from '../types.js'
 import { silentLogger } from '../types.js'
 import { crc32c } from '../../util/crc32c.js'
+import { entryBytes } from '../entry-codec.js'
 
 export { crc32c }
 
@@ -84,8 +85,8 @@ function encodeEntryRecords(entries: readonly Entry[]): Uint8Array[] {
   let total = 0
   for (let j = 0; j < entries.length; j++) {
     const e = entries[j]!
-    // consecutive pack() results never overlap, so they can be held until copied below
-    const p = packr.pack([e.index, e.term, e.type, e.data])
+    // (encoded once: the same bytes go to the followers; see entry-codec.ts)
+    const p = entryBytes(e)
     payloads[j] = p
     total += 4 + p.length
   }

@@ -14,6 +14,7 @@
 import { Packr } from 'msgpackr'
 import { StorageError } from '../../errors.js'
 import type { Entry, EntryType, HardState, PersistedState, RaftStorage, Snapshot, StorageRecovery, StorageWrite } from '../types.js'
+import { entryBytes } from '../entry-codec.js'
 
 /** Same codec as the LevelDB storage: plain MessagePack maps. */
 const packr = new Packr({ useRecords: false, mapsAsObjects: true })
@@ -151,7 +152,7 @@ export class MemoryStorage implements RaftStorage {
       for (let j = 0; j < src.length; j++) {
         const e = src[j]!
         if (e.index !== first + j) throw new RangeError(`entries are not contiguous at index ${e.index}`)
-        encoded[j] = packr.pack([e.index, e.term, e.type, e.data])
+        encoded[j] = entryBytes(e)
       }
       const h = w.hardState
       if (h) hard = packr.pack({ term: h.term, vote: h.vote ?? null, commit: h.commit })

@@ -45,6 +45,10 @@ const KEY_SLOTS = 1024
 /** Per slot: the offset and length of the last key that hashed there, valid for `keyGen[slot]`. */
 const keyAt = new Int32Array(KEY_SLOTS * 2)
 const keyGen = new Uint32Array(KEY_SLOTS)
+/** Per slot: the bytes that key is in (the values of one scan may be in several buffers). */
+const keyBuf: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(KEY_SLOTS)
+/** Whether `keyBuf` holds references to drop at the end of a scan. */
+let keptBuffers = false
 let generation = 0
 
 /** Per nesting level: items left to read; for maps, twice the entries (key, value, key, ...). */
@@ -68,9 +72,10 @@ function seenKey(b: Uint8Array, at: number, len: number): boolean {
   const slot = (h ^ (h >>> 10) ^ (h >>> 20)) & (KEY_SLOTS - 1)
   if (keyGen[slot] === generation && keyAt[2 * slot + 1] === len) {
     const other = keyAt[2 * slot]!
+    const ob = keyBuf[slot]!
     let same = true
     for (let i = 0; i < len; i++) {
-      if (b[at + i] !== b[other + i]) {
+      if (b[at + i] !== ob[other + i]) {
         same = false
         break
       }
@@ -78,6 +83,8 @@ function seenKey(b: Uint8Array, at: number, len: number): boolean {
     if (same) return true
   }
   keyGen[slot] = generation
+  keyBuf[slot] = b
+  keptBuffers = true
   keyAt[2 * slot] = at
   keyAt[2 * slot + 1] = len
   return false
@@ -92,11 +99,51 @@ function seenKey(b: Uint8Array, at: number, len: number): boolean {
  * @returns the cost bound (at most `budget`), or the reason for refusing the bytes
  */
 export function msgpackCost(bytes: Uint8Array, budget: number): number | MsgpackRefusal {
+  newScan()
+  const cost = scan(bytes, budget)
+  endScan()
+  return cost
+}
+
+/**
+ * {@link msgpackCost} of several values decoded one by one, within one budget: a map key seen in
+ * one of them counts as seen in the others (as it is in one value), so many small values that
+ * share their keys are not each charged for them.
+ * @param values - each one encoded value
+ * @param budget - the most decoding all of them may cost, in bytes
+ * @returns the cost bound of them all (at most `budget`), or the reason for refusing the first one
+ *   refused
+ */
+export function msgpackCostOfEach(values: readonly Uint8Array[], budget: number): number | MsgpackRefusal {
+  newScan()
+  let total = 0
+  for (const v of values) {
+    const cost = scan(v, budget - total)
+    if (typeof cost !== 'number') {
+      endScan()
+      return cost
+    }
+    total += cost
+  }
+  endScan()
+  return total
+}
+
+function newScan(): void {
   generation = (generation + 1) >>> 0
   if (generation === 0) {
     keyGen.fill(0)
     generation = 1
   }
+}
+
+/** Drop the references to the scanned bytes (a frame may be large). */
+function endScan(): void {
+  if (keptBuffers) keyBuf.fill(undefined)
+  keptBuffers = false
+}
+
+function scan(bytes: Uint8Array, budget: number): number | MsgpackRefusal {
   const b = bytes
   const end = b.length
   let pos = 0

@@ -1,0 +1,89 @@
+/**
+ * Log entries as bytes, encoded once. An entry's encoding (MessagePack of
+ * `[index, term, type, data]`) is what the log storage keeps, and the leader sends those same
+ * bytes to every follower: AppendEntries carry `ents`, one binary per entry, instead of the
+ * entries themselves, so a leader with many followers encodes each entry once rather than once
+ * per follower, and a follower stores the bytes it received without encoding them again.
+ *
+ * The encodings of the last {@link CACHED_ENTRIES} entries seen (encoded here, or received) are
+ * kept, keyed by the entry object itself: a different entry at the same index (after a
+ * truncation) never gets another's bytes. Entries are immutable once in the log.
+ *
+ * Received bytes are checked before they are decoded, as the transport checks frames: they may
+ * cost at most {@link ENTRY_DECODE_RATIO} times their size plus {@link ENTRY_DECODE_SLACK} bytes
+ * of heap once decoded (see `util/msgpack-guard.ts`), and each must decode to an entry tuple.
+ * @module
+ */
+import { Packr } from 'msgpackr'
+import { msgpackCostOfEach } from '../util/msgpack-guard.js'
+import type { Entry, EntryType } from './types.js'
+
+/** Entries whose encoding is kept (a power of two). */
+export const CACHED_ENTRIES = 8192
+/** Received entries of one message may cost this many times their size once decoded... */
+export const ENTRY_DECODE_RATIO = 16
+/** ... plus this many bytes. */
+export const ENTRY_DECODE_SLACK = 64 * 1024
+
+/** The codec of entries: the log storage's (plain MessagePack maps, no shared record structures). */
+const packr = new Packr({ useRecords: false, mapsAsObjects: true })
+
+const cachedEntry: Array<Entry | undefined> = new Array<Entry | undefined>(CACHED_ENTRIES)
+const cachedBytes: Array<Uint8Array | undefined> = new Array<Uint8Array | undefined>(CACHED_ENTRIES)
+
+function slot(index: number): number {
+  return index % CACHED_ENTRIES
+}
+
+/**
+ * The encoding of `e` (`[index, term, type, data]`), made once and kept while it is among the
+ * last {@link CACHED_ENTRIES} entries seen. The bytes must not be modified.
+ * @throws whatever msgpackr throws for data it cannot encode
+ */
+export function entryBytes(e: Entry): Uint8Array {
+  const s = slot(e.index)
+  if (cachedEntry[s] === e) return cachedBytes[s]!
+  // consecutive pack() results never overlap: each can be kept as it is
+  const b = packr.pack([e.index, e.term, e.type, e.data])
+  cachedEntry[s] = e
+  cachedBytes[s] = b
+  return b
+}
+
+/** Decode stored or received entry bytes; no check of their cost (see {@link decodeEntries}). */
+export function unpackEntry(bytes: Uint8Array): unknown {
+  return packr.unpack(bytes)
+}
+
+/**
+ * Decode the `ents` of an AppendEntries: each a binary holding one entry tuple. The bytes are
+ * kept as the entries' encoding (the follower stores them as they are).
+ * @returns the entries (to be validated like any others), or why the message must be dropped
+ */
+export function decodeEntries(ents: unknown): Entry[] | string {
+  if (!Array.isArray(ents)) return 'bad ents'
+  let total = 0
+  for (const b of ents) {
+    if (!(b instanceof Uint8Array)) return 'bad ents'
+    total += b.length
+  }
+  const cost = msgpackCostOfEach(ents as Uint8Array[], ENTRY_DECODE_RATIO * total + ENTRY_DECODE_SLACK)
+  if (typeof cost !== 'number') return `undecodable entry in app: ${cost}`
+  const out: Entry[] = new Array<Entry>(ents.length)
+  for (let i = 0; i < ents.length; i++) {
+    const b = ents[i] as Uint8Array
+    let v: unknown
+    try {
+      v = packr.unpack(b)
+    } catch {
+      return 'undecodable entry in app'
+    }
+    if (!Array.isArray(v) || v.length !== 4) return 'bad entry in app'
+    const e: Entry = { index: v[0] as number, term: v[1] as number, type: v[2] as EntryType, data: v[3] }
+    out[i] = e
+    const s = slot(typeof e.index === 'number' && Number.isSafeInteger(e.index) && e.index >= 0 ? e.index : 0)
+    cachedEntry[s] = e
+    cachedBytes[s] = b
+  }
+  return out
+}

@@ -1,0 +1,48 @@
+/**
+ * Log entries encoded once (src/raft/entry-codec.ts): the leader's storage and every follower's
+ * AppendEntries share one encoding per entry, and a follower stores the bytes it received.
+ */
+import t from 'tap'
+import { CACHED_ENTRIES, decodeEntries, entryBytes, unpackEntry } from '../src/raft/entry-codec.js'
+import type { Entry } from '../src/raft/types.js'
+
+const entry = (index: number, data: unknown = { c: 'register', name: `n${index}` }): Entry => ({ index, term: 3, type: 'cmd', data })
+
+t.test('an entry is encoded once, as the tuple the storage keeps', async (t) => {
+  const e = entry(10)
+  const b = entryBytes(e)
+  t.equal(entryBytes(e), b, 'the same bytes the second time (not encoded again)')
+  t.same(unpackEntry(b), [10, 3, 'cmd', { c: 'register', name: 'n10' }])
+  const other = entry(10)
+  t.not(entryBytes(other), b, 'another entry at the same index gets its own bytes (a truncated log)')
+  t.same(entryBytes(e), b, 'and the first still encodes alike')
+})
+
+t.test('received bytes decode to entries and are kept as their encoding', async (t) => {
+  const sent = [entry(21), entry(22, { c: 'nodeDown', node: 'n2', inc: 'x', at: new Date(5) })]
+  const ents = sent.map((e) => new Uint8Array(entryBytes(e)))
+  const got = decodeEntries(ents)
+  if (typeof got === 'string') throw new Error(got)
+  t.same(got, sent, 'the same entries')
+  t.equal(entryBytes(got[0]!), ents[0], "the follower's storage writes the received bytes as they are")
+  t.equal(entryBytes(got[1]!), ents[1])
+})
+
+t.test('what cannot be an entry is refused, never thrown', async (t) => {
+  t.equal(decodeEntries('x'), 'bad ents')
+  t.equal(decodeEntries([1]), 'bad ents')
+  t.match(decodeEntries([new Uint8Array([0xc1])]), /undecodable/)
+  t.match(decodeEntries([new Uint8Array([0x92, 0x01])]), /undecodable/, 'truncated')
+  t.equal(decodeEntries([entryBytes(entry(1)).subarray(0, 3)]), 'undecodable entry in app: truncated')
+  t.equal(decodeEntries([new Uint8Array([0x93, 1, 2, 3])]), 'bad entry in app', 'a tuple of three')
+  t.same(decodeEntries([]), [])
+})
+
+t.test('the cache is bounded: an entry evicted is encoded again, alike', async (t) => {
+  const e = entry(5)
+  const b = entryBytes(e)
+  entryBytes(entry(5 + CACHED_ENTRIES)) // takes its slot
+  const again = entryBytes(e)
+  t.not(again, b)
+  t.same(again, b)
+})

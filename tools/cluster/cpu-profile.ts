@@ -1,0 +1,28 @@
+/**
+ * CPU profiles of node processes: with `SWORM_CPU_PROF=<dir>` set, a node process profiles
+ * itself from its start to its graceful stop and writes `<dir>/<nodeId>.<pid>.cpuprofile`
+ * (open it in Chrome's DevTools, or summarize it with `node dist/tools/cpu-top.js <file>`).
+ * `node --cpu-prof` would write nothing: a node stopped by a signal re-raises it and ends without
+ * the exit hooks that write the profile.
+ * @module
+ */
+import { writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { Session } from 'node:inspector'
+
+/** Start profiling if `SWORM_CPU_PROF` is set; the returned function stops and writes the profile. */
+export function startCpuProfile(nodeId: string): () => Promise<void> {
+  const dir = process.env.SWORM_CPU_PROF
+  if (!dir) return () => Promise.resolve()
+  const session = new Session()
+  session.connect()
+  const post = (method: string, params?: object): Promise<unknown> =>
+    new Promise((resolve, reject) => session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))))
+  const started = post('Profiler.enable').then(() => post('Profiler.setSamplingInterval', { interval: 200 })).then(() => post('Profiler.start'))
+  return async () => {
+    await started
+    const res = (await post('Profiler.stop')) as { profile: unknown }
+    writeFileSync(join(dir, `${nodeId}.${process.pid}.cpuprofile`), JSON.stringify(res.profile))
+    session.disconnect()
+  }
+}
