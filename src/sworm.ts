@@ -28,7 +28,7 @@ import { Messaging } from './rpc/messaging.js'
 import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
 import { LeaseFence } from './supervisor/fencing.js'
-import type { ExitReason, LocalWorkers, Worker } from './supervisor/local-workers.js'
+import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './supervisor/local-workers.js'
 import { Supervisor, type StartOutcome } from './supervisor/supervisor.js'
 import { sleep } from './util/retry.js'
 
@@ -309,8 +309,14 @@ export class Sworm extends EventEmitter<SwormEvents> {
   spawn(worker: Worker): WorkerRef {
     this.guard()
     const w = this.args.worker(worker)
-    const abort = new AbortController()
-    const id = this.workers.add(w, abort, { name: undefined, fencingToken: undefined, signal: abort.signal })
+    const abort = new LazyAbort()
+    const id = this.workers.add(w, abort, {
+      name: undefined,
+      fencingToken: undefined,
+      get signal() {
+        return abort.signal
+      },
+    })
     return this.refOf(id)
   }
 

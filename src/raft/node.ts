@@ -997,7 +997,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const now = this.clock.now()
     while (this.pendingOrder.length && (this.pendingOrder[0]!.p.settled || this.pendingOrder[0]!.p.deadline <= now)) {
       const { index, p } = this.pendingOrder.shift()!
-      rejectOnce(p, new TimeoutError(`proposal at index ${index} not applied within ${this.timeoutMs} ms; it may still take effect`))
+      // (an error only for one still waiting: most were answered, and an error's stack costs)
+      if (!p.settled) rejectOnce(p, new TimeoutError(`proposal at index ${index} not applied within ${this.timeoutMs} ms; it may still take effect`))
       if (this.pending.get(index) === p) this.pending.delete(index)
     }
     this.fwd.expire(now, this.lastSoft.leader)
