@@ -168,11 +168,14 @@ export class Membership {
   async askToJoin(via: string, url: string): Promise<void> {
     const { host } = this
     const notYet = new TimeoutError('the cluster did not add this node within 60 s (no quorum, or this id was removed: a removed node joins again under a new id)')
-    // ask (again) every half second until the configuration lists this node
-    await retry(host.clock, { minMs: 500, deadlineMs: 60_000, retryable: (err) => err === notYet }, async () => {
+    // ask (again) every half second until the configuration lists this node; look every 100 ms
+    // (a node that waited half a second to notice it was added started that much later)
+    let checks = 0
+    await retry(host.clock, { minMs: 100, deadlineMs: 60_000, retryable: (err) => err === notYet }, async () => {
       if (host.stopped()) throw stoppedError()
       if (this.joinRefusal) throw this.joinRefusal
       if (isMember(host.raft.status().appliedConfig, host.nodeId)) return
+      if (checks++ % 5 !== 0) throw notYet
       // to the node it joins through, to the leader it knows of, if another, and to two voters it
       // learned of (any of them may be gone); and ask the first for the members
       const req = { t: 'joinReq' as const, node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) }
