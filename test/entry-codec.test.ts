@@ -24,8 +24,22 @@ t.test('received bytes decode to entries and are kept as their encoding', async 
   const got = decodeEntries(ents)
   if (typeof got === 'string') throw new Error(got)
   t.same(got, sent, 'the same entries')
-  t.equal(entryBytes(got[0]!), ents[0], "the follower's storage writes the received bytes as they are")
-  t.equal(entryBytes(got[1]!), ents[1])
+  t.same(entryBytes(got[0]!), ents[0], "the follower's storage writes the received bytes (a copy)")
+  t.equal(entryBytes(got[0]!), entryBytes(got[0]!), 'kept: not encoded again')
+  t.same(entryBytes(got[1]!), ents[1])
+})
+
+t.test('received bytes are copied: a cached entry does not keep its frame in memory', async (t) => {
+  const frame = new Uint8Array(1 << 20)
+  const bytes = entryBytes(entry(31))
+  frame.set(bytes, 100)
+  const got = decodeEntries([frame.subarray(100, 100 + bytes.length)])
+  if (typeof got === 'string') throw new Error(got)
+  const kept = entryBytes(got[0]!)
+  t.not(kept.buffer, frame.buffer, 'not a view into the frame (failed on 2ca1e00)')
+  t.ok(kept.buffer.byteLength < 4096, `its own small buffer (${kept.buffer.byteLength} B)`)
+  frame.fill(0)
+  t.same(unpackEntry(kept), [31, 3, 'cmd', { c: 'register', name: 'n31' }], 'and unaffected by what happens to the frame')
 })
 
 t.test('what cannot be an entry is refused, never thrown', async (t) => {
