@@ -37,7 +37,7 @@ t.test('received bytes are copied: a cached entry does not keep its frame in mem
   if (typeof got === 'string') throw new Error(got)
   const kept = entryBytes(got[0]!)
   t.not(kept.buffer, frame.buffer, 'not a view into the frame (failed on 2ca1e00)')
-  t.ok(kept.buffer.byteLength < 4096, `its own small buffer (${kept.buffer.byteLength} B)`)
+  t.ok(kept.buffer.byteLength < 4096, `a small buffer of its own (${kept.buffer.byteLength} B)`)
   frame.fill(0)
   t.same(unpackEntry(kept), [31, 3, 'cmd', { c: 'register', name: 'n31' }], 'and unaffected by what happens to the frame')
 })

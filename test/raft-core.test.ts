@@ -71,6 +71,32 @@ t.test('group commit: many proposals in one Ready become one write and one appen
   a.advance(rd)
 })
 
+t.test('a follower far behind gets its entries in bounded bursts, not all at once', async (t) => {
+  const h = harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.isolate('c')
+  for (let i = 0; i < 10_000; i++) h.core('a').propose(i)
+  h.settle()
+  h.heal()
+  // what the leader has sent c beyond what c acknowledged, at the worst moment
+  let sent = 0
+  let acked = 0
+  let worst = 0
+  h.deliver = (m) => {
+    if (m.t === 'app' && m.to === 'c' && m.entries.length) sent = Math.max(sent, m.prevIndex + m.entries.length)
+    if (m.t === 'appResp' && m.from === 'c' && m.success) acked = Math.max(acked, m.index)
+    worst = Math.max(worst, sent - acked)
+    return m
+  }
+  for (let i = 0; i < 200 && h.appliedCmds('c').length < 10_000; i++) {
+    h.core('a').tick()
+    h.settle()
+  }
+  t.equal(h.appliedCmds('c').length, 10_000, 'c caught up')
+  // 2,048 entries in flight at most (maxInflightEntries), plus one message of up to 1,024
+  t.ok(worst <= 2048 + 1024, `at most ${worst} entries unacknowledged at once (8,976 without maxInflightEntries)`)
+})
+
 t.test('log matching: a follower with a conflicting suffix is repaired', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

@@ -63,13 +63,20 @@ export interface CoreOptions {
   maxAppendEntries?: number
   /** Append messages in flight per follower. Default 64. */
   maxInflight?: number
+  /**
+   * Entries in flight per follower (sent, not yet acknowledged): a follower catching up gets them
+   * in bursts it can decode and store in a few milliseconds, not 65,536 at once (which held a
+   * node that had just installed a snapshot for a quarter of a second). Default 2,048.
+   */
+  maxInflightEntries?: number
   /** Bytes per snapshot chunk. Default 1 MiB. */
   snapshotChunkBytes?: number
   /** Snapshot chunks in flight per follower, beyond what it acknowledged. Default 4. */
   snapshotWindow?: number
   /**
    * Committed entries handed out per Ready at most (a node catching up, or replaying its log at
-   * a restart, applies them in batches it can interleave with other work). Default 4,096.
+   * a restart, applies them in batches it can interleave with other work). Default 256: a
+   * batch takes milliseconds, even in a process whose code is not optimized yet.
    */
   maxCommittedPerReady?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
@@ -183,6 +190,7 @@ export class RaftCore {
   private readonly leaseRead: boolean
   private readonly maxAppendEntries: number
   private readonly maxInflight: number
+  private readonly maxInflightEntries: number
   private readonly snapshotChunkBytes: number
   private readonly snapshotWindow: number
   private readonly maxCommittedPerReady: number
@@ -256,9 +264,10 @@ export class RaftCore {
     this.leaseRead = opts.leaseRead ?? false
     this.maxAppendEntries = opts.maxAppendEntries ?? 1024
     this.maxInflight = opts.maxInflight ?? 64
+    this.maxInflightEntries = Math.max(1, opts.maxInflightEntries ?? 2048)
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
     this.snapshotWindow = opts.snapshotWindow ?? 4
-    this.maxCommittedPerReady = Math.max(1, opts.maxCommittedPerReady ?? 4096)
+    this.maxCommittedPerReady = Math.max(1, opts.maxCommittedPerReady ?? 256)
     if (!(this.snapshotChunkBytes >= 1) || !(this.snapshotWindow >= 1)) throw new RangeError('snapshotChunkBytes and snapshotWindow must be at least 1')
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => this.ticks)
@@ -917,7 +926,7 @@ export class RaftCore {
     }
     const last = this.lastIndex()
     for (;;) {
-      if (pr.state === 'replicate' && pr.inflight.length >= this.maxInflight) return
+      if (pr.state === 'replicate' && (pr.inflight.length >= this.maxInflight || pr.next - 1 - pr.match >= this.maxInflightEntries)) return
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
