@@ -42,6 +42,16 @@ t.test('received bytes are copied: a cached entry does not keep its frame in mem
   t.same(unpackEntry(kept), [31, 3, 'cmd', { c: 'register', name: 'n31' }], 'and unaffected by what happens to the frame')
 })
 
+t.test('nor does an entry keep the other entries of its message, nor a binary in its data', async (t) => {
+  const small = entry(41, { c: 'x', bin: new Uint8Array(16).fill(7) })
+  const big = entry(42, { c: 'y', pad: 'p'.repeat(1 << 20) })
+  const got = decodeEntries([entryBytes(small), entryBytes(big)])
+  if (typeof got === 'string') throw new Error(got)
+  t.ok(entryBytes(got[0]!).buffer.byteLength < 4096, 'the small entry keeps only its own bytes (8 MiB on 0ad628c)')
+  const bin = (got[0]!.data as { bin: Uint8Array }).bin
+  t.ok(bin.buffer.byteLength < 4096, `a binary in its data keeps only its entry (${bin.buffer.byteLength} B)`)
+})
+
 t.test('what cannot be an entry is refused, never thrown', async (t) => {
   t.equal(decodeEntries('x'), 'bad ents')
   t.equal(decodeEntries([1]), 'bad ents')

@@ -97,6 +97,27 @@ t.test('a follower far behind gets its entries in bounded bursts, not all at onc
   t.ok(worst <= 2048 + 1024, `at most ${worst} entries unacknowledged at once (8,976 without maxInflightEntries)`)
 })
 
+t.test('a follower whose appends were all lost, with the window full, is found out at the next heartbeat', async (t) => {
+  const h = harness(['a', 'b', 'c'])
+  h.elect('a')
+  h.settle()
+  // everything a sends c is lost while the window fills
+  let lose = true
+  h.deliver = (m) => (lose && m.t === 'app' && m.to === 'c' && m.entries.length ? undefined : m)
+  for (let i = 0; i < 4000; i++) h.core('a').propose(i)
+  h.settle()
+  lose = false
+  t.ok(h.appliedCmds('c').length < 4000, 'c is behind, its window full of lost appends')
+  let ticks = 0
+  while (h.appliedCmds('c').length < 4000 && ticks < 20) {
+    h.core('a').tick()
+    h.settle()
+    ticks++
+  }
+  t.equal(h.appliedCmds('c').length, 4000, 'c caught up')
+  t.ok(ticks <= 2, `within ${ticks} leader ticks (3 without the empty append on a full window, found by review)`)
+})
+
 t.test('log matching: a follower with a conflicting suffix is repaired', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

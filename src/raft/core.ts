@@ -926,11 +926,14 @@ export class RaftCore {
     }
     const last = this.lastIndex()
     for (;;) {
-      if (pr.state === 'replicate' && (pr.inflight.length >= this.maxInflight || pr.next - 1 - pr.match >= this.maxInflightEntries)) return
+      const full = pr.state === 'replicate' && (pr.inflight.length >= this.maxInflight || pr.next - 1 - pr.match >= this.maxInflightEntries)
+      // Full, an append is still sent when asked (a heartbeat's answer from a follower behind),
+      // but empty: if what is in flight was lost, the follower's refusal says so at once.
+      if (full && !sendIfEmpty) return
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const entries = pr.next <= last ? this.log.from(pr.next, this.maxAppendEntries) : []
+      const entries = !full && pr.next <= last ? this.log.from(pr.next, this.maxAppendEntries) : []
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))

@@ -76,15 +76,12 @@ export function decodeEntries(ents: unknown): Entry[] | string {
   const cost = msgpackCostOfEach(ents as Uint8Array[], budget)
   if (typeof cost !== 'number') return `undecodable entry in app: ${cost}`
   const out: Entry[] = new Array<Entry>(ents.length)
-  // A copy, of all of them in one buffer: each binary is a view into the frame it came in, which
-  // would stay in memory with it (a 64 MiB frame for a 100-byte entry; found by review).
-  const copy = new Uint8Array(total)
-  let at = 0
   for (let i = 0; i < ents.length; i++) {
-    const src = ents[i] as Uint8Array
-    copy.set(src, at)
-    const b = copy.subarray(at, at + src.length)
-    at += src.length
+    // A copy of each on its own: a binary is a view into the frame it came in, which would stay in
+    // memory with it (a 64 MiB frame for a 100-byte entry), and so would the binaries decoded
+    // from it, kept by the state machine (found by review, twice: one buffer for all the entries
+    // of a message kept them all for any one).
+    const b = new Uint8Array(ents[i] as Uint8Array)
     let v: unknown
     try {
       v = packr.unpack(b)
