@@ -55,11 +55,13 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
   /** Restart the victim and wait until it is receiving a snapshot (undefined if it was too fast to see). */
   const restartReceiving = async (since: number): Promise<Stats | undefined> => {
     await c.restart(victim, { startTimeoutMs: 60_000 })
+    let s: Stats | undefined
     for (let i = 0; i < 3000; i++) {
-      const s = await stats(c, victim)
+      s = await stats(c, victim)
       if (s.receiving && s.receiving.received > 0 && s.receiving.received < s.receiving.total) return s
-      if (s.snapshotIndex > since) return undefined
+      if (s.snapshotIndex > since) break
     }
+    t.comment(`the transfer was not seen in progress (last seen: ${JSON.stringify(s)}, since ${since}); trying again`)
     return undefined
   }
 
@@ -82,6 +84,9 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
   const duringTransfer = async (what: string, fault: (receiving: Stats) => Promise<void>): Promise<void> => {
     for (let attempt = 0; ; attempt++) {
       const since = await behind()
+      // a slow link (each chunk 5 ms late, 4 in flight: about 0.7 s for the ~260 KB): without it a
+      // transfer on a quiet machine can end between two looks, and the fault would miss it
+      await slowChunks(5)
       const s = await restartReceiving(since)
       if (!s) {
         if (attempt < 3) continue
@@ -90,8 +95,13 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
       }
       await fault(s)
       await caughtUp(since, what)
+      await slowChunks(0)
       return
     }
+  }
+  /** Delay every snapshot chunk the live nodes send the victim by `ms`. */
+  const slowChunks = async (ms: number): Promise<void> => {
+    for (const id of c.alive()) if (id !== victim) await c.request(id, { op: 'degradeLink', peer: victim, loss: 0, corruptChunks: 0, chunkDelayMs: ms })
   }
 
   // 2. the link cut in the middle of the transfer

@@ -9,10 +9,26 @@
 
 import type { NodeId, Transport } from '../raft/types.js'
 
+/** How {@link PeerFaults.degrade} spoils the link to one peer. */
+export interface LinkFaults {
+  /** Probability that a message is lost. */
+  loss: number
+  /** Probability that a snapshot chunk arrives with one bit of its data flipped. */
+  corruptChunks: number
+  /** How late each snapshot chunk leaves (default 0). */
+  chunkDelayMs?: number
+}
+
+/** Whether `msg` is a Raft snapshot chunk carrying data. */
+function isChunk(msg: unknown): msg is { t: 'snap'; data: Uint8Array } {
+  const m = msg as { t?: unknown; data?: unknown } | null
+  return typeof m === 'object' && m !== null && m.t === 'snap' && m.data instanceof Uint8Array
+}
+
 /** Blocked peers, shared by every transport it wraps; see the module doc. */
 export class PeerFaults {
   private readonly blocked = new Set<NodeId>()
-  private readonly degraded = new Map<NodeId, { loss: number; corruptChunks: number }>()
+  private readonly degraded = new Map<NodeId, LinkFaults>()
   private droppedCount = 0
   private corruptedCount = 0
 
@@ -24,10 +40,12 @@ export class PeerFaults {
   /**
    * Make what this node sends to `peer` unreliable: each message is lost with probability `loss`,
    * and each Raft snapshot chunk arrives with one bit of its data flipped with probability
-   * `corruptChunks` (as a faulty link or buffer would deliver it). Zeroes restore the link.
+   * `corruptChunks` (as a faulty link or buffer would deliver it), and each snapshot chunk leaves
+   * `chunkDelayMs` late (a slow link: a transfer then lasts long enough to be cut, or its sender
+   * killed, in the middle). Zeroes restore the link.
    */
-  degrade(peer: NodeId, faults: { loss: number; corruptChunks: number }): void {
-    if (faults.loss > 0 || faults.corruptChunks > 0) this.degraded.set(peer, { ...faults })
+  degrade(peer: NodeId, faults: LinkFaults): void {
+    if (faults.loss > 0 || faults.corruptChunks > 0 || (faults.chunkDelayMs ?? 0) > 0) this.degraded.set(peer, { ...faults })
     else this.degraded.delete(peer)
   }
 
@@ -62,19 +80,13 @@ export class PeerFaults {
    * (counted in {@link PeerFaults.dropped}). Closing it closes `t`.
    */
   wrap(t: Transport): Transport {
+    let closed = false
     return {
       self: t.self,
       send: (to, msg) => {
-        if (this.blocked.has(to)) {
-          this.droppedCount++
-          return
-        }
         const d = this.degraded.get(to)
-        if (d && this.random() < d.loss) {
-          this.droppedCount++
-          return
-        }
-        t.send(to, d && d.corruptChunks > 0 ? this.maybeCorrupt(msg, d.corruptChunks) : msg)
+        if (d?.chunkDelayMs && isChunk(msg)) setTimeout(() => closed || this.deliver(t, to, msg, this.degraded.get(to)), d.chunkDelayMs).unref()
+        else this.deliver(t, to, msg, d)
       },
       onMessage: (handler) =>
         t.onMessage((from, msg) => {
@@ -82,19 +94,29 @@ export class PeerFaults {
           else handler(from, msg)
         }),
       setPeers: (peers) => t.setPeers(peers),
-      close: () => t.close(),
+      close: () => {
+        closed = true
+        return t.close()
+      },
       onConnection: (handler) => t.onConnection?.(handler),
     }
   }
 
+  /** Send `msg` to `to` over `t` unless `to` is blocked or the link `d` loses it. */
+  private deliver(t: Transport, to: NodeId, msg: unknown, d: LinkFaults | undefined): void {
+    if (this.blocked.has(to) || (d && this.random() < d.loss)) {
+      this.droppedCount++
+      return
+    }
+    t.send(to, d && d.corruptChunks > 0 ? this.maybeCorrupt(msg, d.corruptChunks) : msg)
+  }
+
   /** `msg`, or a copy of it with one bit of its data flipped if it is a snapshot chunk and the dice say so. */
   private maybeCorrupt(msg: unknown, p: number): unknown {
-    const m = msg as { t?: unknown; data?: unknown }
-    if (typeof msg !== 'object' || msg === null || m.t !== 'snap' || !(m.data instanceof Uint8Array) || m.data.length === 0) return msg
-    if (this.random() >= p) return msg
-    const data = Uint8Array.from(m.data)
+    if (!isChunk(msg) || msg.data.length === 0 || this.random() >= p) return msg
+    const data = Uint8Array.from(msg.data)
     data[Math.floor(this.random() * data.length)]! ^= 1 << Math.floor(this.random() * 8)
     this.corruptedCount++
-    return { ...m, data }
+    return { ...msg, data }
   }
 }

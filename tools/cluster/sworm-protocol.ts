@@ -119,8 +119,8 @@ export type SwormRequest =
   | { op: 'fullStatus' }
   /** `internals(sworm).faults.block(peer, blocked)` for each peer (this node's id is skipped). */
   | { op: 'blockPeers'; peers: string[]; blocked: boolean }
-  /** Make this node's link to `peer` lossy, and flip bits in the snapshot chunks it sends there. */
-  | { op: 'degradeLink'; peer: string; loss: number; corruptChunks: number }
+  /** Make this node's link to `peer` lossy, flip bits in the snapshot chunks it sends there, and delay them. */
+  | { op: 'degradeLink'; peer: string; loss: number; corruptChunks: number; chunkDelayMs?: number }
   /** This node's snapshot transfers (`RaftNode.snapshotStats`). */
   | { op: 'snapshotStats' }
   /** Refs of `${prefix}${start + i}` (null when unbound), after one read barrier if `consistent`. */

@@ -16,7 +16,7 @@ export function faultOps(ctx: SwormNodeContext) {
       return null
     },
     degradeLink: (req) => {
-      internals(ctx.sworm).faults!.degrade(req.peer, { loss: req.loss, corruptChunks: req.corruptChunks })
+      internals(ctx.sworm).faults!.degrade(req.peer, { loss: req.loss, corruptChunks: req.corruptChunks, chunkDelayMs: req.chunkDelayMs })
       return { corrupted: internals(ctx.sworm).faults!.corrupted }
     },
     snapshotStats: () => ({ ...internals(ctx.sworm).raft.snapshotStats(), snapshotIndex: internals(ctx.sworm).raft.status().snapshotIndex, corrupted: internals(ctx.sworm).faults!.corrupted }),
