@@ -1,6 +1,6 @@
 /**
  * A node's own reports to the registry (its `nodeUp` announcement, and its supervisor's
- * `started` / `stopped` / `startFailed` / `handedOff`) are proposed as idempotent, so a copy whose
+ * `startedMany` / `stopped` / `startFailed` / `handedOff`) are proposed as idempotent, so a copy whose
  * leader is gone without an answer goes to the next leader at once instead of waiting out its
  * deadline. Found beside a CPU burner (failed on fa01ce6, and on a41c90f): with leaders changing,
  * announcements and starts waited 30 s, and callers failed with "this node is not up in the
@@ -34,5 +34,5 @@ t.test("a node's announcement and its supervisor's reports are proposed as idemp
   t.ok(of('nodeUp').length >= 1 && of('nodeUp').every(Boolean), `nodeUp: ${JSON.stringify(of('nodeUp'))}`)
   t.equal(proposed.find((p) => p.c === 'nodeUp')?.cmd.prev, '', 'nodeUp names the incarnation it replaces (none)')
   t.equal(proposed.find((p) => p.c === 'supervise')?.cmd.ue, 1, 'supervise asks for epochs never reused')
-  t.ok(of('started').length >= 1 && of('started').every(Boolean), `started: ${JSON.stringify(of('started'))}`)
+  t.ok(of('startedMany').length >= 1 && of('startedMany').every(Boolean), `startedMany: ${JSON.stringify(of('startedMany'))}`)
 })

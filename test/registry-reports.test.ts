@@ -131,3 +131,37 @@ t.test('a nodeUp written before the compare and set replays as it did', async (t
   t.equal(st.nodeRecord('n1')?.inc, 'i1')
   t.equal(st.whereis('a'), undefined, "and i2's names went, as before")
 })
+
+t.test('startedMany: starts reported together take effect each as its own started would', async (t) => {
+  const st = new RegistryState()
+  const single = new RegistryState()
+  let i = 0
+  for (const s of [st, single]) s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, i + 1)
+  i++
+  const epochs: number[] = []
+  for (const name of ['a', 'b', 'c']) {
+    i++
+    epochs.push(placed(st.apply({ c: 'supervise', name, spec, ue: 1 }, i)).epoch)
+    single.apply({ c: 'supervise', name, spec, ue: 1 }, i)
+  }
+  st.apply({ c: 'unregister', name: 'c' }, ++i)
+  single.apply({ c: 'unregister', name: 'c' }, i)
+  const starts: Array<[string, number, number]> = [
+    ['a', epochs[0]!, 1],
+    ['b', epochs[1]! + 100, 2], // not the current epoch: refused
+    ['c', epochs[2]!, 3], // unregistered meanwhile: refused
+    ['nope', 1, 4], // never registered: refused
+  ]
+  const many: RegistryCommand = { c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts }
+  t.same(st.apply(many, ++i), [true, false, false, false], 'one answer per start, in order')
+  for (const [name, epoch, id] of starts) single.apply({ c: 'started', name, epoch, ref: ref(id) }, i)
+  t.same(st.snapshot(), single.snapshot(), 'the same registry as the starts reported one by one')
+  t.equal(st.whereis('a')?.id, 1)
+  t.same(st.apply(many, ++i), [true, false, false, false], 'the same report again: the start it made still answers true')
+  t.same(st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i0', starts: [['b', epochs[1]!, 9]] }, ++i), [false], 'a report of another incarnation of the node is refused')
+  const regs = (): unknown => ['a', 'b', 'c'].map((n) => st.registration(n))
+  const before = JSON.stringify(regs())
+  t.equal(st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts: 'x' } as unknown as RegistryCommand, ++i), undefined, 'a malformed report: no effect')
+  t.same(st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts: [7, null] } as unknown as RegistryCommand, ++i), [false, false], 'malformed starts: refused')
+  t.equal(JSON.stringify(regs()), before, 'and nothing changed')
+})

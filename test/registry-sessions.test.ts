@@ -49,7 +49,7 @@ t.test("a supervisor's retried 'started' for the same worker is answered true, n
   let i = 0
   st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
   const res = st.apply({ c: 'supervise', name: 'w', spec: { module: 'm', fn: 'f', args: [] } }, ++i)
-  if (typeof res !== 'object' || !res.placed) throw new Error('not placed')
+  if (typeof res !== 'object' || Array.isArray(res) || !res.placed) throw new Error('not placed')
   const started: RegistryCommand = { c: 'started', name: 'w', epoch: res.epoch, ref: ref(5) }
   t.equal(st.apply(started, ++i), true, 'started')
   t.equal(st.apply(started, ++i), true, 'the same start reported again: still true')

@@ -54,7 +54,14 @@ function commands(seed: number, n: number): RegistryCommand[] {
     else if (x < 0.7) {
       placing.push(at)
       out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] }, ...(r() < 0.5 ? { ue: 1 as const } : {}) })
-    } else if (x < 0.8) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), ref: ref() })
+    } else if (x < 0.75) out.push({ c: 'started', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), ref: ref() })
+    else if (x < 0.8) {
+      // several starts of one node incarnation in one report
+      const { sworm, node, inc } = ref()
+      const starts: Array<[string, number, number]> = []
+      for (let k = 1 + Math.floor(r() * 4); k > 0; k--) starts.push([`sup-${Math.floor(r() * 30)}`, epoch(), ref().id])
+      out.push({ c: 'startedMany', sworm, node, inc, starts })
+    }
     else if (x < 0.85) {
       placing.push(at)
       out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), restart: r() < 0.5 })

@@ -61,7 +61,7 @@ t.test('an async factory that outlives the lease: its worker is dropped when it 
   h.factory.release!()
   await waitFor(() => h.factory.terminated === 1, 5000, 'the worker is terminated')
   t.notOk(
-    h.proposed.some((c) => c.c === 'started'),
+    h.proposed.some((c) => c.c === 'startedMany'),
     'no start is reported for it',
   )
   t.equal(h.sup.size, 0, 'nothing runs')
@@ -91,7 +91,7 @@ t.test('a factory within one lease keeps its worker', async (t) => {
   h.apply({ c: 'supervise', name: 'w', spec: { module: 'm', fn: 'slow', args: [] } })
   await waitFor(() => h.factory.release !== undefined, 5000, 'the factory runs')
   h.factory.release!()
-  await waitFor(() => h.proposed.some((c) => c.c === 'started'), 5000, 'its start is reported')
+  await waitFor(() => h.proposed.some((c) => c.c === 'startedMany'), 5000, 'its start is reported')
   t.equal(h.sup.size, 1, 'it runs')
   t.equal(h.factory.terminated, 0)
 })

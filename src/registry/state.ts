@@ -19,6 +19,7 @@ import {
   type NodeRecord,
   type Registration,
   type RegistryCommand,
+  type RegistryOp,
   type RegistryResult,
   type SessionTag,
   type StartSpec,
@@ -252,6 +253,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         return this.supervise(cmd.name, cmd.spec, cmd.ue === 1)
       case 'started':
         return this.started(cmd.name, cmd.epoch, cmd.ref)
+      case 'startedMany':
+        return this.startedMany(cmd)
       case 'startFailed':
         return this.startFailed(cmd.name, cmd.epoch, cmd.error)
       case 'stopped':
@@ -590,6 +593,16 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.indexRef(name, w.ref, true)
     this.onChange?.({ type: 'started', name, ref, epoch })
     return true
+  }
+
+  private startedMany(cmd: Extract<RegistryOp, { c: 'startedMany' }>): boolean[] | undefined {
+    if (!Array.isArray(cmd.starts)) return undefined // malformed: no effect, the same on every replica
+    const out: boolean[] = []
+    for (const s of cmd.starts) {
+      const ok = Array.isArray(s) && this.started(s[0], s[1], { sworm: cmd.sworm, node: cmd.node, inc: cmd.inc, id: s[2] })
+      out.push(ok)
+    }
+    return out
   }
 
   private startFailed(name: string, epoch: number, error: string): boolean {

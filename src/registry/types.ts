@@ -155,6 +155,13 @@ export type RegistryOp =
   | { c: 'supervise'; name: string; spec: StartSpec; ue?: 1 }
   /** A node started the worker of `name` for `epoch`. */
   | { c: 'started'; name: string; epoch: number; ref: WorkerRef }
+  /**
+   * Workers one node incarnation started, reported together (a node's supervisor batches the
+   * starts that complete while its previous report is in flight): each `[name, epoch, id]` has the
+   * effect of a `started` of ref `{ sworm, node, inc, id }`. Its result is one boolean per start,
+   * in order. Since version 5.
+   */
+  | { c: 'startedMany'; sworm: string; node: string; inc: string; starts: [name: string, epoch: number, id: number][] }
   /** The factory failed: the name is removed and the caller gets a StartError. */
   | { c: 'startFailed'; name: string; epoch: number; error: string }
   /** The worker of `name` ended; `restart` asks for a new incarnation on the same node. */
@@ -173,4 +180,4 @@ export type SuperviseResult =
   | { placed: false; exists: false; noNode: true }
 
 /** Results of {@link RegistryCommand}s, by command. */
-export type RegistryResult = boolean | 'not-found' | 'node-down' | 'session-expired' | SuperviseResult | undefined
+export type RegistryResult = boolean | boolean[] | 'not-found' | 'node-down' | 'session-expired' | SuperviseResult | undefined

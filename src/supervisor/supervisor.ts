@@ -15,6 +15,7 @@ import { retry } from '../util/retry.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import type { ExitReason, LocalWorkers, Worker } from './local-workers.js'
+import { StartReports } from './start-reports.js'
 
 /** What the supervisor reports to its sworm (events and metrics); every hook is optional and must not throw. */
 export interface SupervisorEvents {
@@ -92,7 +93,12 @@ export class Supervisor {
   private leaseEverHeld = false
   private reconciling = false
 
-  constructor(private readonly host: SupervisorHost) {}
+  /** Starts reported to the log, batched. */
+  private readonly reports: StartReports
+
+  constructor(private readonly host: SupervisorHost) {
+    this.reports = new StartReports({ sworm: host.sworm, nodeId: host.nodeId, inc: host.inc, propose: (cmd) => this.proposeQuietly(cmd) })
+  }
 
   /** Number of supervised workers running here. */
   get size(): number {
@@ -245,8 +251,7 @@ export class Supervisor {
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
-      const ref: WorkerRef = { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }
-      const ok = await this.proposeQuietly({ c: 'started', name, epoch, ref })
+      const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
         // as above: a next start under this epoch would repeat the fencing token this worker had
