@@ -286,9 +286,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.membership.begin()
     this.every(100, () => {
       this.membership.comeBackIfDeclaredGone()
-      this.detector.check()
       this.autopilot.check()
     })
+    // at least every 100 ms, and when a silent node's wait ends (+1 ms: past it, by this clock)
+    this.every(100, () => Math.min(100, Math.max(1, this.detector.check() + 1)))
     this.every(Math.max(50, Math.min(250, this.opts.leaseTimeoutMs / 8)), () => {
       void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) }))
       this.fence.arm()
@@ -862,17 +863,19 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return { sworm: this.name, node: this.nodeId, inc: this.incarnation, id }
   }
 
-  /** Run `fn` every `ms` on this sworm's clock until it stops. */
-  private every(ms: number, fn: () => void): void {
+  /** Run `fn` every `ms`, or after the delay it returns (in ms), until the node stops. */
+  private every(ms: number, fn: () => number | void): void {
     const slot = this.timers.length
     const loop = (): void => {
       if (this.stopped) return
+      let next = ms
       try {
-        fn()
+        const asked = fn()
+        if (typeof asked === 'number' && Number.isFinite(asked)) next = asked
       } catch (err) {
         this.log.error('periodic task failed', { err: String(err) })
       }
-      this.timers[slot] = this.clock.setTimeout(loop, ms)
+      this.timers[slot] = this.clock.setTimeout(loop, next)
     }
     this.timers[slot] = this.clock.setTimeout(loop, ms)
   }

@@ -48,14 +48,18 @@ export class FailureDetector {
   /**
    * On the leader: declare nodes gone after `nodeDownAfterMs` of silence, or of being out of the
    * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
+   * Returns how long until a node could be declared gone at the earliest, if nothing is heard
+   * meanwhile (Infinity when this node does not decide now): the caller checks again then, so a
+   * failover starts when the wait ends, not at the next turn of a periodic check.
    */
-  check(): void {
+  check(): number {
     const { raft, clock, state, nodeDownAfterMs } = this.host
     // Only a leader that holds its lease right now (by its clock) decides: one that was stalled
     // may have been replaced meanwhile, and its view of who answered it is stale.
-    if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return
+    if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return Infinity
     const now = clock.now()
-    if (now - this.leaderSince < nodeDownAfterMs) return // give every node a chance to reach the new leader
+    if (now - this.leaderSince < nodeDownAfterMs) return this.leaderSince + nodeDownAfterMs - now // give every node a chance to reach the new leader
+    let next = Infinity
     const cfg = raft.status().config
     // After a change of the members, measure again: a node may have been a member (and had its
     // lease renewed by us) between two runs of this check.
@@ -70,15 +74,22 @@ export class FailureDetector {
       if (!isMember(cfg, rec.node)) {
         const since = this.outOfConfigSince.get(rec.node)
         if (since === undefined) this.outOfConfigSince.set(rec.node, now)
-        if (since === undefined || now - since < nodeDownAfterMs) continue
+        if (since === undefined || now - since < nodeDownAfterMs) {
+          next = Math.min(next, (since ?? now) + nodeDownAfterMs - now)
+          continue
+        }
       } else {
         const heard = raft.lastHeard(rec.node)
-        if (heard !== undefined && now - heard < nodeDownAfterMs) continue
+        if (heard !== undefined && now - heard < nodeDownAfterMs) {
+          next = Math.min(next, heard + nodeDownAfterMs - now)
+          continue
+        }
       }
       this.pendingDown.add(rec.node)
       const term = raft.status().term
       const done = (): void => void this.pendingDown.delete(rec.node)
       raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1 }, { term }).then(done, done)
     }
+    return next
   }
 }
