@@ -1,6 +1,8 @@
 /**
  * Registry benchmark: a 3-node sworm (one OS process per node, LevelDB, loopback WebSockets),
- * and, when `etcd` is on PATH, a put-if-absent transaction per name against a 3-member etcd.
+ * and, when `etcd` is on PATH, a put-if-absent transaction per name against a 3-member etcd; when
+ * `redis-server` is, `SET name value NX` against one Redis without persistence (issue #15's two
+ * anchors: what users would use instead, measured in the same run).
  *
  * Run: `node dist/bench/registry-bench.js [--quick]` (after `npm run build`).
  *
@@ -22,6 +24,7 @@ import type { Etcd3 } from 'etcd3'
 import type { CallLatency, RegisterManyResult, WhereisLatency } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 import { findEtcd, killAllEtcdSync, startEtcdCluster } from './etcd.js'
+import { findRedis, killAllRedisSync, startRedis } from './redis.js'
 
 const QUICK = parseCli('registry-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
 const N = QUICK
@@ -38,6 +41,7 @@ const WATCHDOG_MS = 270_000
 const swormDirs = new Set<string>()
 function cleanupSync(): void {
   killAllEtcdSync()
+  killAllRedisSync()
   for (const d of swormDirs) rmSync(d, { recursive: true, force: true }) // node processes exit with their IPC channel
 }
 installBenchGuards(cleanupSync, WATCHDOG_MS)
@@ -80,7 +84,8 @@ interface SwormResults {
   notes: string[]
 }
 
-interface EtcdResults {
+/** An anchor's figures (etcd or Redis): 1 in flight, and INFLIGHT in flight. */
+interface AnchorResults {
   version: string
   one?: Load
   many?: Load
@@ -248,10 +253,10 @@ async function etcdLoad(client: Etcd3, cpuMs: () => number | undefined, prefix: 
   }
 }
 
-async function benchEtcd(bin: string): Promise<EtcdResults> {
+async function benchEtcd(bin: string): Promise<AnchorResults> {
   log('starting 3 etcd members')
   const e = await startEtcdCluster(bin, 3)
-  const res: EtcdResults = { version: e.version }
+  const res: AnchorResults = { version: e.version }
   try {
     const leader = await e.leader()
     log(`etcd ${e.version}, leader ${leader.name}; warming up`)
@@ -262,6 +267,43 @@ async function benchEtcd(bin: string): Promise<EtcdResults> {
     res.many = await etcdLoad(leader.client, e.cpuMs, 'many-', N.small, INFLIGHT)
   } finally {
     await e.stop()
+  }
+  return res
+}
+
+// ---------------------------------------------------------------------------------- Redis
+
+async function benchRedis(bin: string): Promise<AnchorResults> {
+  log('starting redis-server (no persistence)')
+  const r = await startRedis(bin)
+  const res: AnchorResults = { version: r.version }
+  const load = async (prefix: string, count: number, concurrency: number): Promise<Load> => {
+    const c0 = r.cpuMs()
+    const self0 = process.cpuUsage()
+    const x = await r.setNx(prefix, count, concurrency, PHASE_MAX_MS)
+    const c1 = r.cpuMs()
+    const self = process.cpuUsage(self0)
+    x.lat.sort((a, b) => a - b)
+    return {
+      ok: x.ok,
+      bad: x.bad,
+      ms: x.ms,
+      p50: percentile(x.lat, 50),
+      p99: percentile(x.lat, 99),
+      cpuNodeUs: undefined,
+      cpuClusterUs: c0 !== undefined && c1 !== undefined && x.ok ? ((c1 - c0) * 1000) / x.ok : undefined,
+      cpuClientUs: x.ok ? (self.user + self.system) / x.ok : undefined,
+    }
+  }
+  try {
+    log(`redis ${r.version}; warming up`)
+    await load('warm-', 1_000, 16)
+    log(`redis SET NX, 1 in flight, ${N.one} names`)
+    res.one = await load('one-', N.one, 1)
+    log(`redis SET NX, ${INFLIGHT} in flight, ${N.small} names`)
+    res.many = await load('many-', N.small, INFLIGHT)
+  } finally {
+    await r.stop()
   }
   return res
 }
@@ -277,24 +319,26 @@ function fmtRate(l: Load | undefined): string {
 }
 const fmtLat = (l: Load | undefined): string => (l ? `${l.p50.toFixed(2)} / ${l.p99.toFixed(2)} ms` : 'n/a')
 const fmtUs = (x: number | undefined): string => (x === undefined ? '?' : `${int(x)} µs`)
-function fmtCpu(l: Load | undefined, etcd = false): string {
+function fmtCpu(l: Load | undefined, server?: string): string {
   if (!l) return 'n/a'
-  if (etcd) return `${fmtUs(l.cpuClusterUs)} (members)` + (l.cpuClientUs !== undefined ? ` + ${fmtUs(l.cpuClientUs)} (client)` : '')
+  if (server) return `${fmtUs(l.cpuClusterUs)} (${server})` + (l.cpuClientUs !== undefined ? ` + ${fmtUs(l.cpuClientUs)} (client)` : '')
   return `${fmtUs(l.cpuNodeUs)} / ${fmtUs(l.cpuClusterUs)}`
 }
 const fmtMs = (x: number | undefined): string => (x === undefined ? 'n/a' : `${x.toFixed(1)} ms`)
 
-function report(s: SwormResults, e: EtcdResults | undefined, etcdNote: string | undefined): string {
-  const no = e ? '—' : 'skipped'
-  const ec = (f: (r: EtcdResults) => string): string => (e ? f(e) : 'skipped')
+function report(s: SwormResults, e: AnchorResults | undefined, rd: AnchorResults | undefined, notes: string[]): string {
+  const ec = (f: (r: AnchorResults) => string): string => (e ? f(e) : 'skipped')
+  const rc = (f: (r: AnchorResults) => string): string => (rd ? f(rd) : 'skipped')
+  const no = `${e ? '—' : 'skipped'} | ${rd ? '—' : 'skipped'}`
   const k = (n: number): string => (n >= 1000 ? `${n / 1000}k` : String(n))
+  const both = (f: (r: AnchorResults) => string): string => `${ec(f)} | ${rc(f)}`
   const rows: Array<[string, string, string]> = [
-    [`registrations/s, 1 in flight, one node (${k(N.one)} names)`, fmtRate(s.one), ec((r) => fmtRate(r.one))],
-    [`  p50 / p99 latency`, fmtLat(s.one), ec((r) => fmtLat(r.one))],
-    [`  CPU per registration`, fmtCpu(s.one), ec((r) => fmtCpu(r.one, true))],
-    [`registrations/s, ${INFLIGHT} in flight, one node (${k(N.small)} names)`, fmtRate(s.small64), ec((r) => fmtRate(r.many))],
-    [`  p50 / p99 latency`, fmtLat(s.small64), ec((r) => fmtLat(r.many))],
-    [`  CPU per registration`, fmtCpu(s.small64), ec((r) => fmtCpu(r.many, true))],
+    [`registrations/s, 1 in flight, one node (${k(N.one)} names)`, fmtRate(s.one), both((r) => fmtRate(r.one))],
+    [`  p50 / p99 latency`, fmtLat(s.one), both((r) => fmtLat(r.one))],
+    [`  CPU per registration`, fmtCpu(s.one), `${ec((r) => fmtCpu(r.one, 'members'))} | ${rc((r) => fmtCpu(r.one, 'server'))}`],
+    [`registrations/s, ${INFLIGHT} in flight, one node (${k(N.small)} names)`, fmtRate(s.small64), both((r) => fmtRate(r.many))],
+    [`  p50 / p99 latency`, fmtLat(s.small64), both((r) => fmtLat(r.many))],
+    [`  CPU per registration`, fmtCpu(s.small64), `${ec((r) => fmtCpu(r.many, 'members'))} | ${rc((r) => fmtCpu(r.many, 'server'))}`],
     [`registrations/s, ${INFLIGHT} in flight on each of 3 nodes (${k(N.small)} names)`, fmtRate(s.smallAll), no],
     [`  p50 / p99 latency (worst node)`, fmtLat(s.smallAll), no],
     [`  CPU per registration`, fmtCpu(s.smallAll), no],
@@ -318,7 +362,12 @@ function report(s: SwormResults, e: EtcdResults | undefined, etcdNote: string | 
       no,
     ],
   ]
-  const header = ['Measurement', 'Sworm (3 processes, LevelDB)', e ? `etcd ${e.version} (3 members, put-if-absent txn)` : 'etcd']
+  const header = [
+    'Measurement',
+    'Sworm (3 processes, LevelDB)',
+    e ? `etcd ${e.version} (3 members, put-if-absent txn)` : 'etcd',
+    rd ? `Redis ${rd.version} (SET NX, no persistence)` : 'Redis',
+  ]
   const out: string[] = [
     `| ${header.join(' | ')} |`,
     `| ${header.map(() => '---').join(' | ')} |`,
@@ -328,10 +377,15 @@ function report(s: SwormResults, e: EtcdResults | undefined, etcdNote: string | 
   const met = (b: boolean | undefined): string => (b === undefined ? 'n/a' : b ? 'met' : 'NOT met')
   const s64 = rate(s.small64)
   const e64 = e ? rate(e.many) : undefined
+  const r64 = rd ? rate(rd.many) : undefined
   out.push('Targets:')
   out.push(
-    `- ${INFLIGHT} in flight ≥ 2× etcd: ${met(s64 !== undefined && e64 !== undefined ? s64 >= 2 * e64 : undefined)}` +
+    `- ${INFLIGHT} in flight ≥ 10× etcd: ${met(s64 !== undefined && e64 !== undefined ? s64 >= 10 * e64 : undefined)}` +
       (s64 !== undefined && e64 !== undefined ? ` (${int(s64)}/s vs ${int(e64)}/s = ${(s64 / e64).toFixed(2)}×)` : ' (etcd not run)'),
+  )
+  out.push(
+    `- ${INFLIGHT} in flight ≥ 0.5× Redis SET NX: ${met(s64 !== undefined && r64 !== undefined ? s64 >= 0.5 * r64 : undefined)}` +
+      (s64 !== undefined && r64 !== undefined ? ` (${int(s64)}/s vs ${int(r64)}/s = ${(s64 / r64).toFixed(2)}×)` : ' (Redis not run)'),
   )
   const r10 = [rate(s.small64), rate(s.smallAll)]
   const r100 = [rate(s.big64), rate(s.bigAll)]
@@ -354,13 +408,14 @@ function report(s: SwormResults, e: EtcdResults | undefined, etcdNote: string | 
     `Notes: the sworm's registrations (spawn + registerName) run inside the node processes (embedded; "CPU per registration" is ` +
       `registering node(s) / all 3 nodes, load generator included), ${INFLIGHT} in flight from one node means from the leader. ` +
       `etcd is driven from the bench process over gRPC (etcd3 client) against its leader; its CPU is the 3 members' plus, apart, the client's. ` +
+      `Redis (one process, \`--save '' --appendonly no\`: nothing is durable) is driven from the bench process, every command pipelined on one connection. ` +
       `Convergence: every node polls its local copy every 1 ms from the start of the run; the figure is the time from the last ` +
       `acknowledgement to the moment the slowest node held every name. Heap per name: heapUsed delta after gc over the ${k(N.big)} one-node run ` +
       `(includes the Raft log entries still in memory; the hosting node also holds the workers). ` +
       `Each load stops after ${PHASE_MAX_MS / 1000} s.${QUICK ? ' --quick counts.' : ''}`,
   )
   out.push(`Machine: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), Node ${process.version}; all processes share it.`)
-  if (etcdNote) out.push(etcdNote)
+  for (const n of notes) out.push(n)
   for (const n of s.notes) out.push(n)
   return out.join('\n')
 }
@@ -368,7 +423,7 @@ function report(s: SwormResults, e: EtcdResults | undefined, etcdNote: string | 
 async function main(): Promise<void> {
   const sworm = await benchSworm()
   const bin = findEtcd()
-  let etcd: EtcdResults | undefined
+  let etcd: AnchorResults | undefined
   let note: string | undefined
   if (!bin) note = 'etcd column skipped: no `etcd` on PATH (Debian/Ubuntu: `apt-get install etcd-server`).'
   else {
@@ -378,8 +433,19 @@ async function main(): Promise<void> {
       note = `etcd column skipped: the etcd run failed: ${err instanceof Error ? err.message : String(err)}`
     }
   }
-  if (note) log(note)
-  process.stdout.write(report(sworm, etcd, note) + '\n')
+  const notes = note ? [note] : []
+  const redisBin = findRedis()
+  let redis: AnchorResults | undefined
+  if (!redisBin) notes.push('Redis column skipped: no `redis-server` on PATH (Debian/Ubuntu: `apt-get install redis-server`).')
+  else {
+    try {
+      redis = await benchRedis(redisBin)
+    } catch (err) {
+      notes.push(`Redis column skipped: the Redis run failed: ${err instanceof Error ? err.message : String(err)}`)
+    }
+  }
+  for (const n of notes) log(n)
+  process.stdout.write(report(sworm, etcd, redis, notes) + '\n')
   log('done')
 }
 
