@@ -38,7 +38,7 @@ export class StartReports {
   constructor(
     private readonly host: StartReportsHost,
     private readonly maxBatch = 1024,
-    private readonly maxInFlight = 2,
+    private readonly maxInFlight = 8,
   ) {}
 
   /**
