@@ -7,10 +7,10 @@ import { silentLogger, systemClock } from '../src/raft/types.js'
 import { RegistryState } from '../src/registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
 import { LocalWorkers, type Worker } from '../src/supervisor/local-workers.js'
-import { Supervisor } from '../src/supervisor/supervisor.js'
+import { nextSlice, Supervisor } from '../src/supervisor/supervisor.js'
 import { waitFor } from './helpers.js'
 
-function harness() {
+function harness(reconcileSlice?: number) {
   const ref: { sup?: Supervisor } = {}
   const state = new RegistryState((ch) => ref.sup?.onChange(ch))
   let index = 0
@@ -22,6 +22,7 @@ function harness() {
     await new Promise<void>((r) => (factory.release = r))
     return { handleCall: () => 'ok', terminate: () => void factory.terminated++ }
   }
+  const quick = (): Worker => ({ handleCall: () => 'ok', terminate: () => void factory.terminated++ })
   const sup = (ref.sup = new Supervisor({
     sworm: 's',
     nodeId: 'n1',
@@ -40,8 +41,8 @@ function harness() {
     leaseTimeoutMs: 1000,
     stopped: () => false,
     clock: systemClock,
-    loadModule: async () => ({ slow }),
-  }))
+    loadModule: async () => ({ slow, quick }),
+  }, reconcileSlice))
   state.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++index)
   return { state, sup, proposed, lease, factory, apply: (cmd: RegistryCommand) => state.apply(cmd, ++index) }
 }
@@ -94,4 +95,49 @@ t.test('a factory within one lease keeps its worker', async (t) => {
   await waitFor(() => h.proposed.some((c) => c.c === 'startedMany'), 5000, 'its start is reported')
   t.equal(h.sup.size, 1, 'it runs')
   t.equal(h.factory.terminated, 0)
+})
+
+t.test('reconcile goes through a slice of the names per tick, and through all of them in turn', async (t) => {
+  // Found by bench:supervisor with 300k workers: every tick (250 ms) copied and went through every
+  // name placed here and every worker running here (150 ms at 100k); starts timed out.
+  const h = harness(3)
+  h.lease.ok = false // placed while the lease is out: no start now, reconcile() starts them
+  for (let i = 0; i < 10; i++) h.apply({ c: 'supervise', name: `q${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
+  await new Promise((r) => setImmediate(r)) // their starts ran, and gave up for want of a lease
+  t.equal(h.sup.size, 0, 'nothing started without the lease')
+  h.lease.ok = true
+  h.lease.lapses++
+  const started = (): number => h.proposed.filter((c) => c.c === 'startedMany').reduce((a, c) => a + (c.c === 'startedMany' ? c.starts.length : 0), 0)
+  let ticks = 0
+  while (started() < 10 && ticks < 20) {
+    await h.sup.tick()
+    ticks++
+    await waitFor(() => h.sup.size === Math.min(10, 3 * ticks), 5000, `the workers of tick ${ticks} start`)
+  }
+  t.equal(started(), 10, `every name started, in ${ticks} ticks of 3`)
+  t.ok(ticks >= 4, 'a slice per tick, not all at once')
+  // the registry forgets them without a change this node sees (as when a snapshot is installed)
+  h.state.restore(new RegistryState().snapshot())
+  // (this harness's LocalWorkers does not tell the supervisor a worker ended: each tick's slice
+  // stops the next three, and a later pass asks the stopped ones again, which does nothing)
+  for (let i = 0; i < 4; i++) await h.sup.tick()
+  await waitFor(() => h.factory.terminated === 10, 5000, 'every worker the registry no longer places here is stopped')
+  t.equal(h.factory.terminated, 10, 'all ten terminated, over four ticks')
+})
+
+t.test('nextSlice: a scan across calls, started anew when it ended', async (t) => {
+  const items = [1, 2, 3, 4, 5]
+  const fresh = (): Iterator<number> => items.values()
+  let [got, at] = nextSlice<number>(undefined, fresh, 2)
+  t.same(got, [1, 2])
+  ;[got, at] = nextSlice(at, fresh, 2)
+  t.same(got, [3, 4])
+  ;[got, at] = nextSlice(at, fresh, 2)
+  t.same(got, [5])
+  t.equal(at, undefined, 'ended')
+  ;[got, at] = nextSlice(at, fresh, 5)
+  t.same(got, [1, 2, 3, 4, 5])
+  t.not(at, undefined, 'stopped exactly at the end: not known yet')
+  ;[got, at] = nextSlice(at, fresh, 2)
+  t.same(got, [1, 2], 'found ended at once: started anew in the same call')
 })

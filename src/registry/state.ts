@@ -135,7 +135,24 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return this.names.size
   }
 
-  /** Supervised registrations placed on `node`. */
+  /**
+   * The registration of `name` as the registry holds it: no copy, so read it at once and never
+   * change it (it may be replaced by the next applied entry).
+   */
+  peek(name: string): Readonly<Registration> | undefined {
+    return this.names.get(name)
+  }
+
+  /**
+   * The supervised names placed on `node`, live: names placed there while it is being gone
+   * through are seen, names moved away are not (until the next applied snapshot, which replaces
+   * the tables: an iterator from before it goes on through the old ones).
+   */
+  supervisedNamesOn(node: string): IterableIterator<string> {
+    return (this.placed.get(node) ?? new Set<string>()).values()
+  }
+
+  /** Supervised registrations placed on `node` (copies). */
   supervisedOn(node: string): Registration[] {
     const out: Registration[] = []
     for (const name of this.placed.get(node) ?? []) {

@@ -95,8 +95,18 @@ export class Supervisor {
 
   /** Starts reported to the log, batched. */
   private readonly reports: StartReports
+  /** Where reconcile() goes on through the names placed here, and through the workers running here. */
+  private scanPlaced: Iterator<string> | undefined
+  private scanRunning: Iterator<[string, Running]> | undefined
 
-  constructor(private readonly host: SupervisorHost) {
+  /**
+   * @param host - what the supervisor needs from its sworm
+   * @param reconcileSlice - names (and workers) reconcile() looks at per tick, at most
+   */
+  constructor(
+    private readonly host: SupervisorHost,
+    private readonly reconcileSlice = 10_000,
+  ) {
     this.reports = new StartReports({ sworm: host.sworm, nodeId: host.nodeId, inc: host.inc, propose: (cmd) => this.proposeQuietly(cmd) })
   }
 
@@ -294,7 +304,7 @@ export class Supervisor {
   }
 
   private isMine(name: string, epoch: number): boolean {
-    const reg = this.host.state.registration(name)
+    const reg = this.host.state.peek(name)
     return (
       !!reg &&
       reg.kind === 'supervised' &&
@@ -440,23 +450,28 @@ export class Supervisor {
 
   private async reconcile(): Promise<void> {
     const me = this.host.nodeId
-    const mine = this.host.state.supervisedOn(me)
+    const { state } = this.host
     const needStart: Array<[string, number]> = []
     const needRestart: Array<[string, number]> = []
-    for (const reg of mine) {
+    const retire: Array<[string, number]> = []
+    const handoff: Array<[string, number]> = []
+    const finishHandoff: Array<[string, number]> = []
+    // Go on through this node's names where the last tick stopped, at most reconcileSlice of them
+    // (and as many of the workers running here): a node running 100k workers then spends a few
+    // ms a tick here, not 150 ms, and goes through them all every few ticks.
+    let placed: string[]
+    ;[placed, this.scanPlaced] = nextSlice(this.scanPlaced, () => state.supervisedNamesOn(me), this.reconcileSlice)
+    for (const name of placed) {
+      const reg = state.peek(name)
+      if (!reg || reg.kind !== 'supervised' || reg.node !== me) continue
       const local = this.running.get(reg.name)
       if (reg.retiring) {
-        if (!this.starting.has(reg.name)) void this.retire(reg.name, reg.epoch!)
+        if (!this.starting.has(reg.name)) retire.push([reg.name, reg.epoch!])
         continue
       }
       if (reg.handoffTo !== undefined) {
-        if (local && local.epoch === reg.epoch) void this.handoff(reg.name, reg.epoch!)
-        else if (!local && !this.handingOff.has(reg.name)) {
-          // the worker is gone already (handed over, or fenced): finish the move, with the state
-          // if we took it, so the name runs again on its target
-          this.handingOff.add(reg.name)
-          void this.proposeHandedOff(reg.name, reg.epoch!).finally(() => this.handingOff.delete(reg.name))
-        }
+        if (local && local.epoch === reg.epoch) handoff.push([reg.name, reg.epoch!])
+        else if (!local && !this.handingOff.has(reg.name)) finishHandoff.push([reg.name, reg.epoch!])
         continue
       }
       if (reg.ref === undefined) {
@@ -467,18 +482,56 @@ export class Supervisor {
       }
     }
     for (const [name, h] of this.handedOff) {
-      const reg = this.host.state.registration(name)
+      const reg = state.peek(name)
       if (!reg || reg.epoch !== h.epoch || reg.handoffTo === undefined) this.handedOff.delete(name)
     }
     // workers running here that the registry no longer places here
-    for (const [name, r] of this.running) {
-      const reg = this.host.state.registration(name)
-      if (!reg || reg.kind !== 'supervised' || reg.node !== me || reg.epoch !== r.epoch) void this.stopLocal(name, 'moved')
+    const moved: string[] = []
+    let running: Array<[string, Running]>
+    ;[running, this.scanRunning] = nextSlice(this.scanRunning, () => this.running.entries(), this.reconcileSlice)
+    for (const [name, r] of running) {
+      const reg = state.peek(name)
+      if (!reg || reg.kind !== 'supervised' || reg.node !== me || reg.epoch !== r.epoch) moved.push(name)
     }
+    // act after both passes: what they start may change the registry and the maps they went through
+    for (const [name, epoch] of retire) void this.retire(name, epoch)
+    for (const [name, epoch] of handoff) void this.handoff(name, epoch)
+    for (const [name, epoch] of finishHandoff) {
+      // the worker is gone already (handed over, or fenced): finish the move, with the state
+      // if we took it, so the name runs again on its target
+      this.handingOff.add(name)
+      void this.proposeHandedOff(name, epoch).finally(() => this.handingOff.delete(name))
+    }
+    for (const name of moved) void this.stopLocal(name, 'moved')
     for (const [name, epoch] of needStart) void this.start(name, epoch)
     for (const [name, epoch] of needRestart) {
       this.starting.add(name)
       void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true }).finally(() => this.starting.delete(name))
     }
   }
+}
+
+/**
+ * Up to `n` more items of a scan that goes on across calls (`at`: where the last call stopped;
+ * undefined: start anew with `fresh()`), and where it stands after them (undefined once it
+ * ended). A scan found ended at once is started anew, so no call comes back empty-handed for
+ * having stopped exactly at the end the time before.
+ */
+export function nextSlice<T>(at: Iterator<T> | undefined, fresh: () => Iterator<T>, n: number): [T[], Iterator<T> | undefined] {
+  const out: T[] = []
+  let it = at ?? fresh()
+  let anew = at === undefined
+  while (out.length < n) {
+    const r = it.next()
+    if (r.done) {
+      if (out.length === 0 && !anew) {
+        it = fresh()
+        anew = true
+        continue
+      }
+      return [out, undefined]
+    }
+    out.push(r.value)
+  }
+  return [out, it]
 }
