@@ -45,6 +45,8 @@ export interface SwormDeps {
   /** Resolve the `discovery` DNS name to URLs (default: cluster/discovery.ts resolveUrls). */
   resolveDns?: (d: DiscoveryOptions, listen: string) => Promise<string[]>
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
+  /** Names the supervisor's safety net looks at per tick (default 10,000; the simulation uses a few, so that it goes through them in slices). */
+  reconcileSlice?: number
   /** Release transports and hub after stop. */
   release: () => Promise<void>
 }
@@ -86,6 +88,7 @@ export interface SwormParts {
   /** This node's data directory identity (see cluster/identity.ts), if its storage keeps one. */
   readonly disk: string | undefined
   readonly loadModule: ((specifier: string) => Promise<Record<string, unknown>>) | undefined
+  readonly reconcileSlice: number | undefined
   readonly release: () => Promise<void>
 }
 
@@ -235,6 +238,7 @@ export async function assemble<S extends Assembled>(
       faults: deps.faults,
       disk,
       loadModule: deps.loadModule,
+      reconcileSlice: deps.reconcileSlice,
       release: deps.release,
     })
     onMade?.(sworm)

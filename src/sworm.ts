@@ -178,7 +178,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         },
         leaseRenewed: () => this.fire('leaseRenewed', { node: o.nodeId }),
       },
-    })
+    }, p.reconcileSlice)
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
     const isLocal = (ref: WorkerRef): boolean => this.isLocal(ref)
     const msgs = p.msgs
