@@ -163,5 +163,17 @@ t.test('startedMany: starts reported together take effect each as its own starte
   const before = JSON.stringify(regs())
   t.equal(st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts: 'x' } as unknown as RegistryCommand, ++i), undefined, 'a malformed report: no effect')
   t.same(st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts: [7, null] } as unknown as RegistryCommand, ++i), [false, false], 'malformed starts: refused')
+  // found by review: a start without an id half-bound the name (a ref no index could hold), and
+  // every later snapshot failed to restore; one without a name threw in the middle of a batch
+  t.same(
+    st.apply({ c: 'startedMany', sworm: 's', node: 'n1', inc: 'i1', starts: [[null, 1, 2], [], [{}, 1, 1], ['b', epochs[1]!], ['b', epochs[1]!, {}], ['b', 1.5, 2]] } as unknown as RegistryCommand, ++i),
+    [false, false, false, false, false, false],
+    'starts without a name, an epoch or an id: refused',
+  )
+  t.equal(st.apply({ c: 'started', name: 'b', epoch: epochs[1]!, ref: { sworm: 's', node: 'n1', inc: 'i1' } } as unknown as RegistryCommand, ++i), false, 'a started without an id: refused')
+  t.equal(st.apply({ c: 'startedMany', sworm: 's', node: 7, inc: 'i1', starts: [['b', epochs[1]!, 2]] } as unknown as RegistryCommand, ++i), undefined, 'a report without a node: no effect')
+  const copy = new RegistryState()
+  copy.restore(st.snapshot())
+  t.same(copy.snapshot(), st.snapshot(), 'the registry still makes a snapshot that restores')
   t.equal(JSON.stringify(regs()), before, 'and nothing changed')
 })

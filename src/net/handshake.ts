@@ -55,9 +55,11 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * a cluster upgrades from 3 by a full stop too, and replays its old log as version 3 did. 5:
  * AppendEntries carry each entry as its stored encoding (`ents`), and a node's failure moves its
  * supervised names in name order: replicas of version 4 would read no entries, and place them
- * otherwise; a cluster upgrades from 4 by a full stop).
+ * otherwise; a cluster upgrades from 4 by a full stop. 6: a node reports its supervised starts in
+ * batches (`startedMany`), which a replica of version 5 would skip, so its registry would hold
+ * no worker for those names; a cluster upgrades from 5 by a full stop).
  */
-export const WS_PROTOCOL_VERSION = 5
+export const WS_PROTOCOL_VERSION = 6
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

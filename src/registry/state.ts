@@ -28,6 +28,8 @@ import {
 } from './types.js'
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
+const isWorkerRef = (v: unknown): v is WorkerRef =>
+  isObj(v) && typeof v.sworm === 'string' && typeof v.node === 'string' && typeof v.inc === 'string' && Number.isSafeInteger(v.id)
 
 /** A change the registry made, for events and for the local supervisor. */
 export type RegistryChange =
@@ -137,7 +139,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /**
    * The registration of `name` as the registry holds it: no copy, so read it at once and never
-   * change it (it may be replaced by the next applied entry).
+   * change it (the next applied entry may change it in place, or replace it).
    */
   peek(name: string): Readonly<Registration> | undefined {
     return this.names.get(name)
@@ -598,6 +600,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   private started(name: string, epoch: number, ref: WorkerRef): boolean {
+    // a malformed report (a bug in its proposer) changes nothing, rather than store a ref that
+    // no index or snapshot could hold, the same way on every replica
+    if (typeof name !== 'string' || !Number.isSafeInteger(epoch) || !isWorkerRef(ref)) return false
     const r = this.current(name, epoch)
     // The same start reported again (the supervisor retries a report whose outcome it does not
     // know): it took effect, so say so; the supervisor would otherwise stop a worker in use.
@@ -613,7 +618,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   private startedMany(cmd: Extract<RegistryOp, { c: 'startedMany' }>): boolean[] | undefined {
-    if (!Array.isArray(cmd.starts)) return undefined // malformed: no effect, the same on every replica
+    // malformed: no effect, the same on every replica
+    if (!Array.isArray(cmd.starts) || typeof cmd.sworm !== 'string' || typeof cmd.node !== 'string' || typeof cmd.inc !== 'string') return undefined
     const out: boolean[] = []
     for (const s of cmd.starts) {
       const ok = Array.isArray(s) && this.started(s[0], s[1], { sworm: cmd.sworm, node: cmd.node, inc: cmd.inc, id: s[2] })

@@ -159,7 +159,7 @@ export type RegistryOp =
    * Workers one node incarnation started, reported together (a node's supervisor batches the
    * starts that complete while its previous report is in flight): each `[name, epoch, id]` has the
    * effect of a `started` of ref `{ sworm, node, inc, id }`. Its result is one boolean per start,
-   * in order. Since version 5.
+   * in order. Since version 6.
    */
   | { c: 'startedMany'; sworm: string; node: string; inc: string; starts: [name: string, epoch: number, id: number][] }
   /** The factory failed: the name is removed and the caller gets a StartError. */

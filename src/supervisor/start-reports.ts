@@ -32,12 +32,15 @@ export class StartReports {
 
   /**
    * @param host - the reporting node and its way to the log
-   * @param maxBatch - starts per entry at most (an entry stays well below any frame limit)
+   * @param maxBatch - starts per entry at most
+   * @param maxBatchBytes - bytes of names per entry at most (names may be long: an entry stays
+   *   far below the frame limit); a batch takes at least one start
    * @param maxInFlight - reports proposed and not yet answered at once
    */
   constructor(
     private readonly host: StartReportsHost,
     private readonly maxBatch = 1024,
+    private readonly maxBatchBytes = 256 * 1024,
     private readonly maxInFlight = 8,
   ) {}
 
@@ -65,8 +68,15 @@ export class StartReports {
 
   private flush(): void {
     while (this.inFlight < this.maxInFlight && this.queue.length > 0) {
-      const batch = this.queue.length <= this.maxBatch ? this.queue : this.queue.slice(0, this.maxBatch)
-      this.queue = this.queue.length <= this.maxBatch ? [] : this.queue.slice(this.maxBatch)
+      let n = 0
+      let bytes = 0
+      while (n < this.queue.length && n < this.maxBatch) {
+        bytes += Buffer.byteLength(this.queue[n]!.name) + 16
+        if (n > 0 && bytes > this.maxBatchBytes) break
+        n++
+      }
+      const batch = this.queue.slice(0, n)
+      this.queue = this.queue.slice(n)
       this.inFlight++
       void this.send(batch).finally(() => {
         this.inFlight--

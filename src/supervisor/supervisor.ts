@@ -72,6 +72,8 @@ export class Supervisor {
   private readonly running = new Map<string, Running>()
   private readonly byId = new Map<number, string>()
   private readonly starting = new Set<string>()
+  /** Names placed here again while their start was under way: started again when it ends. */
+  private readonly startAgain = new Set<string>()
   /** Local workers whose exit we caused (move, fence, handoff, unregister): no restart. */
   private readonly expectedExit = new Set<number>()
   private readonly handingOff = new Set<string>()
@@ -218,7 +220,13 @@ export class Supervisor {
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */
   private async start(name: string, epoch: number): Promise<void> {
-    if (this.starting.has(name) || this.running.has(name) || this.host.stopped()) return
+    if (this.starting.has(name)) {
+      // placed here again while an earlier start (or its report) is under way: look again when
+      // it ends, rather than wait for reconcile() to come round to the name
+      this.startAgain.add(name)
+      return
+    }
+    if (this.running.has(name) || this.host.stopped()) return
     if (!this.host.leaseOk()) return // reconcile() retries once the lease is back
     this.starting.add(name)
     try {
@@ -271,7 +279,14 @@ export class Supervisor {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
     } finally {
       this.starting.delete(name)
+      if (this.startAgain.delete(name)) this.startIfPlacedHere(name)
     }
+  }
+
+  /** Start `name` if the registry places it here and it has no worker yet. */
+  private startIfPlacedHere(name: string): void {
+    const reg = this.host.state.peek(name)
+    if (reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.ref === undefined && reg.epoch !== undefined) void this.start(name, reg.epoch)
   }
 
   /** Track lease gaps; after one, the next start waits for a linearizable read barrier. */
