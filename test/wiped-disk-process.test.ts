@@ -13,7 +13,9 @@ import { NodeStartError, pollUntil, startSwormCluster } from '../tools/cluster/s
 const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 
 t.test('a voter restarted on a wiped dataDir refuses to start, and the acknowledged name survives', { timeout: 180_000 }, async (t) => {
-  const c = await startSwormCluster({ n: 3, name: 'wiped', leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+  // info logs: a node that never gets ready then says what it waited for (once in CI, under a
+  // busy machine, n3 waited 90 s without a word at the default level)
+  const c = await startSwormCluster({ n: 3, name: 'wiped', leaseTimeoutMs: 1000, maxClockDriftMs: 300, logLevel: 'info' })
   t.teardown(() => c.stopAll())
   await c.waitForLeader(15_000)
   await c.kill('n2')

@@ -19,13 +19,13 @@ const FIXTURE = fileURLToPath(new URL('./sworm-node.js', import.meta.url))
 /** Path of the counter-worker module (`workers.ts`), for supervised registrations (`{ module, fn: 'counter' }`). */
 export const WORKERS_MODULE = fileURLToPath(new URL('./workers.js', import.meta.url))
 
-/** Options of {@link startSwormCluster}. */
 /** The nodes' log level named by `SWORM_CLUSTER_LOG` (`SWORM_CLUSTER_LOG=info`), if it names one. */
 function envLogLevel(): SwormProcessArgs['logLevel'] {
   const v = process.env.SWORM_CLUSTER_LOG
   return v === 'debug' || v === 'info' || v === 'warn' || v === 'error' ? v : undefined
 }
 
+/** Options of {@link startSwormCluster}. */
 export interface SwormClusterOptions {
   /** Number of nodes started at once with `peers` (ids n1..nN). */
   n: number
