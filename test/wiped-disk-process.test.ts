@@ -18,6 +18,12 @@ t.test('a voter restarted on a wiped dataDir refuses to start, and the acknowled
   const c = await startSwormCluster({ n: 3, name: 'wiped', leaseTimeoutMs: 1000, maxClockDriftMs: 300, logLevel: 'info' })
   t.teardown(() => c.stopAll())
   await c.waitForLeader(15_000)
+  // n2 must hold the log before it is killed (it is the stale voter of the story): a node that
+  // found the cluster started without it begins with an empty log, and killed before its first
+  // entries came, it restarts as a fresh node that waits, with the wiped n3, for n1 (found in CI,
+  // and with the nodes' logs: both probed each other, and both waited for n1, which the test
+  // restarts only after them)
+  await pollUntil(async () => ((await c.status('n2', 5000)).commit >= 1 ? true : undefined), 30_000, 'n2 holds the first entries')
   await c.kill('n2')
   // 'k' may be placed on n2 before n2 is declared gone: ask again (the same name) until it runs
   let errors = -1
