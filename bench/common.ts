@@ -1,4 +1,6 @@
 /** What every bench script shares: progress lines, percentiles, cleanup guards, the main wrapper. */
+import { accessSync, constants } from 'node:fs'
+import { delimiter, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 
 export { percentile } from '../tools/cluster/stats.js'
@@ -37,4 +39,19 @@ export function runMain(main: () => Promise<void>): void {
       process.exit(1)
     },
   )
+}
+
+/** Path of the executable `name` in a directory of PATH, or of `alsoIn` (for sbin programs), if any. */
+export function findExecutable(name: string, alsoIn: string[] = []): string | undefined {
+  for (const dir of [...(process.env.PATH ?? '').split(delimiter), ...alsoIn]) {
+    if (!dir) continue
+    const p = join(dir, name)
+    try {
+      accessSync(p, constants.X_OK)
+      return p
+    } catch {
+      // not here
+    }
+  }
+  return undefined
 }

@@ -4,12 +4,13 @@
  * @module
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
-import { accessSync, constants, readFileSync, rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
-import { delimiter, join } from 'node:path'
+import { join } from 'node:path'
 import { Etcd3, type IOptions } from 'etcd3'
 import { freePorts, pollUntil } from '../tools/cluster/raft-cluster.js'
+import { findExecutable } from './common.js'
 
 /** Every etcd process started by this module that is still running (killed on process exit). */
 const live = new Set<ChildProcess>()
@@ -24,17 +25,7 @@ export function killAllEtcdSync(): void {
 
 /** Path of `etcd` on PATH, if any. */
 export function findEtcd(): string | undefined {
-  for (const dir of (process.env.PATH ?? '').split(delimiter)) {
-    if (!dir) continue
-    const p = join(dir, 'etcd')
-    try {
-      accessSync(p, constants.X_OK)
-      return p
-    } catch {
-      // not here
-    }
-  }
-  return undefined
+  return findExecutable('etcd')
 }
 
 type FaultPolicy = NonNullable<NonNullable<IOptions['faultHandling']>['global']>

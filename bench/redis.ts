@@ -7,11 +7,10 @@
  * @module
  */
 import { spawn, type ChildProcess } from 'node:child_process'
-import { accessSync, constants } from 'node:fs'
 import { connect, type Socket } from 'node:net'
-import { delimiter, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { freePorts, pollUntil } from '../tools/cluster/raft-cluster.js'
+import { findExecutable } from './common.js'
 import { processCpuMs } from './etcd.js'
 
 /** Every redis-server started by this module that is still running (killed on process exit). */
@@ -22,19 +21,9 @@ export function killAllRedisSync(): void {
   for (const p of live) p.kill('SIGKILL')
 }
 
-/** Path of `redis-server` on PATH (or in /usr/bin), if any. */
+/** Path of `redis-server` on PATH (or in /usr/bin, /usr/sbin), if any. */
 export function findRedis(): string | undefined {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/bin', '/usr/sbin']) {
-    if (!dir) continue
-    const p = join(dir, 'redis-server')
-    try {
-      accessSync(p, constants.X_OK)
-      return p
-    } catch {
-      // not here
-    }
-  }
-  return undefined
+  return findExecutable('redis-server', ['/usr/bin', '/usr/sbin'])
 }
 
 /** A connection that sends commands and resolves each with its reply line (simple replies only). */
