@@ -496,9 +496,15 @@ export class Supervisor {
         if (!this.starting.has(reg.name)) needRestart.push([reg.name, reg.epoch!])
       }
     }
+    // state taken from a worker that moved, every tick (not only in this tick's slice): until the
+    // log has it, the name runs nowhere
+    const finishing = new Set(finishHandoff.map(([name]) => name))
     for (const [name, h] of this.handedOff) {
       const reg = state.peek(name)
       if (!reg || reg.epoch !== h.epoch || reg.handoffTo === undefined) this.handedOff.delete(name)
+      else if (reg.kind === 'supervised' && reg.node === me && !reg.retiring && !finishing.has(name) && !this.running.has(name) && !this.handingOff.has(name)) {
+        finishHandoff.push([name, h.epoch])
+      }
     }
     // workers running here that the registry no longer places here
     const moved: string[] = []
