@@ -15,6 +15,7 @@ type Stats = {
   snapshotIndex: number
   receiving: { index: number; received: number; total: number } | undefined
   corrupted: number
+  sending: Array<{ to: string; index: number; acked: number; total: number }>
 }
 
 const stats = (c: SwormCluster, id: string): Promise<Stats> => c.request<Stats>(id, { op: 'snapshotStats' }, 30_000)
@@ -52,16 +53,24 @@ t.test('snapshots in chunks between real processes, through lost, corrupt and cu
     await pollUntil(async () => ((await stats(c, leader)).snapshotIndex > before + 1000 ? true : undefined), 60_000, 'the leader compacted past the victim')
     return (await stats(c, victim === leader ? from : leader)).snapshotIndex
   }
-  /** Restart the victim and wait until it is receiving a snapshot (undefined if it was too fast to see). */
+  /**
+   * Restart the victim and wait (up to 30 s) until it is receiving a snapshot: undefined if the
+   * transfer was over before it could be seen. The first chunk may come a second or two after the
+   * restart (the leader dials the victim again with backoff, and finds it behind after three
+   * heartbeats): the wait is bounded in time, not in looks (3,000 looks took 0.3-0.5 s, and CI
+   * missed four transfers in a row that had not yet begun).
+   */
   const restartReceiving = async (since: number): Promise<Stats | undefined> => {
     await c.restart(victim, { startTimeoutMs: 60_000 })
+    const started = Date.now()
     let s: Stats | undefined
-    for (let i = 0; i < 3000; i++) {
+    while (Date.now() - started < 30_000) {
       s = await stats(c, victim)
       if (s.receiving && s.receiving.received > 0 && s.receiving.received < s.receiving.total) return s
       if (s.snapshotIndex > since) break
     }
-    t.comment(`the transfer was not seen in progress (last seen: ${JSON.stringify(s)}, since ${since}); trying again`)
+    const senders = await Promise.all(c.alive().filter((id) => id !== victim).map(async (id) => ({ id, sending: (await stats(c, id)).sending })))
+    t.comment(`the transfer was not seen in progress after ${Date.now() - started} ms (the victim: ${JSON.stringify(s)}, since ${since}; the others sending: ${JSON.stringify(senders)}); trying again`)
     return undefined
   }
 
