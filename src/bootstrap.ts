@@ -173,6 +173,7 @@ export async function assemble<S extends Assembled>(
     snapshotEvery: options.raft.snapshotEvery,
     snapshotChunkBytes: options.raft.snapshotChunkBytes,
     maxLogEntries: options.raft.maxLogEntries,
+    learnerPaceMs: options.raft.learnerPaceMs,
     observeCommitMs: (ms) => latency.observe(ms / 1000),
   })
   try {

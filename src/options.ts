@@ -131,6 +131,14 @@ export interface SwormOptions {
     snapshotChunkBytes?: number
     /** Most log entries after the snapshot: a restart replays at most this many. Default 100,000. */
     maxLogEntries?: number
+    /**
+     * The leader sends learners (the nodes beyond `voters`) new entries and commit indexes at most
+     * once per this many ms, each time with all that came meanwhile; voters get them at once.
+     * Learners do not count for commits, so this costs no write latency, and a leader with many
+     * learners spends far less per write; a learner's local reads lag by up to this much more. 0:
+     * learners are sent to as voters are. Default 10 ms.
+     */
+    learnerPaceMs?: number
   }
   /**
    * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
@@ -156,7 +164,7 @@ export const DEFAULTS = {
   voters: 5,
   stopOnSignals: ['SIGTERM', 'SIGINT'],
   autopilot: { stabilizationMs: 3000, maxTrailingEntries: 1000 },
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10 },
 } as const
 
 /**
@@ -192,7 +200,7 @@ export interface ResolvedOptions {
   readonly autopilot: { readonly stabilizationMs: number; readonly maxTrailingEntries: number }
   readonly deadNodeTimeoutMs: number | undefined
   readonly stopOnSignals: readonly NodeJS.Signals[]
-  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number }
+  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number; readonly learnerPaceMs: number }
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
@@ -218,6 +226,13 @@ function positive(opts: Record<string, unknown>, key: string, def: number): numb
   const v = opts[key]
   if (v === undefined) return def
   if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new TypeError(`Sworm.start: option "${key}" must be a positive number`)
+  return v
+}
+
+function nonNegative(opts: Record<string, unknown>, key: string, def: number): number {
+  const v = opts[key]
+  if (v === undefined) return def
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new TypeError(`Sworm.start: option "${key}" must be a number, 0 or more`)
   return v
 }
 
@@ -311,6 +326,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     snapshotEvery: positive(r, 'snapshotEvery', DEFAULTS.raft.snapshotEvery),
     snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
     maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
+    learnerPaceMs: nonNegative(r, 'learnerPaceMs', DEFAULTS.raft.learnerPaceMs),
   }
   const voters = positive(o, 'voters', DEFAULTS.voters)
   if (!Number.isInteger(voters) || voters % 2 === 0) throw new TypeError('Sworm.start: option "voters" must be an odd integer (1, 3, 5, 7...)')

@@ -318,6 +318,71 @@ t.test('membership: add a learner, promote it, remove a voter', async (t) => {
   t.ok(h.appliedCmds('d').includes('after'))
 })
 
+t.test('learners get appends and commit indexes at their pace, each time with all that came meanwhile; voters at once', async (t) => {
+  let now = 1000
+  const h = new CoreHarness(['a', 'b', 'c', 'd', 'e'], coreConfig(['a', 'b', 'c'], ['d', 'e']), { seed: 7, now: () => now, learnerPaceMs: 10 })
+  const sent: RaftMessage[] = []
+  h.deliver = (m) => {
+    sent.push(m)
+    return m
+  }
+  h.elect('a')
+  const a = h.core('a')
+  now += 100
+  h.settle()
+  const toLearners = (): RaftMessage[] => sent.filter((m) => m.from === 'a' && (m.to === 'd' || m.to === 'e') && (m.t === 'app' || m.t === 'hb'))
+  const toVoters = (): RaftMessage[] => sent.filter((m) => m.from === 'a' && (m.to === 'b' || m.to === 'c') && m.t === 'app')
+  // learners were just sent to: five proposals within the pace reach the voters one by one
+  a.propose('warm')
+  h.settle()
+  now += 10
+  h.settle()
+  t.ok(h.appliedCmds('d').includes('warm'), 'the learner applied what came before')
+  sent.length = 0
+  for (let i = 0; i < 5; i++) {
+    now += 1
+    a.propose(i)
+    h.settle()
+  }
+  t.equal(toVoters().filter((m) => m.t === 'app' && m.entries.length > 0).length, 10, 'each voter got each entry at once')
+  t.same(h.appliedCmds('b').slice(-5), [0, 1, 2, 3, 4], 'and the voters applied them (commit needs no learner)')
+  t.same(toLearners(), [], 'the learners got nothing yet')
+  t.equal(a.learnersDueAt(), 1110 + 10, 'the leader says when they are due')
+  t.notOk(h.appliedCmds('d').includes(0))
+  now = a.learnersDueAt()!
+  t.ok(a.hasReady(), 'due: the leader has work')
+  h.settle()
+  const apps = toLearners().filter((m) => m.t === 'app' && m.entries.length > 0)
+  t.equal(apps.length, 2, 'one append per learner')
+  t.ok(apps.every((m) => m.t === 'app' && m.entries.length === 5), 'carrying the five entries')
+  now += 10
+  h.settle()
+  for (const id of ['d', 'e']) t.same(h.appliedCmds(id).slice(-5), [0, 1, 2, 3, 4], `${id} applied them`)
+  t.equal(a.learnersDueAt(), undefined, 'nothing waits for the learners')
+  // a learner that fell behind is not held back by the pace: its refusal is answered at once
+  h.isolate('d')
+  for (let i = 0; i < 3; i++) a.propose(`x${i}`)
+  h.settle()
+  now += 10
+  h.settle()
+  h.heal()
+  now += 10
+  h.settle()
+  h.tickAll(2)
+  t.ok(h.appliedCmds('d').includes('x2'), 'the cut-off learner caught up')
+  // a learner promoted to voter gets appends at once
+  t.ok(a.proposeConfig({ voters: { a: 'a', b: 'b', c: 'c', d: 'd' }, learners: { e: 'e' } }).ok)
+  now += 10
+  h.settle()
+  now += 10
+  h.settle()
+  sent.length = 0
+  a.propose('promoted')
+  h.settle()
+  t.ok(sent.some((m) => m.to === 'd' && m.t === 'app' && m.entries.length > 0), 'the new voter got it at once')
+  t.notOk(sent.some((m) => m.to === 'e' && m.t === 'app' && m.entries.length > 0), 'the learner did not')
+})
+
 t.test('a leader that removes itself steps down once the change commits', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

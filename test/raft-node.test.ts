@@ -97,6 +97,19 @@ t.test('membership through the node: add (learner, then voter), replace, remove'
   t.equal(c.members.get('n5')!.sm.data.get('before'), '1', 'the new node has the old data')
 })
 
+t.test('a learner gets each write within its pace, not at the next tick: the leader wakes for it', async (t) => {
+  // ticks 500 ms apart: only the leader's pace timer can bring the learner a write within 100 ms
+  const c = await cluster(3, 5, { tickMs: 500, learnerPaceMs: 10 })
+  await c.start(['n4'], undefined)
+  await settle(c, c.leader()!.node!.addNode('n4', 'sim://n4', { voter: false }), 20_000)
+  const n4 = c.members.get('n4')!
+  t.notOk(c.leader()!.node!.status().config.voters.n4, 'n4 is a learner')
+  for (let i = 0; i < 5; i++) {
+    await settle(c, c.leader()!.node!.propose({ op: 'put', key: `k${i}`, value: 'v' }))
+    t.ok(await c.sched.runUntilTrue(() => n4.sm.data.get(`k${i}`) === 'v', 100), `write ${i} reached the learner within 100 ms`)
+  }
+})
+
 t.test('a node joining after compaction catches up from a snapshot', async (t) => {
   const c = await cluster(3, 4, { snapshotEvery: 50 })
   const l = c.leader()!

@@ -79,6 +79,14 @@ export interface CoreOptions {
    * batch takes milliseconds, even in a process whose code is not optimized yet.
    */
   maxCommittedPerReady?: number
+  /**
+   * Learners (non-voting replicas) get appends and commit notices at most once per this many ms
+   * on {@link CoreOptions.now}'s clock, each carrying what came meanwhile, where voters get them at
+   * every Ready: learners do not count for commits, and with 10 of them a leader spent more on
+   * its learners than on its quorum. Recovery (a refused append, a heartbeat answer from a learner
+   * behind, a snapshot) is not paced. Default 0: learners are sent to as voters are. Needs `now`.
+   */
+  learnerPaceMs?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
   random?: () => number
   /**
@@ -194,6 +202,7 @@ export class RaftCore {
   private readonly snapshotChunkBytes: number
   private readonly snapshotWindow: number
   private readonly maxCommittedPerReady: number
+  private readonly learnerPaceMs: number
   private readonly random: () => number
 
   // persistent
@@ -247,6 +256,10 @@ export class RaftCore {
   private hardDirty = false
   private lastSoft: SoftState
   private appendsDirty = false
+  /** Leader: learners have appends or a commit notice waiting for their pace (see `learnerPaceMs`). */
+  private learnersDirty = false
+  /** Leader: when (on `now`) learners were last sent what waited for them. */
+  private learnersSentAt = -Infinity
 
   /**
    * @param opts - timing, features and the random source
@@ -271,6 +284,7 @@ export class RaftCore {
     if (!(this.snapshotChunkBytes >= 1) || !(this.snapshotWindow >= 1)) throw new RangeError('snapshotChunkBytes and snapshotWindow must be at least 1')
     this.random = opts.random ?? Math.random
     this.now = opts.now ?? (() => this.ticks)
+    this.learnerPaceMs = opts.now ? Math.max(0, opts.learnerPaceMs ?? 0) : 0
     this.disk = opts.disk
     this.voteUnlisted = opts.voteUnlisted ?? true
     this.leaseMs = opts.leaseMs ?? (opts.now ? 0 : this.electionTicks - 1)
@@ -985,8 +999,38 @@ export class RaftCore {
     this.sendSnapshotChunks(m.from, pr)
   }
 
-  private broadcastAppends(): void {
-    for (const [id, pr] of this.progress) this.sendAppend(id, pr)
+  /** Send appends, within flow control, to the voters among the followers, or to the learners. */
+  private sendAppends(learners: boolean): void {
+    for (const [id, pr] of this.progress) if (this.isVoter(id) !== learners) this.sendAppend(id, pr)
+  }
+
+  /** Send each voter (or each learner) a commit index it has not been told, up to what it holds. */
+  private noticeCommit(learners: boolean): void {
+    for (const [id, pr] of this.progress) {
+      const c = Math.min(pr.match, this.commit)
+      if (c > pr.sentCommit && this.isVoter(id) !== learners) {
+        pr.sentCommit = c
+        this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
+      }
+    }
+  }
+
+  private hasLearners(): boolean {
+    for (const _ in this.config.learners) return true
+    return false
+  }
+
+  /** Whether the learners' pace allows sending them what waits. */
+  private learnersDue(): boolean {
+    return this.learnerPaceMs === 0 || this.now() >= this.learnersSentAt + this.learnerPaceMs
+  }
+
+  /**
+   * Leader: when (on `now`'s clock) learners have what waited for them, if something waits for
+   * their pace; the node runs a Ready then (see {@link CoreOptions.learnerPaceMs}).
+   */
+  learnersDueAt(): number | undefined {
+    return this.role === 'leader' && this.learnersDirty && this.learnerPaceMs > 0 ? this.learnersSentAt + this.learnerPaceMs : undefined
   }
 
   /** Start a heartbeat round: a new sequence number, stamped with the time it was sent at. */
@@ -1154,6 +1198,7 @@ export class RaftCore {
       this.msgsNow.length > 0 ||
       this.msgsAfter.length > 0 ||
       this.appendsDirty ||
+      (this.learnersDirty && this.role === 'leader' && this.learnersDue()) ||
       this.hardDirty ||
       this.pendingSnapshot !== undefined ||
       this.pendingTruncate !== undefined ||
@@ -1176,16 +1221,18 @@ export class RaftCore {
       }
       if (this.appendsDirty) {
         this.appendsDirty = false
-        this.broadcastAppends()
+        if (this.hasLearners()) this.learnersDirty = true
+        this.sendAppends(false)
       }
       // Tell followers about a new commit index at once, not at the next heartbeat, so their
       // state machines (and local reads) lag by one round trip only.
-      for (const [id, pr] of this.progress) {
-        const c = Math.min(pr.match, this.commit)
-        if (c > pr.sentCommit) {
-          pr.sentCommit = c
-          this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
-        }
+      this.noticeCommit(false)
+      // Learners get what waited for them at their pace (see CoreOptions.learnerPaceMs).
+      if (this.learnersDirty && this.learnersDue()) {
+        this.learnersDirty = false
+        if (this.learnerPaceMs > 0) this.learnersSentAt = this.now()
+        this.sendAppends(true)
+        this.noticeCommit(true)
       }
       // single-voter cluster: the leader's own persistence commits
     } else {

@@ -139,6 +139,11 @@ export interface RaftNodeOptions<C, R> {
   snapshotChunkBytes?: number
   snapshotWindow?: number
   /**
+   * Leader: learners get appends and commit notices at most once per this many ms, each with
+   * what came meanwhile (see {@link CoreOptions.learnerPaceMs}). Default 0 (as voters).
+   */
+  learnerPaceMs?: number
+  /**
    * How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms.
    * Give every node of a cluster the same value: a leader recognizes a proposal forwarded to it
    * again for twice its own value (see raft/forwarding.ts).
@@ -193,6 +198,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private snapshotAt: number
 
   private tickHandle: unknown
+  /** Wakes the Ready loop when what waits for the learners' pace may go (see `learnerPaceMs`). */
+  private paceHandle: unknown
   private running = false
   private scheduled = false
   private stopped = false
@@ -320,6 +327,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       random: opts.random ?? Math.random,
       snapshotChunkBytes: opts.snapshotChunkBytes,
       snapshotWindow: opts.snapshotWindow,
+      learnerPaceMs: opts.learnerPaceMs,
     }
     const core = new RaftCore(coreOptions, persisted)
     const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)
@@ -619,6 +627,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     this.stopped = true
     this.clock.clearTimeout(this.tickHandle)
+    this.clock.clearTimeout(this.paceHandle)
     this.transport.onMessage(() => {})
     await this.idle()
     this.failAll(new ShuttingDownError())
@@ -754,6 +763,19 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     })
   }
 
+  /** Run the Ready loop again when the learners' pace lets what waits for them go. */
+  private armPace(): void {
+    const at = this.core.learnersDueAt()
+    if (at === undefined || this.paceHandle !== undefined || this.stopped || this.failure) return
+    this.paceHandle = this.clock.setTimeout(
+      () => {
+        this.paceHandle = undefined
+        this.kick()
+      },
+      Math.max(0, at - this.clock.now()),
+    )
+  }
+
   private async run(): Promise<void> {
     if (this.running) return
     this.running = true
@@ -784,6 +806,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       this.fail(err)
     } finally {
       this.running = false
+      this.armPace()
       if (!this.scheduled) {
         const w = this.idleWaiters
         this.idleWaiters = []

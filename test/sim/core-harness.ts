@@ -26,6 +26,9 @@ export interface CoreHarnessOptions {
   /** `snapshotChunkBytes` and `snapshotWindow` of the cores. */
   snapshotChunkBytes?: number
   snapshotWindow?: number
+  /** The cores' clock (ms; with a lease of 450 ms on it) and their `learnerPaceMs`. */
+  now?: () => number
+  learnerPaceMs?: number
 }
 
 /** A configuration with `voters` (and `learners`), each member's address being its id. */
@@ -76,7 +79,15 @@ export class CoreHarness {
   boot(id: NodeId): RaftCore {
     const d = this.disks.get(id)!
     const core = new RaftCore(
-      { id, electionTicks: 10, random: this.random, leaseRead: this.leaseRead, snapshotChunkBytes: this.opts.snapshotChunkBytes, snapshotWindow: this.opts.snapshotWindow },
+      {
+        id,
+        electionTicks: 10,
+        random: this.random,
+        leaseRead: this.leaseRead,
+        snapshotChunkBytes: this.opts.snapshotChunkBytes,
+        snapshotWindow: this.opts.snapshotWindow,
+        ...(this.opts.now ? { now: this.opts.now, leaseMs: 450, learnerPaceMs: this.opts.learnerPaceMs } : {}),
+      },
       { hardState: { ...d.hs }, entries: d.entries.map((e) => ({ ...e })), snapshot: d.snapshot },
     )
     this.cores.set(id, core)

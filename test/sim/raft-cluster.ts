@@ -36,6 +36,8 @@ export interface SimClusterOptions {
   /** The nodes' `maxLogEntries` (their default if unset). */
   maxLogEntries?: number
   tickMs?: number
+  /** The nodes' `learnerPaceMs` (their default if unset). */
+  learnerPaceMs?: number
   /** Default 'kv'. */
   machine?: 'kv' | 'registry'
   /** Serve reads from the leader lease. Default false. */
@@ -113,6 +115,7 @@ export class SimCluster {
       ...(this.opts.snapshotChunkBytes ? { snapshotChunkBytes: this.opts.snapshotChunkBytes } : {}),
       ...(this.opts.maxLogEntries ? { maxLogEntries: this.opts.maxLogEntries } : {}),
       tickMs: this.opts.tickMs ?? 50,
+      ...(this.opts.learnerPaceMs !== undefined ? { learnerPaceMs: this.opts.learnerPaceMs } : {}),
       requestTimeoutMs: 3000,
       leaseRead: this.opts.leaseRead ?? false,
       ...(this.opts.logger ? { logger: this.opts.logger } : {}),
