@@ -177,3 +177,37 @@ t.test('startedMany: starts reported together take effect each as its own starte
   t.same(copy.snapshot(), st.snapshot(), 'the registry still makes a snapshot that restores')
   t.equal(JSON.stringify(regs()), before, 'and nothing changed')
 })
+
+t.test("a graceful stop's workersDown drops the static names and memberships of that incarnation only, as a workerDown of each would", async (t) => {
+  const build = (): RegistryState => {
+    const st = new RegistryState()
+    let i = 0
+    st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, ++i)
+    st.apply({ c: 'nodeUp', node: 'n2', inc: 'j1', prev: '' }, ++i)
+    for (let k = 1; k <= 5; k++) st.apply({ c: 'register', name: `a${k}`, ref: ref(k) }, ++i)
+    st.apply({ c: 'register', name: 'a1-again', ref: ref(1) }, ++i) // one worker, two names
+    st.apply({ c: 'join', group: 'g', ref: ref(2) }, ++i)
+    st.apply({ c: 'register', name: 'b1', ref: ref(1, 'j1', 'n2') }, ++i)
+    st.apply({ c: 'join', group: 'g', ref: ref(1, 'j1', 'n2') }, ++i)
+    placed(st.apply({ c: 'supervise', name: 'sup', spec, ue: 1 }, ++i))
+    return st
+  }
+  const one = build()
+  const each = build()
+  const sup = one.registration('sup')
+  t.equal(one.apply({ c: 'workersDown', node: 'n1', inc: 'i0' }, 100), true, 'an earlier incarnation: nothing of it is left')
+  t.equal(one.whereis('a1')?.id, 1, 'the current incarnation keeps its names meanwhile')
+  t.equal(one.apply({ c: 'workersDown', node: 'n1', inc: 'i1' }, 101), true)
+  for (let k = 1; k <= 5; k++) each.apply({ c: 'workerDown', ref: ref(k) }, 100 + k)
+  for (const st of [one, each]) {
+    t.same(
+      ['a1', 'a2', 'a3', 'a4', 'a5', 'a1-again', 'b1'].filter((n) => st.hasName(n)),
+      ['b1'],
+      'the static names of n1/i1 are gone, the other node keeps its own',
+    )
+    t.same(st.members('g').map((r) => r.node), ['n2'], "n1's membership is gone, n2's stays")
+  }
+  t.same(one.registration('sup'), sup, 'a supervised name is left alone (the drain and the failure detector move it)')
+  t.same(one.registered(), each.registered(), 'the same registry as a workerDown of each worker')
+  t.equal(one.apply({ c: 'workersDown', node: 7, inc: 'i1' } as unknown as RegistryCommand, 102), false, 'a malformed one is no effect')
+})

@@ -50,7 +50,13 @@ function commands(seed: number, n: number): RegistryCommand[] {
     else if (x < 0.4) out.push({ c: 'unregister', name: name() })
     else if (x < 0.5) out.push({ c: 'join', group: group(), ref: ref() })
     else if (x < 0.55) out.push({ c: 'leave', group: group(), ref: ref() })
-    else if (x < 0.6) out.push({ c: 'workerDown', ref: ref() })
+    else if (x < 0.58) out.push({ c: 'workerDown', ref: ref() })
+    else if (x < 0.6) {
+      // a node's graceful stop (its current incarnation), or a late one (an earlier incarnation)
+      const node = pick(NODES)
+      const old = oldIncs.filter(([n]) => n === node)
+      out.push({ c: 'workersDown', node, inc: r() < 0.7 || old.length === 0 ? incs.get(node)! : pick(old)[1] })
+    }
     else if (x < 0.7) {
       placing.push(at)
       out.push({ c: 'supervise', name: `sup-${Math.floor(r() * 30)}`, spec: { module: 'm', fn: 'f', args: [i] }, ...(r() < 0.5 ? { ue: 1 as const } : {}) })

@@ -114,6 +114,26 @@ t.test('names of a node that stops or dies vanish from the others', async (t) =>
   t.pass('graceful stop removed the names')
 })
 
+t.test("a graceful stop drops all its static names in one entry, before the others could declare it gone", async (t) => {
+  // a lease of 30 s: the names can only vanish in the wait below through the stop itself
+  const c = await startCluster(3, 'procs', { leaseTimeoutMs: 30_000 })
+  t.teardown(() => c.stop())
+  const [a, , cc] = c.nodes as [Sworm, Sworm, Sworm]
+  const N = 3000
+  for (let i = 0; i < N; i += 100) {
+    const batch = await Promise.all(Array.from({ length: 100 }, (_, k) => cc.registerName(`many-${i + k}`, cc.spawn(echo('c')))))
+    if (batch.some((ok) => !ok)) t.fail('a registration failed')
+  }
+  t.ok(await a.registerName('on-a', a.spawn(echo('a'))))
+  await waitFor(() => a.registered().length === N + 1, 10_000, 'a sees every name')
+  const before = internals(a).raft.status().commit
+  await cc.stop()
+  await waitFor(() => a.registered().length === 1, 10_000, "c's names gone from a")
+  const entries = internals(a).raft.status().commit - before
+  t.ok(entries < 50, `the stop took ${entries} entries for ${N} names (one per worker before)`)
+  t.same(a.registered().map(([n]) => n), ['on-a'], "a's own name stays")
+})
+
 t.test('several sworms in one cluster share ports and see only their own names', async (t) => {
   const { dir, cleanup } = tempDir()
   const ports = await freePorts(3)

@@ -57,9 +57,11 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * supervised names in name order: replicas of version 4 would read no entries, and place them
  * otherwise; a cluster upgrades from 4 by a full stop. 6: a node reports its supervised starts in
  * batches (`startedMany`), which a replica of version 5 would skip, so its registry would hold
- * no worker for those names; a cluster upgrades from 5 by a full stop).
+ * no worker for those names; a cluster upgrades from 5 by a full stop. 7: a node stopping
+ * gracefully drops the static names of its workers in one entry (`workersDown`), which a replica
+ * of version 6 would skip; a cluster upgrades from 6 by a full stop).
  */
-export const WS_PROTOCOL_VERSION = 6
+export const WS_PROTOCOL_VERSION = 7
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

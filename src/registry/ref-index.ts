@@ -70,11 +70,11 @@ export class RefIndex {
     return cur.values().next().value
   }
 
-  /** The names held by the workers of `node`, of every incarnation but `exceptInc` (a copy). */
-  namesOfNode(node: string, exceptInc?: string): string[] {
+  /** The names held by the workers of `node`, of the incarnations `incs` picks (a copy). */
+  namesOfNode(node: string, incs: (inc: string) => boolean): string[] {
     const out: string[] = []
     for (const [inc, ids] of this.byNode.get(node) ?? []) {
-      if (inc === exceptInc) continue
+      if (!incs(inc)) continue
       for (const cur of ids.values()) {
         if (typeof cur === 'string') out.push(cur)
         else for (const n of cur) out.push(n)

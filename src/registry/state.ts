@@ -264,6 +264,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'workerDown':
         this.dropStaticWorker(cmd.ref)
         return true
+      case 'workersDown':
+        if (typeof cmd.node !== 'string' || typeof cmd.inc !== 'string') return false
+        this.dropStaticOfNode(cmd.node, (inc) => inc === cmd.inc)
+        return true
       case 'nodeUp':
         return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined, cmd.ord === 1)
       case 'nodeDown':
@@ -535,7 +539,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     if (newInc) {
       this.sessions.delete(node) // the old process and its retries are gone
       // The old process is gone, and its workers with it.
-      this.dropStaticOfNode(node, inc)
+      this.dropStaticOfNode(node, (old) => old !== inc)
       // Its supervised workers start again here, under a new epoch.
       // (placed again on the same node, each on its own: the order decides nothing)
       for (const name of [...(this.placed.get(node) ?? [])]) this.place(this.names.get(name)!, node, false)
@@ -546,11 +550,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return true
   }
 
-  private dropStaticOfNode(node: string, keepInc: string | undefined): void {
+  /** Drop the static names (and group memberships) of the workers of `node`'s incarnations `incs` picks. */
+  private dropStaticOfNode(node: string, incs: (inc: string) => boolean): void {
     const victims: WorkerRef[] = []
-    for (const name of this.namesOf.namesOfNode(node, keepInc)) {
+    for (const name of this.namesOf.namesOfNode(node, incs)) {
       const r = this.names.get(name)
-      if (r?.kind === 'static' && r.ref!.node === node && r.ref!.inc !== keepInc) victims.push(r.ref!)
+      if (r?.kind === 'static' && r.ref!.node === node && incs(r.ref!.inc)) victims.push(r.ref!)
     }
     for (const ref of victims) this.dropStaticWorker(ref)
   }
@@ -573,7 +578,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const prev = this.nodes.get(node)
     if (!prev || prev.inc !== inc || !prev.up) return false
     prev.up = false
-    this.dropStaticOfNode(node, undefined)
+    this.dropStaticOfNode(node, () => true)
     this.onChange?.({ type: 'nodeDown', node, inc })
     // Its supervised workers move (the leader waited for the node's lease to run out).
     const moving = this.placed.get(node)

@@ -128,6 +128,12 @@ export type RegistryOp =
   /** A static worker ended: drop every name and group membership it held. */
   | { c: 'workerDown'; ref: WorkerRef }
   /**
+   * Every static worker of one node incarnation ended (its graceful stop): drop every name and
+   * group membership they held, as a `workerDown` of each would, in one entry. Its supervised
+   * names are left to the drain before it and to the failure detector. Since version 7.
+   */
+  | { c: 'workersDown'; node: string; inc: string }
+  /**
    * A node incarnation started serving this sworm (older incarnations' workers are gone).
    * `prev`: the incarnation of the node that the proposer read (linearizably) before proposing,
    * `''` when there was none. Then the command takes effect only if the node's record still holds
