@@ -134,9 +134,10 @@ export interface SwormOptions {
     /**
      * The leader sends learners (the nodes beyond `voters`) new entries and commit indexes at most
      * once per this many ms, each time with all that came meanwhile; voters get them at once.
-     * Learners do not count for commits, so this costs no write latency, and a leader with many
+     * Learners do not count for commits, so this adds no write latency, and a leader with many
      * learners spends far less per write; a learner's local reads lag by up to this much more. 0:
-     * learners are sent to as voters are. Default 10 ms.
+     * learners are sent to as voters are. At most 1,000. Default 10 ms. A learner that waits on a
+     * write it proposed or a read it asked for is sent to at once until it has what it waits for.
      */
     learnerPaceMs?: number
   }
@@ -328,6 +329,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
     learnerPaceMs: nonNegative(r, 'learnerPaceMs', DEFAULTS.raft.learnerPaceMs),
   }
+  if (raft.learnerPaceMs > 1000) throw new TypeError('Sworm.start: option "learnerPaceMs" must be at most 1000 (ms)')
   const voters = positive(o, 'voters', DEFAULTS.voters)
   if (!Number.isInteger(voters) || voters % 2 === 0) throw new TypeError('Sworm.start: option "voters" must be an odd integer (1, 3, 5, 7...)')
   if (o.zone !== undefined && (typeof o.zone !== 'string' || o.zone.length === 0 || o.zone.length > 256)) {

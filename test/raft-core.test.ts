@@ -383,6 +383,39 @@ t.test('learners get appends and commit indexes at their pace, each time with al
   t.notOk(sent.some((m) => m.to === 'e' && m.t === 'app' && m.entries.length > 0), 'the learner did not')
 })
 
+t.test('a learner waiting on an index of its own (its forwarded write, its read) is sent to at once until it is told that index committed', async (t) => {
+  let now = 1000
+  const h = new CoreHarness(['a', 'b', 'c', 'd', 'e'], coreConfig(['a', 'b', 'c'], ['d', 'e']), { seed: 7, now: () => now, learnerPaceMs: 10 })
+  h.elect('a')
+  const a = h.core('a')
+  now += 100
+  h.settle()
+  a.propose('warm')
+  h.settle()
+  t.equal(a.learnersDueAt(), 1110, 'the learners were just sent to')
+  // d forwarded a write (the node's forwarding tells the core where it landed)
+  const w = a.propose('from-d')
+  if (!w.ok) throw new Error('not proposed')
+  a.expedite('d', w.index)
+  h.settle()
+  t.ok(h.appliedCmds('d').includes('from-d'), 'd applied its write without waiting for the pace')
+  t.notOk(h.appliedCmds('e').includes('from-d'), 'e, which waits on nothing, did not')
+  a.propose('later')
+  h.settle()
+  t.notOk(h.appliedCmds('d').includes('later'), 'd is back at the pace once it has what it waited for')
+  // d asks for a read: its answer comes with what it must apply, at once
+  now += 10
+  h.settle()
+  a.propose('before-read')
+  h.settle()
+  t.notOk(h.appliedCmds('d').includes('before-read'))
+  h.core('d').readIndex(7)
+  h.settle()
+  const read = h.reads.get('d')!.find((r) => r.id === 7)
+  t.ok(read && read.index > 0, 'the read was answered')
+  t.ok(h.appliedCmds('d').includes('before-read'), 'and d applied up to its index without waiting for the pace')
+})
+
 t.test('a leader that removes itself steps down once the change commits', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

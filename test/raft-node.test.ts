@@ -110,6 +110,27 @@ t.test('a learner gets each write within its pace, not at the next tick: the lea
   }
 })
 
+t.test('a write proposed on a learner, and a read on it, do not wait for the learners\' pace', async (t) => {
+  // a pace of a second and ticks of half a second: a learner sent to only at its pace, or at the
+  // leader's heartbeats, would wait hundreds of ms for its own write (the entry, then its commit)
+  const c = await cluster(3, 5, { tickMs: 500, learnerPaceMs: 1000 })
+  await c.start(['n4'], undefined)
+  await settle(c, c.leader()!.node!.addNode('n4', 'sim://n4', { voter: false }), 20_000)
+  const n4 = c.members.get('n4')!
+  for (let i = 0; i < 5; i++) {
+    const at = c.sched.now
+    await settle(c, n4.node!.propose({ op: 'put', key: `mine${i}`, value: 'v' }))
+    t.ok(c.sched.now - at < 200, `write ${i} on the learner took ${c.sched.now - at} ms`)
+    t.equal(n4.sm.data.get(`mine${i}`), 'v', 'and it applied it')
+    // a write on another node meanwhile, then a read barrier on the learner: it sees it at once
+    await settle(c, c.leader()!.node!.propose({ op: 'put', key: `theirs${i}`, value: 'v' }))
+    const r0 = c.sched.now
+    await settle(c, n4.node!.read())
+    t.ok(c.sched.now - r0 < 200, `a read barrier on the learner took ${c.sched.now - r0} ms`)
+    t.equal(n4.sm.data.get(`theirs${i}`), 'v', 'and saw the other write')
+  }
+})
+
 t.test('a node joining after compaction catches up from a snapshot', async (t) => {
   const c = await cluster(3, 4, { snapshotEvery: 50 })
   const l = c.leader()!

@@ -84,7 +84,8 @@ export interface CoreOptions {
    * on {@link CoreOptions.now}'s clock, each carrying what came meanwhile, where voters get them at
    * every Ready: learners do not count for commits, and with 10 of them a leader spent more on
    * its learners than on its quorum. Recovery (a refused append, a heartbeat answer from a learner
-   * behind, a snapshot) is not paced. Default 0: learners are sent to as voters are. Needs `now`.
+   * behind, a snapshot) is not paced, nor is a learner waiting on an index of its own (see
+   * {@link RaftCore.expedite}). Default 0: learners are sent to as voters are. Needs `now`.
    */
   learnerPaceMs?: number
   /** Random source in [0, 1); pass a seeded one for deterministic runs. */
@@ -260,6 +261,11 @@ export class RaftCore {
   private learnersDirty = false
   /** Leader: when (on `now`) learners were last sent what waited for them. */
   private learnersSentAt = -Infinity
+  /**
+   * Leader: learners waiting on an index of their own (a proposal they forwarded, a read they
+   * asked for), sent to at once, as voters, until told that index is committed.
+   */
+  private readonly urgent = new Map<NodeId, number>()
 
   /**
    * @param opts - timing, features and the random source
@@ -692,6 +698,7 @@ export class RaftCore {
     this.heartbeatElapsed = 0
     this.transferee = undefined
     this.progress.clear()
+    this.urgent.clear()
     for (const p of this.peers()) this.progress.set(p, newProgress(this.lastIndex() + 1))
     // A no-op of the new term lets entries of earlier terms commit (paper §5.4.2).
     const e: Entry = { index: this.lastIndex() + 1, term: this.term, type: 'noop', data: null }
@@ -1006,12 +1013,40 @@ export class RaftCore {
 
   /** Send each voter (or each learner) a commit index it has not been told, up to what it holds. */
   private noticeCommit(learners: boolean): void {
-    for (const [id, pr] of this.progress) {
-      const c = Math.min(pr.match, this.commit)
-      if (c > pr.sentCommit && this.isVoter(id) !== learners) {
-        pr.sentCommit = c
-        this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
+    for (const [id, pr] of this.progress) if (this.isVoter(id) !== learners) this.noticeCommitTo(id, pr)
+  }
+
+  /** Send `id` the commit index, up to what it holds, if it has not been told it yet. */
+  private noticeCommitTo(id: NodeId, pr: Progress): void {
+    const c = Math.min(pr.match, this.commit)
+    if (c <= pr.sentCommit) return
+    pr.sentCommit = c
+    this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
+  }
+
+  /**
+   * Leader: learner `peer` waits for `index` (a proposal it forwarded landed there, or a read it
+   * asked for must apply that far): until it is told that `index` is committed, it gets entries
+   * and commit indexes at once, not at the learners' pace. No effect on voters, or without a pace.
+   */
+  expedite(peer: NodeId, index: number): void {
+    if (this.role !== 'leader' || this.learnerPaceMs === 0 || this.isVoter(peer) || !this.progress.has(peer)) return
+    if ((this.urgent.get(peer) ?? 0) >= index || (this.progress.get(peer)?.sentCommit ?? 0) >= index) return
+    this.urgent.set(peer, index)
+    this.appendsDirty = true
+  }
+
+  /** Send the learners that wait on an index of their own what they miss (see {@link RaftCore.expedite}). */
+  private sendUrgent(): void {
+    for (const [id, index] of this.urgent) {
+      const pr = this.progress.get(id)
+      if (!pr || this.isVoter(id)) {
+        this.urgent.delete(id)
+        continue
       }
+      this.sendAppend(id, pr)
+      this.noticeCommitTo(id, pr)
+      if (pr.sentCommit >= index) this.urgent.delete(id)
     }
   }
 
@@ -1126,7 +1161,10 @@ export class RaftCore {
 
   private answerRead(r: PendingRead): void {
     if (r.from === undefined) for (const id of r.ids) this.readyReads.push({ id, index: r.index })
-    else this.send({ t: 'readIndexResp', from: this.id, to: r.from, term: this.term, ids: r.ids, index: r.index })
+    else {
+      this.send({ t: 'readIndexResp', from: this.id, to: r.from, term: this.term, ids: r.ids, index: r.index })
+      this.expedite(r.from, r.index)
+    }
   }
 
   private failRead(r: PendingRead): void {
@@ -1234,6 +1272,8 @@ export class RaftCore {
         this.sendAppends(true)
         this.noticeCommit(true)
       }
+      // ... except those waiting on an index of their own: they get it as voters do
+      if (this.urgent.size) this.sendUrgent()
       // single-voter cluster: the leader's own persistence commits
     } else {
       this.appendsDirty = false

@@ -209,6 +209,8 @@ export class Forwarder<C, R> {
     // when this leader dies).
     const accepted: FwdRespMsg['res'] = reqs.map((r, i) => [r[0], RESULT_ACCEPTED, res.term, undefined, res.index + i])
     host.out(from, { t: 'fwdResp', from: host.id, to: from, boot, res: accepted } satisfies FwdRespMsg)
+    // the proposer answers its caller once it applies them: a learner gets them at once, not at its pace
+    core.expedite(from, res.index + reqs.length - 1)
     host.kick()
   }
 

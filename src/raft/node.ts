@@ -490,13 +490,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       return next
     })
     if (opts.voter === false || this.core.status().config.voters[id] !== undefined) return
-    // wait until the learner has caught up
+    // wait until the learner has caught up with what was committed when it was added (not with
+    // the moving commit index: under writes, a learner sent to at its pace seldom matches it)
     const deadline = this.clock.now() + this.timeoutMs * 4
+    const target = this.core.status().commit
     for (;;) {
       const st = this.core.status()
       if (st.role !== 'leader') throw new NotLeaderError(st.leader)
       const pr = this.core.progressOf(id)
-      if (pr && pr.match >= st.commit) break
+      if (pr && pr.match >= target) break
       if (this.clock.now() > deadline) throw new TimeoutError(`learner ${id} did not catch up in time`)
       await this.sleep(this.tickMs)
     }
