@@ -193,6 +193,8 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
     [{ ...base, peers: 'x' }, /"peers"/],
     [{ ...base, callTimeoutMs: -1 }, /"callTimeoutMs"/],
     [{ ...base, raft: { tickMs: 0 } }, /"tickMs"/],
+    [{ ...base, raft: { learnerPaceMs: -1 } }, /"learnerPaceMs"/],
+    [{ ...base, raft: { learnerPaceMs: 5000 } }, /"learnerPaceMs" must be at most 1000/],
   ]
   for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
 })
