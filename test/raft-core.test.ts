@@ -383,7 +383,7 @@ t.test('learners get appends and commit indexes at their pace, each time with al
   t.notOk(sent.some((m) => m.to === 'e' && m.t === 'app' && m.entries.length > 0), 'the learner did not')
 })
 
-t.test('a learner waiting on an index of its own (its forwarded write, its read) is sent to at once until it is told that index committed', async (t) => {
+t.test('a learner waiting on a write it forwarded is sent to at once until it is told that index committed', async (t) => {
   let now = 1000
   const h = new CoreHarness(['a', 'b', 'c', 'd', 'e'], coreConfig(['a', 'b', 'c'], ['d', 'e']), { seed: 7, now: () => now, learnerPaceMs: 10 })
   h.elect('a')
@@ -403,17 +403,29 @@ t.test('a learner waiting on an index of its own (its forwarded write, its read)
   a.propose('later')
   h.settle()
   t.notOk(h.appliedCmds('d').includes('later'), 'd is back at the pace once it has what it waited for')
-  // d asks for a read: its answer comes with what it must apply, at once
+})
+
+t.test('a learner\'s read answered from the leader\'s lease (no heartbeat round) comes with what it must apply, not at the pace', async (t) => {
+  // (with a read round, its heartbeat answer already brings a learner behind its entries)
+  let now = 1000
+  const h = new CoreHarness(['a', 'b', 'c', 'd', 'e'], coreConfig(['a', 'b', 'c'], ['d', 'e']), { seed: 7, now: () => now, learnerPaceMs: 10, leaseRead: true })
+  h.tickAll(40) // (with leases, votes wait for an election timeout first)
+  const a = h.core(h.leader()!)
+  now += 10
+  h.settle()
+  a.propose('warm')
+  h.settle()
   now += 10
   h.settle()
   a.propose('before-read')
   h.settle()
-  t.notOk(h.appliedCmds('d').includes('before-read'))
+  t.notOk(h.appliedCmds('d').includes('before-read'), 'd waits for the pace')
   h.core('d').readIndex(7)
   h.settle()
   const read = h.reads.get('d')!.find((r) => r.id === 7)
   t.ok(read && read.index > 0, 'the read was answered')
   t.ok(h.appliedCmds('d').includes('before-read'), 'and d applied up to its index without waiting for the pace')
+  t.notOk(h.appliedCmds('e').includes('before-read'), 'e, which asked for nothing, did not')
 })
 
 t.test('a leader that removes itself steps down once the change commits', async (t) => {
