@@ -140,7 +140,8 @@ export interface RaftNodeOptions<C, R> {
   snapshotWindow?: number
   /**
    * Leader: learners get appends and commit notices at most once per this many ms, each with
-   * what came meanwhile (see {@link CoreOptions.learnerPaceMs}). Default 0 (as voters).
+   * what came meanwhile; voters, and a learner waiting on a write it forwarded or a read it asked
+   * for, get them at once. Default 0 (learners as voters).
    */
   learnerPaceMs?: number
   /**
