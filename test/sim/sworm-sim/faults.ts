@@ -107,11 +107,20 @@ const stallFault = (w: SimWorld): FaultEnd => {
 /**
  * A voter loses its disk and is restarted under the same id: it must refuse to start; the
  * operator then removes it (and its machine may come back later under a new id). Only with no
- * membership change under way, more than 3 members, all of them up.
+ * membership change under way, more than 3 members, all of them up, and only a node whose loss
+ * leaves a quorum of the voters: a learner, or a voter among 3 or more that are all up (with
+ * autopilot's demotions and the scenario's removals the voters can be 2 of 4 members, and
+ * wiping one of them leaves a cluster that can never elect a leader again, rightly: seed
+ * 232485819 "did not settle").
  */
 const wipeDisk = (w: SimWorld): FaultEnd => {
   const act = w.active()
-  const victims = act.filter((m) => m.alive && m.ready && !m.joins)
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (!leader) return
+  const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
+  const votersUp = voters.filter((id) => w.members.get(id)?.alive).length
+  const survivable = (m: Member): boolean => !voters.includes(m.id) || votersUp - 1 >= Math.floor(voters.length / 2) + 1
+  const victims = act.filter((m) => m.alive && m.ready && !m.joins && survivable(m))
   if (!w.membership && act.length > 3 && act.every((m) => m.alive) && victims.length) {
     const m = w.pick(victims)
     return { wait: restartWiped(w, m), after: () => removeWiped(w, m) }
