@@ -29,6 +29,7 @@ import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
 import { LeaseFence } from './supervisor/fencing.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './supervisor/local-workers.js'
+import { EarlyStarts } from './supervisor/early-starts.js'
 import { Supervisor, type StartOutcome } from './supervisor/supervisor.js'
 import { sleep } from './util/retry.js'
 
@@ -106,6 +107,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private stopping: Promise<void> | undefined
   private readonly client: RegistryClient
   private readonly supervisor: Supervisor
+  private readonly early: EarlyStarts
   private readonly fence: LeaseFence
   private readonly messaging: Messaging
   private readonly membership: Membership
@@ -145,6 +147,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const router = new WireRouter(p.msgs, peerLog)
     this.requests = new PendingRequests(clock)
     this.client = new RegistryClient({ ...node, requestTimeoutMs: o.requestTimeoutMs })
+    this.early = new EarlyStarts({ sworm: o.name, nodeId: o.nodeId, inc: p.inc, state, router, clock })
     this.supervisor = new Supervisor({
       sworm: o.name,
       nodeId: o.nodeId,
@@ -177,6 +180,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
           this.fire('leaseLost', { node: o.nodeId, workers: n })
         },
         leaseRenewed: () => this.fire('leaseRenewed', { node: o.nodeId }),
+        running: (name, epoch, ref, by) => this.early.running(name, epoch, ref, by),
       },
     }, p.reconcileSlice)
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
@@ -185,6 +189,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.messaging = new Messaging({
       raft,
       state,
+      whereis: (name) => this.whereis(name),
       workers,
       router,
       clock,
@@ -369,7 +374,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const n = this.args.name(name)
     const sp = this.args.spec(spec)
     if (orExisting) {
-      const ref = this.state.whereis(n)
+      const ref = this.whereis(n)
       if (ref) return ref
     }
     await this.membership.ready()
@@ -379,7 +384,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (!orExisting) {
         // lost the race to a supervised worker still starting: wait for it (as the winner's caller
         // does), so the error carries its ref and whereisName shows it right after
-        if (res.ref || res.kind !== 'supervised' || !this.startingHere(n)) throw new AlreadyRegisteredError(n, res.ref ?? this.state.whereis(n))
+        if (res.ref || res.kind !== 'supervised' || !this.startingHere(n)) throw new AlreadyRegisteredError(n, res.ref ?? this.whereis(n))
         const winner = await this.startOf(n)
         throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
       }
@@ -396,20 +401,34 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return r !== undefined && r.kind === 'supervised' && !r.retiring && r.ref === undefined
   }
 
-  /** The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`. */
+  /**
+   * The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`:
+   * told by the node it is placed on as soon as the worker runs there (see
+   * supervisor/early-starts.ts), or seen in the log, whichever comes first.
+   */
   private async startOf(n: string): Promise<StartOutcome> {
     const startTimeoutMs = this.opts.startTimeoutMs
     let timer: unknown
+    const waits: Array<Promise<StartOutcome>> = [
+      this.supervisor.waitForStart(n),
+      new Promise<StartOutcome>((resolve) => {
+        timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
+      }),
+    ]
+    const r = this.state.peek(n)
+    const early = r?.kind === 'supervised' && r.ref === undefined && r.epoch !== undefined && !r.retiring ? this.early.wait(n, r.epoch) : undefined
+    if (early) waits.push(early.ref.then((ref): StartOutcome => ({ ok: true, ref })))
     try {
-      return await Promise.race([
-        this.supervisor.waitForStart(n),
-        new Promise<StartOutcome>((resolve) => {
-          timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
-        }),
-      ])
+      return await Promise.race(waits)
     } finally {
       this.clock.clearTimeout(timer)
+      early?.cancel()
     }
+  }
+
+  /** The ref answering to `name` here: the registry's, or the one its host just said runs (see supervisor/early-starts.ts). */
+  private whereis(name: string): WorkerRef | undefined {
+    return this.state.whereis(name) ?? this.early.whereis(name)
   }
 
   private async registerStatic(name: string, ref: WorkerRef): Promise<boolean> {
@@ -447,7 +466,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   whereisName(name: string, opts?: { consistent?: boolean } & Abortable): WorkerRef | undefined | Promise<WorkerRef | undefined> {
     if (opts?.consistent) return this.whereisNameConsistent(name, opts)
     this.guard()
-    return this.state.whereis(this.args.name(name))
+    return this.whereis(this.args.name(name))
   }
 
   /**
@@ -461,7 +480,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.guard()
       const n = this.args.name(name)
       await this.raft.read()
-      return this.state.whereis(n)
+      return this.whereis(n)
     })
   }
 
@@ -768,6 +787,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       await Promise.race([Promise.allSettled([...leaving, drop]), sleep(this.clock, 2000)])
     }
     this.requests.failAll(new ShuttingDownError('the sworm is stopped'))
+    this.early.close()
     this.messaging.close(new ShuttingDownError('the sworm is stopped'))
     await this.raft.stop({ transfer: graceful })
     await this.release()
@@ -799,6 +819,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   private onRegistryChange(ch: RegistryChange): void {
     this.supervisor.onChange(ch)
+    this.early.onChange(ch)
     this.detector.onChange(ch)
     this.events.onChange(ch)
     this.messaging.onChange(ch)

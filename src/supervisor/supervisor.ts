@@ -29,6 +29,11 @@ export interface SupervisorEvents {
   leaseLost?(workers: number): void
   /** This node's lease holds again after it was lost. */
   leaseRenewed?(): void
+  /**
+   * The worker of supervised `name` for `epoch` runs here (before the log has its start), and
+   * node `by` registered the name and waits to hear it (see supervisor/early-starts.ts).
+   */
+  running?(name: string, epoch: number, ref: WorkerRef, by: string): void
 }
 
 /** What the supervisor needs from its sworm. */
@@ -83,6 +88,8 @@ export class Supervisor {
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
+  /** name -> the node that registered it and waits to hear its worker runs, for the epoch placed here. */
+  private readonly announce = new Map<string, { epoch: number; by: string }>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
   /** Modules of start specs, loaded once. */
@@ -145,15 +152,19 @@ export class Supervisor {
     const me = this.host.nodeId
     switch (ch.type) {
       case 'placed':
+        if (ch.node === me && ch.by !== undefined && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
+        else this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
         return
       case 'started':
         this.settle(ch.name, { ok: true, ref: ch.ref })
         return
       case 'startFailed':
+        this.announce.delete(ch.name)
         this.settle(ch.name, { ok: false, error: ch.error })
         return
       case 'unregistered':
+        this.announce.delete(ch.name)
         this.settle(ch.name, { ok: false, error: 'the name was unregistered before its worker started' })
         return
       case 'stopWorker':
@@ -163,10 +174,15 @@ export class Supervisor {
         }
         return
       case 'handoff':
+        this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.handoff(ch.name, ch.epoch))
         return
       case 'retire':
+        this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.retire(ch.name, ch.epoch))
+        return
+      case 'unplaced':
+        this.announce.delete(ch.name)
         return
       default:
         return
@@ -279,6 +295,11 @@ export class Supervisor {
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
+      const a = this.announce.get(name)
+      if (a) {
+        this.announce.delete(name)
+        if (a.epoch === epoch) this.host.events?.running?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, a.by)
+      }
       const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')

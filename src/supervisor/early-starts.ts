@@ -1,0 +1,183 @@
+/**
+ * Early word of supervised starts. A supervised registration takes two replicated decisions: its
+ * `supervise` entry places the name, then the hosting node starts the worker and reports it in a
+ * `startedMany` entry, which gives every replica the worker's ref. The node that registered the
+ * name need not wait for the second one: the `supervise` entry names it (its client session), so
+ * the hosting node tells it directly (`startedAt`) as soon as the worker runs, and the caller
+ * resolves with that ref. A host's notices to one node go out together, one message for all the
+ * starts that completed in the same turn.
+ *
+ * So that the caller's next `whereisName` and calls by name see the worker at once (read your
+ * writes), the caller keeps the ref as a hint for its name until its own registry shows the
+ * start (or shows the name placed again, or gone). A hint is used only while the local
+ * registration still places the name on the node that sent it, under its epoch, and is not being
+ * moved or unregistered; other nodes learn the ref from the log, as before.
+ *
+ * Nothing here decides anything: where a worker runs, and that it runs once, is still the log's
+ * and the lease's business (see supervisor.ts). A notice that never comes (the host is cut off,
+ * older, or its start failed) leaves the caller waiting for the log, as it did before.
+ * @module
+ */
+import type { Clock, NodeId } from '../raft/types.js'
+import type { RegistryChange, RegistryState } from '../registry/state.js'
+import type { WorkerRef } from '../registry/types.js'
+import type { WireRouter } from '../rpc/router.js'
+
+/** What early starts need of their node. */
+export interface EarlyStartsHost {
+  readonly sworm: string
+  readonly nodeId: NodeId
+  /** This node's incarnation (the one its notices speak for). */
+  readonly inc: string
+  readonly state: RegistryState
+  readonly router: WireRouter
+  readonly clock: Clock
+}
+
+/** Hints kept at most: beyond, the oldest go (their names are then seen once the log has them). */
+export const MAX_HINTS = 100_000
+
+/** Starts per `startedAt` message at most (a larger batch goes out in several). */
+const MAX_PER_NOTICE = 4096
+
+interface Hint {
+  epoch: number
+  ref: WorkerRef
+}
+
+/** Early word of supervised starts, both sides; see the module documentation. */
+export class EarlyStarts {
+  /** name -> the ref its host said runs, for the epoch it was placed under. */
+  private readonly hints = new Map<string, Hint>()
+  /** name -> callers waiting to hear its worker of one epoch runs. */
+  private readonly waiting = new Map<string, Array<{ epoch: number; done: (ref: WorkerRef) => void }>>()
+  /** Notices to send, by node: `[name, epoch, id]` of workers that run here. */
+  private outbox = new Map<NodeId, Array<[string, number, number]>>()
+  private flushing = false
+
+  constructor(private readonly host: EarlyStartsHost) {
+    host.router.on('startedAt', (from, m) => {
+      if (typeof m.inc !== 'string' || !Array.isArray(m.starts)) {
+        host.router.drop(from, 'startedAt with bad fields')
+        return
+      }
+      for (const s of m.starts as unknown[]) {
+        if (!Array.isArray(s) || typeof s[0] !== 'string' || !Number.isSafeInteger(s[1]) || !Number.isSafeInteger(s[2])) continue
+        this.heard(s[0], s[1] as number, { sworm: host.sworm, node: from, inc: m.inc, id: s[2] as number })
+      }
+    })
+  }
+
+  /**
+   * Host side: the worker `ref` of supervised `name` for `epoch` runs on this node, and node `by`
+   * waits to hear it. Sent with the other starts of this turn.
+   */
+  running(name: string, epoch: number, ref: WorkerRef, by: NodeId): void {
+    if (by === this.host.nodeId) {
+      this.heard(name, epoch, ref)
+      return
+    }
+    let list = this.outbox.get(by)
+    if (!list) this.outbox.set(by, (list = []))
+    list.push([name, epoch, ref.id])
+    if (this.flushing) return
+    this.flushing = true
+    queueMicrotask(() => this.flush())
+  }
+
+  private flush(): void {
+    this.flushing = false
+    const out = this.outbox
+    this.outbox = new Map()
+    for (const [to, starts] of out) {
+      for (let i = 0; i < starts.length; i += MAX_PER_NOTICE) {
+        this.host.router.send(to, { t: 'startedAt', inc: this.host.inc, starts: starts.slice(i, i + MAX_PER_NOTICE) })
+      }
+    }
+  }
+
+  /**
+   * Caller side: the ref of the worker of supervised `name` for `epoch`, once its host says it
+   * runs; never settles otherwise (race it with the log and a deadline, then `cancel()`).
+   */
+  wait(name: string, epoch: number): { ref: Promise<WorkerRef>; cancel(): void } {
+    const h = this.hints.get(name)
+    if (h && h.epoch === epoch && this.valid(name, h)) return { ref: Promise.resolve(h.ref), cancel: () => {} }
+    let list = this.waiting.get(name)
+    if (!list) this.waiting.set(name, (list = []))
+    const waiters = list
+    const w = { epoch, done: (_: WorkerRef): void => {} }
+    const ref = new Promise<WorkerRef>((resolve) => (w.done = resolve))
+    waiters.push(w)
+    const cancel = (): void => {
+      const at = waiters.indexOf(w)
+      if (at >= 0) waiters.splice(at, 1)
+      if (waiters.length === 0 && this.waiting.get(name) === waiters) this.waiting.delete(name)
+    }
+    return { ref, cancel }
+  }
+
+  /** A host said the worker `ref` of `name` runs for `epoch` (maybe before this node applied its placement). */
+  private heard(name: string, epoch: number, ref: WorkerRef): void {
+    const r = this.host.state.peek(name)
+    // a notice about an epoch this node has applied past (or a start the log shows already) is stale
+    if (r !== undefined && (r.kind !== 'supervised' || (r.epoch ?? 0) > epoch || r.ref !== undefined)) return
+    if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value as string)
+    const h = { epoch, ref }
+    this.hints.set(name, h)
+    const list = this.waiting.get(name)
+    if (!list || !this.valid(name, h)) return
+    for (const w of [...list]) if (w.epoch === epoch) w.done(ref)
+  }
+
+  /**
+   * The ref its host said runs for `name`, if the local registry does not show it yet and still
+   * places the name there under the same epoch (else the hint is dropped).
+   */
+  whereis(name: string): WorkerRef | undefined {
+    const h = this.hints.get(name)
+    if (!h) return undefined
+    if (this.valid(name, h)) return h.ref
+    // (kept while this node has not applied the placement it speaks of yet)
+    const r = this.host.state.peek(name)
+    if (r !== undefined && (r.epoch ?? 0) >= h.epoch) this.hints.delete(name)
+    return undefined
+  }
+
+  private valid(name: string, h: Hint): boolean {
+    const r = this.host.state.peek(name)
+    return (
+      r !== undefined &&
+      r.kind === 'supervised' &&
+      r.epoch === h.epoch &&
+      r.node === h.ref.node &&
+      r.ref === undefined &&
+      r.handoffTo === undefined &&
+      r.retiring !== true &&
+      this.host.state.isUp(h.ref.node, h.ref.inc)
+    )
+  }
+
+  /** A registry change: a hint the registry makes useless (the start is in the log, or the name moved on) goes. */
+  onChange(ch: RegistryChange): void {
+    if (this.hints.size === 0 || !('name' in ch)) return
+    const h = this.hints.get(ch.name)
+    if (!h) return
+    // its own placement, applied after the notice came, keeps it
+    if (ch.type === 'placed' && ch.epoch === h.epoch && ch.node === h.ref.node) return
+    if (ch.type === 'placed' || ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'startFailed' || ch.type === 'handoff' || ch.type === 'retire' || ch.type === 'unplaced') {
+      this.hints.delete(ch.name)
+    }
+  }
+
+  /** Forget every hint and notice (on stop). */
+  close(): void {
+    this.hints.clear()
+    this.outbox.clear()
+  }
+
+  /** Hints held (for tests and status). */
+  get size(): number {
+    return this.hints.size
+  }
+}
