@@ -147,7 +147,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const router = new WireRouter(p.msgs, peerLog)
     this.requests = new PendingRequests(clock)
     this.client = new RegistryClient({ ...node, requestTimeoutMs: o.requestTimeoutMs })
-    this.early = new EarlyStarts({ sworm: o.name, nodeId: o.nodeId, inc: p.inc, state, router, clock })
+    this.early = new EarlyStarts({ sworm: o.name, nodeId: o.nodeId, inc: p.inc, state, router, maxNameBytes: o.maxNameBytes, woken: (name) => this.messaging.nameChanged(name) })
     this.supervisor = new Supervisor({
       sworm: o.name,
       nodeId: o.nodeId,
@@ -351,7 +351,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * Register a supervised worker: the registry places it on a node, which starts it with
    * `(await import(spec.module))[spec.fn](...spec.args)`, restarts it per `spec.restart`, and
-   * moves it when the node is gone. Resolves with the ref once it runs.
+   * moves it when the node is gone. Resolves with the ref once it runs: the node running it
+   * tells this node directly, before the log has the start, so this node sees it at once
+   * (`whereisName`, calls by name); the other nodes see it once the log has it, a round later.
+   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node at once;
+   * another node given the ref within that round may find it not registered yet.
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
   registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
@@ -409,8 +413,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private async startOf(n: string): Promise<StartOutcome> {
     const startTimeoutMs = this.opts.startTimeoutMs
     let timer: unknown
+    const logged = this.supervisor.waitForStart(n)
     const waits: Array<Promise<StartOutcome>> = [
-      this.supervisor.waitForStart(n),
+      logged.outcome,
       new Promise<StartOutcome>((resolve) => {
         timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
       }),
@@ -423,6 +428,25 @@ export class Sworm extends EventEmitter<SwormEvents> {
     } finally {
       this.clock.clearTimeout(timer)
       early?.cancel()
+      logged.cancel()
+    }
+  }
+
+  /**
+   * Wait (up to `ms`) until the log shows the start of supervised `n`, if this node knows its
+   * worker runs from its host's word only (see supervisor/early-starts.ts): before, the registry
+   * does not know that worker as the name's, so a registration or group change with its ref, or
+   * a linearizable read of the name, would not see it.
+   */
+  private async logged(n: string | undefined, ms: number): Promise<void> {
+    if (n === undefined) return
+    const logged = this.supervisor.waitForStart(n)
+    let timer: unknown
+    try {
+      await Promise.race([logged.outcome, new Promise<void>((resolve) => (timer = this.clock.setTimeout(resolve, ms)))])
+    } finally {
+      this.clock.clearTimeout(timer)
+      logged.cancel()
     }
   }
 
@@ -437,6 +461,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const r = this.args.ref(ref)
     if (this.isLocal(r) && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
     await this.membership.ready()
+    // a supervised worker this node knows runs before the log does: an alias only once it does
+    await this.logged(this.early.pendingName(r), this.opts.requestTimeoutMs)
     const res = await this.client.propose({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     // taken by a supervised worker still starting: wait for it, so whereisName shows the winner
@@ -472,6 +498,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * The ref bound to `name`, by a linearizable read: it sees every registration acknowledged
    * before the call (one shape: always a Promise; the same as `whereisName(name, { consistent: true })`).
+   * A supervised worker that is starting is waited for until the log has its start (at most
+   * `startTimeoutMs`): its registration may be acknowledged already.
    * @throws InvalidArgumentError, NotLeaderError / TimeoutError (no leader to confirm the read),
    * AbortError, ShuttingDownError
    */
@@ -480,7 +508,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.guard()
       const n = this.args.name(name)
       await this.raft.read()
-      return this.whereis(n)
+      // a worker starting is seen once the log has its start (its registration may have been
+      // acknowledged already, told by its host): the read answers from the log only
+      const r = this.state.peek(n)
+      if (r?.kind === 'supervised' && r.ref === undefined && r.node !== undefined && !r.retiring && this.state.nodeRecord(r.node)?.up === true) {
+        await this.logged(n, this.opts.startTimeoutMs)
+      }
+      return this.state.whereis(n)
     })
   }
 
@@ -511,6 +545,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const g = this.args.name(group, 'group')
     const r = this.args.ref(ref)
     await this.membership.ready()
+    await this.logged(this.early.pendingName(r), this.opts.requestTimeoutMs)
     const res = await this.client.propose({ c, group: g, ref: r })
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
@@ -831,7 +866,13 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   private onWorkerExit(id: number, reason: ExitReason): void {
-    if (this.supervisor.onExit(id, reason)) return
+    if (this.supervisor.onExit(id, reason)) {
+      // a static name given to a supervised worker's ref (another node registered it within the
+      // round in which only this node and its caller knew the worker) goes with the worker
+      const ref = this.refOf(id)
+      if (!this.stopped && this.state.namesOfRef(ref).some((n) => this.state.peek(n)?.kind === 'static')) void this.client.proposeUntilDone({ c: 'workerDown', ref })
+      return
+    }
     if (reason.kind === 'crash') this.log.warn('worker crashed', { worker: id, err: String(reason.error) })
     // Stopping, the node drops all its static names in one entry (workersDown, in stopOnce), or
     // leaves them to the failure detector: a proposal per worker held its event loop for seconds.

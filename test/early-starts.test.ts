@@ -52,7 +52,27 @@ t.test('a supervised registration resolves once its host says the worker runs, b
     t.equal(b.whereisName(n), undefined, `${n}: ${b.nodeId} does not see it before the log has its start`)
     t.equal(d.whereisName(n), undefined, `${n}: nor does ${d.nodeId}`)
   }
+  // what needs the registry to know the worker as the name's waits for the log: a group join, an
+  // alias, a linearizable read on another node (on e041155: NotFoundError, a static name, undefined)
+  const joined = a.join('g', refs[0]!)
+  const alias = a.registerName('early-alias', refs[1]!)
+  const consistent = b.whereisName(names[2]!, { consistent: true })
+  // a notice from a node the name is not placed on, or about another epoch, is not used
+  const early = (b as unknown as { early: { heard(name: string, epoch: number, ref: WorkerRef): void } }).early
+  const regOf = (s: typeof a, n: string) => (s as unknown as { state: { peek(n: string): { epoch?: number; node?: string } | undefined } }).state.peek(n)!
+  const n3 = names[3]!
+  const other = c.nodes.find((s) => s.nodeId !== regOf(b, n3).node)!
+  early.heard(n3, regOf(b, n3).epoch!, { sworm: 'early', node: other.nodeId, inc: other.incarnation, id: 999 })
+  t.equal(b.whereisName(n3), undefined, 'a notice from another node than the one the name is placed on is not used')
+  const host = c.nodes.find((s) => s.nodeId === regOf(b, n3).node)!
+  early.heard(n3, regOf(b, n3).epoch! - 1, { sworm: 'early', node: host.nodeId, inc: host.incarnation, id: 999 })
+  t.equal(b.whereisName(n3), undefined, 'nor one about an earlier epoch')
   release()
+  await joined
+  t.ok(a.members('g').some((m) => sameRef(m, refs[0]!)), 'the join waited for the log and took')
+  t.equal(await alias, true, 'the alias registration waited for the log')
+  t.equal((a as unknown as { state: { peek(n: string): { kind: string } | undefined } }).state.peek('early-alias')?.kind, 'alias', 'it is an alias, which follows the worker')
+  t.same(await consistent, refs[2], 'the linearizable read on another node waited for the start')
   await waitFor(() => c.nodes.every((s) => names.every((n, i) => sameRef(s.whereisName(n), refs[i]!))), 10_000, 'every node to see every start')
   t.pass('every node sees every worker once the reports go through')
 })
@@ -74,21 +94,61 @@ t.test('a caller that hears nothing from the host learns the start from the log'
   }
 })
 
-t.test('a notice from a node the name is not placed on, or about another epoch, is not taken', async (t) => {
-  const c = await startSworms(3, 'early-stale', { startTimeoutMs: 10_000 })
+t.test('a worker that restarts (or moves) is told to every node, which call it before the log has the start', async (t) => {
+  let holding = false
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
+  const original = RaftNode.prototype.propose
+  RaftNode.prototype.propose = function (this: RaftNode, cmd: unknown, opts?: { idempotent?: boolean }) {
+    if (holding && (cmd as { c?: unknown } | null)?.c === 'startedMany') return released.then(() => original.call(this, cmd, opts)) as never
+    return original.call(this, cmd, opts) as never
+  } as typeof original
+  t.teardown(() => {
+    RaftNode.prototype.propose = original
+    release()
+  })
+  const c = await startSworms(3, 'early-moves', { startTimeoutMs: 10_000 })
   t.teardown(() => c.stop())
   const [a] = c.nodes
-  await a!.ready()
-  const ref = await a!.registerName('st', { module: WORKERS, fn: 'counter', args: ['st'] })
-  await waitFor(() => c.nodes.every((s) => s.whereisName('st') !== undefined), 10_000, 'the start in every registry')
-  const early = (a as unknown as { early: { heard(name: string, epoch: number, ref: WorkerRef): void; whereis(name: string): WorkerRef | undefined } }).early
-  const other = c.nodes.find((s) => s.nodeId !== ref.node)!
-  const reg = (a as unknown as { state: { peek(n: string): { epoch?: number } | undefined } }).state.peek('st')!
-  early.heard('st', reg.epoch!, { ...ref, node: other.nodeId, inc: other.incarnation, id: 999 })
-  t.same(a!.whereisName('st'), ref, 'the registry\'s ref wins over a notice')
-  t.equal(early.whereis('st'), undefined, 'a notice about a start the registry shows is dropped')
-  early.heard('st', reg.epoch! + 1000, { ...ref, node: other.nodeId, inc: other.incarnation, id: 999 })
-  t.equal(early.whereis('st'), undefined, 'a notice from a node the name is not placed on is not used')
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const first = await a!.registerName('mv', { module: WORKERS, fn: 'counter', args: ['early/mv'], restart: 'permanent' })
+  await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('mv'), first)), 10_000, 'every node to see the first worker')
+  holding = true
+  await t.rejects(a!.call('mv', 'crash'), 'the worker crashes (it restarts in place)')
+  await waitFor(() => c.nodes.every((s) => { const r = s.whereisName('mv'); return r !== undefined && r.id !== first.id }), 10_000, 'every node to see the new worker while the log has no start')
+  const second = a!.whereisName('mv')!
+  t.equal(second.node, first.node, 'it restarted on its node')
+  for (const s of c.nodes) t.equal(await s.call('mv', 'get'), 0, `${s.nodeId} calls the new worker by name`)
+  release()
+  await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('mv'), second)), 10_000, 'the log to agree')
+  t.pass('the log has the start the notices told')
+})
+
+t.test('a name another node gave the early ref (a static name, as the log knew no worker) goes when the worker ends', async (t) => {
+  let holding = true
+  let release!: () => void
+  const released = new Promise<void>((r) => (release = r))
+  const original = RaftNode.prototype.propose
+  RaftNode.prototype.propose = function (this: RaftNode, cmd: unknown, opts?: { idempotent?: boolean }) {
+    if (holding && (cmd as { c?: unknown } | null)?.c === 'startedMany') return released.then(() => original.call(this, cmd, opts)) as never
+    return original.call(this, cmd, opts) as never
+  } as typeof original
+  t.teardown(() => {
+    RaftNode.prototype.propose = original
+    release()
+  })
+  const c = await startSworms(2, 'early-static', { startTimeoutMs: 10_000 })
+  t.teardown(() => c.stop())
+  const [a, b] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0]]
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await a.registerName('xs', { module: WORKERS, fn: 'counter', args: ['early/xs'], restart: 'permanent' })
+  t.equal(await b.registerName('xs-other', ref), true, 'the other node registers a name for the ref before the log has the start')
+  holding = false
+  release()
+  await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('xs'), ref)), 10_000, 'the start in every registry')
+  await t.rejects(a.call('xs', 'crash'), 'the worker crashes (and restarts)')
+  await waitFor(() => c.nodes.every((s) => s.whereisName('xs-other') === undefined), 10_000, 'the name bound to the ended worker to go')
+  t.pass('no name stays bound to a worker that ended')
 })
 
 function sameRef(x: WorkerRef | undefined, y: WorkerRef): boolean {

@@ -191,6 +191,12 @@ export class Messaging {
     }
   }
 
+  /** Something new is known about `name` outside the registry (a hint): wake what waits on it. */
+  nameChanged(name: string): void {
+    this.wake(name)
+    for (const alias of this.host.state.aliasesOfName(name)) this.wake(alias)
+  }
+
   /** The connection to `peer` opened or was lost (see Transport.onConnection). */
   onConnection(peer: string, up: boolean): void {
     if (up) this.lost.delete(peer)

@@ -4,23 +4,24 @@
  * `startedMany` entry, which gives every replica the worker's ref. The node that registered the
  * name need not wait for the second one: the `supervise` entry names it (its client session), so
  * the hosting node tells it directly (`startedAt`) as soon as the worker runs, and the caller
- * resolves with that ref. A host's notices to one node go out together, one message for all the
- * starts that completed in the same turn.
+ * resolves with that ref. A worker that moved or restarted (a node's failure, a drain, a crash)
+ * has no such caller but may have many: its host tells every node up. A host's notices to one
+ * node go out together, one message for all the starts that completed in the same turn.
  *
  * So that the caller's next `whereisName` and calls by name see the worker at once (read your
- * writes), the caller keeps the ref as a hint for its name until its own registry shows the
+ * writes), a node told keeps the ref as a hint for its name until its own registry shows the
  * start (or shows the name placed again, or gone). A hint is used only while the local
  * registration still places the name on the node that sent it, under its epoch, and is not being
- * moved or unregistered; other nodes learn the ref from the log, as before.
+ * moved or unregistered; a node not told learns the ref from the log, as before.
  *
  * Nothing here decides anything: where a worker runs, and that it runs once, is still the log's
  * and the lease's business (see supervisor.ts). A notice that never comes (the host is cut off,
  * older, or its start failed) leaves the caller waiting for the log, as it did before.
  * @module
  */
-import type { Clock, NodeId } from '../raft/types.js'
+import type { NodeId } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
-import type { WorkerRef } from '../registry/types.js'
+import { refKey, type WorkerRef } from '../registry/types.js'
 import type { WireRouter } from '../rpc/router.js'
 
 /** What early starts need of their node. */
@@ -31,14 +32,26 @@ export interface EarlyStartsHost {
   readonly inc: string
   readonly state: RegistryState
   readonly router: WireRouter
-  readonly clock: Clock
+  /** Names longer than this (in UTF-8) are refused, as everywhere. */
+  readonly maxNameBytes: number
+  /** A hint for `name` arrived: wake what waits for its worker (calls and casts by name). */
+  woken(name: string): void
 }
 
-/** Hints kept at most: beyond, the oldest go (their names are then seen once the log has them). */
+/**
+ * Hints kept at most: beyond, a notice about a placement this node has not applied yet is not
+ * kept, and one it can use now takes the place of the oldest (names whose hint is gone are seen
+ * once the log has their start).
+ */
 export const MAX_HINTS = 100_000
 
-/** Starts per `startedAt` message at most (a larger batch goes out in several). */
-const MAX_PER_NOTICE = 4096
+/** The outbox key of notices for every node up (no node id is empty). */
+const EVERY_NODE = ''
+
+/** Starts per `startedAt` message at most (a larger batch goes out in several; a larger one that arrives is dropped). */
+export const MAX_PER_NOTICE = 4096
+/** Bytes of names per `startedAt` message at most (far below the frame limit, whatever `maxNameBytes`). */
+const MAX_NOTICE_NAME_BYTES = 256 * 1024
 
 interface Hint {
   epoch: number
@@ -49,6 +62,9 @@ interface Hint {
 export class EarlyStarts {
   /** name -> the ref its host said runs, for the epoch it was placed under. */
   private readonly hints = new Map<string, Hint>()
+  /** refKey of a hinted ref -> its name. */
+  private readonly byRef = new Map<string, string>()
+  private closed = false
   /** name -> callers waiting to hear its worker of one epoch runs. */
   private readonly waiting = new Map<string, Array<{ epoch: number; done: (ref: WorkerRef) => void }>>()
   /** Notices to send, by node: `[name, epoch, id]` of workers that run here. */
@@ -57,28 +73,31 @@ export class EarlyStarts {
 
   constructor(private readonly host: EarlyStartsHost) {
     host.router.on('startedAt', (from, m) => {
-      if (typeof m.inc !== 'string' || !Array.isArray(m.starts)) {
+      if (typeof m.inc !== 'string' || !Array.isArray(m.starts) || m.starts.length > MAX_PER_NOTICE) {
         host.router.drop(from, 'startedAt with bad fields')
         return
       }
       for (const s of m.starts as unknown[]) {
         if (!Array.isArray(s) || typeof s[0] !== 'string' || !Number.isSafeInteger(s[1]) || !Number.isSafeInteger(s[2])) continue
-        this.heard(s[0], s[1] as number, { sworm: host.sworm, node: from, inc: m.inc, id: s[2] as number })
+        const name = s[0]
+        if (name.length * 3 > host.maxNameBytes && Buffer.byteLength(name) > host.maxNameBytes) continue
+        this.heard(name, s[1] as number, { sworm: host.sworm, node: from, inc: m.inc, id: s[2] as number })
       }
     })
   }
 
   /**
    * Host side: the worker `ref` of supervised `name` for `epoch` runs on this node, and node `by`
-   * waits to hear it. Sent with the other starts of this turn.
+   * waits to hear it (undefined: a worker that moved or restarted, told to every node up, which
+   * may all be calling it). Sent with the other starts of this turn.
    */
-  running(name: string, epoch: number, ref: WorkerRef, by: NodeId): void {
-    if (by === this.host.nodeId) {
-      this.heard(name, epoch, ref)
-      return
-    }
-    let list = this.outbox.get(by)
-    if (!list) this.outbox.set(by, (list = []))
+  running(name: string, epoch: number, ref: WorkerRef, by: NodeId | undefined): void {
+    if (this.closed) return
+    if (by === undefined || by === this.host.nodeId) this.heard(name, epoch, ref)
+    if (by === this.host.nodeId) return
+    const to = by ?? EVERY_NODE
+    let list = this.outbox.get(to)
+    if (!list) this.outbox.set(to, (list = []))
     list.push([name, epoch, ref.id])
     if (this.flushing) return
     this.flushing = true
@@ -90,8 +109,19 @@ export class EarlyStarts {
     const out = this.outbox
     this.outbox = new Map()
     for (const [to, starts] of out) {
-      for (let i = 0; i < starts.length; i += MAX_PER_NOTICE) {
-        this.host.router.send(to, { t: 'startedAt', inc: this.host.inc, starts: starts.slice(i, i + MAX_PER_NOTICE) })
+      const nodes = to === EVERY_NODE ? this.host.state.nodeRecords().filter((n) => n.up && n.node !== this.host.nodeId).map((n) => n.node) : [to]
+      let from = 0
+      while (from < starts.length) {
+        let end = from
+        let bytes = 0
+        while (end < starts.length && end - from < MAX_PER_NOTICE) {
+          bytes += Buffer.byteLength(starts[end]![0]) + 16
+          if (end > from && bytes > MAX_NOTICE_NAME_BYTES) break
+          end++
+        }
+        const msg = { t: 'startedAt' as const, inc: this.host.inc, starts: starts.slice(from, end) }
+        for (const node of nodes) this.host.router.send(node, msg)
+        from = end
       }
     }
   }
@@ -120,14 +150,47 @@ export class EarlyStarts {
   /** A host said the worker `ref` of `name` runs for `epoch` (maybe before this node applied its placement). */
   private heard(name: string, epoch: number, ref: WorkerRef): void {
     const r = this.host.state.peek(name)
-    // a notice about an epoch this node has applied past (or a start the log shows already) is stale
-    if (r !== undefined && (r.kind !== 'supervised' || (r.epoch ?? 0) > epoch || r.ref !== undefined)) return
-    if (this.hints.size >= MAX_HINTS) this.hints.delete(this.hints.keys().next().value as string)
+    // a notice about an epoch this node has applied past, or a start its log shows already, is
+    // stale; one about a later epoch than this node has applied (a restart, a move) is kept
+    if (r !== undefined && (r.kind !== 'supervised' || (r.epoch ?? 0) > epoch || (r.epoch === epoch && r.ref !== undefined))) return
     const h = { epoch, ref }
-    this.hints.set(name, h)
+    const now = this.valid(name, h)
+    const had = this.hints.get(name)
+    if (!now) {
+      // not usable yet (this node has not applied the placement): kept while there is room, and
+      // never in place of a hint in use
+      if ((had !== undefined && this.valid(name, had)) || (had === undefined && this.hints.size >= MAX_HINTS)) return
+    } else if (had === undefined && this.hints.size >= MAX_HINTS) this.forget(this.hints.keys().next().value as string)
+    this.set(name, h)
+    if (!now) return
+    this.host.woken(name)
     const list = this.waiting.get(name)
-    if (!list || !this.valid(name, h)) return
-    for (const w of [...list]) if (w.epoch === epoch) w.done(ref)
+    if (list) for (const w of [...list]) if (w.epoch === epoch) w.done(ref)
+  }
+
+  private set(name: string, h: Hint): void {
+    this.forget(name)
+    this.hints.set(name, h)
+    this.byRef.set(refKey(h.ref), name)
+  }
+
+  private forget(name: string): void {
+    const h = this.hints.get(name)
+    if (!h) return
+    this.hints.delete(name)
+    const k = refKey(h.ref)
+    if (this.byRef.get(k) === name) this.byRef.delete(k)
+  }
+
+  /**
+   * The name whose worker `ref` is, if this node knows it runs from a hint only (the log does not
+   * have its start yet): a registration, or a group change, with that ref must wait for the log,
+   * or the registry would not know it as that name's worker.
+   */
+  pendingName(ref: WorkerRef): string | undefined {
+    if (this.byRef.size === 0) return undefined
+    const name = this.byRef.get(refKey(ref))
+    return name !== undefined && this.whereis(name) !== undefined ? name : undefined
   }
 
   /**
@@ -140,7 +203,7 @@ export class EarlyStarts {
     if (this.valid(name, h)) return h.ref
     // (kept while this node has not applied the placement it speaks of yet)
     const r = this.host.state.peek(name)
-    if (r !== undefined && (r.epoch ?? 0) >= h.epoch) this.hints.delete(name)
+    if (r !== undefined && (r.epoch ?? 0) >= h.epoch) this.forget(name)
     return undefined
   }
 
@@ -163,16 +226,20 @@ export class EarlyStarts {
     if (this.hints.size === 0 || !('name' in ch)) return
     const h = this.hints.get(ch.name)
     if (!h) return
-    // its own placement, applied after the notice came, keeps it
+    // an event about an earlier epoch of the name (applied before the placement the hint is
+    // about), or its own placement applied after the notice came, keeps it
+    if ('epoch' in ch && ch.epoch < h.epoch) return
     if (ch.type === 'placed' && ch.epoch === h.epoch && ch.node === h.ref.node) return
     if (ch.type === 'placed' || ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'startFailed' || ch.type === 'handoff' || ch.type === 'retire' || ch.type === 'unplaced') {
-      this.hints.delete(ch.name)
+      this.forget(ch.name)
     }
   }
 
   /** Forget every hint and notice (on stop). */
   close(): void {
+    this.closed = true
     this.hints.clear()
+    this.byRef.clear()
     this.outbox.clear()
   }
 

@@ -30,10 +30,11 @@ export interface SupervisorEvents {
   /** This node's lease holds again after it was lost. */
   leaseRenewed?(): void
   /**
-   * The worker of supervised `name` for `epoch` runs here (before the log has its start), and
-   * node `by` registered the name and waits to hear it (see supervisor/early-starts.ts).
+   * The worker of supervised `name` for `epoch` runs here (before the log has its start). `by`:
+   * the node that registered the name and waits to hear it; undefined for a worker that moved or
+   * restarted, which every node may be calling (see supervisor/early-starts.ts).
    */
-  running?(name: string, epoch: number, ref: WorkerRef, by: string): void
+  running?(name: string, epoch: number, ref: WorkerRef, by: string | undefined): void
 }
 
 /** What the supervisor needs from its sworm. */
@@ -88,8 +89,8 @@ export class Supervisor {
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
-  /** name -> the node that registered it and waits to hear its worker runs, for the epoch placed here. */
-  private readonly announce = new Map<string, { epoch: number; by: string }>()
+  /** name -> who waits to hear its worker runs, for the epoch placed here: the node that registered it, or (undefined) every node. */
+  private readonly announce = new Map<string, { epoch: number; by: string | undefined }>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
   /** Modules of start specs, loaded once. */
@@ -129,15 +130,26 @@ export class Supervisor {
     return this.byId.has(id)
   }
 
-  /** Resolve when the supervised `name` has a running worker (or its start failed / it was removed). */
-  waitForStart(name: string): Promise<StartOutcome> {
+  /**
+   * Resolves when the log shows the supervised `name` with a running worker (or its start failed /
+   * it was removed); `cancel()` stops waiting (the promise then never settles).
+   */
+  waitForStart(name: string): { outcome: Promise<StartOutcome>; cancel(): void } {
     const ref = this.host.state.whereis(name)
-    if (ref) return Promise.resolve({ ok: true, ref })
-    return new Promise((resolve) => {
-      let list = this.waiters.get(name)
-      if (!list) this.waiters.set(name, (list = []))
-      list.push(resolve)
-    })
+    if (ref) return { outcome: Promise.resolve({ ok: true, ref }), cancel: () => {} }
+    let list = this.waiters.get(name)
+    if (!list) this.waiters.set(name, (list = []))
+    const waiters = list
+    let done: (o: StartOutcome) => void = () => {}
+    const outcome = new Promise<StartOutcome>((resolve) => (done = resolve))
+    const f = (o: StartOutcome): void => done(o)
+    waiters.push(f)
+    const cancel = (): void => {
+      const at = waiters.indexOf(f)
+      if (at >= 0) waiters.splice(at, 1)
+      if (waiters.length === 0 && this.waiters.get(name) === waiters) this.waiters.delete(name)
+    }
+    return { outcome, cancel }
   }
 
   private settle(name: string, o: StartOutcome): void {
@@ -152,7 +164,7 @@ export class Supervisor {
     const me = this.host.nodeId
     switch (ch.type) {
       case 'placed':
-        if (ch.node === me && ch.by !== undefined && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
+        if (ch.node === me && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
         else this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
         return
@@ -310,6 +322,8 @@ export class Supervisor {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
     } finally {
       this.starting.delete(name)
+      // a start that will not run this epoch here has no one to tell (the log tells the caller)
+      if (this.announce.get(name)?.epoch === epoch && this.running.get(name)?.epoch !== epoch && !this.isMine(name, epoch)) this.announce.delete(name)
       if (this.startAgain.delete(name)) this.startIfPlacedHere(name)
     }
   }
