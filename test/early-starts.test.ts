@@ -6,21 +6,25 @@
  * them waits for the report and fails with "the worker did not start within 5000 ms".
  */
 import { fileURLToPath } from 'node:url'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { RaftNode } from '../src/raft/node.js'
 import type { WorkerRef } from '../src/index.js'
 import { startSworms, waitFor } from './helpers.js'
 
 const WORKERS = fileURLToPath(new URL('../tools/cluster/workers.js', import.meta.url))
 
-t.test('a supervised registration resolves once its host says the worker runs, before the log has the start', async (t) => {
+/**
+ * Hold every `startedMany` proposal (the hosts' start reports) from `hold()` until `release()`;
+ * the count says how many were held. Undone when the test ends.
+ */
+function holdStartReports(t: Test, holding = true) {
   let release!: () => void
   const released = new Promise<void>((r) => (release = r))
-  let held = 0
+  const h = { held: 0, holding, release: () => release(), hold: () => void (h.holding = true) }
   const original = RaftNode.prototype.propose
   RaftNode.prototype.propose = function (this: RaftNode, cmd: unknown, opts?: { idempotent?: boolean }) {
-    if ((cmd as { c?: unknown } | null)?.c === 'startedMany') {
-      held++
+    if (h.holding && (cmd as { c?: unknown } | null)?.c === 'startedMany') {
+      h.held++
       return released.then(() => original.call(this, cmd, opts)) as never
     }
     return original.call(this, cmd, opts) as never
@@ -29,6 +33,11 @@ t.test('a supervised registration resolves once its host says the worker runs, b
     RaftNode.prototype.propose = original
     release()
   })
+  return h
+}
+
+t.test('a supervised registration resolves once its host says the worker runs, before the log has the start', async (t) => {
+  const reports = holdStartReports(t)
   const c = await startSworms(3, 'early', { startTimeoutMs: 5000 })
   t.teardown(() => c.stop())
   const [a, b, d] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0], (typeof c.nodes)[0]]
@@ -39,7 +48,7 @@ t.test('a supervised registration resolves once its host says the worker runs, b
   // enough names that some land on the caller's node and some on the others
   const names = Array.from({ length: 12 }, (_, i) => `early-${i}`)
   const refs = await Promise.all(names.map((n) => a.registerName(n, { module: WORKERS, fn: 'counter', args: [`early/${n}`] })))
-  t.ok(held > 0, `the starts' reports were held back (${held})`)
+  t.ok(reports.held > 0, `the starts' reports were held back (${reports.held})`)
   t.ok(new Set(refs.map((r) => r.node)).size >= 2, `the workers run on several nodes: ${refs.map((r) => r.node).join(',')}`)
   for (const [i, n] of names.entries()) {
     const ref = refs[i]!
@@ -67,7 +76,7 @@ t.test('a supervised registration resolves once its host says the worker runs, b
   const host = c.nodes.find((s) => s.nodeId === regOf(b, n3).node)!
   early.heard(n3, regOf(b, n3).epoch! - 1, { sworm: 'early', node: host.nodeId, inc: host.incarnation, id: 999 })
   t.equal(b.whereisName(n3), undefined, 'nor one about an earlier epoch')
-  release()
+  reports.release()
   await joined
   t.ok(a.members('g').some((m) => sameRef(m, refs[0]!)), 'the join waited for the log and took')
   t.equal(await alias, true, 'the alias registration waited for the log')
@@ -95,56 +104,33 @@ t.test('a caller that hears nothing from the host learns the start from the log'
 })
 
 t.test('a worker that restarts (or moves) is told to every node, which call it before the log has the start', async (t) => {
-  let holding = false
-  let release!: () => void
-  const released = new Promise<void>((r) => (release = r))
-  const original = RaftNode.prototype.propose
-  RaftNode.prototype.propose = function (this: RaftNode, cmd: unknown, opts?: { idempotent?: boolean }) {
-    if (holding && (cmd as { c?: unknown } | null)?.c === 'startedMany') return released.then(() => original.call(this, cmd, opts)) as never
-    return original.call(this, cmd, opts) as never
-  } as typeof original
-  t.teardown(() => {
-    RaftNode.prototype.propose = original
-    release()
-  })
+  const reports = holdStartReports(t, false)
   const c = await startSworms(3, 'early-moves', { startTimeoutMs: 10_000 })
   t.teardown(() => c.stop())
   const [a] = c.nodes
   await Promise.all(c.nodes.map((s) => s.ready()))
   const first = await a!.registerName('mv', { module: WORKERS, fn: 'counter', args: ['early/mv'], restart: 'permanent' })
   await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('mv'), first)), 10_000, 'every node to see the first worker')
-  holding = true
+  reports.hold()
   await t.rejects(a!.call('mv', 'crash'), 'the worker crashes (it restarts in place)')
   await waitFor(() => c.nodes.every((s) => { const r = s.whereisName('mv'); return r !== undefined && r.id !== first.id }), 10_000, 'every node to see the new worker while the log has no start')
   const second = a!.whereisName('mv')!
   t.equal(second.node, first.node, 'it restarted on its node')
   for (const s of c.nodes) t.equal(await s.call('mv', 'get'), 0, `${s.nodeId} calls the new worker by name`)
-  release()
+  reports.release()
   await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('mv'), second)), 10_000, 'the log to agree')
   t.pass('the log has the start the notices told')
 })
 
 t.test('a name another node gave the early ref (a static name, as the log knew no worker) goes when the worker ends', async (t) => {
-  let holding = true
-  let release!: () => void
-  const released = new Promise<void>((r) => (release = r))
-  const original = RaftNode.prototype.propose
-  RaftNode.prototype.propose = function (this: RaftNode, cmd: unknown, opts?: { idempotent?: boolean }) {
-    if (holding && (cmd as { c?: unknown } | null)?.c === 'startedMany') return released.then(() => original.call(this, cmd, opts)) as never
-    return original.call(this, cmd, opts) as never
-  } as typeof original
-  t.teardown(() => {
-    RaftNode.prototype.propose = original
-    release()
-  })
+  const reports = holdStartReports(t, true)
   const c = await startSworms(2, 'early-static', { startTimeoutMs: 10_000 })
   t.teardown(() => c.stop())
   const [a, b] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0]]
   await Promise.all(c.nodes.map((s) => s.ready()))
   const ref = await a.registerName('xs', { module: WORKERS, fn: 'counter', args: ['early/xs'], restart: 'permanent' })
   t.equal(await b.registerName('xs-other', ref), true, 'the other node registers a name for the ref before the log has the start')
-  holding = false
-  release()
+  reports.release()
   await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('xs'), ref)), 10_000, 'the start in every registry')
   await t.rejects(a.call('xs', 'crash'), 'the worker crashes (and restarts)')
   await waitFor(() => c.nodes.every((s) => s.whereisName('xs-other') === undefined), 10_000, 'the name bound to the ended worker to go')
