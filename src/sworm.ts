@@ -354,8 +354,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * moves it when the node is gone. Resolves with the ref once it runs: the node running it
    * tells this node directly, before the log has the start, so this node sees it at once
    * (`whereisName`, calls by name); the other nodes see it once the log has it, a round later.
-   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node at once;
-   * another node given the ref within that round may find it not registered yet.
+   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node at once
+   * (they wait for the log); another node given the ref within that round finds it not
+   * registered (`join`) or registers a static name for it, not an alias.
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
   registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
@@ -382,6 +383,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
       if (ref) return ref
     }
     await this.membership.ready()
+    // its host tells this node when the worker runs (see supervisor/early-starts.ts)
+    const expecting = this.early.expect(n)
+    try {
+      return await this.superviseAndStart(n, sp, orExisting)
+    } finally {
+      expecting.done()
+    }
+  }
+
+  private async superviseAndStart(n: string, sp: StartSpec, orExisting: boolean): Promise<WorkerRef> {
     const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1 })) as SuperviseResult
     if (!res.placed) {
       if (!res.exists) throw new NoNodeError()
@@ -432,14 +443,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     }
   }
 
-  /**
-   * Wait (up to `ms`) until the log shows the start of supervised `n`, if this node knows its
-   * worker runs from its host's word only (see supervisor/early-starts.ts): before, the registry
-   * does not know that worker as the name's, so a registration or group change with its ref, or
-   * a linearizable read of the name, would not see it.
-   */
-  private async logged(n: string | undefined, ms: number): Promise<void> {
-    if (n === undefined) return
+  /** Wait (up to `ms`) until the log shows a start of supervised `n` (or its start failed, or it went). */
+  private async logged(n: string, ms: number): Promise<void> {
     const logged = this.supervisor.waitForStart(n)
     let timer: unknown
     try {
@@ -448,6 +453,27 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.clock.clearTimeout(timer)
       logged.cancel()
     }
+    this.guard()
+  }
+
+  /**
+   * Before a registration or a group change with `ref`: if `ref` is a supervised worker that this
+   * node knows runs while the log does not have its start yet (its host told this node, or it runs
+   * here), wait until the log has it, up to `requestTimeoutMs`. Until then the registry does not
+   * know it as its name's worker: a join would find it not registered, an alias would be taken for
+   * a static name.
+   * @throws TimeoutError when the log still does not have it
+   */
+  private async untilLogged(ref: WorkerRef, what: string): Promise<void> {
+    const pending = (): string | undefined => {
+      if (this.state.namesOfRef(ref).length > 0) return undefined
+      return this.early.pendingName(ref) ?? (this.isLocal(ref) ? this.supervisor.nameOf(ref.id) : undefined)
+    }
+    const name = pending()
+    if (name === undefined) return
+    const ms = this.opts.requestTimeoutMs
+    await this.logged(name, ms)
+    if (pending() !== undefined) throw new TimeoutError(`${what}: the worker runs, but the log does not have its start yet after ${ms} ms; try again`)
   }
 
   /** The ref answering to `name` here: the registry's, or the one its host just said runs (see supervisor/early-starts.ts). */
@@ -462,7 +488,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (this.isLocal(r) && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
     await this.membership.ready()
     // a supervised worker this node knows runs before the log does: an alias only once it does
-    await this.logged(this.early.pendingName(r), this.opts.requestTimeoutMs)
+    await this.untilLogged(r, `registerName(${JSON.stringify(n)})`)
     const res = await this.client.propose({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     // taken by a supervised worker still starting: wait for it, so whereisName shows the winner
@@ -498,8 +524,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /**
    * The ref bound to `name`, by a linearizable read: it sees every registration acknowledged
    * before the call (one shape: always a Promise; the same as `whereisName(name, { consistent: true })`).
-   * A supervised worker that is starting is waited for until the log has its start (at most
-   * `startTimeoutMs`): its registration may be acknowledged already.
+   * A supervised worker whose start is not in the log yet is not seen (as while it restarts or
+   * moves), except on the node that registered it, which waits for the log (up to
+   * `requestTimeoutMs`) and sees it either way.
    * @throws InvalidArgumentError, NotLeaderError / TimeoutError (no leader to confirm the read),
    * AbortError, ShuttingDownError
    */
@@ -508,13 +535,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.guard()
       const n = this.args.name(name)
       await this.raft.read()
-      // a worker starting is seen once the log has its start (its registration may have been
-      // acknowledged already, told by its host): the read answers from the log only
-      const r = this.state.peek(n)
-      if (r?.kind === 'supervised' && r.ref === undefined && r.node !== undefined && !r.retiring && this.state.nodeRecord(r.node)?.up === true) {
-        await this.logged(n, this.opts.startTimeoutMs)
-      }
-      return this.state.whereis(n)
+      // a worker this node registered and knows runs from its host's word: the log's ref once
+      // it has the start (read your writes either way)
+      if (this.state.whereis(n) === undefined && this.early.whereis(n) !== undefined) await this.logged(n, this.opts.requestTimeoutMs)
+      return this.whereis(n)
     })
   }
 
@@ -545,7 +569,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const g = this.args.name(group, 'group')
     const r = this.args.ref(ref)
     await this.membership.ready()
-    await this.logged(this.early.pendingName(r), this.opts.requestTimeoutMs)
+    await this.untilLogged(r, `${c}(${JSON.stringify(g)})`)
     const res = await this.client.propose({ c, group: g, ref: r })
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
@@ -870,7 +894,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
       // a static name given to a supervised worker's ref (another node registered it within the
       // round in which only this node and its caller knew the worker) goes with the worker
       const ref = this.refOf(id)
-      if (!this.stopped && this.state.namesOfRef(ref).some((n) => this.state.peek(n)?.kind === 'static')) void this.client.proposeUntilDone({ c: 'workerDown', ref })
+      if (!this.stopped && (this.state.namesOfRef(ref).some((n) => this.state.peek(n)?.kind === 'static') || this.state.isMemberByRef(ref))) {
+        void this.client.proposeUntilDone({ c: 'workerDown', ref })
+      }
       return
     }
     if (reason.kind === 'crash') this.log.warn('worker crashed', { worker: id, err: String(reason.error) })

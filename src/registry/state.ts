@@ -194,6 +194,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return this.ownerOf(ref) !== undefined
   }
 
+  /** Whether `ref` is a member of a group by its ref (as a static worker is; a supervised worker is by its name). */
+  isMemberByRef(ref: WorkerRef): boolean {
+    return this.groupsOf.has(`r:${refKey(ref)}`)
+  }
+
   /** Known nodes of the sworm (copies). */
   nodeRecords(): NodeRecord[] {
     return [...this.nodes.values()].map((n) => ({ ...n }))

@@ -4,15 +4,15 @@
  * `startedMany` entry, which gives every replica the worker's ref. The node that registered the
  * name need not wait for the second one: the `supervise` entry names it (its client session), so
  * the hosting node tells it directly (`startedAt`) as soon as the worker runs, and the caller
- * resolves with that ref. A worker that moved or restarted (a node's failure, a drain, a crash)
- * has no such caller but may have many: its host tells every node up. A host's notices to one
- * node go out together, one message for all the starts that completed in the same turn.
+ * resolves with that ref. A host's notices to one node go out together, one message for the
+ * starts that completed in the same microtask checkpoint (the starts of one applied batch).
  *
  * So that the caller's next `whereisName` and calls by name see the worker at once (read your
- * writes), a node told keeps the ref as a hint for its name until its own registry shows the
+ * writes), the caller keeps the ref as a hint for its name until its own registry shows the
  * start (or shows the name placed again, or gone). A hint is used only while the local
  * registration still places the name on the node that sent it, under its epoch, and is not being
- * moved or unregistered; a node not told learns the ref from the log, as before.
+ * moved or unregistered; a notice is taken only for a name this node is registering (so a peer
+ * cannot fill the table); other nodes learn the ref from the log, as before.
  *
  * Nothing here decides anything: where a worker runs, and that it runs once, is still the log's
  * and the lease's business (see supervisor.ts). A notice that never comes (the host is cut off,
@@ -45,9 +45,6 @@ export interface EarlyStartsHost {
  */
 export const MAX_HINTS = 100_000
 
-/** The outbox key of notices for every node up (no node id is empty). */
-const EVERY_NODE = ''
-
 /** Starts per `startedAt` message at most (a larger batch goes out in several; a larger one that arrives is dropped). */
 export const MAX_PER_NOTICE = 4096
 /** Bytes of names per `startedAt` message at most (far below the frame limit, whatever `maxNameBytes`). */
@@ -64,6 +61,8 @@ export class EarlyStarts {
   private readonly hints = new Map<string, Hint>()
   /** refKey of a hinted ref -> its name. */
   private readonly byRef = new Map<string, string>()
+  /** Names this node is registering (supervise proposed, start not yet known), with how many callers. */
+  private readonly expecting = new Map<string, number>()
   private closed = false
   /** name -> callers waiting to hear its worker of one epoch runs. */
   private readonly waiting = new Map<string, Array<{ epoch: number; done: (ref: WorkerRef) => void }>>()
@@ -77,27 +76,32 @@ export class EarlyStarts {
         host.router.drop(from, 'startedAt with bad fields')
         return
       }
+      // the incarnation this node knows the sender by (its string, not the peer's copy); a notice
+      // from another one (restarted, or not applied here yet) is left to the log
+      const rec = host.state.nodeRecord(from)
+      if (!rec || !rec.up || rec.inc !== m.inc || this.expecting.size === 0) return
+      const inc = rec.inc
       for (const s of m.starts as unknown[]) {
         if (!Array.isArray(s) || typeof s[0] !== 'string' || !Number.isSafeInteger(s[1]) || !Number.isSafeInteger(s[2])) continue
         const name = s[0]
         if (name.length * 3 > host.maxNameBytes && Buffer.byteLength(name) > host.maxNameBytes) continue
-        this.heard(name, s[1] as number, { sworm: host.sworm, node: from, inc: m.inc, id: s[2] as number })
+        if (this.expecting.has(name)) this.heard(name, s[1] as number, { sworm: host.sworm, node: rec.node, inc, id: s[2] as number })
       }
     })
   }
 
   /**
    * Host side: the worker `ref` of supervised `name` for `epoch` runs on this node, and node `by`
-   * waits to hear it (undefined: a worker that moved or restarted, told to every node up, which
-   * may all be calling it). Sent with the other starts of this turn.
+   * (which registered it) waits to hear it. Sent with the other starts of this microtask checkpoint.
    */
-  running(name: string, epoch: number, ref: WorkerRef, by: NodeId | undefined): void {
+  running(name: string, epoch: number, ref: WorkerRef, by: NodeId): void {
     if (this.closed) return
-    if (by === undefined || by === this.host.nodeId) this.heard(name, epoch, ref)
-    if (by === this.host.nodeId) return
-    const to = by ?? EVERY_NODE
-    let list = this.outbox.get(to)
-    if (!list) this.outbox.set(to, (list = []))
+    if (by === this.host.nodeId) {
+      if (this.expecting.has(name)) this.heard(name, epoch, ref)
+      return
+    }
+    let list = this.outbox.get(by)
+    if (!list) this.outbox.set(by, (list = []))
     list.push([name, epoch, ref.id])
     if (this.flushing) return
     this.flushing = true
@@ -109,7 +113,6 @@ export class EarlyStarts {
     const out = this.outbox
     this.outbox = new Map()
     for (const [to, starts] of out) {
-      const nodes = to === EVERY_NODE ? this.host.state.nodeRecords().filter((n) => n.up && n.node !== this.host.nodeId).map((n) => n.node) : [to]
       let from = 0
       while (from < starts.length) {
         let end = from
@@ -119,10 +122,27 @@ export class EarlyStarts {
           if (end > from && bytes > MAX_NOTICE_NAME_BYTES) break
           end++
         }
-        const msg = { t: 'startedAt' as const, inc: this.host.inc, starts: starts.slice(from, end) }
-        for (const node of nodes) this.host.router.send(node, msg)
+        this.host.router.send(to, { t: 'startedAt', inc: this.host.inc, starts: starts.slice(from, end) })
         from = end
       }
+    }
+  }
+
+  /**
+   * Caller side: this node is about to propose the supervised registration of `name`: notices
+   * about it are taken from now until `done()` (call it once its caller stopped waiting).
+   */
+  expect(name: string): { done(): void } {
+    this.expecting.set(name, (this.expecting.get(name) ?? 0) + 1)
+    let ended = false
+    return {
+      done: () => {
+        if (ended) return
+        ended = true
+        const n = (this.expecting.get(name) ?? 1) - 1
+        if (n > 0) this.expecting.set(name, n)
+        else this.expecting.delete(name)
+      },
     }
   }
 
@@ -149,20 +169,16 @@ export class EarlyStarts {
 
   /** A host said the worker `ref` of `name` runs for `epoch` (maybe before this node applied its placement). */
   private heard(name: string, epoch: number, ref: WorkerRef): void {
+    if (this.closed) return
     const r = this.host.state.peek(name)
-    // a notice about an epoch this node has applied past, or a start its log shows already, is
-    // stale; one about a later epoch than this node has applied (a restart, a move) is kept
+    // a notice about an epoch this node has applied past, or a start its log shows already, is stale
     if (r !== undefined && (r.kind !== 'supervised' || (r.epoch ?? 0) > epoch || (r.epoch === epoch && r.ref !== undefined))) return
-    const h = { epoch, ref }
-    const now = this.valid(name, h)
     const had = this.hints.get(name)
-    if (!now) {
-      // not usable yet (this node has not applied the placement): kept while there is room, and
-      // never in place of a hint in use
-      if ((had !== undefined && this.valid(name, had)) || (had === undefined && this.hints.size >= MAX_HINTS)) return
-    } else if (had === undefined && this.hints.size >= MAX_HINTS) this.forget(this.hints.keys().next().value as string)
+    if (had !== undefined && had.epoch > epoch) return // never an older epoch in place of a newer one
+    const h = { epoch, ref }
+    if (had === undefined && this.hints.size >= MAX_HINTS) this.forget(this.hints.keys().next().value as string)
     this.set(name, h)
-    if (!now) return
+    if (!this.valid(name, h)) return // (until this node applies the placement it speaks of)
     this.host.woken(name)
     const list = this.waiting.get(name)
     if (list) for (const w of [...list]) if (w.epoch === epoch) w.done(ref)
@@ -241,6 +257,7 @@ export class EarlyStarts {
     this.hints.clear()
     this.byRef.clear()
     this.outbox.clear()
+    this.expecting.clear()
   }
 
   /** Hints held (for tests and status). */

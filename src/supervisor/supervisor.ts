@@ -30,11 +30,10 @@ export interface SupervisorEvents {
   /** This node's lease holds again after it was lost. */
   leaseRenewed?(): void
   /**
-   * The worker of supervised `name` for `epoch` runs here (before the log has its start). `by`:
-   * the node that registered the name and waits to hear it; undefined for a worker that moved or
-   * restarted, which every node may be calling (see supervisor/early-starts.ts).
+   * The worker of supervised `name` for `epoch` runs here (before the log has its start), and
+   * node `by` registered the name and waits to hear it (see supervisor/early-starts.ts).
    */
-  running?(name: string, epoch: number, ref: WorkerRef, by: string | undefined): void
+  running?(name: string, epoch: number, ref: WorkerRef, by: string): void
 }
 
 /** What the supervisor needs from its sworm. */
@@ -89,8 +88,8 @@ export class Supervisor {
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
-  /** name -> who waits to hear its worker runs, for the epoch placed here: the node that registered it, or (undefined) every node. */
-  private readonly announce = new Map<string, { epoch: number; by: string | undefined }>()
+  /** name -> the node that registered it and waits to hear its worker runs, for the epoch placed here. */
+  private readonly announce = new Map<string, { epoch: number; by: string }>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
   /** Modules of start specs, loaded once. */
@@ -130,6 +129,11 @@ export class Supervisor {
     return this.byId.has(id)
   }
 
+  /** The supervised name local worker `id` runs for, if it is a supervised one. */
+  nameOf(id: number): string | undefined {
+    return this.byId.get(id)
+  }
+
   /**
    * Resolves when the log shows the supervised `name` with a running worker (or its start failed /
    * it was removed); `cancel()` stops waiting (the promise then never settles).
@@ -164,7 +168,7 @@ export class Supervisor {
     const me = this.host.nodeId
     switch (ch.type) {
       case 'placed':
-        if (ch.node === me && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
+        if (ch.node === me && ch.by !== undefined && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
         else this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
         return
