@@ -23,7 +23,7 @@ import type { RaftNode, RaftNodeEvents } from './raft/node.js'
 import type { Clock, Logger } from './raft/types.js'
 import { RegistryClient } from './registry/client.js'
 import type { RegistryChange, RegistryState } from './registry/state.js'
-import type { RegistryCommand, RegistryResult, StartSpec, SuperviseResult, WorkerRef } from './registry/types.js'
+import { sameRef, type RegistryCommand, type RegistryResult, type StartSpec, type SuperviseResult, type WorkerRef } from './registry/types.js'
 import { Messaging } from './rpc/messaging.js'
 import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
@@ -346,6 +346,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * `false` when the name is taken (or the ref's node is gone). Linearizable; the name is visible
    * to local reads on this node as soon as the promise resolves. Registering a supervised
    * worker's ref under another name adds an alias that follows the worker.
+   * @throws NoWorkerError (the worker ended, or its node is gone), TimeoutError (a supervised
+   *   worker's ref whose start the log does not have yet after `requestTimeoutMs`)
    */
   registerName(name: string, ref: WorkerRef, opts?: Abortable): Promise<boolean>
   /**
@@ -354,9 +356,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * moves it when the node is gone. Resolves with the ref once it runs: the node running it
    * tells this node directly, before the log has the start, so this node sees it at once
    * (`whereisName`, calls by name); the other nodes see it once the log has it, a round later.
-   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node at once
-   * (they wait for the log); another node given the ref within that round finds it not
-   * registered (`join`) or registers a static name for it, not an alias.
+   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node and on
+   * the node running it at once (they wait for the log, a `TimeoutError` after
+   * `requestTimeoutMs`); another node given the ref within that round finds it not registered
+   * (`join`) or registers a static name for it, not an alias (the name goes when the worker ends).
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
   registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
@@ -466,8 +469,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   private async untilLogged(ref: WorkerRef, what: string): Promise<void> {
     const pending = (): string | undefined => {
-      if (this.state.namesOfRef(ref).length > 0) return undefined
-      return this.early.pendingName(ref) ?? (this.isLocal(ref) ? this.supervisor.nameOf(ref.id) : undefined)
+      const name = this.early.pendingName(ref) ?? (this.isLocal(ref) ? this.supervisor.nameOf(ref.id) : undefined)
+      if (name === undefined) return undefined
+      const logged = this.state.peek(name)?.ref
+      return logged !== undefined && sameRef(logged, ref) ? undefined : name
     }
     const name = pending()
     if (name === undefined) return
@@ -550,7 +555,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Add `ref` to `group`.
-   * @throws NotFoundError when `ref` holds no name in this sworm
+   * @throws NotFoundError when `ref` holds no name in this sworm; TimeoutError when `ref` is a
+   *   supervised worker this node knows runs but the log does not have its start yet after
+   *   `requestTimeoutMs` (see `registerName`)
    */
   join(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
     return this.abortable(opts, () => this.groupOp('join', group, ref))
@@ -558,7 +565,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Remove `ref` from `group`.
-   * @throws NotFoundError when `ref` holds no name in this sworm
+   * @throws NotFoundError when `ref` holds no name in this sworm; TimeoutError as for {@link Sworm.join}
    */
   leave(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
     return this.abortable(opts, () => this.groupOp('leave', group, ref))
@@ -891,8 +898,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   private onWorkerExit(id: number, reason: ExitReason): void {
     if (this.supervisor.onExit(id, reason)) {
-      // a static name given to a supervised worker's ref (another node registered it within the
-      // round in which only this node and its caller knew the worker) goes with the worker
+      // a static name, or a group membership by ref, given to a supervised worker's ref (another
+      // node registered it within the round in which only this node and its caller knew the
+      // worker) goes with the worker
       const ref = this.refOf(id)
       if (!this.stopped && (this.state.namesOfRef(ref).some((n) => this.state.peek(n)?.kind === 'static') || this.state.isMemberByRef(ref))) {
         void this.client.proposeUntilDone({ c: 'workerDown', ref })

@@ -97,7 +97,7 @@ t.test('a caller that hears nothing from the host learns the start from the log'
 
 t.test('a join or an alias with an early ref fails with a TimeoutError when the log does not have the start in time', async (t) => {
   const reports = holdStartReports(t)
-  const c = await startSworms(2, 'early-timeout', { startTimeoutMs: 10_000, requestTimeoutMs: 1500 })
+  const c = await startSworms(2, 'early-timeout', { startTimeoutMs: 10_000, requestTimeoutMs: 3000 })
   t.teardown(() => c.stop())
   const [a] = c.nodes
   await Promise.all(c.nodes.map((s) => s.ready()))
@@ -113,17 +113,23 @@ t.test('a join or an alias with an early ref fails with a TimeoutError when the 
 
 t.test('a name another node gave the early ref (a static name, as the log knew no worker) goes when the worker ends', async (t) => {
   const reports = holdStartReports(t, true)
-  const c = await startSworms(2, 'early-static', { startTimeoutMs: 10_000 })
+  const c = await startSworms(3, 'early-static', { startTimeoutMs: 10_000 })
   t.teardown(() => c.stop())
-  const [a, b] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0]]
+  const [a] = c.nodes as [(typeof c.nodes)[0]]
   await Promise.all(c.nodes.map((s) => s.ready()))
+  await waitFor(() => (a as unknown as { state: { nodeRecords(): Array<{ up: boolean }> } }).state.nodeRecords().filter((n) => n.up).length === 3, 10_000, 'every node up')
   const ref = await a.registerName('xs', { module: WORKERS, fn: 'counter', args: ['early/xs'], restart: 'permanent' })
+  // a node that neither registered the name nor runs its worker: it has no word of the start
+  const b = c.nodes.find((s) => s.nodeId !== a.nodeId && s.nodeId !== ref.node)!
   t.equal(await b.registerName('xs-other', ref), true, 'the other node registers a name for the ref before the log has the start')
+  await b.join('xs-group', ref)
+  t.equal(b.members('xs-group').length, 1, 'and joins a group with it (by ref: the log knows no supervised worker of that ref yet)')
   reports.release()
   await waitFor(() => c.nodes.every((s) => sameRef(s.whereisName('xs'), ref)), 10_000, 'the start in every registry')
   await t.rejects(a.call('xs', 'crash'), 'the worker crashes (and restarts)')
   await waitFor(() => c.nodes.every((s) => s.whereisName('xs-other') === undefined), 10_000, 'the name bound to the ended worker to go')
-  t.pass('no name stays bound to a worker that ended')
+  await waitFor(() => c.nodes.every((s) => !s.members('xs-group').some((m) => sameRef(m, ref))), 10_000, 'its group membership to go')
+  t.pass('no name or membership stays bound to a worker that ended')
 })
 
 function sameRef(x: WorkerRef | undefined, y: WorkerRef): boolean {

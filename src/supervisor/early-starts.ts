@@ -39,9 +39,9 @@ export interface EarlyStartsHost {
 }
 
 /**
- * Hints kept at most: beyond, a notice about a placement this node has not applied yet is not
- * kept, and one it can use now takes the place of the oldest (names whose hint is gone are seen
- * once the log has their start).
+ * Hints kept at most (a hint is taken only for a name this node is registering, so this bounds
+ * nothing in practice): beyond, a new one takes the place of the oldest, whose name is then seen
+ * once the log has its start.
  */
 export const MAX_HINTS = 100_000
 
@@ -173,6 +173,8 @@ export class EarlyStarts {
     const r = this.host.state.peek(name)
     // a notice about an epoch this node has applied past, or a start its log shows already, is stale
     if (r !== undefined && (r.kind !== 'supervised' || (r.epoch ?? 0) > epoch || (r.epoch === epoch && r.ref !== undefined))) return
+    // the placement it speaks of, applied here, is on another node: not its host
+    if (r !== undefined && r.epoch === epoch && r.node !== ref.node) return
     const had = this.hints.get(name)
     if (had !== undefined && had.epoch > epoch) return // never an older epoch in place of a newer one
     const h = { epoch, ref }

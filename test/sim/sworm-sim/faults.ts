@@ -105,6 +105,20 @@ const stallFault = (w: SimWorld): FaultEnd => {
 }
 
 /**
+ * Which members the cluster can lose for good (a wiped disk, a removal of a node that is down, a
+ * crash of a node being removed, which the scenario never restarts) and still have a quorum of
+ * its voters up: a learner, or a voter whose peers that are up are a quorum without it. Undefined
+ * when there is no leader to ask the configuration of.
+ */
+function lossLeavesQuorum(w: SimWorld): ((m: Member) => boolean) | undefined {
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (!leader) return undefined
+  const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
+  const quorum = Math.floor(voters.length / 2) + 1
+  return (m) => !voters.includes(m.id) || voters.filter((id) => id !== m.id && w.members.get(id)?.alive).length >= quorum
+}
+
+/**
  * A voter loses its disk and is restarted under the same id: it must refuse to start; the
  * operator then removes it (and its machine may come back later under a new id). Only with no
  * membership change under way, more than 3 members, all of them up, and only a node whose loss
@@ -115,11 +129,8 @@ const stallFault = (w: SimWorld): FaultEnd => {
  */
 const wipeDisk = (w: SimWorld): FaultEnd => {
   const act = w.active()
-  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
-  if (!leader) return
-  const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
-  const votersUp = voters.filter((id) => w.members.get(id)?.alive).length
-  const survivable = (m: Member): boolean => !voters.includes(m.id) || votersUp - 1 >= Math.floor(voters.length / 2) + 1
+  const survivable = lossLeavesQuorum(w)
+  if (!survivable) return
   const victims = act.filter((m) => m.alive && m.ready && !m.joins && survivable(m))
   if (!w.membership && act.length > 3 && act.every((m) => m.alive) && victims.length) {
     const m = w.pick(victims)
@@ -173,8 +184,12 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
 const changeMembership: Fault = (w) => {
   const act = w.active()
   const [lo, hi] = w.opts.members ?? [3, 6]
-  if (!w.membership && act.length > lo && (act.length >= hi || w.r() < 0.5)) {
-    const victim = w.pick(act)
+  // a node that is down is never restarted once it is being removed: only one the voters can do
+  // without (with 2 voters, removing a dead one can never commit: seed 1195479 "did not settle")
+  const survivable = lossLeavesQuorum(w)
+  const removable = act.filter((m) => m.alive || survivable?.(m) === true)
+  if (!w.membership && act.length > lo && removable.length && (act.length >= hi || w.r() < 0.5)) {
+    const victim = w.pick(removable)
     w.count(victim.alive ? 'member-remove' : 'member-remove-down')
     removeMember(w, victim)
   } else if (!w.membership && act.length < hi && act.some((m) => m.alive && !m.joins)) {
@@ -216,7 +231,9 @@ const healNetwork: Fault = (w) => {
 }
 
 const crashNode: Fault = (w) => {
-  const m = w.all().filter((m) => m.alive)
+  // a node being removed is not restarted: crashed only where the voters can do without it
+  const survivable = lossLeavesQuorum(w)
+  const m = w.all().filter((m) => m.alive && (m.role !== 'leaving' || survivable?.(m) === true))
   if (m.length) {
     return { wait: w.crash(w.pick(m)), after: () => w.count('crash') }
   }
