@@ -23,12 +23,13 @@ import type { RaftNode, RaftNodeEvents } from './raft/node.js'
 import type { Clock, Logger } from './raft/types.js'
 import { RegistryClient } from './registry/client.js'
 import type { RegistryChange, RegistryState } from './registry/state.js'
-import type { RegistryCommand, RegistryResult, StartSpec, SuperviseResult, WorkerRef } from './registry/types.js'
+import { sameRef, type RegistryCommand, type RegistryResult, type StartSpec, type SuperviseResult, type WorkerRef } from './registry/types.js'
 import { Messaging } from './rpc/messaging.js'
 import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
 import { LeaseFence } from './supervisor/fencing.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './supervisor/local-workers.js'
+import { EarlyStarts } from './supervisor/early-starts.js'
 import { Supervisor, type StartOutcome } from './supervisor/supervisor.js'
 import { sleep } from './util/retry.js'
 
@@ -106,6 +107,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   private stopping: Promise<void> | undefined
   private readonly client: RegistryClient
   private readonly supervisor: Supervisor
+  private readonly early: EarlyStarts
   private readonly fence: LeaseFence
   private readonly messaging: Messaging
   private readonly membership: Membership
@@ -145,6 +147,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const router = new WireRouter(p.msgs, peerLog)
     this.requests = new PendingRequests(clock)
     this.client = new RegistryClient({ ...node, requestTimeoutMs: o.requestTimeoutMs })
+    this.early = new EarlyStarts({ sworm: o.name, nodeId: o.nodeId, inc: p.inc, state, router, maxNameBytes: o.maxNameBytes, woken: (name) => this.messaging.nameChanged(name) })
     this.supervisor = new Supervisor({
       sworm: o.name,
       nodeId: o.nodeId,
@@ -177,6 +180,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
           this.fire('leaseLost', { node: o.nodeId, workers: n })
         },
         leaseRenewed: () => this.fire('leaseRenewed', { node: o.nodeId }),
+        running: (name, epoch, ref, by) => this.early.running(name, epoch, ref, by),
       },
     }, p.reconcileSlice)
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
@@ -185,6 +189,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.messaging = new Messaging({
       raft,
       state,
+      whereis: (name) => this.whereis(name),
       workers,
       router,
       clock,
@@ -341,12 +346,20 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * `false` when the name is taken (or the ref's node is gone). Linearizable; the name is visible
    * to local reads on this node as soon as the promise resolves. Registering a supervised
    * worker's ref under another name adds an alias that follows the worker.
+   * @throws NoWorkerError (the worker ended, or its node is gone), TimeoutError (a supervised
+   *   worker's ref whose start the log does not have yet after `requestTimeoutMs`)
    */
   registerName(name: string, ref: WorkerRef, opts?: Abortable): Promise<boolean>
   /**
    * Register a supervised worker: the registry places it on a node, which starts it with
    * `(await import(spec.module))[spec.fn](...spec.args)`, restarts it per `spec.restart`, and
-   * moves it when the node is gone. Resolves with the ref once it runs.
+   * moves it when the node is gone. Resolves with the ref once it runs: the node running it
+   * tells this node directly, before the log has the start, so this node sees it at once
+   * (`whereisName`, calls by name); the other nodes see it once the log has it, a round later.
+   * Its ref can be used in `join`, `leave` and `registerName` (an alias) on this node and on
+   * the node running it at once (they wait for the log, a `TimeoutError` after
+   * `requestTimeoutMs`); another node given the ref within that round finds it not registered
+   * (`join`) or registers a static name for it, not an alias (the name goes when the worker ends).
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
   registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
@@ -369,17 +382,27 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const n = this.args.name(name)
     const sp = this.args.spec(spec)
     if (orExisting) {
-      const ref = this.state.whereis(n)
+      const ref = this.whereis(n)
       if (ref) return ref
     }
     await this.membership.ready()
+    // its host tells this node when the worker runs (see supervisor/early-starts.ts)
+    const expecting = this.early.expect(n)
+    try {
+      return await this.superviseAndStart(n, sp, orExisting)
+    } finally {
+      expecting.done()
+    }
+  }
+
+  private async superviseAndStart(n: string, sp: StartSpec, orExisting: boolean): Promise<WorkerRef> {
     const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1 })) as SuperviseResult
     if (!res.placed) {
       if (!res.exists) throw new NoNodeError()
       if (!orExisting) {
         // lost the race to a supervised worker still starting: wait for it (as the winner's caller
         // does), so the error carries its ref and whereisName shows it right after
-        if (res.ref || res.kind !== 'supervised' || !this.startingHere(n)) throw new AlreadyRegisteredError(n, res.ref ?? this.state.whereis(n))
+        if (res.ref || res.kind !== 'supervised' || !this.startingHere(n)) throw new AlreadyRegisteredError(n, res.ref ?? this.whereis(n))
         const winner = await this.startOf(n)
         throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
       }
@@ -396,20 +419,71 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return r !== undefined && r.kind === 'supervised' && !r.retiring && r.ref === undefined
   }
 
-  /** The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`. */
+  /**
+   * The start of supervised name `n` (here or on another node), waited for up to `startTimeoutMs`:
+   * told by the node it is placed on as soon as the worker runs there (see
+   * supervisor/early-starts.ts), or seen in the log, whichever comes first.
+   */
   private async startOf(n: string): Promise<StartOutcome> {
     const startTimeoutMs = this.opts.startTimeoutMs
     let timer: unknown
+    const logged = this.supervisor.waitForStart(n)
+    const waits: Array<Promise<StartOutcome>> = [
+      logged.outcome,
+      new Promise<StartOutcome>((resolve) => {
+        timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
+      }),
+    ]
+    const r = this.state.peek(n)
+    const early = r?.kind === 'supervised' && r.ref === undefined && r.epoch !== undefined && !r.retiring ? this.early.wait(n, r.epoch) : undefined
+    if (early) waits.push(early.ref.then((ref): StartOutcome => ({ ok: true, ref })))
     try {
-      return await Promise.race([
-        this.supervisor.waitForStart(n),
-        new Promise<StartOutcome>((resolve) => {
-          timer = this.clock.setTimeout(() => resolve({ ok: false, error: `the worker did not start within ${startTimeoutMs} ms` }), startTimeoutMs)
-        }),
-      ])
+      return await Promise.race(waits)
     } finally {
       this.clock.clearTimeout(timer)
+      early?.cancel()
+      logged.cancel()
     }
+  }
+
+  /** Wait (up to `ms`) until the log shows a start of supervised `n` (or its start failed, or it went). */
+  private async logged(n: string, ms: number): Promise<void> {
+    const logged = this.supervisor.waitForStart(n)
+    let timer: unknown
+    try {
+      await Promise.race([logged.outcome, new Promise<void>((resolve) => (timer = this.clock.setTimeout(resolve, ms)))])
+    } finally {
+      this.clock.clearTimeout(timer)
+      logged.cancel()
+    }
+    this.guard()
+  }
+
+  /**
+   * Before a registration or a group change with `ref`: if `ref` is a supervised worker that this
+   * node knows runs while the log does not have its start yet (its host told this node, or it runs
+   * here), wait until the log has it, up to `requestTimeoutMs`. Until then the registry does not
+   * know it as its name's worker: a join would find it not registered, an alias would be taken for
+   * a static name.
+   * @throws TimeoutError when the log still does not have it
+   */
+  private async untilLogged(ref: WorkerRef, what: string): Promise<void> {
+    const pending = (): string | undefined => {
+      const name = this.early.pendingName(ref) ?? (this.isLocal(ref) ? this.supervisor.nameOf(ref.id) : undefined)
+      if (name === undefined) return undefined
+      const logged = this.state.peek(name)?.ref
+      return logged !== undefined && sameRef(logged, ref) ? undefined : name
+    }
+    const name = pending()
+    if (name === undefined) return
+    const ms = this.opts.requestTimeoutMs
+    await this.logged(name, ms)
+    if (pending() !== undefined) throw new TimeoutError(`${what}: the worker runs, but the log does not have its start yet after ${ms} ms; try again`)
+  }
+
+  /** The ref answering to `name` here: the registry's, or the one its host just said runs (see supervisor/early-starts.ts). */
+  private whereis(name: string): WorkerRef | undefined {
+    return this.state.whereis(name) ?? this.early.whereis(name)
   }
 
   private async registerStatic(name: string, ref: WorkerRef): Promise<boolean> {
@@ -418,6 +492,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const r = this.args.ref(ref)
     if (this.isLocal(r) && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
     await this.membership.ready()
+    // a supervised worker this node knows runs before the log does: an alias only once it does
+    await this.untilLogged(r, `registerName(${JSON.stringify(n)})`)
     const res = await this.client.propose({ c: 'register', name: n, ref: r })
     if (res === 'node-down') throw new NoWorkerError(`the worker's node (${r.node}) is not up in the cluster: declared gone, or restarted since`)
     // taken by a supervised worker still starting: wait for it, so whereisName shows the winner
@@ -447,12 +523,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
   whereisName(name: string, opts?: { consistent?: boolean } & Abortable): WorkerRef | undefined | Promise<WorkerRef | undefined> {
     if (opts?.consistent) return this.whereisNameConsistent(name, opts)
     this.guard()
-    return this.state.whereis(this.args.name(name))
+    return this.whereis(this.args.name(name))
   }
 
   /**
    * The ref bound to `name`, by a linearizable read: it sees every registration acknowledged
    * before the call (one shape: always a Promise; the same as `whereisName(name, { consistent: true })`).
+   * A supervised worker whose start is not in the log yet is not seen (as while it restarts or
+   * moves), except on the node that registered it, which waits for the log (up to
+   * `requestTimeoutMs`) and sees it either way.
    * @throws InvalidArgumentError, NotLeaderError / TimeoutError (no leader to confirm the read),
    * AbortError, ShuttingDownError
    */
@@ -461,7 +540,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
       this.guard()
       const n = this.args.name(name)
       await this.raft.read()
-      return this.state.whereis(n)
+      // a worker this node registered and knows runs from its host's word: the log's ref once
+      // it has the start (read your writes either way)
+      if (this.state.whereis(n) === undefined && this.early.whereis(n) !== undefined) await this.logged(n, this.opts.requestTimeoutMs)
+      return this.whereis(n)
     })
   }
 
@@ -473,7 +555,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Add `ref` to `group`.
-   * @throws NotFoundError when `ref` holds no name in this sworm
+   * @throws NotFoundError when `ref` holds no name in this sworm; TimeoutError when `ref` is a
+   *   supervised worker this node knows runs but the log does not have its start yet after
+   *   `requestTimeoutMs` (see `registerName`)
    */
   join(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
     return this.abortable(opts, () => this.groupOp('join', group, ref))
@@ -481,7 +565,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Remove `ref` from `group`.
-   * @throws NotFoundError when `ref` holds no name in this sworm
+   * @throws NotFoundError when `ref` holds no name in this sworm; TimeoutError as for {@link Sworm.join}
    */
   leave(group: string, ref: WorkerRef, opts?: Abortable): Promise<void> {
     return this.abortable(opts, () => this.groupOp('leave', group, ref))
@@ -492,6 +576,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const g = this.args.name(group, 'group')
     const r = this.args.ref(ref)
     await this.membership.ready()
+    await this.untilLogged(r, `${c}(${JSON.stringify(g)})`)
     const res = await this.client.propose({ c, group: g, ref: r })
     if (res === 'not-found') throw new NotFoundError('the ref is not registered in this sworm')
   }
@@ -768,6 +853,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       await Promise.race([Promise.allSettled([...leaving, drop]), sleep(this.clock, 2000)])
     }
     this.requests.failAll(new ShuttingDownError('the sworm is stopped'))
+    this.early.close()
     this.messaging.close(new ShuttingDownError('the sworm is stopped'))
     await this.raft.stop({ transfer: graceful })
     await this.release()
@@ -799,6 +885,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   private onRegistryChange(ch: RegistryChange): void {
     this.supervisor.onChange(ch)
+    this.early.onChange(ch)
     this.detector.onChange(ch)
     this.events.onChange(ch)
     this.messaging.onChange(ch)
@@ -810,7 +897,16 @@ export class Sworm extends EventEmitter<SwormEvents> {
   }
 
   private onWorkerExit(id: number, reason: ExitReason): void {
-    if (this.supervisor.onExit(id, reason)) return
+    if (this.supervisor.onExit(id, reason)) {
+      // a static name, or a group membership by ref, given to a supervised worker's ref (another
+      // node registered it within the round in which only this node and its caller knew the
+      // worker) goes with the worker
+      const ref = this.refOf(id)
+      if (!this.stopped && (this.state.namesOfRef(ref).some((n) => this.state.peek(n)?.kind === 'static') || this.state.isMemberByRef(ref))) {
+        void this.client.proposeUntilDone({ c: 'workerDown', ref })
+      }
+      return
+    }
     if (reason.kind === 'crash') this.log.warn('worker crashed', { worker: id, err: String(reason.error) })
     // Stopping, the node drops all its static names in one entry (workersDown, in stopOnce), or
     // leaves them to the failure detector: a proposal per worker held its event loop for seconds.

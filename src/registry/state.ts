@@ -39,8 +39,11 @@ export type RegistryChange =
   | { type: 'left'; group: string; ref: WorkerRef }
   | { type: 'nodeUp'; node: string; inc: string }
   | { type: 'nodeDown'; node: string; inc: string }
-  /** A supervised name must (re)start on `node` for `epoch`. */
-  | { type: 'placed'; name: string; node: string; epoch: number; moved: boolean; from: string | undefined }
+  /**
+   * A supervised name must (re)start on `node` for `epoch`. `by`: the node whose registration
+   * placed it (a `supervise` proposed in its session), which waits to hear that it runs.
+   */
+  | { type: 'placed'; name: string; node: string; epoch: number; moved: boolean; from: string | undefined; by?: string }
   | { type: 'started'; name: string; ref: WorkerRef; epoch: number }
   | { type: 'startFailed'; name: string; epoch: number; error: string }
   /** The worker `ref` of a supervised name must stop (its name moved away or was removed). */
@@ -191,6 +194,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return this.ownerOf(ref) !== undefined
   }
 
+  /** Whether `ref` is a member of a group by its ref (as a static worker is; a supervised worker is by its name). */
+  isMemberByRef(ref: WorkerRef): boolean {
+    return this.groupsOf.has(`r:${refKey(ref)}`)
+  }
+
   /** Known nodes of the sworm (copies). */
   nodeRecords(): NodeRecord[] {
     return [...this.nodes.values()].map((n) => ({ ...n }))
@@ -273,7 +281,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'nodeDown':
         return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1)
       case 'supervise':
-        return this.supervise(cmd.name, cmd.spec, cmd.ue === 1)
+        return this.supervise(cmd.name, cmd.spec, cmd.ue === 1, cmd.s?.node)
       case 'started':
         return this.started(cmd.name, cmd.epoch, cmd.ref)
       case 'startedMany':
@@ -494,7 +502,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   /** Put supervised `r` on a (new) node with a new epoch; the node starts it. */
-  private place(reg: Readonly<Registration>, node: string | undefined, moved: boolean): void {
+  private place(reg: Readonly<Registration>, node: string | undefined, moved: boolean, by?: string): void {
     if (reg.retiring) {
       // its node is gone (or restarted): nothing runs any more, the name can go
       this.removeName(reg)
@@ -519,7 +527,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'unplaced', name: r.name })
       return
     }
-    this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from })
+    this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from, ...(by !== undefined ? { by } : {}) })
   }
 
   private nodeUp(node: string, inc: string, seen: string | undefined, zone: string | undefined, byName: boolean): boolean {
@@ -588,14 +596,14 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ supervision
 
-  private supervise(name: string, spec: StartSpec, uniqueEpochs: boolean): SuperviseResult {
+  private supervise(name: string, spec: StartSpec, uniqueEpochs: boolean, by: string | undefined): SuperviseResult {
     const existing = this.names.get(name)
     if (existing) return { placed: false, exists: true, kind: existing.kind, ref: this.whereis(name) }
     const node = this.choose(name)
     if (node === undefined) return { placed: false, exists: false, noNode: true }
     const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0, ...(uniqueEpochs ? { ue: 1 as const } : {}) }
     this.setName(name, r)
-    this.place(r, node, false)
+    this.place(r, node, false, by)
     return { placed: true, epoch: r.epoch!, node }
   }
 

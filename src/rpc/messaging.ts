@@ -31,6 +31,8 @@ import type { WireRouter } from './router.js'
 export interface MessagingHost {
   readonly raft: RaftNode<RegistryCommand, RegistryResult>
   readonly state: RegistryState
+  /** The ref answering to a name here (the registry's, or one its host just said runs). */
+  whereis(name: string): WorkerRef | undefined
   readonly workers: LocalWorkers
   readonly router: WireRouter
   readonly clock: Clock
@@ -189,6 +191,12 @@ export class Messaging {
     }
   }
 
+  /** Something new is known about `name` outside the registry (a hint): wake what waits on it. */
+  nameChanged(name: string): void {
+    this.wake(name)
+    for (const alias of this.host.state.aliasesOfName(name)) this.wake(alias)
+  }
+
   /** The connection to `peer` opened or was lost (see Transport.onConnection). */
   onConnection(peer: string, up: boolean): void {
     if (up) this.lost.delete(peer)
@@ -328,7 +336,7 @@ export class Messaging {
    */
   private live(name: string): WorkerRef | undefined {
     const { host } = this
-    const ref = host.state.whereis(name)
+    const ref = host.whereis(name)
     if (!ref) return undefined
     if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.has(ref.id) ? ref : undefined
     return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) ? ref : undefined

@@ -21,6 +21,11 @@ export type WireMsg =
   | { t: 'removeReq'; id: number; node: string }
   | { t: 'removeResp'; id: number; ok: true }
   | { t: 'removeResp'; id: number; ok: false; code: string; message: string; leader?: string }
+  /**
+   * Supervised workers that run on the sender, incarnation `inc`, each `[name, epoch, id]`: told
+   * the node that registered them, before the log has their start (see supervisor/early-starts.ts).
+   */
+  | { t: 'startedAt'; inc: string; starts: Array<[name: string, epoch: number, id: number]> }
   /** Where a node serves its metrics (`reply`: answer with yours). */
   | { t: 'metricsAt'; url: string; reply: boolean }
 

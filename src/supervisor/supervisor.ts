@@ -29,6 +29,11 @@ export interface SupervisorEvents {
   leaseLost?(workers: number): void
   /** This node's lease holds again after it was lost. */
   leaseRenewed?(): void
+  /**
+   * The worker of supervised `name` for `epoch` runs here (before the log has its start), and
+   * node `by` registered the name and waits to hear it (see supervisor/early-starts.ts).
+   */
+  running?(name: string, epoch: number, ref: WorkerRef, by: string): void
 }
 
 /** What the supervisor needs from its sworm. */
@@ -83,6 +88,8 @@ export class Supervisor {
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
   private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
+  /** name -> the node that registered it and waits to hear its worker runs, for the epoch placed here. */
+  private readonly announce = new Map<string, { epoch: number; by: string }>()
   /** Whether the lease held at the last tick, and whether it ever did. */
   private leaseHeld = false
   /** Modules of start specs, loaded once. */
@@ -122,15 +129,31 @@ export class Supervisor {
     return this.byId.has(id)
   }
 
-  /** Resolve when the supervised `name` has a running worker (or its start failed / it was removed). */
-  waitForStart(name: string): Promise<StartOutcome> {
+  /** The supervised name local worker `id` runs for, if it is a supervised one. */
+  nameOf(id: number): string | undefined {
+    return this.byId.get(id)
+  }
+
+  /**
+   * Resolves when the log shows the supervised `name` with a running worker (or its start failed /
+   * it was removed); `cancel()` stops waiting (the promise then never settles).
+   */
+  waitForStart(name: string): { outcome: Promise<StartOutcome>; cancel(): void } {
     const ref = this.host.state.whereis(name)
-    if (ref) return Promise.resolve({ ok: true, ref })
-    return new Promise((resolve) => {
-      let list = this.waiters.get(name)
-      if (!list) this.waiters.set(name, (list = []))
-      list.push(resolve)
-    })
+    if (ref) return { outcome: Promise.resolve({ ok: true, ref }), cancel: () => {} }
+    let list = this.waiters.get(name)
+    if (!list) this.waiters.set(name, (list = []))
+    const waiters = list
+    let done: (o: StartOutcome) => void = () => {}
+    const outcome = new Promise<StartOutcome>((resolve) => (done = resolve))
+    const f = (o: StartOutcome): void => done(o)
+    waiters.push(f)
+    const cancel = (): void => {
+      const at = waiters.indexOf(f)
+      if (at >= 0) waiters.splice(at, 1)
+      if (waiters.length === 0 && this.waiters.get(name) === waiters) this.waiters.delete(name)
+    }
+    return { outcome, cancel }
   }
 
   private settle(name: string, o: StartOutcome): void {
@@ -145,15 +168,19 @@ export class Supervisor {
     const me = this.host.nodeId
     switch (ch.type) {
       case 'placed':
+        if (ch.node === me && ch.by !== undefined && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
+        else this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
         return
       case 'started':
         this.settle(ch.name, { ok: true, ref: ch.ref })
         return
       case 'startFailed':
+        this.announce.delete(ch.name)
         this.settle(ch.name, { ok: false, error: ch.error })
         return
       case 'unregistered':
+        this.announce.delete(ch.name)
         this.settle(ch.name, { ok: false, error: 'the name was unregistered before its worker started' })
         return
       case 'stopWorker':
@@ -163,10 +190,15 @@ export class Supervisor {
         }
         return
       case 'handoff':
+        this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.handoff(ch.name, ch.epoch))
         return
       case 'retire':
+        this.announce.delete(ch.name)
         if (ch.node === me) queueMicrotask(() => void this.retire(ch.name, ch.epoch))
+        return
+      case 'unplaced':
+        this.announce.delete(ch.name)
         return
       default:
         return
@@ -279,6 +311,11 @@ export class Supervisor {
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
+      const a = this.announce.get(name)
+      if (a) {
+        this.announce.delete(name)
+        if (a.epoch === epoch) this.host.events?.running?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, a.by)
+      }
       const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
@@ -289,6 +326,8 @@ export class Supervisor {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
     } finally {
       this.starting.delete(name)
+      // a start that will not run this epoch here has no one to tell (the log tells the caller)
+      if (this.announce.get(name)?.epoch === epoch && this.running.get(name)?.epoch !== epoch && !this.isMine(name, epoch)) this.announce.delete(name)
       if (this.startAgain.delete(name)) this.startIfPlacedHere(name)
     }
   }
