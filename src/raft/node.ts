@@ -770,12 +770,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private armPace(): void {
     const at = this.core.learnersDueAt()
     if (at === undefined || this.paceHandle !== undefined || this.stopped || this.failure) return
+    // at least 1 ms, and 1 ms past the due time: a timer that fires a hair early (a clock read
+    // that rounds) finds the learners not due, and one armed at 0 again made a loop that never let
+    // time pass (the simulation's clock, seed 1196760 on the branch early-starts)
     this.paceHandle = this.clock.setTimeout(
       () => {
         this.paceHandle = undefined
         this.kick()
       },
-      Math.max(0, at - this.clock.now()),
+      Math.max(1, Math.ceil(at - this.clock.now()) + 1),
     )
   }
 
