@@ -31,7 +31,7 @@ import { LeaseFence } from './supervisor/fencing.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './supervisor/local-workers.js'
 import { EarlyStarts } from './supervisor/early-starts.js'
 import { Supervisor, type StartOutcome } from './supervisor/supervisor.js'
-import { sleep } from './util/retry.js'
+import { sleep, withDeadline } from './util/retry.js'
 
 export type { SwormEvents, WorkerStopReason } from './events.js'
 export type { SwormOptions } from './options.js'
@@ -449,13 +449,10 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** Wait (up to `ms`) until the log shows a start of supervised `n` (or its start failed, or it went). */
   private async logged(n: string, ms: number): Promise<void> {
     const logged = this.supervisor.waitForStart(n)
-    let timer: unknown
-    try {
-      await Promise.race([logged.outcome, new Promise<void>((resolve) => (timer = this.clock.setTimeout(resolve, ms)))])
-    } finally {
-      this.clock.clearTimeout(timer)
-      logged.cancel()
-    }
+    // (late or not, the caller looks at the registry afterwards)
+    await withDeadline(this.clock, logged.outcome, ms, () => new Error('late'))
+      .catch(() => undefined)
+      .finally(logged.cancel)
     this.guard()
   }
 

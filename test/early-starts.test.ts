@@ -66,8 +66,8 @@ t.test('a supervised registration resolves once its host says the worker runs, b
   const joined = a.join('g', refs[0]!)
   const alias = a.registerName('early-alias', refs[1]!)
   const consistent = a.whereisName(names[2]!, { consistent: true })
-  const logWaits = (a as unknown as { supervisor: { waiters: Map<string, unknown[]> } }).supervisor.waiters
-  await waitFor(() => [0, 1, 2].every((i) => (logWaits.get(names[i]!)?.length ?? 0) > 0), 10_000, 'the join, the alias and the read to wait for the log')
+  const sup = (a as unknown as { supervisor: { waitingFor(name: string): number } }).supervisor
+  await waitFor(() => [0, 1, 2].every((i) => sup.waitingFor(names[i]!) > 0), 10_000, 'the join, the alias and the read to wait for the log')
   reports.release()
   await joined
   t.ok(a.members('g').some((m) => sameRef(m, refs[0]!)), 'the join waited for the log and took')

@@ -23,6 +23,7 @@ import type { NodeId } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import { refKey, type WorkerRef } from '../registry/types.js'
 import type { WireRouter } from '../rpc/router.js'
+import { WaiterLists } from '../util/waiters.js'
 
 /** What early starts need of their node. */
 export interface EarlyStartsHost {
@@ -65,7 +66,7 @@ export class EarlyStarts {
   private readonly expecting = new Map<string, number>()
   private closed = false
   /** name -> callers waiting to hear its worker of one epoch runs. */
-  private readonly waiting = new Map<string, Array<{ epoch: number; done: (ref: WorkerRef) => void }>>()
+  private readonly waiting = new WaiterLists<string, { epoch: number; done: (ref: WorkerRef) => void }>()
   /** Notices to send, by node: `[name, epoch, id]` of workers that run here. */
   private outbox = new Map<NodeId, Array<[string, number, number]>>()
   private flushing = false
@@ -153,17 +154,8 @@ export class EarlyStarts {
   wait(name: string, epoch: number): { ref: Promise<WorkerRef>; cancel(): void } {
     const h = this.hints.get(name)
     if (h && h.epoch === epoch && this.valid(name, h)) return { ref: Promise.resolve(h.ref), cancel: () => {} }
-    let list = this.waiting.get(name)
-    if (!list) this.waiting.set(name, (list = []))
-    const waiters = list
-    const w = { epoch, done: (_: WorkerRef): void => {} }
-    const ref = new Promise<WorkerRef>((resolve) => (w.done = resolve))
-    waiters.push(w)
-    const cancel = (): void => {
-      const at = waiters.indexOf(w)
-      if (at >= 0) waiters.splice(at, 1)
-      if (waiters.length === 0 && this.waiting.get(name) === waiters) this.waiting.delete(name)
-    }
+    let cancel = (): void => {}
+    const ref = new Promise<WorkerRef>((done) => (cancel = this.waiting.add(name, { epoch, done })))
     return { ref, cancel }
   }
 
@@ -182,8 +174,7 @@ export class EarlyStarts {
     this.set(name, h)
     if (!this.valid(name, h)) return // (until this node applies the placement it speaks of)
     this.host.woken(name)
-    const list = this.waiting.get(name)
-    if (list) for (const w of [...list]) if (w.epoch === epoch) w.done(ref)
+    for (const w of this.waiting.list(name)) if (w.epoch === epoch) w.done(ref)
   }
 
   private set(name: string, h: Hint): void {
@@ -260,10 +251,5 @@ export class EarlyStarts {
     this.byRef.clear()
     this.outbox.clear()
     this.expecting.clear()
-  }
-
-  /** Hints held (for tests and status). */
-  get size(): number {
-    return this.hints.size
   }
 }

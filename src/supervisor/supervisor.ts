@@ -15,6 +15,7 @@ import { retry } from '../util/retry.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './local-workers.js'
+import { WaiterLists } from '../util/waiters.js'
 import { StartReports } from './start-reports.js'
 
 /** What the supervisor reports to its sworm (events and metrics); every hook is optional and must not throw. */
@@ -87,7 +88,7 @@ export class Supervisor {
   private readonly handedOff = new Map<string, { epoch: number; state: unknown }>()
   private readonly restarts = new Map<string, number[]>()
   /** name -> callers waiting for its worker to start (or fail). */
-  private readonly waiters = new Map<string, Array<(o: StartOutcome) => void>>()
+  private readonly waiters = new WaiterLists<string, (o: StartOutcome) => void>()
   /** name -> the node that registered it and waits to hear its worker runs, for the epoch placed here. */
   private readonly announce = new Map<string, { epoch: number; by: string }>()
   /** Whether the lease held at the last tick, and whether it ever did. */
@@ -141,26 +142,18 @@ export class Supervisor {
   waitForStart(name: string): { outcome: Promise<StartOutcome>; cancel(): void } {
     const ref = this.host.state.whereis(name)
     if (ref) return { outcome: Promise.resolve({ ok: true, ref }), cancel: () => {} }
-    let list = this.waiters.get(name)
-    if (!list) this.waiters.set(name, (list = []))
-    const waiters = list
-    let done: (o: StartOutcome) => void = () => {}
-    const outcome = new Promise<StartOutcome>((resolve) => (done = resolve))
-    const f = (o: StartOutcome): void => done(o)
-    waiters.push(f)
-    const cancel = (): void => {
-      const at = waiters.indexOf(f)
-      if (at >= 0) waiters.splice(at, 1)
-      if (waiters.length === 0 && this.waiters.get(name) === waiters) this.waiters.delete(name)
-    }
+    let cancel = (): void => {}
+    const outcome = new Promise<StartOutcome>((resolve) => (cancel = this.waiters.add(name, resolve)))
     return { outcome, cancel }
   }
 
+  /** How many callers wait for the start of `name` to be in the log (for tests and status). */
+  waitingFor(name: string): number {
+    return this.waiters.count(name)
+  }
+
   private settle(name: string, o: StartOutcome): void {
-    const list = this.waiters.get(name)
-    if (!list) return
-    this.waiters.delete(name)
-    for (const f of list) f(o)
+    for (const f of this.waiters.take(name)) f(o)
   }
 
   /** Called for every registry change (synchronously, during apply). */

@@ -1,0 +1,43 @@
+/**
+ * Lists of waiters by key, each of which can take itself out: what a wait that may be cancelled
+ * (raced against a deadline, or against another wait) needs, so that nothing piles up under a key
+ * nobody settles.
+ * @module
+ */
+
+/** Waiters `W` by key `K`. */
+export class WaiterLists<K, W> {
+  private readonly lists = new Map<K, W[]>()
+
+  /** Add `w` under `key`; the function returned takes it out again (once; a no-op after {@link take}). */
+  add(key: K, w: W): () => void {
+    let list = this.lists.get(key)
+    if (!list) this.lists.set(key, (list = []))
+    const waiters = list
+    waiters.push(w)
+    return () => {
+      const at = waiters.indexOf(w)
+      if (at >= 0) waiters.splice(at, 1)
+      if (waiters.length === 0 && this.lists.get(key) === waiters) this.lists.delete(key)
+    }
+  }
+
+  /** The waiters under `key`, taken out (an empty list when there are none). */
+  take(key: K): W[] {
+    const list = this.lists.get(key)
+    if (!list) return []
+    this.lists.delete(key)
+    return list
+  }
+
+  /** A copy of the waiters under `key`, left in place. */
+  list(key: K): W[] {
+    const list = this.lists.get(key)
+    return list ? [...list] : []
+  }
+
+  /** How many wait under `key`. */
+  count(key: K): number {
+    return this.lists.get(key)?.length ?? 0
+  }
+}
