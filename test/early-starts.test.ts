@@ -8,6 +8,7 @@
 import { fileURLToPath } from 'node:url'
 import t, { type Test } from 'tap'
 import { RaftNode } from '../src/raft/node.js'
+import { EarlyStarts } from '../src/supervisor/early-starts.js'
 import type { WorkerRef } from '../src/index.js'
 import { startSworms, waitFor } from './helpers.js'
 
@@ -135,3 +136,49 @@ t.test('a name another node gave the early ref (a static name, as the log knew n
 function sameRef(x: WorkerRef | undefined, y: WorkerRef): boolean {
   return x !== undefined && x.node === y.node && x.inc === y.inc && x.id === y.id && x.sworm === y.sworm
 }
+
+/** An EarlyStarts on a stub node: `a` registers names placed on `b` (epoch 1); `notice` plays a `startedAt` from `b`. */
+function stubEarly() {
+  let handler: ((from: string, m: Record<string, unknown>) => void) | undefined
+  const dropped: string[] = []
+  const router = {
+    on: (_t: string, fn: (from: string, m: Record<string, unknown>) => void) => void (handler = fn),
+    send: () => {},
+    drop: (from: string, reason: string) => void dropped.push(`${from}: ${reason}`),
+  }
+  const state = {
+    peek: (name: string) => (name.startsWith('n') ? { kind: 'supervised', epoch: 1, node: 'b' } : undefined),
+    nodeRecord: (node: string) => (node === 'b' ? { node: 'b', up: true, inc: 'ib' } : undefined),
+    isUp: (node: string, inc: string) => node === 'b' && inc === 'ib',
+  }
+  const early = new EarlyStarts({ sworm: 's', nodeId: 'a', inc: 'ia', state: state as never, router: router as never, maxNameBytes: 1024, woken: () => {} })
+  return { early, dropped, notice: (m: Record<string, unknown>) => handler!('b', m) }
+}
+
+t.test('a notice about an epoch the name never reaches does not keep the early word away (EarlyStarts on a stub node)', async (t) => {
+  const { early, dropped, notice } = stubEarly()
+  // junk from a peer: bad fields, too many starts, another incarnation, epochs no placement has
+  notice({ inc: 'ib', starts: {} })
+  notice({ inc: 'ib', starts: new Array(5000).fill(['n1', 1, 1]) })
+  t.equal(dropped.length, 2, 'bad fields and oversized notices are dropped with a warning')
+  let caller = early.expect('n1')
+  notice({ inc: 'other', starts: [['n1', 1, 3]] })
+  t.equal(early.whereis('n1'), undefined, 'a notice from another incarnation is not taken')
+  notice({ inc: 'ib', starts: [['n1', 1e9, 5], [42], 'x', null, ['n1', 1.5, 1]] })
+  t.equal(early.whereis('n1'), undefined, 'an epoch the placement does not have gives no hint')
+  caller.done()
+  // the next registration of the name hears of its start (on 4ec7773 the 1e9 hint stayed, and
+  // every later notice about the name was taken for an older epoch and ignored)
+  caller = early.expect('n1')
+  const w = early.wait('n1', 1)
+  let got: WorkerRef | undefined
+  void w.ref.then((r) => (got = r))
+  notice({ inc: 'ib', starts: [['n1', 1, 9]] })
+  await new Promise((r) => setImmediate(r))
+  t.same(got, { sworm: 's', node: 'b', inc: 'ib', id: 9 }, 'the real notice resolves the caller')
+  t.same(early.whereis('n1'), got, 'and gives the hint')
+  w.cancel()
+  caller.done()
+  notice({ inc: 'ib', starts: [['n2', 1, 4]] })
+  t.equal(early.whereis('n2'), undefined, 'a notice about a name this node is not registering is not taken')
+})

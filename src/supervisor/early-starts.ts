@@ -141,8 +141,13 @@ export class EarlyStarts {
         if (ended) return
         ended = true
         const n = (this.expecting.get(name) ?? 1) - 1
-        if (n > 0) this.expecting.set(name, n)
-        else this.expecting.delete(name)
+        if (n > 0) return void this.expecting.set(name, n)
+        this.expecting.delete(name)
+        // a hint that does not match the placement now (a notice about an epoch the name never
+        // reached here: a bad peer's, or one the log moved past) would wait for an epoch that may
+        // never come; the last caller is done with it
+        const h = this.hints.get(name)
+        if (h && !this.valid(name, h)) this.forget(name)
       },
     }
   }

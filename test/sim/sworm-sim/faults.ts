@@ -161,6 +161,12 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
   if (!targets.length) return
   const to = w.pick(targets).id
   const from = r() < 0.5 ? 'intruder' : w.pick([...w.members.keys()])
+  // early word of starts (supervisor/early-starts.ts) from the sender's id, with its real
+  // incarnation where it has one: bad fields, too many starts, epochs no placement has, names the
+  // target may be registering (a notice is taken only for those)
+  const inc = quietly(() => w.members.get(from)?.sworm?.statusReport().incarnation) ?? 'x'
+  const names = quietly(() => w.members.get(to)?.sworm?.registered().slice(0, 8).map(([n]) => n)) ?? []
+  const starts = names.map((n, i) => [n, i % 2 === 0 ? 1e9 : -1, 7])
   for (let k = 0; k < 20; k++) {
     const junk = w.pick<unknown>([
       null,
@@ -174,10 +180,23 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
       { t: 'call', id: 1, to: { sworm: 'sim', node: to, inc: 'x', id: 1 }, msg: 'crash' },
       { t: 'joinReq', node: 'n1', url: 'ws://n1.sim:1', disk: 'forged' },
       { t: 'probeResp', member: true, config: { voters: { [to]: 'x' }, learners: {} } },
+      { t: 'startedAt', inc, starts: [...starts, ['w1', 1.5, 1], [42], 'x', null, ['x'.repeat(100_000), 1, 1]] },
+      { t: 'startedAt', inc: 'y'.repeat(1 + Math.floor(r() * 1000)), starts },
+      { t: 'startedAt', inc, starts: new Array(5000).fill(['w1', 1, 1]) },
+      { t: 'startedAt', inc: 7, starts: {} },
     ])
     w.net.inject(from, to, junk, r() < 0.5 ? 'raft' : 'msg')
   }
   w.count('hostile')
+}
+
+/** What `f` returns, or undefined when it throws (a sworm that is stopped or crashed). */
+function quietly<T>(f: () => T | undefined): T | undefined {
+  try {
+    return f()
+  } catch {
+    return undefined
+  }
 }
 
 /** Membership: one change at a time, 3 to 6 members by default (a member removed, live or down, or a node added). */
