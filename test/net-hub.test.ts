@@ -8,6 +8,7 @@ import { WebSocketServer } from 'ws'
 import { WS_PROTOCOL_VERSION } from '../src/net/handshake.js'
 import { PeerFaults } from '../src/net/faults.js'
 import { WsHub, type WsHubOptions } from '../src/net/hub.js'
+import { FlushQueue, type Peer } from '../src/net/peer.js'
 import { VERSION, dialerAuth, hello, proof, rawSocket, seal, type Raw } from './ws-protocol.js'
 import type { Logger, Transport } from '../src/raft/types.js'
 
@@ -716,4 +717,23 @@ t.test('a message queued when a connection is lost is not delivered on the next 
   await waitFor(() => got.includes('after'), 15_000, 'the message sent after the reconnect')
   t.same(got, ['hello', 'after'], 'the call queued for the lost connection was dropped, not sent on the next one')
   t.ok(a.stats().peers.b!.dropped >= 1, 'and counted as dropped')
+})
+
+t.test('FlushQueue: now() sends every queued peer at once; the end-of-turn flush then has nothing left', async (t) => {
+  const q = new FlushQueue()
+  const flushed: string[] = []
+  const peer = (id: string) => ({ flush: () => void flushed.push(id) }) as unknown as Peer
+  const a = peer('a')
+  const b = peer('b')
+  q.add(a)
+  q.add(b)
+  q.add(a)
+  q.now()
+  t.same(flushed, ['a', 'b'], 'each queued peer once, at once')
+  q.now()
+  await new Promise((r) => setImmediate(r))
+  t.same(flushed, ['a', 'b'], 'nothing more at the end of the turn')
+  q.add(b)
+  await new Promise((r) => setImmediate(r))
+  t.same(flushed, ['a', 'b', 'b'], 'a peer queued afterwards goes at the end of its turn')
 })

@@ -320,3 +320,34 @@ t.test('a leader appends nothing forwarded for another term than its own, and an
   t.same(answers, [[1, 2, leader.id, null, 0]], 'answered: not appended, send it to the leader of now')
   t.equal(await copiesOf(c, 'stale-term'), 0, 'nothing appended')
 })
+
+t.test('the leader sends what a Ready holds (the commit notice) before it applies the committed entries', async (t) => {
+  // A long apply (a node's failure moves all its workers in one entry) must not hold back the
+  // followers' commit notice: on 69477a7 the frames went out only after the apply, at the end of the
+  // event-loop turn (a follower applied a nodeDown of 10k workers 0.2 s after the leader).
+  const c = await cluster(3)
+  const l = c.leader()!
+  const events: string[] = []
+  const transport = (l.node as unknown as { transport: { send(to: string, m: unknown): void; flush?(): void } }).transport
+  const send = transport.send.bind(transport)
+  transport.send = (to, m) => {
+    const msg = m as { t?: string; commit?: number }
+    if ((msg.t === 'app' || msg.t === 'hb') && typeof msg.commit === 'number') events.push(`send commit ${msg.commit}`)
+    send(to, m)
+  }
+  transport.flush = () => void events.push('flush')
+  const sm = l.sm as KvStateMachine
+  const apply = sm.apply.bind(sm)
+  sm.apply = (cmd, index) => {
+    events.push(`apply ${index}`)
+    return apply(cmd, index)
+  }
+  const out = await settle(c, l.node!.propose({ op: 'put', key: 'k', value: 'v' }))
+  t.same(out, { ok: true })
+  const at = events.findIndex((e) => e.startsWith('apply '))
+  t.ok(at > 0, 'the entry was applied')
+  const index = Number(events[at]!.split(' ')[1])
+  const notice = events.findIndex((e) => e.startsWith('send commit ') && Number(e.split(' ')[2]) >= index)
+  t.ok(notice >= 0 && notice < at, `a commit notice for ${index} was sent before the apply: ${events.join(', ')}`)
+  t.equal(events[at - 1], 'flush', 'and flushed right before it')
+})

@@ -99,6 +99,7 @@ export class PeerFaults {
         return t.close()
       },
       onConnection: (handler) => t.onConnection?.(handler),
+      flush: () => t.flush?.(),
     }
   }
 

@@ -268,6 +268,7 @@ export class WsHub {
       onConnection: (handler) => {
         ch.connHandler = handler
       },
+      flush: () => this.flushQueue.now(),
       setPeers: (peers) => {
         if (!open) return
         const copy: Record<NodeId, string> = {}

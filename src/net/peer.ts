@@ -297,10 +297,16 @@ export class FlushQueue {
     if (this.immediate) return
     this.immediate = setImmediate(() => {
       this.immediate = undefined
-      const peers = [...this.queue]
-      this.queue.clear()
-      for (const p of peers) p.flush()
+      this.now()
     })
+  }
+
+  /** Flush every queued peer now (the end-of-turn flush then has nothing left to do, or what came since). */
+  now(): void {
+    if (this.queue.size === 0) return
+    const peers = [...this.queue]
+    this.queue.clear()
+    for (const p of peers) p.flush()
   }
 
   /** Cancel the pending flush. */

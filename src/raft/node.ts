@@ -878,6 +878,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (rd.soft.leader !== undefined) this.fwd.flush()
     }
     if (rd.committed.length) {
+      // what this Ready sent (commit notices, appends) leaves before the apply, which may be long
+      // (a node's failure moves all its workers in one entry): followers apply meanwhile
+      this.transport.flush?.()
       const t0 = this.clock.now()
       this.applyEntries(rd.committed)
       this.applyMsInSlice += this.clock.now() - t0

@@ -286,6 +286,13 @@ export interface Transport {
    * (`false`; messages sent on it may or may not have arrived). One per transport.
    */
   onConnection?(handler: (peer: NodeId, up: boolean) => void): void
+  /**
+   * Optional: send what was queued now, not at the end of this event-loop turn (a transport that
+   * batches a turn's messages into one frame per peer). The Raft node calls it before it applies
+   * committed entries, which may take long: followers then learn of the commit without waiting
+   * for the leader's apply.
+   */
+  flush?(): void
 }
 
 /** The clock port: time in milliseconds and timers. Replaced by simulated time in tests. */
