@@ -13,12 +13,18 @@ type Names = string | Set<string>
 /** Worker ref → the names it holds (see the module documentation). */
 export class RefIndex {
   private readonly byNode = new Map<string, Map<string, ShardedMap<number, Names>>>()
-  /** The supervised name a worker holds, if any (at most one), by `node, inc, id`. */
-  private readonly supervised = new Map<string, string>()
+  /** The supervised name a worker holds, if any (at most one), by node, incarnation and id (no key string to build per lookup). */
+  private readonly supervised = new Map<string, Map<string, Map<number, string>>>()
 
   /** Record that `ref` holds `name` (`supervised`: the name it was started for). */
   add(ref: WorkerRef, name: string, supervised = false): void {
-    if (supervised) this.supervised.set(supKey(ref), name)
+    if (supervised) {
+      let sIncs = this.supervised.get(ref.node)
+      if (!sIncs) this.supervised.set(ref.node, (sIncs = new Map()))
+      let sIds = sIncs.get(ref.inc)
+      if (!sIds) sIncs.set(ref.inc, (sIds = new Map()))
+      sIds.set(ref.id, name)
+    }
     let incs = this.byNode.get(ref.node)
     if (!incs) this.byNode.set(ref.node, (incs = new Map()))
     let ids = incs.get(ref.inc)
@@ -32,7 +38,17 @@ export class RefIndex {
 
   /** Record that `ref` no longer holds `name`. */
   delete(ref: WorkerRef, name: string): void {
-    if (this.supervised.size && this.supervised.get(supKey(ref)) === name) this.supervised.delete(supKey(ref))
+    if (this.supervised.size) {
+      const sIncs = this.supervised.get(ref.node)
+      const sIds = sIncs?.get(ref.inc)
+      if (sIds?.get(ref.id) === name) {
+        sIds.delete(ref.id)
+        if (sIds.size === 0) {
+          sIncs!.delete(ref.inc)
+          if (sIncs!.size === 0) this.supervised.delete(ref.node)
+        }
+      }
+    }
     const incs = this.byNode.get(ref.node)
     const ids = incs?.get(ref.inc)
     const cur = ids?.get(ref.id)
@@ -60,7 +76,7 @@ export class RefIndex {
 
   /** The supervised name `ref` holds, if any. */
   supervisedName(ref: WorkerRef): string | undefined {
-    return this.supervised.size ? this.supervised.get(supKey(ref)) : undefined
+    return this.supervised.size ? this.supervised.get(ref.node)?.get(ref.inc)?.get(ref.id) : undefined
   }
 
   /** One name `ref` holds (the first it took), without copying them all; undefined if none. */
@@ -92,8 +108,4 @@ export class RefIndex {
     this.byNode.clear()
     this.supervised.clear()
   }
-}
-
-function supKey(ref: WorkerRef): string {
-  return `${ref.node}\u0000${ref.inc}\u0000${ref.id}`
 }
