@@ -26,20 +26,23 @@ export function takeLoopDelay(): { maxMs: number; p99Ms: number } {
 }
 
 /**
- * With `SWORM_STALL_LOG` set, write every stall over 100 ms and every GC pause over 50 ms to
- * stderr (to find what stalls a node: `SWORM_STALL_LOG=1 SWORM_CLUSTER_LOG=1 npm run bench:scale`).
+ * With `SWORM_STALL_LOG` set, write every stall over 100 ms (or over the number of ms it is set
+ * to, if more than 1) and every GC pause over half that to stderr (to find what stalls a node:
+ * `SWORM_STALL_LOG=1 SWORM_CLUSTER_LOG=1 npm run bench:scale`).
  */
 export function logStalls(tag: string): void {
   if (!process.env.SWORM_STALL_LOG) return
+  const set = Number(process.env.SWORM_STALL_LOG)
+  const limit = set > 1 ? set : 100
   let last = performance.now()
   const t = setInterval(() => {
     const now = performance.now()
-    if (now - last > 110) process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()}\n`)
+    if (now - last > limit + 10) process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()} (monotonic clock ${process.hrtime.bigint() / 1000n} µs, as in CPU profiles)\n`)
     last = now
   }, 10)
   t.unref()
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) if (e.duration > 50) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} at ${new Date().toISOString()}\n`)
+    for (const e of list.getEntries()) if (e.duration > limit / 2) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} at ${new Date().toISOString()}\n`)
   })
   obs.observe({ entryTypes: ['gc'] })
 }
