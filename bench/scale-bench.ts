@@ -117,6 +117,8 @@ async function run(): Promise<Results> {
     noteStalls('registration', await stalls(c))
     const mem1 = await c.request<Mem>(replica, { op: 'memory' }, 120_000)
     res.heapPerName = (mem1.heapUsed - mem0.heapUsed) / TOTAL
+    // (the heap measure's forced collections stall the replica: not the join's doing)
+    await stalls(c)
 
     // 2. a fresh node joins
     log('a fresh node joins')
