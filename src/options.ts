@@ -4,6 +4,7 @@
  * simulation's `assemble` resolve options here, so both run with the same checks and values.
  * @module
  */
+import { resolve as resolvePath } from 'node:path'
 import type { DiscoveryOptions } from './cluster/discovery.js'
 import { secretProblem } from './net/handshake.js'
 import type { Logger, LogLevel } from './raft/types.js'
@@ -62,7 +63,10 @@ export interface SwormOptions {
   maxClockDriftMs?: number
   /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
   placement?: 'load' | 'hash' | PlacementStrategy
-  /** Directory that relative `module` specifiers of start specs resolve against. Default `process.cwd()`. */
+  /**
+   * Directory that relative `module` specifiers of start specs resolve against (made absolute
+   * once, at start: a later `process.chdir()` changes nothing). Default `process.cwd()`.
+   */
   moduleBase?: string
   /** How long `registerName(name, spec)` waits for the worker to start. Default 10,000 ms. */
   startTimeoutMs?: number
@@ -376,7 +380,7 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     leaseTimeoutMs,
     maxClockDriftMs,
     placement: options.placement === 'hash' ? hashPlacement : typeof options.placement === 'function' ? options.placement : defaultPlacement,
-    moduleBase: options.moduleBase ?? process.cwd(),
+    moduleBase: resolvePath(options.moduleBase ?? process.cwd()),
     startTimeoutMs,
     rebalance: options.rebalance === true,
     maxNameBytes,

@@ -737,3 +737,22 @@ t.test('FlushQueue: now() sends every queued peer at once; the end-of-turn flush
   await new Promise((r) => setImmediate(r))
   t.same(flushed, ['a', 'b', 'b'], 'a peer queued afterwards goes at the end of its turn')
 })
+
+t.test("a channel's flush() writes what is queued at once, also through PeerFaults", async (tt) => {
+  const a = await makeHub(tt, 'a', ['g'])
+  const faults = new PeerFaults()
+  const wrapped = faults.wrap(a.hub.channel('w'))
+  const b = await makeHub(tt, 'b', ['g', 'w'])
+  mesh([a, b])
+  wrapped.setPeers({ a: a.url, b: b.url })
+  a.ch.g!.send('b', 'hello')
+  await waitFor(() => b.got.g!.length === 1 && a.hub.stats().peers.b!.connected)
+  for (const [what, ch] of [['the hub channel', a.ch.g!], ['a PeerFaults wrapper', wrapped]] as const) {
+    ch.send('b', `${what}: queued`)
+    tt.equal(a.hub.stats().peers.b!.queued, 1, `${what}: queued until the end of the turn`)
+    ch.flush!()
+    tt.equal(a.hub.stats().peers.b!.queued, 0, `${what}: written by flush(), in the same turn`)
+  }
+  await waitFor(() => b.got.g!.length === 2 && b.got.w!.length === 1)
+  tt.same([b.got.g![1]!.msg, b.got.w![0]!.msg], ['the hub channel: queued', 'a PeerFaults wrapper: queued'])
+})

@@ -7,6 +7,8 @@ import { InvalidArgumentError, NoWorkerError, NotFoundError, ShuttingDownError, 
 import type { WorkerRef } from '../src/index.js'
 import { freePorts, tempDir, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 import { internals } from '../src/internal.js'
+import { resolveOptions } from '../src/options.js'
+import { isAbsolute, resolve as resolvePath } from 'node:path'
 
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
 
@@ -197,6 +199,14 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
     [{ ...base, raft: { learnerPaceMs: 5000 } }, /"learnerPaceMs" must be at most 1000/],
   ]
   for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
+})
+
+t.test('a relative moduleBase is made absolute once, at start (a later chdir changes nothing)', async (t) => {
+  const base = { name: 's', nodeId: 'n1', listen: 'ws://127.0.0.1:1', dataDir: '/tmp/x', secret: SECRET }
+  const o = resolveOptions({ ...base, moduleBase: 'workers' })
+  t.equal(o.moduleBase, resolvePath('workers'))
+  t.ok(isAbsolute(o.moduleBase))
+  t.equal(resolveOptions(base).moduleBase, process.cwd(), 'default: the current directory')
 })
 
 t.test('a node that joins later (join: url) sees every name and takes part', async (t) => {

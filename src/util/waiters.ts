@@ -9,7 +9,10 @@
 export class WaiterLists<K, W> {
   private readonly lists = new Map<K, W[]>()
 
-  /** Add `w` under `key`; the function returned takes it out again (once; a no-op after {@link take}). */
+  /**
+   * Add `w` under `key`; the function returned takes it out again (after {@link take}, out of the
+   * list `take` returned: call it once the waiter is done with, not while that list is gone through).
+   */
   add(key: K, w: W): () => void {
     let list = this.lists.get(key)
     if (!list) this.lists.set(key, (list = []))

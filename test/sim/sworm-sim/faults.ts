@@ -165,7 +165,11 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
   // incarnation where it has one: bad fields, too many starts, epochs no placement has, names the
   // target may be registering (a notice is taken only for those)
   const inc = quietly(() => w.members.get(from)?.sworm?.statusReport().incarnation) ?? 'x'
-  const names = quietly(() => w.members.get(to)?.sworm?.registered().slice(0, 8).map(([n]) => n)) ?? []
+  // (supervised names without a running worker there: those it may be registering right now)
+  const target = w.members.get(to)?.sworm
+  const names = Array.from({ length: w.nextName }, (_, k) => `w${k}`)
+    .filter((n) => quietly(() => target?.whereisName(n)) === undefined)
+    .slice(0, 8)
   const starts = names.map((n, i) => [n, i % 2 === 0 ? 1e9 : -1, 7])
   for (let k = 0; k < 20; k++) {
     const junk = w.pick<unknown>([
