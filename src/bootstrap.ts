@@ -174,6 +174,7 @@ export async function assemble<S extends Assembled>(
     snapshotChunkBytes: options.raft.snapshotChunkBytes,
     maxLogEntries: options.raft.maxLogEntries,
     learnerPaceMs: options.raft.learnerPaceMs,
+    maxInflightEntries: options.raft.maxInflightEntries,
     observeCommitMs: (ms) => latency.observe(ms / 1000),
   })
   try {

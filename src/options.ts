@@ -144,6 +144,13 @@ export interface SwormOptions {
      * write it proposed or a read it asked for is sent to at once until it has what it waits for.
      */
     learnerPaceMs?: number
+    /**
+     * Log entries in flight to one follower (sent, not acknowledged yet). It bounds what a node
+     * catching up decodes and stores at once (its event loop), and the replication rate to a
+     * distant follower: at most this many entries per round trip (1,024 per 40 ms is about
+     * 25,000/s). Raise it for followers far away. At least 1. Default 1,024.
+     */
+    maxInflightEntries?: number
   }
   /**
    * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
@@ -169,7 +176,7 @@ export const DEFAULTS = {
   voters: 5,
   stopOnSignals: ['SIGTERM', 'SIGINT'],
   autopilot: { stabilizationMs: 3000, maxTrailingEntries: 1000 },
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10, maxInflightEntries: 1024 },
 } as const
 
 /**
@@ -205,7 +212,7 @@ export interface ResolvedOptions {
   readonly autopilot: { readonly stabilizationMs: number; readonly maxTrailingEntries: number }
   readonly deadNodeTimeoutMs: number | undefined
   readonly stopOnSignals: readonly NodeJS.Signals[]
-  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number; readonly learnerPaceMs: number }
+  readonly raft: { readonly tickMs: number; readonly electionTicks: number; readonly snapshotEvery: number; readonly snapshotChunkBytes: number; readonly maxLogEntries: number; readonly learnerPaceMs: number; readonly maxInflightEntries: number }
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
@@ -332,7 +339,9 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
     maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
     learnerPaceMs: nonNegative(r, 'learnerPaceMs', DEFAULTS.raft.learnerPaceMs),
+    maxInflightEntries: positive(r, 'maxInflightEntries', DEFAULTS.raft.maxInflightEntries),
   }
+  if (!Number.isSafeInteger(raft.maxInflightEntries)) throw new TypeError('Sworm.start: option "maxInflightEntries" must be an integer')
   if (raft.learnerPaceMs > 1000) throw new TypeError('Sworm.start: option "learnerPaceMs" must be at most 1000 (ms)')
   const voters = positive(o, 'voters', DEFAULTS.voters)
   if (!Number.isInteger(voters) || voters % 2 === 0) throw new TypeError('Sworm.start: option "voters" must be an odd integer (1, 3, 5, 7...)')

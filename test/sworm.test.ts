@@ -197,6 +197,8 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
     [{ ...base, raft: { tickMs: 0 } }, /"tickMs"/],
     [{ ...base, raft: { learnerPaceMs: -1 } }, /"learnerPaceMs"/],
     [{ ...base, raft: { learnerPaceMs: 5000 } }, /"learnerPaceMs" must be at most 1000/],
+    [{ ...base, raft: { maxInflightEntries: 0 } }, /"maxInflightEntries"/],
+    [{ ...base, raft: { maxInflightEntries: 1.5 } }, /"maxInflightEntries" must be an integer/],
   ]
   for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
 })
@@ -207,6 +209,14 @@ t.test('a relative moduleBase is made absolute once, at start (a later chdir cha
   t.equal(o.moduleBase, resolvePath('workers'))
   t.ok(isAbsolute(o.moduleBase))
   t.equal(resolveOptions(base).moduleBase, process.cwd(), 'default: the current directory')
+})
+
+t.test('raft.maxInflightEntries reaches the Raft core (default 1,024)', async (t) => {
+  const c = await startSworms(1, 'inflight', { raft: { maxInflightEntries: 4096 } })
+  t.teardown(() => c.stop())
+  const core = (c.nodes[0]!.raftNode as unknown as { core: { maxInflightEntries: number } }).core
+  t.equal(core.maxInflightEntries, 4096)
+  t.equal(resolveOptions({ name: 's', nodeId: 'n1', listen: 'ws://127.0.0.1:1', dataDir: '/tmp/x', secret: SECRET }).raft.maxInflightEntries, 1024)
 })
 
 t.test('a node that joins later (join: url) sees every name and takes part', async (t) => {

@@ -144,6 +144,8 @@ export interface RaftNodeOptions<C, R> {
    * for, get them at once. Default 0 (learners as voters).
    */
   learnerPaceMs?: number
+  /** Log entries in flight to one follower at most (see {@link CoreOptions.maxInflightEntries}). Default 1,024. */
+  maxInflightEntries?: number
   /**
    * How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms.
    * Give every node of a cluster the same value: a leader recognizes a proposal forwarded to it
@@ -329,6 +331,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       snapshotChunkBytes: opts.snapshotChunkBytes,
       snapshotWindow: opts.snapshotWindow,
       learnerPaceMs: opts.learnerPaceMs,
+      maxInflightEntries: opts.maxInflightEntries,
     }
     const core = new RaftCore(coreOptions, persisted)
     const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)
