@@ -211,3 +211,19 @@ t.test("a graceful stop's workersDown drops the static names and memberships of 
   t.same(one.registered(), each.registered(), 'the same registry as a workerDown of each worker')
   t.equal(one.apply({ c: 'workersDown', node: 7, inc: 'i1' } as unknown as RegistryCommand, 102), false, 'a malformed one is no effect')
 })
+
+t.test('the commands that may touch many names are marked slow (the Raft node flushes its commit notices before them)', async (t) => {
+  const s = new RegistryState()
+  const ref: WorkerRef = { sworm: 's', node: 'a', inc: 'i', id: 1 }
+  const slow: RegistryCommand[] = [
+    { c: 'nodeDown', node: 'a', inc: 'i' },
+    { c: 'nodeUp', node: 'a', inc: 'i' },
+    { c: 'workersDown', node: 'a', inc: 'i' },
+    { c: 'drain', node: 'a', on: true },
+    { c: 'rebalance' },
+  ]
+  for (const cmd of slow) t.ok(s.slow(cmd), `${cmd.c}: slow`)
+  const quick: RegistryCommand[] = [{ c: 'register', name: 'x', ref }, { c: 'unregister', name: 'x' }, { c: 'join', group: 'g', ref }, { c: 'startedMany', sworm: 's', node: 'a', inc: 'i', starts: [] }]
+  for (const cmd of quick) t.notOk(s.slow(cmd), `${cmd.c}: not slow`)
+  t.notOk(s.slow(null as unknown as RegistryCommand), 'a malformed command is not')
+})

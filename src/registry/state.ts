@@ -228,6 +228,15 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ apply
 
+  /**
+   * Whether applying `cmd` may touch many names at once (a node's failure, restart, graceful stop
+   * or drain, a rebalance): the Raft node sends its commit notices before applying it.
+   */
+  slow(cmd: RegistryCommand): boolean {
+    const c = (cmd as { c?: unknown } | null)?.c
+    return c === 'nodeDown' || c === 'nodeUp' || c === 'workersDown' || c === 'drain' || c === 'rebalance'
+  }
+
   /** Apply one command (deterministic). */
   apply(cmd: RegistryCommand, index: number, term?: number): RegistryResult {
     this.appliedIndex = index
