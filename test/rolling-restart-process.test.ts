@@ -98,6 +98,11 @@ t.test('a rolling restart by SIGTERM of every node, leader included, under calls
   t.equal(counts.ok, names.length, 'every worker answers')
   const sum = Object.entries(counts.values).reduce((a, [v, k]) => a + Number(v) * k, 0)
   t.equal(sum, answered, `the counters add up to the ${answered} calls answered (they add up to ${sum}): none handled twice, none lost`)
+  if (sum !== answered) {
+    // (once in CI, 05:07 on 2026-12-06: the leader's drain before its stop moved nothing, and its
+    // 100 workers came back on it without their state; what the nodes logged says why next time)
+    for (const id of c.ids) for (const line of c.logs(id).slice(-40)) t.comment(`${id}: ${line}`)
+  }
   t.same(await overlaps(lifeDir), [], 'no two incarnations of a name were alive at once')
   t.same(c.unexpectedExits(), [], 'no process crashed')
 })
