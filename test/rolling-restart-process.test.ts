@@ -52,7 +52,9 @@ async function overlaps(lifeDir: string): Promise<string[]> {
 
 t.test('a rolling restart by SIGTERM of every node, leader included, under calls and registrations', { timeout: 240_000 }, async (t) => {
   const lifeDir = await mkdtemp(join(tmpdir(), 'sworm-rolling-life-'))
-  const c = await startSwormCluster({ n: 3, requestTimeoutMs: 10_000, workerStartTimeoutMs: 20_000, lifeDir })
+  const c = await startSwormCluster({ n: 3, requestTimeoutMs: 10_000, workerStartTimeoutMs: 20_000, lifeDir, logLevel: 'info' })
+  /** What each stopped process logged last (a restart starts a new log). */
+  const lastWords: string[] = []
   t.teardown(async () => {
     await c.stopAll()
     await rm(lifeDir, { recursive: true, force: true })
@@ -73,6 +75,7 @@ t.test('a rolling restart by SIGTERM of every node, leader included, under calls
     const batch = `rr${k}:`
     const registering = c.request<RegisterSupervisedManyResult>(client, { op: 'registerSupervisedMany', prefix: batch, count: 20, concurrency: 4, module: WORKERS_MODULE, fn: 'counter' }, 60_000)
     const exit = await c.terminate(id)
+    for (const line of c.logs(id).slice(-30)) lastWords.push(`${id} (stopped): ${line}`)
     t.same(exit, { code: null, signal: 'SIGTERM' }, `${id}${wasLeader ? ' (the leader)' : ''} stopped on SIGTERM and ended by it`)
     const more = await registering
     t.equal(more.ok, 20, `20 names registered through ${client} while ${id} stopped`)
@@ -101,7 +104,8 @@ t.test('a rolling restart by SIGTERM of every node, leader included, under calls
   if (sum !== answered) {
     // (once in CI, 05:07 on 2026-12-06: the leader's drain before its stop moved nothing, and its
     // 100 workers came back on it without their state; what the nodes logged says why next time)
-    for (const id of c.ids) for (const line of c.logs(id).slice(-40)) t.comment(`${id}: ${line}`)
+    for (const line of lastWords) t.comment(line)
+    for (const id of c.ids) for (const line of c.logs(id).slice(-30)) t.comment(`${id}: ${line}`)
   }
   t.same(await overlaps(lifeDir), [], 'no two incarnations of a name were alive at once')
   t.same(c.unexpectedExits(), [], 'no process crashed')
