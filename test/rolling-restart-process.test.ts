@@ -16,7 +16,7 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { WorkerRef } from '../src/index.js'
-import type { CallLoopResult, RegisterSupervisedManyResult } from '../tools/cluster/sworm-protocol.js'
+import type { CallLoopResult, DashStatus, RegisterSupervisedManyResult } from '../tools/cluster/sworm-protocol.js'
 import { pollUntil, startSwormCluster, WORKERS_MODULE, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
 const FIRST = 60
@@ -82,6 +82,14 @@ t.test('a rolling restart by SIGTERM of every node, leader included, under calls
     names.push(...Array.from({ length: 20 }, (_, i) => `${batch}${i}`))
     await c.restart(id)
     await c.waitForLeader(20_000)
+    // as a rollout waits for the pod's readiness: the node is back up in every node's registry
+    // before the next one stops (a node that stops while no other is up in the sworm has nowhere
+    // to hand its workers: they restart on it, without their state, when it comes back; CI
+    // stopped n3 before the restarted n1 and n2 were up, twice on 2026-12-06)
+    await pollUntil(async () => {
+      const sts = await Promise.all(c.ids.map((n) => c.request<DashStatus>(n, { op: 'dashStatus' }, 15_000)))
+      return sts.every((st) => c.ids.every((n) => st.nodes.some((x) => x.node === n && x.up && !x.draining))) ? true : undefined
+    }, 30_000, `${id} up again in every node's registry`)
     const res = await c.request<CallLoopResult>(client, { op: 'callLoopStop' }, 30_000)
     answered += res.ok
     for (const [code, n] of Object.entries(res.failed)) failed[code] = (failed[code] ?? 0) + n
