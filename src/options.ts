@@ -153,8 +153,9 @@ export interface SwormOptions {
     maxInflightEntries?: number
   }
   /**
-   * Serve `GET /metrics` (Prometheus) and `GET /status` (JSON) over HTTP on this port (0: a free
-   * port; see {@link Sworm.metricsAddress}). Default: no server ({@link Sworm.metrics} still works).
+   * Serve `GET /metrics` (Prometheus), `GET /status` (JSON) and `GET /ready` (200 or 503: see
+   * {@link Sworm.readiness}) over HTTP on this port (0: a free port; see
+   * {@link Sworm.metricsAddress}). Default: no server ({@link Sworm.metrics} still works).
    */
   metricsPort?: number
   /** Interface the metrics server listens on. Default: the host of `listen`. */

@@ -15,7 +15,7 @@ import { Membership } from './cluster/membership.js'
 import { AbortError, AlreadyRegisteredError, InvalidArgumentError, NoNodeError, NotFoundError, NoWorkerError, ShuttingDownError, StartError, SwormError, TimeoutError, WorkerCrashedError } from './errors.js'
 import { emitSafely, RegistryEvents, type SwormEvents } from './events.js'
 import { setInternals } from './internal-hooks.js'
-import { NodeStatus, type SwormStatus, type SwormStatusReport } from './observability/status.js'
+import { NodeStatus, type SwormReadiness, type SwormStatus, type SwormStatusReport } from './observability/status.js'
 import type { SwormMetrics } from './observability/metrics.js'
 import { RateLimitedLog } from './observability/rate-limited-log.js'
 import { resolveOptions, type ResolvedOptions, type SwormOptions } from './options.js'
@@ -72,7 +72,7 @@ export interface Abortable {
 
 /** One member's outcome in {@link Sworm.multiCall}: its reply, or the error of its call. */
 export type MultiCallResult<R = unknown> = { ref: WorkerRef; ok: true; value: R } | { ref: WorkerRef; ok: false; error: SwormError }
-export type { SwormStatus, SwormStatusReport } from './observability/status.js'
+export type { SwormReadiness, SwormStatus, SwormStatusReport } from './observability/status.js'
 
 /**
  * A sworm running on this node. Start one with {@link Sworm.start} on every node of the cluster.
@@ -246,7 +246,17 @@ export class Sworm extends EventEmitter<SwormEvents> {
       draining: (node) => state.nodeRecord(node)?.draining === true,
       fire: (event, ...a) => this.fire(event, ...a),
     })
-    this.observe = new NodeStatus({ ...node, name: o.name, workers, supervisor: this.supervisor, metrics, router, leaseOk: () => this.fence.leaseOk() })
+    this.observe = new NodeStatus({
+      ...node,
+      name: o.name,
+      workers,
+      supervisor: this.supervisor,
+      metrics,
+      router,
+      leaseOk: () => this.fence.leaseOk(),
+      up: () => this.membership.up,
+      stopping: () => this.stopping !== undefined,
+    })
     p.hooks.change = (ch) => this.onRegistryChange(ch)
     p.hooks.exit = (id, reason) => this.onWorkerExit(id, reason)
     p.hooks.snapshot = () => this.observe.snapshot()
@@ -701,6 +711,18 @@ export class Sworm extends EventEmitter<SwormEvents> {
    */
   statusReport(): SwormStatusReport {
     return this.observe.report()
+  }
+
+  /**
+   * Whether this node serves the sworm now, and if not why: ready once this incarnation is up in
+   * the registry (what {@link Sworm.ready} waits for), not while it is draining, stopping, or its
+   * disk fails. `GET /ready` of the metrics server (option `metricsPort`) answers it, 200 or 503:
+   * point a readiness probe there, so that a rolling restart waits for each restarted node to be
+   * back before it stops the next (a node that stops while no other is up has nowhere to hand its
+   * supervised workers to). Call it from an application's own health endpoint otherwise.
+   */
+  readiness(): SwormReadiness {
+    return this.observe.readiness()
   }
 
   /** This sworm's metrics on this node, in the Prometheus text format (see the README for the list). */

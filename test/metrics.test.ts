@@ -9,6 +9,7 @@ import t from 'tap'
 import { Sworm } from '../src/index.js'
 import { freePorts, waitFor, startSworms, TEST_SECRET } from './helpers.js'
 import { internals } from '../src/internal.js'
+import { silentLogger } from '../src/raft/types.js'
 
 const SECRET = TEST_SECRET // the secret of startSworms' clusters
 const CLI = fileURLToPath(new URL('../../bin/sworm.js', import.meta.url))
@@ -213,4 +214,47 @@ t.test('snapshot and event-loop gauges', async (t) => {
   t.equal(value(text, 'sworm_raft_snapshot_sending_bytes', lbl), 0, 'nothing being sent')
   const max = value(text, 'sworm_event_loop_delay_max_seconds', lbl)!
   t.ok(max < 10 && value(text, 'sworm_event_loop_delay_p99_seconds', lbl)! <= max, `event-loop delay: max ${max} s`)
+})
+
+t.test('readiness: GET /ready answers 503 until a restarted node is up in the sworm, while it drains and once it stops', async (t) => {
+  const c = await startCluster(3, 'rdy', { metricsPort: 0, requestTimeoutMs: 2000 })
+  t.teardown(() => c.stop())
+  const [n1, n2, n3] = c.nodes as [Sworm, Sworm, Sworm]
+  for (const s of c.nodes) {
+    await s.ready()
+    const r = await httpGet(`${s.metricsAddress}/ready`)
+    t.equal(r.status, 200, `${s.nodeId}: 200 once up`)
+    t.match(r.type, /application\/json/)
+    t.same(JSON.parse(r.body), { ready: true, reason: 'up' })
+    t.same(s.readiness(), { ready: true, reason: 'up' })
+  }
+
+  // draining: up, but it takes no supervised workers
+  await n1.drain()
+  t.match(n1.readiness(), { ready: false, reason: /draining/ })
+  t.equal((await httpGet(`${n1.metricsAddress}/ready`)).status, 503, '503 while draining')
+  await n1.undrain()
+  await waitFor(() => n1.readiness().ready, 5000, 'ready again after undrain')
+
+  // stopping: not ready from the call on, before the stop completes
+  const stopping = n3.stop()
+  t.match(n3.readiness(), { ready: false, reason: /stopping/ })
+  await stopping
+  t.match(n3.readiness(), { ready: false, reason: /stopping/ }, 'still not ready once stopped')
+  await n2.stop({ drain: false })
+  await n1.stop({ drain: false })
+
+  // a node restarted from its data while no quorum is up serves /ready, with 503, until it is up
+  const restart = (nodeId: string) =>
+    Sworm.start({ name: 'rdy', nodeId, listen: c.peers[nodeId]!, peers: c.peers, dataDir: `${c.dir}/${nodeId}`, secret: SECRET, metricsPort: 0, requestTimeoutMs: 2000, logger: silentLogger })
+  const r1 = await restart('n1')
+  t.teardown(() => r1.stop({ drain: false }))
+  const before = await httpGet(`${r1.metricsAddress}/ready`)
+  t.equal(before.status, 503, '503 before the restarted node is up')
+  t.match(JSON.parse(before.body), { ready: false, reason: /not up in the sworm yet/ })
+  const r2 = await restart('n2')
+  t.teardown(() => r2.stop({ drain: false }))
+  await waitFor(async () => (await httpGet(`${r1.metricsAddress}/ready`)).status === 200, 15_000, 'the restarted n1 ready once a quorum is back')
+  await r1.ready() // what ready() waits for, readiness reports
+  t.ok(r1.statusReport().nodes.find((r) => r.node === 'n1')?.up, 'up in its own registry')
 })

@@ -19,7 +19,7 @@ const sworm = await Sworm.start({
   voters: Number(env('SWORM_VOTERS', '5')),
   ...(process.env.SWORM_ZONE ? { zone: process.env.SWORM_ZONE } : {}),
   ...(process.env.SWORM_DEAD_NODE_TIMEOUT_MS ? { deadNodeTimeoutMs: Number(process.env.SWORM_DEAD_NODE_TIMEOUT_MS) } : {}),
-  metricsPort: 9464, // GET /metrics and /status: the readiness probe reads /status
+  metricsPort: 9464, // GET /metrics, /status and /ready: the readiness probe reads /ready
   // stopOnSignals is on by default: SIGTERM hands this pod's workers over, then the pod exits
 })
 await sworm.ready()

@@ -1,5 +1,6 @@
 /**
- * A small HTTP server per sworm: `GET /metrics` (Prometheus text) and `GET /status` (JSON).
+ * A small HTTP server per sworm: `GET /metrics` (Prometheus text), `GET /status` (JSON) and
+ * `GET /ready` (200 when the node serves the sworm, 503 when not; a readiness probe's target).
  * @module
  */
 import { createServer, type Server } from 'node:http'
@@ -10,6 +11,7 @@ export interface MetricsHandlers {
   metrics(): Promise<string>
   metricsContentType: string
   status(): unknown
+  ready(): { ready: boolean; reason: string }
 }
 
 /** A running metrics server. */
@@ -19,7 +21,7 @@ export interface MetricsServer {
   close(): Promise<void>
 }
 
-/** Listen on `host:port` (port 0: a free one) and serve `/metrics` and `/status`. */
+/** Listen on `host:port` (port 0: a free one) and serve `/metrics`, `/status` and `/ready`. */
 export async function startMetricsServer(host: string, port: number, h: MetricsHandlers): Promise<MetricsServer> {
   const server: Server = createServer((req, res) => {
     const path = (req.url ?? '/').split('?')[0]
@@ -34,18 +36,24 @@ export async function startMetricsServer(host: string, port: number, h: MetricsH
       )
       return
     }
-    if (path === '/status') {
+    if (path === '/status' || path === '/ready') {
       let body: string
+      let code = 200
       try {
-        body = JSON.stringify(h.status())
+        if (path === '/status') body = JSON.stringify(h.status())
+        else {
+          const r = h.ready()
+          code = r.ready ? 200 : 503
+          body = JSON.stringify(r)
+        }
       } catch (err) {
         res.writeHead(500, { 'content-type': 'text/plain' }).end(String(err))
         return
       }
-      res.writeHead(200, { 'content-type': 'application/json' }).end(req.method === 'HEAD' ? undefined : body)
+      res.writeHead(code, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(req.method === 'HEAD' ? undefined : body)
       return
     }
-    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics or /status\n')
+    res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics, /status or /ready\n')
   })
   server.keepAliveTimeout = 5000
   await new Promise<void>((resolve, reject) => {

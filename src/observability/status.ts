@@ -1,6 +1,7 @@
 /**
  * What a node tells about itself: {@link Sworm.status}, the report `GET /status` serves, the
- * gauges of the Prometheus metrics, and the HTTP server of `/metrics` and `/status` (whose address
+ * gauges of the Prometheus metrics, whether it is ready, and the HTTP server of `/metrics`,
+ * `/status` and `/ready` (whose address
  * the nodes tell each other, for the dashboard and `sworm status`).
  * @module
  */
@@ -39,6 +40,17 @@ export interface SwormStatus {
   recoveringUpTo: number | undefined
 }
 
+/**
+ * Whether this node serves the sworm now (see {@link Sworm.readiness}): what `GET /ready` answers,
+ * with status 200 when `ready`, 503 when not.
+ */
+export interface SwormReadiness {
+  /** This incarnation is up in the registry, not draining and not stopping, and its disk works. */
+  ready: boolean
+  /** Why not (or `'up'`): a line an operator can act on. */
+  reason: string
+}
+
 /** What `GET /status` serves (see {@link Sworm.statusReport}). */
 export interface SwormStatusReport extends SwormStatus {
   sworm: string
@@ -69,6 +81,10 @@ export interface StatusHost {
   readonly log: Logger
   leaseOk(): boolean
   stopped(): boolean
+  /** Whether this incarnation's announcement (`nodeUp`) is applied here. */
+  up(): boolean
+  /** Whether `stop()` was called (or a signal asked for it). */
+  stopping(): boolean
 }
 
 /** Status, metrics and the metrics server of one node. */
@@ -135,6 +151,27 @@ export class NodeStatus {
     }
   }
 
+  /** See {@link Sworm.readiness}. */
+  readiness(): SwormReadiness {
+    const { raft, state, nodeId, incarnation } = this.host
+    if (this.host.stopping() || this.host.stopped()) return { ready: false, reason: 'stopping: stop() was called (a graceful stop hands its supervised workers to other nodes first)' }
+    const failure = raft.storageFailure()
+    if (failure) return { ready: false, reason: `storage failure, not serving until its disk works again: ${failure.message}` }
+    const rec = state.nodeRecord(nodeId)
+    if (!this.host.up() || !rec || !rec.up || rec.inc !== incarnation) {
+      const leader = raft.status().leader
+      return {
+        ready: false,
+        reason:
+          leader === undefined
+            ? 'not up in the sworm yet: no leader seen (a majority of the voters must be up and reachable, with the same secret)'
+            : `not up in the sworm yet: its announcement is not applied here (the leader is ${leader})`,
+      }
+    }
+    if (rec.draining) return { ready: false, reason: 'draining: it takes no supervised workers (undrain() takes them again)' }
+    return { ready: true, reason: 'up' }
+  }
+
   /** What the gauges of the metrics read. */
   snapshot(): MetricsSnapshot {
     const { raft, state, workers, supervisor, clock } = this.host
@@ -170,13 +207,14 @@ export class NodeStatus {
     }
   }
 
-  /** Start the HTTP server of `/metrics` and `/status`, and tell the peers where it is. */
+  /** Start the HTTP server of `/metrics`, `/status` and `/ready`, and tell the peers where it is. */
   async serve(hostname: string, port: number): Promise<void> {
     const { metrics, raft, nodeId, log } = this.host
     this.server = await startMetricsServer(hostname, port, {
       metrics: () => metrics.text(),
       metricsContentType: metrics.contentType,
       status: () => this.report(),
+      ready: () => this.readiness(),
     })
     log.info('metrics server listening', { address: this.server.address })
     const cfg = raft.status().config
