@@ -3,7 +3,8 @@
  * `counter` worker of `tools/cluster/workers.ts`, default lease settings (lease 2,000 ms, clock
  * drift 500 ms).
  *
- * Run: `node dist/bench/supervisor-bench.js [--quick]` (after `npm run build`).
+ * Run: `node dist/bench/supervisor-bench.js [--quick] [--only <words>]` (after `npm run build`;
+ * `--only`: just the phases whose title holds those words, e.g. `--only 'holding about'`).
  *
  * - supervised starts/s: `registerName(name, spec)` from inside the node processes, 64 in flight
  *   per registering node, each resolving once its worker runs (10k names from one node, then 10k
@@ -31,7 +32,11 @@ import type { WorkerRef } from '../src/index.js'
 import type { AwaitAnswersResult, CallEachResult, RegisterManyResult, RegisterSupervisedManyResult, SwormProcessFullStatus } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
-const QUICK = parseCli('supervisor-bench.js [--quick]', { quick: { type: 'boolean' } }, (v) => flagOption(v, 'quick'))
+const { QUICK, ONLY } = parseCli(
+  'supervisor-bench.js [--quick] [--only <words of a phase>]',
+  { quick: { type: 'boolean' }, only: { type: 'string' } },
+  (v) => ({ QUICK: flagOption(v, 'quick'), ONLY: typeof v.only === 'string' ? v.only : undefined }),
+)
 /** `failTotal`: workers in a cluster when one of its 3 nodes is killed (so that it holds a third of them). */
 const N = QUICK ? { starts: 1_000, failTotal: 3_000, drainTotal: 900, big: 0 } : { starts: 10_000, failTotal: 30_000, drainTotal: 3_000, big: 300_000 }
 const INFLIGHT = 64
@@ -355,6 +360,7 @@ async function main(): Promise<void> {
   const r: Results = { notes: [] }
   const errors: string[] = []
   const phase = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    if (ONLY !== undefined && !what.includes(ONLY)) return
     try {
       await fn()
     } catch (err) {

@@ -6,7 +6,7 @@
 import t from 'tap'
 import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/errors.js'
 import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
-import { RaftNode } from '../src/raft/node.js'
+import { RaftNode, snapshotDue } from '../src/raft/node.js'
 import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
@@ -162,6 +162,50 @@ t.test('the log after a snapshot stays within maxLogEntries, however big the sta
     }
     if (max) t.ok(longest <= max + 5, `${bound}: the longest log after a snapshot held ${longest} entries (bound ${max})`)
     else t.ok(longest > 200, `${bound}: without the bound, the log grew to ${longest} entries`)
+  }
+})
+
+t.test('snapshotDue: a full period always, never before half of it, in between at the node\'s own marks', async (t) => {
+  t.ok(snapshotDue(1100, 100, 1000, 0.5), 'a whole period since the last: due whatever the phase')
+  t.notOk(snapshotDue(599, 100, 1000, 0.9), 'under half a period: never')
+  // phase 1/3 of a period of 300: marks at 200, 500, 800, ...
+  t.notOk(snapshotDue(199, 0, 300, 1 / 3), 'before its mark')
+  t.ok(snapshotDue(200, 0, 300, 1 / 3), 'at its mark')
+  t.ok(snapshotDue(210, 40, 300, 1 / 3), 'past its mark, half a period after the last')
+  t.notOk(snapshotDue(210, 100, 300, 1 / 3), 'past its mark, but under half a period after the last')
+  // three members applying the same entries, a few at a time: each stays within the period, and
+  // once on their marks they snapshot a third of a period apart
+  const every = 300
+  const taken: number[][] = [[], [], []]
+  const last = [0, 0, 0]
+  for (let applied = 1; applied <= 3000; applied += 7) {
+    for (let m = 0; m < 3; m++) {
+      if (!snapshotDue(applied, last[m]!, every, m / 3)) continue
+      t.ok(applied - last[m]! <= every + 7, 'never more than a period (and one batch) between snapshots')
+      taken[m]!.push(applied)
+      last[m] = applied
+    }
+  }
+  const nearest = (x: number, ys: number[]): number => Math.min(...ys.map((y) => Math.abs(x - y)))
+  for (let m = 0; m < 3; m++) {
+    for (const x of taken[m]!.filter((i) => i > every)) {
+      for (let o = 0; o < 3; o++) if (o !== m) t.ok(nearest(x, taken[o]!) >= every / 3 - 7, `member ${m} at ${x} snapshots apart from member ${o}`)
+    }
+  }
+})
+
+t.test('the members of a cluster take their snapshots at different indexes', async (t) => {
+  const c = await cluster(3, 7, { snapshotEvery: 60 })
+  const l = c.leader()!
+  const seen = c.alive().map(() => new Set<number>())
+  for (let i = 0; i < 400; i++) {
+    await settle(c, l.node!.propose({ op: 'put', key: `k${i}`, value: `${i}` }))
+    c.alive().forEach((m, k) => seen[k]!.add(m.node!.status().snapshotIndex))
+  }
+  const sets = seen.map((s) => [...s].filter((i) => i > 60))
+  t.ok(sets.every((s) => s.length >= 3), `every member took snapshots (${sets.map((s) => s.join(',')).join(' / ')})`)
+  for (let a = 0; a < 3; a++) {
+    for (let b = a + 1; b < 3; b++) t.same(sets[a]!.filter((i) => sets[b]!.includes(i)), [], `members ${a} and ${b} never snapshot at the same index`)
   }
 })
 

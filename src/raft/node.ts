@@ -971,7 +971,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat,
     // but no longer than maxLogEntries, which bounds what a restart replays.
     const every = Math.min(this.maxLogEntries, Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32)))
-    if (this.applied - this.snapshotIndex < every) return
+    if (!snapshotDue(this.applied, this.snapshotIndex, every, this.snapshotPhase())) return
     const term = this.core.termAt(this.applied)
     if (term === undefined) return
     this.snapshotting = true
@@ -985,6 +985,18 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       .finally(() => {
         this.snapshotting = false
       })
+  }
+
+  /**
+   * Where in each period of `snapshotEvery` entries this node takes its snapshots, as a fraction:
+   * its rank among the members' ids, so that members snapshot one after another rather than all
+   * at once (each applies the same entries; at the same index they would all spend the same burst
+   * of CPU and allocation together, on machines they may share).
+   */
+  private snapshotPhase(): number {
+    const ids = [...Object.keys(this.appliedConfig.voters), ...Object.keys(this.appliedConfig.learners)].sort()
+    const rank = ids.indexOf(this.id)
+    return rank <= 0 ? 0 : rank / ids.length
   }
 
   /** Whether a snapshot at `index` is no use: one as new is stored, or being installed. */
@@ -1167,6 +1179,23 @@ function restoreTask(sm: StateMachine<never, unknown>, data: Uint8Array): StepTa
       return true
     },
   }
+}
+
+/**
+ * Whether a node that applied `applied` entries, with its last snapshot at `snapshotIndex`,
+ * should take a snapshot now, given `every` (the period) and its `phase` in [0, 1). Due once the
+ * log since the snapshot is `every` entries long, whatever the phase (so a restart never replays
+ * more), and earlier, from half of it on, when the index passes one of this node's own marks
+ * (`k * every - phase * every`): the members, each with its own phase, snapshot at indexes apart,
+ * and a node whose snapshots were moved (one installed from the leader) is back on its marks
+ * after one period.
+ */
+export function snapshotDue(applied: number, snapshotIndex: number, every: number, phase: number): boolean {
+  const since = applied - snapshotIndex
+  if (since >= every) return true
+  if (since < every / 2) return false
+  const shift = Math.floor(phase * every)
+  return Math.floor((applied + shift) / every) > Math.floor((snapshotIndex + shift) / every)
 }
 
 /**
