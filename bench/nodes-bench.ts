@@ -195,13 +195,13 @@ runMain(async () => {
     [`leader CPU per commit, ${TOTAL} nodes against 3`, `${now.cpuN.toFixed(0)} / ${now.cpu3.toFixed(0)} µs = ${x(now.cpuN, now.cpu3)}`, `${before.cpuN.toFixed(0)} / ${before.cpu3.toFixed(0)} µs = ${x(before.cpuN, before.cpu3)}`, '≤ 1.5×'],
     [`CPU per commit, all node processes together, ${TOTAL} nodes against 3 (what bounds the rate when they share this machine's cores)`, `${now.clusterN.toFixed(0)} / ${now.cluster3.toFixed(0)} µs = ${x(now.clusterN, now.cluster3)}`, `${before.clusterN.toFixed(0)} / ${before.cluster3.toFixed(0)} µs = ${x(before.clusterN, before.cluster3)}`, '—'],
     [
-      `CPU per commit of one added replica: what it costs here, against the least it must spend (decode and apply every entry, ${floor.toFixed(1)} µs, measured in this process)`,
+      `CPU per commit that each added node adds (all processes at ${TOTAL} minus at 3, over ${added}: the seeds' extra work included, learners' catching up after the measure not), against the least a replica must spend (decode and apply every entry, ${floor.toFixed(1)} µs, measured in this process)`,
       `(${now.clusterN.toFixed(0)} − ${now.cluster3.toFixed(0)}) / ${added} = ${perAdded.toFixed(0)} µs, against ${floor.toFixed(1)} µs`,
       '—',
       '—',
     ],
     [
-      `the most registrations/s ${TOTAL} nodes could reach on these ${cores} shared cores if each added replica spent only that least (3 nodes: ${busy(now.cluster3, now.rate3)}; ${TOTAL}: ${busy(now.clusterN, now.rateN)})`,
+      `the most registrations/s ${TOTAL} nodes could reach on these ${cores} cores, were they all theirs, if each added replica spent only that least (3 nodes: ${busy(now.cluster3, now.rate3)}; ${TOTAL}: ${busy(now.clusterN, now.rateN)})`,
       `${cores} s / (${now.cluster3.toFixed(0)} + ${added} × ${floor.toFixed(1)}) µs = ${Math.round(most)}/s = ${(most / now.rate3).toFixed(2)}× the 3-node rate`,
       '—',
       '—',

@@ -715,8 +715,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
 
   /**
    * Whether this node serves the sworm now, and if not why: ready once this incarnation is up in
-   * the registry (what {@link Sworm.ready} waits for), not while it is draining, stopping, or its
-   * disk fails. `GET /ready` of the metrics server (option `metricsPort`) answers it, 200 or 503:
+   * the registry (what {@link Sworm.ready} waits for), while it holds its lease (not cut off from
+   * a quorum), and not from the moment it starts stopping, nor while its disk fails. A draining
+   * node is ready (it serves calls; the reason says it drains). `GET /ready` of the metrics server (option `metricsPort`) answers it, 200 or 503:
    * point a readiness probe there, so that a rolling restart waits for each restarted node to be
    * back before it stops the next (a node that stops while no other is up has nowhere to hand its
    * supervised workers to). Call it from an application's own health endpoint otherwise.

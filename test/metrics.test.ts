@@ -216,7 +216,7 @@ t.test('snapshot and event-loop gauges', async (t) => {
   t.ok(max < 10 && value(text, 'sworm_event_loop_delay_p99_seconds', lbl)! <= max, `event-loop delay: max ${max} s`)
 })
 
-t.test('readiness: GET /ready answers 503 until a restarted node is up in the sworm, while it drains and once it stops', async (t) => {
+t.test('readiness: GET /ready answers 503 until a restarted node is up in the sworm, while it is cut off from a quorum and once it stops; 200 while it drains', async (t) => {
   const c = await startCluster(3, 'rdy', { metricsPort: 0, requestTimeoutMs: 2000 })
   t.teardown(() => c.stop())
   const [n1, n2, n3] = c.nodes as [Sworm, Sworm, Sworm]
@@ -229,12 +229,25 @@ t.test('readiness: GET /ready answers 503 until a restarted node is up in the sw
     t.same(s.readiness(), { ready: true, reason: 'up' })
   }
 
-  // draining: up, but it takes no supervised workers
+  // draining: it serves calls, it only takes no supervised workers
   await n1.drain()
-  t.match(n1.readiness(), { ready: false, reason: /draining/ })
-  t.equal((await httpGet(`${n1.metricsAddress}/ready`)).status, 503, '503 while draining')
+  t.match(n1.readiness(), { ready: true, reason: /draining/ })
+  t.equal((await httpGet(`${n1.metricsAddress}/ready`)).status, 200, '200 while draining')
   await n1.undrain()
-  await waitFor(() => n1.readiness().ready, 5000, 'ready again after undrain')
+  await waitFor(() => n1.readiness().reason === 'up', 5000, 'plain up again after undrain')
+
+  // cut off from the others: its record stays up (it cannot apply its own removal), its lease runs out
+  const cut = (on: boolean): void => {
+    for (const o of [n2, n3]) {
+      internals(n1).faults!.block(o.nodeId, on)
+      internals(o).faults!.block(n1.nodeId, on)
+    }
+  }
+  cut(true)
+  await waitFor(async () => (await httpGet(`${n1.metricsAddress}/ready`)).status === 503, 15_000, '503 once cut off')
+  t.match(n1.readiness(), { ready: false, reason: /lease ran out/ })
+  cut(false)
+  await waitFor(() => n1.readiness().ready, 30_000, 'ready again once healed (up again, lease back)')
 
   // stopping: not ready from the call on, before the stop completes
   const stopping = n3.stop()

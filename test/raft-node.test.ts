@@ -6,7 +6,7 @@
 import t from 'tap'
 import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/errors.js'
 import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
-import { RaftNode, snapshotDue } from '../src/raft/node.js'
+import { RaftNode, snapshotDue, snapshotPeriod } from '../src/raft/node.js'
 import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
@@ -191,6 +191,42 @@ t.test('snapshotDue: a full period always, never before half of it, in between a
     for (const x of taken[m]!.filter((i) => i > every)) {
       for (let o = 0; o < 3; o++) if (o !== m) t.ok(nearest(x, taken[o]!) >= every / 3 - 7, `member ${m} at ${x} snapshots apart from member ${o}`)
     }
+  }
+})
+
+t.test('snapshotPeriod: a step of a fixed scale, so a state that changes a little keeps its period and snapshots come no more often', async (t) => {
+  t.equal(snapshotPeriod(10_000, 100_000, 0), 10_000, 'a small state: snapshotEvery')
+  t.equal(snapshotPeriod(10_000, 100_000, 64 * 1024 * 1024), 100_000, 'a large one: at most maxLogEntries')
+  t.equal(snapshotPeriod(10_000, 10_000, 64 * 1024 * 1024), 10_000, 'maxLogEntries at snapshotEvery')
+  for (const bytes of [400_000, 1_000_000, 1_700_000, 2_500_000, 3_100_000]) {
+    const exact = Math.ceil(bytes / 32)
+    const p = snapshotPeriod(10_000, 100_000, bytes)
+    t.ok(p <= exact && p >= exact / 2 ** 0.25 - 1, `${bytes} B: ${p} entries, within 19% under ${exact}`)
+  }
+  // a state that grows by 0.1% a snapshot (and wobbles): the staggered rule with these periods
+  // takes hardly more snapshots than the old one (a whole exact period each time)
+  for (const phase of [0, 1 / 3, 2 / 3]) {
+    let bytes = 600_000
+    let lastNew = 0
+    let lastOld = 0
+    let bytesNew = bytes
+    let bytesOld = bytes
+    let countNew = 0
+    let countOld = 0
+    for (let applied = 1; applied <= 3_000_000; applied += 13) {
+      bytes *= 1 + 0.001 * (applied % 2 ? 1 : -0.5) * 13 / 10_000
+      if (snapshotDue(applied, lastNew, snapshotPeriod(10_000, 100_000, bytesNew), phase)) {
+        countNew++
+        lastNew = applied
+        bytesNew = bytes
+      }
+      if (applied - lastOld >= Math.min(100_000, Math.max(10_000, Math.ceil(bytesOld / 32)))) {
+        countOld++
+        lastOld = applied
+        bytesOld = bytes
+      }
+    }
+    t.ok(countNew <= countOld * 1.3, `phase ${phase.toFixed(2)}: ${countNew} snapshots, against ${countOld} with one exact period each`)
   }
 })
 

@@ -45,7 +45,10 @@ export interface SwormStatus {
  * with status 200 when `ready`, 503 when not.
  */
 export interface SwormReadiness {
-  /** This incarnation is up in the registry, not draining and not stopping, and its disk works. */
+  /**
+   * This incarnation is up in the registry and holds its lease, it is not stopping, and its disk
+   * works (a draining node is ready: it serves calls; its `reason` says it drains).
+   */
   ready: boolean
   /** Why not (or `'up'`): a line an operator can act on. */
   reason: string
@@ -168,7 +171,11 @@ export class NodeStatus {
             : `not up in the sworm yet: its announcement is not applied here (the leader is ${leader})`,
       }
     }
-    if (rec.draining) return { ready: false, reason: 'draining: it takes no supervised workers (undrain() takes them again)' }
+    // cut off from a quorum, it cannot apply its own removal: its record stays up while its fence
+    // stops its supervised workers and the others take them over
+    if (!this.host.leaseOk()) return { ready: false, reason: 'lease ran out: no contact with a quorum of voters (its supervised workers are stopped)' }
+    // a drained node serves calls and reads; only placement passes it over
+    if (rec.draining) return { ready: true, reason: 'up, draining: it takes no supervised workers (undrain() takes them again)' }
     return { ready: true, reason: 'up' }
   }
 

@@ -970,7 +970,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // A snapshot costs time in proportion to the state's size: wait for a log at least as long
     // as the last snapshot is big (one entry per 32 bytes), so the cost per entry stays flat,
     // but no longer than maxLogEntries, which bounds what a restart replays.
-    const every = Math.min(this.maxLogEntries, Math.max(this.snapshotEvery, Math.ceil(this.lastSnapshotBytes / 32)))
+    const every = snapshotPeriod(this.snapshotEvery, this.maxLogEntries, this.lastSnapshotBytes)
     if (!snapshotDue(this.applied, this.snapshotIndex, every, this.snapshotPhase())) return
     const term = this.core.termAt(this.applied)
     if (term === undefined) return
@@ -988,16 +988,23 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   }
 
   /**
-   * Where in each period of `snapshotEvery` entries this node takes its snapshots, as a fraction:
-   * its rank among the members' ids, so that members snapshot one after another rather than all
-   * at once (each applies the same entries; at the same index they would all spend the same burst
-   * of CPU and allocation together, on machines they may share).
+   * Where in each snapshot period (see {@link snapshotPeriod}) this node takes its snapshots, as
+   * a fraction: its rank among the members' ids, so that members snapshot one after another rather
+   * than all at once (each applies the same entries; at the same index they would all spend the
+   * same burst of CPU and allocation together, on machines they may share). Worked out again only
+   * when the applied configuration changes.
    */
   private snapshotPhase(): number {
-    const ids = [...Object.keys(this.appliedConfig.voters), ...Object.keys(this.appliedConfig.learners)].sort()
-    const rank = ids.indexOf(this.id)
-    return rank <= 0 ? 0 : rank / ids.length
+    if (this.phaseFor !== this.appliedConfig) {
+      this.phaseFor = this.appliedConfig
+      const ids = [...Object.keys(this.appliedConfig.voters), ...Object.keys(this.appliedConfig.learners)].sort()
+      const rank = ids.indexOf(this.id)
+      this.phase = rank <= 0 ? 0 : rank / ids.length
+    }
+    return this.phase
   }
+  private phaseFor: ClusterConfig | undefined
+  private phase = 0
 
   /** Whether a snapshot at `index` is no use: one as new is stored, or being installed. */
   private superseded(index: number): boolean {
@@ -1179,6 +1186,25 @@ function restoreTask(sm: StateMachine<never, unknown>, data: Uint8Array): StepTa
       return true
     },
   }
+}
+
+/** Steps of {@link snapshotPeriod} per doubling. */
+const PERIOD_STEPS = 4
+
+/**
+ * Entries between two snapshots: `snapshotEvery`, more for a large state (one entry per 32 bytes
+ * of the last snapshot, so that a snapshot's cost per entry stays flat), at most `maxLogEntries`.
+ * Rounded down to a step of a fixed scale (`snapshotEvery` times a power of 2^(1/4), at most 19%
+ * under the exact figure), so that every member, whose state is the same, gets the same period,
+ * and the period stays put while the state grows or shrinks a little: the members' marks (see
+ * {@link snapshotDue}) keep their places, rather than move with every snapshot and bring the next
+ * one early.
+ */
+export function snapshotPeriod(snapshotEvery: number, maxLogEntries: number, lastSnapshotBytes: number): number {
+  const exact = Math.ceil(lastSnapshotBytes / 32)
+  if (exact <= snapshotEvery) return Math.min(maxLogEntries, snapshotEvery)
+  const step = Math.floor(Math.log2(exact / snapshotEvery) * PERIOD_STEPS + 1e-9)
+  return Math.min(maxLogEntries, Math.max(snapshotEvery, Math.floor(snapshotEvery * 2 ** (step / PERIOD_STEPS))))
 }
 
 /**
