@@ -227,3 +227,41 @@ t.test('the commands that may touch many names are marked slow (the Raft node fl
   for (const cmd of quick) t.notOk(s.slow(cmd), `${cmd.c}: not slow`)
   t.notOk(s.slow(null as unknown as RegistryCommand), 'a malformed command is not')
 })
+
+t.test('stoppedMany: ends reported together take effect each as its own stopped would', async (t) => {
+  const st = new RegistryState()
+  const single = new RegistryState()
+  let i = 1
+  for (const s of [st, single]) s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, i)
+  const epochs: number[] = []
+  for (const name of ['a', 'b', 'c', 'd']) {
+    i++
+    epochs.push(placed(st.apply({ c: 'supervise', name, spec, ue: 1 }, i)).epoch)
+    single.apply({ c: 'supervise', name, spec, ue: 1 }, i)
+  }
+  const stops: Array<[string, number, 0 | 1]> = [
+    ['a', epochs[0]!, 1], // crashed: a new incarnation here
+    ['b', epochs[1]!, 0], // ended: the name goes
+    ['c', epochs[2]! + 100, 1], // not the current epoch: refused
+    ['nope', 1, 0], // never registered: refused
+    ['d', epochs[3]!, 1],
+  ]
+  i++
+  t.same(st.apply({ c: 'stoppedMany', stops }, i), [true, true, false, false, true], 'one answer per end, in order')
+  for (const [name, epoch, restart] of stops) single.apply({ c: 'stopped', name, epoch, restart: restart === 1 }, i)
+  t.same(st.snapshot(), single.snapshot(), 'the same registry as the ends reported one by one')
+  t.ok(st.registration('a')!.epoch! > epochs[0]!, 'a restarts under a new epoch')
+  t.equal(st.registration('b'), undefined, 'b is gone')
+  t.same(st.apply({ c: 'stoppedMany', stops }, ++i), [false, false, false, false, false], 'the same report again (a late copy): no effect')
+  const regs = (): string => JSON.stringify(['a', 'b', 'c', 'd'].map((n) => st.registration(n)))
+  const before = regs()
+  t.equal(st.apply({ c: 'stoppedMany', stops: 'x' } as unknown as RegistryCommand, ++i), undefined, 'a malformed report: no effect')
+  const a = st.registration('a')!.epoch!
+  t.same(
+    st.apply({ c: 'stoppedMany', stops: [7, null, [], ['a'], ['a', a], ['a', a, true], ['a', 1.5, 1], [{}, a, 1]] } as unknown as RegistryCommand, ++i),
+    [false, false, false, false, false, false, false, false],
+    'ends without a name, an epoch or a restart of 0 or 1: refused',
+  )
+  t.equal(regs(), before, 'and nothing changed')
+  t.ok(st.slow({ c: 'stoppedMany', stops: [] }), 'a batch may touch many names: commit notices go first')
+})

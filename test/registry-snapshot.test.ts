@@ -70,7 +70,13 @@ function commands(seed: number, n: number): RegistryCommand[] {
     }
     else if (x < 0.85) {
       placing.push(at)
-      out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), restart: r() < 0.5 })
+      if (r() < 0.5) out.push({ c: 'stopped', name: `sup-${Math.floor(r() * 30)}`, epoch: epoch(), restart: r() < 0.5 })
+      else {
+        // several ends in one report
+        const stops: Array<[string, number, 0 | 1]> = []
+        for (let k = 1 + Math.floor(r() * 4); k > 0; k--) stops.push([`sup-${Math.floor(r() * 30)}`, epoch(), r() < 0.5 ? 1 : 0])
+        out.push({ c: 'stoppedMany', stops })
+      }
     } else if (x < 0.88) out.push({ c: 'drain', node: pick(NODES), on: r() < 0.5 })
     else if (x < 0.9) out.push({ c: 'rebalance' })
     else if (x < 0.92) {

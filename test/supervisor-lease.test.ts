@@ -165,3 +165,33 @@ t.test('a handoff whose report failed is reported again at the next tick, whatev
   await waitFor(() => ['a', 'b', 'c'].every((n) => h.state.registration(n)?.node === 'n2'), 5000, 'all three reported again in one tick')
   t.pass('one tick reported all three again, with slices of one name')
 })
+
+t.test('after a lease gap, the fenced workers start again through a few entries, not one each', async (t) => {
+  // Found by bench:supervisor at 200k workers on 2 cores (session 14): a node whose lease ran out
+  // fenced its 60-80k workers, and when the lease came back proposed one `stopped` entry for each
+  // (to start it again under a new epoch): 80k entries from each node at once ("too many
+  // proposals in flight"), which loaded every replica until the leases ran out again. Failed on
+  // 00d6b01: no worker ran again before reconcile's next tick, and then 50 `stopped` entries.
+  const h = harness()
+  const n = 50
+  for (let i = 0; i < n; i++) h.apply({ c: 'supervise', name: `f${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
+  await waitFor(() => h.sup.size === n, 5000, 'the workers start')
+  const epochs = new Map(Array.from({ length: n }, (_, i) => [`f${i}`, h.state.registration(`f${i}`)!.epoch!]))
+  h.lease.ok = false
+  await h.sup.tick()
+  await waitFor(() => h.sup.size === 0, 5000, 'fenced: nothing runs without the lease')
+  const before = h.proposed.length
+  h.lease.ok = true
+  h.lease.lapses++
+  await h.sup.tick()
+  // at once, without another tick: the start each new placement asked for came while its restart
+  // was still being reported, and waited for reconcile()'s next pass over the name (at 100k
+  // workers, 10 ticks: 2.5 s)
+  await waitFor(() => h.sup.size === n, 5000, 'every fenced worker runs again, without another tick')
+  const after = h.proposed.slice(before)
+  const stops = after.filter((c) => c.c === 'stopped' || c.c === 'stoppedMany')
+  t.equal(stops.length, 1, `the ends went into one entry (${stops.length} entries: ${stops[0]?.c}, ...)`)
+  t.same(stops[0]?.c === 'stoppedMany' ? stops[0].stops.length : 0, n, 'all of them, each to start again')
+  for (const [name, epoch] of epochs) t.ok(h.state.registration(name)!.epoch! > epoch, `${name} runs under a new epoch (a new fencing token)`)
+  t.ok(after.filter((c) => c.c === 'startedMany').length <= 8, 'and their starts were reported in batches too')
+})

@@ -1,5 +1,5 @@
 /**
- * The dialer's side of the WsHub wire protocol (version 7), written from the module doc of
+ * The dialer's side of the WsHub wire protocol (version 8), written from the module doc of
  * `src/net/hub.ts`, for tests that speak it by hand (raw clients, rogue peers).
  */
 import { createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto'
@@ -7,7 +7,7 @@ import { pack, unpack } from 'msgpackr'
 import { WebSocket } from 'ws'
 
 /** The protocol version these helpers speak. */
-export const VERSION = 7
+export const VERSION = 8
 
 /** The key handshake proofs are made with. */
 export function authKey(secret: string): Buffer {

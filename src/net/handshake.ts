@@ -59,9 +59,11 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * batches (`startedMany`), which a replica of version 5 would skip, so its registry would hold
  * no worker for those names; a cluster upgrades from 5 by a full stop. 7: a node stopping
  * gracefully drops the static names of its workers in one entry (`workersDown`), which a replica
- * of version 6 would skip; a cluster upgrades from 6 by a full stop).
+ * of version 6 would skip; a cluster upgrades from 6 by a full stop. 8: a node reports the ends of
+ * its supervised workers in batches (`stoppedMany`), which a replica of version 7 would skip, so
+ * its registry would go on placing workers that ended; a cluster upgrades from 7 by a full stop).
  */
-export const WS_PROTOCOL_VERSION = 7
+export const WS_PROTOCOL_VERSION = 8
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

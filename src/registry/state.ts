@@ -230,11 +230,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /**
    * Whether applying `cmd` may touch many names at once (a node's failure, restart, graceful stop
-   * or drain, a rebalance): the Raft node sends its commit notices before applying it.
+   * or drain, a rebalance, a node's batch of restarts): the Raft node sends its commit notices
+   * before applying it.
    */
   slow(cmd: RegistryCommand): boolean {
     const c = (cmd as { c?: unknown } | null)?.c
-    return c === 'nodeDown' || c === 'nodeUp' || c === 'workersDown' || c === 'drain' || c === 'rebalance'
+    return c === 'nodeDown' || c === 'nodeUp' || c === 'workersDown' || c === 'drain' || c === 'rebalance' || c === 'stoppedMany'
   }
 
   /** Apply one command (deterministic). */
@@ -299,6 +300,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         return this.startFailed(cmd.name, cmd.epoch, cmd.error)
       case 'stopped':
         return this.stopped(cmd.name, cmd.epoch, cmd.restart)
+      case 'stoppedMany':
+        return this.stoppedMany(cmd.stops)
       case 'drain':
         return this.drain(cmd.node, cmd.on)
       case 'handedOff':
@@ -667,6 +670,17 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     }
     this.place(r, r.node, false)
     return true
+  }
+
+  private stoppedMany(stops: unknown): boolean[] | undefined {
+    // malformed: no effect, the same on every replica
+    if (!Array.isArray(stops)) return undefined
+    const out: boolean[] = []
+    for (const s of stops) {
+      const ok = Array.isArray(s) && typeof s[0] === 'string' && Number.isSafeInteger(s[1]) && (s[2] === 0 || s[2] === 1) && this.stopped(s[0], s[1] as number, s[2] === 1)
+      out.push(ok)
+    }
+    return out
   }
 
   private drain(node: string, on: boolean): boolean {

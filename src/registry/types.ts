@@ -172,6 +172,13 @@ export type RegistryOp =
   | { c: 'startFailed'; name: string; epoch: number; error: string }
   /** The worker of `name` ended; `restart` asks for a new incarnation on the same node. */
   | { c: 'stopped'; name: string; epoch: number; restart: boolean }
+  /**
+   * Workers of supervised names that ended, reported together (a node's supervisor batches the
+   * ends it reports while its previous report is in flight): each `[name, epoch, restart]` has the
+   * effect of a `stopped` (`restart`: 1 or 0). Its result is one boolean per stop, in order.
+   * Since version 8.
+   */
+  | { c: 'stoppedMany'; stops: [name: string, epoch: number, restart: 0 | 1][] }
   /** Start or stop draining a node: its supervised workers move elsewhere with handoff. */
   | { c: 'drain'; node: string; on: boolean }
   /** The old incarnation handed over its state; the worker moves to the handoff target. */

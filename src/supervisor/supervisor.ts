@@ -16,7 +16,7 @@ import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './local-workers.js'
 import { WaiterLists } from '../util/waiters.js'
-import { StartReports } from './start-reports.js'
+import { StartReports, StopReports } from './reports.js'
 
 /** What the supervisor reports to its sworm (events and metrics); every hook is optional and must not throw. */
 export interface SupervisorEvents {
@@ -107,6 +107,8 @@ export class Supervisor {
 
   /** Starts reported to the log, batched. */
   private readonly reports: StartReports
+  /** Ends of workers (to restart or not) reported to the log, batched. */
+  private readonly stops: StopReports
   /** Where reconcile() goes on through the names placed here, and through the workers running here. */
   private scanPlaced: Iterator<string> | undefined
   private scanRunning: Iterator<[string, Running]> | undefined
@@ -119,7 +121,9 @@ export class Supervisor {
     private readonly host: SupervisorHost,
     private readonly reconcileSlice = 10_000,
   ) {
-    this.reports = new StartReports({ sworm: host.sworm, nodeId: host.nodeId, inc: host.inc, propose: (cmd) => this.proposeQuietly(cmd) })
+    const reportsHost = { sworm: host.sworm, nodeId: host.nodeId, inc: host.inc, propose: (cmd: RegistryCommand) => this.proposeQuietly(cmd) }
+    this.reports = new StartReports(reportsHost)
+    this.stops = new StopReports(reportsHost)
   }
 
   /** Number of supervised workers running here. */
@@ -224,7 +228,7 @@ export class Supervisor {
     }
     if (crashed) this.host.log.warn('supervised worker crashed', { name, restart, err: String((reason as { error: unknown }).error) })
     if (restart) this.host.events?.restarting?.(name)
-    void this.proposeQuietly({ c: 'stopped', name, epoch: r.epoch, restart })
+    void this.stops.report(name, r.epoch, restart)
     return true
   }
 
@@ -299,7 +303,7 @@ export class Supervisor {
         abort.abort('moved')
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         // its init saw this epoch as its fencing token: the next start must not get the same one
-        if (this.isMine(name, epoch)) void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true })
+        if (this.isMine(name, epoch)) void this.stops.report(name, epoch, true)
         return
       }
       const id = this.host.workers.add(worker, abort)
@@ -315,7 +319,7 @@ export class Supervisor {
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
         // as above: a next start under this epoch would repeat the fencing token this worker had
-        if (ok === undefined && this.isMine(name, epoch)) void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true })
+        if (ok === undefined && this.isMine(name, epoch)) void this.stops.report(name, epoch, true)
       }
     } catch (err) {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
@@ -445,7 +449,7 @@ export class Supervisor {
       const r = this.running.get(name)
       if (r) await this.stopLocal(name, 'normal')
       if (this.starting.has(name)) return // the start sees the name retiring and backs off; reconcile() confirms
-      await this.proposeQuietly({ c: 'stopped', name, epoch, restart: false })
+      await this.stops.report(name, epoch, false)
     } finally {
       this.retiring.delete(name)
     }
@@ -575,7 +579,13 @@ export class Supervisor {
     for (const [name, epoch] of needStart) void this.start(name, epoch)
     for (const [name, epoch] of needRestart) {
       this.starting.add(name)
-      void this.proposeQuietly({ c: 'stopped', name, epoch, restart: true }).finally(() => this.starting.delete(name))
+      // (one entry for many: after a lease gap, every worker of this node is here at once)
+      void this.stops.report(name, epoch, true).finally(() => {
+        // placed here anew meanwhile (its start found it still restarting): start it now, not at
+        // reconcile()'s next pass over it
+        this.starting.delete(name)
+        if (this.startAgain.delete(name)) this.startIfPlacedHere(name)
+      })
     }
   }
 }

@@ -5,7 +5,7 @@
  */
 import t from 'tap'
 import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
-import { StartReports } from '../src/supervisor/start-reports.js'
+import { StartReports } from '../src/supervisor/reports.js'
 
 type Many = Extract<RegistryCommand, { c: 'startedMany' }>
 
