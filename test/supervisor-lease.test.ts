@@ -195,3 +195,23 @@ t.test('after a lease gap, the fenced workers start again through a few entries,
   for (const [name, epoch] of epochs) t.ok(h.state.registration(name)!.epoch! > epoch, `${name} runs under a new epoch (a new fencing token)`)
   t.ok(after.filter((c) => c.c === 'startedMany').length <= 8, 'and their starts were reported in batches too')
 })
+
+t.test('a burst of starts does not hold the event loop: they run a batch per turn', async (t) => {
+  // Found by bench:supervisor (session 14): a node's failure placed 50k names on each survivor in
+  // one entry, and their starts, which ran in microtasks alone, held a survivor's event loop for
+  // 8-18 s; every lease ran out. Failed on 8a5b7b3: all 5,000 started before a timer could run.
+  const h = harness()
+  const n = 5000
+  h.lease.ok = false // placed while the lease is out: reconcile() starts them all at once
+  for (let i = 0; i < n; i++) h.apply({ c: 'supervise', name: `b${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
+
+  for (let i = 0; i < 100; i++) await new Promise((r) => setImmediate(r))
+  t.equal(h.sup.size, 0, 'nothing started without the lease')
+  h.lease.ok = true
+  h.lease.lapses++
+  let sizeAtTimer = -1
+  setTimeout(() => (sizeAtTimer = h.sup.size), 0)
+  await h.sup.tick()
+  await waitFor(() => h.sup.size === n, 10_000, 'every worker starts')
+  t.ok(sizeAtTimer >= 0 && sizeAtTimer < n, `a timer ran while they started (${sizeAtTimer} of ${n} running then)`)
+})

@@ -17,6 +17,7 @@ import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../r
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './local-workers.js'
 import { WaiterLists } from '../util/waiters.js'
 import { StartReports, StopReports } from './reports.js'
+import { TurnPacer } from '../util/turn-pacer.js'
 
 /** What the supervisor reports to its sworm (events and metrics); every hook is optional and must not throw. */
 export interface SupervisorEvents {
@@ -105,6 +106,8 @@ export class Supervisor {
   private leaseEverHeld = false
   private reconciling = false
 
+  /** Starts and handoffs, a batch per turn of the event loop. */
+  private readonly paced: TurnPacer
   /** Starts reported to the log, batched. */
   private readonly reports: StartReports
   /** Ends of workers (to restart or not) reported to the log, batched. */
@@ -124,6 +127,7 @@ export class Supervisor {
     const reportsHost = { sworm: host.sworm, nodeId: host.nodeId, inc: host.inc, propose: (cmd: RegistryCommand) => this.proposeQuietly(cmd) }
     this.reports = new StartReports(reportsHost)
     this.stops = new StopReports(reportsHost)
+    this.paced = new TurnPacer(host.clock)
   }
 
   /** Number of supervised workers running here. */
@@ -169,7 +173,7 @@ export class Supervisor {
       case 'placed':
         if (ch.node === me && ch.by !== undefined && this.host.events?.running) this.announce.set(ch.name, { epoch: ch.epoch, by: ch.by })
         else this.announce.delete(ch.name)
-        if (ch.node === me) queueMicrotask(() => void this.start(ch.name, ch.epoch))
+        if (ch.node === me) this.startSoon(ch.name, ch.epoch)
         return
       case 'started':
         this.settle(ch.name, { ok: true, ref: ch.ref })
@@ -190,7 +194,7 @@ export class Supervisor {
         return
       case 'handoff':
         this.announce.delete(ch.name)
-        if (ch.node === me) queueMicrotask(() => void this.handoff(ch.name, ch.epoch))
+        if (ch.node === me) this.paced.run(() => void this.handoff(ch.name, ch.epoch))
         return
       case 'retire':
         this.announce.delete(ch.name)
@@ -247,6 +251,15 @@ export class Supervisor {
     if (this.host.stopped()) return undefined
     const policy = { minMs: 100, maxMs: 2000, maxAttempts: 20, stopped: () => this.host.stopped() }
     return retry(this.host.clock, policy, () => this.host.propose(cmd)).catch(() => undefined)
+  }
+
+  /**
+   * Start the worker of `name` for `epoch` in its turn: starts (and handoffs) run a batch per turn
+   * of the event loop, so that the tens of thousands a node's failure places here at once cannot
+   * hold the loop (and the lease with it) while they all run in microtasks.
+   */
+  private startSoon(name: string, epoch: number): void {
+    this.paced.run(() => void this.start(name, epoch))
   }
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */
@@ -334,7 +347,7 @@ export class Supervisor {
   /** Start `name` if the registry places it here and it has no worker yet. */
   private startIfPlacedHere(name: string): void {
     const reg = this.host.state.peek(name)
-    if (reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.ref === undefined && reg.epoch !== undefined) void this.start(name, reg.epoch)
+    if (reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.ref === undefined && reg.epoch !== undefined) this.startSoon(name, reg.epoch)
   }
 
   /** Track lease gaps; after one, the next start waits for a linearizable read barrier. */
@@ -576,7 +589,7 @@ export class Supervisor {
       void this.proposeHandedOff(name, epoch).finally(() => this.handingOff.delete(name))
     }
     for (const name of moved) void this.stopLocal(name, 'moved')
-    for (const [name, epoch] of needStart) void this.start(name, epoch)
+    for (const [name, epoch] of needStart) this.startSoon(name, epoch)
     for (const [name, epoch] of needRestart) {
       this.starting.add(name)
       // (one entry for many: after a lease gap, every worker of this node is here at once)
