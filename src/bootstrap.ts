@@ -47,6 +47,8 @@ export interface SwormDeps {
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Names the supervisor's safety net looks at per tick (default 10,000; the simulation uses a few, so that it goes through them in slices). */
   reconcileSlice?: number
+  /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few, so that moves come in slices). */
+  moveSlice?: number
   /** Release transports and hub after stop. */
   release: () => Promise<void>
 }
@@ -89,6 +91,7 @@ export interface SwormParts {
   readonly disk: string | undefined
   readonly loadModule: ((specifier: string) => Promise<Record<string, unknown>>) | undefined
   readonly reconcileSlice: number | undefined
+  readonly moveSlice: number | undefined
   readonly release: () => Promise<void>
 }
 
@@ -241,6 +244,7 @@ export async function assemble<S extends Assembled>(
       disk,
       loadModule: deps.loadModule,
       reconcileSlice: deps.reconcileSlice,
+      moveSlice: deps.moveSlice,
       release: deps.release,
     })
     onMade?.(sworm)

@@ -86,7 +86,11 @@ function commands(seed: number, n: number): RegistryCommand[] {
       const node = pick(NODES)
       placing.push(at)
       // (with and without `ord`: version 5's order and version 4's, both replayed alike)
-      out.push({ c: 'nodeDown', node, inc: incs.get(node)!, ...(r() < 0.5 ? { ord: 1 as const } : {}) })
+      const y = r()
+      if (y < 0.6) out.push({ c: 'nodeDown', node, inc: incs.get(node)!, ...(r() < 0.5 ? { ord: 1 as const } : {}) })
+      // version 8: the first few names, then the rest a few at a time, other entries between
+      else if (y < 0.8) out.push({ c: 'nodeDown', node, inc: incs.get(node)!, ord: 1, max: 1 + Math.floor(r() * 3) })
+      else out.push({ c: 'moveOff', node, inc: incs.get(node)!, term: 0, max: 1 + Math.floor(r() * 3) })
     } else if (x < 0.96) {
       // a new incarnation (with or without the compare and set), a live one coming back, or a late
       // copy of an earlier incarnation's announcement

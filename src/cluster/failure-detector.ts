@@ -3,6 +3,9 @@
  * configuration, for longer than `nodeDownAfterMs` is declared gone in the registry (its static
  * names are dropped and its supervised workers move). Only a leader that holds its lease at that
  * moment decides, and the `nodeDown` it proposes takes effect only in an entry of its own term.
+ * The `nodeDown` moves the first `moveSlice` of the node's supervised names; the leader moves the
+ * rest in `moveOff` entries, one after another, so that no replica's event loop is held for all
+ * of them at once.
  * @module
  */
 import type { RaftNode } from '../raft/node.js'
@@ -19,13 +22,20 @@ export interface FailureDetectorHost {
   readonly nodeId: string
   /** See {@link ResolvedOptions.nodeDownAfterMs}. */
   readonly nodeDownAfterMs: number
+  /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few). */
+  readonly moveSlice?: number
   stopped(): boolean
 }
+
+/** The default of {@link FailureDetectorHost.moveSlice}: about 50-130 ms of each replica's event loop an entry, on a loaded 2-core machine. */
+export const MOVE_SLICE = 4096
 
 /** The failure detector of one node (acting only while it leads). */
 export class FailureDetector {
   private leaderSince = 0
   private readonly pendingDown = new Set<string>()
+  /** Gone nodes whose names this leader is moving, a slice an entry (see `moveOff`). */
+  private readonly moving = new Set<string>()
   /** On the leader: nodes with a registry record that are out of the Raft configuration, since when (this clock). */
   private readonly outOfConfigSince = new Map<string, number>()
   /** The configuration `outOfConfigSince` was measured against. */
@@ -57,6 +67,9 @@ export class FailureDetector {
     // Only a leader that holds its lease right now (by its clock) decides: one that was stalled
     // may have been replaced meanwhile, and its view of who answered it is stale.
     if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return Infinity
+    // names left on a node declared gone (by a leader that moved them a slice at a time and lost
+    // its leadership, or by this one, whose next slice went astray): moved on at once
+    for (const rec of state.nodeRecords()) if (!rec.up && state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
     const now = clock.now()
     if (now - this.leaderSince < nodeDownAfterMs) return this.leaderSince + nodeDownAfterMs - now // give every node a chance to reach the new leader
     let next = Infinity
@@ -87,9 +100,40 @@ export class FailureDetector {
       }
       this.pendingDown.add(rec.node)
       const term = raft.status().term
-      const done = (): void => void this.pendingDown.delete(rec.node)
-      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1 }, { term }).then(done, done)
+      const done = (): void => {
+        this.pendingDown.delete(rec.node)
+        // the first slice of its names moved: the rest, one entry after another
+        if (state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
+      }
+      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1, max: this.slice() }, { term }).then(done, done)
     }
     return next
+  }
+
+  private slice(): number {
+    return this.host.moveSlice ?? MOVE_SLICE
+  }
+
+  /**
+   * On the leader: move the names left on gone node `node` (incarnation `inc`), a slice an entry,
+   * each proposed once the one before it is applied, until none is left or this node no longer
+   * leads with its lease (the next leader goes on: check()).
+   */
+  private moveOff(node: string, inc: string): void {
+    if (this.moving.has(node)) return
+    const { raft, state } = this.host
+    const next = (): void => {
+      if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease() || state.leftOn(node) === 0 || state.nodeRecord(node)?.inc !== inc) {
+        this.moving.delete(node)
+        return
+      }
+      const term = raft.status().term
+      raft.propose({ c: 'moveOff', node, inc, term, max: this.slice() }, { term }).then(
+        (moved) => (moved === true ? next() : this.moving.delete(node)),
+        () => this.moving.delete(node),
+      )
+    }
+    this.moving.add(node)
+    next()
   }
 }

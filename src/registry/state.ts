@@ -27,6 +27,9 @@ import {
   type WorkerRef,
 } from './types.js'
 
+/** The names an entry may move at most (`max` of `nodeDown` and `moveOff`): all without one. */
+const sliceOf = (max: unknown): number => (Number.isSafeInteger(max) && (max as number) > 0 ? (max as number) : Infinity)
+
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isWorkerRef = (v: unknown): v is WorkerRef =>
   isObj(v) && typeof v.sworm === 'string' && typeof v.node === 'string' && typeof v.inc === 'string' && Number.isSafeInteger(v.id)
@@ -235,13 +238,13 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
    */
   slow(cmd: RegistryCommand): boolean {
     const c = (cmd as { c?: unknown } | null)?.c
-    return c === 'nodeDown' || c === 'nodeUp' || c === 'workersDown' || c === 'drain' || c === 'rebalance' || c === 'stoppedMany'
+    return c === 'nodeDown' || c === 'nodeUp' || c === 'workersDown' || c === 'drain' || c === 'rebalance' || c === 'stoppedMany' || c === 'moveOff'
   }
 
   /** Apply one command (deterministic). */
   apply(cmd: RegistryCommand, index: number, term?: number): RegistryResult {
     this.appliedIndex = index
-    if (cmd.c === 'nodeDown' && cmd.term !== undefined && term !== undefined && cmd.term !== term) return false
+    if ((cmd.c === 'nodeDown' || cmd.c === 'moveOff') && cmd.term !== undefined && term !== undefined && cmd.term !== term) return false
     if (cmd.s !== undefined) return this.applyInSession(cmd, cmd.s)
     return this.applyOp(cmd)
   }
@@ -289,7 +292,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'nodeUp':
         return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined, cmd.ord === 1)
       case 'nodeDown':
-        return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1)
+        return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1, sliceOf(cmd.max))
+      case 'moveOff':
+        return this.moveOff(cmd.node, cmd.inc, sliceOf(cmd.max))
       case 'supervise':
         return this.supervise(cmd.name, cmd.spec, cmd.ue === 1, cmd.s?.node)
       case 'started':
@@ -594,16 +599,41 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return out
   }
 
-  private nodeDown(node: string, inc: string, byName: boolean): boolean {
+  private nodeDown(node: string, inc: string, byName: boolean, max: number): boolean {
     const prev = this.nodes.get(node)
     if (!prev || prev.inc !== inc || !prev.up) return false
     prev.up = false
     this.dropStaticOfNode(node, () => true)
     this.onChange?.({ type: 'nodeDown', node, inc })
-    // Its supervised workers move (the leader waited for the node's lease to run out).
-    const moving = this.placed.get(node)
-    if (moving) for (const name of this.inOrder(moving, byName)) this.place(this.names.get(name)!, this.choose(name), true)
+    // Its supervised workers move (the leader waited for the node's lease to run out): all of
+    // them, or the first `max` (the leader moves the rest with `moveOff`).
+    this.moveNames(node, byName, max)
     return true
+  }
+
+  /** The next slice of the names still placed on `node`, declared gone (see `moveOff`). */
+  private moveOff(node: string, inc: string, max: number): boolean {
+    const rec = this.nodes.get(node)
+    if (typeof inc !== 'string' || !rec || rec.inc !== inc || rec.up) return false
+    this.moveNames(node, true, max)
+    return true
+  }
+
+  private moveNames(node: string, byName: boolean, max: number): void {
+    const moving = this.placed.get(node)
+    if (!moving) return
+    let names = this.inOrder(moving, byName)
+    if (names.length > max) names = names.slice(0, max)
+    for (const name of names) this.place(this.names.get(name)!, this.choose(name), true)
+  }
+
+  /**
+   * How many supervised names are still placed on `node` while it is down (declared gone, and
+   * not back): what the leader has yet to move with `moveOff`.
+   */
+  leftOn(node: string): number {
+    const rec = this.nodes.get(node)
+    return rec && !rec.up ? this.loadOf(node) : 0
   }
 
   // ------------------------------------------------------------ supervision

@@ -3,7 +3,8 @@
  * itself from its start to its graceful stop and writes `<dir>/<nodeId>.<pid>.cpuprofile`
  * (open it in Chrome's DevTools, or summarize it with `node dist/tools/cpu-top.js <file>`).
  * `node --cpu-prof` would write nothing: a node stopped by a signal re-raises it and ends without
- * the exit hooks that write the profile.
+ * the exit hooks that write the profile. `kill -USR2 <pid>` writes the profile so far and starts
+ * a new one (`<nodeId>.<pid>.<n>.cpuprofile`).
  * @module
  */
 import { writeFileSync } from 'node:fs'
@@ -18,11 +19,22 @@ export function startCpuProfile(nodeId: string): () => Promise<void> {
   session.connect()
   const post = (method: string, params?: object): Promise<unknown> =>
     new Promise((resolve, reject) => session.post(method, params, (err, res) => (err ? reject(err) : resolve(res))))
-  const started = post('Profiler.enable').then(() => post('Profiler.setSamplingInterval', { interval: 200 })).then(() => post('Profiler.start'))
-  return async () => {
+  let started = post('Profiler.enable').then(() => post('Profiler.setSamplingInterval', { interval: 200 })).then(() => post('Profiler.start'))
+  const write = async (suffix: string): Promise<void> => {
     await started
     const res = (await post('Profiler.stop')) as { profile: unknown }
-    writeFileSync(join(dir, `${nodeId}.${process.pid}.cpuprofile`), JSON.stringify(res.profile))
+    writeFileSync(join(dir, `${nodeId}.${process.pid}${suffix}.cpuprofile`), JSON.stringify(res.profile))
+  }
+  // SIGUSR2: write the profile so far (`<nodeId>.<pid>.<n>.cpuprofile`) and profile anew, e.g.
+  // once before a fault and once after it, for a profile of what the fault cost
+  let parts = 0
+  process.on('SIGUSR2', () => {
+    const suffix = `.${++parts}`
+    started = write(suffix).then(() => post('Profiler.start'))
+    started.catch((err: unknown) => process.stderr.write(`[cpu-profile ${nodeId}] ${String(err)}\n`))
+  })
+  return async () => {
+    await write('')
     session.disconnect()
   }
 }
