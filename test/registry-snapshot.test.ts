@@ -8,6 +8,7 @@
 import { pack, unpack } from 'msgpackr'
 import t from 'tap'
 import { RegistryState } from '../src/registry/state.js'
+import { firstNames, sortedNames } from '../src/registry/snapshot.js'
 import type { RegistryCommand, WorkerRef } from '../src/registry/types.js'
 import { seededRandom } from '../src/testkit/sim.js'
 
@@ -293,4 +294,19 @@ t.test('a worker holding many names: each registration looks at a bounded number
   t.equal(s.size, 2000)
   t.ok(most <= 4, `at most ${most} name lookups per registration`)
   t.equal(s.namesOfRef(ref).length, 2000)
+})
+
+t.test('firstNames: the first names in name order, as a sort of them all would begin', async (t) => {
+  let x = 7
+  const r = (): number => ((x = (x * 1103515245 + 12345) % 2147483648) / 2147483648)
+  for (let run = 0; run < 200; run++) {
+    const n = Math.floor(r() * 300)
+    const names = new Set<string>()
+    while (names.size < n) names.add(`${r() < 0.3 ? 'w' : 'x'}${Math.floor(r() * 10_000)}${r() < 0.2 ? 'é' : ''}`)
+    const max = 1 + Math.floor(r() * 40)
+    t.same(firstNames(names, max), sortedNames(names).slice(0, max), `run ${run}: ${n} names, the first ${max}`)
+  }
+  const sorted = Array.from({ length: 1000 }, (_, i) => `n${String(i).padStart(4, '0')}`)
+  t.same(firstNames(sorted, 10), sorted.slice(0, 10), 'sorted input')
+  t.same(firstNames([...sorted].reverse(), 10), sorted.slice(0, 10), 'reversed input')
 })

@@ -49,6 +49,7 @@ t.test('tasks run in order, a batch per turn; the batch shrinks while a turn tak
       inTurn++
       if (inTurn === 1) setImmediate(() => (turns.push(inTurn), (inTurn = 0)))
       if (i === 200) cost = 0.01
+      return Promise.resolve() // settled in this turn: its time counts
     })
   }
   await drained(p)
@@ -70,4 +71,30 @@ t.test('a task that throws does not stop the others', async (t) => {
   p.run(() => ran.push(3))
   await drained(p)
   t.same(ran, [1, 3])
+})
+
+t.test("the loop's other work between two turns, and tasks that wait for I/O, leave the batch as it is", async (t) => {
+  for (const io of [false, true]) {
+    const clock = fakeClock()
+    const p = new TurnPacer(clock, { sliceMs: 10, min: 4, max: 64 })
+    const turns: number[] = []
+    let inTurn = 0
+    for (let i = 0; i < 300; i++) {
+      p.run(() => {
+        inTurn++
+        if (inTurn === 1) {
+          setImmediate(() => {
+            turns.push(inTurn)
+            inTurn = 0
+            clock.t += 50 // a busy event loop between two turns
+          })
+        }
+        // with io, every other task waits for a timer: settled after its turn
+        return io && i % 2 === 1 ? new Promise((r) => setTimeout(r, 1)) : Promise.resolve()
+      })
+    }
+    await drained(p)
+    await new Promise((r) => setTimeout(r, 5))
+    t.ok(turns.every((x, i) => i === turns.length - 1 || x === 64), `${io ? 'tasks waiting for I/O' : 'a busy loop'}: the most allowed in every turn (${turns.join(', ')})`)
+  }
 })

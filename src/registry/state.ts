@@ -12,7 +12,7 @@
 import type { StateMachine, StepTask } from '../raft/node.js'
 import { defaultPlacement, type PlacementStrategy } from './placement.js'
 import type { ShardedMap } from '../util/sharded-map.js'
-import { SnapshotReader, SnapshotWriter, addPlaced, deletePlaced, emptyTables, sortedNames, type Member, type Session, type Tables } from './snapshot.js'
+import { SnapshotReader, SnapshotWriter, addPlaced, deletePlaced, emptyTables, firstNames, sortedNames, type Member, type Session, type Tables } from './snapshot.js'
 import {
   refKey,
   sameRef,
@@ -622,8 +622,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private moveNames(node: string, byName: boolean, max: number): void {
     const moving = this.placed.get(node)
     if (!moving) return
-    let names = this.inOrder(moving, byName)
-    if (names.length > max) names = names.slice(0, max)
+    const names = byName && max < moving.size ? firstNames(moving, max) : this.inOrder(moving, byName).slice(0, max)
     for (const name of names) this.place(this.names.get(name)!, this.choose(name), true)
   }
 

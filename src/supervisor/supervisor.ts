@@ -194,7 +194,7 @@ export class Supervisor {
         return
       case 'handoff':
         this.announce.delete(ch.name)
-        if (ch.node === me) this.paced.run(() => void this.handoff(ch.name, ch.epoch))
+        if (ch.node === me) this.paced.run(() => this.handoff(ch.name, ch.epoch))
         return
       case 'retire':
         this.announce.delete(ch.name)
@@ -259,7 +259,7 @@ export class Supervisor {
    * hold the loop (and the lease with it) while they all run in microtasks.
    */
   private startSoon(name: string, epoch: number): void {
-    this.paced.run(() => void this.start(name, epoch))
+    this.paced.run(() => this.start(name, epoch))
   }
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */

@@ -8,7 +8,9 @@
  * heartbeat was answered, every lease ran out, and the starts that completed were dropped for
  * having outlived the lease. Here the first batch runs at once (a lone task waits for nothing),
  * and the next after a timer of 0 ms, when timers and sockets had their turn; the batch grows
- * while a turn's tasks take less than `sliceMs`, and shrinks when they take more.
+ * while its tasks (until the promises they return settle) take less than `sliceMs`, and shrinks
+ * when they take more. Only the batch's own time counts: the loop's other work between two turns
+ * (a busy node's Raft I/O) must not shrink it, or starts would run a few per turn under load.
  * @module
  */
 import type { Clock } from '../raft/types.js'
@@ -27,11 +29,9 @@ const DEFAULTS: TurnPacerOptions = { sliceMs: 10, min: 16, max: 4096 }
 
 /** Runs tasks in order, a batch per turn of the event loop; see the module doc. */
 export class TurnPacer {
-  private queue: Array<(() => void) | undefined> = []
+  private queue: Array<(() => unknown) | undefined> = []
   private head = 0
   private scheduled = false
-  /** When the last batch was launched (undefined: no batch since the queue was last empty). */
-  private launchedAt: number | undefined
   private perTurn: number
   private readonly opts: TurnPacerOptions
 
@@ -52,8 +52,11 @@ export class TurnPacer {
     return this.queue.length - this.head
   }
 
-  /** Run `task` in its turn (it must not throw: what it throws is dropped). */
-  run(task: () => void): void {
+  /**
+   * Run `task` in its turn. What it throws is dropped; a promise it returns tells how long it ran
+   * (see the module doc).
+   */
+  run(task: () => unknown): void {
     this.queue.push(task)
     if (this.scheduled) return
     this.scheduled = true
@@ -61,36 +64,44 @@ export class TurnPacer {
   }
 
   private turn(): void {
-    const now = this.clock.now()
-    if (this.launchedAt !== undefined) {
-      // the last batch, and what it ran in microtasks, ran between it and now (with whatever
-      // else the event loop had to do, and the timer's own delay)
-      const took = now - this.launchedAt
-      if (took > 2 * this.opts.sliceMs) this.perTurn = Math.max(this.opts.min, Math.floor(this.perTurn / 2))
-      else if (took < this.opts.sliceMs / 2) this.perTurn = Math.min(this.opts.max, this.perTurn * 2)
-    }
+    const started = this.clock.now()
     const end = Math.min(this.queue.length, this.head + this.perTurn)
+    const settled: Array<Promise<unknown>> = []
     while (this.head < end) {
       const task = this.queue[this.head]!
       this.queue[this.head++] = undefined
       try {
-        task()
+        const r = task()
+        if (r instanceof Promise) settled.push(r)
       } catch {
         // (a task's own failure is its business)
       }
+    }
+    // How long the batch held the loop: the time until its tasks settled, if they all did in
+    // microtasks of this turn (a task that waits for I/O, or a timer, let the loop run: it says
+    // nothing of what the batch cost, and leaves the batch as it is).
+    let inTurn = true
+    if (settled.length > 0) {
+      void Promise.allSettled(settled).then(() => {
+        if (!inTurn) return
+        const took = this.clock.now() - started
+        if (took > 2 * this.opts.sliceMs) this.perTurn = Math.max(this.opts.min, Math.floor(this.perTurn / 2))
+        else if (took < this.opts.sliceMs / 2) this.perTurn = Math.min(this.opts.max, this.perTurn * 2)
+      })
     }
     if (this.head === this.queue.length) {
       this.queue = []
       this.head = 0
       this.scheduled = false
-      this.launchedAt = undefined
       return
     }
     if (this.head >= 1024 && this.head * 2 >= this.queue.length) {
       this.queue = this.queue.slice(this.head)
       this.head = 0
     }
-    this.launchedAt = now
-    this.clock.setTimeout(() => this.turn(), 0)
+    this.clock.setTimeout(() => {
+      inTurn = false
+      this.turn()
+    }, 0)
   }
 }
