@@ -69,7 +69,8 @@ export class FailureDetector {
     if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return Infinity
     // names left on a node declared gone (by a leader that moved them a slice at a time and lost
     // its leadership, or by this one, whose next slice went astray): moved on at once
-    for (const rec of state.nodeRecords()) if (!rec.up && state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
+    // (never its own: this node leads, so it is about to announce itself up again)
+    for (const rec of state.nodeRecords()) if (!rec.up && rec.node !== this.host.nodeId && state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
     const now = clock.now()
     if (now - this.leaderSince < nodeDownAfterMs) return this.leaderSince + nodeDownAfterMs - now // give every node a chance to reach the new leader
     let next = Infinity

@@ -61,7 +61,9 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * gracefully drops the static names of its workers in one entry (`workersDown`), which a replica
  * of version 6 would skip; a cluster upgrades from 6 by a full stop. 8: a node reports the ends of
  * its supervised workers in batches (`stoppedMany`), which a replica of version 7 would skip, so
- * its registry would go on placing workers that ended; a cluster upgrades from 7 by a full stop).
+ * its registry would go on placing workers that ended; and a gone node's supervised names move a
+ * slice an entry (`nodeDown` with `max`, then `moveOff`), where a replica of version 7 would move
+ * them all in the `nodeDown`, and place them otherwise; a cluster upgrades from 7 by a full stop).
  */
 export const WS_PROTOCOL_VERSION = 8
 

@@ -4,8 +4,8 @@
  * clock, no I/O), so every node that applies the same log holds the same registry, and reads are
  * plain map lookups.
  *
- * Placement of supervised workers happens here, when the `supervise` (or `nodeDown`, `drain`)
- * entry is applied: every replica computes the same node from the same committed state, so the
+ * Placement of supervised workers happens here, when the `supervise` (or `nodeDown`, `moveOff`,
+ * `nodeUp`, `stopped`, `handedOff`, `drain`, `rebalance`) entry is applied: every replica computes the same node from the same committed state, so the
  * choice is the log's, made with an up-to-date view, and needs no extra round.
  * @module
  */

@@ -79,6 +79,8 @@ export class Supervisor {
   private readonly running = new Map<string, Running>()
   private readonly byId = new Map<number, string>()
   private readonly starting = new Set<string>()
+  /** Names whose start waits for its turn (see startSoon), and for which epoch. */
+  private readonly queued = new Map<string, number>()
   /** Names placed here again while their start was under way: started again when it ends. */
   private readonly startAgain = new Set<string>()
   /** Local workers whose exit we caused (move, fence, handoff, unregister): no restart. */
@@ -259,11 +261,21 @@ export class Supervisor {
    * hold the loop (and the lease with it) while they all run in microtasks.
    */
   private startSoon(name: string, epoch: number): void {
-    this.paced.run(() => this.start(name, epoch))
+    if (this.queued.get(name) === epoch) return
+    this.queued.set(name, epoch)
+    // (the task ends once the worker runs or the start gave up, not when its report is in the
+    // log: the pacer measures what a batch costs this event loop, not the log's round trip)
+    this.paced.run(
+      () =>
+        new Promise<void>((launched) => {
+          if (this.queued.get(name) === epoch) this.queued.delete(name)
+          void this.start(name, epoch, launched).finally(launched)
+        }),
+    )
   }
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */
-  private async start(name: string, epoch: number): Promise<void> {
+  private async start(name: string, epoch: number, launched?: () => void): Promise<void> {
     if (this.starting.has(name)) {
       // placed here again while an earlier start (or its report) is under way: look again when
       // it ends, rather than wait for reconcile() to come round to the name
@@ -307,16 +319,19 @@ export class Supervisor {
         abort.abort('crash')
         const message = err instanceof Error ? err.message : String(err)
         this.host.log.warn('supervised worker failed to start', { name, err: message })
+        launched?.()
         await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
         return
       }
       this.noteLease()
       if (this.gaps !== gapsBefore || !this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
         if (this.gaps !== gapsBefore) this.host.log.info('a worker factory outlived the lease: its worker is dropped, and the start is tried again', { name })
+        launched?.()
         abort.abort('moved')
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         // its init saw this epoch as its fencing token: the next start must not get the same one
-        if (this.isMine(name, epoch)) void this.stops.report(name, epoch, true)
+        // (reported before the name stops `starting`: meanwhile no start may repeat this epoch)
+        if (this.isMine(name, epoch)) await this.stops.report(name, epoch, true)
         return
       }
       const id = this.host.workers.add(worker, abort)
@@ -328,11 +343,12 @@ export class Supervisor {
         this.announce.delete(name)
         if (a.epoch === epoch) this.host.events?.running?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, a.by)
       }
+      launched?.()
       const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
         // as above: a next start under this epoch would repeat the fencing token this worker had
-        if (ok === undefined && this.isMine(name, epoch)) void this.stops.report(name, epoch, true)
+        if (ok === undefined && this.isMine(name, epoch)) await this.stops.report(name, epoch, true)
       }
     } catch (err) {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
@@ -379,9 +395,16 @@ export class Supervisor {
     await this.barrier
   }
 
+  /**
+   * Whether the registry places `name` here for `epoch`, to be started, and this incarnation is up
+   * in it. (A node declared gone keeps the names its leader has not moved yet, a slice an entry:
+   * `moveOff`; it must not start them, even with its lease back, until its registry shows it up
+   * again: after that, no `moveOff` takes effect on it.)
+   */
   private isMine(name: string, epoch: number): boolean {
     const reg = this.host.state.peek(name)
     return (
+      this.host.state.isUp(this.host.nodeId, this.host.inc) &&
       !!reg &&
       reg.kind === 'supervised' &&
       reg.node === this.host.nodeId &&
@@ -555,7 +578,7 @@ export class Supervisor {
         continue
       }
       if (reg.ref === undefined) {
-        if (!local && !this.starting.has(reg.name)) needStart.push([reg.name, reg.epoch!])
+        if (!local && !this.starting.has(reg.name) && this.queued.get(reg.name) !== reg.epoch) needStart.push([reg.name, reg.epoch!])
       } else if (reg.ref.inc === this.host.inc && (!local || local.id !== reg.ref.id)) {
         // the registry names a worker of ours that is gone (fenced): start a new incarnation
         if (!this.starting.has(reg.name)) needRestart.push([reg.name, reg.epoch!])

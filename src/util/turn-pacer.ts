@@ -93,6 +93,8 @@ export class TurnPacer {
       this.queue = []
       this.head = 0
       this.scheduled = false
+      // the turn ends with the macrotask all the same: what settles after it is not its cost
+      if (settled.length > 0) this.clock.setTimeout(() => (inTurn = false), 0)
       return
     }
     if (this.head >= 1024 && this.head * 2 >= this.queue.length) {

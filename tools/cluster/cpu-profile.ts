@@ -28,13 +28,19 @@ export function startCpuProfile(nodeId: string): () => Promise<void> {
   // SIGUSR2: write the profile so far (`<nodeId>.<pid>.<n>.cpuprofile`) and profile anew, e.g.
   // once before a fault and once after it, for a profile of what the fault cost
   let parts = 0
+  let stopping = false
+  const warn = (err: unknown): void => void process.stderr.write(`[cpu-profile ${nodeId}] ${String(err)}\n`)
   process.on('SIGUSR2', () => {
+    if (stopping) return
     const suffix = `.${++parts}`
-    started = write(suffix).then(() => post('Profiler.start'))
-    started.catch((err: unknown) => process.stderr.write(`[cpu-profile ${nodeId}] ${String(err)}\n`))
+    // (a part that failed does not fail the next, nor the profile written at stop)
+    started = write(suffix)
+      .then(() => post('Profiler.start'))
+      .catch(warn)
   })
   return async () => {
-    await write('')
+    stopping = true
+    await write('').catch(warn)
     session.disconnect()
   }
 }

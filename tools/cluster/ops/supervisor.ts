@@ -221,7 +221,9 @@ async function awaitAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'
       rounds++
       const calls: Array<Promise<void>> = []
       const failed: string[] = []
-      for (const n of retry) {
+      // and every 50 rounds, every waiting name: a node that caught up from a snapshot saw no
+      // event for the names it installed
+      for (const n of rounds % 50 === 0 ? [...waiting] : retry) {
         const ref = sworm.whereisName(n)
         if (ref && !skip.has(ref.node) && waiting.delete(n)) ready.push(n)
       }
