@@ -17,7 +17,9 @@ function harness(reconcileSlice?: number) {
   const proposed: RegistryCommand[] = []
   let refuse: (cmd: RegistryCommand) => boolean = () => false
   const lease = { ok: true, lapses: 1 }
-  const factory: { release?: () => void; runs: number; quickRuns: number; terminated: number } = { runs: 0, quickRuns: 0, terminated: 0 }
+  const factory: { release?: () => void; runs: number; quickRuns: number; terminated: number; handoffsWithoutLease: number } = { runs: 0, quickRuns: 0, terminated: 0, handoffsWithoutLease: 0 }
+  const reads: Array<() => void> = []
+  const readGate = { hold: false }
   const slow = async (): Promise<Worker> => {
     factory.runs++
     await new Promise<void>((r) => (factory.release = r))
@@ -25,7 +27,14 @@ function harness(reconcileSlice?: number) {
   }
   const quick = (): Worker => {
     factory.quickRuns++
-    return { handleCall: () => 'ok', terminate: () => void factory.terminated++ }
+    return {
+      handleCall: () => 'ok',
+      beginHandoff: () => {
+        if (!lease.ok) factory.handoffsWithoutLease++
+        return 1
+      },
+      terminate: () => void factory.terminated++,
+    }
   }
   const sup = (ref.sup = new Supervisor({
     sworm: 's',
@@ -40,7 +49,9 @@ function harness(reconcileSlice?: number) {
       if (refuse(cmd)) throw new Error('no leader')
       return state.apply(cmd, ++index)
     },
-    read: async () => {},
+    read: async () => {
+      if (readGate.hold) await new Promise<void>((r) => reads.push(r))
+    },
     leaseOk: () => lease.ok,
     leaseLapses: () => lease.lapses,
     leaseTimeoutMs: 1000,
@@ -56,6 +67,8 @@ function harness(reconcileSlice?: number) {
     lease,
     factory,
     apply: (cmd: RegistryCommand) => state.apply(cmd, ++index),
+    reads,
+    readGate,
     refuse: (f: (cmd: RegistryCommand) => boolean) => (refuse = f),
   }
 }
@@ -255,4 +268,65 @@ t.test('a node declared gone starts none of the names left on it, even with its 
   t.equal(h.apply({ c: 'moveOff', node: 'n1', inc: 'i1', term: 1, max: 2 }), false, 'and none after: it is up')
   await waitFor(async () => h.sup.size === stillHere.length || (await h.sup.tick(), false), 5000, 'the names still placed on it run again on it')
   t.equal(h.sup.size, stillHere.length, 'those alone')
+})
+
+t.test('a read barrier asked for before a lease gap does not let a start go on after it (review)', async (t) => {
+  // Found by the second review of session 14: a start waiting on a barrier asked for before a
+  // gap went on once it resolved, though the entries appended during the gap (a nodeDown, a move)
+  // may not be applied yet. Failed on 99c8e3f: the factory ran as soon as the first read resolved.
+  const h = harness()
+  h.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' })
+  h.readGate.hold = true
+  h.apply({ c: 'supervise', name: 'a', spec: { module: 'm', fn: 'quick', args: [] }, ue: 1 })
+  await waitFor(() => h.reads.length === 1, 5000, 'the start waits for a read barrier (the first start of this node)')
+  // a gap while the read is under way
+  h.lease.ok = false
+  await h.sup.tick()
+  h.lease.ok = true
+  h.lease.lapses++
+  h.reads.shift()!()
+  await waitFor(() => h.reads.length === 1, 5000, 'a new barrier is asked for')
+  t.equal(h.factory.quickRuns, 0, 'and the factory waits for it')
+  // what the gap held: the node is drained, the name moves away (with handoff)
+  h.apply({ c: 'drain', node: 'n1', on: true })
+  h.reads.shift()!()
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+  t.equal(h.factory.quickRuns, 0, 'the start saw the move: no worker here')
+})
+
+t.test('a start dropped for a lease gap asks for a new epoch even while its node is down (review)', async (t) => {
+  // Found by the second review of session 14: the report that gives the name a new epoch (its
+  // init saw the old one as its fencing token) was skipped while the node was down in the
+  // registry; back up under the same incarnation, it would have started the name again under the
+  // same epoch. Failed on 99c8e3f.
+  const h = harness()
+  h.apply({ c: 'supervise', name: 'a', spec: { module: 'm', fn: 'quick', args: [] }, ue: 1 })
+  h.apply({ c: 'supervise', name: 'z', spec: { module: 'm', fn: 'slow', args: [] }, ue: 1 })
+  h.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' })
+  await waitFor(() => h.factory.release !== undefined, 5000, 'its factory runs')
+  const epoch = h.state.registration('z')!.epoch!
+  h.lease.ok = false
+  await h.sup.tick()
+  h.apply({ c: 'nodeDown', node: 'n1', inc: 'i1', term: 1, ord: 1, max: 1 }) // declared gone, 'a' moved, 'z' not yet
+  h.lease.ok = true
+  h.lease.lapses++
+  t.equal(h.state.registration('z')?.node, 'n1', 'the name is left on n1, down')
+  h.factory.release!()
+  await waitFor(() => h.factory.terminated === 2, 5000, "the worker is dropped (and a's was fenced)")
+  await waitFor(() => h.state.registration('z')!.epoch! !== epoch, 5000, 'and the name gets a new epoch')
+  t.equal(h.sup.size, 0, 'nothing runs on n1, down')
+})
+
+t.test('a handoff whose turn comes after the lease ran out does not run the worker\'s beginHandoff (review)', async (t) => {
+  // Found by the second review of session 14: handoffs run a batch per turn, and one that ran after
+  // a pause in which the lease ran out (and the name moved) ran the user's beginHandoff. Failed on
+  // 99c8e3f: 300 handoffs without a lease.
+  const h = harness()
+  for (let i = 0; i < 300; i++) h.apply({ c: 'supervise', name: `d${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
+  await waitFor(() => h.sup.size === 300, 5000, 'the workers start')
+  h.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' })
+  h.apply({ c: 'drain', node: 'n1', on: true })
+  h.lease.ok = false // before their turns came
+  await waitFor(() => h.sup.size === 0, 5000, 'the workers stop')
+  t.equal(h.factory.handoffsWithoutLease, 0, 'no beginHandoff ran without the lease: the fence stopped them')
 })

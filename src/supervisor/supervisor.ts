@@ -103,6 +103,8 @@ export class Supervisor {
   /** A read barrier is needed before trusting the local registry (at start, or after a lease gap). */
   private needBarrier = true
   private barrier: Promise<void> | undefined
+  /** The gap count `barrier` was asked for under. */
+  private barrierGaps = -1
   private lastLapses = -1
   private gaps = 0
   private leaseEverHeld = false
@@ -290,13 +292,23 @@ export class Supervisor {
       // name placed here can have moved without this node taking part (handoff, retire) or its
       // lease running out, so the local copy is enough; after a gap (or at start), one read
       // barrier first: entries this node has not applied yet may have moved it.
-      await this.freshEnough()
+      let fresh = await this.freshEnough()
+      while (fresh?.waited) {
+        // waited for a barrier, with every start asked for meanwhile: take a turn again, so that
+        // they do not all go on in one burst of microtasks when it resolves (and look again if a
+        // gap came meanwhile)
+        await new Promise<void>((turn) => this.paced.run(turn))
+        this.noteLease()
+        fresh = this.gaps === fresh.gaps ? { gaps: fresh.gaps, waited: false } : await this.freshEnough()
+      }
+      if (fresh === undefined) return // no lease: reconcile() retries once it is back
       if (!this.isMine(name, epoch)) return
       // The factory runs only under a lease, and its worker is kept only if that lease held,
       // without a gap, until the factory (and endHandoff) resolved: during a gap the name may
       // have moved, and this node may not have applied that yet.
       if (!this.host.leaseOk() || this.host.stopped()) return
-      const gapsBefore = this.gaps
+      // (the gap count the registry was read fresh for: a gap since then, and the worker is dropped)
+      const gapsBefore = fresh.gaps
       const reg = this.host.state.registration(name)!
       let worker: Worker
       // made only if the worker asks for its signal (an AbortController per start cost about 3%
@@ -331,7 +343,7 @@ export class Supervisor {
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         // its init saw this epoch as its fencing token: the next start must not get the same one
         // (reported before the name stops `starting`: meanwhile no start may repeat this epoch)
-        if (this.isMine(name, epoch)) await this.stops.report(name, epoch, true)
+        if (this.placedHere(name, epoch)) await this.stops.report(name, epoch, true)
         return
       }
       const id = this.host.workers.add(worker, abort)
@@ -348,7 +360,7 @@ export class Supervisor {
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
         // as above: a next start under this epoch would repeat the fencing token this worker had
-        if (ok === undefined && this.isMine(name, epoch)) await this.stops.report(name, epoch, true)
+        if (ok === undefined && this.placedHere(name, epoch)) await this.stops.report(name, epoch, true)
       }
     } catch (err) {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
@@ -376,23 +388,38 @@ export class Supervisor {
     this.lastLapses = lapses
   }
 
-  private async freshEnough(): Promise<void> {
+  /**
+   * Wait until the local registry can be trusted (see start()): at once while the lease held
+   * without a gap since the last barrier; else a read barrier asked for after the last gap, and
+   * again if another gap came while it was under way (a barrier asked for before a gap does not
+   * cover the entries of the gap: a `nodeDown` appended then). Resolves with the gap count the
+   * registry is fresh for, and whether it waited for a barrier; undefined while the lease is out.
+   */
+  private async freshEnough(): Promise<{ gaps: number; waited: boolean } | undefined> {
     this.noteLease()
-    if (!this.needBarrier) return
-    if (!this.barrier) {
-      const gapsBefore = this.gaps
-      this.barrier = this.host.read().then(
-        () => {
-          this.barrier = undefined
-          if (this.gaps === gapsBefore && this.host.leaseOk()) this.needBarrier = false
-        },
-        (err: unknown) => {
-          this.barrier = undefined
-          throw err
-        },
-      )
+    if (!this.needBarrier) return { gaps: this.gaps, waited: false }
+    for (;;) {
+      if (!this.host.leaseOk()) return undefined
+      const gaps = this.gaps
+      if (!this.barrier || this.barrierGaps !== gaps) {
+        this.barrierGaps = gaps
+        const barrier: Promise<void> = this.host.read().then(
+          () => {
+            if (this.barrier === barrier) this.barrier = undefined
+            this.noteLease()
+            if (this.gaps === gaps && this.host.leaseOk()) this.needBarrier = false
+          },
+          (err: unknown) => {
+            if (this.barrier === barrier) this.barrier = undefined
+            throw err
+          },
+        )
+        this.barrier = barrier
+      }
+      await this.barrier
+      this.noteLease()
+      if (this.gaps === gaps) return { gaps, waited: true }
     }
-    await this.barrier
   }
 
   /**
@@ -402,9 +429,17 @@ export class Supervisor {
    * again: after that, no `moveOff` takes effect on it.)
    */
   private isMine(name: string, epoch: number): boolean {
+    return this.host.state.isUp(this.host.nodeId, this.host.inc) && this.placedHere(name, epoch)
+  }
+
+  /**
+   * Whether the registry places `name` here for `epoch`, to be started (this node up or not: a
+   * start dropped after its `init` saw the epoch asks for a new one even while this node is down;
+   * the name is placed here again, under a new epoch, and moved on or started when it is up).
+   */
+  private placedHere(name: string, epoch: number): boolean {
     const reg = this.host.state.peek(name)
     return (
-      this.host.state.isUp(this.host.nodeId, this.host.inc) &&
       !!reg &&
       reg.kind === 'supervised' &&
       reg.node === this.host.nodeId &&
@@ -453,6 +488,13 @@ export class Supervisor {
   private async handoff(name: string, epoch: number): Promise<void> {
     const r = this.running.get(name)
     if (!r || r.epoch !== epoch || this.handingOff.has(name)) return
+    // (paced: it may run after a pause in which the lease ran out and the name moved; the user's
+    // beginHandoff must not run then, the fence stops the worker instead)
+    this.noteLease()
+    if (!this.host.leaseOk()) {
+      void this.fenceForLease()
+      return
+    }
     this.handingOff.add(name)
     try {
       this.expectedExit.add(r.id)
@@ -564,6 +606,7 @@ export class Supervisor {
     // ms a tick here, not 150 ms, and goes through them all every few ticks.
     let placed: string[]
     ;[placed, this.scanPlaced] = nextSlice(this.scanPlaced, () => state.supervisedNamesOn(me), this.reconcileSlice)
+    const up = state.isUp(me, this.host.inc)
     for (const name of placed) {
       const reg = state.peek(name)
       if (!reg || reg.kind !== 'supervised' || reg.node !== me) continue
@@ -577,6 +620,9 @@ export class Supervisor {
         else if (!local && !this.handingOff.has(reg.name)) finishHandoff.push([reg.name, reg.epoch!])
         continue
       }
+      // (nothing to start while this node is down in the registry: names left on it wait to be
+      // moved, or for it to be up again; see isMine)
+      if (!up) continue
       if (reg.ref === undefined) {
         if (!local && !this.starting.has(reg.name) && this.queued.get(reg.name) !== reg.epoch) needStart.push([reg.name, reg.epoch!])
       } else if (reg.ref.inc === this.host.inc && (!local || local.id !== reg.ref.id)) {
