@@ -289,8 +289,11 @@ t.test('a read barrier asked for before a lease gap does not let a start go on a
   t.equal(h.factory.quickRuns, 0, 'and the factory waits for it')
   // what the gap held: the node is drained, the name moves away (with handoff)
   h.apply({ c: 'drain', node: 'n1', on: true })
+  t.equal(h.state.registration('a')?.handoffTo, 'n2', 'a moves to n2')
   h.reads.shift()!()
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r))
+  await waitFor(() => h.sup.waitingFor('a') === 0 && h.reads.length === 0 && !h.sup.startsQueued(), 5000, 'the start is over')
+  await h.sup.tick()
+  await waitFor(() => h.reads.length === 0 && !h.sup.startsQueued(), 5000, 'and a tick with it')
   t.equal(h.factory.quickRuns, 0, 'the start saw the move: no worker here')
 })
 
@@ -314,7 +317,10 @@ t.test('a start dropped for a lease gap asks for a new epoch even while its node
   h.factory.release!()
   await waitFor(() => h.factory.terminated === 2, 5000, "the worker is dropped (and a's was fenced)")
   await waitFor(() => h.state.registration('z')!.epoch! !== epoch, 5000, 'and the name gets a new epoch')
-  t.equal(h.sup.size, 0, 'nothing runs on n1, down')
+  for (let i = 0; i < 3; i++) await h.sup.tick()
+  await waitFor(() => !h.sup.startsQueued(), 5000, 'the starts its new placement asked for are over')
+  t.equal(h.factory.runs, 1, 'its factory did not run again on n1, down')
+  t.equal(h.sup.size, 0, 'nothing runs on n1')
 })
 
 t.test('a handoff whose turn comes after the lease ran out does not run the worker\'s beginHandoff (review)', async (t) => {
@@ -324,6 +330,7 @@ t.test('a handoff whose turn comes after the lease ran out does not run the work
   const h = harness()
   for (let i = 0; i < 300; i++) h.apply({ c: 'supervise', name: `d${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
   await waitFor(() => h.sup.size === 300, 5000, 'the workers start')
+  await h.sup.tick() // (the lease is held, as the node's ticks see it)
   h.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' })
   h.apply({ c: 'drain', node: 'n1', on: true })
   h.lease.ok = false // before their turns came

@@ -161,6 +161,11 @@ export class Supervisor {
     return { outcome, cancel }
   }
 
+  /** Whether starts wait for their turn or are under way (for tests). */
+  startsQueued(): boolean {
+    return this.queued.size > 0 || this.starting.size > 0 || this.paced.waiting > 0
+  }
+
   /** How many callers wait for the start of `name` to be in the log (for tests and status). */
   waitingFor(name: string): number {
     return this.waiters.count(name)
@@ -278,6 +283,8 @@ export class Supervisor {
 
   /** Start the worker of `name` for `epoch` here, if the (fresh) registry still says so. */
   private async start(name: string, epoch: number, launched?: () => void): Promise<void> {
+    // what ends this start's pacer task: the first one's, or the one it takes after a barrier
+    let launchedNow = launched
     if (this.starting.has(name)) {
       // placed here again while an earlier start (or its report) is under way: look again when
       // it ends, rather than wait for reconcile() to come round to the name
@@ -297,7 +304,16 @@ export class Supervisor {
         // waited for a barrier, with every start asked for meanwhile: take a turn again, so that
         // they do not all go on in one burst of microtasks when it resolves (and look again if a
         // gap came meanwhile)
-        await new Promise<void>((turn) => this.paced.run(turn))
+        launchedNow?.() // (its first task: it waited, so its time says nothing of its cost)
+        await new Promise<void>((turn) =>
+          this.paced.run(
+            () =>
+              new Promise<void>((done) => {
+                launchedNow = done
+                turn()
+              }),
+          ),
+        )
         this.noteLease()
         fresh = this.gaps === fresh.gaps ? { gaps: fresh.gaps, waited: false } : await this.freshEnough()
       }
@@ -331,14 +347,14 @@ export class Supervisor {
         abort.abort('crash')
         const message = err instanceof Error ? err.message : String(err)
         this.host.log.warn('supervised worker failed to start', { name, err: message })
-        launched?.()
+        launchedNow?.()
         await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
         return
       }
       this.noteLease()
       if (this.gaps !== gapsBefore || !this.isMine(name, epoch) || !this.host.leaseOk() || this.host.stopped()) {
         if (this.gaps !== gapsBefore) this.host.log.info('a worker factory outlived the lease: its worker is dropped, and the start is tried again', { name })
-        launched?.()
+        launchedNow?.()
         abort.abort('moved')
         await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
         // its init saw this epoch as its fencing token: the next start must not get the same one
@@ -355,7 +371,7 @@ export class Supervisor {
         this.announce.delete(name)
         if (a.epoch === epoch) this.host.events?.running?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, a.by)
       }
-      launched?.()
+      launchedNow?.()
       const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {
         await this.stopLocal(name, 'moved')
@@ -365,6 +381,7 @@ export class Supervisor {
     } catch (err) {
       this.host.log.warn('could not start a supervised worker; will retry', { name, err: String(err) })
     } finally {
+      launchedNow?.()
       this.starting.delete(name)
       // a start that will not run this epoch here has no one to tell (the log tells the caller)
       if (this.announce.get(name)?.epoch === epoch && this.running.get(name)?.epoch !== epoch && !this.isMine(name, epoch)) this.announce.delete(name)
@@ -489,10 +506,11 @@ export class Supervisor {
     const r = this.running.get(name)
     if (!r || r.epoch !== epoch || this.handingOff.has(name)) return
     // (paced: it may run after a pause in which the lease ran out and the name moved; the user's
-    // beginHandoff must not run then, the fence stops the worker instead)
+    // beginHandoff must not run then, the fence stops the worker instead: once, not once for
+    // every handoff waiting, each going through every worker)
     this.noteLease()
     if (!this.host.leaseOk()) {
-      void this.fenceForLease()
+      if (this.leaseHeld) void this.fenceForLease()
       return
     }
     this.handingOff.add(name)
