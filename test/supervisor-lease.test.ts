@@ -221,7 +221,7 @@ t.test('a burst of starts does not hold the event loop: they run a batch per tur
   h.lease.ok = false // placed while the lease is out: reconcile() starts them all at once
   for (let i = 0; i < n; i++) h.apply({ c: 'supervise', name: `b${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
 
-  for (let i = 0; i < 100; i++) await new Promise((r) => setImmediate(r))
+  await waitFor(() => !h.sup.startsQueued(), 10_000, 'their starts ran, and gave up for want of a lease')
   t.equal(h.sup.size, 0, 'nothing started without the lease')
   h.lease.ok = true
   h.lease.lapses++
@@ -256,7 +256,7 @@ t.test('a node declared gone starts none of the names left on it, even with its 
   h.lease.ok = true
   h.lease.lapses++
   for (let i = 0; i < 3; i++) await h.sup.tick()
-  for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r))
+  await waitFor(() => !h.sup.startsQueued(), 5000, 'what the ticks asked for is over')
   t.equal(h.factory.quickRuns - runsBefore, 0, 'none of them started on n1 while the registry has it down')
   t.equal(h.sup.size, 0, 'none runs')
   // the rest moves on: none of them runs twice
