@@ -3,6 +3,8 @@ import { accessSync, constants } from 'node:fs'
 import { delimiter, join } from 'node:path'
 import { performance } from 'node:perf_hooks'
 
+import type { SwormCluster } from '../tools/cluster/sworm-cluster.js'
+
 export { percentile } from '../tools/cluster/stats.js'
 
 const benchStart = performance.now()
@@ -54,4 +56,10 @@ export function findExecutable(name: string, alsoIn: string[] = []): string | un
     }
   }
   return undefined
+}
+
+/** CPU time (user + system) used so far by every running node process of `c`, ms. */
+export async function clusterCpuMs(c: SwormCluster): Promise<number> {
+  const cs = await Promise.all(c.alive().map((id) => c.request<{ userMs: number; systemMs: number }>(id, { op: 'cpu' })))
+  return cs.reduce((a, x) => a + x.userMs + x.systemMs, 0)
 }

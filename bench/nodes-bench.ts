@@ -27,7 +27,7 @@
 import { rmSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { availableParallelism } from 'node:os'
-import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { benchLogger, clusterCpuMs, installBenchGuards, runMain } from './common.js'
 import { replicaFloorUs } from './replica-floor.js'
 import { flagOption, parseCli } from '../tools/cli-args.js'
 import type { DashStatus, RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
@@ -77,12 +77,6 @@ async function until<T>(ms: number, f: () => Promise<T | undefined>): Promise<T 
     await new Promise((r) => setTimeout(r, 50))
   }
   return undefined
-}
-
-/** CPU time used so far by every running node process, ms. */
-async function clusterCpuMs(c: SwormCluster): Promise<number> {
-  const cs = await Promise.all(c.alive().map((id) => c.request<{ userMs: number; systemMs: number }>(id, { op: 'cpu' })))
-  return cs.reduce((a, x) => a + x.userMs + x.systemMs, 0)
 }
 
 async function register(c: SwormCluster, leader: string, prefix: string): Promise<{ rate: number; cpuPerCommitUs: number; clusterCpuPerCommitUs: number }> {

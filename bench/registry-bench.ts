@@ -15,7 +15,7 @@
  * Prints one markdown table, then the targets with met / not met.
  * @module
  */
-import { benchLogger, installBenchGuards, percentile, runMain } from './common.js'
+import { benchLogger, clusterCpuMs, installBenchGuards, percentile, runMain } from './common.js'
 import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -92,11 +92,6 @@ interface AnchorResults {
 }
 
 const rate = (l: Load | undefined): number | undefined => (l && l.ms > 0 ? (l.ok / l.ms) * 1000 : undefined)
-
-async function clusterCpuMs(c: SwormCluster): Promise<number> {
-  const cs = await Promise.all(c.ids.map((id) => c.request<{ userMs: number; systemMs: number }>(id, { op: 'cpu' })))
-  return cs.reduce((a, x) => a + x.userMs + x.systemMs, 0)
-}
 
 /**
  * Register `count` names from `nodes` at once (split evenly, `concurrency` in flight on each).

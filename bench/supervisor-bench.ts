@@ -22,7 +22,7 @@
  * Kills its node processes and removes its temporary directories on every exit path.
  * @module
  */
-import { benchLogger, installBenchGuards, runMain } from './common.js'
+import { benchLogger, clusterCpuMs, installBenchGuards, runMain } from './common.js'
 import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -117,6 +117,20 @@ interface Starts {
   p50: number
   p99: number
   perNode: Record<string, number>
+  /** CPU (user + system) of the 3 node processes per start or registration, µs. */
+  cpuUs: number
+  /** Their CPU over the phase's wall time: cores kept busy (of the machine's `cpus().length`). */
+  cores: number
+}
+
+/** Run `load` and add the node processes' CPU over it (see {@link Starts.cpuUs}). */
+async function withCpu(c: SwormCluster, load: () => Promise<Omit<Starts, 'cpuUs' | 'cores'>>): Promise<Starts> {
+  const cpu0 = await clusterCpuMs(c)
+  const t0 = performance.now()
+  const s = await load()
+  const cpu = (await clusterCpuMs(c)) - cpu0
+  const wall = performance.now() - t0
+  return { ...s, cpuUs: s.ok ? (cpu * 1000) / s.ok : 0, cores: wall > 0 ? cpu / wall : 0 }
 }
 
 interface Failover {
@@ -144,7 +158,11 @@ interface Drain {
 }
 
 /** Register `count` supervised counters from `nodes` at once (split evenly, INFLIGHT in flight on each). */
-async function supervisedStarts(c: SwormCluster, nodes: string[], prefix: string, count: number, inflight = INFLIGHT): Promise<Starts> {
+function supervisedStarts(c: SwormCluster, nodes: string[], prefix: string, count: number, inflight = INFLIGHT): Promise<Starts> {
+  return withCpu(c, () => supervisedLoad(c, nodes, prefix, count, inflight))
+}
+
+async function supervisedLoad(c: SwormCluster, nodes: string[], prefix: string, count: number, inflight: number): Promise<Omit<Starts, 'cpuUs' | 'cores'>> {
   const per = Math.ceil(count / nodes.length)
   const t0 = performance.now()
   const rs = await Promise.all(
@@ -173,10 +191,12 @@ async function supervisedStarts(c: SwormCluster, nodes: string[], prefix: string
 }
 
 /** Static registrations (`spawn` + `registerName(name, ref)`) from `node`, INFLIGHT in flight. */
-async function staticRegistrations(c: SwormCluster, node: string, prefix: string, count: number): Promise<Starts> {
-  const r = await c.request<RegisterManyResult>(node, { op: 'registerMany', prefix, count, concurrency: INFLIGHT }, 120_000)
-  if (r.errors) log(`  ${r.errors} errors, e.g. ${r.errorSamples.slice(0, 3).join(' | ')}`)
-  return { ok: r.ok, errors: r.errors + r.taken, ms: r.ms, p50: r.p50, p99: r.p99, perNode: {} }
+function staticRegistrations(c: SwormCluster, node: string, prefix: string, count: number): Promise<Starts> {
+  return withCpu(c, async () => {
+    const r = await c.request<RegisterManyResult>(node, { op: 'registerMany', prefix, count, concurrency: INFLIGHT }, 120_000)
+    if (r.errors) log(`  ${r.errors} errors, e.g. ${r.errorSamples.slice(0, 3).join(' | ')}`)
+    return { ok: r.ok, errors: r.errors + r.taken, ms: r.ms, p50: r.p50, p99: r.p99, perNode: {} }
+  })
 }
 
 /** Start supervised workers from every node until the cluster holds N.failTotal (N.starts are there). */
@@ -283,7 +303,9 @@ function report(r: Results): string {
   const startsRow = (label: string, s: Starts | undefined): Array<[string, string, string]> => [
     [
       label,
-      s ? `${int(rate(s)!)}/s (${int(s.ok)} in ${ms(s.ms)}${s.errors ? `, ${s.errors} failed` : ''})` : 'n/a',
+      s
+        ? `${int(rate(s)!)}/s (${int(s.ok)} in ${ms(s.ms)}${s.errors ? `, ${s.errors} failed` : ''}; ${int(s.cpuUs)} µs of CPU each over the 3 nodes, ${s.cores.toFixed(2)} of ${cpus().length} cores busy)`
+        : 'n/a',
       s ? `${s.p50.toFixed(1)} / ${s.p99.toFixed(1)} ms` : 'n/a',
     ],
   ]
@@ -341,6 +363,15 @@ function report(r: Results): string {
       `${met(rs[0] !== undefined && st ? rs[0] / st >= STARTS_VS_STATIC_TARGET : undefined)} (${rs[0] !== undefined ? `${int(rs[0])}/s` : 'n/a'}, ${ratio(rs[0])}); ` +
       `from 3 nodes ${rs[1] !== undefined ? `${int(rs[1])}/s` : 'n/a'} (${ratio(rs[1])}), ${WIDE} in flight ${rs[2] !== undefined ? `${int(rs[2])}/s` : 'n/a'} (${ratio(rs[2])})`,
   )
+  if (r.one && r.statics) {
+    // what bounds the rate: the CPU a start costs the 3 processes, against the cores they had
+    const busy = (x: Starts): string => `${x.cores.toFixed(2)} of ${cpus().length} cores`
+    out.push(
+      `  CPU per supervised start over the 3 nodes: ${int(r.one.cpuUs)} µs = ${(r.one.cpuUs / r.statics.cpuUs).toFixed(1)}x a static registration's ` +
+        `(${int(r.statics.cpuUs)} µs); busy: ${busy(r.one)} during the starts, ${busy(r.statics)} during the static registrations ` +
+        `(near all the cores, the rate is bound by that CPU; well under, by latency)`,
+    )
+  }
   out.push('')
   out.push(
     `Notes: a start is \`registerName(name, { module, fn: 'counter', args: [name] })\` run inside a node process, resolving once the worker runs ` +

@@ -57,6 +57,11 @@ export interface Member {
   role: 'active' | 'leaving' | 'retired'
   /** Starts with `join` (it was added after the cluster started) instead of `peers`. */
   joins: boolean
+  /**
+   * Until this simulated time, every write to its disk fails (an I/O error, a full disk): the
+   * node stops serving and retries its disk (see `storageRetryMs`). Its disk keeps what it wrote.
+   */
+  diskFailsUntil: number
 }
 
 /** A process stall on the true simulated time, and when the stalled node's lease ended. */
@@ -172,14 +177,21 @@ export class SimWorld {
     return this.all().filter((m) => m.alive && m.ready && m.sworm && !m.clock?.stalled)
   }
 
-  /** An empty disk for `m`: a write takes a random time (not while its process is being created), and never completes while its process is stalled. */
+  /**
+   * An empty disk for `m`: a write takes a random time (not while its process is being created),
+   * never completes while its process is stalled, and fails while its disk does (`diskFailsUntil`,
+   * judged when the write would complete).
+   */
   wipedStorage(m: Member): MemoryStorage {
     const afterStall = (): Promise<void> | undefined => (m.clock?.stalled ? this.sched.sleep(m.clock.stallLeft()) : undefined)
-    return new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.r() * 1.5).then(afterStall)) })
+    const failing = (): void => {
+      if (this.sched.now < m.diskFailsUntil) throw new Error('EIO: i/o error, write (simulated disk fault)')
+    }
+    return new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.r() * 1.5).then(afterStall)).then(failing) })
   }
 
   newMember(id: string, joins: boolean): Member {
-    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins }
+    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins, diskFailsUntil: 0 }
     m.storage = this.wipedStorage(m)
     return m
   }
