@@ -13,6 +13,9 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { createServer } from 'node:net'
 import { performance } from 'node:perf_hooks'
 
+/** With `SWORM_CPU_PROF`, how long {@link NodeProcesses.killAll} gives nodes to write their profiles. */
+const PROFILE_WRITE_MS = 3000
+
 /** `n` free TCP ports on 127.0.0.1. */
 export async function freePorts(n: number): Promise<number[]> {
   const servers = await Promise.all(
@@ -385,6 +388,11 @@ export class NodeProcesses {
   /** Kill every process; no more spawns. */
   async killAll(): Promise<void> {
     this.closed = true
+    if (process.env.SWORM_CPU_PROF) {
+      // profiled nodes: each writes its profile since the last part first (cpu-profile.ts), then dies
+      for (const p of this.procs.values()) if (p.alive) p.child.kill('SIGUSR2')
+      await new Promise((r) => setTimeout(r, PROFILE_WRITE_MS))
+    }
     await Promise.all([...this.procs.keys()].map((id) => this.kill(id)))
   }
 }
