@@ -147,8 +147,8 @@ export interface SwormOptions {
     /**
      * Log entries in flight to one follower (sent, not acknowledged yet). It bounds what a node
      * catching up decodes and stores at once (its event loop), and the replication rate to a
-     * distant follower: at most this many entries per round trip (1,024 per 40 ms is about
-     * 25,000/s). Raise it for followers far away. At least 1. Default 1,024.
+     * distant follower: at most this many entries per round trip (512 per 40 ms is about
+     * 12,800/s). Raise it for followers far away. At least 1. Default 512.
      */
     maxInflightEntries?: number
   }
@@ -177,7 +177,7 @@ export const DEFAULTS = {
   voters: 5,
   stopOnSignals: ['SIGTERM', 'SIGINT'],
   autopilot: { stabilizationMs: 3000, maxTrailingEntries: 1000 },
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10, maxInflightEntries: 1024 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10, maxInflightEntries: 512 },
 } as const
 
 /**

@@ -211,12 +211,12 @@ t.test('a relative moduleBase is made absolute once, at start (a later chdir cha
   t.equal(resolveOptions(base).moduleBase, process.cwd(), 'default: the current directory')
 })
 
-t.test('raft.maxInflightEntries reaches the Raft core (default 1,024)', async (t) => {
+t.test('raft.maxInflightEntries reaches the Raft core (default 512)', async (t) => {
   const c = await startSworms(1, 'inflight', { raft: { maxInflightEntries: 4096 } })
   t.teardown(() => c.stop())
   const core = (c.nodes[0]!.raftNode as unknown as { core: { maxInflightEntries: number } }).core
   t.equal(core.maxInflightEntries, 4096)
-  t.equal(resolveOptions({ name: 's', nodeId: 'n1', listen: 'ws://127.0.0.1:1', dataDir: '/tmp/x', secret: SECRET }).raft.maxInflightEntries, 1024)
+  t.equal(resolveOptions({ name: 's', nodeId: 'n1', listen: 'ws://127.0.0.1:1', dataDir: '/tmp/x', secret: SECRET }).raft.maxInflightEntries, 512)
 })
 
 t.test('a node that joins later (join: url) sees every name and takes part', async (t) => {

@@ -150,7 +150,7 @@ export interface RaftNodeOptions<C, R> {
    * for, get them at once. Default 0 (learners as voters).
    */
   learnerPaceMs?: number
-  /** Log entries in flight to one follower at most (sent, not acknowledged yet; see the core option of that name). Default 1,024. */
+  /** Log entries in flight to one follower at most (sent, not acknowledged yet; see the core option of that name). Default 512. */
   maxInflightEntries?: number
   /**
    * How long a proposal or read may take before it rejects with TimeoutError. Default 5,000 ms.
