@@ -80,9 +80,16 @@ export class NodeLease {
     return this.heard.get(peer)
   }
 
-  /** Forget everything (the node restarts in place after a storage failure). */
+  /**
+   * The node restarts in place after a storage failure: forget who was heard and the rounds
+   * answered, but keep when the lease was last renewed. Nothing renewed it while the node was
+   * failed, and the cluster may move this node's workers only once that lease is over: the fence
+   * armed for it must still fire then (forgetting it left the workers running until the
+   * supervisor's next tick). Counted as a lapse, so the supervisor reads the registry afresh (a
+   * read barrier) before it starts anything.
+   */
   reset(): void {
-    this.at = undefined
+    this.lapseCount++
     this.heard.clear()
     this.answeredAt.clear()
   }
