@@ -71,6 +71,37 @@ for (const who of ['follower', 'leader'] as const) {
   })
 }
 
+t.test('a leader whose disk failed says it leads no more, and refuses configuration changes at once (review)', async (t) => {
+  // Found by review of the nemesis' failing disks (session 15): a failed node kept saying it was
+  // the leader (its role as last reported), so autopilot and removeNode went on asking it for
+  // configuration changes, which its core appended and nothing ever answered (ticks stop while
+  // the node is failed): removeNode() hung until the disk worked again. Failed on dc56b39.
+  const seed = 21
+  t.comment(`seed ${seed}`)
+  const { c } = await cluster(seed)
+  await putMany(c, 'before', 5)
+  const l = c.leader()!
+  const roles: string[] = []
+  l.node!.on('role', (s: { role: string }) => roles.push(s.role))
+  l.diskFault = true
+  await settle(c, l.node!.propose({ op: 'put', key: 'mine', value: '1' })).catch(() => {})
+  t.ok(await c.sched.runUntilTrue(() => l.node!.storageFailure() !== undefined, 5000), 'its disk failed')
+  t.equal(l.node!.isLeader, false, 'it does not say it leads')
+  t.equal(l.node!.status().role, 'follower', 'nor does its status')
+  t.ok(roles.includes('follower'), 'and it told its listeners')
+  const err = await settle(c, l.node!.addNode('n9', 'sim://n9'), 1000).catch((e: unknown) => e)
+  t.equal((err as { code?: string }).code, 'STORAGE', `a configuration change is refused at once: ${String(err)}`)
+  const tr = await settle(c, l.node!.transferLeadership(), 1000).then(
+    () => 'resolved',
+    (e: unknown) => (e as { code?: string }).code,
+  )
+  t.equal(tr, 'resolved', 'a transfer has nothing to do: it leads no more')
+  l.diskFault = false
+  t.ok(await c.sched.runUntilTrue(() => l.node!.storageFailure() === undefined, 60_000), 'the disk works again')
+  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.converged(), 10_000), 'and the cluster converges')
+  t.same(c.violations, [], 'election and state machine safety held')
+})
+
 /**
  * n1 leads; n3 is down. n1 and n2 commit `x` (n2 acknowledged it). n2's disk then loses `x` to
  * corruption (its storage repairs the log), and n1 dies. n3 comes back without `x`. If n2 voted,

@@ -362,7 +362,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   /** Role, term, leader, indexes and configuration of this node. */
   status(): CoreStatus & { appliedConfig: ClusterConfig } {
-    return { ...this.core.status(), applied: this.applied, appliedConfig: this.appliedConfig }
+    const st = { ...this.core.status(), applied: this.applied, appliedConfig: this.appliedConfig }
+    // a node whose disk failed serves nothing: it leads no more, whatever its core last was
+    return this.failure ? { ...st, role: 'follower', leader: undefined } : st
   }
 
   /**
@@ -407,7 +409,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * since. A leader that was stalled does not, until a new round is acknowledged.
    */
   holdsLeaderLease(): boolean {
-    return this.core.leaseHeld()
+    return !this.failure && this.core.leaseHeld()
   }
 
   /** Whether this node believes it is the leader. */
@@ -566,6 +568,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const deadline = this.clock.now() + this.timeoutMs
     while (this.appliedConfig.voters[id] !== undefined || this.appliedConfig.learners[id] !== undefined) {
       if (this.stopped) throw new ShuttingDownError()
+      if (this.failure) throw this.failure
       if (this.clock.now() >= deadline) throw new TimeoutError(`the change that removes ${id} was not committed within ${this.timeoutMs} ms`)
       await this.sleep(this.tickMs)
     }
@@ -585,6 +588,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private async changeConfig(update: (cur: ClusterConfig) => ClusterConfig | undefined): Promise<void> {
     const deadline = this.clock.now() + this.timeoutMs
     for (;;) {
+      // (a failed node's core may still think it leads; nothing would ever answer the change)
+      if (this.failure) throw this.failure
       const cur = this.core.status()
       if (cur.role !== 'leader') throw new NotLeaderError(cur.leader)
       const next = update(cur.config)
@@ -612,7 +617,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    */
   async transferLeadership(to?: NodeId): Promise<void> {
     const st = this.core.status()
-    if (st.role !== 'leader') return
+    if (st.role !== 'leader' || this.failure) return
     const target = to ?? this.core.bestTransferTarget()
     if (target === undefined) throw new ConfigChangeError('no other voter to transfer leadership to')
     if (!this.core.transferLeadership(target)) throw new ConfigChangeError(`cannot transfer leadership to ${target}`)
@@ -1104,10 +1109,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     )
     this.failAll(e)
     this.fwd.dropLeaderState()
+    // It serves nothing until its disk works again (rebuild() reports its role then): it leads
+    // no more, and listeners (autopilot, the failure detector, status) must not act as if it did.
+    this.lastSoft = { role: 'follower', term: this.lastSoft.term, leader: undefined }
     try {
+      this.emit('role', { ...this.lastSoft })
       this.emit('failed', e)
     } catch (listenerErr) {
-      this.log.error('a failed listener threw', { node: this.id, err: String(listenerErr) })
+      this.log.error('a failed or role listener threw', { node: this.id, err: String(listenerErr) })
     }
     if (retry) void this.recoverStorage()
   }
