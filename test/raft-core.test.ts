@@ -97,6 +97,35 @@ t.test('a follower far behind gets its entries in bounded bursts, not all at onc
   t.ok(worst <= 512 + 256, `at most ${worst} entries unacknowledged at once (8,976 without maxInflightEntries)`)
 })
 
+t.test('appends stay within maxAppendBytes, one entry at least, and the follower still gets everything (review)', async (t) => {
+  // Found by review (session 15): an append had a bound in entries only; 256 entries of 256 KiB
+  // would pass the transport's 64 MiB frame limit, be dropped, and be sent again unchanged.
+  const size = (e: { data: unknown }): number => (typeof e.data === 'number' && e.data % 10 === 0 ? 5000 : 300)
+  const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 7, maxAppendBytes: 1000, entryBytes: size })
+  h.elect('a')
+  h.isolate('c')
+  for (let i = 1; i <= 200; i++) h.core('a').propose(i)
+  h.settle()
+  let biggest = 0
+  let single = 0
+  h.deliver = (m) => {
+    if (m.t === 'app' && m.to === 'c' && m.entries.length) {
+      const bytes = m.entries.reduce((a, e) => a + size(e), 0)
+      if (m.entries.length === 1) single++
+      else biggest = Math.max(biggest, bytes)
+    }
+    return m
+  }
+  h.heal()
+  for (let i = 0; i < 200 && h.appliedCmds('c').length < 200; i++) {
+    h.core('a').tick()
+    h.settle()
+  }
+  t.equal(h.appliedCmds('c').length, 200, 'c caught up')
+  t.ok(biggest > 0 && biggest <= 1000, `appends of several entries hold at most 1,000 bytes (${biggest})`)
+  t.ok(single > 0, 'an entry larger than the bound goes alone')
+})
+
 t.test('a follower whose appends were all lost, with the window full, is found out at the next heartbeat', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

@@ -61,6 +61,15 @@ export interface CoreOptions {
   leaseRead?: boolean
   /** Entries per append message. Default 256 (half the window below: a follower catching up has the next append on its way while it stores one). */
   maxAppendEntries?: number
+  /**
+   * Bytes of entries per append message (as {@link CoreOptions.entryBytes} counts them), at least
+   * one entry whatever its size. Default 8 MiB: an append of 256 large entries would pass the
+   * transport's frame limit, be dropped, and be sent again unchanged at every probe, so the
+   * follower would get nothing more until the leader's log was compacted past it.
+   */
+  maxAppendBytes?: number
+  /** The size of an entry as sent (default: none counted, so `maxAppendBytes` bounds nothing). */
+  entryBytes?: (e: Entry) => number
   /** Append messages in flight per follower. Default 64. */
   maxInflight?: number
   /**
@@ -200,6 +209,8 @@ export class RaftCore {
   private readonly checkQuorum: boolean
   private readonly leaseRead: boolean
   private readonly maxAppendEntries: number
+  private readonly maxAppendBytes: number
+  private readonly entryBytes: ((e: Entry) => number) | undefined
   private readonly maxInflight: number
   private readonly maxInflightEntries: number
   private readonly snapshotChunkBytes: number
@@ -284,6 +295,8 @@ export class RaftCore {
     this.checkQuorum = opts.checkQuorum ?? true
     this.leaseRead = opts.leaseRead ?? false
     this.maxAppendEntries = opts.maxAppendEntries ?? 256
+    this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
+    this.entryBytes = opts.entryBytes
     this.maxInflight = opts.maxInflight ?? 64
     this.maxInflightEntries = Math.max(1, opts.maxInflightEntries ?? 512)
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
@@ -956,7 +969,7 @@ export class RaftCore {
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const entries = !full && pr.next <= last ? this.log.from(pr.next, this.maxAppendEntries) : []
+      const entries = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries)) : []
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))
@@ -969,6 +982,18 @@ export class RaftCore {
       pr.inflight.push(pr.next - 1)
       if (pr.next > last) return
     }
+  }
+
+  /** The first of `entries` that fit in `maxAppendBytes` (one at least). */
+  private withinBytes(entries: Entry[]): Entry[] {
+    const size = this.entryBytes
+    if (!size) return entries
+    let bytes = 0
+    for (let i = 0; i < entries.length; i++) {
+      bytes += size(entries[i]!)
+      if (bytes > this.maxAppendBytes && i > 0) return entries.slice(0, i)
+    }
+    return entries
   }
 
   /** Send chunks of the snapshot `pr` is receiving, up to the window beyond what it acknowledged. */

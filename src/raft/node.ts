@@ -338,6 +338,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       snapshotWindow: opts.snapshotWindow,
       learnerPaceMs: opts.learnerPaceMs,
       maxInflightEntries: opts.maxInflightEntries,
+      // (the encoding sent, made once and kept: see entry-codec.ts)
+      entryBytes: (e) => entryBytes(e).length,
     }
     const core = new RaftCore(coreOptions, persisted)
     const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)

@@ -29,6 +29,9 @@ export interface CoreHarnessOptions {
   /** The cores' clock (ms; with a lease of 450 ms on it) and their `learnerPaceMs`. */
   now?: () => number
   learnerPaceMs?: number
+  /** `maxAppendBytes` and `entryBytes` of the cores. */
+  maxAppendBytes?: number
+  entryBytes?: (e: Entry) => number
 }
 
 /** A configuration with `voters` (and `learners`), each member's address being its id. */
@@ -86,6 +89,7 @@ export class CoreHarness {
         leaseRead: this.leaseRead,
         snapshotChunkBytes: this.opts.snapshotChunkBytes,
         snapshotWindow: this.opts.snapshotWindow,
+        ...(this.opts.entryBytes ? { entryBytes: this.opts.entryBytes, maxAppendBytes: this.opts.maxAppendBytes } : {}),
         ...(this.opts.now ? { now: this.opts.now, leaseMs: 450, learnerPaceMs: this.opts.learnerPaceMs } : {}),
       },
       { hardState: { ...d.hs }, entries: d.entries.map((e) => ({ ...e })), snapshot: d.snapshot },
