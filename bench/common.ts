@@ -58,8 +58,29 @@ export function findExecutable(name: string, alsoIn: string[] = []): string | un
   return undefined
 }
 
-/** CPU time (user + system) used so far by every running node process of `c`, ms. */
+/** CPU time (user + system) used so far by each running node process of `c`, ms, by node id. */
+export async function nodesCpuMs(c: SwormCluster): Promise<Map<string, number>> {
+  const ids = c.alive()
+  const cs = await Promise.all(ids.map((id) => c.request<{ userMs: number; systemMs: number }>(id, { op: 'cpu' })))
+  return new Map(ids.map((id, i) => [id, cs[i]!.userMs + cs[i]!.systemMs]))
+}
+
+/** CPU time used so far by every running node process of `c`, ms. */
 export async function clusterCpuMs(c: SwormCluster): Promise<number> {
-  const cs = await Promise.all(c.alive().map((id) => c.request<{ userMs: number; systemMs: number }>(id, { op: 'cpu' })))
-  return cs.reduce((a, x) => a + x.userMs + x.systemMs, 0)
+  let sum = 0
+  for (const ms of (await nodesCpuMs(c)).values()) sum += ms
+  return sum
+}
+
+/**
+ * The CPU each node used between two {@link nodesCpuMs} readings, ms: only nodes in both (a node
+ * that died or restarted in between counts from neither, rather than wrongly).
+ */
+export function cpuBetween(before: Map<string, number>, after: Map<string, number>): Map<string, number> {
+  const out = new Map<string, number>()
+  for (const [id, ms] of after) {
+    const b = before.get(id)
+    if (b !== undefined && ms >= b) out.set(id, ms - b)
+  }
+  return out
 }

@@ -22,7 +22,7 @@
  * Kills its node processes and removes its temporary directories on every exit path.
  * @module
  */
-import { benchLogger, clusterCpuMs, installBenchGuards, runMain } from './common.js'
+import { benchLogger, cpuBetween, installBenchGuards, nodesCpuMs, runMain } from './common.js'
 import { flagOption, parseCli } from '../tools/cli-args.js'
 import { rmSync } from 'node:fs'
 import { cpus } from 'node:os'
@@ -117,20 +117,30 @@ interface Starts {
   p50: number
   p99: number
   perNode: Record<string, number>
-  /** CPU (user + system) of the 3 node processes per start or registration, µs. */
+  /** CPU (user + system) of the 3 node processes per start or registration, µs (the load runs inside them, its CPU included). */
   cpuUs: number
   /** Their CPU over the phase's wall time: cores kept busy (of the machine's `cpus().length`). */
   cores: number
+  /** The busiest node and its CPU over the wall time (its JavaScript runs on one thread: near 1, it is the bound). */
+  busiest: { node: string; cores: number } | undefined
 }
 
+type Load = Omit<Starts, 'cpuUs' | 'cores' | 'busiest'>
+
 /** Run `load` and add the node processes' CPU over it (see {@link Starts.cpuUs}). */
-async function withCpu(c: SwormCluster, load: () => Promise<Omit<Starts, 'cpuUs' | 'cores'>>): Promise<Starts> {
-  const cpu0 = await clusterCpuMs(c)
+async function withCpu(c: SwormCluster, load: () => Promise<Load>): Promise<Starts> {
+  const cpu0 = await nodesCpuMs(c)
   const t0 = performance.now()
   const s = await load()
-  const cpu = (await clusterCpuMs(c)) - cpu0
+  const byNode = cpuBetween(cpu0, await nodesCpuMs(c))
   const wall = performance.now() - t0
-  return { ...s, cpuUs: s.ok ? (cpu * 1000) / s.ok : 0, cores: wall > 0 ? cpu / wall : 0 }
+  let cpu = 0
+  let busiest: Starts['busiest']
+  for (const [node, ms] of byNode) {
+    cpu += ms
+    if (wall > 0 && (!busiest || ms / wall > busiest.cores)) busiest = { node, cores: ms / wall }
+  }
+  return { ...s, cpuUs: s.ok ? (cpu * 1000) / s.ok : 0, cores: wall > 0 ? cpu / wall : 0, busiest }
 }
 
 interface Failover {
@@ -162,7 +172,7 @@ function supervisedStarts(c: SwormCluster, nodes: string[], prefix: string, coun
   return withCpu(c, () => supervisedLoad(c, nodes, prefix, count, inflight))
 }
 
-async function supervisedLoad(c: SwormCluster, nodes: string[], prefix: string, count: number, inflight: number): Promise<Omit<Starts, 'cpuUs' | 'cores'>> {
+async function supervisedLoad(c: SwormCluster, nodes: string[], prefix: string, count: number, inflight: number): Promise<Load> {
   const per = Math.ceil(count / nodes.length)
   const t0 = performance.now()
   const rs = await Promise.all(
@@ -304,7 +314,8 @@ function report(r: Results): string {
     [
       label,
       s
-        ? `${int(rate(s)!)}/s (${int(s.ok)} in ${ms(s.ms)}${s.errors ? `, ${s.errors} failed` : ''}; ${int(s.cpuUs)} µs of CPU each over the 3 nodes, ${s.cores.toFixed(2)} of ${cpus().length} cores busy)`
+        ? `${int(rate(s)!)}/s (${int(s.ok)} in ${ms(s.ms)}${s.errors ? `, ${s.errors} failed` : ''}; ${int(s.cpuUs)} µs of CPU each over the 3 nodes, ` +
+          `${s.cores.toFixed(2)} of ${cpus().length} cores busy${s.busiest ? `, the busiest node ${s.busiest.node} ${s.busiest.cores.toFixed(2)}` : ''})`
         : 'n/a',
       s ? `${s.p50.toFixed(1)} / ${s.p99.toFixed(1)} ms` : 'n/a',
     ],
@@ -363,13 +374,14 @@ function report(r: Results): string {
       `${met(rs[0] !== undefined && st ? rs[0] / st >= STARTS_VS_STATIC_TARGET : undefined)} (${rs[0] !== undefined ? `${int(rs[0])}/s` : 'n/a'}, ${ratio(rs[0])}); ` +
       `from 3 nodes ${rs[1] !== undefined ? `${int(rs[1])}/s` : 'n/a'} (${ratio(rs[1])}), ${WIDE} in flight ${rs[2] !== undefined ? `${int(rs[2])}/s` : 'n/a'} (${ratio(rs[2])})`,
   )
-  if (r.one && r.statics) {
-    // what bounds the rate: the CPU a start costs the 3 processes, against the cores they had
-    const busy = (x: Starts): string => `${x.cores.toFixed(2)} of ${cpus().length} cores`
+  if (r.one && r.statics && r.statics.cpuUs > 0) {
+    // what bounds the rate: the CPU a start costs the 3 processes, against the cores they had,
+    // and the busiest node against its one thread
+    const busy = (x: Starts): string => `${x.cores.toFixed(2)} of ${cpus().length} cores${x.busiest ? ` (${x.busiest.node} ${x.busiest.cores.toFixed(2)})` : ''}`
     out.push(
       `  CPU per supervised start over the 3 nodes: ${int(r.one.cpuUs)} µs = ${(r.one.cpuUs / r.statics.cpuUs).toFixed(1)}x a static registration's ` +
-        `(${int(r.statics.cpuUs)} µs); busy: ${busy(r.one)} during the starts, ${busy(r.statics)} during the static registrations ` +
-        `(near all the cores, the rate is bound by that CPU; well under, by latency)`,
+        `(${int(r.statics.cpuUs)} µs); busy: ${busy(r.one)} during the starts, ${busy(r.statics)} during the static registrations. ` +
+        `The rate is bound by CPU when the nodes together keep nearly every core busy, or the busiest one nearly one core (its JavaScript runs on one thread); well under both, by latency`,
     )
   }
   out.push('')

@@ -65,7 +65,13 @@ export class CorruptStorageError extends SwormError {
   }
 }
 
-/** Stable storage failed to write (full disk, fsync error). The node stops serving. */
+/**
+ * Stable storage failed to write (full disk, fsync error). The node stops serving until its disk
+ * works again. An operation under way when the disk failed has an unknown outcome, as with
+ * {@link TimeoutError}: its entry may already be on other nodes and commit there (the leader sends
+ * its appends before it writes them itself). One asked of the node while it is failed did not
+ * take effect.
+ */
 export class StorageError extends SwormError {
   constructor(message: string, options?: { cause?: unknown }) {
     super('STORAGE', message, options)
