@@ -49,6 +49,8 @@ export interface SwormDeps {
   reconcileSlice?: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few, so that moves come in slices). */
   moveSlice?: number
+  /** How long the Raft node waits before it first retries a failed disk (default 1 s; the simulation varies it, so that a disk comes back within a lease). */
+  storageRetryMs?: number
   /** Release transports and hub after stop. */
   release: () => Promise<void>
 }
@@ -178,6 +180,7 @@ export async function assemble<S extends Assembled>(
     maxLogEntries: options.raft.maxLogEntries,
     learnerPaceMs: options.raft.learnerPaceMs,
     maxInflightEntries: options.raft.maxInflightEntries,
+    ...(deps.storageRetryMs !== undefined ? { storageRetryMs: deps.storageRetryMs } : {}),
     observeCommitMs: (ms) => latency.observe(ms / 1000),
   })
   try {

@@ -16,8 +16,8 @@ const registryOf = (registered: ReturnType<Sworm['registered']>): string =>
   JSON.stringify(registered.map(([nm, ref]) => [nm, ref.node, ref.id]).sort())
 
 /**
- * Settled: no membership change under way, the members are the configuration (as many voters as
- * wanted, over the zones) and up in the registry,
+ * Settled: no membership change under way, every member serving (no storage failure), the members
+ * are the configuration (as many voters as wanted, over the zones) and up in the registry,
  * removed nodes are declared gone, every registered supervised name runs exactly once (on a
  * member), and every member holds the same registry.
  */
@@ -25,6 +25,8 @@ export function settled(w: SimWorld): boolean {
   if (w.membership) return false
   const nodes = w.active()
   if (nodes.some((m) => !m.alive || !m.ready || !m.sworm)) return false
+  // (a node whose disk failed serves again once it reloaded it)
+  if (nodes.some((m) => internals(m.sworm!).raft.storageFailure() !== undefined)) return false
   const leader = nodes.find((m) => m.sworm!.status().role === 'leader')
   if (!leader) return false
   const cfg = internals(leader.sworm!).raft.status().config

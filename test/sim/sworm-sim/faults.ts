@@ -117,7 +117,9 @@ const stallFault = (w: SimWorld): FaultEnd => {
  */
 const diskFault = (w: SimWorld): FaultEnd => {
   const { r } = w
-  const up = w.alive()
+  // (not a node whose disk fails already: its retries back off, and a fault on top of one would
+  // stretch that past what a run leaves to settle)
+  const up = w.alive().filter((m) => internals(m.sworm!).raft.storageFailure() === undefined)
   if (!up.length) return
   const leader = up.find((m) => m.sworm!.status().role === 'leader')
   const m = leader && r() < 0.5 ? leader : w.pick(up)
