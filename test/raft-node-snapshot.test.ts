@@ -126,3 +126,62 @@ t.test('a disk failing under the background snapshot and a write fails the node 
   t.equal(events.filter((e) => e.startsWith('failed')).length, 1, `one failure (${JSON.stringify(events)})`)
   t.equal(events.filter((e) => e === 'recovered').length, 1, 'one recovery')
 })
+
+// Found by review (session 15): a Ready waiting on its write went on once the write completed,
+// though the node had failed meanwhile (its background snapshot failed): it sent its messages,
+// renewed its lease, and could report itself leader while failed. Failed on deb649e: an append's
+// answer sent after the failure.
+t.test('a Ready whose write completes after the node failed sends nothing', async (t) => {
+  let holdWrites = false
+  const held: Array<() => void> = []
+  const storage = new MemoryStorage({
+    delay: async (op) => {
+      if (op === 'write' && holdWrites) await new Promise<void>((r) => held.push(r))
+    },
+  })
+  let failed = false
+  const sentAfterFailure: string[] = []
+  let handler: (from: NodeId, m: unknown) => void = () => {}
+  const transport: Transport = {
+    self: 'c',
+    send: (to, m) => {
+      if (failed) sentAfterFailure.push(`${(m as { t: string }).t} to ${to}`)
+    },
+    onMessage: (h) => (handler = h),
+    setPeers: () => {},
+    close: async () => {},
+  }
+  const fromLeader = (m: Record<string, unknown>): void => handler('a', { from: 'a', to: 'c', term: 1, ...m })
+  // a snapshot of many steps, which fails when told to
+  let failSnapshot = false
+  class FailingMachine extends SlowMachine {
+    override snapshotSteps(): StepTask<Uint8Array> {
+      const inner = super.snapshotSteps()
+      return {
+        step: () => {
+          if (failSnapshot) throw new Error('snapshot encoding failed')
+          return inner.step()
+        },
+        abandon: () => inner.abandon?.(),
+      }
+    }
+  }
+  const sm = new FailingMachine(1_000_000, 1)
+  const node = await RaftNode.start({ id: 'c', storage, transport, stateMachine: sm, snapshotEvery: 5, tickMs: 1000, electionTicks: 6, storageRetryMs: 0 })
+  t.teardown(() => node.stop({ transfer: false }))
+  node.on('failed', () => (failed = true))
+  fromLeader({ t: 'app', prevIndex: 0, prevTerm: 0, entries: entries(1, 11), commit: 11 })
+  await waitFor(() => node.status().applied === 11 && sm.snapshotsBegun === 1, 5000, 'entries applied, a snapshot under way')
+  holdWrites = true
+  fromLeader({ t: 'app', prevIndex: 11, prevTerm: 1, entries: entries(12, 1), commit: 11 })
+  await waitFor(() => held.length === 1, 5000, 'the next write is on its way to the disk')
+  failSnapshot = true
+  await waitFor(() => failed, 5000, 'the snapshot failed the node')
+  const before = storage.appliedWrites
+  holdWrites = false
+  for (const r of held.splice(0)) r()
+  // (what the Ready does after its write runs in microtasks right after it: over by the next look)
+  await waitFor(() => storage.appliedWrites > before, 5000, 'the held write reached the disk')
+  t.same(sentAfterFailure, [], 'nothing sent once failed')
+  t.equal(node.isLeader, false)
+})

@@ -81,16 +81,18 @@ export class NodeLease {
   }
 
   /**
-   * The node restarts in place after a storage failure: forget who was heard and the rounds
-   * answered, but keep when the lease was last renewed. Nothing renewed it while the node was
-   * failed, and the cluster may move this node's workers only once that lease is over: the fence
-   * armed for it must still fire then (forgetting it left the workers running until the
-   * supervisor's next tick). Counted as a lapse, so the supervisor reads the registry afresh (a
-   * read barrier) before it starts anything.
+   * The node restarts in place after a storage failure: forget who was heard (as a leader), but
+   * keep when the lease was last renewed and when each heartbeat round was answered. Nothing
+   * renewed the lease while the node was failed, and the cluster may move this node's workers only
+   * once it is over: the fence armed for it must still fire then (forgetting it left the workers
+   * running until the supervisor's next tick). The answers were really sent when noted: a later
+   * acknowledgement of one renews from then, and only the earliest answer to a round may count
+   * (forgetting them let an answer sent again after the restart count from its later time). Counted
+   * as a lapse, so the supervisor reads the registry afresh (a read barrier) before it starts
+   * anything.
    */
   reset(): void {
     this.lapseCount++
     this.heard.clear()
-    this.answeredAt.clear()
   }
 }

@@ -509,6 +509,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     const deadline = this.clock.now() + this.timeoutMs * 4
     const target = this.core.status().commit
     for (;;) {
+      if (this.failure) throw this.failure
       const st = this.core.status()
       if (st.role !== 'leader') throw new NotLeaderError(st.leader)
       const pr = this.core.progressOf(id)
@@ -626,6 +627,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.kick()
     const deadline = this.clock.now() + this.electionMs * 2
     while (this.core.status().role === 'leader') {
+      // (failed meanwhile: it leads no more, but nor did it hand over; rebuilt: a new core)
+      if (this.failure) throw this.failure
       if (this.clock.now() > deadline) throw new TimeoutError(`leadership transfer to ${target} timed out`)
       await this.sleep(this.tickMs / 2)
     }
@@ -842,6 +845,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     if (rd.snapshot) {
       this.installingIndex = rd.snapshot.meta.index // a snapshot of our own in progress is moot now
       await this.storage.saveSnapshot(rd.snapshot)
+      if (this.failure) return // failed meanwhile (its own snapshot): rebuilt from the disk later
       // in steps: the node keeps receiving (and the registry keeps serving reads) meanwhile
       await stepThrough(restoreTask(this.sm, rd.snapshot.data), this.clock)
       this.applied = rd.snapshot.meta.index
@@ -865,6 +869,10 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       await this.storage.write({ recovered: true })
       this.noteCaughtUp()
     }
+    // Failed while the write was on its way (its own snapshot failed): the write went through, but
+    // a failed node sends nothing, renews no lease and reports no role (found by review: it could
+    // report itself leader); the Ready's effects come back when it reloads its disk.
+    if (this.failure) return
     const now = this.clock.now()
     for (const m of rd.messages) {
       if (m.t === 'hbResp') this.lease.answering(m.term, m.to, m.seq, now)
@@ -1114,12 +1122,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // It serves nothing until its disk works again (rebuild() reports its role then): it leads
     // no more, and listeners (autopilot, the failure detector, status) must not act as if it did.
     this.lastSoft = { role: 'follower', term: this.lastSoft.term, leader: undefined }
-    try {
-      this.emit('role', { ...this.lastSoft })
-      this.emit('failed', e)
-    } catch (listenerErr) {
-      this.log.error('a failed or role listener threw', { node: this.id, err: String(listenerErr) })
-    }
+    this.emitSafely('role', { ...this.lastSoft })
+    this.emitSafely('failed', e)
     if (retry) void this.recoverStorage()
   }
 
@@ -1173,13 +1177,18 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       lastIndex: this.core.lastIndex(),
       applied: this.applied,
     })
-    try {
-      this.emit('role', { ...this.lastSoft })
-      this.emit('recovered')
-    } catch (err) {
-      this.log.error('a recovered listener threw', { node: this.id, err: String(err) })
-    }
+    this.emitSafely('role', { ...this.lastSoft })
+    this.emitSafely('recovered')
     this.kick()
+  }
+
+  /** Emit `event`; a listener that throws is logged, and the other events still go out. */
+  private emitSafely<K extends 'role' | 'failed' | 'recovered'>(event: K, ...args: RaftNodeEvents[K]): void {
+    try {
+      ;(this.emit as (e: K, ...a: RaftNodeEvents[K]) => boolean)(event, ...args)
+    } catch (err) {
+      this.log.error(`a ${event} listener threw`, { node: this.id, err: String(err) })
+    }
   }
 }
 
