@@ -126,6 +126,43 @@ t.test('appends stay within maxAppendBytes, one entry at least, and the follower
   t.ok(single > 0, 'an entry larger than the bound goes alone')
 })
 
+t.test('bytes in flight to a follower stay within maxInflightBytes plus one append, and it still gets everything', async (t) => {
+  // Noticed in session 15: appends were bounded in bytes, but what was in flight per follower only
+  // as 64 appends: a follower that reads slowly could have hundreds of MiB queued in its socket,
+  // where the transport drops messages past 16 MiB (heartbeats and read confirmations with them).
+  const size = (): number => 400
+  const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 11, maxAppendBytes: 1000, maxInflightBytes: 3000, entryBytes: size })
+  h.elect('a')
+  h.settle()
+  // c receives appends but its answers are held: everything a sends it stays in flight
+  const held: Array<Parameters<NonNullable<typeof h.deliver>>[0]> = []
+  let hold = true
+  let inFlight = 0
+  let most = 0
+  h.deliver = (m) => {
+    if (m.t === 'app' && m.to === 'c' && m.entries.length) {
+      inFlight += m.entries.length * size()
+      most = Math.max(most, inFlight)
+    }
+    if (hold && m.from === 'c' && m.t === 'appResp') {
+      held.push(m)
+      return undefined
+    }
+    return m
+  }
+  for (let i = 1; i <= 100; i++) h.core('a').propose(i)
+  h.settle()
+  t.ok(most > 0 && most <= 3000 + 1000, `at most 4,000 bytes sent and unacknowledged (${most})`)
+  t.ok(h.appliedCmds('b').length === 100, 'b, which answers, has everything')
+  hold = false
+  for (let i = 0; i < 400 && h.appliedCmds('c').length < 100; i++) {
+    inFlight = 0 // (answered or refused from here on: what matters is that c catches up)
+    h.core('a').tick()
+    h.settle()
+  }
+  t.equal(h.appliedCmds('c').length, 100, 'c caught up once it answered again')
+})
+
 t.test('a follower whose appends were all lost, with the window full, is found out at the next heartbeat', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

@@ -37,7 +37,7 @@ import type {
   Snapshot,
 } from './types.js'
 import { cloneConfig, emptyConfig, RaftLog } from './log.js'
-import { acknowledge, newProgress, toProbe, toSnapshot, type Progress } from './progress.js'
+import { acknowledge, newProgress, sent, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
 import { concat } from '../util/bytes.js'
 
@@ -72,6 +72,14 @@ export interface CoreOptions {
   entryBytes?: (e: Entry) => number
   /** Append messages in flight per follower. Default 64. */
   maxInflight?: number
+  /**
+   * Bytes of entries in flight per follower (sent, not yet acknowledged, as
+   * {@link CoreOptions.entryBytes} counts them); one more append goes out while fewer are, so at
+   * most this plus `maxAppendBytes`. Default 4 MiB: with the default append bound, at most 12 MiB
+   * wait in a slow follower's socket, under the transport's 16 MiB past which it drops messages
+   * (heartbeats and read confirmations among them). Bounds nothing without `entryBytes`.
+   */
+  maxInflightBytes?: number
   /**
    * Entries in flight per follower (sent, not yet acknowledged): a follower catching up gets them
    * in bursts it can decode and store in a few milliseconds, not 65,536 at once (which held a
@@ -212,6 +220,7 @@ export class RaftCore {
   private readonly maxAppendBytes: number
   private readonly entryBytes: ((e: Entry) => number) | undefined
   private readonly maxInflight: number
+  private readonly maxInflightBytes: number
   private readonly maxInflightEntries: number
   private readonly snapshotChunkBytes: number
   private readonly snapshotWindow: number
@@ -298,6 +307,7 @@ export class RaftCore {
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
     this.maxInflight = opts.maxInflight ?? 64
+    this.maxInflightBytes = opts.maxInflightBytes ?? 4 * 1024 * 1024
     this.maxInflightEntries = Math.max(1, opts.maxInflightEntries ?? 512)
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
     this.snapshotWindow = opts.snapshotWindow ?? 4
@@ -962,14 +972,16 @@ export class RaftCore {
     }
     const last = this.lastIndex()
     for (;;) {
-      const full = pr.state === 'replicate' && (pr.inflight.length >= this.maxInflight || pr.next - 1 - pr.match >= this.maxInflightEntries)
+      const full =
+        pr.state === 'replicate' &&
+        (pr.inflight.length >= this.maxInflight || pr.next - 1 - pr.match >= this.maxInflightEntries || pr.bytesInFlight >= this.maxInflightBytes)
       // Full, an append is still sent when asked (a heartbeat's answer from a follower behind),
       // but empty: if what is in flight was lost, the follower's refusal says so at once.
       if (full && !sendIfEmpty) return
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const entries = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries)) : []
+      const [entries, bytes] = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries)) : [[], 0]
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))
@@ -979,21 +991,22 @@ export class RaftCore {
       }
       if (entries.length === 0) return
       pr.next += entries.length
-      pr.inflight.push(pr.next - 1)
+      sent(pr, pr.next - 1, bytes)
       if (pr.next > last) return
     }
   }
 
-  /** The first of `entries` that fit in `maxAppendBytes` (one at least). */
-  private withinBytes(entries: Entry[]): Entry[] {
+  /** The first of `entries` that fit in `maxAppendBytes` (one at least), and their bytes (0 without `entryBytes`). */
+  private withinBytes(entries: Entry[]): [Entry[], number] {
     const size = this.entryBytes
-    if (!size) return entries
+    if (!size) return [entries, 0]
     let bytes = 0
     for (let i = 0; i < entries.length; i++) {
-      bytes += size(entries[i]!)
-      if (bytes > this.maxAppendBytes && i > 0) return entries.slice(0, i)
+      const b = size(entries[i]!)
+      if (bytes + b > this.maxAppendBytes && i > 0) return [entries.slice(0, i), bytes]
+      bytes += b
     }
-    return entries
+    return [entries, bytes]
   }
 
   /** Send chunks of the snapshot `pr` is receiving, up to the window beyond what it acknowledged. */

@@ -14,6 +14,10 @@ export interface Progress {
   state: 'probe' | 'replicate' | 'snapshot'
   /** Last index of each append message in flight (replicate state). */
   inflight: number[]
+  /** Bytes of entries of each append in {@link Progress.inflight}, in the same order. */
+  inflightBytes: number[]
+  /** Their sum: the bytes of entries sent to this follower and not yet acknowledged. */
+  bytesInFlight: number
   /** In probe state: an append is out and unanswered. */
   paused: boolean
   /** Heard from since the last check-quorum round. */
@@ -42,16 +46,30 @@ export interface Progress {
   stalls: number
 }
 
+/** Nothing in flight any more (the follower is probed, or streamed to anew from its match). */
+function clearInflight(pr: Progress): void {
+  pr.inflight = []
+  pr.inflightBytes = []
+  pr.bytesInFlight = 0
+}
+
+/** An append of entries up to `last`, `bytes` of them, is on its way (replicate state). */
+export function sent(pr: Progress, last: number, bytes: number): void {
+  pr.inflight.push(last)
+  pr.inflightBytes.push(bytes)
+  pr.bytesInFlight += bytes
+}
+
 /** A follower the leader knows nothing of yet: probe it from `next`. */
 export function newProgress(next: number): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0, snap: undefined, snapAcked: 0, snapNext: 0, snapRewound: -1 }
+  return { match: 0, next, state: 'probe', inflight: [], inflightBytes: [], bytesInFlight: 0, paused: false, active: true, ackSeq: 0, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0, snap: undefined, snapAcked: 0, snapNext: 0, snapRewound: -1 }
 }
 
 /** Probe the follower again, one append at a time, from `next`. */
 export function toProbe(pr: Progress, next: number): void {
   pr.snap = undefined
   pr.state = 'probe'
-  pr.inflight = []
+  clearInflight(pr)
   pr.paused = false
   pr.next = next
 }
@@ -60,7 +78,7 @@ export function toProbe(pr: Progress, next: number): void {
 export function toReplicate(pr: Progress): void {
   pr.snap = undefined
   pr.state = 'replicate'
-  pr.inflight = []
+  clearInflight(pr)
   pr.next = pr.match + 1
 }
 
@@ -80,6 +98,9 @@ export function acknowledge(pr: Progress, index: number): void {
   if (index <= pr.match) return
   pr.match = index
   if (pr.next <= index) pr.next = index + 1
-  while (pr.inflight.length && pr.inflight[0]! <= index) pr.inflight.shift()
+  while (pr.inflight.length && pr.inflight[0]! <= index) {
+    pr.inflight.shift()
+    pr.bytesInFlight -= pr.inflightBytes.shift() ?? 0
+  }
   if (pr.state === 'probe' || (pr.state === 'snapshot' && pr.match >= pr.snapIndexSent)) toReplicate(pr)
 }

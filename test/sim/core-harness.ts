@@ -29,8 +29,9 @@ export interface CoreHarnessOptions {
   /** The cores' clock (ms; with a lease of 450 ms on it) and their `learnerPaceMs`. */
   now?: () => number
   learnerPaceMs?: number
-  /** `maxAppendBytes` and `entryBytes` of the cores. */
+  /** `maxAppendBytes`, `maxInflightBytes` and `entryBytes` of the cores. */
   maxAppendBytes?: number
+  maxInflightBytes?: number
   entryBytes?: (e: Entry) => number
 }
 
@@ -89,7 +90,7 @@ export class CoreHarness {
         leaseRead: this.leaseRead,
         snapshotChunkBytes: this.opts.snapshotChunkBytes,
         snapshotWindow: this.opts.snapshotWindow,
-        ...(this.opts.entryBytes ? { entryBytes: this.opts.entryBytes, maxAppendBytes: this.opts.maxAppendBytes } : {}),
+        ...(this.opts.entryBytes ? { entryBytes: this.opts.entryBytes, maxAppendBytes: this.opts.maxAppendBytes, maxInflightBytes: this.opts.maxInflightBytes } : {}),
         ...(this.opts.now ? { now: this.opts.now, leaseMs: 450, learnerPaceMs: this.opts.learnerPaceMs } : {}),
       },
       { hardState: { ...d.hs }, entries: d.entries.map((e) => ({ ...e })), snapshot: d.snapshot },
