@@ -12,7 +12,8 @@
  * cut it off with a minority), voters restarted on a wiped disk under their old id (they must refuse
  * to start; the nemesis then removes them, as an operator would), bursts of hostile messages (from
  * an outsider, and carrying another cluster's id), failing disks (every write of a node fails for up
- * to 2.5 s; it retries its disk and rejoins), and, one run in `--large-every` (100), 50,000
+ * to 2.5 s; it retries its disk and rejoins; or only its snapshot writes, for up to 7.5 s; or its
+ * disk fails while it starts), and, one run in `--large-every` (100), 50,000
  * static names registered first (`--large`), so that snapshots carry real weight. Checked: the history of static registerName / unregisterName /
  * whereisName(consistent) is linearizable (so no acknowledged change is lost), no two
  * incarnations of a supervised name overlap (on the true simulated time), and after healing every
@@ -82,7 +83,7 @@ console.log(
 console.log(
   `issue #10 faults: ${f('stall') + f('stall-leader')} process stalls (${f('stall-leader')} of the leader right after a partition), ${f('wipe')} voters restarted on a wiped disk under the same id, ` +
     `${f('hostile')} bursts of hostile messages, ${largeRuns} runs with ${large} names first; overlaps excused as a frozen process's late stop: ${lateStops}; ` +
-    `failing disks: ${f('disk-fault') + f('disk-fault-leader')} (${f('disk-fault-leader')} of the leader)`,
+    `failing disks: ${f('disk-fault') + f('disk-fault-leader')} (${f('disk-fault-leader')} of the leader), failing snapshot writes: ${f('snapshot-fault')} (${f('snapshot-write-failed')} snapshots failed), restarts on a failing disk: ${f('restart-failing-disk') + f('restart-failing-snapshots')} (${f('restart-failing-snapshots')} with only its snapshot writes failing)`,
 )
 if (many) console.log(`autopilot: ${f('autopilot-promote')} promotions, ${f('autopilot-demote')} demotions, ${f('autopilot-remove')} dead nodes removed; ${f('crash-voters')} times two voters killed at once`)
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]

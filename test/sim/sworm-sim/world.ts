@@ -62,6 +62,12 @@ export interface Member {
    * node stops serving and retries its disk (see `storageRetryMs`). Its disk keeps what it wrote.
    */
   diskFailsUntil: number
+  /**
+   * Until this simulated time, only its snapshot writes fail (a snapshot larger than the space
+   * left, a bad sector under the snapshot file): its own snapshots and the installs of its
+   * leader's fail, while its log writes, and the probe write of its retries, succeed.
+   */
+  snapshotFailsUntil: number
 }
 
 /** A process stall on the true simulated time, and when the stalled node's lease ended. */
@@ -180,18 +186,22 @@ export class SimWorld {
   /**
    * An empty disk for `m`: a write takes a random time (not while its process is being created),
    * never completes while its process is stalled, and fails while its disk does (`diskFailsUntil`,
-   * judged when the write would complete).
+   * or `snapshotFailsUntil` for snapshot writes; judged when the write would complete).
    */
   wipedStorage(m: Member): MemoryStorage {
     const afterStall = (): Promise<void> | undefined => (m.clock?.stalled ? this.sched.sleep(m.clock.stallLeft()) : undefined)
-    const failing = (): void => {
+    const failing = (op: 'write' | 'snapshot'): void => {
       if (this.sched.now < m.diskFailsUntil) throw new Error('EIO: i/o error, write (simulated disk fault)')
+      if (op === 'snapshot' && this.sched.now < m.snapshotFailsUntil) {
+        this.count('snapshot-write-failed')
+        throw new Error('ENOSPC: no space left on device, snapshot (simulated disk fault)')
+      }
     }
-    return new MemoryStorage({ delay: () => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.r() * 1.5).then(afterStall)).then(failing) })
+    return new MemoryStorage({ delay: (op) => (m.fastDisk ? Promise.resolve() : this.sched.sleep(0.2 + this.r() * 1.5).then(afterStall)).then(() => failing(op)) })
   }
 
   newMember(id: string, joins: boolean): Member {
-    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins, diskFailsUntil: 0 }
+    const m: Member = { id, storage: undefined as unknown as MemoryStorage, fastDisk: false, sworm: undefined, ready: false, alive: false, gen: 0, detach: [], clock: undefined, role: 'active', joins, diskFailsUntil: 0, snapshotFailsUntil: 0 }
     m.storage = this.wipedStorage(m)
     return m
   }
