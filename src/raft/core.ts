@@ -39,7 +39,10 @@ import type {
 import { cloneConfig, emptyConfig, RaftLog } from './log.js'
 import { acknowledge, newProgress, sent, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
-import { concat } from '../util/bytes.js'
+import { constants as bufferConstants } from 'node:buffer'
+
+/** The largest snapshot a follower takes (the largest byte array this Node.js can hold). */
+const MAX_SNAPSHOT_BYTES = bufferConstants.MAX_LENGTH
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -76,8 +79,11 @@ export interface CoreOptions {
    * Bytes of entries in flight per follower (sent, not yet acknowledged, as
    * {@link CoreOptions.entryBytes} counts them); one more append goes out while fewer are, so at
    * most this plus `maxAppendBytes`. Default 4 MiB: with the default append bound, at most 12 MiB
-   * wait in a slow follower's socket, under the transport's 16 MiB past which it drops messages
-   * (heartbeats and read confirmations among them). Bounds nothing without `entryBytes`.
+   * of one Raft group wait in a slow follower's socket, under the transport's 16 MiB past which
+   * it drops messages (heartbeats and read confirmations among them; the socket is the peer's,
+   * shared by every sworm of a hub and by their messages). Bounds nothing without `entryBytes`,
+   * and only appends streamed to a follower (one in probe state gets one append per heartbeat
+   * answer).
    */
   maxInflightBytes?: number
   /**
@@ -202,7 +208,11 @@ interface IncomingSnapshot {
   index: number
   snapTerm: number
   total: number
-  parts: Uint8Array[]
+  /**
+   * The snapshot, `received` bytes of it so far: each chunk is copied in as it is taken (a copy of
+   * all at the end wrote a whole snapshot's worth of new memory in one turn, a page fault a page).
+   */
+  data: Uint8Array | undefined
   received: number
   /** The tick of the latest chunk taken. */
   at: number
@@ -307,7 +317,7 @@ export class RaftCore {
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
     this.maxInflight = opts.maxInflight ?? 64
-    this.maxInflightBytes = opts.maxInflightBytes ?? 4 * 1024 * 1024
+    this.maxInflightBytes = Math.max(1, opts.maxInflightBytes ?? 4 * 1024 * 1024)
     this.maxInflightEntries = Math.max(1, opts.maxInflightEntries ?? 512)
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
     this.snapshotWindow = opts.snapshotWindow ?? 4
@@ -862,16 +872,22 @@ export class RaftCore {
     if (!inc || inc.from !== m.from || inc.term !== m.term || inc.index !== meta.index || inc.snapTerm !== meta.term || inc.total !== m.total) {
       // another transfer (or this node lost its partial copy): start this one from its beginning
       if (m.offset !== 0) return this.snapshotResp(m, 0, true)
-      inc = this.incoming = { from: m.from, term: m.term, index: meta.index, snapTerm: meta.term, total: m.total, parts: [], received: 0, at: this.ticks }
+      if (m.total > MAX_SNAPSHOT_BYTES) return // (no buffer can hold it: a leader that sends one is broken)
+      inc = this.incoming = { from: m.from, term: m.term, index: meta.index, snapTerm: meta.term, total: m.total, data: undefined, received: 0, at: this.ticks }
     }
     if (m.offset < inc.received) return this.snapshotResp(m, inc.received, false)
     if (m.offset > inc.received || m.data.length > inc.total - inc.received || crc32c(m.data) !== m.crc) return this.snapshotResp(m, inc.received, true)
-    inc.parts.push(m.data)
+    // (a lone chunk that is the whole snapshot is kept as it is)
+    if (m.data.length === inc.total) inc.data = m.data
+    else {
+      inc.data ??= new Uint8Array(inc.total)
+      inc.data.set(m.data, inc.received)
+    }
     inc.received += m.data.length
     inc.at = this.ticks
     if (inc.received < inc.total) return this.snapshotResp(m, inc.received, false)
     this.incoming = undefined
-    this.installSnapshot({ meta, data: concat(inc.parts, inc.total) }, m.from)
+    this.installSnapshot({ meta, data: inc.data ?? new Uint8Array(0) }, m.from)
   }
 
   private snapshotResp(m: MsgSnapshot, offset: number, retry: boolean): void {

@@ -835,9 +835,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
    * Encode the registry as it is now, a frame per step (a few milliseconds each), while commands
    * go on being applied (see snapshot.ts). Starting another snapshot abandons this one.
    * @param namesPerFrame - names per step (default 4,096; tests use small frames)
+   * @param copyPerStep - bytes of frames copied into the whole snapshot per step, at the end
+   *   (default 2 MiB; tests use less)
    */
-  snapshotSteps(namesPerFrame?: number): StepTask<Uint8Array> {
-    const w = new SnapshotWriter(this.tables(), this.appliedIndex, this.swormName, namesPerFrame)
+  snapshotSteps(namesPerFrame?: number, copyPerStep?: number): StepTask<Uint8Array> {
+    const w = new SnapshotWriter(this.tables(), this.appliedIndex, this.swormName, namesPerFrame, copyPerStep)
     this.cut = w
     return {
       step: () => {
