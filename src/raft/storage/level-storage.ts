@@ -147,12 +147,24 @@ const PART_BYTES = 1024 * 1024
 
 /** Key of part `part` of the snapshot data of generation `gen` (each snapshot a new one). */
 function partKey(gen: number, part: number): Uint8Array {
-  const k = new Uint8Array(9)
+  const k = Buffer.allocUnsafe(9)
   k[0] = PART_PREFIX
-  const v = new DataView(k.buffer)
-  v.setUint32(1, gen)
-  v.setUint32(5, part)
+  putUint32(k, 1, gen)
+  putUint32(k, 5, part)
   return k
+}
+
+/**
+ * Write `v` big-endian at `at`. (Keys are made from the shared pool of `Buffer.allocUnsafe`,
+ * written byte by byte: a `DataView` over a new 9-byte array gave each key an `ArrayBuffer` of
+ * its own, about 0.7 µs a key alone and 2-6 µs in a node holding 300k workers, where the keys of
+ * a backlog of writes held its event loop for up to 0.7 s.)
+ */
+function putUint32(k: Uint8Array, at: number, v: number): void {
+  k[at] = v >>> 24
+  k[at + 1] = (v >>> 16) & 0xff
+  k[at + 2] = (v >>> 8) & 0xff
+  k[at + 3] = v & 0xff
 }
 
 /** Let the event loop run (between the parts of a snapshot). */
@@ -160,11 +172,10 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 
 /** The key of the entry at `index`: `'e'` then the index as an 8-byte big-endian integer. */
 function entryKey(index: number): Uint8Array {
-  const k = new Uint8Array(9)
+  const k = Buffer.allocUnsafe(9)
   k[0] = ENTRY_PREFIX
-  const dv = new DataView(k.buffer)
-  dv.setUint32(1, Math.floor(index / 0x1_0000_0000))
-  dv.setUint32(5, index >>> 0)
+  putUint32(k, 1, Math.floor(index / 0x1_0000_0000))
+  putUint32(k, 5, index >>> 0)
   return k
 }
 
