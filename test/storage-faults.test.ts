@@ -71,6 +71,38 @@ for (const who of ['follower', 'leader'] as const) {
   })
 }
 
+t.test('a disk whose snapshots keep failing: the node waits longer after each failure in a row, and serves again once they work (review)', async (t) => {
+  // Found by review of the nemesis' snapshot-only disk faults (session 16): every retry's probe
+  // write worked, the node served again, its next snapshot failed again, and each failure started
+  // the retries anew from 1 s: a node whose snapshots never fit stopped and started every second
+  // or two, for ever (a leader lost its leadership as often).
+  const seed = 31
+  t.comment(`seed ${seed}`)
+  const { c, logger } = await cluster(seed)
+  await putMany(c, 'before', 10)
+  const l = c.leader()!
+  const m = c.alive().find((x) => x !== l)!
+  m.snapshotFault = true
+  const failures = (): number => logger.lines.filter((x) => x.fields?.node === m.id && /stopped serving/.test(x.msg)).length
+  // keep writing, so that its snapshots keep coming due (every 50 entries)
+  const until = c.sched.now + 120_000
+  let i = 0
+  while (c.sched.now < until) {
+    const leader = c.leader()
+    if (leader) await settle(c, leader.node!.propose({ op: 'put', key: `k${i++ % 100}`, value: `${i}` })).catch(() => undefined)
+    await c.sched.runUntil(c.sched.now + 200)
+  }
+  const n = failures()
+  t.ok(n >= 3, `its snapshots failed again and again (${n} failures in 120 s)`)
+  t.ok(n <= 9, `each failure in a row waited longer: ${n} failures in 120 s, not one every second or two`)
+  t.ok(logger.lines.some((x) => x.fields?.node === m.id && /waiting longer/.test(x.msg)), 'and it says so')
+  m.snapshotFault = false
+  t.ok(await c.sched.runUntilTrue(() => m.node!.storageFailure() === undefined, 60_000), 'it serves again once snapshots work')
+  await putMany(c, 'after', 60)
+  t.ok(await c.sched.runUntilTrue(() => c.converged(), 20_000), 'and holds what the others hold')
+  t.same(c.violations, [], 'election and state machine safety held')
+})
+
 t.test('a leader whose disk failed says it leads no more, and refuses configuration changes at once (review)', async (t) => {
   // Found by review of the nemesis' failing disks (session 15): a failed node kept saying it was
   // the leader (its role as last reported), so autopilot and removeNode went on asking it for

@@ -168,7 +168,9 @@ export interface RaftNodeOptions<C, R> {
   /**
    * After a failed write (full disk, fsync error) the node stops serving and retries its storage
    * (`reopen`) after this long, doubling up to 30 s, until a synced write works; then it reloads
-   * what is on disk and catches up from the leader. Default 1,000 ms; 0 turns recovery off.
+   * what is on disk and catches up from the leader. A failure within a minute of serving again
+   * (a disk whose snapshots keep failing while small writes work) starts from twice the last
+   * wait. Default 1,000 ms; 0 turns recovery off.
    */
   storageRetryMs?: number
 }
@@ -213,6 +215,13 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private scheduled = false
   private stopped = false
   private failure: Error | undefined
+  /**
+   * Storage failures in a row: each one that comes within {@link FAIL_STREAK_MS} of the node
+   * serving again after the last doubles the wait before the next retry (see recoverStorage).
+   */
+  private failStreak = 0
+  /** When the node last served again after a storage failure. */
+  private recoveredAt: number | undefined
   private idleWaiters: Array<() => void> = []
 
   private applied = 0
@@ -1134,10 +1143,24 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    */
   private async recoverStorage(): Promise<void> {
     const gone = (): boolean => this.stopped || !this.failure
-    await this.sleep(this.storageRetryMs)
+    // A disk that fails again soon after the node served again (a snapshot that never fits, while
+    // the log's small writes do: every retry's probe write works, and the next snapshot fails)
+    // must not have the node stop and start again every second: each failure in a row waits
+    // twice as long as the last, up to the backoff's cap.
+    const now = this.clock.now()
+    this.failStreak = this.recoveredAt !== undefined && now - this.recoveredAt < FAIL_STREAK_MS ? this.failStreak + 1 : 0
+    const first = Math.min(MAX_STORAGE_RETRY_MS, this.storageRetryMs * 2 ** Math.min(this.failStreak, 16))
+    if (this.failStreak > 0) {
+      this.log.warn('storage failed again soon after the node served again; waiting longer before the next retry', {
+        node: this.id,
+        inARow: this.failStreak + 1,
+        retryMs: first,
+      })
+    }
+    await this.sleep(first)
     const policy = {
-      minMs: this.storageRetryMs * 2,
-      maxMs: 30_000,
+      minMs: Math.min(MAX_STORAGE_RETRY_MS, first * 2),
+      maxMs: MAX_STORAGE_RETRY_MS,
       stopped: gone,
       onRetry: (err: unknown, attempts: number): void => {
         // one line at the first failed retry, then one every ten (the backoff caps at 30 s)
@@ -1168,6 +1191,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.lease.reset()
     this.lastSoft = { role: 'follower', term: persisted.hardState.term, leader: undefined }
     this.failure = undefined
+    this.recoveredAt = this.clock.now()
+    this.installingIndex = 0 // an install the failure cut short is moot (its index must not hold back our own snapshots)
     this.updatePeers()
     this.lastTickAt = this.clock.now()
     this.scheduleTick()
@@ -1191,6 +1216,11 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
   }
 }
+
+/** The longest wait between two retries of a failed disk. */
+const MAX_STORAGE_RETRY_MS = 30_000
+/** A storage failure this soon after the node served again counts as one more in a row (see `recoverStorage`). */
+const FAIL_STREAK_MS = 60_000
 
 /** After applying this many entries without a pause, the Ready loop lets the event loop run... */
 const APPLY_BATCH_YIELD = 2048

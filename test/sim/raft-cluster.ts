@@ -21,6 +21,8 @@ export interface SimMember {
   fastDisk: boolean
   /** While true, every write to this member's disk fails (full disk, fsync error). */
   diskFault: boolean
+  /** While true, its snapshot writes fail (a snapshot larger than the space left), its log writes work. */
+  snapshotFault?: boolean
   transport: (Transport & { detach(): void }) | undefined
   alive: boolean
   generation: number
@@ -87,11 +89,11 @@ export class SimCluster {
     }
   }
 
-  private newStorage(m: { fastDisk: boolean; diskFault: boolean }): MemoryStorage {
+  private newStorage(m: { fastDisk: boolean; diskFault: boolean; snapshotFault?: boolean }): MemoryStorage {
     return new MemoryStorage({
-      delay: async () => {
+      delay: async (op) => {
         if (!m.fastDisk) await this.sched.sleep(0.2 + this.sched.random() * 1.5)
-        if (m.diskFault) throw new Error('ENOSPC: no space left on device (simulated)')
+        if (m.diskFault || (op === 'snapshot' && m.snapshotFault)) throw new Error('ENOSPC: no space left on device (simulated)')
       },
     })
   }
