@@ -200,6 +200,26 @@ t.test('the whole snapshot is assembled from its frames over several steps, not 
   t.same(copy.whereis('c4999'), { sworm: SWORM, node: 'n1', inc: 'i1', id: 5000 }, 'and it restores')
 })
 
+t.test('a handoff state restored from a snapshot keeps its own bytes, not the whole snapshot (review)', async (t) => {
+  // Found by review (session 16): snapshots decoded binaries as views into the snapshot, so a
+  // handoff state of a few bytes kept the whole snapshot (100 MiB at 300k names) in memory.
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  s.apply({ c: 'nodeUp', node: 'n2', inc: 'i2' }, 2)
+  s.apply({ c: 'supervise', name: 'w', spec: { module: 'm', fn: 'f', args: [] } }, 3)
+  const from = s.registration('w')!
+  s.apply({ c: 'drain', node: from.node!, on: true }, 4)
+  s.apply({ c: 'handedOff', name: 'w', epoch: from.epoch!, state: new Uint8Array(16).fill(9) }, 5)
+  for (let i = 0; i < 2000; i++) s.apply({ c: 'register', name: `pad${i}`, ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: i + 1 } }, 6 + i)
+  const data = s.snapshot()
+  const copy = new RegistryState()
+  copy.restore(data)
+  const state = copy.registration('w')?.handoffState as Uint8Array | undefined
+  t.ok(state instanceof Uint8Array, 'the state is restored')
+  t.same([...state!], new Array(16).fill(9))
+  t.ok(state!.buffer.byteLength < 1024, `it keeps ${state!.buffer.byteLength} bytes, not the snapshot's ${data.length}`)
+})
+
 t.test('many frames: a large registry is encoded and decoded a frame per step, and restored whole only at the end', async (t) => {
   const s = new RegistryState()
   s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)

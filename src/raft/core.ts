@@ -39,10 +39,12 @@ import type {
 import { cloneConfig, emptyConfig, RaftLog } from './log.js'
 import { acknowledge, newProgress, sent, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
-import { constants as bufferConstants } from 'node:buffer'
 
-/** The largest snapshot a follower takes (the largest byte array this Node.js can hold). */
-const MAX_SNAPSHOT_BYTES = bufferConstants.MAX_LENGTH
+/**
+ * The largest snapshot a follower takes (4 GiB: the largest byte array Node.js 20 holds). Its
+ * buffer is allocated at the first chunk, from the size the leader declares.
+ */
+const MAX_SNAPSHOT_BYTES = 2 ** 32 - 1
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -317,7 +319,7 @@ export class RaftCore {
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
     this.maxInflight = opts.maxInflight ?? 64
-    this.maxInflightBytes = Math.max(1, opts.maxInflightBytes ?? 4 * 1024 * 1024)
+    this.maxInflightBytes = opts.maxInflightBytes !== undefined && opts.maxInflightBytes >= 1 ? opts.maxInflightBytes : 4 * 1024 * 1024
     this.maxInflightEntries = Math.max(1, opts.maxInflightEntries ?? 512)
     this.snapshotChunkBytes = opts.snapshotChunkBytes ?? 1024 * 1024
     this.snapshotWindow = opts.snapshotWindow ?? 4
@@ -877,17 +879,14 @@ export class RaftCore {
     }
     if (m.offset < inc.received) return this.snapshotResp(m, inc.received, false)
     if (m.offset > inc.received || m.data.length > inc.total - inc.received || crc32c(m.data) !== m.crc) return this.snapshotResp(m, inc.received, true)
-    // (a lone chunk that is the whole snapshot is kept as it is)
-    if (m.data.length === inc.total) inc.data = m.data
-    else {
-      inc.data ??= new Uint8Array(inc.total)
-      inc.data.set(m.data, inc.received)
-    }
+    // (copied even when it is the whole snapshot: the chunk is a view into the frame it came in)
+    inc.data ??= new Uint8Array(inc.total)
+    inc.data.set(m.data, inc.received)
     inc.received += m.data.length
     inc.at = this.ticks
     if (inc.received < inc.total) return this.snapshotResp(m, inc.received, false)
     this.incoming = undefined
-    this.installSnapshot({ meta, data: inc.data ?? new Uint8Array(0) }, m.from)
+    this.installSnapshot({ meta, data: inc.data }, m.from)
   }
 
   private snapshotResp(m: MsgSnapshot, offset: number, retry: boolean): void {

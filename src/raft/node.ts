@@ -1149,7 +1149,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // twice as long as the last, up to the backoff's cap.
     const now = this.clock.now()
     this.failStreak = this.recoveredAt !== undefined && now - this.recoveredAt < FAIL_STREAK_MS ? this.failStreak + 1 : 0
-    const first = Math.min(MAX_STORAGE_RETRY_MS, this.storageRetryMs * 2 ** Math.min(this.failStreak, 16))
+    const cap = Math.max(MAX_STORAGE_RETRY_MS, this.storageRetryMs)
+    const first = Math.min(cap, this.storageRetryMs * 2 ** Math.min(this.failStreak, 16))
     if (this.failStreak > 0) {
       this.log.warn('storage failed again soon after the node served again; waiting longer before the next retry', {
         node: this.id,
@@ -1159,8 +1160,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     await this.sleep(first)
     const policy = {
-      minMs: Math.min(MAX_STORAGE_RETRY_MS, first * 2),
-      maxMs: MAX_STORAGE_RETRY_MS,
+      minMs: Math.min(cap, first * 2),
+      maxMs: cap,
       stopped: gone,
       onRetry: (err: unknown, attempts: number): void => {
         // one line at the first failed retry, then one every ten (the backoff caps at 30 s)

@@ -18,7 +18,7 @@
  * bytes, where a map with named fields took 80.
  * @module
  */
-import { pack, unpack } from 'msgpackr'
+import { pack, Unpackr } from 'msgpackr'
 import { RefIndex } from './ref-index.js'
 import { ShardedMap } from '../util/sharded-map.js'
 import type { NodeRecord, Registration, RegistryResult, WorkerRef } from './types.js'
@@ -70,6 +70,13 @@ export function emptyTables(): Tables {
     unplaced: new Set(),
   }
 }
+
+/**
+ * The decoder of snapshots (msgpackr's default, with binaries decoded as copies: a handoff state
+ * holding a few bytes must not keep the whole snapshot it came in in memory).
+ */
+const unpackr = new Unpackr({ useRecords: false, copyBuffers: true })
+const unpack = (bytes: Uint8Array): unknown => unpackr.unpack(bytes)
 
 /** Names per frame: a frame is encoded or decoded in a step of a few milliseconds. */
 export const NAMES_PER_FRAME = 4096
@@ -142,6 +149,14 @@ export class SnapshotWriter {
   /** Before the members of `group` change: the members now (undefined if no such group). */
   touchGroup(group: string, now: ReadonlyMap<string, Member> | undefined): void {
     if (!this.preGroups.has(group)) this.preGroups.set(group, now ? new Map(now) : null)
+  }
+
+  /**
+   * Whether every frame is encoded: the registry's writes no longer need to hand this writer
+   * their old values (the steps left only copy bytes).
+   */
+  get framesDone(): boolean {
+    return this.header === undefined && this.nameAt >= this.names.length && this.groupAt >= this.groups.length
   }
 
   /** Encode the next frame; the whole snapshot once the last one is done, else undefined. */

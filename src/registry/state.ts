@@ -844,7 +844,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return {
       step: () => {
         const data = w.step()
-        if (data && this.cut === w) this.cut = undefined
+        // (once its frames are encoded, it reads the registry no more: writes go on uncopied)
+        if (this.cut === w && (data || w.framesDone)) this.cut = undefined
         return data
       },
       abandon: () => {
