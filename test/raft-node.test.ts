@@ -329,6 +329,34 @@ t.test("a resent proposal the leader already took is answered with where it land
   t.equal(await copiesOf(c, 'landed'), 1, 'appended once')
 })
 
+t.test('a forwarded request delivered again seconds later, after thousands of others, is appended once and answered again', async (t) => {
+  // The leader keeps what it took for 2 × requestTimeoutMs in slices of time (util/recent-map.ts):
+  // a resend must find its request whichever slice holds it.
+  const c = await cluster(3)
+  const l = c.leader()!
+  const px = c.net.endpoint('px')
+  const answers: Array<[number, number]> = []
+  px.onMessage((_from, msg) => {
+    const m = msg as { t?: string; res?: Array<[number, number]> }
+    if (m.t === 'fwdResp') for (const r of m.res ?? []) answers.push([r[0], r[1]])
+  })
+  const term = l.node!.status().term
+  const fwd = (reqs: Array<[number, unknown]>): void => px.send(l.id, { t: 'fwd', from: 'px', to: l.id, boot: 'bootX', reqs, term })
+  fwd([[1, { op: 'put', key: 'dup', value: 'once' }]])
+  let ref = 2
+  for (let step = 0; step < 45; step++) {
+    await c.sched.runUntil(c.sched.now + 100)
+    fwd(Array.from({ length: 50 }, (): [number, unknown] => [ref, { op: 'put', key: `k${ref++}`, value: 'v' }]))
+  }
+  const before = answers.filter(([r]) => r === 1).length
+  fwd([[1, { op: 'put', key: 'dup', value: 'once' }]]) // 4.5 s later: outside the first slices
+  await c.sched.runUntil(c.sched.now + 500)
+  const dups = [...c.appliedCommands().values()].filter((s) => s.includes('"dup"')).length
+  t.equal(dups, 1, 'the request was appended once')
+  t.ok(answers.filter(([r]) => r === 1).length > before, 'the resend was answered')
+  t.equal(l.sm.data.get('k2251'), 'v', 'the others were applied')
+})
+
 t.test('an idempotent forwarded proposal whose leader is gone without an answer goes to the next leader', async (t) => {
   // Failed before `idempotent` (a2b5f50): the lost forward was sent again only to the old leader,
   // which no longer led, so the proposal waited for its whole timeout.

@@ -136,6 +136,11 @@ export class SimCluster {
     })
   }
 
+  /** The command applied at each index so far (JSON), on any member. */
+  appliedCommands(): ReadonlyMap<number, string> {
+    return this.appliedAt
+  }
+
   private recordApply(id: NodeId, index: number, cmd: KvInput): void {
     const s = JSON.stringify(cmd)
     const prev = this.appliedAt.get(index)
