@@ -4,6 +4,7 @@
  * calls fail, and the owner is told (to unregister its names, or to restart it).
  * @module
  */
+import { ShardedMap } from '../util/sharded-map.js'
 import { NoWorkerError, WorkerCrashedError } from '../errors.js'
 
 /** What a worker learns about itself when it starts (see {@link Worker.init}). */
@@ -114,7 +115,8 @@ interface Slot {
 
 /** The mailboxes of this node's workers. */
 export class LocalWorkers {
-  private readonly slots = new Map<number, Slot>()
+  /** (sharded: a million workers in one `Map` rehashed them all at once as it grew, a 150 ms stall) */
+  private readonly slots = new ShardedMap<number, Slot>()
   private nextId = 1
 
   /** @param onExit - called once when a worker ends, for any reason */

@@ -42,7 +42,7 @@ export function logStalls(tag: string): void {
   }, 10)
   t.unref()
   const obs = new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) if (e.duration > limit / 2) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} at ${new Date().toISOString()}\n`)
+    for (const e of list.getEntries()) if (e.duration > limit / 2) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} flags ${(e as unknown as { detail?: { flags?: number } }).detail?.flags ?? "?"} at ${new Date().toISOString()}\n`)
   })
   obs.observe({ entryTypes: ['gc'] })
 }
