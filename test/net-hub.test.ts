@@ -203,6 +203,27 @@ t.test('messages from one sender arrive in order, batched in one frame per turn'
   tt.same(a.got.g!.filter((m) => m.from === 'raw').map((m) => m.msg), ['hi', 'there'])
 })
 
+t.test('big binaries queued in one turn go out about a MiB a frame and a turn, in order, small messages after them', async (tt) => {
+  // A leader's snapshot chunks (1 MiB each, a dozen at once) went out in one 12 MiB frame: one
+  // turn packed, tagged and copied it all.
+  const a = await makeHub(tt, 'a', ['g'])
+  const raw = await rawAuth(tt, a.url, 'raw', 'a')
+  await waitFor(() => a.hub.stats().peers.raw?.connected === true, 5000, 'raw connected')
+  const chunk = (i: number): Uint8Array => new Uint8Array(600 * 1024).fill(i)
+  for (let i = 0; i < 6; i++) a.ch.g!.send('raw', { t: 'snap', offset: i, data: chunk(i) })
+  a.ch.g!.send('raw', { t: 'hb' })
+  await waitFor(() => dataFrames(raw).flatMap((f) => f.b as unknown[]).length === 7, 10_000, 'every message')
+  const frames = dataFrames(raw)
+  const got = frames.flatMap((f) => f.b as Array<[string, { t: string; offset?: number; data?: Uint8Array }]>)
+  tt.same(got.map(([, m]) => m.offset ?? m.t), [0, 1, 2, 3, 4, 5, 'hb'], 'in order, the small message last')
+  tt.ok(got.slice(0, 6).every(([, m], i) => m.data!.length === 600 * 1024 && m.data![0] === i), 'each binary intact')
+  tt.ok(frames.length >= 3, `in ${frames.length} frames`)
+  for (const f of frames) {
+    const bytes = (f.b as Array<[string, { data?: Uint8Array }]>).reduce((n, [, m]) => n + (m.data?.length ?? 0), 0)
+    tt.ok(bytes <= 1024 * 1024, `a frame of ${bytes} bytes of binaries (a MiB at most, or one message)`)
+  }
+})
+
 t.test('more messages than the send queue holds, queued in one turn on an open connection, all arrive in order', async (tt) => {
   // Found under load: a node handling a backlog of frames in one turn answered each, queued more
   // than MAX_QUEUE (1,000) for one peer before the end-of-turn flush, and dropped the oldest

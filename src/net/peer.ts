@@ -99,6 +99,31 @@ export interface PeerHost {
   limitedWarn(key: string, msg: string, fields: Record<string, unknown>): void
 }
 
+/** Binary payload sent to one peer in one turn at most (one message at least; see {@link Peer.flush}). */
+export const FLUSH_TURN_BYTES = 1024 * 1024
+
+/** Bytes of a message's binaries: its own `Uint8Array` fields, and those in its array fields. */
+function payloadBytes(msg: unknown): number {
+  if (typeof msg !== 'object' || msg === null) return 0
+  let n = 0
+  for (const k in msg) {
+    const v = (msg as Record<string, unknown>)[k]
+    if (v instanceof Uint8Array) n += v.byteLength
+    else if (Array.isArray(v) && v.length > 0 && v[0] instanceof Uint8Array) for (const x of v) if (x instanceof Uint8Array) n += x.byteLength
+  }
+  return n
+}
+
+/** How many of the first messages of `batch` to send this turn (see {@link FLUSH_TURN_BYTES}). */
+function withinTurnBytes(batch: Batch): number {
+  let bytes = 0
+  for (let i = 0; i < batch.length; i++) {
+    bytes += payloadBytes(batch[i]![1])
+    if (bytes > FLUSH_TURN_BYTES && i > 0) return i
+  }
+  return batch.length
+}
+
 /** One peer: its connection (or the one being dialed), its queue, its counters and its redial timer. */
 export class Peer {
   /** The authenticated connection in use, if any. */
@@ -141,7 +166,7 @@ export class Peer {
     // Connected, the queue is emptied at the end of the turn; a turn that queues more than it
     // holds (a backlog of frames handled in one turn, each answered) sends a frame at once rather
     // than drop messages on a connection that works. The bound drops only while disconnected.
-    if (conn && this.out.length >= MAX_QUEUE) this.flush()
+    if (conn && this.out.length >= MAX_QUEUE) this.flush(true)
     if (this.out.length > MAX_QUEUE) {
       this.out.shift()
       this.dropped++
@@ -164,18 +189,25 @@ export class Peer {
     this.retryTimer = undefined
   }
 
-  /** Send the queued messages on the open connection, in frames of at most the frame limit. */
-  flush(): void {
+  /**
+   * Send the queued messages on the open connection, in frames of at most the frame limit: those
+   * that carry up to {@link FLUSH_TURN_BYTES} of binary payload (one message at least), the rest
+   * at the next turn, so that no turn packs, tags and copies many MiB (a leader's snapshot chunks
+   * went out 12 MiB a frame). `all`: every queued message now.
+   */
+  flush(all = false): void {
     const conn = this.conn
     if (!conn || this.out.length === 0 || conn.ws.readyState !== WebSocket.OPEN) return
-    const batch = this.out
-    this.out = []
+    const take = all ? this.out.length : withinTurnBytes(this.out)
+    const batch = take === this.out.length ? this.out : this.out.slice(0, take)
+    this.out = take === this.out.length ? [] : this.out.slice(take)
     try {
       this.sendBatch(conn, batch)
     } catch (e) {
       this.dropped += batch.length
       this.host.limitedWarn(`encode:${this.id}`, 'could not send messages', { peer: this.id, error: errMessage(e) })
     }
+    if (this.out.length > 0) this.host.scheduleFlush(this)
   }
 
   /**
@@ -297,16 +329,20 @@ export class FlushQueue {
     if (this.immediate) return
     this.immediate = setImmediate(() => {
       this.immediate = undefined
-      this.now()
+      this.run(false)
     })
   }
 
-  /** Flush every queued peer now (the end-of-turn flush then has nothing left to do, or what came since). */
+  /** Flush every queued peer now, all it holds (the end-of-turn flush then has nothing left to do, or what came since). */
   now(): void {
+    this.run(true)
+  }
+
+  private run(all: boolean): void {
     if (this.queue.size === 0) return
     const peers = [...this.queue]
     this.queue.clear()
-    for (const p of peers) p.flush()
+    for (const p of peers) p.flush(all)
   }
 
   /** Cancel the pending flush. */
