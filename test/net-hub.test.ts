@@ -224,6 +224,29 @@ t.test('big binaries queued in one turn go out about a MiB a frame and a turn, i
   }
 })
 
+t.test('binaries held back for the next turns count as buffered: a peer sent more than it takes a turn drops, not queues without end', async (tt) => {
+  // Found by review: held back in the queue, they were not counted, so nothing was dropped and
+  // the queue grew (to 400 messages, 200 MiB) until it reached its bound and went out at once.
+  const a = await makeHub(tt, 'a', ['g'])
+  const b = await makeHub(tt, 'b', ['g'])
+  mesh([a, b])
+  a.ch.g!.send('b', 'hello')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'hello'), 5000, 'connected')
+  const chunk = new Uint8Array(600 * 1024)
+  let most = 0
+  for (let turn = 0; turn < 150; turn++) {
+    most = Math.max(most, a.hub.stats().peers.b!.queued)
+    for (let i = 0; i < 3; i++) a.ch.g!.send('b', { t: 'cast', data: chunk })
+    await new Promise((r) => setImmediate(r))
+  }
+  const st = a.hub.stats().peers.b!
+  tt.ok(most <= 40, `at most ${most} messages waited at the start of a turn (16 MiB of them, and a turn's)`)
+  tt.ok(st.dropped > 0, `the excess was dropped (${st.dropped}), as when the socket buffers too much`)
+  a.ch.g!.send('b', 'after')
+  await waitFor(() => has(b, 'g', (m) => m.msg === 'after'), 10_000, 'a message after the burst')
+  tt.pass('the link still works')
+})
+
 t.test('more messages than the send queue holds, queued in one turn on an open connection, all arrive in order', async (tt) => {
   // Found under load: a node handling a backlog of frames in one turn answered each, queued more
   // than MAX_QUEUE (1,000) for one peer before the end-of-turn flush, and dropped the oldest

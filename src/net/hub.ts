@@ -372,7 +372,7 @@ export class WsHub {
     this.pingTimer = undefined
     for (const p of this.peers.values()) {
       p.cancelRetry()
-      p.out = []
+      p.dropQueue()
     }
     const waits: Promise<void>[] = []
     for (const c of this.conns) {
@@ -434,7 +434,7 @@ export class WsHub {
       // No longer known: stop reconnecting; an open connection stays usable until it drops.
       p.cancelRetry()
       if (!p.conn) {
-        p.out = []
+        p.dropQueue()
         if (!p.dialing) this.peers.delete(p.id)
       }
     }
@@ -575,7 +575,7 @@ export class WsHub {
         peer.scheduleRetry()
       } else if (!peer.dialing) {
         peer.dropped += peer.out.length
-        peer.out = []
+        peer.dropQueue()
         this.peers.delete(id)
       }
     }
@@ -771,7 +771,7 @@ export class WsHub {
    */
   private connectionLost(peer: Peer): void {
     peer.dropped += peer.out.length
-    peer.out = []
+    peer.dropQueue()
     this.tellConnection(peer.id, false)
   }
 

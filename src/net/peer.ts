@@ -105,6 +105,8 @@ export const FLUSH_TURN_BYTES = 1024 * 1024
 /** Bytes of a message's binaries: its own `Uint8Array` fields, and those in its array fields. */
 function payloadBytes(msg: unknown): number {
   if (typeof msg !== 'object' || msg === null) return 0
+  if (ArrayBuffer.isView(msg)) return msg.byteLength
+  if (Array.isArray(msg)) return 0 // (not walked: a message is an object; an array of many items would cost a walk per flush)
   let n = 0
   for (const k in msg) {
     const v = (msg as Record<string, unknown>)[k]
@@ -140,6 +142,8 @@ export class Peer {
   dropped = 0
   /** Messages received so far. */
   received = 0
+  /** Bytes of binaries in the messages {@link Peer.flush} held back for the next turn (they count as buffered). */
+  private heldBytes = 0
 
   /**
    * @param id - the peer's node id
@@ -153,19 +157,22 @@ export class Peer {
   /** Queue a message for the peer; send it this turn if connected, else dial. */
   enqueue(group: string, msg: unknown): void {
     const conn = this.conn
-    if (conn && conn.ws.bufferedAmount > this.host.maxBuffered) {
+    // (what the socket buffers, and the binaries held back for the next turns: see flush())
+    const held = this.out.length > 0 ? this.heldBytes : 0
+    if (conn && conn.ws.bufferedAmount + held > this.host.maxBuffered) {
       this.dropped++
       this.host.limitedWarn(`backpressure:${this.id}`, 'peer connection is congested; dropping messages', {
         peer: this.id,
-        buffered: conn.ws.bufferedAmount,
+        buffered: conn.ws.bufferedAmount + held,
         dropped: this.dropped,
       })
       return
     }
     this.out.push([group, msg])
-    // Connected, the queue is emptied at the end of the turn; a turn that queues more than it
-    // holds (a backlog of frames handled in one turn, each answered) sends a frame at once rather
-    // than drop messages on a connection that works. The bound drops only while disconnected.
+    // Connected, the queue goes out at the end of the turn (about a MiB of binaries a turn, see
+    // flush()); a turn that queues more than it holds (a backlog of frames handled in one turn,
+    // each answered) sends a frame at once rather than drop messages on a connection that works.
+    // The bound drops only while disconnected.
     if (conn && this.out.length >= MAX_QUEUE) this.flush(true)
     if (this.out.length > MAX_QUEUE) {
       this.out.shift()
@@ -174,6 +181,12 @@ export class Peer {
     }
     if (conn) this.host.scheduleFlush(this)
     else this.dial()
+  }
+
+  /** Forget the queued messages (the connection they were meant for is gone). */
+  dropQueue(): void {
+    this.out = []
+    this.heldBytes = 0
   }
 
   /** A connection to the peer was authenticated: reset the backoff and send what waits. */
@@ -201,6 +214,9 @@ export class Peer {
     const take = all ? this.out.length : withinTurnBytes(this.out)
     const batch = take === this.out.length ? this.out : this.out.slice(0, take)
     this.out = take === this.out.length ? [] : this.out.slice(take)
+    let held = 0
+    for (const [, m] of this.out) held += payloadBytes(m)
+    this.heldBytes = held
     try {
       this.sendBatch(conn, batch)
     } catch (e) {
@@ -304,7 +320,7 @@ export class Peer {
     const { host } = this
     if (host.isClosed() || this.conn || this.dialing || this.retryTimer) return
     if (host.addressOf(this.id) === undefined) {
-      this.out = []
+      this.dropQueue()
       host.forget(this)
       return
     }
