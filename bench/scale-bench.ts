@@ -12,16 +12,20 @@
  * 3. A follower is SIGKILLed and restarted from its data dir: time from the restart until it
  *    holds every name locally.
  * In every phase, the longest event-loop stall of each node (measured inside each process from
- * its start, `perf_hooks.monitorEventLoopDelay`). The heap per name is measured on a replica
+ * its start, `perf_hooks.monitorEventLoopDelay`), the stalls over 100 ms of every node (how many,
+ * their total: the longest alone swings between runs of one version), and the machine's CPU
+ * pressure (the share of the phase a ready task waited for a core: a node waiting for a core
+ * stalls too). The heap per name is measured on a replica
  * that hosts none of the workers, after a forced GC.
  *
  * Prints one markdown table, then each target with met or NOT met.
  * @module
  */
-import { rmSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { benchLogger, installBenchGuards, runMain } from './common.js'
 import { flagOption, intOption, parseCli } from '../tools/cli-args.js'
+import type { LoopDelay } from '../tools/cluster/loop-delay.js'
 import type { RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
@@ -45,17 +49,30 @@ installBenchGuards(() => {
 const log = benchLogger('scale')
 
 type Mem = { heapUsed: number; gcExposed: boolean }
-type Delay = { maxMs: number; p99Ms: number }
 
-/** The longest stall per node since the previous call of this (the first call starts it). */
-async function stalls(c: SwormCluster): Promise<Record<string, number>> {
-  const out: Record<string, number> = {}
+/** The stalls of each node since the previous call of this (the first call starts it). */
+async function stalls(c: SwormCluster): Promise<Record<string, LoopDelay>> {
+  const out: Record<string, LoopDelay> = {}
   await Promise.all(
     c.alive().map(async (id) => {
-      out[id] = (await c.request<Delay>(id, { op: 'loopDelay' }, 60_000)).maxMs
+      out[id] = await c.request<LoopDelay>(id, { op: 'loopDelay' }, 60_000)
     }),
   )
   return out
+}
+
+/**
+ * The machine's CPU pressure so far (Linux PSI: µs during which a task ready to run waited for a
+ * core), or undefined where the kernel does not tell. Over a phase, its share of the phase's time
+ * says how oversubscribed the cores were: a process waiting for a core counts as stalled.
+ */
+function cpuWaitUs(): number | undefined {
+  try {
+    const m = /^some .*total=(\d+)/m.exec(readFileSync('/proc/pressure/cpu', 'utf8'))
+    return m ? Number(m[1]) : undefined
+  } catch {
+    return undefined
+  }
 }
 
 /** Poll until `id` holds `count` names; ms it took from `t0`, or undefined past the limit. */
@@ -74,18 +91,40 @@ interface Results {
   heapPerName: number | undefined
   joinMs: number | undefined
   restartMs: number | undefined
-  /** Longest stall on any node, per phase, and on which node. */
-  stall: Record<string, { ms: number; node: string }>
+  /**
+   * Per phase: the longest stall on any node and on which; the stalls over 100 ms of every node
+   * (how many, their total); the share of the phase a ready task waited for a core (if known).
+   */
+  stall: Record<string, { ms: number; node: string; longCount: number; longMs: number; cpuWait: number | undefined }>
   notes: string[]
 }
 
 async function run(): Promise<Results> {
   const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, notes: [] }
-  const noteStalls = (phase: string, s: Record<string, number>): void => {
+  let phaseAt = performance.now()
+  let waitAt = cpuWaitUs()
+  const noteStalls = (phase: string, s: Record<string, LoopDelay>): void => {
     let worst = { ms: 0, node: '-' }
-    for (const [node, ms] of Object.entries(s)) if (ms > worst.ms) worst = { ms, node }
-    res.stall[phase] = worst
-    log(`  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v)])))}`)
+    let longCount = 0
+    let longMs = 0
+    for (const [node, d] of Object.entries(s)) {
+      if (d.maxMs > worst.ms) worst = { ms: d.maxMs, node }
+      longCount += d.longCount
+      longMs += d.longMs
+    }
+    const wait = cpuWaitUs()
+    const cpuWait = wait !== undefined && waitAt !== undefined ? (wait - waitAt) / 1000 / (performance.now() - phaseAt) : undefined
+    res.stall[phase] = { ...worst, longCount, longMs, cpuWait }
+    log(
+      `  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v.maxMs)])))}; ` +
+        `${longCount} stalls over 100 ms (${(longMs / 1000).toFixed(1)} s)${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
+    )
+  }
+  /** Start a phase's measures (stalls, CPU pressure) from now. */
+  const phaseStart = async (c: SwormCluster): Promise<void> => {
+    await stalls(c)
+    phaseAt = performance.now()
+    waitAt = cpuWaitUs()
   }
   log(`starting 3 sworm node processes; ${TOTAL.toLocaleString('en')} names`)
   const c = await startSwormCluster({ n: 3, name: 'scale', requestTimeoutMs: 30_000, ipcTimeoutMs: 120_000, startTimeoutMs: CATCH_UP_MAX_MS, ...(MAX_LOG ? { maxLogEntries: MAX_LOG } : {}) })
@@ -95,7 +134,7 @@ async function run(): Promise<Results> {
     const [replica, victim] = c.ids.filter((id) => id !== leader) as [string, string]
     const mem0 = await c.request<Mem>(replica, { op: 'memory' }, 60_000)
     if (!mem0.gcExposed) res.notes.push('gc was not exposed to the nodes: the heap figure includes garbage.')
-    await stalls(c) // start measuring from here
+    await phaseStart(c) // start measuring from here
 
     // 1. registrations
     const load = async (prefix: string, count: number): Promise<RegisterManyResult> =>
@@ -118,7 +157,7 @@ async function run(): Promise<Results> {
     const mem1 = await c.request<Mem>(replica, { op: 'memory' }, 120_000)
     res.heapPerName = (mem1.heapUsed - mem0.heapUsed) / TOTAL
     // (the heap measure's forced collections stall the replica: not the join's doing)
-    await stalls(c)
+    await phaseStart(c)
 
     // 2. a fresh node joins
     log('a fresh node joins')
@@ -131,7 +170,7 @@ async function run(): Promise<Results> {
     // 3. a follower is killed and restarted
     log(`${victim} is SIGKILLed and restarted`)
     await c.kill(victim)
-    await stalls(c)
+    await phaseStart(c)
     const tr = performance.now()
     await c.restart(victim)
     res.restartMs = await holdsAll(c, victim, TOTAL, tr)
@@ -161,9 +200,12 @@ function report(r: Results): void {
   console.log('|---|---|---|')
   console.log(`| ${BASE.toLocaleString('en')} | ${Math.round(r.baseRate).toLocaleString('en')} | 0 |`)
   for (const st of r.steps) console.log(`| ${st.upTo.toLocaleString('en')} | ${Math.round(st.rate).toLocaleString('en')} | ${st.bad} |`)
-  console.log('\n| phase | longest stall | node |')
-  console.log('|---|---|---|')
-  for (const [phase, x] of Object.entries(r.stall)) console.log(`| ${phase} | ${x.ms.toFixed(0)} ms | ${x.node} |`)
+  console.log('\n| phase | longest stall | node | stalls over 100 ms, every node: count, total | CPU pressure (a ready task waited for a core) |')
+  console.log('|---|---|---|---|---|')
+  for (const [phase, x] of Object.entries(r.stall)) {
+    const pressure = x.cpuWait === undefined ? 'n/a' : `${(x.cpuWait * 100).toFixed(0)}% of the phase`
+    console.log(`| ${phase} | ${x.ms.toFixed(0)} ms | ${x.node} | ${x.longCount}, ${(x.longMs / 1000).toFixed(1)} s | ${pressure} |`)
+  }
   console.log('\n| figure | measured | target | |')
   console.log('|---|---|---|---|')
   for (const [f, m, t, ok] of rows) console.log(`| ${f} | ${m} | ${t} | ${ok ? 'met' : 'NOT met'} |`)

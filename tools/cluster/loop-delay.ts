@@ -7,22 +7,53 @@ import { monitorEventLoopDelay, PerformanceObserver, performance, type IntervalH
 
 let loop: IntervalHistogram | undefined
 
+/** Stalls counted apart: longer than this (ms). */
+export const LONG_STALL_MS = 100
+/** Stalls over {@link LONG_STALL_MS} since the last take: how many, and their total (ms). */
+let long = { count: 0, ms: 0 }
+
 /** Start measuring (idempotent). */
 export function startLoopDelay(): void {
   if (loop) return
   loop = monitorEventLoopDelay({ resolution: 5 })
   loop.enable()
+  // the longest stall alone swings between runs of one version: their number and total say more
+  const tickMs = 10
+  let last = performance.now()
+  setInterval(() => {
+    const now = performance.now()
+    const stall = now - last - tickMs
+    if (stall > LONG_STALL_MS) {
+      long.count++
+      long.ms += stall
+    }
+    last = now
+  }, tickMs).unref()
 }
 
-/** The longest and the 99th-percentile delay (ms) since the previous call, or since the start. */
-export function takeLoopDelay(): { maxMs: number; p99Ms: number } {
+/** What {@link takeLoopDelay} returns. */
+export interface LoopDelay {
+  /** The longest delay (ms). */
+  maxMs: number
+  /** The 99th-percentile delay (ms). */
+  p99Ms: number
+  /** Stalls over {@link LONG_STALL_MS}: how many. */
+  longCount: number
+  /** ... and their total (ms). */
+  longMs: number
+}
+
+/** The delays since the previous call, or since the start. */
+export function takeLoopDelay(): LoopDelay {
   if (!loop) {
     startLoopDelay()
-    return { maxMs: 0, p99Ms: 0 }
+    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0 }
   }
   const out = loop.count > 0 ? { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 } : { maxMs: 0, p99Ms: 0 }
   loop.reset()
-  return out
+  const l = long
+  long = { count: 0, ms: 0 }
+  return { ...out, longCount: l.count, longMs: l.ms }
 }
 
 /**
