@@ -2,9 +2,15 @@
  * The functions that took the most CPU in a `.cpuprofile` (self time), for a quick look without
  * DevTools: `node dist/tools/cpu-top.js <file> [count]`. With `--busiest`, the same for the longest
  * run of samples without idle time only (what a stall of the event loop was made of), by stack.
+ * With `--stalls <log>`, for each stall of this profile's node in a log written with
+ * `SWORM_STALL_LOG` (`[stall n2] 376 ms ending at ... (monotonic clock <µs> ...)`; the node is the
+ * profile file's name up to its first dot, as `SWORM_CPU_PROF` names them), the stacks that filled
+ * it: how session 17 found three stalls a whole-run profile hid among collections. A stall with no
+ * sample inside was time the process did not run (waiting for a core, or blocked in the kernel).
  * @module
  */
 import { readFileSync } from 'node:fs'
+import { basename } from 'node:path'
 
 interface ProfileNode {
   id: number
@@ -12,6 +18,7 @@ interface ProfileNode {
   children?: number[]
 }
 interface Profile {
+  startTime: number
   nodes: ProfileNode[]
   samples: number[]
   timeDeltas: number[]
@@ -19,9 +26,11 @@ interface Profile {
 
 const args = process.argv.slice(2)
 const busiest = args.includes('--busiest')
-const [file, countArg] = args.filter((a) => a !== '--busiest')
-if (!file) {
-  process.stderr.write('usage: node dist/tools/cpu-top.js <file.cpuprofile> [count] [--busiest]\n')
+const stallsAt = args.indexOf('--stalls')
+const stallLog = stallsAt >= 0 ? args[stallsAt + 1] : undefined
+const [file, countArg] = args.filter((a, i) => a !== '--busiest' && i !== stallsAt && (stallsAt < 0 || i !== stallsAt + 1))
+if (!file || (stallsAt >= 0 && !stallLog)) {
+  process.stderr.write('usage: node dist/tools/cpu-top.js <file.cpuprofile> [count] [--busiest | --stalls <stall log>]\n')
   process.exit(2)
 }
 const p = JSON.parse(readFileSync(file, 'utf8')) as Profile
@@ -33,6 +42,31 @@ const frame = (id: number): string => {
   return `${f.functionName || '(anonymous)'} ${f.url.split('/').slice(-2).join('/')}:${f.lineNumber + 1}`
 }
 const isIdle = (id: number): boolean => byId.get(id)!.callFrame.functionName === '(idle)'
+
+if (stallLog) {
+  // each stall of this node: the stacks (three callers deep) of the samples inside it
+  const node = basename(file).split('.')[0]
+  const times: number[] = []
+  for (let i = 0, t = p.startTime; i < p.samples.length; i++) times.push((t += p.timeDeltas[i] ?? 0))
+  const re = /^\[stall (\S+)\] (\d+) ms .*monotonic clock (\d+)/
+  for (const line of readFileSync(stallLog, 'utf8').split('\n')) {
+    const m = re.exec(line)
+    if (!m || m[1] !== node) continue
+    const end = Number(m[3])
+    const start = end - Number(m[2]) * 1000
+    const byStack = new Map<string, number>()
+    for (let i = 0; i < p.samples.length; i++) {
+      if (times[i]! < start || times[i]! > end) continue
+      const chain: string[] = []
+      for (let k = 0, c: number | undefined = p.samples[i]!; k < 4 && c !== undefined; k++, c = parent.get(c)) chain.push(frame(c))
+      const key = chain.join(' < ')
+      byStack.set(key, (byStack.get(key) ?? 0) + (p.timeDeltas[i + 1] ?? 0))
+    }
+    process.stdout.write(`${line.slice(0, line.indexOf(' ending'))}, ending at ${end} µs:${byStack.size ? '' : ' no sample (the process did not run)'}\n`)
+    for (const [k, us] of [...byStack].sort((a, b) => b[1] - a[1]).slice(0, Number(countArg ?? 3))) process.stdout.write(`${(us / 1000).toFixed(1).padStart(9)} ms  ${k}\n`)
+  }
+  process.exit(0)
+}
 
 // the samples to count: all, or the longest run without an idle sample
 let from = 0
