@@ -94,6 +94,30 @@ export class ShardedMap<K extends string | number, V> implements Iterable<[K, V]
     return this.walk((m) => m.entries())
   }
 
+  /** How many shards there are: iteration goes through shards `0 .. shardCount - 1` in turn. */
+  get shardCount(): number {
+    return this.shards.length
+  }
+
+  /** The shard `key` belongs to (see {@link shardKeys}). */
+  shardIndexOf(key: K): number {
+    return shardOf(key)
+  }
+
+  /**
+   * The keys of shard `i`, in iteration order: iterating the map is iterating shard 0's keys,
+   * then shard 1's, and so on. A 64th of {@link keyArray}, so that a caller who needs the order of
+   * every key at one instant can take each shard's just before that shard first changes.
+   */
+  shardKeys(i: number): K[] {
+    const m = this.shards[i]
+    if (!m) return []
+    const out = new Array<K>(m.size)
+    let j = 0
+    for (const k of m.keys()) out[j++] = k
+    return out
+  }
+
   /** Every key, in iteration order (faster than spreading {@link keys}). */
   keyArray(): K[] {
     const out = new Array<K>(this.count)
