@@ -100,7 +100,8 @@ export type SwormRequest =
   | { op: 'cpu' }
   | { op: 'whereisLatency'; prefix: string; count: number; iterations: number; start?: number }
   | { op: 'callLatency'; name: string; iterations: number }
-  | { op: 'memory' }
+  /** The heap after two forced collections; with `compact`, after the node's log is compacted. */
+  | { op: 'memory'; compact?: boolean }
   /** The longest and p99 event-loop delay since the previous call (the first call starts measuring). */
   | { op: 'loopDelay' }
   | { op: 'stop' }

@@ -30,7 +30,8 @@ export function observeOps(ctx: SwormNodeContext) {
       const c = process.cpuUsage()
       return { userMs: c.user / 1000, systemMs: c.system / 1000 }
     },
-    memory: () => {
+    memory: async (req) => {
+      if (req.compact) await internals(sworm).raft.compactNow()
       const gc = (globalThis as { gc?: () => void }).gc
       if (gc) {
         gc()
