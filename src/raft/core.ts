@@ -36,7 +36,7 @@ import type {
   RaftMessage,
   Snapshot,
 } from './types.js'
-import { cloneConfig, emptyConfig, RaftLog } from './log.js'
+import { cloneConfig, emptyConfig, RaftLog, type EntryCodec } from './log.js'
 import { acknowledge, newProgress, sent, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
 
@@ -64,6 +64,11 @@ export interface CoreOptions {
   /** Serve reads at the commit index without a quorum round while the leader lease holds.
    * Relies on bounded clock drift between nodes (see README). Default false. */
   leaseRead?: boolean
+  /**
+   * Turns entries into bytes and back: with it, the log keeps the entries the state machine has
+   * applied as bytes rather than objects (see `log.ts`). Default: none, entries stay objects.
+   */
+  entryCodec?: EntryCodec
   /** Entries per append message. Default 256 (half the window below: a follower catching up has the next append on its way while it stores one). */
   maxAppendEntries?: number
   /**
@@ -336,7 +341,7 @@ export class RaftCore {
 
     this.term = persisted.hardState.term
     this.vote = persisted.hardState.vote
-    this.log = new RaftLog(persisted.snapshot, persisted.entries)
+    this.log = new RaftLog(persisted.snapshot, persisted.entries, opts.entryCodec)
     this.stableIndex = this.lastIndex()
     this.commit = Math.min(Math.max(persisted.hardState.commit, this.log.snapIndex), this.lastIndex())
     this.applied = this.log.snapIndex
@@ -1381,6 +1386,8 @@ export class RaftCore {
       if (stable > this.stableIndex) this.stableIndex = stable
       if (this.role === 'leader') this.maybeCommit()
     }
+    // what is applied and durable is needed again only by followers that lag: as bytes
+    this.log.freezeUpTo(Math.min(this.applied, this.stableIndex))
   }
 }
 

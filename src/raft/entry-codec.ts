@@ -57,6 +57,21 @@ export function entryBytes(e: Entry): Uint8Array {
   return b
 }
 
+/**
+ * The entry `bytes` encode (bytes this process encoded: the log's own, kept as bytes once
+ * applied), with a copy of them kept as its encoding, so that sending it again encodes nothing.
+ * @throws when the bytes do not hold an entry tuple
+ */
+export function entryFromBytes(bytes: Uint8Array): Entry {
+  const v = packr.unpack(bytes) as unknown
+  if (!Array.isArray(v) || v.length !== 4 || !Number.isSafeInteger(v[0])) throw new Error('not an encoded log entry')
+  const e: Entry = { index: v[0] as number, term: v[1] as number, type: v[2] as EntryType, data: v[3] }
+  const s = slot(e.index)
+  cachedEntry[s] = e
+  cachedBytes[s] = bytes.slice() // (a view would keep the whole segment it came from)
+  return e
+}
+
 /** Decode stored or received entry bytes; no check of their cost (see {@link decodeEntries}). */
 export function unpackEntry(bytes: Uint8Array): unknown {
   return packr.unpack(bytes)

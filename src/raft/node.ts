@@ -23,7 +23,7 @@ import {
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
-import { decodeEntries, entryBytes } from './entry-codec.js'
+import { decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
@@ -349,6 +349,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       maxInflightEntries: opts.maxInflightEntries,
       // (the encoding sent, made once and kept: see entry-codec.ts)
       entryBytes: (e) => entryBytes(e).length,
+      entryCodec: { encode: entryBytes, decode: entryFromBytes },
     }
     const core = new RaftCore(coreOptions, persisted)
     const node = new RaftNode<C, R>(opts, core, coreOptions, appliedConfig, applied)

@@ -6,9 +6,14 @@
  * leaders in one term throw. Used by `raft-core.test.ts` and `raft-review.test.ts`.
  * @module
  */
+import { entryBytes, entryFromBytes } from '../../src/raft/entry-codec.js'
+import { setFrozenSegment } from '../../src/raft/log.js'
 import { RaftCore } from '../../src/raft/core.js'
 import type { ClusterConfig, Entry, HardState, NodeId, RaftMessage, Snapshot } from '../../src/raft/types.js'
 import { seededRandom } from '../../src/testkit/sim.js'
+
+// the cores' logs freeze what they applied every few entries: the tests' short logs freeze too
+setFrozenSegment(4)
 
 /** What a member has persisted. */
 export interface CoreDisk {
@@ -90,6 +95,8 @@ export class CoreHarness {
         leaseRead: this.leaseRead,
         snapshotChunkBytes: this.opts.snapshotChunkBytes,
         snapshotWindow: this.opts.snapshotWindow,
+        // applied entries frozen into bytes, in segments of a few entries (see `setFrozenSegment` above)
+        entryCodec: { encode: entryBytes, decode: entryFromBytes },
         ...(this.opts.entryBytes ? { entryBytes: this.opts.entryBytes, maxAppendBytes: this.opts.maxAppendBytes, maxInflightBytes: this.opts.maxInflightBytes } : {}),
         ...(this.opts.now ? { now: this.opts.now, leaseMs: 450, learnerPaceMs: this.opts.learnerPaceMs } : {}),
       },

@@ -2,6 +2,7 @@
  * A simulated Raft cluster: real RaftNode code over a SimNetwork, MemoryStorage and simulated
  * clocks, with a KV state machine, fault injection and the safety checkers.
  */
+import { FROZEN_SEGMENT, setFrozenSegment } from '../../src/raft/log.js'
 import { MemoryStorage } from '../../src/raft/storage/memory-storage.js'
 import { RaftNode } from '../../src/raft/node.js'
 import type { ClusterConfig, Logger, NodeId, Transport } from '../../src/raft/types.js'
@@ -61,6 +62,8 @@ export class SimCluster {
   constructor(opts: SimClusterOptions) {
     this.opts = opts
     this.sched = new SimScheduler(opts.seed)
+    // the logs freeze what they applied in segments of 4 to 1,024 entries (see raft/log.ts)
+    setFrozenSegment([4, 32, FROZEN_SEGMENT][opts.seed % 3])
     this.net = new SimNetwork(this.sched)
   }
 

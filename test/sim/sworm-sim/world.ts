@@ -7,6 +7,7 @@
  * order in which the parts run: moving a draw changes what every seed replays.
  * @module
  */
+import { FROZEN_SEGMENT, setFrozenSegment } from '../../../src/raft/log.js'
 import { MemoryStorage } from '../../../src/raft/storage/memory-storage.js'
 import { silentLogger, type Logger } from '../../../src/raft/types.js'
 import type { Sworm, SwormOptions } from '../../../src/sworm.js'
@@ -18,6 +19,8 @@ import { assemble, internals } from '../../../src/internal.js'
 /** Options of a scenario run (see `runSwormScenario`). */
 /** Snapshot chunk sizes the runs cycle through (by seed); large-state runs use 16 times these. */
 const SNAPSHOT_CHUNKS = [1024, 8192, 1024 * 1024]
+/** Entries per frozen segment of the logs (`raft/log.ts`): small ones freeze the short logs of a run. */
+const FROZEN_SEGMENTS = [4, 16, 64, FROZEN_SEGMENT]
 
 export interface SwormScenarioOptions {
   durationMs?: number
@@ -136,6 +139,7 @@ export class SimWorld {
     readonly opts: SwormScenarioOptions,
   ) {
     this.sched = new SimScheduler(seed)
+    setFrozenSegment(FROZEN_SEGMENTS[Math.floor(seed / SNAPSHOT_CHUNKS.length) % FROZEN_SEGMENTS.length])
     this.net = new SimNetwork(this.sched)
     this.r = this.sched.random
     simGlobals.__swormNow = () => this.sched.now
