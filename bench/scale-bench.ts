@@ -13,7 +13,9 @@
  *    holds every name locally.
  * In every phase, the longest event-loop stall of each node (measured inside each process from
  * its start, `perf_hooks.monitorEventLoopDelay`), the stalls over 100 ms of every node (how many,
- * their total: the longest alone swings between runs of one version), and the machine's CPU
+ * their total: the longest alone swings between runs of one version; and, from Linux's
+ * per-thread scheduler counts, how long the main thread ran in them and how long it was ready but
+ * waited for a core), and the machine's CPU
  * pressure (the share of the phase a ready task waited for a core: a node waiting for a core
  * stalls too). The heap per name is measured on a replica
  * that hosts none of the workers, after its log is compacted (a snapshot taken then) and a forced GC.
@@ -25,7 +27,7 @@ import { readFileSync, rmSync } from 'node:fs'
 import { performance } from 'node:perf_hooks'
 import { benchLogger, installBenchGuards, runMain } from './common.js'
 import { flagOption, intOption, parseCli } from '../tools/cli-args.js'
-import type { LoopDelay } from '../tools/cluster/loop-delay.js'
+import type { LoopDelay, Stall } from '../tools/cluster/loop-delay.js'
 import type { RegisterManyResult } from '../tools/cluster/sworm-protocol.js'
 import { startSwormCluster, type SwormCluster } from '../tools/cluster/sworm-cluster.js'
 
@@ -49,6 +51,11 @@ installBenchGuards(() => {
 const log = benchLogger('scale')
 
 type Mem = { heapUsed: number; gcExposed: boolean }
+
+const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
+/** What the main thread did in a stall over 100 ms, when known: ", ran X ms, waited Y ms". */
+const didIn = (st: Stall | undefined): string =>
+  st?.runMs === undefined || st.waitMs === undefined ? '' : `, ran ${Math.round(st.runMs)} ms, waited ${Math.round(st.waitMs)} ms`
 
 /** The stalls of each node since the previous call of this (the first call starts it). */
 async function stalls(c: SwormCluster): Promise<Record<string, LoopDelay>> {
@@ -95,7 +102,7 @@ interface Results {
    * Per phase: the longest stall on any node and on which; the stalls over 100 ms of every node
    * (how many, their total); the share of the phase a ready task waited for a core (if known).
    */
-  stall: Record<string, { ms: number; node: string; longCount: number; longMs: number; cpuWait: number | undefined }>
+  stall: Record<string, { ms: number; node: string; longest: Stall | undefined; longCount: number; longMs: number; longRunMs: number; longWaitMs: number; cpuWait: number | undefined }>
   notes: string[]
 }
 
@@ -104,20 +111,24 @@ async function run(): Promise<Results> {
   let phaseAt = performance.now()
   let waitAt = cpuWaitUs()
   const noteStalls = (phase: string, s: Record<string, LoopDelay>): void => {
-    let worst = { ms: 0, node: '-' }
+    let worst: { ms: number; node: string; longest: Stall | undefined } = { ms: 0, node: '-', longest: undefined }
     let longCount = 0
     let longMs = 0
+    let longRunMs = 0
+    let longWaitMs = 0
     for (const [node, d] of Object.entries(s)) {
-      if (d.maxMs > worst.ms) worst = { ms: d.maxMs, node }
+      if (d.maxMs > worst.ms) worst = { ms: d.maxMs, node, longest: d.longest }
       longCount += d.longCount
       longMs += d.longMs
+      longRunMs += d.longRunMs
+      longWaitMs += d.longWaitMs
     }
     const wait = cpuWaitUs()
     const cpuWait = wait !== undefined && waitAt !== undefined ? (wait - waitAt) / 1000 / (performance.now() - phaseAt) : undefined
-    res.stall[phase] = { ...worst, longCount, longMs, cpuWait }
+    res.stall[phase] = { ...worst, longCount, longMs, longRunMs, longWaitMs, cpuWait }
     log(
-      `  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v.maxMs)])))}; ` +
-        `${longCount} stalls over 100 ms (${(longMs / 1000).toFixed(1)} s)${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
+      `  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}${didIn(worst.longest)}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v.maxMs)])))}; ` +
+        `${longCount} stalls over 100 ms (${secs(longMs)}${longCount ? `: ran ${secs(longRunMs)}, waited for a core ${secs(longWaitMs)}` : ''})${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
     )
   }
   /** Start a phase's measures (stalls, CPU pressure) from now. */
@@ -202,11 +213,12 @@ function report(r: Results): void {
   console.log('|---|---|---|')
   console.log(`| ${BASE.toLocaleString('en')} | ${Math.round(r.baseRate).toLocaleString('en')} | 0 |`)
   for (const st of r.steps) console.log(`| ${st.upTo.toLocaleString('en')} | ${Math.round(st.rate).toLocaleString('en')} | ${st.bad} |`)
-  console.log('\n| phase | longest stall | node | stalls over 100 ms, every node: count, total | CPU pressure (a ready task waited for a core) |')
+  console.log('\n| phase | longest stall (its node\'s main thread: ran, waited for a core) | node | stalls over 100 ms, every node: count, total (ran, waited for a core) | CPU pressure (a ready task waited for a core) |')
   console.log('|---|---|---|---|---|')
   for (const [phase, x] of Object.entries(r.stall)) {
     const pressure = x.cpuWait === undefined ? 'n/a' : `${(x.cpuWait * 100).toFixed(0)}% of the phase`
-    console.log(`| ${phase} | ${x.ms.toFixed(0)} ms | ${x.node} | ${x.longCount}, ${(x.longMs / 1000).toFixed(1)} s | ${pressure} |`)
+    const parts = x.longCount ? ` (${secs(x.longRunMs)}, ${secs(x.longWaitMs)})` : ''
+    console.log(`| ${phase} | ${x.ms.toFixed(0)} ms${didIn(x.longest)} | ${x.node} | ${x.longCount}, ${secs(x.longMs)}${parts} | ${pressure} |`)
   }
   console.log('\n| figure | measured | target | |')
   console.log('|---|---|---|---|')

@@ -3,31 +3,77 @@
  * the node starts, restoring its snapshot say, counts too): the `loopDelay` operation reads it.
  * @module
  */
+import { closeSync, openSync, readSync } from 'node:fs'
 import { monitorEventLoopDelay, PerformanceObserver, performance, type IntervalHistogram } from 'node:perf_hooks'
 
 let loop: IntervalHistogram | undefined
 
 /** Stalls counted apart: longer than this (ms). */
 export const LONG_STALL_MS = 100
-/** Stalls over {@link LONG_STALL_MS} since the last take: how many, and their total (ms). */
-let long = { count: 0, ms: 0 }
+
+/** A stall, and what the main thread did meanwhile (Linux only: else undefined). */
+export interface Stall {
+  ms: number
+  /** The main thread's time on a core within it (ms). */
+  runMs: number | undefined
+  /** Its time ready to run but waiting for a core (ms): the machine's doing, not the code's. */
+  waitMs: number | undefined
+}
+
+/** Stalls over {@link LONG_STALL_MS} since the last take: how many, their total, the longest (ms). */
+let long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined as Stall | undefined }
+
+/**
+ * The main thread's time on a core and waiting for one, in ns, from
+ * `/proc/self/task/<pid>/schedstat` (the main thread's id is the process's); undefined where there
+ * is no such file.
+ */
+function mainThreadSched(): () => [number, number] | undefined {
+  let fd: number
+  try {
+    fd = openSync(`/proc/self/task/${process.pid}/schedstat`, 'r')
+  } catch {
+    return () => undefined
+  }
+  const buf = Buffer.alloc(96)
+  return () => {
+    try {
+      const n = readSync(fd, buf, 0, buf.length, 0)
+      const [run, wait] = buf.toString('latin1', 0, n).split(' ')
+      return [Number(run), Number(wait)]
+    } catch {
+      closeSync(fd)
+      return undefined
+    }
+  }
+}
 
 /** Start measuring (idempotent). */
 export function startLoopDelay(): void {
   if (loop) return
   loop = monitorEventLoopDelay({ resolution: 5 })
   loop.enable()
-  // the longest stall alone swings between runs of one version: their number and total say more
+  // the longest stall alone swings between runs of one version: their number and total say more,
+  // and so does what the main thread did in them (ran, or waited for a core)
   const tickMs = 10
+  const sched = mainThreadSched()
   let last = performance.now()
+  let lastSched = sched()
   setInterval(() => {
     const now = performance.now()
     const stall = now - last - tickMs
+    const s = sched()
     if (stall > LONG_STALL_MS) {
+      const runMs = s && lastSched ? (s[0] - lastSched[0]) / 1e6 : undefined
+      const waitMs = s && lastSched ? (s[1] - lastSched[1]) / 1e6 : undefined
       long.count++
       long.ms += stall
+      long.runMs += runMs ?? 0
+      long.waitMs += waitMs ?? 0
+      if (!long.longest || stall > long.longest.ms) long.longest = { ms: stall, runMs, waitMs }
     }
     last = now
+    lastSched = s
   }, tickMs).unref()
 }
 
@@ -41,19 +87,25 @@ export interface LoopDelay {
   longCount: number
   /** ... and their total (ms). */
   longMs: number
+  /** ... of which the main thread ran (ms; 0 where unknown). */
+  longRunMs: number
+  /** ... and waited for a core (ms; 0 where unknown). */
+  longWaitMs: number
+  /** The longest of them, and what the main thread did in it. */
+  longest: Stall | undefined
 }
 
 /** The delays since the previous call, or since the start. */
 export function takeLoopDelay(): LoopDelay {
   if (!loop) {
     startLoopDelay()
-    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0 }
+    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0, longRunMs: 0, longWaitMs: 0, longest: undefined }
   }
   const out = loop.count > 0 ? { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 } : { maxMs: 0, p99Ms: 0 }
   loop.reset()
   const l = long
-  long = { count: 0, ms: 0 }
-  return { ...out, longCount: l.count, longMs: l.ms }
+  long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined }
+  return { ...out, longCount: l.count, longMs: l.ms, longRunMs: l.runMs, longWaitMs: l.waitMs, longest: l.longest }
 }
 
 /**
@@ -65,11 +117,18 @@ export function logStalls(tag: string): void {
   if (!process.env.SWORM_STALL_LOG) return
   const set = Number(process.env.SWORM_STALL_LOG)
   const limit = set > 1 ? set : 100
+  const sched = mainThreadSched()
   let last = performance.now()
+  let lastSched = sched()
   const t = setInterval(() => {
     const now = performance.now()
-    if (now - last > limit + 10) process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()} (monotonic clock ${process.hrtime.bigint() / 1000n} µs, as in CPU profiles)\n`)
+    const s = sched()
+    if (now - last > limit + 10) {
+      const did = s && lastSched ? `; the main thread ran ${Math.round((s[0] - lastSched[0]) / 1e6)} ms, waited for a core ${Math.round((s[1] - lastSched[1]) / 1e6)} ms` : ''
+      process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()} (monotonic clock ${process.hrtime.bigint() / 1000n} µs, as in CPU profiles)${did}\n`)
+    }
     last = now
+    lastSched = s
   }, 10)
   t.unref()
   const obs = new PerformanceObserver((list) => {
