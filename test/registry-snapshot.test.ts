@@ -396,3 +396,42 @@ t.test('the writer takes the names a shard at a time, each shard as it was at th
   t.equal(done.tables.names.get(changed)?.ref?.id, Number(changed.slice(1)) + 1)
   t.equal(done.tables.names.get(fresh), undefined, 'and nothing added after it')
 })
+
+t.test('names changed in every shard halfway through the writer (passed, in progress, not reached) come out as at the cut', async (t) => {
+  // (review, session 18: the test above changes names of the last shard only)
+  const tables = emptyTables()
+  const N = 12_000
+  const reg = (name: string, id: number): Registration => ({ name, kind: 'static', ref: { sworm: SWORM, node: 'n1', inc: 'i1', id } })
+  for (let i = 0; i < N; i++) tables.names.set(`c${i}`, reg(`c${i}`, i + 1))
+  const atCut = tables.names.keyArray()
+  const w = new SnapshotWriter(tables, 7, SWORM, 700)
+  let data: Uint8Array | undefined
+  for (let step = 0; !(data = w.step()); step++) {
+    if (step % 3 !== 2) continue
+    // in every shard: one name deleted and added again, one changed, one deleted, one added
+    for (let s = 0; s < tables.names.shardCount; s++) {
+      const ks = tables.names.shardKeys(s).filter((k) => k.startsWith('c'))
+      if (ks.length < 3) continue
+      const [a, b, c] = [ks[(step * 7) % ks.length]!, ks[(step * 11 + 1) % ks.length]!, ks[(step * 13 + 2) % ks.length]!]
+      for (const [name, op] of [[a, 'readd'], [b, 'set'], [c, 'delete']] as const) {
+        if (!tables.names.has(name)) continue
+        w.touchName(name, tables.names.get(name))
+        if (op === 'delete') tables.names.delete(name)
+        else {
+          if (op === 'readd') tables.names.delete(name)
+          tables.names.set(name, reg(name, 5_000_000 + step))
+        }
+      }
+      const fresh = `x${s}-${step}`
+      w.touchName(fresh, tables.names.get(fresh))
+      tables.names.set(fresh, reg(fresh, 9))
+    }
+  }
+  const reader = new SnapshotReader(data)
+  let done: ReturnType<SnapshotReader['step']>
+  while (!(done = reader.step()));
+  t.same(done.tables.names.keyArray(), atCut, "the cut's names, in the cut's order")
+  let wrong = 0
+  for (const name of atCut) if (done.tables.names.get(name)?.ref?.id !== Number(name.slice(1)) + 1) wrong++
+  t.equal(wrong, 0, 'each with its value at the cut')
+})

@@ -71,8 +71,9 @@ interface Segment {
 
 /** The in-memory log of one Raft core. */
 export class RaftLog {
-  /** The entries after `frozenTo`, as objects. */
+  /** The entries after `frozenTo`, as objects: `entries[head..]` (the ones before are frozen). */
   private entries: Entry[]
+  private head = 0
   private snapIdx = 0
   private snapTrm = 0
   private snap: Snapshot | undefined
@@ -120,12 +121,12 @@ export class RaftLog {
 
   /** Index of the last entry (or of the snapshot when no entry follows it). */
   lastIndex(): number {
-    return this.frozenTo + this.entries.length
+    return this.frozenTo + this.entries.length - this.head
   }
 
   /** Term of the last entry (or of the snapshot). */
   lastTerm(): number {
-    if (this.entries.length) return this.entries[this.entries.length - 1]!.term
+    if (this.entries.length > this.head) return this.entries[this.entries.length - 1]!.term
     return this.frozenTo > this.snapIdx ? this.termAt(this.frozenTo)! : this.snapTrm
   }
 
@@ -133,7 +134,7 @@ export class RaftLog {
   termAt(index: number): number | undefined {
     if (index === this.snapIdx) return this.snapTrm
     if (index < this.snapIdx || index > this.lastIndex()) return undefined
-    if (index > this.frozenTo) return this.entries[index - this.frozenTo - 1]!.term
+    if (index > this.frozenTo) return this.entries[this.head + index - this.frozenTo - 1]!.term
     const s = this.segmentOf(index)
     return s.terms[index - s.first]!
   }
@@ -141,30 +142,32 @@ export class RaftLog {
   /** At most `max` entries from index `from` on (`from` > snapIndex). */
   from(from: number, max: number): Entry[] {
     if (from > this.frozenTo) {
-      const start = from - this.frozenTo - 1
+      const start = this.head + from - this.frozenTo - 1
       return this.entries.slice(start, start + max)
     }
     const out: Entry[] = []
     for (let i = from; i <= this.frozenTo && out.length < max; i++) out.push(this.thaw(i))
-    return out.length < max ? out.concat(this.entries.slice(0, max - out.length)) : out
+    return out.length < max ? out.concat(this.entries.slice(this.head, this.head + max - out.length)) : out
   }
 
   /** The entries with index in `(after, upTo]` (`after` >= snapIndex). */
   between(after: number, upTo: number = this.lastIndex()): Entry[] {
-    if (after >= this.frozenTo) return this.entries.slice(after - this.frozenTo, upTo - this.frozenTo)
+    const h = this.head
+    if (after >= this.frozenTo) return this.entries.slice(h + after - this.frozenTo, h + upTo - this.frozenTo)
     const out: Entry[] = []
     for (let i = after + 1; i <= Math.min(upTo, this.frozenTo); i++) out.push(this.thaw(i))
-    return upTo > this.frozenTo ? out.concat(this.entries.slice(0, upTo - this.frozenTo)) : out
+    return upTo > this.frozenTo ? out.concat(this.entries.slice(h, h + upTo - this.frozenTo)) : out
   }
 
   /** Drop the entries from `index` on. */
   truncateFrom(index: number): void {
     if (index > this.frozenTo) {
-      this.entries.length = index - this.frozenTo - 1
+      this.entries.length = this.head + index - this.frozenTo - 1
       return
     }
     // (Raft never truncates what is applied, which is all that is frozen; done right all the same)
     this.entries = []
+    this.head = 0
     while (this.segs.length && this.segs[this.segs.length - 1]!.first >= index) this.segs.pop()
     const last = this.segs[this.segs.length - 1]
     if (last) last.count = Math.min(last.count, index - last.first)
@@ -185,16 +188,22 @@ export class RaftLog {
   freezeUpTo(index: number): void {
     if (!this.codec) return
     const size = this.segment
-    const n = Math.floor(Math.min(index - this.frozenTo, this.entries.length) / size)
+    const n = Math.floor(Math.min(index - this.frozenTo, this.entries.length - this.head) / size)
     if (n <= 0) return
-    for (let k = 0; k < n; k++) this.segs.push(this.freeze(k * size, size))
-    this.entries = this.entries.slice(n * size)
+    for (let k = 0; k < n; k++) this.segs.push(this.freeze(this.head + k * size, this.frozenTo + k * size + 1, size))
+    this.head += n * size
     this.frozenTo += n * size
+    // the frozen entries' objects go once they are half the array (a copy of the rest each time
+    // would cost a restart that replays 300,000 entries a quadratic number of copies)
+    if (this.head * 2 >= this.entries.length) {
+      this.entries = this.entries.slice(this.head)
+      this.head = 0
+    }
   }
 
   /** The configuration in force at the end of the log: its last `conf` entry, or the snapshot's. */
   latestConfig(): ClusterConfig {
-    for (let i = this.entries.length - 1; i >= 0; i--) {
+    for (let i = this.entries.length - 1; i >= this.head; i--) {
       const e = this.entries[i]!
       if (e.type === 'conf') return cloneConfig(e.data as ClusterConfig)
     }
@@ -204,7 +213,7 @@ export class RaftLog {
 
   /** Index of the last configuration entry in the log (0 if the config comes from the snapshot). */
   lastConfigIndex(): number {
-    for (let i = this.entries.length - 1; i >= 0; i--) if (this.entries[i]!.type === 'conf') return this.entries[i]!.index
+    for (let i = this.entries.length - 1; i >= this.head; i--) if (this.entries[i]!.type === 'conf') return this.entries[i]!.index
     return this.frozenConf?.index ?? 0
   }
 
@@ -213,7 +222,8 @@ export class RaftLog {
     const idx = snapshot.meta.index
     const term = this.termAt(idx)!
     if (idx >= this.frozenTo) {
-      this.entries = this.entries.slice(idx - this.frozenTo)
+      this.entries = this.entries.slice(this.head + idx - this.frozenTo)
+      this.head = 0
       this.segs = []
       this.frozenTo = idx
     } else {
@@ -229,6 +239,7 @@ export class RaftLog {
   /** Replace the whole log by `snapshot` (one from the leader). */
   install(snapshot: Snapshot): void {
     this.entries = []
+    this.head = 0
     this.segs = []
     this.frozenConf = undefined
     this.setSnapshot(snapshot)
@@ -241,10 +252,9 @@ export class RaftLog {
     this.snapTrm = snapshot.meta.term
   }
 
-  /** A segment of the `n` entries from `entries[at]` on. */
-  private freeze(at: number, n: number): Segment {
+  /** A segment of the `n` entries from `entries[at]` on, the first of which is entry `first`. */
+  private freeze(at: number, first: number, n: number): Segment {
     const codec = this.codec!
-    const first = this.frozenTo + at + 1
     const terms = new Float64Array(n)
     const types = new Uint8Array(n)
     const ends = new Uint32Array(n)
