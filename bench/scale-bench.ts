@@ -103,11 +103,16 @@ interface Results {
    * (how many, their total); the share of the phase a ready task waited for a core (if known).
    */
   stall: Record<string, { ms: number; node: string; longest: Stall | undefined; longCount: number; longMs: number; longRunMs: number; longWaitMs: number; cpuWait: number | undefined }>
+  /**
+   * Per phase, the CPU every node used (ms): all threads, the main threads' share (undefined
+   * where unknown), the main threads' collection pauses. Steadier than rates on a shared machine.
+   */
+  cpu: Record<string, { all: number; main: number | undefined; gc: number }>
   notes: string[]
 }
 
 async function run(): Promise<Results> {
-  const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, notes: [] }
+  const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, cpu: {}, notes: [] }
   let phaseAt = performance.now()
   let waitAt = cpuWaitUs()
   const noteStalls = (phase: string, s: Record<string, LoopDelay>): void => {
@@ -126,6 +131,12 @@ async function run(): Promise<Results> {
     const wait = cpuWaitUs()
     const cpuWait = wait !== undefined && waitAt !== undefined ? (wait - waitAt) / 1000 / (performance.now() - phaseAt) : undefined
     res.stall[phase] = { ...worst, longCount, longMs, longRunMs, longWaitMs, cpuWait }
+    const ds = Object.values(s)
+    res.cpu[phase] = {
+      all: ds.reduce((a, d) => a + d.cpuMs, 0),
+      main: ds.every((d) => d.mainCpuMs !== undefined) ? ds.reduce((a, d) => a + d.mainCpuMs!, 0) : undefined,
+      gc: ds.reduce((a, d) => a + d.gcMs, 0),
+    }
     log(
       `  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}${didIn(worst.longest)}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v.maxMs)])))}; ` +
         `${longCount} stalls over 100 ms (${secs(longMs)}${longCount ? `: ran ${secs(longRunMs)}, waited for a core ${secs(longWaitMs)}` : ''})${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
@@ -219,6 +230,12 @@ function report(r: Results): void {
     const pressure = x.cpuWait === undefined ? 'n/a' : `${(x.cpuWait * 100).toFixed(0)}% of the phase`
     const parts = x.longCount ? ` (${secs(x.longRunMs)}, ${secs(x.longWaitMs)})` : ''
     console.log(`| ${phase} | ${x.ms.toFixed(0)} ms${didIn(x.longest)} | ${x.node} | ${x.longCount}, ${secs(x.longMs)}${parts} | ${pressure} |`)
+  }
+  console.log('\n| phase | CPU of every node: all threads | main threads | other threads (collector, LevelDB, I/O) | collection pauses (main threads) |')
+  console.log('|---|---|---|---|---|')
+  for (const [phase, x] of Object.entries(r.cpu)) {
+    const per = phase === 'registration' ? ` (${(x.all / (TOTAL / 1000)).toFixed(0)} ms per 1,000 names)` : ''
+    console.log(`| ${phase} | ${secs(x.all)}${per} | ${x.main === undefined ? 'n/a' : secs(x.main)} | ${x.main === undefined ? 'n/a' : secs(x.all - x.main)} | ${secs(x.gc)} |`)
   }
   console.log('\n| figure | measured | target | |')
   console.log('|---|---|---|---|')

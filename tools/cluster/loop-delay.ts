@@ -22,6 +22,12 @@ export interface Stall {
 
 /** Stalls over {@link LONG_STALL_MS} since the last take: how many, their total, the longest (ms). */
 let long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined as Stall | undefined }
+/** The main thread's collection pauses since the last take (ms). */
+let gcMs = 0
+/** The process's CPU time (every thread) and the main thread's time on a core at the last take. */
+let cpuAt = process.cpuUsage()
+let mainAt: [number, number] | undefined
+let readSched: () => [number, number] | undefined = () => undefined
 
 /**
  * The main thread's time on a core and waiting for one, in ns, from
@@ -57,6 +63,12 @@ export function startLoopDelay(): void {
   // and so does what the main thread did in them (ran, or waited for a core)
   const tickMs = 10
   const sched = mainThreadSched()
+  readSched = sched
+  cpuAt = process.cpuUsage()
+  mainAt = sched()
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) gcMs += e.duration
+  }).observe({ entryTypes: ['gc'] })
   let last = performance.now()
   let lastSched = sched()
   setInterval(() => {
@@ -93,19 +105,32 @@ export interface LoopDelay {
   longWaitMs: number
   /** The longest of them, and what the main thread did in it. */
   longest: Stall | undefined
+  /** CPU time of the process, every thread (collector helpers, LevelDB, I/O) (ms). */
+  cpuMs: number
+  /** ... of which the main thread's (ms; undefined where unknown). */
+  mainCpuMs: number | undefined
+  /** The main thread's collection pauses (ms). */
+  gcMs: number
 }
 
 /** The delays since the previous call, or since the start. */
 export function takeLoopDelay(): LoopDelay {
   if (!loop) {
     startLoopDelay()
-    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0, longRunMs: 0, longWaitMs: 0, longest: undefined }
+    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0, longRunMs: 0, longWaitMs: 0, longest: undefined, cpuMs: 0, mainCpuMs: undefined, gcMs: 0 }
   }
   const out = loop.count > 0 ? { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 } : { maxMs: 0, p99Ms: 0 }
   loop.reset()
   const l = long
   long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined }
-  return { ...out, longCount: l.count, longMs: l.ms, longRunMs: l.runMs, longWaitMs: l.waitMs, longest: l.longest }
+  const cpu = process.cpuUsage(cpuAt)
+  cpuAt = process.cpuUsage()
+  const main = readSched()
+  const mainCpuMs = main && mainAt ? (main[0] - mainAt[0]) / 1e6 : undefined
+  mainAt = main
+  const gc = gcMs
+  gcMs = 0
+  return { ...out, longCount: l.count, longMs: l.ms, longRunMs: l.runMs, longWaitMs: l.waitMs, longest: l.longest, cpuMs: (cpu.user + cpu.system) / 1000, mainCpuMs, gcMs: gc }
 }
 
 /**
