@@ -133,7 +133,10 @@ export interface SwormOptions {
     snapshotEvery?: number
     /** Bytes per chunk of a snapshot sent to a node that is behind. Default 1 MiB. */
     snapshotChunkBytes?: number
-    /** Most log entries after the snapshot: a restart replays at most this many. Default 100,000. */
+    /**
+     * Most log entries after the snapshot: a restart replays at most this many. Default 300,000
+     * (applied entries are kept as bytes, about 100 each, not as objects).
+     */
     maxLogEntries?: number
     /**
      * The leader sends learners (the nodes beyond `voters`) new entries and commit indexes at most
@@ -177,7 +180,7 @@ export const DEFAULTS = {
   voters: 5,
   stopOnSignals: ['SIGTERM', 'SIGINT'],
   autopilot: { stabilizationMs: 3000, maxTrailingEntries: 1000 },
-  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 100_000, learnerPaceMs: 10, maxInflightEntries: 512 },
+  raft: { tickMs: 50, electionTicks: 6, snapshotEvery: 10_000, snapshotChunkBytes: 1024 * 1024, maxLogEntries: 300_000, learnerPaceMs: 10, maxInflightEntries: 512 },
 } as const
 
 /**

@@ -135,7 +135,8 @@ export interface RaftNodeOptions<C, R> {
   snapshotEvery?: number
   /**
    * The most entries the log holds after its snapshot before the node takes a new one, whatever
-   * the state's size: a restart replays at most this many. Default 100,000.
+   * the state's size: a restart replays at most this many. Default 300,000 (applied entries are
+   * kept as bytes, see `log.ts`: about 100 bytes each outside the heap, not five objects).
    */
   maxLogEntries?: number
   /**
@@ -271,7 +272,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.dropLog = new RateLimitedLog(this.log, () => this.clock.now())
     this.tickMs = opts.tickMs ?? 50
     this.snapshotEvery = opts.snapshotEvery ?? 10_000
-    this.maxLogEntries = Math.max(this.snapshotEvery, opts.maxLogEntries ?? 100_000)
+    this.maxLogEntries = Math.max(this.snapshotEvery, opts.maxLogEntries ?? 300_000)
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
