@@ -135,7 +135,7 @@ export interface SwormOptions {
     snapshotChunkBytes?: number
     /**
      * Most log entries after the snapshot: a restart replays at most this many. Default 300,000
-     * (applied entries are kept as bytes, about 100 each, not as objects).
+     * (applied entries are kept as bytes, about 150 each outside the heap, not as objects).
      */
     maxLogEntries?: number
     /**

@@ -136,7 +136,7 @@ export interface RaftNodeOptions<C, R> {
   /**
    * The most entries the log holds after its snapshot before the node takes a new one, whatever
    * the state's size: a restart replays at most this many. Default 300,000 (applied entries are
-   * kept as bytes, see `log.ts`: about 100 bytes each outside the heap, not five objects).
+   * kept as bytes, see `log.ts`: about 150 bytes each outside the heap, not four or five objects).
    */
   maxLogEntries?: number
   /**
