@@ -50,7 +50,7 @@ installBenchGuards(() => {
 }, WATCHDOG_MS)
 const log = benchLogger('scale')
 
-type Mem = { heapUsed: number; gcExposed: boolean }
+type Mem = { heapUsed: number; external: number; gcExposed: boolean }
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
 /** What the main thread did in a stall over 100 ms, when known: ", ran X ms, waited Y ms". */
@@ -96,6 +96,8 @@ interface Results {
   baseRate: number
   steps: Array<{ upTo: number; rate: number; bad: number }>
   heapPerName: number | undefined
+  /** The replica's memory outside the heap per name (its latest snapshot, kept to send; buffers). */
+  externalPerName: number | undefined
   joinMs: number | undefined
   restartMs: number | undefined
   /**
@@ -112,7 +114,7 @@ interface Results {
 }
 
 async function run(): Promise<Results> {
-  const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, cpu: {}, notes: [] }
+  const res: Results = { baseRate: 0, steps: [], heapPerName: undefined, externalPerName: undefined, joinMs: undefined, restartMs: undefined, stall: {}, cpu: {}, notes: [] }
   let phaseAt = performance.now()
   let waitAt = cpuWaitUs()
   const noteStalls = (phase: string, s: Record<string, LoopDelay>): void => {
@@ -180,6 +182,7 @@ async function run(): Promise<Results> {
     // snapshots, up to `maxLogEntries`, come on top: bench:registry measures them)
     const mem1 = await c.request<Mem>(replica, { op: 'memory', compact: true }, 180_000)
     res.heapPerName = (mem1.heapUsed - mem0.heapUsed) / TOTAL
+    res.externalPerName = (mem1.external - mem0.external) / TOTAL
     // (the heap measure's forced collections stall the replica: not the join's doing)
     await phaseStart(c)
 
@@ -240,6 +243,7 @@ function report(r: Results): void {
   console.log('\n| figure | measured | target | |')
   console.log('|---|---|---|---|')
   for (const [f, m, t, ok] of rows) console.log(`| ${f} | ${m} | ${t} | ${ok ? 'met' : 'NOT met'} |`)
+  if (r.externalPerName !== undefined) console.log(`\nBesides its heap, the replica holds ${Math.round(r.externalPerName)} B per name outside it (its latest snapshot, kept to send to nodes that are behind, and buffers).`)
   for (const n of r.notes) console.log(`\nNote: ${n}`)
 }
 
