@@ -354,14 +354,32 @@ t.test('firstNames: the first names in name order, as a sort of them all would b
   t.same(firstNames([...sorted].reverse(), 10), sorted.slice(0, 10), 'reversed input')
 })
 
+/** A static registration of `name` to worker `id` of n1. */
+const staticReg = (name: string, id: number): Registration => ({ name, kind: 'static', ref: { sworm: SWORM, node: 'n1', inc: 'i1', id } })
+
+/** Tables holding `c0 .. c<n-1>`, name `c<i>` bound to worker `i + 1`. */
+function tablesOf(n: number): ReturnType<typeof emptyTables> {
+  const tables = emptyTables()
+  for (let i = 0; i < n; i++) tables.names.set(`c${i}`, staticReg(`c${i}`, i + 1))
+  return tables
+}
+
+/** The tables a snapshot decodes to. */
+function readBack(data: Uint8Array): NonNullable<ReturnType<SnapshotReader['step']>>['tables'] {
+  const reader = new SnapshotReader(data)
+  for (;;) {
+    const done = reader.step()
+    if (done) return done.tables
+  }
+}
+
 t.test('the writer takes the names a shard at a time, each shard as it was at the cut', async (t) => {
   // Session 18: the writer took an array of every name when it started: 32 ms at a million names
   // on a quiet machine, up to 196 ms on a loaded one (profiled in bench:scale). It now takes a
   // shard's names when it reaches the shard, or just before the shard's first change.
-  const tables = emptyTables()
   const N = 20_000
-  const reg = (name: string, id: number): Registration => ({ name, kind: 'static', ref: { sworm: SWORM, node: 'n1', inc: 'i1', id } })
-  for (let i = 0; i < N; i++) tables.names.set(`c${i}`, reg(`c${i}`, i + 1))
+  const tables = tablesOf(N)
+  const reg = staticReg
   const atCut = tables.names.keyArray()
   const w = new SnapshotWriter(tables, 7, SWORM, 500)
   t.equal(w.namesTaken, 0, 'no name is taken at the cut')
@@ -388,21 +406,17 @@ t.test('the writer takes the names a shard at a time, each shard as it was at th
   t.notSame(tables.names.keyArray(), atCut, 'the live order differs from the cut now')
   let data: Uint8Array | undefined
   while (!(data = w.step()));
-  const restored = new SnapshotReader(data)
-  let done: ReturnType<SnapshotReader['step']>
-  while (!(done = restored.step()));
-  t.same(done.tables.names.keyArray(), atCut, "the snapshot holds the cut's names in the cut's order")
-  t.equal(done.tables.names.get(moved)?.ref?.id, Number(moved.slice(1)) + 1, 'with their values at the cut')
-  t.equal(done.tables.names.get(changed)?.ref?.id, Number(changed.slice(1)) + 1)
-  t.equal(done.tables.names.get(fresh), undefined, 'and nothing added after it')
+  const back = readBack(data)
+  t.same(back.names.keyArray(), atCut, "the snapshot holds the cut's names in the cut's order")
+  t.equal(back.names.get(moved)?.ref?.id, Number(moved.slice(1)) + 1, 'with their values at the cut')
+  t.equal(back.names.get(changed)?.ref?.id, Number(changed.slice(1)) + 1)
+  t.equal(back.names.get(fresh), undefined, 'and nothing added after it')
 })
 
 t.test('names changed in every shard halfway through the writer (passed, in progress, not reached) come out as at the cut', async (t) => {
   // (review, session 18: the test above changes names of the last shard only)
-  const tables = emptyTables()
-  const N = 12_000
-  const reg = (name: string, id: number): Registration => ({ name, kind: 'static', ref: { sworm: SWORM, node: 'n1', inc: 'i1', id } })
-  for (let i = 0; i < N; i++) tables.names.set(`c${i}`, reg(`c${i}`, i + 1))
+  const tables = tablesOf(12_000)
+  const reg = staticReg
   const atCut = tables.names.keyArray()
   const w = new SnapshotWriter(tables, 7, SWORM, 700)
   let data: Uint8Array | undefined
@@ -427,11 +441,9 @@ t.test('names changed in every shard halfway through the writer (passed, in prog
       tables.names.set(fresh, reg(fresh, 9))
     }
   }
-  const reader = new SnapshotReader(data)
-  let done: ReturnType<SnapshotReader['step']>
-  while (!(done = reader.step()));
-  t.same(done.tables.names.keyArray(), atCut, "the cut's names, in the cut's order")
+  const back = readBack(data)
+  t.same(back.names.keyArray(), atCut, "the cut's names, in the cut's order")
   let wrong = 0
-  for (const name of atCut) if (done.tables.names.get(name)?.ref?.id !== Number(name.slice(1)) + 1) wrong++
+  for (const name of atCut) if (back.names.get(name)?.ref?.id !== Number(name.slice(1)) + 1) wrong++
   t.equal(wrong, 0, 'each with its value at the cut')
 })
