@@ -42,13 +42,21 @@ function mainThreadSched(): () => [number, number] | undefined {
     return () => undefined
   }
   const buf = Buffer.alloc(96)
+  let open = true
   return () => {
+    if (!open) return undefined
     try {
       const n = readSync(fd, buf, 0, buf.length, 0)
       const [run, wait] = buf.toString('latin1', 0, n).split(' ')
       return [Number(run), Number(wait)]
     } catch {
-      closeSync(fd)
+      // (unreadable once: no more figures, and the file closed once)
+      open = false
+      try {
+        closeSync(fd)
+      } catch {
+        // already gone
+      }
       return undefined
     }
   }
