@@ -69,7 +69,6 @@ export function startLoopDelay(): void {
   loop.enable()
   // the longest stall alone swings between runs of one version: their number and total say more,
   // and so does what the main thread did in them (ran, or waited for a core)
-  const tickMs = 10
   const sched = mainThreadSched()
   readSched = sched
   cpuAt = process.cpuUsage()
@@ -77,20 +76,30 @@ export function startLoopDelay(): void {
   new PerformanceObserver((list) => {
     for (const e of list.getEntries()) gcMs += e.duration
   }).observe({ entryTypes: ['gc'] })
+  watchStalls(sched, LONG_STALL_MS, (st) => {
+    long.count++
+    long.ms += st.ms
+    long.runMs += st.runMs ?? 0
+    long.waitMs += st.waitMs ?? 0
+    if (!long.longest || st.ms > long.longest.ms) long.longest = st
+  })
+}
+
+/**
+ * Call `onStall` for every stall of the event loop over `overMs`, with what the main thread did
+ * in it (from `sched`, see {@link mainThreadSched}): a 10 ms timer that notices when it fires late.
+ */
+function watchStalls(sched: () => [number, number] | undefined, overMs: number, onStall: (st: Stall) => void): void {
+  const tickMs = 10
   let last = performance.now()
   let lastSched = sched()
   setInterval(() => {
     const now = performance.now()
-    const stall = now - last - tickMs
+    const ms = now - last - tickMs
     const s = sched()
-    if (stall > LONG_STALL_MS) {
-      const runMs = s && lastSched ? (s[0] - lastSched[0]) / 1e6 : undefined
-      const waitMs = s && lastSched ? (s[1] - lastSched[1]) / 1e6 : undefined
-      long.count++
-      long.ms += stall
-      long.runMs += runMs ?? 0
-      long.waitMs += waitMs ?? 0
-      if (!long.longest || stall > long.longest.ms) long.longest = { ms: stall, runMs, waitMs }
+    if (ms > overMs) {
+      const both = s && lastSched
+      onStall({ ms, runMs: both ? (s[0] - lastSched![0]) / 1e6 : undefined, waitMs: both ? (s[1] - lastSched![1]) / 1e6 : undefined })
     }
     last = now
     lastSched = s
@@ -150,20 +159,10 @@ export function logStalls(tag: string): void {
   if (!process.env.SWORM_STALL_LOG) return
   const set = Number(process.env.SWORM_STALL_LOG)
   const limit = set > 1 ? set : 100
-  const sched = mainThreadSched()
-  let last = performance.now()
-  let lastSched = sched()
-  const t = setInterval(() => {
-    const now = performance.now()
-    const s = sched()
-    if (now - last > limit + 10) {
-      const did = s && lastSched ? `; the main thread ran ${Math.round((s[0] - lastSched[0]) / 1e6)} ms, waited for a core ${Math.round((s[1] - lastSched[1]) / 1e6)} ms` : ''
-      process.stderr.write(`[stall ${tag}] ${Math.round(now - last - 10)} ms ending at ${new Date().toISOString()} (monotonic clock ${process.hrtime.bigint() / 1000n} µs, as in CPU profiles)${did}\n`)
-    }
-    last = now
-    lastSched = s
-  }, 10)
-  t.unref()
+  watchStalls(mainThreadSched(), limit, (st) => {
+    const did = st.runMs === undefined ? '' : `; the main thread ran ${Math.round(st.runMs)} ms, waited for a core ${Math.round(st.waitMs ?? 0)} ms`
+    process.stderr.write(`[stall ${tag}] ${Math.round(st.ms)} ms ending at ${new Date().toISOString()} (monotonic clock ${process.hrtime.bigint() / 1000n} µs, as in CPU profiles)${did}\n`)
+  })
   const obs = new PerformanceObserver((list) => {
     for (const e of list.getEntries()) if (e.duration > limit / 2) process.stderr.write(`[gc ${tag}] ${Math.round(e.duration)} ms kind ${(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? "?"} flags ${(e as unknown as { detail?: { flags?: number } }).detail?.flags ?? "?"} at ${new Date().toISOString()}\n`)
   })
