@@ -92,6 +92,21 @@ t.test(`frozen segments answer as the entries did (${runs} runs from seed ${base
       const max = 1 + int(30)
       const wantFrom = m.entries.slice(from - m.snapIdx - 1, from - m.snapIdx - 1 + max)
       if (ok && JSON.stringify(log.from(from, max)) !== JSON.stringify(wantFrom)) ok = (fail(`from(${from}, ${max})`, log.from(from, max), wantFrom), false)
+      // with a byte budget: frozen entries stop at the first that would pass it (one at least)
+      const maxBytes = int(400)
+      const frozenTo = m.snapIdx + log.frozenCount
+      let bytes = 0
+      let cut = wantFrom.length
+      for (let j = 0; j < wantFrom.length && wantFrom[j]!.index <= frozenTo; j++) {
+        const size = entryBytes(wantFrom[j]!).length
+        if (j > 0 && bytes + size > maxBytes) {
+          cut = j
+          break
+        }
+        bytes += size
+      }
+      const wantBudget = wantFrom.slice(0, cut)
+      if (ok && JSON.stringify(log.from(from, max, maxBytes)) !== JSON.stringify(wantBudget)) ok = (fail(`from(${from}, ${max}, ${maxBytes})`, log.from(from, max, maxBytes), wantBudget), false)
       const confs = m.entries.filter((e) => e.type === 'conf')
       const wantConf = confs.length ? confs[confs.length - 1]!.data : (m.snapConf ?? { voters: {}, learners: {} })
       if (ok && JSON.stringify(log.latestConfig()) !== JSON.stringify(wantConf)) ok = (fail('latestConfig', log.latestConfig(), wantConf), false)
@@ -124,4 +139,27 @@ t.test('applied entries go into segments of bytes, whole segments at a time', as
   const plain = new RaftLog(undefined, es)
   plain.freezeUpTo(350)
   t.equal(plain.frozenCount, 0, 'without a codec nothing freezes')
+})
+
+t.test('a byte budget spares decoding frozen entries that would not be sent', async (t) => {
+  setFrozenSegment(64)
+  t.teardown(() => setFrozenSegment())
+  let decoded = 0
+  const counting = { encode: entryBytes, decode: (b: Uint8Array): Entry => (decoded++, entryFromBytes(b)) }
+  const log = new RaftLog(undefined, [], counting)
+  const big = 'x'.repeat(1000)
+  log.append(Array.from({ length: 256 }, (_, i): Entry => ({ index: i + 1, term: 1, type: 'cmd', data: { i, big } })))
+  log.freezeUpTo(256)
+  t.equal(log.frozenCount, 256)
+  const size = entryBytes({ index: 1, term: 1, type: 'cmd', data: { i: 1, big } }).length
+  const got = log.from(1, 256, 3 * size + 10)
+  t.same(
+    got.map((e) => e.index),
+    [1, 2, 3],
+    'the entries that fit',
+  )
+  t.ok(decoded <= 3, `decoded ${decoded} entries for 3 taken (without the budget: 256)`)
+  decoded = 0
+  t.equal(log.from(1, 256, 10).length, 1, 'one entry at least, whatever its size')
+  t.equal(log.from(1, 256).length, 256, 'no budget: every entry asked for')
 })

@@ -1001,7 +1001,7 @@ export class RaftCore {
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const [entries, bytes] = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries)) : [[], 0]
+      const [entries, bytes] = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries, this.maxAppendBytes)) : [[], 0]
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))

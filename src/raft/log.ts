@@ -140,14 +140,26 @@ export class RaftLog {
     return s.terms[index - s.first]!
   }
 
-  /** At most `max` entries from index `from` on (`from` > snapIndex). */
-  from(from: number, max: number): Entry[] {
+  /**
+   * At most `max` entries from index `from` on (`from` > snapIndex). `maxBytes`: frozen entries are
+   * decoded only while the encodings of those taken so far stay within it (one at least); the
+   * caller still trims what it sends by size, this only spares it decoding entries it would drop
+   * (a lagging follower's append of 256 large entries against an 8 MiB bound). Entries kept as
+   * objects are not counted: they cost nothing to hand out.
+   */
+  from(from: number, max: number, maxBytes = Infinity): Entry[] {
     if (from > this.frozenTo) {
       const start = this.head + from - this.frozenTo - 1
       return this.entries.slice(start, start + max)
     }
     const out: Entry[] = []
-    for (let i = from; i <= this.frozenTo && out.length < max; i++) out.push(this.thaw(i))
+    let bytes = 0
+    for (let i = from; i <= this.frozenTo && out.length < max; i++) {
+      const size = this.frozenSize(i)
+      if (out.length > 0 && bytes + size > maxBytes) return out
+      bytes += size
+      out.push(this.thaw(i))
+    }
     return out.length < max ? out.concat(this.entries.slice(this.head, this.head + max - out.length)) : out
   }
 
@@ -290,6 +302,13 @@ export class RaftLog {
   }
 
   /** Frozen entry `index`, decoded. */
+  /** The size of frozen entry `index`'s encoding. */
+  private frozenSize(index: number): number {
+    const s = this.segmentOf(index)
+    const k = index - s.first
+    return s.ends[k]! - (k ? s.ends[k - 1]! : 0)
+  }
+
   private thaw(index: number): Entry {
     const s = this.segmentOf(index)
     const k = index - s.first
