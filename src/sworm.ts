@@ -325,6 +325,9 @@ export class Sworm extends EventEmitter<SwormEvents> {
   spawn(worker: Worker): WorkerRef {
     this.guard()
     const w = this.args.worker(worker)
+    // Only `init` is given the context, and so its signal: without it, nothing can see an abort
+    // (a `LazyAbort` for each of a million workers was a million objects for the collector).
+    if (typeof w.init !== 'function') return this.refOf(this.workers.add(w))
     const abort = new LazyAbort()
     const id = this.workers.add(w, abort, {
       name: undefined,

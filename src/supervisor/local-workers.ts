@@ -104,7 +104,11 @@ interface Envelope {
 interface Slot {
   id: number
   worker: Worker
-  queue: Envelope[]
+  /**
+   * Messages waiting, oldest first; undefined while none waits (most of a large node's workers are
+   * idle: an empty array each was a million objects for the collector to mark).
+   */
+  queue: Envelope[] | undefined
   busy: boolean
   ended: boolean
   /** Aborted (the worker's context signal) when the worker must stop. */
@@ -128,7 +132,7 @@ export class LocalWorkers {
    */
   add(worker: Worker, abort?: Abortable, init?: WorkerContext): number {
     const id = this.nextId++
-    const s: Slot = { id, worker, queue: [], busy: false, ended: false, abort }
+    const s: Slot = { id, worker, queue: undefined, busy: false, ended: false, abort }
     this.slots.set(id, s)
     if (init && typeof worker.init === 'function') {
       const env: Envelope = { kind: 'cast', msg: undefined }
@@ -161,7 +165,7 @@ export class LocalWorkers {
   /** Messages waiting in the workers' mailboxes, over all workers. */
   queued(): number {
     let n = 0
-    for (const s of this.slots.values()) n += s.queue.length
+    for (const s of this.slots.values()) n += s.queue?.length ?? 0
     return n
   }
 
@@ -180,7 +184,7 @@ export class LocalWorkers {
     const s = this.slots.get(id)
     if (!s) return Promise.reject(new NoWorkerError(`no worker ${id} on this node`))
     return new Promise((resolve, reject) => {
-      s.queue.push({ kind: 'call', msg, resolve, reject })
+      ;(s.queue ??= []).push({ kind: 'call', msg, resolve, reject })
       this.pump(s)
     })
   }
@@ -189,7 +193,7 @@ export class LocalWorkers {
   cast(id: number, msg: unknown): boolean {
     const s = this.slots.get(id)
     if (!s) return false
-    s.queue.push({ kind: 'cast', msg })
+    ;(s.queue ??= []).push({ kind: 'cast', msg })
     this.pump(s)
     return true
   }
@@ -215,8 +219,8 @@ export class LocalWorkers {
     if (!s || s.ended) throw new NoWorkerError(`no worker ${id} on this node`)
     s.ended = true // refuse new messages from now on
     this.slots.delete(id)
-    const pending = s.queue
-    s.queue = []
+    const pending = s.queue ?? []
+    s.queue = undefined
     for (const env of pending) env.reject?.(new NoWorkerError('the worker is moving to another node; try again'))
     while (s.busy) await new Promise<void>((r) => (s.idle = r))
     // after the current message: a handler that honours the signal must not fail a call that the
@@ -238,8 +242,9 @@ export class LocalWorkers {
 
   private pump(s: Slot): void {
     if (s.busy || s.ended) return
-    const env = s.queue.shift()
+    const env = s.queue?.shift()
     if (!env) return
+    if (s.queue!.length === 0) s.queue = undefined
     s.busy = true
     let result: unknown
     try {
@@ -273,7 +278,7 @@ export class LocalWorkers {
       f()
       return
     }
-    if (s.queue.length) this.pump(s)
+    if (s.queue) this.pump(s)
   }
 
   private crash(s: Slot, env: Envelope, err: unknown): void {
@@ -295,8 +300,8 @@ export class LocalWorkers {
     s.ended = true
     s.abort?.abort(reason.kind)
     this.slots.delete(s.id)
-    const pending = s.queue
-    s.queue = []
+    const pending = s.queue ?? []
+    s.queue = undefined
     for (const env of pending) env.reject?.(new NoWorkerError('the worker stopped before handling the message'))
     try {
       await s.worker.terminate?.(reason.kind)
