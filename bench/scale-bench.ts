@@ -53,9 +53,14 @@ const log = benchLogger('scale')
 type Mem = { heapUsed: number; external: number; gcExposed: boolean }
 
 const secs = (ms: number): string => `${(ms / 1000).toFixed(1)} s`
-/** What the main thread did in a stall over 100 ms, when known: ", ran X ms, waited Y ms". */
+/**
+ * What the main thread did in a stall over 100 ms, when known: ", ran X ms, waited Y ms" and the
+ * collector's pauses within it (which may be time it neither ran nor waited for a core: a full
+ * collection's pause waiting for the collector's concurrent markers).
+ */
 const didIn = (st: Stall | undefined): string =>
-  st?.runMs === undefined || st.waitMs === undefined ? '' : `, ran ${Math.round(st.runMs)} ms, waited ${Math.round(st.waitMs)} ms`
+  (st?.runMs === undefined || st.waitMs === undefined ? '' : `, ran ${Math.round(st.runMs)} ms, waited ${Math.round(st.waitMs)} ms`) +
+  (st?.gcMs ? `, collector ${Math.round(st.gcMs)} ms` : '')
 
 /** The stalls of each node since the previous call of this (the first call starts it). */
 async function stalls(c: SwormCluster): Promise<Record<string, LoopDelay>> {
@@ -104,7 +109,7 @@ interface Results {
    * Per phase: the longest stall on any node and on which; the stalls over 100 ms of every node
    * (how many, their total); the share of the phase a ready task waited for a core (if known).
    */
-  stall: Record<string, { ms: number; node: string; longest: Stall | undefined; longCount: number; longMs: number; longRunMs: number; longWaitMs: number; cpuWait: number | undefined }>
+  stall: Record<string, { ms: number; node: string; longest: Stall | undefined; longCount: number; longMs: number; longRunMs: number; longWaitMs: number; longGcMs: number; cpuWait: number | undefined }>
   /**
    * Per phase, the CPU every node used (ms): all threads, the main threads' share (undefined
    * where unknown), the main threads' collection pauses. Steadier than rates on a shared machine.
@@ -123,16 +128,18 @@ async function run(): Promise<Results> {
     let longMs = 0
     let longRunMs = 0
     let longWaitMs = 0
+    let longGcMs = 0
     for (const [node, d] of Object.entries(s)) {
       if (d.maxMs > worst.ms) worst = { ms: d.maxMs, node, longest: d.longest }
       longCount += d.longCount
       longMs += d.longMs
       longRunMs += d.longRunMs
       longWaitMs += d.longWaitMs
+      longGcMs += d.longGcMs
     }
     const wait = cpuWaitUs()
     const cpuWait = wait !== undefined && waitAt !== undefined ? (wait - waitAt) / 1000 / (performance.now() - phaseAt) : undefined
-    res.stall[phase] = { ...worst, longCount, longMs, longRunMs, longWaitMs, cpuWait }
+    res.stall[phase] = { ...worst, longCount, longMs, longRunMs, longWaitMs, longGcMs, cpuWait }
     const ds = Object.values(s)
     res.cpu[phase] = {
       all: ds.reduce((a, d) => a + d.cpuMs, 0),
@@ -141,7 +148,7 @@ async function run(): Promise<Results> {
     }
     log(
       `  ${phase}: longest stall ${worst.ms.toFixed(0)} ms (${worst.node}${didIn(worst.longest)}); ${JSON.stringify(Object.fromEntries(Object.entries(s).map(([k, v]) => [k, Math.round(v.maxMs)])))}; ` +
-        `${longCount} stalls over 100 ms (${secs(longMs)}${longCount ? `: ran ${secs(longRunMs)}, waited for a core ${secs(longWaitMs)}` : ''})${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
+        `${longCount} stalls over 100 ms (${secs(longMs)}${longCount ? `: ran ${secs(longRunMs)}, waited for a core ${secs(longWaitMs)}, collector ${secs(longGcMs)}` : ''})${cpuWait === undefined ? '' : `; CPU pressure ${(cpuWait * 100).toFixed(0)}%`}`,
     )
   }
   /** Start a phase's measures (stalls, CPU pressure) from now. */
@@ -227,11 +234,11 @@ function report(r: Results): void {
   console.log('|---|---|---|')
   console.log(`| ${BASE.toLocaleString('en')} | ${Math.round(r.baseRate).toLocaleString('en')} | 0 |`)
   for (const st of r.steps) console.log(`| ${st.upTo.toLocaleString('en')} | ${Math.round(st.rate).toLocaleString('en')} | ${st.bad} |`)
-  console.log('\n| phase | longest stall (its node\'s main thread: ran, waited for a core) | node | stalls over 100 ms, every node: count, total (ran, waited for a core) | CPU pressure (a ready task waited for a core) |')
+  console.log('\n| phase | longest stall (its node\'s main thread: ran, waited for a core; the collector\'s pauses in it) | node | stalls over 100 ms, every node: count, total (ran, waited for a core; collector) | CPU pressure (a ready task waited for a core) |')
   console.log('|---|---|---|---|---|')
   for (const [phase, x] of Object.entries(r.stall)) {
     const pressure = x.cpuWait === undefined ? 'n/a' : `${(x.cpuWait * 100).toFixed(0)}% of the phase`
-    const parts = x.longCount ? ` (${secs(x.longRunMs)}, ${secs(x.longWaitMs)})` : ''
+    const parts = x.longCount ? ` (${secs(x.longRunMs)}, ${secs(x.longWaitMs)}; ${secs(x.longGcMs)})` : ''
     console.log(`| ${phase} | ${x.ms.toFixed(0)} ms${didIn(x.longest)} | ${x.node} | ${x.longCount}, ${secs(x.longMs)}${parts} | ${pressure} |`)
   }
   console.log('\n| phase | CPU of every node: all threads | main threads | other threads (collector, LevelDB, I/O) | collection pauses (main threads) |')

@@ -18,10 +18,29 @@ export interface Stall {
   runMs: number | undefined
   /** Its time ready to run but waiting for a core (ms): the machine's doing, not the code's. */
   waitMs: number | undefined
+  /**
+   * The collector's pauses of the main thread within it (ms), whether the thread ran, waited for a
+   * core or waited for the collector's own threads meanwhile. Added as the collector reports them,
+   * just after the stall (so 0 in what a {@link logStalls} line says).
+   */
+  gcMs: number
+}
+
+/**
+ * The last stalls, and the last collections, with when each began and ended (`performance.now()`):
+ * a collection is reported a little before or after the stall it falls in is seen, so whichever of
+ * the two comes second adds their overlap to the stall.
+ */
+const recent: Array<{ from: number; to: number; st: Stall }> = []
+const recentGc: Array<{ from: number; to: number }> = []
+const overlap = (a: { from: number; to: number }, b: { from: number; to: number }): number => Math.max(0, Math.min(a.to, b.to) - Math.max(a.from, b.from))
+const keepLast = <T>(list: T[], item: T): void => {
+  list.push(item)
+  if (list.length > 32) list.shift()
 }
 
 /** Stalls over {@link LONG_STALL_MS} since the last take: how many, their total, the longest (ms). */
-let long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined as Stall | undefined }
+let long = { count: 0, ms: 0, runMs: 0, waitMs: 0, gcMs: 0, longest: undefined as Stall | undefined }
 /** The main thread's collection pauses since the last take (ms). */
 let gcMs = 0
 /** The process's CPU time (every thread) and the main thread's time on a core at the last take. */
@@ -74,14 +93,27 @@ export function startLoopDelay(): void {
   cpuAt = process.cpuUsage()
   mainAt = sched()
   new PerformanceObserver((list) => {
-    for (const e of list.getEntries()) gcMs += e.duration
+    for (const e of list.getEntries()) {
+      gcMs += e.duration
+      const gc = { from: e.startTime, to: e.startTime + e.duration }
+      keepLast(recentGc, gc)
+      for (const r of recent) {
+        const ms = overlap(gc, r)
+        r.st.gcMs += ms
+        long.gcMs += ms
+      }
+    }
   }).observe({ entryTypes: ['gc'] })
-  watchStalls(sched, LONG_STALL_MS, (st) => {
+  watchStalls(sched, LONG_STALL_MS, (st, from, to) => {
     long.count++
     long.ms += st.ms
     long.runMs += st.runMs ?? 0
     long.waitMs += st.waitMs ?? 0
     if (!long.longest || st.ms > long.longest.ms) long.longest = st
+    const r = { from, to, st }
+    for (const gc of recentGc) st.gcMs += overlap(gc, r)
+    long.gcMs += st.gcMs
+    keepLast(recent, r)
   })
 }
 
@@ -89,7 +121,7 @@ export function startLoopDelay(): void {
  * Call `onStall` for every stall of the event loop over `overMs`, with what the main thread did
  * in it (from `sched`, see {@link mainThreadSched}): a 10 ms timer that notices when it fires late.
  */
-function watchStalls(sched: () => [number, number] | undefined, overMs: number, onStall: (st: Stall) => void): void {
+function watchStalls(sched: () => [number, number] | undefined, overMs: number, onStall: (st: Stall, from: number, to: number) => void): void {
   const tickMs = 10
   let last = performance.now()
   let lastSched = sched()
@@ -99,7 +131,7 @@ function watchStalls(sched: () => [number, number] | undefined, overMs: number, 
     const s = sched()
     if (ms > overMs) {
       const both = s && lastSched
-      onStall({ ms, runMs: both ? (s[0] - lastSched![0]) / 1e6 : undefined, waitMs: both ? (s[1] - lastSched![1]) / 1e6 : undefined })
+      onStall({ ms, runMs: both ? (s[0] - lastSched![0]) / 1e6 : undefined, waitMs: both ? (s[1] - lastSched![1]) / 1e6 : undefined, gcMs: 0 }, last, now)
     }
     last = now
     lastSched = s
@@ -120,6 +152,8 @@ export interface LoopDelay {
   longRunMs: number
   /** ... and waited for a core (ms; 0 where unknown). */
   longWaitMs: number
+  /** ... and the collector's pauses in them (ms). */
+  longGcMs: number
   /** The longest of them, and what the main thread did in it. */
   longest: Stall | undefined
   /** CPU time of the process, every thread (collector helpers, LevelDB, I/O) (ms). */
@@ -134,12 +168,12 @@ export interface LoopDelay {
 export function takeLoopDelay(): LoopDelay {
   if (!loop) {
     startLoopDelay()
-    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0, longRunMs: 0, longWaitMs: 0, longest: undefined, cpuMs: 0, mainCpuMs: undefined, gcMs: 0 }
+    return { maxMs: 0, p99Ms: 0, longCount: 0, longMs: 0, longRunMs: 0, longWaitMs: 0, longGcMs: 0, longest: undefined, cpuMs: 0, mainCpuMs: undefined, gcMs: 0 }
   }
   const out = loop.count > 0 ? { maxMs: loop.max / 1e6, p99Ms: loop.percentile(99) / 1e6 } : { maxMs: 0, p99Ms: 0 }
   loop.reset()
   const l = long
-  long = { count: 0, ms: 0, runMs: 0, waitMs: 0, longest: undefined }
+  long = { count: 0, ms: 0, runMs: 0, waitMs: 0, gcMs: 0, longest: undefined }
   const cpu = process.cpuUsage(cpuAt)
   cpuAt = process.cpuUsage()
   const main = readSched()
@@ -147,7 +181,7 @@ export function takeLoopDelay(): LoopDelay {
   mainAt = main
   const gc = gcMs
   gcMs = 0
-  return { ...out, longCount: l.count, longMs: l.ms, longRunMs: l.runMs, longWaitMs: l.waitMs, longest: l.longest, cpuMs: (cpu.user + cpu.system) / 1000, mainCpuMs, gcMs: gc }
+  return { ...out, longCount: l.count, longMs: l.ms, longRunMs: l.runMs, longWaitMs: l.waitMs, longGcMs: l.gcMs, longest: l.longest, cpuMs: (cpu.user + cpu.system) / 1000, mainCpuMs, gcMs: gc }
 }
 
 /**
