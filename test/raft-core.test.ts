@@ -4,7 +4,8 @@
  * safety, plus pre-vote, check-quorum, ReadIndex, leadership transfer, snapshots, membership.
  */
 import t from 'tap'
-import type { NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
+import { entryBytes } from '../src/raft/entry-codec.js'
+import type { Entry, NodeId, RaftMessage, Snapshot } from '../src/raft/types.js'
 import { seededRandom } from '../src/testkit/sim.js'
 import { coreConfig, CoreHarness } from './sim/core-harness.js'
 
@@ -124,6 +125,37 @@ t.test('appends stay within maxAppendBytes, one entry at least, and the follower
   t.equal(h.appliedCmds('c').length, 200, 'c caught up')
   t.ok(biggest > 0 && biggest <= 1000, `appends of several entries hold at most 1,000 bytes (${biggest})`)
   t.ok(single > 0, 'an entry larger than the bound goes alone')
+})
+
+t.test('a lagging follower gets the appends the byte bound makes, whether its entries were frozen or not (review)', async (t) => {
+  // Session 19: the log decodes frozen entries (applied ones, kept as bytes; segments of 4 in the
+  // harness) only up to the bound of an append. Its appends must still be what the bound makes:
+  // with sizes, as many entries as fit; without sizes (the bound bounds nothing), 256 a message,
+  // not cut by the bytes of their encodings (the review found 127 a message that way).
+  const lagging = (opts: { maxAppendBytes: number; entryBytes?: (e: Entry) => number }, body: number): number[] => {
+    const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 7, ...opts })
+    h.elect('a')
+    h.isolate('c')
+    for (let i = 1; i <= 300; i++) h.core('a').propose('x'.repeat(body) + i)
+    h.settle()
+    const counts: number[] = []
+    h.deliver = (m) => {
+      if (m.t === 'app' && m.to === 'c' && m.entries.length) counts.push(m.entries.length)
+      return m
+    }
+    h.heal()
+    for (let i = 0; i < 400 && h.appliedCmds('c').length < 300; i++) {
+      h.core('a').tick()
+      h.settle()
+    }
+    t.equal(h.appliedCmds('c').length, 300, 'c caught up')
+    return counts
+  }
+  const sized = lagging({ maxAppendBytes: 2000, entryBytes: (e) => entryBytes(e).length }, 600)
+  t.ok(sized.length >= 100, `${sized.length} appends`)
+  t.same(new Set(sized.slice(0, -1)), new Set([3]), 'with sizes: three entries of ~620 bytes in each append of at most 2,000 bytes')
+  const unsized = lagging({ maxAppendBytes: 8 * 1024 * 1024 }, 64 * 1024)
+  t.same(unsized, [256, 44], 'without sizes: 256 entries of 64 KiB in one append, whatever their bytes')
 })
 
 t.test('bytes in flight to a follower stay within maxInflightBytes plus one append, and it still gets everything', async (t) => {

@@ -78,7 +78,12 @@ export interface CoreOptions {
    * follower would get nothing more until the leader's log was compacted past it.
    */
   maxAppendBytes?: number
-  /** The size of an entry as sent (default: none counted, so `maxAppendBytes` bounds nothing). */
+  /**
+   * The size of an entry as sent (default: none counted, so `maxAppendBytes` bounds nothing).
+   * With an `entryCodec` too, count the codec's encoding (a node does: both are `entryBytes()`):
+   * the log then decodes no more of its frozen entries for an append than the bound keeps. Sizes
+   * smaller than the encodings only make appends shorter.
+   */
   entryBytes?: (e: Entry) => number
   /** Append messages in flight per follower. Default 64. */
   maxInflight?: number
@@ -1001,7 +1006,7 @@ export class RaftCore {
       const prevIndex = pr.next - 1
       const prevTerm = this.termAt(prevIndex)
       if (prevTerm === undefined) return
-      const [entries, bytes] = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries, this.maxAppendBytes)) : [[], 0]
+      const [entries, bytes] = !full && pr.next <= last ? this.withinBytes(this.log.from(pr.next, this.maxAppendEntries, this.appendBudget)) : [[], 0]
       if (entries.length === 0 && pr.state === 'replicate' && !sendIfEmpty) return
       this.send({ t: 'app', from: this.id, to, term: this.term, prevIndex, prevTerm, entries, commit: this.commit })
       pr.sentCommit = Math.max(pr.sentCommit, Math.min(this.commit, prevIndex + entries.length))
@@ -1014,6 +1019,16 @@ export class RaftCore {
       sent(pr, pr.next - 1, bytes)
       if (pr.next > last) return
     }
+  }
+
+  /**
+   * The bytes of frozen entries the log decodes for one append at most: `maxAppendBytes` where
+   * entries are sized, since `withinBytes` would drop the rest (the log's sizes are its codec's
+   * encodings, which `entryBytes` counts: both are `entryBytes()` in a node); nothing without sizes,
+   * where `maxAppendBytes` bounds nothing.
+   */
+  private get appendBudget(): number {
+    return this.entryBytes ? this.maxAppendBytes : Infinity
   }
 
   /** The first of `entries` that fit in `maxAppendBytes` (one at least), and their bytes (0 without `entryBytes`). */

@@ -301,7 +301,6 @@ export class RaftLog {
     return this.segs[lo]!
   }
 
-  /** Frozen entry `index`, decoded. */
   /** The size of frozen entry `index`'s encoding. */
   private frozenSize(index: number): number {
     const s = this.segmentOf(index)
@@ -309,6 +308,7 @@ export class RaftLog {
     return s.ends[k]! - (k ? s.ends[k - 1]! : 0)
   }
 
+  /** Frozen entry `index`, decoded. */
   private thaw(index: number): Entry {
     const s = this.segmentOf(index)
     const k = index - s.first
