@@ -4,7 +4,7 @@
  * still handled one at a time, in order, and those waiting when the worker stops fail.
  */
 import t from 'tap'
-import { NoWorkerError } from '../src/errors.js'
+import { NoWorkerError, WorkerCrashedError } from '../src/errors.js'
 import { LocalWorkers } from '../src/supervisor/local-workers.js'
 
 const tick = (): Promise<void> => new Promise((r) => setImmediate(r))
@@ -56,4 +56,86 @@ t.test('messages waiting when the worker stops fail; it takes none after', async
   await t.rejects(lw.call(id, 'late'), NoWorkerError)
   t.equal(lw.cast(id, 'late'), false)
   t.equal(lw.queued(), 0)
+})
+
+t.test('a worker casting to itself gets the message after the current one, in order (review)', async (t) => {
+  const lw = new LocalWorkers(() => {})
+  const seen: number[] = []
+  let id = 0
+  id = lw.add({
+    handleCast: (m: unknown) => {
+      seen.push(m as number)
+      if ((m as number) < 3) t.ok(lw.cast(id, (m as number) + 1))
+    },
+  })
+  lw.cast(id, 0)
+  await tick()
+  t.same(seen, [0, 1, 2, 3])
+  t.equal(lw.queued(), 0)
+})
+
+t.test('messages sent while an async init runs wait for it, in order (review)', async (t) => {
+  const lw = new LocalWorkers(() => {})
+  const seen: string[] = []
+  let ready: (() => void) | undefined
+  const id = lw.add(
+    {
+      init: () => new Promise<void>((r) => (ready = r)).then(() => void seen.push('init')),
+      handleCall: (m: unknown) => (seen.push(m as string), m),
+    },
+    undefined,
+    { name: undefined, fencingToken: undefined, signal: new AbortController().signal },
+  )
+  const a = lw.call(id, 'a')
+  const b = lw.call(id, 'b')
+  t.equal(lw.queued(), 2)
+  ready!()
+  t.same(await Promise.all([a, b]), ['a', 'b'])
+  t.same(seen, ['init', 'a', 'b'])
+})
+
+t.test('a crash fails the message that crashed it with WorkerCrashedError and those waiting with NoWorkerError (review)', async (t) => {
+  const exits: string[] = []
+  const lw = new LocalWorkers((_id, reason) => exits.push(reason.kind))
+  let fail: ((e: Error) => void) | undefined
+  const id = lw.add({ handleCall: () => new Promise((_r, rej) => (fail = rej)) })
+  const first = lw.call(id, 1)
+  const waiting = [lw.call(id, 2), lw.call(id, 3)]
+  fail!(new Error('boom'))
+  await t.rejects(first, WorkerCrashedError)
+  for (const w of waiting) await t.rejects(w, NoWorkerError)
+  t.equal(lw.queued(), 0)
+  t.same(exits, ['crash'])
+})
+
+t.test('a message sent while the worker stops (from its abort listener) is refused, not dropped silently (review)', async (t) => {
+  const ctl = new AbortController()
+  const lw = new LocalWorkers(() => {})
+  let cast: boolean | undefined
+  let call: Promise<unknown> | undefined
+  const id = lw.add({ handleCall: (m: unknown) => m }, ctl)
+  ctl.signal.addEventListener('abort', () => {
+    cast = lw.cast(id, 'late')
+    call = lw.call(id, 'late')
+  })
+  await lw.stop(id)
+  t.equal(cast, false, 'the cast says no worker took it')
+  await t.rejects(call!, NoWorkerError)
+})
+
+t.test('a handoff lets the current message finish and refuses those waiting and those sent during it (review)', async (t) => {
+  const lw = new LocalWorkers(() => {})
+  let release: (() => void) | undefined
+  const id = lw.add({
+    handleCall: (m: unknown) => (m === 'slow' ? new Promise<string>((r) => (release = () => r('done'))) : m),
+    beginHandoff: () => 'state',
+  })
+  const slow = lw.call(id, 'slow')
+  const waiting = lw.call(id, 'waiting')
+  const handoff = lw.handoff(id)
+  await t.rejects(waiting, NoWorkerError)
+  await t.rejects(lw.call(id, 'during'), NoWorkerError)
+  release!()
+  t.equal(await slow, 'done', 'the current message finishes')
+  t.equal(await handoff, 'state')
 })

@@ -182,19 +182,18 @@ export class LocalWorkers {
   /** Queue a call; resolves with the reply. */
   call(id: number, msg: unknown): Promise<unknown> {
     const s = this.slots.get(id)
-    if (!s) return Promise.reject(new NoWorkerError(`no worker ${id} on this node`))
+    // (ended but not yet gone: a message sent from its stop's abort listener)
+    if (!s || s.ended) return Promise.reject(new NoWorkerError(`no worker ${id} on this node`))
     return new Promise((resolve, reject) => {
-      ;(s.queue ??= []).push({ kind: 'call', msg, resolve, reject })
-      this.pump(s)
+      this.deliver(s, { kind: 'call', msg, resolve, reject })
     })
   }
 
   /** Queue a cast. Returns false when there is no such worker. */
   cast(id: number, msg: unknown): boolean {
     const s = this.slots.get(id)
-    if (!s) return false
-    ;(s.queue ??= []).push({ kind: 'cast', msg })
-    this.pump(s)
+    if (!s || s.ended) return false
+    this.deliver(s, { kind: 'cast', msg })
     return true
   }
 
@@ -240,11 +239,27 @@ export class LocalWorkers {
     return state
   }
 
+  /** Hand `env` to the worker now if it is idle and nothing waits, else queue it. */
+  private deliver(s: Slot, env: Envelope): void {
+    if (s.busy || s.queue) {
+      if (s.queue) s.queue.push(env)
+      else s.queue = [env]
+      this.pump(s)
+      return
+    }
+    this.handle(s, env)
+  }
+
+  /** Hand the oldest waiting message to the worker, if it is idle. */
   private pump(s: Slot): void {
     if (s.busy || s.ended) return
     const env = s.queue?.shift()
     if (!env) return
     if (s.queue!.length === 0) s.queue = undefined
+    this.handle(s, env)
+  }
+
+  private handle(s: Slot, env: Envelope): void {
     s.busy = true
     let result: unknown
     try {
