@@ -12,6 +12,27 @@ import { coreConfig, CoreHarness } from './sim/core-harness.js'
 /** A harness of `ids`, with `voters` bootstrapped (seed 7). */
 const harness = (ids: NodeId[], voters = ids, leaseRead = false): CoreHarness => new CoreHarness(ids, coreConfig(voters), { seed: 7, leaseRead })
 
+/**
+ * `c`, cut off while the leader `a` committed `cmds`, is let back and catches up; `onAppend` sees
+ * every append to it that carries entries. Returns how many commands `c` applied.
+ */
+function lagAndCatchUp(h: CoreHarness, cmds: unknown[], onAppend: (m: Extract<RaftMessage, { t: 'app' }>) => void): number {
+  h.elect('a')
+  h.isolate('c')
+  for (const cmd of cmds) h.core('a').propose(cmd)
+  h.settle()
+  h.deliver = (m) => {
+    if (m.t === 'app' && m.to === 'c' && m.entries.length) onAppend(m)
+    return m
+  }
+  h.heal()
+  for (let i = 0; i < 2 * cmds.length && h.appliedCmds('c').length < cmds.length; i++) {
+    h.core('a').tick()
+    h.settle()
+  }
+  return h.appliedCmds('c').length
+}
+
 t.test('a single node elects itself and commits', async (t) => {
   const h = harness(['a'])
   h.elect('a')
@@ -103,26 +124,18 @@ t.test('appends stay within maxAppendBytes, one entry at least, and the follower
   // would pass the transport's 64 MiB frame limit, be dropped, and be sent again unchanged.
   const size = (e: { data: unknown }): number => (typeof e.data === 'number' && e.data % 10 === 0 ? 5000 : 300)
   const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 7, maxAppendBytes: 1000, entryBytes: size })
-  h.elect('a')
-  h.isolate('c')
-  for (let i = 1; i <= 200; i++) h.core('a').propose(i)
-  h.settle()
   let biggest = 0
   let single = 0
-  h.deliver = (m) => {
-    if (m.t === 'app' && m.to === 'c' && m.entries.length) {
+  const applied = lagAndCatchUp(
+    h,
+    Array.from({ length: 200 }, (_, i) => i + 1),
+    (m) => {
       const bytes = m.entries.reduce((a, e) => a + size(e), 0)
       if (m.entries.length === 1) single++
       else biggest = Math.max(biggest, bytes)
-    }
-    return m
-  }
-  h.heal()
-  for (let i = 0; i < 200 && h.appliedCmds('c').length < 200; i++) {
-    h.core('a').tick()
-    h.settle()
-  }
-  t.equal(h.appliedCmds('c').length, 200, 'c caught up')
+    },
+  )
+  t.equal(applied, 200, 'c caught up')
   t.ok(biggest > 0 && biggest <= 1000, `appends of several entries hold at most 1,000 bytes (${biggest})`)
   t.ok(single > 0, 'an entry larger than the bound goes alone')
 })
@@ -134,21 +147,13 @@ t.test('a lagging follower gets the appends the byte bound makes, whether its en
   // not cut by the bytes of their encodings (the review found 127 a message that way).
   const lagging = (opts: { maxAppendBytes: number; entryBytes?: (e: Entry) => number }, body: number): number[] => {
     const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 7, ...opts })
-    h.elect('a')
-    h.isolate('c')
-    for (let i = 1; i <= 300; i++) h.core('a').propose('x'.repeat(body) + i)
-    h.settle()
     const counts: number[] = []
-    h.deliver = (m) => {
-      if (m.t === 'app' && m.to === 'c' && m.entries.length) counts.push(m.entries.length)
-      return m
-    }
-    h.heal()
-    for (let i = 0; i < 400 && h.appliedCmds('c').length < 300; i++) {
-      h.core('a').tick()
-      h.settle()
-    }
-    t.equal(h.appliedCmds('c').length, 300, 'c caught up')
+    const applied = lagAndCatchUp(
+      h,
+      Array.from({ length: 300 }, (_, i) => 'x'.repeat(body) + (i + 1)),
+      (m) => counts.push(m.entries.length),
+    )
+    t.equal(applied, 300, 'c caught up')
     return counts
   }
   const sized = lagging({ maxAppendBytes: 2000, entryBytes: (e) => entryBytes(e).length }, 600)
