@@ -19,13 +19,10 @@ import { writeHeapSnapshot } from 'node:v8'
 
 import { Sworm } from '../src/index.js'
 import { RegistryState } from '../src/registry/state.js'
+import { intOption, parseCli } from '../tools/cli-args.js'
 import { benchLogger, runMain } from './common.js'
 
-const arg = (name: string): string | undefined => {
-  const i = process.argv.indexOf(name)
-  return i >= 0 ? process.argv[i + 1] : undefined
-}
-const N = Number(arg('--names') ?? 50_000)
+const N = parseCli('objects-bench.js [--names N]', { names: { type: 'string' } }, (v) => intOption(v, 'names', 50_000, { min: 1 }))
 const log = benchLogger('objects')
 const dir = mkdtempSync(join(tmpdir(), 'sworm-objects-'))
 
@@ -110,8 +107,12 @@ async function main(): Promise<void> {
   if (!(globalThis as { gc?: unknown }).gc) log('without --expose-gc the counts include garbage (npm run bench:objects passes it)')
   log(`${N.toLocaleString('en')} names`)
 
-  replica()
-  await hostingNode()
+  try {
+    replica()
+    await hostingNode()
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
 }
 
 /** A replica: the state machine alone (gone when this returns, before the next measure). */
@@ -151,7 +152,6 @@ async function hostingNode(): Promise<void> {
     table(`A node hosting ${N.toLocaleString('en')} spawned workers, a static name each`, perName(base, census()), (k) => k === 'function handleCall' || k === '{handleCall}')
   } finally {
     await s.stop()
-    rmSync(dir, { recursive: true, force: true })
   }
 }
 
