@@ -226,9 +226,14 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   const leader = c.nodes.find((s) => s.status().role === 'leader')!
   const others = c.nodes.filter((s) => s !== leader)
   const before = new Map<string, unknown>()
+  // (the followers that host some: a follower may host none of the 9. CI saw n3 run none through
+  // the whole check on d5f7b00, with its lease held and every worker kept: the check was wrong)
+  const hosts = new Set<string>()
   for (let i = 0; i < 9; i++) {
     const ref = (await others[0]!.whereisName(`k:${i}`, { consistent: true }))!
-    if (ref.node !== leader.nodeId) before.set(`k:${i}`, await others[0]!.call(`k:${i}`, 'incarnation'))
+    if (ref.node === leader.nodeId) continue
+    before.set(`k:${i}`, await others[0]!.call(`k:${i}`, 'incarnation'))
+    hosts.add(ref.node)
   }
   // many heartbeat rounds under the old leader, then cut it off
   await new Promise((r) => setTimeout(r, 1500))
@@ -239,7 +244,7 @@ t.test('followers keep their lease (and their workers) across a leader change', 
   await waitFor(() => others.some((o) => o.status().role === 'leader'), 5000, 'a new leader')
   const deadline = performance.now() + 3 * opts.leaseTimeoutMs
   while (performance.now() < deadline) {
-    for (const o of others) t.equal(o.status().supervised > 0 || before.size === 0, true, `${o.nodeId} still runs its workers`)
+    for (const o of others) if (hosts.has(o.nodeId)) t.equal(o.status().supervised > 0, true, `${o.nodeId} still runs its workers`)
     await new Promise((r) => setTimeout(r, 100))
   }
   for (const o of others) t.ok(o.leaseOk(), `${o.nodeId} holds its lease under the new leader`)
