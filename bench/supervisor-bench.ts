@@ -143,6 +143,21 @@ async function withCpu(c: SwormCluster, load: () => Promise<Load>): Promise<Star
   return { ...s, cpuUs: s.ok ? (cpu * 1000) / s.ok : 0, cores: wall > 0 ? cpu / wall : 0, busiest }
 }
 
+/** How long an idle cluster's CPU is measured, after a pause for the last reports to settle. */
+const IDLE_MS = 5000
+const IDLE_SETTLE_MS = 2000
+
+/** Each node's CPU while nothing happens, as a share of one core (what holding its workers costs it at rest). */
+async function idleCpu(c: SwormCluster): Promise<Map<string, number>> {
+  await new Promise((r) => setTimeout(r, IDLE_SETTLE_MS))
+  const cpu0 = await nodesCpuMs(c)
+  const t0 = performance.now()
+  await new Promise((r) => setTimeout(r, IDLE_MS))
+  const byNode = cpuBetween(cpu0, await nodesCpuMs(c))
+  const wall = performance.now() - t0
+  return new Map([...byNode].map(([node, ms]) => [node, ms / wall]))
+}
+
 interface Failover {
   victim: string
   wasLeader: boolean
@@ -301,6 +316,8 @@ interface Results {
   all?: Starts
   /** From one node with WIDE in flight. */
   wide?: Starts
+  /** Each node's CPU (share of a core) while the cluster of `foFollower` held its workers and nothing happened. */
+  idle?: Map<string, number>
   foFollower?: Failover
   foLeader?: Failover
   /** A follower holding about a third of N.big workers killed. */
@@ -338,6 +355,11 @@ function report(r: Results): string {
     ...startsRow(`supervised starts/s, ${k(N.starts)} names, ${INFLIGHT} in flight from one node (the leader)`, r.one),
     ...startsRow(`supervised starts/s, ${k(N.starts)} names, ${INFLIGHT} in flight on each of 3 nodes at once`, r.all),
     ...startsRow(`supervised starts/s, ${k(N.starts)} names, ${WIDE} in flight from one node (the leader)`, r.wide),
+    [
+      `idle: each node's CPU while the cluster holds ${k(N.failTotal)} workers (about ${k(N.failTotal / 3)} a node) and nothing happens, over ${IDLE_MS / 1000} s`,
+      r.idle ? [...r.idle].map(([node, share]) => `${node} ${(share * 100).toFixed(1)}%`).join(', ') + ' of a core' : 'n/a',
+      '',
+    ],
     ...foRow(`failover, ${k(N.failTotal)} workers in the cluster, SIGKILL a follower (${r.foFollower?.victim ?? '?'})`, r.foFollower),
     ...foRow(`failover, ${k(N.failTotal)} workers in the cluster, SIGKILL the leader (${r.foLeader?.victim ?? '?'})`, r.foLeader),
     ...(N.big ? foRow(`failover, ${k(N.big)} workers in the cluster, SIGKILL a follower (${r.foBig?.victim ?? '?'})`, r.foBig) : []),
@@ -426,6 +448,8 @@ async function main(): Promise<void> {
       log(`  ${int(rate(r.one)!)}/s, placed ${JSON.stringify(r.one.perNode)}`)
       const victim = c.ids.find((id) => id !== leader)!
       await topUp(c, 'fo:')
+      log(`idle for ${(IDLE_SETTLE_MS + IDLE_MS) / 1000} s: each node's CPU`)
+      r.idle = await idleCpu(c)
       r.foFollower = await failover(c, leader, victim, [['one:', N.starts], ['fo:', N.failTotal - N.starts]])
       log(`  all answer ${ms(r.foFollower.answerMs)} after the kill`)
     }),

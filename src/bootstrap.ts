@@ -47,6 +47,8 @@ export interface SwormDeps {
   loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Names the supervisor's safety net looks at per tick (default 10,000; the simulation uses a few, so that it goes through them in slices). */
   reconcileSlice?: number
+  /** How often the supervisor's safety net looks again while nothing changed (default 10 s; the simulation makes it never in half its runs, so that a change the supervisor is not told of stands out). */
+  reconcileRecheckMs?: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few, so that moves come in slices). */
   moveSlice?: number
   /** How long the Raft node waits before it first retries a failed disk (default 1 s; the simulation varies it, so that a disk comes back within a lease). */
@@ -93,6 +95,7 @@ export interface SwormParts {
   readonly disk: string | undefined
   readonly loadModule: ((specifier: string) => Promise<Record<string, unknown>>) | undefined
   readonly reconcileSlice: number | undefined
+  readonly reconcileRecheckMs: number | undefined
   readonly moveSlice: number | undefined
   readonly release: () => Promise<void>
 }
@@ -247,6 +250,7 @@ export async function assemble<S extends Assembled>(
       disk,
       loadModule: deps.loadModule,
       reconcileSlice: deps.reconcileSlice,
+      reconcileRecheckMs: deps.reconcileRecheckMs,
       moveSlice: deps.moveSlice,
       release: deps.release,
     })

@@ -182,7 +182,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         leaseRenewed: () => this.fire('leaseRenewed', { node: o.nodeId }),
         running: (name, epoch, ref, by) => this.early.running(name, epoch, ref, by),
       },
-    }, p.reconcileSlice)
+    }, p.reconcileSlice, p.reconcileRecheckMs)
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
     const isLocal = (ref: WorkerRef): boolean => this.isLocal(ref)
     const msgs = p.msgs

@@ -7,7 +7,8 @@ import { silentLogger, systemClock } from '../src/raft/types.js'
 import { RegistryState } from '../src/registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
 import { LocalWorkers, type Worker } from '../src/supervisor/local-workers.js'
-import { nextSlice, Supervisor } from '../src/supervisor/supervisor.js'
+import { Supervisor } from '../src/supervisor/supervisor.js'
+import { SliceScan } from '../src/util/slice-scan.js'
 import { waitFor } from './helpers.js'
 
 function harness(reconcileSlice?: number) {
@@ -149,21 +150,42 @@ t.test('reconcile goes through a slice of the names per tick, and through all of
   t.equal(h.factory.terminated, 10, 'all ten terminated, over four ticks')
 })
 
-t.test('nextSlice: a scan across calls, started anew when it ended', async (t) => {
+t.test('SliceScan: a scan across calls, a new pass once one ended, from the generation it began at', async (t) => {
   const items = [1, 2, 3, 4, 5]
-  const fresh = (): Iterator<number> => items.values()
-  let [got, at] = nextSlice<number>(undefined, fresh, 2)
-  t.same(got, [1, 2])
-  ;[got, at] = nextSlice(at, fresh, 2)
-  t.same(got, [3, 4])
-  ;[got, at] = nextSlice(at, fresh, 2)
-  t.same(got, [5])
-  t.equal(at, undefined, 'ended')
-  ;[got, at] = nextSlice(at, fresh, 5)
-  t.same(got, [1, 2, 3, 4, 5])
-  t.not(at, undefined, 'stopped exactly at the end: not known yet')
-  ;[got, at] = nextSlice(at, fresh, 2)
-  t.same(got, [1, 2], 'found ended at once: started anew in the same call')
+  const scan = new SliceScan<number>(() => items.values())
+  t.same(scan.take(2, 7), { items: [1, 2], passFrom: undefined })
+  t.same(scan.take(2, 8), { items: [3, 4], passFrom: undefined })
+  t.same(scan.take(2, 9), { items: [5], passFrom: 7 }, 'the pass ended: it began at generation 7')
+  t.same(scan.take(5, 10), { items: [1, 2, 3, 4, 5], passFrom: undefined }, 'stopped exactly at the end: not known yet')
+  t.same(scan.take(5, 11), { items: [], passFrom: 10 }, 'known at the next call')
+  t.same(scan.take(2, 12), { items: [1, 2], passFrom: undefined })
+  scan.restart()
+  t.same(scan.take(9, 13), { items: [1, 2, 3, 4, 5], passFrom: 13 }, 'restarted: a new pass from the start')
+})
+
+t.test('an idle supervisor stops going through its names and workers, and looks again when something changes', async (t) => {
+  // Failed on 9630a3d: reconcile() went through reconcileSlice names and workers every tick
+  // whatever happened (an idle node holding 10k workers: 6% of a core).
+  const h = harness(4)
+  let peeks = 0
+  const peek = h.state.peek.bind(h.state)
+  h.state.peek = (name: string) => {
+    peeks++
+    return peek(name)
+  }
+  for (let i = 0; i < 10; i++) h.apply({ c: 'supervise', name: `w${i}`, spec: { module: 'm', fn: 'quick', args: [] } })
+  await waitFor(() => h.sup.size === 10 && !h.sup.startsQueued(), 5000, 'ten workers run')
+  // a few ticks: the scans go through everything once with nothing new, then rest
+  for (let i = 0; i < 8; i++) await h.sup.tick()
+  const before = peeks
+  for (let i = 0; i < 8; i++) await h.sup.tick()
+  t.equal(peeks, before, 'eight idle ticks look at no name')
+  // a change the supervisor must act on without an event of its own (a snapshot installed):
+  // the scans go again, and the workers the registry no longer places here stop
+  h.state.restore(new RegistryState().snapshot())
+  for (let i = 0; i < 8; i++) await h.sup.tick()
+  await waitFor(() => h.factory.terminated === 10, 5000, 'every worker the registry no longer places here is stopped')
+  t.ok(peeks > before, 'looked again after the snapshot')
 })
 
 t.test('a handoff whose report failed is reported again at the next tick, whatever the slice', async (t) => {

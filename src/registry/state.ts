@@ -78,6 +78,11 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   private cut: SnapshotWriter | undefined
   /** Highest log index applied. */
   appliedIndex = 0
+  /**
+   * How many snapshots replaced the registry (restore() makes no change events: whoever keeps
+   * something in step with the tables looks at them again when this moves).
+   */
+  restores = 0
   /** The sworm name of stored refs, one string for all (see {@link RegistryState.stored}). */
   private swormName: string | undefined
 
@@ -872,6 +877,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
         if (!done) return undefined
         this.cut = undefined // a snapshot in progress goes on with the tables it was reading
         this.setTables(done.tables)
+        this.restores++
         this.appliedIndex = done.index
         this.swormName = done.sworm
         return true
