@@ -143,9 +143,9 @@ async function withCpu(c: SwormCluster, load: () => Promise<Load>): Promise<Star
   return { ...s, cpuUs: s.ok ? (cpu * 1000) / s.ok : 0, cores: wall > 0 ? cpu / wall : 0, busiest }
 }
 
-/** How long an idle cluster's CPU is measured, after a pause for the last reports to settle. */
+/** How long an idle cluster's CPU is measured, after a pause for the last reports, the disk's compactions and the collector to settle (2 s left 2-4% of a core of them). */
 const IDLE_MS = 5000
-const IDLE_SETTLE_MS = 2000
+const IDLE_SETTLE_MS = 10_000
 
 /** Each node's CPU while nothing happens, as a share of one core (what holding its workers costs it at rest). */
 async function idleCpu(c: SwormCluster): Promise<Map<string, number>> {
