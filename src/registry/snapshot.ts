@@ -29,6 +29,7 @@
 import { pack, Unpackr } from 'msgpackr'
 import { RefIndex } from './ref-index.js'
 import { ShardedMap } from '../util/sharded-map.js'
+import { StaticName } from './static-name.js'
 import type { NodeRecord, Registration, RegistryResult, WorkerRef } from './types.js'
 
 /** A group member: a static worker by ref, or a supervised worker by name (follows it). */
@@ -162,7 +163,8 @@ export class SnapshotWriter {
     const s = this.t.names.shardIndexOf(name)
     if (s < this.shard) return // that shard is encoded: its old values are no longer needed
     if (this.shardNames[s] === undefined) this.takeShard(s) // its first change: its order at the cut, now
-    if (!this.preNames.has(name)) this.preNames.set(name, now ? { ...now } : null)
+    // (a static name's registration never changes: the object itself is its value at the cut)
+    if (!this.preNames.has(name)) this.preNames.set(name, now ? (now instanceof StaticName ? now : { ...now }) : null)
   }
 
   /** How many names' keys the writer has taken so far (the whole table's would be one stall). */
@@ -249,16 +251,15 @@ export class SnapshotWriter {
       const pre = this.preNames.get(name)
       const r = pre === undefined ? this.t.names.get(name) : pre
       if (!r) continue // absent at the cut (touched before it was added)
-      const ref = r.ref
-      if (r.kind === 'static' && ref && ref.sworm === this.sworm && Number.isSafeInteger(ref.id)) {
-        const key = `${ref.node}\u0000${ref.inc}`
+      if (r instanceof StaticName && r.sworm === this.sworm && Number.isSafeInteger(r.id)) {
+        const key = `${r.refNode}\u0000${r.refInc}`
         let k = incs.get(key)
         if (k === undefined) {
           incs.set(key, (k = frame.t.length))
-          frame.t.push([ref.node, ref.inc])
+          frame.t.push([r.refNode, r.refInc])
         }
-        frame.n.push([name, k, ref.id])
-      } else frame.n.push([name, r])
+        frame.n.push([name, k, r.id])
+      } else frame.n.push([name, r instanceof StaticName ? r.copy() : r])
     }
     return frame
   }
@@ -430,7 +431,7 @@ export function firstNames(names: Iterable<string>, max: number): string[] {
 
 function addName(t: Tables, r: Registration, sworm: string | undefined): void {
   if (r.ref) r.ref = sharedRef(r.ref, t.nodes, sworm)
-  t.names.set(r.name, r)
+  t.names.set(r.name, r.kind === 'static' && r.ref ? new StaticName(r.name, r.ref.sworm, r.ref.node, r.ref.inc, r.ref.id) : r)
   if (r.ref) t.namesOf.add(r.ref, r.name, r.kind === 'supervised')
   if (r.kind === 'supervised') addPlaced(t, r.name, r.node)
   if (r.kind === 'alias') {

@@ -11,6 +11,7 @@
  */
 import type { StateMachine, StepTask } from '../raft/node.js'
 import { defaultPlacement, type PlacementStrategy } from './placement.js'
+import { StaticName } from './static-name.js'
 import type { ShardedMap } from '../util/sharded-map.js'
 import { SnapshotReader, SnapshotWriter, addPlaced, deletePlaced, emptyTables, firstNames, sortedNames, type Member, type Session, type Tables } from './snapshot.js'
 import {
@@ -130,7 +131,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   /** The registration of `name`, if any (a copy). */
   registration(name: string): Registration | undefined {
     const r = this.names.get(name)
-    return r ? { ...r } : undefined
+    if (!r) return undefined
+    return r instanceof StaticName ? r.copy() : { ...r }
   }
 
   /** Every name and its ref (names of workers that are (re)starting are left out). */
@@ -384,7 +386,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // A ref of a node incarnation that is not (or no longer) up cannot take a name.
     if (!node || node.inc !== ref.inc || !node.up) return 'node-down'
     const kept = this.stored(ref, node)
-    this.setName(name, { name, ref: kept, kind: 'static' })
+    this.setName(name, new StaticName(name, kept.sworm, kept.node, kept.inc, kept.id))
     this.indexRef(name, kept)
     this.onChange?.({ type: 'registered', name, ref: kept })
     return true
