@@ -312,6 +312,42 @@ t.test('a static name is one object, in every replica: made by the log, restored
   t.equal(Buffer.compare(Buffer.from(again.snapshot()), Buffer.from(s.snapshot())), 0, 'and encodes to the same bytes')
 })
 
+// Found by review of 9ca4b63 (both fail on it): a static name the compact form cannot hold went
+// out as { name, kind, ref }, not as the map the earlier version wrote; and dropping a node's static
+// names read each one's ref (a new object at each read) eight times.
+t.test('a static name in the full form is the map the earlier version wrote, key for key', async (t) => {
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  s.apply({ c: 'register', name: 'a', ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: 1 } }, 2)
+  s.apply({ c: 'register', name: 'o', ref: { sworm: 'other', node: 'n1', inc: 'i1', id: 2 } }, 3)
+  const recs = frames(s.snapshot()).flatMap((f) => ((f as { n?: unknown[] }).n ?? []) as unknown[][])
+  const full = recs.find((r) => r[0] === 'o')!
+  t.equal(full.length, 2, 'the full form')
+  t.same(Object.keys(full[1] as object), ['name', 'ref', 'kind'])
+})
+
+t.test("dropping a node's static names reads each one's ref about once", async (t) => {
+  const s = new RegistryState()
+  s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)
+  for (let k = 0; k < 100; k++) s.apply({ c: 'register', name: `w${k}`, ref: { sworm: SWORM, node: 'n1', inc: 'i1', id: k } }, 2 + k)
+  const getter = Object.getOwnPropertyDescriptor(StaticName.prototype, 'ref')!
+  let reads = 0
+  Object.defineProperty(StaticName.prototype, 'ref', {
+    ...getter,
+    get(this: StaticName) {
+      reads++
+      return getter.get!.call(this) as unknown
+    },
+  })
+  try {
+    s.apply({ c: 'nodeDown', node: 'n1', inc: 'i1', ord: 1 }, 200)
+  } finally {
+    Object.defineProperty(StaticName.prototype, 'ref', getter)
+  }
+  t.equal(s.size, 0, 'every name dropped')
+  t.ok(reads <= 200, `${reads} reads of a ref for 100 names`)
+})
+
 t.test('a damaged snapshot is refused, and the registry is left as it was', async (t) => {
   const s = new RegistryState()
   s.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, 1)

@@ -341,10 +341,12 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const first = this.namesOf.first(ref)
     if (first === undefined) return undefined
     const r = this.names.get(first)
-    if (r?.ref && sameRef(r.ref, ref)) return r
+    const held = r?.ref // (a static name's is made at each read: once)
+    if (held && sameRef(held, ref)) return r
     for (const n of this.namesOf.names(ref)) {
       const x = this.names.get(n)
-      if (x?.ref && sameRef(x.ref, ref)) return x
+      const its = x?.ref
+      if (its && sameRef(its, ref)) return x
     }
     return undefined
   }
@@ -424,8 +426,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   /** Remove a static or supervised name with everything that hangs on it. */
   private removeName(r: Readonly<Registration>): void {
+    const ref = r.ref // (a static name's is made at each read)
     this.deleteName(r.name)
-    this.unindexRef(r.name, r.ref)
+    this.unindexRef(r.name, ref)
     if (r.kind === 'supervised') {
       deletePlaced(this.index(), r.name, r.node)
       for (const a of this.aliasesOf.get(r.name) ?? []) {
@@ -438,8 +441,8 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'unregistered', name: r.name, ref: r.ref, node: r.node })
       return
     }
-    this.onChange?.({ type: 'unregistered', name: r.name, ref: r.ref, node: r.ref?.node })
-    if (r.ref && !this.namesOf.has(r.ref)) this.dropMemberships(`r:${refKey(r.ref)}`, r.ref)
+    this.onChange?.({ type: 'unregistered', name: r.name, ref, node: ref?.node })
+    if (ref && !this.namesOf.has(ref)) this.dropMemberships(`r:${refKey(ref)}`, ref)
   }
 
   private dropStaticWorker(ref: WorkerRef): void {
@@ -587,7 +590,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const victims: WorkerRef[] = []
     for (const name of this.namesOf.namesOfNode(node, incs)) {
       const r = this.names.get(name)
-      if (r?.kind === 'static' && r.ref!.node === node && incs(r.ref!.inc)) victims.push(r.ref!)
+      if (r instanceof StaticName && r.refNode === node && incs(r.refInc)) victims.push(r.ref)
     }
     for (const ref of victims) this.dropStaticWorker(ref)
   }

@@ -41,6 +41,6 @@ export class StaticName implements Readonly<Registration> {
 
   /** A plain copy, as {@link RegistryState.registration} hands out. */
   copy(): Registration {
-    return { name: this.name, kind: 'static', ref: this.ref }
+    return { name: this.name, ref: this.ref, kind: 'static' }
   }
 }
