@@ -7,6 +7,7 @@
 import type { RaftNode } from './raft/node.js'
 import type { PeerFaults } from './net/faults.js'
 import type { WsHub } from './net/hub.js'
+import type { RegistryState } from './registry/state.js'
 import type { RegistryCommand, RegistryResult } from './registry/types.js'
 import type { Worker } from './supervisor/local-workers.js'
 
@@ -26,6 +27,8 @@ export interface SwormInternals {
    * leadership transfer. Returns the worker objects that were alive.
    */
   crash(): Worker[]
+  /** The registry as this node applied it (read only: the simulation's checks look at what `registered()` leaves out). */
+  readonly state: RegistryState
   /** Requests waiting for another node's answer (calls, admin requests), and messages in local mailboxes. */
   queues(): { requestsOut: number; mailboxQueued: number }
 }

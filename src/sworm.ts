@@ -262,6 +262,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     p.hooks.snapshot = () => this.observe.snapshot()
     setInternals(this, {
       raft,
+      state: this.state,
       hub: p.hub,
       faults: p.faults,
       crash: () => this.crash(),

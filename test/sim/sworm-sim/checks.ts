@@ -51,6 +51,10 @@ export function settled(w: SimWorld): boolean {
   const names = new Set(reg.map(([nm]) => w.prefix + nm))
   for (const [nm, k] of aliveInc) if (k !== (names.has(nm) ? 1 : 0)) return false
   for (const nm of names) if ((aliveInc.get(nm) ?? 0) !== 1) return false
+  // ... and every supervised name the registry holds runs: none placed without a worker (that
+  // `registered()` leaves out), being unregistered, or moving (found by review: a supervisor that
+  // never started some names passed)
+  if (stuckNames(w, leader.sworm!).length > 0) return false
   // every member has applied the same registry
   const want = registryOf(leader.sworm!.registered())
   return nodes.every((m) => registryOf(m.sworm!.registered()) === want)
@@ -74,6 +78,18 @@ function noteAutopilotRemovals(w: SimWorld, leader: Sworm): void {
   }
 }
 
+/** The workload's supervised names that `sworm`'s registry holds but that do not run: placed without a worker, being unregistered, or moving. */
+function stuckNames(w: SimWorld, sworm: Sworm): string[] {
+  const { state } = internals(sworm)
+  const out: string[] = []
+  for (let i = 0; i < (w.opts.names ?? 20); i++) {
+    const r = state.peek(`w${i}`)
+    if (r?.kind !== 'supervised' || (r.ref !== undefined && !r.retiring && r.handoffTo === undefined)) continue
+    out.push(`w${i}@${r.node ?? '-'}/e${r.epoch ?? '-'}${r.retiring ? ' retiring' : ''}${r.handoffTo !== undefined ? ` to ${r.handoffTo}` : ''}`)
+  }
+  return out
+}
+
 /** Why the cluster did not settle: its members, voters, node records, registry and running incarnations (and with `SIM_TRACE`, the nodes' state on stderr). */
 export function unsettled(w: SimWorld): string {
   const leader = w.active().find((m) => m.alive && m.sworm?.status().role === 'leader')
@@ -81,7 +97,8 @@ export function unsettled(w: SimWorld): string {
   if (process.env.SIM_TRACE) traceUnsettled(w, leader?.sworm)
   const cfg = (leader ? internals(leader.sworm!).raft : undefined)?.status().config
   const membersNow = w.all().map((m) => `${m.id}:${m.role}${m.alive ? (m.ready ? '' : ' starting') : ' down'}`)
-  return `did not settle (members ${JSON.stringify(membersNow)}, voters ${JSON.stringify(Object.keys(cfg?.voters ?? {}))}, learners ${JSON.stringify(Object.keys(cfg?.learners ?? {}))}, membership change ${w.membership ? 'under way' : 'done'}, nodes ${JSON.stringify(leader?.sworm!.statusReport().nodes)}) to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`
+  const stuck = leader ? stuckNames(w, leader.sworm!) : []
+  return `did not settle (supervised names not running: ${JSON.stringify(stuck)}; members ${JSON.stringify(membersNow)}, voters ${JSON.stringify(Object.keys(cfg?.voters ?? {}))}, learners ${JSON.stringify(Object.keys(cfg?.learners ?? {}))}, membership change ${w.membership ? 'under way' : 'done'}, nodes ${JSON.stringify(leader?.sworm!.statusReport().nodes)}) to one incarnation per name: registered=${JSON.stringify(leader?.sworm!.registered().map(([nm, ref]) => `${nm}@${ref.node}`) ?? 'no leader')} alive=${JSON.stringify([...aliveInc].filter(([, k]) => k !== 0))}`
 }
 
 /** The state of every running node, on stderr: where the registry and the running workers differ, and each node's supervisor. */

@@ -1,0 +1,110 @@
+/**
+ * The supervisor's safety net at rest (reconcile() stops going through names and workers once it
+ * went through them all with nothing new): each case rests on one of the things that make it look
+ * again, and stays stuck without it. Written by the review of 65fbb9f, which removed each such
+ * call in turn: without these, only two of them failed any test or simulation run.
+ */
+import t from 'tap'
+import { silentLogger, systemClock } from '../src/raft/types.js'
+import { RegistryState } from '../src/registry/state.js'
+import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
+import { LocalWorkers, type Worker } from '../src/supervisor/local-workers.js'
+import { Supervisor } from '../src/supervisor/supervisor.js'
+import { waitFor } from './helpers.js'
+
+function harness() {
+  const ref: { sup?: Supervisor } = {}
+  const state = new RegistryState((ch) => ref.sup?.onChange(ch))
+  let index = 0
+  const proposed: RegistryCommand[] = []
+  let refuse: (cmd: RegistryCommand) => boolean = () => false
+  const lease = { ok: true, lapses: 1 }
+  const f = { runs: 0, stops: [] as Array<() => void>, terminated: 0 }
+  const read = { hold: false, waiting: [] as Array<{ ok: () => void; fail: (e: Error) => void }> }
+  const slowStop = (): Worker => {
+    f.runs++
+    return { handleCall: () => 'ok', terminate: () => new Promise<void>((r) => f.stops.push(() => { f.terminated++; r() })) }
+  }
+  const quick = (): Worker => {
+    f.runs++
+    return { handleCall: () => 'ok', beginHandoff: () => 1, terminate: () => void f.terminated++ }
+  }
+  const sup = (ref.sup = new Supervisor({
+    sworm: 's',
+    nodeId: 'n1',
+    inc: 'i1',
+    state,
+    workers: new LocalWorkers((id, reason) => void ref.sup?.onExit(id, reason)),
+    log: silentLogger,
+    moduleBase: process.cwd(),
+    propose: async (cmd): Promise<RegistryResult> => {
+      proposed.push(cmd)
+      if (refuse(cmd)) throw new Error('no leader')
+      return state.apply(cmd, ++index)
+    },
+    read: () => (read.hold ? new Promise<void>((ok, fail) => read.waiting.push({ ok, fail })) : Promise.resolve()),
+    leaseOk: () => lease.ok,
+    leaseLapses: () => lease.lapses,
+    leaseTimeoutMs: 1000,
+    stopped: () => false,
+    clock: systemClock,
+    loadModule: async () => ({ slowStop, quick }),
+  }))
+  state.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++index)
+  return { state, sup, proposed, lease, f, read, apply: (cmd: RegistryCommand) => state.apply(cmd, ++index), refuse: (g: (cmd: RegistryCommand) => boolean) => (refuse = g) }
+}
+
+const ticks = async (h: ReturnType<typeof harness>, n: number): Promise<void> => {
+  for (let i = 0; i < n; i++) {
+    await h.sup.tick()
+    await new Promise((r) => setImmediate(r))
+  }
+}
+
+t.test("a start whose read barrier fails after reconcile() went to rest is tried again (a start that did not end running)", async (t) => {
+  const h = harness()
+  await ticks(h, 3)
+  h.read.hold = true
+  h.apply({ c: 'supervise', name: 'r', spec: { module: 'm', fn: 'quick', args: [] } })
+  await waitFor(() => h.read.waiting.length === 1, 5000, 'the start waits for its barrier')
+  await ticks(h, 4) // the name is `starting`: the scans skip it and rest
+  h.read.hold = false
+  h.read.waiting.shift()!.fail(new Error('no leader'))
+  await ticks(h, 6)
+  await waitFor(() => h.sup.size === 1, 2000, 'the name runs')
+  t.equal(h.sup.size, 1)
+})
+
+t.test('a worker fenced with a slow terminate, the lease back before it ended: restarted once it ends (a worker that ended)', async (t) => {
+  const h = harness()
+  h.apply({ c: 'supervise', name: 'x', spec: { module: 'm', fn: 'slowStop', args: [] } })
+  await waitFor(() => h.sup.size === 1 && h.proposed.some((c) => c.c === 'startedMany'), 5000, 'x runs')
+  h.lease.ok = false
+  void h.sup.tick() // fences: terminate under way (the tick waits for it)
+  await new Promise((r) => setImmediate(r))
+  h.lease.ok = true
+  h.lease.lapses++
+  await ticks(h, 6) // lease back: the scans find x still running here, and rest
+  t.equal(h.f.stops.length, 1, 'its terminate is still under way')
+  h.f.stops.shift()!()
+  await ticks(h, 6)
+  await waitFor(() => h.f.runs === 2 && h.sup.size === 1, 2000, 'x runs again')
+  t.equal(h.f.runs, 2)
+})
+
+t.test("a fenced worker's move (no state) whose handedOff report failed is reported again (a report that failed)", async (t) => {
+  const h = harness()
+  h.apply({ c: 'supervise', name: 'm', spec: { module: 'm', fn: 'quick', args: [] } })
+  await waitFor(() => h.sup.size === 1 && h.proposed.some((c) => c.c === 'startedMany'), 5000, 'm runs')
+  h.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' })
+  h.lease.ok = false
+  await h.sup.tick() // fenced
+  await waitFor(() => h.sup.size === 0, 2000, 'fenced')
+  h.apply({ c: 'drain', node: 'n1', on: true }) // its handoff: nothing runs to hand over
+  let failures = 0
+  h.refuse((cmd) => cmd.c === 'handedOff' && failures++ < 1)
+  h.lease.ok = true
+  h.lease.lapses++
+  await ticks(h, 8)
+  t.equal(h.state.peek('m')?.node, 'n2', 'moved to n2')
+})
