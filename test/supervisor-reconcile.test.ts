@@ -108,3 +108,28 @@ t.test("a fenced worker's move (no state) whose handedOff report failed is repor
   await ticks(h, 8)
   t.equal(h.state.peek('m')?.node, 'n2', 'moved to n2')
 })
+
+t.test('a caller waiting for a start the log has, when a snapshot brought it (no change said so): answered at the next tick', async (t) => {
+  // Found in CI on b74532c (supervisor-process.test.ts, 200 names x 100 callers on 5 nodes): one
+  // node's callers of 126 names waited 30 s for starts every other node had seen, and failed with
+  // StartError. A waiter is answered by the registry's changes, and a snapshot installed makes none.
+  const h = harness()
+  const other = new RegistryState()
+  let i = 0
+  other.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++i)
+  other.apply({ c: 'nodeUp', node: 'n2', inc: 'j1' }, ++i)
+  other.apply({ c: 'drain', node: 'n1', on: true }, ++i) // (so that x goes to n2)
+  other.apply({ c: 'supervise', name: 'x', spec: { module: 'm', fn: 'quick', args: [] }, ue: 1 }, ++i)
+  const x = other.peek('x')!
+  t.equal(x.node, 'n2')
+  const ref = { sworm: 's', node: 'n2', inc: 'j1', id: 7 }
+  other.apply({ c: 'started', name: 'x', epoch: x.epoch!, ref }, ++i)
+  const waitX = h.sup.waitForStart('x')
+  const waitY = h.sup.waitForStart('y')
+  h.state.restore(other.snapshot())
+  await ticks(h, 2)
+  const outcome = await Promise.race([waitX.outcome, new Promise((r) => setTimeout(() => r('still waiting'), 2000))])
+  t.same(outcome, { ok: true, ref }, "the start the snapshot holds answers x's caller")
+  t.equal(h.sup.waitingFor('y'), 1, 'a name the snapshot does not hold still waits (its supervise may come after)')
+  waitY.cancel()
+})

@@ -601,6 +601,7 @@ export class Supervisor {
    */
   async tick(): Promise<void> {
     if (this.host.stopped()) return
+    this.noteRestore()
     this.noteLease()
     if (!this.host.leaseOk()) {
       await this.fenceForLease()
@@ -645,6 +646,24 @@ export class Supervisor {
   }
 
   /**
+   * A snapshot replaced the registry's tables (no change says what it brought): reconcile() goes
+   * through the new ones from the start, and the callers waiting for a start the snapshot holds
+   * are answered (found in CI: a node that caught up by a snapshot during a burst of supervised
+   * registrations left its callers waiting until their deadline, then failing, for workers that ran).
+   */
+  private noteRestore(): void {
+    const { state } = this.host
+    if (state.restores === this.restoresSeen) return
+    this.restoresSeen = state.restores
+    this.scanPlaced.restart()
+    this.touch()
+    for (const name of this.waiters.keys()) {
+      const ref = state.whereis(name)
+      if (ref && state.peek(name)?.kind === 'supervised') this.settle(name, { ok: true, ref })
+    }
+  }
+
+  /**
    * Something that may change what reconcile() finds happened (a registry change about a
    * supervised name or a node, a worker that ended, a start that did not end running, a lease
    * gap, a report that failed): its scans go through everything again.
@@ -667,12 +686,7 @@ export class Supervisor {
     // through everything with nothing new since (see touch()), they rest: an idle node holding
     // 10k workers spent 7-10% of a core here (a pass every tick). They look again every
     // RECONCILE_RECHECK_MS all the same.
-    if (state.restores !== this.restoresSeen) {
-      // a snapshot replaced the tables, no change said what moved: through the new ones, from the start
-      this.restoresSeen = state.restores
-      this.scanPlaced.restart()
-      this.touch()
-    }
+    this.noteRestore()
     const now = this.host.clock.now()
     if (this.placedSeen === this.gen && this.runningSeen === this.gen && now - this.quietAt >= this.recheckMs) this.touch()
     const gen = this.gen

@@ -39,6 +39,11 @@ export class WaiterLists<K, W> {
     return list ? [...list] : []
   }
 
+  /** The keys anyone waits under (a copy: settling them while going through it is fine). */
+  keys(): K[] {
+    return [...this.lists.keys()]
+  }
+
   /** How many wait under `key`. */
   count(key: K): number {
     return this.lists.get(key)?.length ?? 0
