@@ -3,75 +3,36 @@
  * tie starting a worker to the lease (issue #10.4).
  */
 import t from 'tap'
-import { silentLogger, systemClock } from '../src/raft/types.js'
 import { RegistryState } from '../src/registry/state.js'
-import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
-import { LocalWorkers, type Worker } from '../src/supervisor/local-workers.js'
-import { Supervisor } from '../src/supervisor/supervisor.js'
+import type { Worker } from '../src/supervisor/local-workers.js'
 import { SliceScan } from '../src/util/slice-scan.js'
 import { waitFor } from './helpers.js'
+import { supervisorHarness } from './supervisor-harness.js'
 
 function harness(reconcileSlice?: number) {
-  const ref: { sup?: Supervisor } = {}
-  const state = new RegistryState((ch) => ref.sup?.onChange(ch))
-  let index = 0
-  const proposed: RegistryCommand[] = []
-  let refuse: (cmd: RegistryCommand) => boolean = () => false
-  const lease = { ok: true, lapses: 1 }
   const factory: { release?: () => void; runs: number; quickRuns: number; terminated: number; handoffsWithoutLease: number } = { runs: 0, quickRuns: 0, terminated: 0, handoffsWithoutLease: 0 }
-  const reads: Array<() => void> = []
-  const readGate = { hold: false }
-  const slow = async (): Promise<Worker> => {
-    factory.runs++
-    await new Promise<void>((r) => (factory.release = r))
-    return { handleCall: () => 'ok', terminate: () => void factory.terminated++ }
-  }
-  const quick = (): Worker => {
-    factory.quickRuns++
-    return {
-      handleCall: () => 'ok',
-      beginHandoff: () => {
-        if (!lease.ok) factory.handoffsWithoutLease++
-        return 1
+  const h = supervisorHarness(
+    (lease) => ({
+      slow: async (): Promise<Worker> => {
+        factory.runs++
+        await new Promise<void>((r) => (factory.release = r))
+        return { handleCall: () => 'ok', terminate: () => void factory.terminated++ }
       },
-      terminate: () => void factory.terminated++,
-    }
-  }
-  const sup = (ref.sup = new Supervisor({
-    sworm: 's',
-    nodeId: 'n1',
-    inc: 'i1',
-    state,
-    workers: new LocalWorkers((id, reason) => void ref.sup?.onExit(id, reason)),
-    log: silentLogger,
-    moduleBase: process.cwd(),
-    propose: async (cmd): Promise<RegistryResult> => {
-      proposed.push(cmd)
-      if (refuse(cmd)) throw new Error('no leader')
-      return state.apply(cmd, ++index)
-    },
-    read: async () => {
-      if (readGate.hold) await new Promise<void>((r) => reads.push(r))
-    },
-    leaseOk: () => lease.ok,
-    leaseLapses: () => lease.lapses,
-    leaseTimeoutMs: 1000,
-    stopped: () => false,
-    clock: systemClock,
-    loadModule: async () => ({ slow, quick }),
-  }, reconcileSlice))
-  state.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++index)
-  return {
-    state,
-    sup,
-    proposed,
-    lease,
-    factory,
-    apply: (cmd: RegistryCommand) => state.apply(cmd, ++index),
-    reads,
-    readGate,
-    refuse: (f: (cmd: RegistryCommand) => boolean) => (refuse = f),
-  }
+      quick: (): Worker => {
+        factory.quickRuns++
+        return {
+          handleCall: () => 'ok',
+          beginHandoff: () => {
+            if (!lease.ok) factory.handoffsWithoutLease++
+            return 1
+          },
+          terminate: () => void factory.terminated++,
+        }
+      },
+    }),
+    reconcileSlice,
+  )
+  return { ...h, factory }
 }
 
 t.test('an async factory that outlives the lease: its worker is dropped when it resolves (#10.4)', async (t) => {
@@ -306,13 +267,13 @@ t.test('a read barrier asked for before a lease gap does not let a start go on a
   await h.sup.tick()
   h.lease.ok = true
   h.lease.lapses++
-  h.reads.shift()!()
+  h.reads.shift()!.ok()
   await waitFor(() => h.reads.length === 1, 5000, 'a new barrier is asked for')
   t.equal(h.factory.quickRuns, 0, 'and the factory waits for it')
   // what the gap held: the node is drained, the name moves away (with handoff)
   h.apply({ c: 'drain', node: 'n1', on: true })
   t.equal(h.state.registration('a')?.handoffTo, 'n2', 'a moves to n2')
-  h.reads.shift()!()
+  h.reads.shift()!.ok()
   await waitFor(() => h.sup.waitingFor('a') === 0 && h.reads.length === 0 && !h.sup.startsQueued(), 5000, 'the start is over')
   await h.sup.tick()
   await waitFor(() => h.reads.length === 0 && !h.sup.startsQueued(), 5000, 'and a tick with it')

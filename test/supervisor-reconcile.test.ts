@@ -5,53 +5,24 @@
  * call in turn: without these, only two of them failed any test or simulation run.
  */
 import t from 'tap'
-import { silentLogger, systemClock } from '../src/raft/types.js'
 import { RegistryState } from '../src/registry/state.js'
-import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
-import { LocalWorkers, type Worker } from '../src/supervisor/local-workers.js'
-import { Supervisor } from '../src/supervisor/supervisor.js'
+import type { Worker } from '../src/supervisor/local-workers.js'
 import { waitFor } from './helpers.js'
+import { supervisorHarness } from './supervisor-harness.js'
 
 function harness() {
-  const ref: { sup?: Supervisor } = {}
-  const state = new RegistryState((ch) => ref.sup?.onChange(ch))
-  let index = 0
-  const proposed: RegistryCommand[] = []
-  let refuse: (cmd: RegistryCommand) => boolean = () => false
-  const lease = { ok: true, lapses: 1 }
   const f = { runs: 0, stops: [] as Array<() => void>, terminated: 0 }
-  const read = { hold: false, waiting: [] as Array<{ ok: () => void; fail: (e: Error) => void }> }
-  const slowStop = (): Worker => {
-    f.runs++
-    return { handleCall: () => 'ok', terminate: () => new Promise<void>((r) => f.stops.push(() => { f.terminated++; r() })) }
-  }
-  const quick = (): Worker => {
-    f.runs++
-    return { handleCall: () => 'ok', beginHandoff: () => 1, terminate: () => void f.terminated++ }
-  }
-  const sup = (ref.sup = new Supervisor({
-    sworm: 's',
-    nodeId: 'n1',
-    inc: 'i1',
-    state,
-    workers: new LocalWorkers((id, reason) => void ref.sup?.onExit(id, reason)),
-    log: silentLogger,
-    moduleBase: process.cwd(),
-    propose: async (cmd): Promise<RegistryResult> => {
-      proposed.push(cmd)
-      if (refuse(cmd)) throw new Error('no leader')
-      return state.apply(cmd, ++index)
+  const h = supervisorHarness(() => ({
+    slowStop: (): Worker => {
+      f.runs++
+      return { handleCall: () => 'ok', terminate: () => new Promise<void>((r) => f.stops.push(() => { f.terminated++; r() })) }
     },
-    read: () => (read.hold ? new Promise<void>((ok, fail) => read.waiting.push({ ok, fail })) : Promise.resolve()),
-    leaseOk: () => lease.ok,
-    leaseLapses: () => lease.lapses,
-    leaseTimeoutMs: 1000,
-    stopped: () => false,
-    clock: systemClock,
-    loadModule: async () => ({ slowStop, quick }),
+    quick: (): Worker => {
+      f.runs++
+      return { handleCall: () => 'ok', beginHandoff: () => 1, terminate: () => void f.terminated++ }
+    },
   }))
-  state.apply({ c: 'nodeUp', node: 'n1', inc: 'i1' }, ++index)
-  return { state, sup, proposed, lease, f, read, apply: (cmd: RegistryCommand) => state.apply(cmd, ++index), refuse: (g: (cmd: RegistryCommand) => boolean) => (refuse = g) }
+  return { ...h, f }
 }
 
 const ticks = async (h: ReturnType<typeof harness>, n: number): Promise<void> => {
@@ -64,12 +35,12 @@ const ticks = async (h: ReturnType<typeof harness>, n: number): Promise<void> =>
 t.test("a start whose read barrier fails after reconcile() went to rest is tried again (a start that did not end running)", async (t) => {
   const h = harness()
   await ticks(h, 3)
-  h.read.hold = true
+  h.readGate.hold = true
   h.apply({ c: 'supervise', name: 'r', spec: { module: 'm', fn: 'quick', args: [] } })
-  await waitFor(() => h.read.waiting.length === 1, 5000, 'the start waits for its barrier')
+  await waitFor(() => h.reads.length === 1, 5000, 'the start waits for its barrier')
   await ticks(h, 4) // the name is `starting`: the scans skip it and rest
-  h.read.hold = false
-  h.read.waiting.shift()!.fail(new Error('no leader'))
+  h.readGate.hold = false
+  h.reads.shift()!.fail(new Error('no leader'))
   await ticks(h, 6)
   await waitFor(() => h.sup.size === 1, 2000, 'the name runs')
   t.equal(h.sup.size, 1)

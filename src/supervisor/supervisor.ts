@@ -685,8 +685,7 @@ export class Supervisor {
     // ms a tick here, not 150 ms, and goes through them all every few ticks. Once both scans went
     // through everything with nothing new since (see touch()), they rest: an idle node holding
     // 10k workers spent 7-10% of a core here (a pass every tick). They look again every
-    // RECONCILE_RECHECK_MS all the same.
-    this.noteRestore()
+    // RECONCILE_RECHECK_MS all the same. (A snapshot installed: tick() saw it, see noteRestore().)
     const now = this.host.clock.now()
     if (this.placedSeen === this.gen && this.runningSeen === this.gen && now - this.quietAt >= this.recheckMs) this.touch()
     const gen = this.gen
