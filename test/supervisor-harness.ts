@@ -2,7 +2,7 @@
  * The supervisor alone, on a registry it is handed, a lease and read barriers the test controls,
  * ticked by hand: what the supervisor's unit tests share.
  */
-import { silentLogger, systemClock } from '../src/raft/types.js'
+import { silentLogger, systemClock, type Clock } from '../src/raft/types.js'
 import { RegistryState } from '../src/registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../src/registry/types.js'
 import { LocalWorkers } from '../src/supervisor/local-workers.js'
@@ -23,9 +23,9 @@ export interface HeldRead {
 /**
  * A supervisor of node n1 (incarnation i1, up in its registry) whose proposals apply at once
  * (unless `refuse` says no), whose factories are `factories(lease)`, and whose `reconcileSlice` is
- * the one given.
+ * the one given, on `clock` (the system's by default).
  */
-export function supervisorHarness(factories: (lease: TestLease) => Record<string, unknown>, reconcileSlice?: number) {
+export function supervisorHarness(factories: (lease: TestLease) => Record<string, unknown>, reconcileSlice?: number, clock: Clock = systemClock) {
   const ref: { sup?: Supervisor } = {}
   const state = new RegistryState((ch) => ref.sup?.onChange(ch))
   let index = 0
@@ -54,7 +54,7 @@ export function supervisorHarness(factories: (lease: TestLease) => Record<string
       leaseLapses: () => lease.lapses,
       leaseTimeoutMs: 1000,
       stopped: () => false,
-      clock: systemClock,
+      clock,
       loadModule: async () => module,
     },
     reconcileSlice,
