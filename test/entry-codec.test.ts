@@ -3,7 +3,7 @@
  * AppendEntries share one encoding per entry, and a follower stores the bytes it received.
  */
 import t from 'tap'
-import { CACHED_ENTRIES, decodeEntries, entryBytes, unpackEntry } from '../src/raft/entry-codec.js'
+import { CACHED_ENTRIES, commandCopy, decodeEntries, entryBytes, unpackEntry } from '../src/raft/entry-codec.js'
 import type { Entry } from '../src/raft/types.js'
 
 const entry = (index: number, data: unknown = { c: 'register', name: `n${index}` }): Entry => ({ index, term: 3, type: 'cmd', data })
@@ -16,6 +16,26 @@ t.test('an entry is encoded once, as the tuple the storage keeps', async (t) => 
   const other = entry(10)
   t.not(entryBytes(other), b, 'another entry at the same index gets its own bytes (a truncated log)')
   t.same(entryBytes(e), b, 'and the first still encodes alike')
+})
+
+t.test("a command proposed here is encoded once: its entry's bytes are made from the command's, alike", async (t) => {
+  const commands: unknown[] = [
+    { c: 'register', name: 'n', ref: { sworm: 's', node: 'n1', inc: 'i', id: 7 } },
+    { c: 'supervise', name: 'é'.repeat(40) + '🙂', spec: { module: './m.js', fn: 'f', args: [1, -2.5, 'x'.repeat(300), [null, true], { a: new Date(9) }] }, ue: 1 },
+    { c: 'handedOff', name: 'h', epoch: 2 ** 40, state: new Uint8Array([1, 2, 3]), none: undefined },
+    { big: 'y'.repeat(70_000), n: 2 ** 53 - 1 },
+  ]
+  let index = 1000
+  for (const cmd of commands) {
+    const copy = commandCopy(cmd)
+    t.same(copy, cmd, 'the copy decodes as the command')
+    t.not(copy, cmd, 'a copy, not the caller object')
+    const e: Entry = { index: ++index, term: 2 ** 33, type: 'cmd', data: copy }
+    const b = entryBytes(e)
+    const whole: Entry = { index: e.index, term: e.term, type: 'cmd', data: structuredClone(copy) }
+    t.same(Buffer.from(b), Buffer.from(entryBytes(whole)), 'the same bytes as the whole tuple encoded at once')
+    t.same(unpackEntry(b), [e.index, e.term, 'cmd', cmd])
+  }
 })
 
 t.test('received bytes decode to entries and are kept as their encoding', async (t) => {

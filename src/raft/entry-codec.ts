@@ -50,11 +50,44 @@ function slot(index: number): number {
 export function entryBytes(e: Entry): Uint8Array {
   const s = slot(e.index)
   if (cachedEntry[s] === e) return cachedBytes[s]!
-  // consecutive pack() results never overlap: each can be kept as it is
-  const b = packr.pack([e.index, e.term, e.type, e.data])
+  const data = typeof e.data === 'object' && e.data !== null ? commandBytes.get(e.data) : undefined
+  let b: Uint8Array
+  if (data !== undefined) {
+    // a command this node proposed, encoded already (see commandCopy): the tuple's head, then it
+    commandBytes.delete(e.data as object)
+    const head = packr.pack([e.index, e.term, e.type])
+    b = new Uint8Array(head.length + data.length)
+    b.set(head)
+    b[0] = FIXARRAY_4 // (the head is a fixarray of 3: now of 4, the command its last item)
+    b.set(data, head.length)
+  } else {
+    // consecutive pack() results never overlap: each can be kept as it is
+    b = packr.pack([e.index, e.term, e.type, e.data])
+  }
   cachedEntry[s] = e
   cachedBytes[s] = b
   return b
+}
+
+/** MessagePack's header of an array of 4 items (one of 3: one less). */
+const FIXARRAY_4 = 0x94
+
+/** Encodings of commands proposed here, until the entry that carries each is encoded (see {@link commandCopy}). */
+const commandBytes = new WeakMap<object, Uint8Array>()
+
+/**
+ * A copy of `command` as every replica decodes it (a leader must apply what its followers
+ * decode, never the caller's object): decoded from its encoding, which is kept for the entry
+ * that will carry the copy, so that {@link entryBytes} does not encode the command a second time
+ * (about 5 µs of the leader's CPU per registration). The encoding is used once, and goes with
+ * the copy if no entry ever carries it.
+ * @throws whatever msgpackr throws for a command it cannot encode
+ */
+export function commandCopy(command: unknown): unknown {
+  const bytes = packr.pack(command)
+  const copy = packr.unpack(bytes) as unknown
+  if (typeof copy === 'object' && copy !== null) commandBytes.set(copy, bytes)
+  return copy
 }
 
 /**

@@ -9,7 +9,6 @@
  * @module
  */
 import { EventEmitter } from 'node:events'
-import { Packr } from 'msgpackr'
 import { RaftCore, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
 import {
   ConfigChangeError,
@@ -23,7 +22,7 @@ import {
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { silentLogger, systemClock } from './types.js'
-import { decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
+import { commandCopy, decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
@@ -33,7 +32,6 @@ import { retry, sleep } from '../util/retry.js'
 import { RateLimitedLog } from '../observability/rate-limited-log.js'
 
 /** The encoding of commands on the wire and on disk (see {@link RaftNode.propose}). */
-const commandCodec = new Packr({ useRecords: false, mapsAsObjects: true })
 
 /**
  * The replicated state machine. `apply` must be deterministic: the same commands in the same
@@ -454,7 +452,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // would stay a Map here only, and a later change by the caller would reach this replica only).
     let copy: C
     try {
-      copy = commandCodec.unpack(commandCodec.pack(command)) as C
+      copy = commandCopy(command) as C
     } catch (err) {
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
     }
