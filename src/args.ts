@@ -40,7 +40,7 @@ export class ArgChecks {
       ref.inc.length === 0 ||
       typeof ref.id !== 'number' ||
       !Number.isSafeInteger(ref.id) ||
-      ref.id < 1 ||
+      ref.id === 0 || // (a node's own workers count from 1; a ref fixed at a placement is negative)
       typeof ref.sworm !== 'string'
     ) {
       throw new InvalidArgumentError('not a WorkerRef')
@@ -90,6 +90,13 @@ export class ArgChecks {
     if (v === undefined) return undefined
     if (!(v instanceof AbortSignal)) throw new InvalidArgumentError('signal must be an AbortSignal')
     return v
+  }
+
+  /** `wait` of a supervised registration: `'running'` (also when absent) or `'placed'`. */
+  wait(wait: unknown): 'running' | 'placed' {
+    if (wait === undefined || wait === 'running') return 'running'
+    if (wait === 'placed') return 'placed'
+    throw new InvalidArgumentError(`wait must be 'running' or 'placed', got ${typeof wait === 'string' ? JSON.stringify(wait) : typeof wait}`)
   }
 
   /** `opts[key]` as a timeout: undefined, or a positive finite number of milliseconds. */

@@ -3,7 +3,7 @@
  * workers, replicated by its own Raft.
  * @packageDocumentation
  */
-export { Sworm, type SwormEvents, type SwormOptions, type SwormReadiness, type SwormStatus, type SwormStatusReport, type WorkerStopReason, type MultiCallResult, type Abortable } from './sworm.js'
+export { Sworm, type SwormEvents, type SwormOptions, type SwormReadiness, type SwormStatus, type SwormStatusReport, type WorkerStopReason, type MultiCallResult, type Abortable, type SuperviseOptions } from './sworm.js'
 export { pinoLogger } from './observability/logging.js'
 export { COMMIT_LATENCY_BUCKETS } from './observability/metrics.js'
 export type { WorkerRef, StartSpec, RestartPolicy } from './registry/types.js'

@@ -29,6 +29,8 @@ export interface SwormInternals {
   crash(): Worker[]
   /** The registry as this node applied it (read only: the simulation's checks look at what `registered()` leaves out). */
   readonly state: RegistryState
+  /** Whether a worker with local id `id` lives on this node (the simulation checks each registered ref has one). */
+  hasWorker(id: number): boolean
   /** Requests waiting for another node's answer (calls, admin requests), and messages in local mailboxes. */
   queues(): { requestsOut: number; mailboxQueued: number }
 }

@@ -23,7 +23,7 @@ import type { RaftNode, RaftNodeEvents } from './raft/node.js'
 import type { Clock, Logger } from './raft/types.js'
 import { RegistryClient } from './registry/client.js'
 import type { RegistryChange, RegistryState } from './registry/state.js'
-import { sameRef, type RegistryCommand, type RegistryResult, type StartSpec, type SuperviseResult, type WorkerRef } from './registry/types.js'
+import { runningRef, sameRef, type RegistryCommand, type RegistryResult, type StartSpec, type SuperviseResult, type WorkerRef } from './registry/types.js'
 import { Messaging } from './rpc/messaging.js'
 import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
@@ -68,6 +68,22 @@ function onAbort(signal: AbortSignal, fn: () => void): () => void {
  */
 export interface Abortable {
   signal?: AbortSignal
+}
+
+/** Options of a supervised registration ({@link Sworm.registerName} with a {@link StartSpec}). */
+export interface SuperviseOptions extends Abortable {
+  /**
+   * When the promise resolves. `'running'` (the default): once the worker runs (a start that
+   * fails rejects it with a `StartError`). `'placed'`: once the registration is in the log and
+   * placed on a node, with the ref its worker will run under (fixed then, so a start costs the
+   * cluster one decision of the log's, as a static registration does); the node starts the worker
+   * at once. Calls and casts to that ref, or to the name, made before the worker runs wait for it
+   * (up to their timeout; a cast up to `castHoldMs`); if its start fails, the name is removed
+   * (`workerStopped`... see the `StartError` of the default in the node's log) and they fail
+   * with `NoWorkerError`, as for any worker that ended. Every node of the sworm must run a
+   * version that knows it (protocol version 9).
+   */
+  wait?: 'running' | 'placed'
 }
 
 /** One member's outcome in {@link Sworm.multiCall}: its reply, or the error of its call. */
@@ -266,6 +282,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       hub: p.hub,
       faults: p.faults,
       crash: () => this.crash(),
+      hasWorker: (id) => workers.has(id),
       queues: () => ({ requestsOut: this.requests.size + this.messaging.size, mailboxQueued: workers.queued() }),
     })
   }
@@ -374,11 +391,15 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * the node running it at once (they wait for the log, a `TimeoutError` after
    * `requestTimeoutMs`); another node given the ref within that round finds it not registered
    * (`join`) or registers a static name for it, not an alias (the name goes when the worker ends).
+   * With `{ wait: 'placed' }`: resolves as soon as the registration is placed, with the ref
+   * the worker will run under (see {@link SuperviseOptions.wait}).
    * @throws AlreadyRegisteredError (with the existing ref), StartError (the cause attached), NoNodeError
    */
-  registerName(name: string, spec: StartSpec, opts?: Abortable): Promise<WorkerRef>
-  registerName(name: string, target: WorkerRef | StartSpec, opts?: Abortable): Promise<boolean | WorkerRef> {
-    if (isObj(target) && 'module' in target) return this.abortable(opts, () => this.registerSupervised(name, target as StartSpec, false))
+  registerName(name: string, spec: StartSpec, opts?: SuperviseOptions): Promise<WorkerRef>
+  registerName(name: string, target: WorkerRef | StartSpec, opts?: SuperviseOptions): Promise<boolean | WorkerRef> {
+    if (isObj(target) && 'module' in target) {
+      return this.abortable(opts, () => this.registerSupervised(name, target as StartSpec, false, opts?.wait))
+    }
     return this.abortable(opts, () => this.registerStatic(name, target as WorkerRef))
   }
 
@@ -391,15 +412,23 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return this.abortable(opts, () => this.registerSupervised(name, spec, true))
   }
 
-  private async registerSupervised(name: string, spec: StartSpec, orExisting: boolean): Promise<WorkerRef> {
+  private async registerSupervised(name: string, spec: StartSpec, orExisting: boolean, wait?: unknown): Promise<WorkerRef> {
     this.guard()
     const n = this.args.name(name)
     const sp = this.args.spec(spec)
+    const placed = this.args.wait(wait) === 'placed'
     if (orExisting) {
       const ref = this.whereis(n)
       if (ref) return ref
     }
     await this.membership.ready()
+    if (placed) {
+      // the ref is fixed by the entry that places the name (see Registration.fx)
+      const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1, fx: this.name })) as SuperviseResult
+      if (res.placed && res.ref) return res.ref
+      if (!res.placed && !res.exists) throw new NoNodeError()
+      throw new AlreadyRegisteredError(n, res.placed ? undefined : res.ref)
+    }
     // its host tells this node when the worker runs (see supervisor/early-starts.ts)
     const expecting = this.early.expect(n)
     try {
@@ -430,7 +459,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
   /** Whether supervised name `n` is registered, not being unregistered, and its worker not running yet. */
   private startingHere(n: string): boolean {
     const r = this.state.registration(n)
-    return r !== undefined && r.kind === 'supervised' && !r.retiring && r.ref === undefined
+    return r !== undefined && r.kind === 'supervised' && !r.retiring && runningRef(r) === undefined
   }
 
   /**
@@ -449,7 +478,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       }),
     ]
     const r = this.state.peek(n)
-    const early = r?.kind === 'supervised' && r.ref === undefined && r.epoch !== undefined && !r.retiring ? this.early.wait(n, r.epoch) : undefined
+    const early = r?.kind === 'supervised' && runningRef(r) === undefined && r.epoch !== undefined && !r.retiring ? this.early.wait(n, r.epoch) : undefined
     if (early) waits.push(early.ref.then((ref): StartOutcome => ({ ok: true, ref })))
     try {
       return await Promise.race(waits)
@@ -781,7 +810,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         // done when none is placed here and every moved name runs on its new node (or is gone)
         const settling = moving.filter((name) => {
           const r = this.state.registration(name)
-          return r !== undefined && r.kind === 'supervised' && !r.retiring && (r.ref === undefined || r.ref.node === this.nodeId)
+          return r !== undefined && r.kind === 'supervised' && !r.retiring && (runningRef(r) === undefined || r.ref!.node === this.nodeId)
         }).length
         if (left === 0 && settling === 0) return
         if (this.clock.now() > deadline) throw new TimeoutError(`drain: ${left} workers still on this node, ${settling} not yet running elsewhere`)

@@ -701,7 +701,7 @@ t.test('a real cluster under hostile peers and callers', async (t) => {
       { sworm: 'hostile', node: 'n1', inc: ref.inc },
       { ...ref, id: 'one' },
       { ...ref, id: NaN },
-      { ...ref, id: -1 },
+      { ...ref, id: 0 }, // (negative: a ref fixed at a supervised placement, valid)
       { ...ref, id: 1.5 },
       { ...ref, id: 2 ** 60 },
       { ...ref, node: '' },

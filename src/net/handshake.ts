@@ -64,8 +64,12 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * its registry would go on placing workers that ended; and a gone node's supervised names move a
  * slice an entry (`nodeDown` with `max`, then `moveOff`), where a replica of version 7 would move
  * them all in the `nodeDown`, and place them otherwise; a cluster upgrades from 7 by a full stop).
+ * 9: a supervised registration may fix its worker's ref when it is placed (`supervise` with
+ * `fx`, `registerName(..., { wait: 'placed' })`), which a replica of version 8 would not do, so
+ * its registry would show no worker where the others show one; a cluster upgrades from 8 by a
+ * full stop.
  */
-export const WS_PROTOCOL_VERSION = 8
+export const WS_PROTOCOL_VERSION = 9
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

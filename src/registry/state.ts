@@ -199,6 +199,16 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return this.namesOf.names(ref)
   }
 
+  /**
+   * The supervised name whose ref `ref` was fixed at its placement, while no node has reported
+   * its worker running (see {@link Registration.fx}); undefined for any other ref.
+   */
+  startingName(ref: WorkerRef): string | undefined {
+    if (!(ref.id < 0)) return undefined // (only a fixed ref has a negative id)
+    const r = this.ownerOf(ref)
+    return r?.fx === 1 ? r.name : undefined
+  }
+
   /** Whether `ref` (the current incarnation) holds at least one name. */
   isRegistered(ref: WorkerRef): boolean {
     return this.ownerOf(ref) !== undefined
@@ -303,7 +313,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'moveOff':
         return this.moveOff(cmd.node, cmd.inc, sliceOf(cmd.max))
       case 'supervise':
-        return this.supervise(cmd.name, cmd.spec, cmd.ue === 1, cmd.s?.node)
+        return this.supervise(cmd.name, cmd.spec, cmd.ue === 1, cmd.s?.node, cmd.ue === 1 && typeof cmd.fx === 'string' ? cmd.fx : undefined)
       case 'started':
         return this.started(cmd.name, cmd.epoch, cmd.ref)
       case 'startedMany':
@@ -544,6 +554,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       r.ref = undefined
       this.onChange?.({ type: 'stopWorker', name: r.name, ref: old })
     }
+    if (r.fx !== undefined) r.fx = undefined // (a handoff forgot the ref already)
     r.node = node
     // A registration with unique epochs takes the index of this entry: no entry places one name
     // twice, so its epochs stay below the index of any later registration of the name.
@@ -647,15 +658,25 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ supervision
 
-  private supervise(name: string, spec: StartSpec, uniqueEpochs: boolean, by: string | undefined): SuperviseResult {
+  private supervise(name: string, spec: StartSpec, uniqueEpochs: boolean, by: string | undefined, fixIn: string | undefined): SuperviseResult {
     const existing = this.names.get(name)
     if (existing) return { placed: false, exists: true, kind: existing.kind, ref: this.whereis(name) }
     const node = this.choose(name)
     if (node === undefined) return { placed: false, exists: false, noNode: true }
     const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0, ...(uniqueEpochs ? { ue: 1 as const } : {}) }
     this.setName(name, r)
-    this.place(r, node, false, by)
-    return { placed: true, epoch: r.epoch!, node }
+    // (a ref fixed here needs no word that the worker runs: its caller does not wait for it)
+    this.place(r, node, false, fixIn === undefined ? by : undefined)
+    if (fixIn === undefined) return { placed: true, epoch: r.epoch!, node }
+    // The worker's ref, fixed now: the entry's index (the epoch of a fresh registration with
+    // unique epochs) is unique in the log, so no other worker of that node incarnation can have
+    // it, and a node gives its own workers positive ids.
+    const n = this.nodes.get(node)!
+    const w = this.edit(r)
+    w.ref = this.stored({ sworm: fixIn, node, inc: n.inc, id: -r.epoch! }, n)
+    w.fx = 1
+    this.indexRef(name, w.ref, true)
+    return { placed: true, epoch: r.epoch!, node, ref: w.ref }
   }
 
   private current(name: string, epoch: number): Readonly<Registration> | undefined {
@@ -668,6 +689,17 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // no index or snapshot could hold, the same way on every replica
     if (typeof name !== 'string' || !Number.isSafeInteger(epoch) || !isWorkerRef(ref)) return false
     const r = this.current(name, epoch)
+    if (r?.fx === 1) {
+      // the start of a worker whose ref was fixed at its placement: it runs now (on the same
+      // conditions as any other start)
+      const n = this.nodes.get(ref.node)
+      if (!r.ref || !sameRef(r.ref, ref) || r.retiring || !n || !n.up || n.inc !== ref.inc) return false
+      const w = this.edit(r)
+      w.fx = undefined
+      w.handoffState = undefined
+      this.onChange?.({ type: 'started', name, ref: r.ref, epoch })
+      return true
+    }
     // The same start reported again (the supervisor retries a report whose outcome it does not
     // know): it took effect, so say so; the supervisor would otherwise stop a worker in use.
     if (r?.ref && sameRef(r.ref, ref)) return true
@@ -694,7 +726,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   private startFailed(name: string, epoch: number, error: string): boolean {
     const r = this.current(name, epoch)
-    if (!r || r.ref) return false
+    if (!r || (r.ref && r.fx !== 1)) return false
     this.onChange?.({ type: 'startFailed', name, epoch, error })
     this.removeName(r)
     return true

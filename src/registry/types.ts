@@ -30,6 +30,15 @@ export function sameRef(a: WorkerRef, b: WorkerRef): boolean {
 }
 
 /**
+ * The ref of registration `r` once its worker was reported running: undefined while a supervised
+ * worker starts (no ref yet, or a ref fixed at its placement whose start no node reported yet:
+ * {@link Registration.fx}).
+ */
+export function runningRef(r: Readonly<Registration>): WorkerRef | undefined {
+  return r.fx === 1 ? undefined : r.ref
+}
+
+/**
  * How a name is held.
  * - `static`: bound to a worker the app spawned; never moved or restarted.
  * - `supervised`: started from a {@link StartSpec} on a node the registry placed it on;
@@ -76,6 +85,14 @@ export interface Registration {
    * entries written before it existed, which replay with the old rule (epochs counted from 1).
    */
   ue?: 1
+  /**
+   * supervised: its `ref` was fixed when its `supervise` entry placed it (the worker's id is that
+   * entry's index, negated: unique, and never one a node gives its own workers), and its node has
+   * not reported the worker running yet. Messages to the ref wait for that report, or for word
+   * from the node. Cleared by the report, or by the next placement (which leaves no ref until a
+   * node reports a start, as placements always did).
+   */
+  fx?: 1
   /** supervised: a move with state handoff in progress, to this node */
   handoffTo?: string
   /** supervised: state handed over by the previous incarnation, for the next one's endHandoff() */
@@ -167,7 +184,18 @@ export type RegistryOp =
    * proposer since it existed): the registration's epochs are log indexes, never reused by a later
    * registration of the same name (see `Registration.ue`).
    */
-  | { c: 'supervise'; name: string; spec: StartSpec; ue?: 1 }
+  | {
+      c: 'supervise'
+      name: string
+      spec: StartSpec
+      ue?: 1
+      /**
+       * The worker's ref is fixed by this entry (`registerName(..., { wait: 'placed' })`): the
+       * registration holds `{ sworm: fx, node, inc, id: -epoch }` from its placement on (see
+       * `Registration.fx`), and the result carries it. Set only with `ue`. Since version 9.
+       */
+      fx?: string
+    }
   /** A node started the worker of `name` for `epoch`. */
   | { c: 'started'; name: string; epoch: number; ref: WorkerRef }
   /**
@@ -197,7 +225,7 @@ export type RegistryOp =
 
 /** Result of a `supervise` command. */
 export type SuperviseResult =
-  | { placed: true; epoch: number; node: string }
+  | { placed: true; epoch: number; node: string; /** with `fx`: the worker's ref, fixed */ ref?: WorkerRef }
   | { placed: false; exists: true; kind: RegistrationKind; ref: WorkerRef | undefined }
   | { placed: false; exists: false; noNode: true }
 

@@ -123,6 +123,11 @@ export class Messaging {
     const { host } = this
     if (typeof target !== 'string') {
       const ref = this.checkRef(target)
+      // (a worker whose ref was fixed before it ran: held as casts by name are, until it runs)
+      if (ref.id < 0) {
+        const within = host.castHoldMs
+        await this.untilStarted(ref, host.clock.now() + within, () => new TimeoutError(`the worker did not start within ${within} ms`))
+      }
       if (host.isLocal(ref)) {
         if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
         return
@@ -156,7 +161,11 @@ export class Messaging {
   async call<R>(target: string | WorkerRef, msg: unknown, timeout: number): Promise<R> {
     const { host } = this
     const deadline = host.clock.now() + timeout
-    if (typeof target !== 'string') return this.deliver<R>(this.checkRef(target), msg, timeout, timeout)
+    if (typeof target !== 'string') {
+      const ref = this.checkRef(target)
+      if (ref.id < 0) await this.untilStarted(ref, deadline, () => new TimeoutError(`call not answered within ${timeout} ms: the worker has not started`))
+      return this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout)
+    }
     let tried: WorkerRef | undefined
     for (;;) {
       const ref = await this.nextRef(target, deadline, timeout, tried)
@@ -339,7 +348,34 @@ export class Messaging {
     const ref = host.whereis(name)
     if (!ref) return undefined
     if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.has(ref.id) ? ref : undefined
-    return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) ? ref : undefined
+    // (a ref fixed at the name's placement: once its node reported the worker running)
+    return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) && host.state.startingName(ref) === undefined ? ref : undefined
+  }
+
+  /**
+   * Messages to a ref fixed at its supervised name's placement (`registerName(..., { wait:
+   * 'placed' })`, a negative id) wait here until its node reported the worker running (or the
+   * worker runs on this node), or the name moved on or went (then they go, and meet the end any
+   * ref to a worker that ended meets), until `deadline`. A ref this node's registry does not hold,
+   * from an entry it has not applied yet, waits for one read barrier first.
+   * @throws what `late()` makes, at the deadline
+   */
+  private async untilStarted(ref: WorkerRef, deadline: number, late: () => Error): Promise<void> {
+    if (!(ref.id < 0)) return
+    const { host } = this
+    let read = false
+    for (;;) {
+      if (host.isLocal(ref) && host.workers.has(ref.id)) return
+      const name = host.state.startingName(ref)
+      if (name === undefined) {
+        if (read || host.state.isRegistered(ref) || host.state.appliedIndex >= -ref.id) return
+        await this.readBefore(deadline, late)
+        read = true
+        continue
+      }
+      if (host.clock.now() >= deadline) throw late()
+      await this.change(name, deadline)
+    }
   }
 
   /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */

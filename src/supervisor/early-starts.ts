@@ -21,7 +21,7 @@
  */
 import type { NodeId } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
-import { refKey, type WorkerRef } from '../registry/types.js'
+import { refKey, runningRef, type WorkerRef } from '../registry/types.js'
 import type { WireRouter } from '../rpc/router.js'
 import { WaiterLists } from '../util/waiters.js'
 
@@ -228,7 +228,7 @@ export class EarlyStarts {
       r.kind === 'supervised' &&
       r.epoch === h.epoch &&
       r.node === h.ref.node &&
-      r.ref === undefined &&
+      runningRef(r) === undefined &&
       r.handoffTo === undefined &&
       r.retiring !== true &&
       this.host.state.isUp(h.ref.node, h.ref.inc)

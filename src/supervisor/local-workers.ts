@@ -128,10 +128,16 @@ export class LocalWorkers {
 
   /**
    * Start hosting `worker`; returns its local id. `abort` is aborted when it stops. With `init`,
-   * its `init(init)` runs first (messages wait for it; a failure crashes the worker).
+   * its `init(init)` runs first (messages wait for it; a failure crashes the worker). `fixedId`:
+   * the id the registry gave it (negative: a supervised worker whose ref was fixed at its
+   * placement); else the next one of this node's own (positive).
+   * @throws Error if `fixedId` is not a negative integer, or is taken
    */
-  add(worker: Worker, abort?: Abortable, init?: WorkerContext): number {
-    const id = this.nextId++
+  add(worker: Worker, abort?: Abortable, init?: WorkerContext, fixedId?: number): number {
+    if (fixedId !== undefined && (!Number.isSafeInteger(fixedId) || fixedId >= 0 || this.slots.has(fixedId))) {
+      throw new Error(`worker id ${fixedId} cannot be given: not a negative integer, or taken`)
+    }
+    const id = fixedId ?? this.nextId++
     const s: Slot = { id, worker, queue: undefined, busy: false, ended: false, abort }
     this.slots.set(id, s)
     if (init && typeof worker.init === 'function') {

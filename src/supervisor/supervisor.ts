@@ -13,7 +13,7 @@ import { pathToFileURL } from 'node:url'
 import type { Clock, Logger } from '../raft/types.js'
 import { retry } from '../util/retry.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
-import type { RegistryCommand, RegistryResult, StartSpec, WorkerRef } from '../registry/types.js'
+import { runningRef, type RegistryCommand, type RegistryResult, type StartSpec, type WorkerRef } from '../registry/types.js'
 import { LazyAbort, type ExitReason, type LocalWorkers, type Worker } from './local-workers.js'
 import { WaiterLists } from '../util/waiters.js'
 import { StartReports, StopReports } from './reports.js'
@@ -194,7 +194,8 @@ export class Supervisor {
    * it was removed); `cancel()` stops waiting (the promise then never settles).
    */
   waitForStart(name: string): { outcome: Promise<StartOutcome>; cancel(): void } {
-    const ref = this.host.state.whereis(name)
+    const reg = this.host.state.peek(name)
+    const ref = reg && runningRef(reg) !== undefined ? this.host.state.whereis(name) : undefined
     if (ref) return { outcome: Promise.resolve({ ok: true, ref }), cancel: () => {} }
     let cancel = (): void => {}
     const outcome = new Promise<StartOutcome>((resolve) => (cancel = this.waiters.add(name, resolve)))
@@ -408,7 +409,17 @@ export class Supervisor {
         if (this.placedHere(name, epoch)) await this.stops.report(name, epoch, true)
         return
       }
-      const id = this.host.workers.add(worker, abort)
+      // (a ref fixed at its placement names the worker's id: it takes that one)
+      const now = this.host.state.peek(name)
+      const fixed = now?.fx === 1 && now.ref?.node === this.host.nodeId && now.ref.inc === this.host.inc ? now.ref.id : undefined
+      if (fixed !== undefined && this.host.workers.has(fixed)) {
+        // its previous worker (the same start, tried again) has not ended yet: try again later
+        launchedNow?.()
+        abort.abort('moved')
+        await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
+        return
+      }
+      const id = this.host.workers.add(worker, abort, undefined, fixed)
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
       this.byId.set(id, name)
@@ -440,7 +451,7 @@ export class Supervisor {
   /** Start `name` if the registry places it here and it has no worker yet. */
   private startIfPlacedHere(name: string): void {
     const reg = this.host.state.peek(name)
-    if (reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && reg.ref === undefined && reg.epoch !== undefined) this.startSoon(name, reg.epoch)
+    if (reg && reg.kind === 'supervised' && reg.node === this.host.nodeId && runningRef(reg) === undefined && reg.epoch !== undefined) this.startSoon(name, reg.epoch)
   }
 
   /** Track lease gaps; after one, the next start waits for a linearizable read barrier. */
@@ -510,7 +521,7 @@ export class Supervisor {
       reg.kind === 'supervised' &&
       reg.node === this.host.nodeId &&
       reg.epoch === epoch &&
-      reg.ref === undefined &&
+      runningRef(reg) === undefined &&
       reg.handoffTo === undefined &&
       !reg.retiring
     )
@@ -677,8 +688,9 @@ export class Supervisor {
     this.scanPlaced.restart()
     this.touch()
     for (const name of this.waiters.keys()) {
-      const ref = state.whereis(name)
-      if (ref && state.peek(name)?.kind === 'supervised') this.settle(name, { ok: true, ref })
+      const reg = state.peek(name)
+      const ref = reg?.kind === 'supervised' ? runningRef(reg) : undefined
+      if (ref && !reg!.retiring) this.settle(name, { ok: true, ref })
     }
   }
 
@@ -737,9 +749,9 @@ export class Supervisor {
       // (nothing to start while this node is down in the registry: names left on it wait to be
       // moved, or for it to be up again; see isMine)
       if (!up) continue
-      if (reg.ref === undefined) {
+      if (runningRef(reg) === undefined) {
         if (!local && !this.starting.has(reg.name) && this.queued.get(reg.name) !== reg.epoch) needStart.push([reg.name, reg.epoch!])
-      } else if (reg.ref.inc === this.host.inc && (!local || local.id !== reg.ref.id)) {
+      } else if (reg.ref!.inc === this.host.inc && (!local || local.id !== reg.ref!.id)) {
         // the registry names a worker of ours that is gone (fenced): start a new incarnation
         if (!this.starting.has(reg.name)) needRestart.push([reg.name, reg.epoch!])
       }

@@ -5,6 +5,7 @@
  */
 import { internals } from '../../../src/internal.js'
 import type { Sworm } from '../../../src/sworm.js'
+import { runningRef } from '../../../src/registry/types.js'
 import type * as workers from '../../../tools/cluster/workers.js'
 import { simGlobals, zoneOf, type SimWorld, type Stall } from './world.js'
 
@@ -51,6 +52,12 @@ export function settled(w: SimWorld): boolean {
   const names = new Set(reg.map(([nm]) => w.prefix + nm))
   for (const [nm, k] of aliveInc) if (k !== (names.has(nm) ? 1 : 0)) return false
   for (const nm of names) if ((aliveInc.get(nm) ?? 0) !== 1) return false
+  // ... under the ref the registry holds (a worker whose ref was fixed at its placement runs
+  // under that one)
+  for (const [, ref] of reg) {
+    const host = w.members.get(ref.node)
+    if (!host?.alive || host.sworm?.incarnation !== ref.inc || !internals(host.sworm).hasWorker(ref.id)) return false
+  }
   // ... and every supervised name the registry holds runs: none placed without a worker (that
   // `registered()` leaves out), being unregistered, or moving (found by review: a supervisor that
   // never started some names passed)
@@ -84,7 +91,7 @@ function stuckNames(w: SimWorld, sworm: Sworm): string[] {
   const out: string[] = []
   for (let i = 0; i < (w.opts.names ?? 20); i++) {
     const r = state.peek(`w${i}`)
-    if (r?.kind !== 'supervised' || (r.ref !== undefined && !r.retiring && r.handoffTo === undefined)) continue
+    if (r?.kind !== 'supervised' || (runningRef(r) !== undefined && !r.retiring && r.handoffTo === undefined)) continue
     out.push(`w${i}@${r.node ?? '-'}/e${r.epoch ?? '-'}${r.retiring ? ' retiring' : ''}${r.handoffTo !== undefined ? ` to ${r.handoffTo}` : ''}`)
   }
   return out

@@ -12,7 +12,19 @@ export function registerSupervised(w: SimWorld): void {
   const m = w.alive()
   if (!m.length) return
   const name = `w${w.nextName < (w.opts.names ?? 20) ? w.nextName++ : Math.floor(w.r() * w.nextName)}`
-  void w.pick(m).sworm!.whereisOrRegisterName(name, { module: 'sim-workers', fn: 'counter', args: [w.prefix + name] }).catch(() => {})
+  const via = w.pick(m).sworm!
+  const spec = { module: 'sim-workers', fn: 'counter', args: [w.prefix + name] }
+  if (w.r() < 0.5) {
+    void via.whereisOrRegisterName(name, spec).catch(() => {})
+    return
+  }
+  // its ref fixed at its placement, and a call to it before the worker runs (it waits for it)
+  w.count('register-placed')
+  void via
+    .registerName(name, spec, { wait: 'placed' })
+    .then((ref) => via.call(ref, 'get', { timeout: 2000 }))
+    .then(() => w.count('placed-call-answered'))
+    .catch(() => {})
 }
 
 /** Register `count` static names (of one long-lived worker per node), 64 in flight, before the faults. */

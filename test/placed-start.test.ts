@@ -1,0 +1,82 @@
+/**
+ * `registerName(name, spec, { wait: 'placed' })`: the registration resolves once the log placed
+ * the name, with the ref its worker will run under, and whatever is sent to that ref (or name)
+ * before the worker runs waits for it, from any node. Three in-process sworms.
+ */
+import { writeFileSync } from 'node:fs'
+import t from 'tap'
+import { InvalidArgumentError, NoWorkerError, type WorkerRef } from '../src/index.js'
+import { startSworms, tempDir, waitFor } from './helpers.js'
+
+// Factories held at a gate the test opens (the workers run in this process).
+const gate = { open: (): void => {}, wait: Promise.resolve() }
+;(globalThis as Record<string, unknown>).__swormPlacedGate = gate
+const fixtures = tempDir('sworm-placed-')
+t.teardown(() => fixtures.cleanup())
+const MODULE = `${fixtures.dir}/placed-workers.mjs`
+writeFileSync(
+  MODULE,
+  `export async function held(name) {
+  await globalThis.__swormPlacedGate.wait
+  let n = 0
+  return { handleCall: (m) => (m === 'inc' ? ++n : m === 'who' ? name : n), handleCast: (m) => { if (m === 'inc') n++ } }
+}
+export function broken() { throw new Error('this worker cannot start') }
+`,
+)
+
+t.test("a registration that waits for its placement only: its ref works from every node, once the worker runs", async (t) => {
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed', { startTimeoutMs: 20_000 })
+  t.teardown(() => c.stop())
+  const [a, b, d] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0], (typeof c.nodes)[0]]
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const names = Array.from({ length: 9 }, (_, i) => `placed-${i}`)
+  // every factory waits at the gate: the registrations resolve all the same
+  const refs: WorkerRef[] = await Promise.all(names.map((n) => a.registerName(n, { module: MODULE, fn: 'held', args: [n] }, { wait: 'placed' })))
+  for (const [i, n] of names.entries()) {
+    t.ok(refs[i]!.id < 0, `${n}: a fixed ref (id ${refs[i]!.id}, on ${refs[i]!.node})`)
+    t.same(a.whereisName(n), refs[i], `${n}: the caller's registry shows it at once`)
+  }
+  // sent before any worker runs, from every node, by ref and by name
+  const calls: Array<Promise<unknown>> = []
+  for (const s of [a, b, d]) {
+    for (const [i, n] of names.entries()) {
+      calls.push(s.call(refs[i]!, 'inc', { timeout: 20_000 }), s.call(n, 'inc', { timeout: 20_000 }))
+      void s.send(refs[i]!, 'inc')
+    }
+  }
+  let settled = 0
+  for (const p of calls) void p.then(() => settled++, () => settled++)
+  await new Promise((r) => setImmediate(r))
+  t.equal(settled, 0, 'nothing answered while no factory returned')
+  gate.open()
+  const answers = (await Promise.all(calls)) as number[]
+  // each name's worker took each call once: its answers are distinct counts
+  for (const [i, n] of names.entries()) {
+    const mine = [0, 1, 2].flatMap((k) => [answers[k * names.length * 2 + 2 * i]!, answers[k * names.length * 2 + 2 * i + 1]!])
+    t.equal(new Set(mine).size, 6, `${n}: six calls, six distinct counts (${mine.join(',')}): one worker took them all`)
+  }
+  await waitFor(() => names.every((n, i) => [a, b, d].every((s) => JSON.stringify(s.whereisName(n)) === JSON.stringify(refs[i]))), 10_000, 'every node to see every worker')
+  for (const n of names) t.equal(await d.call(n, 'get'), 9, `${n}: 6 calls and 3 casts reached it`)
+})
+
+t.test('a start that fails after the registration resolved: its ref and name fail as for a worker that ended', async (t) => {
+  const c = await startSworms(3, 'placed-broken', { startTimeoutMs: 20_000 })
+  t.teardown(() => c.stop())
+  const [a, b] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0]]
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await a.registerName('broken', { module: MODULE, fn: 'broken', args: [] }, { wait: 'placed' })
+  t.ok(ref.id < 0, 'resolved with a fixed ref')
+  await t.rejects(a.call(ref, 'hi', { timeout: 10_000 }), NoWorkerError, 'a call to its ref')
+  await t.rejects(b.call(ref, 'hi', { timeout: 10_000 }), NoWorkerError, 'from another node too')
+  await waitFor(() => a.whereisName('broken') === undefined && b.whereisName('broken') === undefined, 10_000, 'the name to go')
+})
+
+t.test('wait takes running or placed only', async (t) => {
+  const c = await startSworms(1, 'placed-args')
+  t.teardown(() => c.stop())
+  const [a] = c.nodes as [(typeof c.nodes)[0]]
+  await t.rejects(a.registerName('x', { module: MODULE, fn: 'held', args: [] }, { wait: 'soon' as never }), InvalidArgumentError)
+})
