@@ -115,6 +115,12 @@ export type SwormRequest =
       fn: string
       /** First index (names are `${prefix}${start + i}`), default 0. */
       start?: number
+      /**
+       * `'placed'`: `registerName(name, spec, { wait: 'placed' })`, then wait until this node's
+       * registry shows every worker's start reported (`ms` ends then; `placedMs` when the last
+       * registration resolved).
+       */
+      wait?: 'placed'
     }
   /** `status` plus supervised count, lease and incarnation ({@link SwormProcessFullStatus}). */
   | { op: 'fullStatus' }
@@ -227,7 +233,9 @@ export interface RegisterSupervisedManyResult {
   errors: number
   errorSamples: string[]
   ms: number
-  /** Latency percentiles of registerName(name, spec) (until the worker runs), ms. */
+  /** With `wait: 'placed'`: when the last registration resolved (`ms`: when every start was reported). */
+  placedMs?: number
+  /** Latency percentiles of registerName(name, spec) (until the worker runs; with `wait: 'placed'`, until placed), ms. */
   p50: number
   p99: number
   /** Where the workers were placed: node id -> count. */

@@ -3,6 +3,7 @@
  * workers run, leases, drain and node removal.
  * @module
  */
+import { internals } from '../../../src/internal.js'
 import { performance } from 'node:perf_hooks'
 import type { WorkerRef } from '../../../src/index.js'
 import { errorInfo } from '../node-process.js'
@@ -123,7 +124,8 @@ async function registerSupervisedMany({ sworm }: SwormNodeContext, req: Req<'reg
     const name = `${req.prefix}${start + i}`
     const s = performance.now()
     try {
-      const ref = await sworm.registerName(name, { module: req.module, fn: req.fn, args: [name] })
+      const spec = { module: req.module, fn: req.fn, args: [name] }
+      const ref = await (req.wait === 'placed' ? sworm.registerName(name, spec, { wait: 'placed' }) : sworm.registerName(name, spec))
       lat.push(performance.now() - s)
       perNode[ref.node] = (perNode[ref.node] ?? 0) + 1
       ok++
@@ -133,7 +135,19 @@ async function registerSupervisedMany({ sworm }: SwormNodeContext, req: Req<'reg
     }
   })
   lat.sort((a, b) => a - b)
-  return { ok, errors, errorSamples, ms: performance.now() - t0, p50: percentile(lat, 50), p99: percentile(lat, 99), perNode }
+  if (req.wait !== 'placed') return { ok, errors, errorSamples, ms: performance.now() - t0, p50: percentile(lat, 50), p99: percentile(lat, 99), perNode }
+  // every start reported (the workers run): the end of the starts
+  const placedMs = performance.now() - t0
+  const { state } = internals(sworm)
+  const names = Array.from({ length: count }, (_, i) => `${req.prefix}${start + i}`)
+  let from = 0
+  const deadline = performance.now() + 120_000
+  while (from < names.length && performance.now() < deadline) {
+    while (from < names.length && state.peek(names[from]!)?.fx !== 1) from++
+    if (from < names.length) await new Promise((r) => setTimeout(r, 2))
+  }
+  if (from < names.length) throw new Error(`${names.length - from} starts not reported within 120 s`)
+  return { ok, errors, errorSamples, ms: performance.now() - t0, placedMs, p50: percentile(lat, 50), p99: percentile(lat, 99), perNode }
 }
 
 /** Whether `ref` is a worker of this node incarnation that answers a (local) call. */
