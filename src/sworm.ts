@@ -824,7 +824,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     return this.abortable(opts, async () => {
       this.guard()
       await this.membership.ready()
-      await this.client.propose({ c: 'drain', node: this.nodeId, on: false })
+      await this.client.propose({ c: 'drain', node: this.nodeId, on: false, pu: 1 })
     })
   }
 

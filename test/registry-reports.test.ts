@@ -265,3 +265,23 @@ t.test('stoppedMany: ends reported together take effect each as its own stopped 
   t.equal(regs(), before, 'and nothing changed')
   t.ok(st.slow({ c: 'stoppedMany', stops: [] }), 'a batch may touch many names: commit notices go first')
 })
+
+t.test('names that had nowhere to go are placed when a drain ends (pu), and wait as before without it', async (t) => {
+  // Found by the nemesis (seed 2480216, session 21): every node that could take them draining
+  // when their node was declared gone, then every drain ended: the names stayed placed nowhere,
+  // forever (only a node coming up placed them). Fails without the `pu` branch of drain().
+  for (const pu of [true, false]) {
+    const st = new RegistryState()
+    let i = 0
+    st.apply({ c: 'nodeUp', node: 'n1', inc: 'i1', prev: '' }, ++i)
+    placed(st.apply({ c: 'supervise', name: 'w', spec, ue: 1 }, ++i))
+    st.apply({ c: 'nodeUp', node: 'n2', inc: 'j1', prev: '' }, ++i)
+    st.apply({ c: 'drain', node: 'n2', on: true }, ++i)
+    t.equal(st.registration('w')?.node, 'n1')
+    st.apply({ c: 'nodeDown', node: 'n1', inc: 'i1', term: 1, ord: 1 } as RegistryCommand, ++i)
+    t.equal(st.registration('w')?.node, undefined, 'placed nowhere: the only other node drains')
+    st.apply({ c: 'drain', node: 'n2', on: false, ...(pu ? { pu: 1 as const } : {}) }, ++i)
+    if (pu) t.equal(st.registration('w')?.node, 'n2', 'placed once the drain ended')
+    else t.equal(st.registration('w')?.node, undefined, 'an entry of version 8 replays as it did: still nowhere')
+  }
+})

@@ -325,7 +325,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'stoppedMany':
         return this.stoppedMany(cmd.stops)
       case 'drain':
-        return this.drain(cmd.node, cmd.on)
+        return this.drain(cmd.node, cmd.on, cmd.pu === 1)
       case 'handedOff':
         return this.handedOff(cmd.name, cmd.epoch, cmd.state)
       case 'rebalance':
@@ -754,12 +754,19 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return out
   }
 
-  private drain(node: string, on: boolean): boolean {
+  private drain(node: string, on: boolean, placeUnplaced: boolean): boolean {
     const n = this.nodes.get(node)
     if (!n) return false
     if (n.draining === on) return true
     n.draining = on
-    if (!on) return true
+    if (!on) {
+      // Names that had nowhere to go (every node that could take them was draining when theirs
+      // went) can go here now. Found by the nemesis (seed 2480216): three nodes draining when
+      // the fourth was declared gone, its names placed on none, then every drain ended, and they
+      // waited for a node to come up, forever.
+      if (placeUnplaced && n.up && this.unplaced.size) for (const name of sortedNames(this.unplaced)) this.place(this.names.get(name)!, this.choose(name), true)
+      return true
+    }
     const inFlight = this.loadWithMoves()
     for (const r of this.names.values()) {
       if (r.kind !== 'supervised' || r.node !== node || r.retiring || r.handoffTo !== undefined) continue

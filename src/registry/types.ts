@@ -217,7 +217,12 @@ export type RegistryOp =
    */
   | { c: 'stoppedMany'; stops: [name: string, epoch: number, restart: 0 | 1][] }
   /** Start or stop draining a node: its supervised workers move elsewhere with handoff. */
-  | { c: 'drain'; node: string; on: boolean }
+  /**
+   * `pu: 1` (set by every proposer since version 9) with `on: false`: the names that had nowhere to
+   * go (every node that could take them draining) are placed, as a node's coming up places them;
+   * without it, as version 8 applied it (they waited for a node to come up).
+   */
+  | { c: 'drain'; node: string; on: boolean; pu?: 1 }
   /** The old incarnation handed over its state; the worker moves to the handoff target. */
   | { c: 'handedOff'; name: string; epoch: number; state: unknown }
   /** Even out supervised workers over the nodes that can take them (moves with handoff). */
