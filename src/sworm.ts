@@ -427,6 +427,11 @@ export class Sworm extends EventEmitter<SwormEvents> {
       const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1, fx: this.name })) as SuperviseResult
       if (res.placed && res.ref) return res.ref
       if (!res.placed && !res.exists) throw new NoNodeError()
+      // (lost to a registration still starting: its ref once it runs, as the default path gives)
+      if (!res.placed && !res.ref && res.kind === 'supervised' && this.startingHere(n)) {
+        const winner = await this.startOf(n)
+        throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
+      }
       throw new AlreadyRegisteredError(n, res.placed ? undefined : res.ref)
     }
     // its host tells this node when the worker runs (see supervisor/early-starts.ts)
@@ -530,7 +535,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.guard()
     const n = this.args.name(name)
     const r = this.args.ref(ref)
-    if (this.isLocal(r) && !this.workers.has(r.id)) throw new NoWorkerError('the worker has ended')
+    // (a ref fixed at its placement whose worker is starting here: an alias, as on any other node)
+    if (this.isLocal(r) && !this.workers.has(r.id) && this.state.startingName(r) === undefined) throw new NoWorkerError('the worker has ended')
     await this.membership.ready()
     // a supervised worker this node knows runs before the log does: an alias only once it does
     await this.untilLogged(r, `registerName(${JSON.stringify(n)})`)

@@ -5,12 +5,16 @@
  */
 import { writeFileSync } from 'node:fs'
 import t from 'tap'
-import { InvalidArgumentError, NoWorkerError, type WorkerRef } from '../src/index.js'
+import { InvalidArgumentError, NoWorkerError, ShuttingDownError, type WorkerRef } from '../src/index.js'
+import { internals } from '../src/internal.js'
 import { startSworms, tempDir, waitFor } from './helpers.js'
 
 // Factories held at a gate the test opens (the workers run in this process).
 const gate = { open: (): void => {}, wait: Promise.resolve() }
 ;(globalThis as Record<string, unknown>).__swormPlacedGate = gate
+/** What each `held` worker was sent, in the order it took it (by the worker's name). */
+const seen: Record<string, unknown[]> = {}
+;(globalThis as Record<string, unknown>).__swormPlacedSeen = seen
 const fixtures = tempDir('sworm-placed-')
 t.teardown(() => fixtures.cleanup())
 const MODULE = `${fixtures.dir}/placed-workers.mjs`
@@ -19,7 +23,11 @@ writeFileSync(
   `export async function held(name) {
   await globalThis.__swormPlacedGate.wait
   let n = 0
-  return { handleCall: (m) => (m === 'inc' ? ++n : m === 'who' ? name : n), handleCast: (m) => { if (m === 'inc') n++ } }
+  const log = (globalThis.__swormPlacedSeen[name] ??= [])
+  return {
+    handleCall: (m) => { log.push(m); return m === 'inc' ? ++n : m === 'who' ? name : n },
+    handleCast: (m) => { log.push(m); if (m === 'inc') n++ },
+  }
 }
 export function broken() { throw new Error('this worker cannot start') }
 `,
@@ -79,4 +87,39 @@ t.test('wait takes running or placed only', async (t) => {
   t.teardown(() => c.stop())
   const [a] = c.nodes as [(typeof c.nodes)[0]]
   await t.rejects(a.registerName('x', { module: MODULE, fn: 'held', args: [] }, { wait: 'soon' as never }), InvalidArgumentError)
+})
+
+t.test('messages to a starting worker reach it in the order they were sent, whenever they were sent', async (t) => {
+  // Found by review of 5e32c91: on the hosting node, a cast sent before the worker ran waited for
+  // the log's word of its start, and one sent just after the worker was added went at once,
+  // ahead of it.
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-order', { startTimeoutMs: 20_000 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await c.nodes[0]!.registerName('order', { module: MODULE, fn: 'held', args: ['order'] }, { wait: 'placed' })
+  const host = c.nodes.find((s) => s.incarnation === ref.inc)!
+  await host.send(ref, 'first')
+  gate.open()
+  await waitFor(() => internals(host).hasWorker(ref.id), 10_000, 'the worker to run on its node')
+  await host.send(ref, 'second')
+  t.equal(await host.call(ref, 'third'), 0)
+  t.same(seen.order, ['first', 'second', 'third'])
+})
+
+t.test('a call waiting for a start ends when its node stops; a publish does not wait for a start', async (t) => {
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-stop', { startTimeoutMs: 20_000 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await c.nodes[0]!.registerName('stopping', { module: MODULE, fn: 'held', args: ['stopping'] }, { wait: 'placed' })
+  const caller = c.nodes.find((s) => s.incarnation !== ref.inc)!
+  await caller.join('g', ref)
+  t.equal(await caller.publish('g', 'hi'), 1, 'publish resolves at once, the cast held until the worker runs')
+  const call = caller.call(ref, 'hi', { timeout: 60_000 })
+  const stopped = caller.stop({ drain: false })
+  await t.rejects(call, ShuttingDownError, 'the waiting call ends with the node (not at its timeout)')
+  await stopped
 })

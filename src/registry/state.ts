@@ -111,7 +111,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
 
   // ------------------------------------------------------------ reads
 
-  /** The ref answering to `name`, if any (aliases resolve to their worker). */
+  /**
+   * The ref answering to `name`, if any (aliases resolve to their worker): a supervised name's
+   * once a node reported its worker running, or, fixed at its placement (`fx`), from then on.
+   */
   whereis(name: string): WorkerRef | undefined {
     const r = this.names.get(name)
     if (!r) return undefined
@@ -135,7 +138,10 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return r instanceof StaticName ? r.copy() : { ...r }
   }
 
-  /** Every name and its ref (names of workers that are (re)starting are left out). */
+  /**
+   * Every name and its ref (names of workers that are (re)starting are left out, but for a ref
+   * fixed at its placement: see {@link RegistryState.whereis}).
+   */
   registered(): Array<[string, WorkerRef]> {
     const out: Array<[string, WorkerRef]> = []
     for (const name of this.names.keys()) {
@@ -177,7 +183,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return out
   }
 
-  /** Members of `group` that have a live ref. */
+  /** Members of `group` that have a ref (see {@link RegistryState.whereis}). */
   members(group: string): WorkerRef[] {
     const g = this.groups.get(group)
     if (!g) return []

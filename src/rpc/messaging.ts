@@ -22,7 +22,7 @@ import { clip } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
 import type { Clock } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
-import { sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } from '../registry/types.js'
+import { refKey, sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } from '../registry/types.js'
 import type { LocalWorkers } from '../supervisor/local-workers.js'
 import { PendingRequests } from './pending.js'
 import type { WireRouter } from './router.js'
@@ -123,16 +123,15 @@ export class Messaging {
     const { host } = this
     if (typeof target !== 'string') {
       const ref = this.checkRef(target)
-      // (a worker whose ref was fixed before it ran: held as casts by name are, until it runs)
-      if (ref.id < 0) {
+      if (this.mustWait(ref)) {
+        // a worker whose ref was fixed before it ran: held, as casts by name are, until it runs
+        // (or for castHoldMs), behind what was sent to it before
         const within = host.castHoldMs
-        await this.untilStarted(ref, host.clock.now() + within, () => new TimeoutError(`the worker did not start within ${within} ms`))
-      }
-      if (host.isLocal(ref)) {
-        if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+        const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
+        void this.inTurn(ref, host.clock.now() + within, late, () => this.castNow(ref, msg)).catch(() => host.count.castDropped(1))
         return
       }
-      host.router.send(ref.node, { t: 'cast', to: ref, msg })
+      this.castNow(ref, msg)
       return
     }
     const name = target
@@ -163,8 +162,9 @@ export class Messaging {
     const deadline = host.clock.now() + timeout
     if (typeof target !== 'string') {
       const ref = this.checkRef(target)
-      if (ref.id < 0) await this.untilStarted(ref, deadline, () => new TimeoutError(`call not answered within ${timeout} ms: the worker has not started`))
-      return this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout)
+      if (!this.mustWait(ref)) return this.deliver<R>(ref, msg, timeout, timeout)
+      const late = (): Error => new TimeoutError(`call not answered within ${timeout} ms: the worker has not started`)
+      return this.inTurn(ref, deadline, late, () => this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout))
     }
     let tried: WorkerRef | undefined
     for (;;) {
@@ -352,19 +352,69 @@ export class Messaging {
     return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) && host.state.startingName(ref) === undefined ? ref : undefined
   }
 
+  /** Cast `msg` to `ref` now. @throws NoWorkerError if `ref` is a worker of this node that ended */
+  private castNow(ref: WorkerRef, msg: unknown): void {
+    const { host } = this
+    if (host.isLocal(ref)) {
+      if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
+      return
+    }
+    host.router.send(ref.node, { t: 'cast', to: ref, msg })
+  }
+
   /**
-   * Messages to a ref fixed at its supervised name's placement (`registerName(..., { wait:
-   * 'placed' })`, a negative id) wait here until its node reported the worker running (or the
-   * worker runs on this node), or the name moved on or went (then they go, and meet the end any
-   * ref to a worker that ended meets), until `deadline`. A ref this node's registry does not hold,
-   * from an entry it has not applied yet, waits for one read barrier first.
-   * @throws what `late()` makes, at the deadline
+   * Whether a message to `ref` must wait (see {@link Messaging.untilStarted}): a ref fixed at its
+   * supervised name's placement whose worker is not known to run yet, or one a message sent
+   * before this one still waits for.
+   */
+  private mustWait(ref: WorkerRef): boolean {
+    if (!(ref.id < 0)) return false // (only a fixed ref has a negative id)
+    if (this.refTurns.has(refKey(ref))) return true
+    const { host } = this
+    if (host.isLocal(ref) && host.workers.has(ref.id)) return false
+    if (host.state.startingName(ref) !== undefined) return true
+    return !host.state.isRegistered(ref) && host.state.appliedIndex < -ref.id
+  }
+
+  /**
+   * Hand a message to `ref`'s worker (`go`, which does it at once: a cast sent, a call's request
+   * sent or queued) in `ref`'s turn: once every message sent to `ref` before it went, and its
+   * worker runs (see {@link Messaging.untilStarted}). So messages to a worker that is starting
+   * reach it in the order they were sent (found by review: one waiting for the start was
+   * overtaken by a later one sent once the worker ran).
+   * @throws what `late()` makes, if the worker did not start by `deadline`
+   */
+  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T): Promise<Awaited<T>> {
+    const key = refKey(ref)
+    const before = this.refTurns.get(key) ?? Promise.resolve()
+    let out: T
+    const mine = before.then(() => this.untilStarted(ref, deadline, late)).then(() => {
+      out = go()
+    })
+    const turn = mine.then(
+      () => {},
+      () => {},
+    )
+    this.refTurns.set(key, turn)
+    void turn.then(() => {
+      if (this.refTurns.get(key) === turn) this.refTurns.delete(key)
+    })
+    return mine.then(() => out) as Promise<Awaited<T>>
+  }
+
+  /**
+   * Wait until a message to `ref`, a ref fixed at its supervised name's placement
+   * (`registerName(..., { wait: 'placed' })`, a negative id), can go: its node reported the
+   * worker running (or the worker runs on this node), or the name moved on or went (then it goes,
+   * and meets the end any message to a worker that ended meets). A ref this node's registry does
+   * not hold, from an entry it has not applied yet, waits for one read barrier first.
+   * @throws what `late()` makes, at `deadline`; ShuttingDownError once this node stops
    */
   private async untilStarted(ref: WorkerRef, deadline: number, late: () => Error): Promise<void> {
-    if (!(ref.id < 0)) return
     const { host } = this
     let read = false
     for (;;) {
+      host.guard()
       if (host.isLocal(ref) && host.workers.has(ref.id)) return
       const name = host.state.startingName(ref)
       if (name === undefined) {
@@ -377,6 +427,9 @@ export class Messaging {
       await this.change(name, deadline)
     }
   }
+
+  /** Messages to refs that wait for their worker's start (see {@link Messaging.inTurn}), by ref key: the last one's turn. */
+  private readonly refTurns = new Map<string, Promise<void>>()
 
   /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
   private change(name: string, deadline: number): Promise<void> {

@@ -28,12 +28,14 @@ export const RECONCILE_RECHECK_MS = 10_000
 
 /**
  * A registry change about a supervised name (placed, started, moved, removed...) makes
- * reconcile() go through everything again at most this often. Each such change is acted on
- * where it is applied (a start, a stop, a handoff, a retire), and each of those actions that does
- * not end as it should wakes reconcile() at once (see {@link Supervisor.touch}): for names, the
- * scans are only the net under those actions. While supervised registrations poured in, a pass
- * every tick on every node (each change woke them) cost about 35 µs of the cluster's CPU per
- * start, 7% of it. A node's change (up, down) still wakes them at once.
+ * reconcile() go through everything again at most this often. Such a change is acted on where it
+ * is applied (a start, a stop, a handoff, a retire), and a start or a retire that does not end
+ * as it should wakes reconcile() at once (see {@link Supervisor.touch}); what else is left (a
+ * start that found an older worker of the name still running, the end of a move whose worker
+ * was fenced already) the next pass finishes, within this long. While supervised registrations
+ * poured in, a pass every tick on every node (each change woke them) cost about a tenth of the
+ * cluster's CPU per start. A node's change (up, down), and a handoff asked of this node, still
+ * wake them at once.
  */
 export const NAME_CHANGES_PASS_MS = 1000
 
@@ -222,7 +224,7 @@ export class Supervisor {
     // new static names, group changes and aliases gone are none of reconcile()'s business; anything
     // else may be (a static name's removal is told apart from a supervised one's by nothing here:
     // it makes it look again, at a pass's cost)
-    if (ch.type === 'nodeUp' || ch.type === 'nodeDown') this.touch()
+    if (ch.type === 'nodeUp' || ch.type === 'nodeDown' || (ch.type === 'handoff' && ch.node === me)) this.touch()
     else if (ch.type !== 'registered' && ch.type !== 'joined' && ch.type !== 'left' && !(ch.type === 'unregistered' && ch.node === undefined)) this.nameChanged = true
     switch (ch.type) {
       case 'placed':
