@@ -14,11 +14,12 @@ const WORKERS = fileURLToPath(new URL('../../../tools/cluster/workers.js', impor
 /** Hostile attacks per run, at most. */
 const MAX_HOSTILE = 30
 
-/** Register the supervised counters `w0`..: the same names from two nodes at once (one wins each). */
+/** Register the supervised counters `w0`..: the same names from two nodes at once (one wins each; one of them with `wait: 'placed'`). */
 export async function registerSupervised(run: NemesisRun, names: number): Promise<void> {
-  const registering = [0, 1].map(() =>
+  // (the second with its refs fixed at their placement: `wait: 'placed'`)
+  const registering = [0, 1].map((k) =>
     run.cl
-      .request(run.pick(run.usable()), { op: 'registerSupervisedMany', prefix: 'w', count: names, concurrency: 8, module: WORKERS, fn: 'counter' }, 60_000)
+      .request(run.pick(run.usable()), { op: 'registerSupervisedMany', prefix: 'w', count: names, concurrency: 8, module: WORKERS, fn: 'counter', ...(k === 1 ? { wait: 'placed' as const } : {}) }, 60_000)
       .catch(() => undefined),
   )
   await Promise.all(registering)
