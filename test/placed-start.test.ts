@@ -4,7 +4,7 @@
  * before the worker runs waits for it, from any node. Three in-process sworms.
  */
 import { writeFileSync } from 'node:fs'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { InvalidArgumentError, NoWorkerError, ShuttingDownError, type WorkerRef } from '../src/index.js'
 import { internals } from '../src/internal.js'
 import { startSworms, tempDir, waitFor } from './helpers.js'
@@ -33,13 +33,19 @@ export function broken() { throw new Error('this worker cannot start') }
 `,
 )
 
-t.test("a registration that waits for its placement only: its ref works from every node, once the worker runs", async (t) => {
+/** Three sworms, every factory of `held` waiting at the gate (closed) until the test opens it. */
+async function gatedSworms(t: Test, name: string) {
   gate.wait = new Promise<void>((r) => (gate.open = r))
   t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed', { startTimeoutMs: 20_000 })
+  const c = await startSworms(3, name, { startTimeoutMs: 20_000 })
   t.teardown(() => c.stop())
-  const [a, b, d] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0], (typeof c.nodes)[0]]
   await Promise.all(c.nodes.map((s) => s.ready()))
+  return c
+}
+
+t.test("a registration that waits for its placement only: its ref works from every node, once the worker runs", async (t) => {
+  const c = await gatedSworms(t, 'placed')
+  const [a, b, d] = c.nodes as [(typeof c.nodes)[0], (typeof c.nodes)[0], (typeof c.nodes)[0]]
   const names = Array.from({ length: 9 }, (_, i) => `placed-${i}`)
   // every factory waits at the gate: the registrations resolve all the same
   const refs: WorkerRef[] = await Promise.all(names.map((n) => a.registerName(n, { module: MODULE, fn: 'held', args: [n] }, { wait: 'placed' })))
@@ -93,11 +99,7 @@ t.test('messages to a starting worker reach it in the order they were sent, when
   // Found by review of 5e32c91: on the hosting node, a cast sent before the worker ran waited for
   // the log's word of its start, and one sent just after the worker was added went at once,
   // ahead of it.
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-order', { startTimeoutMs: 20_000 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-order')
   const ref = await c.nodes[0]!.registerName('order', { module: MODULE, fn: 'held', args: ['order'] }, { wait: 'placed' })
   const host = c.nodes.find((s) => s.incarnation === ref.inc)!
   await host.send(ref, 'first')
@@ -109,11 +111,7 @@ t.test('messages to a starting worker reach it in the order they were sent, when
 })
 
 t.test('a call waiting for a start ends when its node stops; a publish does not wait for a start', async (t) => {
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-stop', { startTimeoutMs: 20_000 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-stop')
   const ref = await c.nodes[0]!.registerName('stopping', { module: MODULE, fn: 'held', args: ['stopping'] }, { wait: 'placed' })
   const caller = c.nodes.find((s) => s.incarnation !== ref.inc)!
   await caller.join('g', ref)
