@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs'
 import t, { type Test } from 'tap'
-import { InvalidArgumentError, NoWorkerError, ShuttingDownError, type WorkerRef } from '../src/index.js'
+import { InvalidArgumentError, NoWorkerError, ShuttingDownError, TimeoutError, type WorkerRef } from '../src/index.js'
 import { internals } from '../src/internal.js'
 import { startSworms, tempDir, waitFor } from './helpers.js'
 
@@ -120,4 +120,35 @@ t.test('a call waiting for a start ends when its node stops; a publish does not 
   const stopped = caller.stop({ drain: false })
   await t.rejects(call, ShuttingDownError, 'the waiting call ends with the node (not at its timeout)')
   await stopped
+})
+
+t.test('casts held for a starting worker are bounded by castBufferSize, the oldest dropped, as casts held by name are', async (t) => {
+  // Found by review of 7d1e206: they were held without bound for castHoldMs.
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-bound', { startTimeoutMs: 20_000, castBufferSize: 10 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await c.nodes[0]!.registerName('bounded', { module: MODULE, fn: 'held', args: ['bounded'] }, { wait: 'placed' })
+  const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
+  for (let i = 0; i < 30; i++) await sender.send(ref, i)
+  const last = sender.call(ref, 'last', { timeout: 20_000 }) // (in its turn: after the casts held)
+  gate.open()
+  await last
+  t.same(seen.bounded, [20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 'last'], 'the last 10 casts, then the call')
+})
+
+t.test('a call behind a longer wait for the start gives up at its own timeout, and is then never sent', async (t) => {
+  // Found by review of 7d1e206: it waited for the one before it (8 s, not its 200 ms).
+  const c = await gatedSworms(t, 'placed-deadline')
+  const ref = await c.nodes[0]!.registerName('deadline', { module: MODULE, fn: 'held', args: ['deadline'] }, { wait: 'placed' })
+  const caller = c.nodes.find((s) => s.incarnation !== ref.inc)!
+  let longDone = false
+  const long = caller.call(ref, 'long', { timeout: 60_000 }).finally(() => (longDone = true))
+  await t.rejects(caller.call(ref, 'short', { timeout: 300 }), TimeoutError)
+  t.notOk(longDone, 'it gave up while the call before it still waited')
+  gate.open()
+  await long
+  t.equal(await caller.call(ref, 'after', { timeout: 20_000 }), 0)
+  t.same(seen.deadline, ['long', 'after'], 'the call that gave up never reached the worker')
 })

@@ -165,7 +165,7 @@ export class SwormMetrics {
     this.handoffs = counter('sworm_worker_handoffs_total', 'Supervised workers of this node handed over to another node')
     this.leaseExpiries = counter('sworm_lease_expiries_total', 'Times this node lost its lease')
     this.fencedWorkers = counter('sworm_fenced_workers_total', 'Supervised workers stopped because this node lost its lease')
-    this.castsDropped = counter('sworm_casts_dropped_total', 'Casts by name held while the worker moved and dropped: buffer full, name gone, or held for callTimeoutMs')
+    this.castsDropped = counter('sworm_casts_dropped_total', 'Casts held while the worker moved or started (by name, or to a ref fixed at its placement) and dropped: buffer full, name gone, or held for castHoldMs')
     this.callsRedirected = counter('sworm_calls_redirected_total', 'Calls by name that found the worker gone (not handled) and went to its next incarnation')
     this.callsOutcomeUnknown = counter('sworm_calls_outcome_unknown_total', 'Calls rejected with OUTCOME_UNKNOWN: the node they went to died, or the connection was lost, before the reply')
     this.nodeEvents = new Counter({ name: 'sworm_node_events_total', help: 'Nodes declared up or down, as applied on this node', labelNames: ['event'], registers: [reg] })

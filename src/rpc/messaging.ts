@@ -125,10 +125,9 @@ export class Messaging {
       const ref = this.checkRef(target)
       if (this.mustWait(ref)) {
         // a worker whose ref was fixed before it ran: held, as casts by name are, until it runs
-        // (or for castHoldMs), behind what was sent to it before
-        const within = host.castHoldMs
-        const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
-        void this.inTurn(ref, host.clock.now() + within, late, () => this.castNow(ref, msg)).catch(() => host.count.castDropped(1))
+        // (for castHoldMs at most, castBufferSize of them at most: the oldest goes), behind what
+        // was sent to it before
+        this.holdForRef(ref, msg)
         return
       }
       this.castNow(ref, msg)
@@ -376,19 +375,53 @@ export class Messaging {
     return !host.state.isRegistered(ref) && host.state.appliedIndex < -ref.id
   }
 
+  /** Hold a cast to `ref`, whose worker is starting (see {@link Messaging.send}). */
+  private holdForRef(ref: WorkerRef, msg: unknown): void {
+    const { host } = this
+    const key = refKey(ref)
+    let held = this.refCasts.get(key)
+    if (!held) this.refCasts.set(key, (held = []))
+    const mine = { dropped: false }
+    held.push(mine)
+    if (held.length > Math.max(1, Math.floor(host.castBufferSize))) {
+      held.shift()!.dropped = true
+      host.count.castDropped(1)
+    }
+    const done = (): void => {
+      const i = held.indexOf(mine)
+      if (i >= 0) held.splice(i, 1)
+      if (held.length === 0 && this.refCasts.get(key) === held) this.refCasts.delete(key)
+    }
+    const within = host.castHoldMs
+    const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
+    void this.inTurn(ref, host.clock.now() + within, late, () => this.castNow(ref, msg), () => mine.dropped).then(done, () => {
+      done()
+      if (!mine.dropped) host.count.castDropped(1)
+    })
+  }
+
   /**
    * Hand a message to `ref`'s worker (`go`, which does it at once: a cast sent, a call's request
-   * sent or queued) in `ref`'s turn: once every message sent to `ref` before it went, and its
-   * worker runs (see {@link Messaging.untilStarted}). So messages to a worker that is starting
-   * reach it in the order they were sent (found by review: one waiting for the start was
-   * overtaken by a later one sent once the worker ran).
-   * @throws what `late()` makes, if the worker did not start by `deadline`
+   * sent or queued) in `ref`'s turn: once every message sent to `ref` before it went (or gave
+   * up), and its worker runs (see {@link Messaging.untilStarted}). So messages to a worker that
+   * is starting reach it in the order they were sent (found by review: one waiting for the start
+   * was overtaken by a later one sent once the worker ran). Each gives up at its own deadline,
+   * whatever the ones before it wait for (then it is never sent), or when `dropped()` says so
+   * before its turn (a cast pushed out of a full buffer).
+   * @throws what `late()` makes, if it could not go by `deadline`
    */
-  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T): Promise<Awaited<T>> {
+  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T, dropped: () => boolean = () => false): Promise<Awaited<T>> {
+    const { host } = this
     const key = refKey(ref)
     const before = this.refTurns.get(key) ?? Promise.resolve()
     let out: T
-    const mine = before.then(() => this.untilStarted(ref, deadline, late)).then(() => {
+    let gaveUp = false
+    let sent = false
+    const mine = before.then(async () => {
+      if (gaveUp || dropped()) return
+      await this.untilStarted(ref, deadline, late)
+      if (gaveUp || dropped()) return
+      sent = true
       out = go()
     })
     const turn = mine.then(
@@ -399,7 +432,28 @@ export class Messaging {
     void turn.then(() => {
       if (this.refTurns.get(key) === turn) this.refTurns.delete(key)
     })
-    return mine.then(() => out) as Promise<Awaited<T>>
+    return new Promise<Awaited<T>>((resolve, reject) => {
+      const timer = host.clock.setTimeout(
+        () => {
+          if (sent) return
+          gaveUp = true
+          reject(late())
+        },
+        Math.max(1, deadline - host.clock.now()),
+      )
+      mine.then(
+        () => {
+          host.clock.clearTimeout(timer)
+          if (gaveUp) return
+          if (!sent) reject(late()) // (dropped)
+          else resolve(out as Awaited<T>)
+        },
+        (err: unknown) => {
+          host.clock.clearTimeout(timer)
+          if (!gaveUp) reject(err)
+        },
+      )
+    })
   }
 
   /**
@@ -430,6 +484,8 @@ export class Messaging {
 
   /** Messages to refs that wait for their worker's start (see {@link Messaging.inTurn}), by ref key: the last one's turn. */
   private readonly refTurns = new Map<string, Promise<void>>()
+  /** Casts held for refs whose worker is starting, by ref key, oldest first (see {@link Messaging.holdForRef}). */
+  private readonly refCasts = new Map<string, Array<{ dropped: boolean }>>()
 
   /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
   private change(name: string, deadline: number): Promise<void> {
