@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs'
 import t, { type Test } from 'tap'
 import { InvalidArgumentError, NoWorkerError, ShuttingDownError, TimeoutError, type WorkerRef } from '../src/index.js'
 import { internals } from '../src/internal.js'
+import { systemClock } from '../src/raft/types.js'
 import { startSworms, tempDir, waitFor } from './helpers.js'
 
 // Factories held at a gate the test opens (the workers run in this process).
@@ -27,6 +28,15 @@ writeFileSync(
   return {
     handleCall: (m) => { log.push(m); return m === 'inc' ? ++n : m === 'who' ? name : n },
     handleCast: (m) => { log.push(m); if (m === 'inc') n++ },
+  }
+}
+/** Casts itself 'x' when it is cast 'a' (its sworm and ref in globals the test sets). */
+export async function echoing(name) {
+  await globalThis.__swormPlacedGate.wait
+  const log = (globalThis.__swormPlacedSeen[name] ??= [])
+  return {
+    handleCall: (m) => { log.push(m); return log.length },
+    handleCast: (m) => { log.push(m); if (m === 'a') void globalThis.__swormPlacedSelf.sworm.send(globalThis.__swormPlacedSelf.ref, 'x') },
   }
 }
 export function broken() { throw new Error('this worker cannot start') }
@@ -151,4 +161,49 @@ t.test('a call behind a longer wait for the start gives up at its own timeout, a
   await long
   t.equal(await caller.call(ref, 'after', { timeout: 20_000 }), 0)
   t.same(seen.deadline, ['long', 'after'], 'the call that gave up never reached the worker')
+})
+
+/** A counter of the sworm's metrics (Prometheus text). */
+async function metric(s: { metrics(): Promise<string> | string }, name: string): Promise<number> {
+  const m = new RegExp(`^${name}(?:\\{[^}]*\\})? (\\S+)$`, 'm').exec(await s.metrics())
+  return m ? Number(m[1]) : NaN
+}
+
+t.test('casts held for a starting worker take one turn and one timer together; a dropped one is counted once, a delivered one never', async (t) => {
+  // Found by review of 4a7e2f6: each held cast kept its own link in the chain (its message
+  // with it, dropped or not) and its own timer, for castHoldMs; and a cast handed over could be
+  // counted as dropped when the worker cast to itself as the held ones went.
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-batch', { startTimeoutMs: 20_000, castBufferSize: 2 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await c.nodes[0]!.registerName('batch', { module: MODULE, fn: 'held', args: ['batch'] }, { wait: 'placed' })
+  const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
+  // (the timers the sworms set meanwhile: theirs are systemClock's)
+  let timers = 0
+  const setTimeout = systemClock.setTimeout
+  systemClock.setTimeout = (fn, ms) => {
+    timers++
+    return setTimeout(fn, ms)
+  }
+  t.teardown(() => void (systemClock.setTimeout = setTimeout))
+  for (let i = 0; i < 1000; i++) await sender.send(ref, i)
+  systemClock.setTimeout = setTimeout
+  t.ok(timers < 200, `1,000 casts held: ${timers} timers set meanwhile, not one a cast`)
+  t.equal(await metric(sender, 'sworm_casts_dropped_total'), 998, 'the 998 oldest dropped, once each')
+  const self = await c.nodes[0]!.registerName('self', { module: MODULE, fn: 'echoing', args: ['self'] }, { wait: 'placed' })
+  const host = c.nodes.find((s) => s.incarnation === self.inc)!
+  ;(globalThis as Record<string, unknown>).__swormPlacedSelf = { sworm: host, ref: self }
+  const dropped = await metric(host, 'sworm_casts_dropped_total')
+  await host.send(self, 'a')
+  await host.send(self, 'b')
+  const last = host.call(self, 'last', { timeout: 20_000 })
+  gate.open()
+  await last
+  await waitFor(() => seen.self?.length === 4, 10_000, "the worker's cast to itself")
+  t.same(seen.self, ['a', 'b', 'last', 'x'])
+  t.equal(await metric(host, 'sworm_casts_dropped_total'), dropped, 'none counted as dropped')
+  await sender.call(ref, 'n') // (after the casts held before it)
+  t.same(seen.batch, [998, 999, 'n'], 'the 2 newest casts reached the first worker')
 })

@@ -67,6 +67,11 @@ function replyProblem(value: unknown, maxValues: number): string | undefined {
 const RECHECK_MS = 250
 
 /** Worker messaging of one node. */
+/** Casts to a starting worker that share one turn (see `Messaging.holdForRef`). */
+interface CastBatch {
+  msgs: unknown[]
+}
+
 export class Messaging {
   private readonly calls: PendingRequests
   /** Woken on any change of the name (or of any node or connection). */
@@ -375,29 +380,59 @@ export class Messaging {
     return !host.state.isRegistered(ref) && host.state.appliedIndex < -ref.id
   }
 
-  /** Hold a cast to `ref`, whose worker is starting (see {@link Messaging.send}). */
+  /**
+   * Hold a cast to `ref`, whose worker is starting (see {@link Messaging.send}). Casts sent one
+   * after another share one turn (a batch, handed over together, in order); the casts held for a
+   * ref are `castBufferSize` at most: past that the oldest goes (its message with it), and each
+   * batch gives up `castHoldMs` after its first cast.
+   */
   private holdForRef(ref: WorkerRef, msg: unknown): void {
     const { host } = this
     const key = refKey(ref)
     let held = this.refCasts.get(key)
-    if (!held) this.refCasts.set(key, (held = []))
-    const mine = { dropped: false }
-    held.push(mine)
-    if (held.length > Math.max(1, Math.floor(host.castBufferSize))) {
-      held.shift()!.dropped = true
+    if (!held) this.refCasts.set(key, (held = { batches: [], count: 0 }))
+    const h = held
+    let batch = h.batches[h.batches.length - 1]
+    if (!batch || this.refTail.get(key) !== batch) {
+      // a new turn (the last one was a call's, or went)
+      const b: CastBatch = { msgs: [] }
+      batch = b
+      h.batches.push(b)
+      const within = host.castHoldMs
+      const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
+      const leave = (): number => {
+        const i = h.batches.indexOf(b)
+        if (i >= 0) h.batches.splice(i, 1)
+        h.count -= b.msgs.length
+        if (h.batches.length === 0 && this.refCasts.get(key) === h) this.refCasts.delete(key)
+        const msgs = b.msgs.length
+        return msgs
+      }
+      const go = (): void => {
+        const msgs = b.msgs
+        leave()
+        b.msgs = []
+        let sent = 0
+        try {
+          for (; sent < msgs.length; sent++) this.castNow(ref, msgs[sent])
+        } catch {
+          host.count.castDropped(msgs.length - sent) // (a worker of this node that ended)
+        }
+      }
+      void this.inTurn(ref, host.clock.now() + within, late, go, b).catch(() => {
+        const dropped = leave()
+        b.msgs = []
+        if (dropped > 0) host.count.castDropped(dropped)
+      })
+    }
+    batch.msgs.push(msg)
+    h.count++
+    if (h.count > Math.max(1, Math.floor(host.castBufferSize))) {
+      const oldest = h.batches.find((b) => b.msgs.length > 0)!
+      oldest.msgs.shift()
+      h.count--
       host.count.castDropped(1)
     }
-    const done = (): void => {
-      const i = held.indexOf(mine)
-      if (i >= 0) held.splice(i, 1)
-      if (held.length === 0 && this.refCasts.get(key) === held) this.refCasts.delete(key)
-    }
-    const within = host.castHoldMs
-    const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
-    void this.inTurn(ref, host.clock.now() + within, late, () => this.castNow(ref, msg), () => mine.dropped).then(done, () => {
-      done()
-      if (!mine.dropped) host.count.castDropped(1)
-    })
   }
 
   /**
@@ -410,7 +445,7 @@ export class Messaging {
    * before its turn (a cast pushed out of a full buffer).
    * @throws what `late()` makes, if it could not go by `deadline`
    */
-  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T, dropped: () => boolean = () => false): Promise<Awaited<T>> {
+  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T, tail: object = {}): Promise<Awaited<T>> {
     const { host } = this
     const key = refKey(ref)
     const before = this.refTurns.get(key) ?? Promise.resolve()
@@ -418,10 +453,11 @@ export class Messaging {
     let gaveUp = false
     let sent = false
     const mine = before.then(async () => {
-      if (gaveUp || dropped()) return
+      if (gaveUp) return
       await this.untilStarted(ref, deadline, late)
-      if (gaveUp || dropped()) return
+      if (gaveUp) return
       sent = true
+      if (this.refTail.get(key) === tail) this.refTail.delete(key) // (nothing joins a turn that went)
       out = go()
     })
     const turn = mine.then(
@@ -429,8 +465,10 @@ export class Messaging {
       () => {},
     )
     this.refTurns.set(key, turn)
+    this.refTail.set(key, tail)
     void turn.then(() => {
       if (this.refTurns.get(key) === turn) this.refTurns.delete(key)
+      if (this.refTail.get(key) === tail) this.refTail.delete(key)
     })
     return new Promise<Awaited<T>>((resolve, reject) => {
       const timer = host.clock.setTimeout(
@@ -445,8 +483,7 @@ export class Messaging {
         () => {
           host.clock.clearTimeout(timer)
           if (gaveUp) return
-          if (!sent) reject(late()) // (dropped)
-          else resolve(out as Awaited<T>)
+          resolve(out as Awaited<T>)
         },
         (err: unknown) => {
           host.clock.clearTimeout(timer)
@@ -484,8 +521,10 @@ export class Messaging {
 
   /** Messages to refs that wait for their worker's start (see {@link Messaging.inTurn}), by ref key: the last one's turn. */
   private readonly refTurns = new Map<string, Promise<void>>()
-  /** Casts held for refs whose worker is starting, by ref key, oldest first (see {@link Messaging.holdForRef}). */
-  private readonly refCasts = new Map<string, Array<{ dropped: boolean }>>()
+  /** The last turn of each ref in `refTurns` (a cast batch joins it while it has not gone). */
+  private readonly refTail = new Map<string, object>()
+  /** Casts held for refs whose worker is starting, by ref key: their batches, oldest first, and how many (see {@link Messaging.holdForRef}). */
+  private readonly refCasts = new Map<string, { batches: CastBatch[]; count: number }>()
 
   /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
   private change(name: string, deadline: number): Promise<void> {
