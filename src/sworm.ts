@@ -75,13 +75,15 @@ export interface SuperviseOptions extends Abortable {
   /**
    * When the promise resolves. `'running'` (the default): once the worker runs (a start that
    * fails rejects it with a `StartError`). `'placed'`: once the registration is in the log and
-   * placed on a node, with the ref its worker will run under (fixed then, so a start costs the
-   * cluster one decision of the log's, as a static registration does); the node starts the worker
-   * at once. Calls and casts to that ref, or to the name, made before the worker runs wait for it
-   * (up to their timeout; a cast up to `castHoldMs`); if its start fails, the name is removed
-   * (`workerStopped`... see the `StartError` of the default in the node's log) and they fail
-   * with `NoWorkerError`, as for any worker that ended. Every node of the sworm must run a
-   * version that knows it (protocol version 9).
+   * placed on a node, with the ref its worker will run under (fixed then: the caller is back as
+   * soon as after a static registration); the node starts the worker at once. Calls and casts to
+   * that ref, or to the name, sent before the worker runs wait for it, from any node, and reach it
+   * in the order they were sent: a call up to its timeout (then it is never sent), a cast as
+   * casts by name are held (`callTimeoutMs`, at most `castBufferSize` per ref, the oldest
+   * dropped). If its start fails, the name is removed (the node logs why) and they fail with
+   * `NoWorkerError`, as for any worker that ended; if the name moves before its worker ran, the
+   * ref ends the same way and the name runs on under a new one. Every node of the sworm must run
+   * a version that knows it (protocol version 9).
    */
   wait?: 'running' | 'placed'
 }

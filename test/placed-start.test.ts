@@ -207,3 +207,27 @@ t.test('casts held for a starting worker take one turn and one timer together; a
   await sender.call(ref, 'n') // (after the casts held before it)
   t.same(seen.batch, [998, 999, 'n'], 'the 2 newest casts reached the first worker')
 })
+
+t.test('each cast held for a starting worker is held callTimeoutMs from when it was sent, whenever its batch began', async (t) => {
+  // Found by review of ab257a2: a cast that joined a batch late inherited the batch's deadline,
+  // set by its first cast (dropped after 0.5 s of its 2 s). Time must pass here for the holds
+  // to matter: 'early' is sent, 'late' 2 s later, the worker starts once 'early''s 3 s are over.
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-hold', { startTimeoutMs: 20_000, callTimeoutMs: 3000 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const ref = await c.nodes[0]!.registerName('hold', { module: MODULE, fn: 'held', args: ['hold'] }, { wait: 'placed' })
+  const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
+  const dropped = await metric(sender, 'sworm_casts_dropped_total')
+  const t0 = Date.now()
+  await sender.send(ref, 'early')
+  await new Promise((r) => setTimeout(r, 2000))
+  await sender.send(ref, 'late')
+  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 3300 - Date.now())))
+  const last = sender.call(ref, 'last', { timeout: 20_000 })
+  gate.open()
+  await last
+  t.same(seen.hold, ['late', 'last'], "'early' dropped at its time, 'late' held its own")
+  t.equal(await metric(sender, 'sworm_casts_dropped_total'), dropped + 1)
+})

@@ -69,7 +69,10 @@ const RECHECK_MS = 250
 /** Worker messaging of one node. */
 /** Casts to a starting worker that share one turn (see `Messaging.holdForRef`). */
 interface CastBatch {
-  msgs: unknown[]
+  /** Each cast, and until when it is held. */
+  msgs: Array<{ msg: unknown; until: number }>
+  /** Until when its newest cast is held: the batch gives up then. */
+  until: number
 }
 
 export class Messaging {
@@ -382,9 +385,10 @@ export class Messaging {
 
   /**
    * Hold a cast to `ref`, whose worker is starting (see {@link Messaging.send}). Casts sent one
-   * after another share one turn (a batch, handed over together, in order); the casts held for a
-   * ref are `castBufferSize` at most: past that the oldest goes (its message with it), and each
-   * batch gives up `castHoldMs` after its first cast.
+   * after another share one turn (a batch, handed over together, in order) and one timer; each is
+   * held `castHoldMs` from when it was sent (an older one is dropped when its turn comes, the
+   * batch gives up once its newest one's time is over), and the casts held for a ref are
+   * `castBufferSize` at most: past that the oldest goes, its message with it.
    */
   private holdForRef(ref: WorkerRef, msg: unknown): void {
     const { host } = this
@@ -392,40 +396,45 @@ export class Messaging {
     let held = this.refCasts.get(key)
     if (!held) this.refCasts.set(key, (held = { batches: [], count: 0 }))
     const h = held
+    const until = host.clock.now() + host.castHoldMs
     let batch = h.batches[h.batches.length - 1]
     if (!batch || this.refTail.get(key) !== batch) {
       // a new turn (the last one was a call's, or went)
-      const b: CastBatch = { msgs: [] }
+      const b: CastBatch = { msgs: [], until }
       batch = b
       h.batches.push(b)
       const within = host.castHoldMs
       const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
-      const leave = (): number => {
+      const leave = (): Array<{ msg: unknown; until: number }> => {
         const i = h.batches.indexOf(b)
         if (i >= 0) h.batches.splice(i, 1)
         h.count -= b.msgs.length
         if (h.batches.length === 0 && this.refCasts.get(key) === h) this.refCasts.delete(key)
-        const msgs = b.msgs.length
+        const msgs = b.msgs
+        b.msgs = []
         return msgs
       }
       const go = (): void => {
-        const msgs = b.msgs
-        leave()
-        b.msgs = []
+        const msgs = leave()
+        const now = host.clock.now()
         let sent = 0
         try {
-          for (; sent < msgs.length; sent++) this.castNow(ref, msgs[sent])
+          for (; sent < msgs.length; sent++) {
+            const m = msgs[sent]!
+            if (m.until > now) this.castNow(ref, m.msg)
+            else host.count.castDropped(1) // (held castHoldMs already)
+          }
         } catch {
           host.count.castDropped(msgs.length - sent) // (a worker of this node that ended)
         }
       }
-      void this.inTurn(ref, host.clock.now() + within, late, go, b).catch(() => {
-        const dropped = leave()
-        b.msgs = []
+      void this.inTurn(ref, () => b.until, late, go, b).catch(() => {
+        const dropped = leave().length
         if (dropped > 0) host.count.castDropped(dropped)
       })
     }
-    batch.msgs.push(msg)
+    batch.msgs.push({ msg, until })
+    batch.until = until
     h.count++
     if (h.count > Math.max(1, Math.floor(host.castBufferSize))) {
       const oldest = h.batches.find((b) => b.msgs.length > 0)!
@@ -445,8 +454,9 @@ export class Messaging {
    * before its turn (a cast pushed out of a full buffer).
    * @throws what `late()` makes, if it could not go by `deadline`
    */
-  private inTurn<T>(ref: WorkerRef, deadline: number, late: () => Error, go: () => T, tail: object = {}): Promise<Awaited<T>> {
+  private inTurn<T>(ref: WorkerRef, deadlineOf: number | (() => number), late: () => Error, go: () => T, tail: object = {}): Promise<Awaited<T>> {
     const { host } = this
+    const deadline = typeof deadlineOf === 'number' ? () => deadlineOf : deadlineOf
     const key = refKey(ref)
     const before = this.refTurns.get(key) ?? Promise.resolve()
     let out: T
@@ -471,14 +481,20 @@ export class Messaging {
       if (this.refTail.get(key) === tail) this.refTail.delete(key)
     })
     return new Promise<Awaited<T>>((resolve, reject) => {
-      const timer = host.clock.setTimeout(
-        () => {
-          if (sent) return
-          gaveUp = true
-          reject(late())
-        },
-        Math.max(1, deadline - host.clock.now()),
-      )
+      // (a deadline that moved on meanwhile, a cast batch's: armed again for what is left)
+      let timer: unknown
+      const arm = (): void => {
+        timer = host.clock.setTimeout(
+          () => {
+            if (sent) return
+            if (deadline() > host.clock.now()) return arm()
+            gaveUp = true
+            reject(late())
+          },
+          Math.max(1, deadline() - host.clock.now()),
+        )
+      }
+      arm()
       mine.then(
         () => {
           host.clock.clearTimeout(timer)
@@ -499,9 +515,9 @@ export class Messaging {
    * worker running (or the worker runs on this node), or the name moved on or went (then it goes,
    * and meets the end any message to a worker that ended meets). A ref this node's registry does
    * not hold, from an entry it has not applied yet, waits for one read barrier first.
-   * @throws what `late()` makes, at `deadline`; ShuttingDownError once this node stops
+   * @throws what `late()` makes, at `deadline()`; ShuttingDownError once this node stops
    */
-  private async untilStarted(ref: WorkerRef, deadline: number, late: () => Error): Promise<void> {
+  private async untilStarted(ref: WorkerRef, deadline: () => number, late: () => Error): Promise<void> {
     const { host } = this
     let read = false
     for (;;) {
@@ -510,12 +526,12 @@ export class Messaging {
       const name = host.state.startingName(ref)
       if (name === undefined) {
         if (read || host.state.isRegistered(ref) || host.state.appliedIndex >= -ref.id) return
-        await this.readBefore(deadline, late)
+        await this.readBefore(deadline(), late)
         read = true
         continue
       }
-      if (host.clock.now() >= deadline) throw late()
-      await this.change(name, deadline)
+      if (host.clock.now() >= deadline()) throw late()
+      await this.change(name, deadline())
     }
   }
 
