@@ -231,3 +231,33 @@ t.test('each cast held for a starting worker is held callTimeoutMs from when it 
   t.same(seen.hold, ['late', 'last'], "'early' dropped at its time, 'late' held its own")
   t.equal(await metric(sender, 'sworm_casts_dropped_total'), dropped + 1)
 })
+
+t.test('a cast joining a batch that waits for a read barrier is held its own time too', async (t) => {
+  // Found by review of 4de8f9b: the read barrier (a ref from an entry this node has not applied)
+  // gave up at the deadline it began with, the batch's first cast's.
+  gate.wait = new Promise<void>((r) => (gate.open = r))
+  t.teardown(() => gate.open())
+  const c = await startSworms(3, 'placed-read', { startTimeoutMs: 20_000, callTimeoutMs: 3000 })
+  t.teardown(() => c.stop())
+  await Promise.all(c.nodes.map((s) => s.ready()))
+  const placed = await c.nodes[0]!.registerName('read', { module: MODULE, fn: 'held', args: ['read'] }, { wait: 'placed' })
+  const sender = c.nodes.find((s) => s.incarnation !== placed.inc)!
+  // a ref of an entry far ahead of what the sender applied, and read barriers that never end
+  const ref = { ...placed, id: -(internals(sender).state.appliedIndex + 100_000) }
+  const raft = internals(sender).raft as unknown as { read(): Promise<void> }
+  const read = raft.read
+  raft.read = () => new Promise<void>(() => {})
+  t.teardown(() => void (raft.read = read))
+  const dropped = await metric(sender, 'sworm_casts_dropped_total')
+  const t0 = Date.now()
+  await sender.send(ref, 'early')
+  await new Promise((r) => setTimeout(r, 2000))
+  await sender.send(ref, 'late') // held until about t0 + 5 s
+  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 3500 - Date.now())))
+  const at3500 = await metric(sender, 'sworm_casts_dropped_total')
+  // (on a machine too busy to look before 'late''s time is over, this look proves nothing)
+  if (Date.now() < t0 + 4700) t.equal(at3500, dropped, "past 'early''s time, 'late' still held: nothing dropped yet")
+  else t.comment('too late to look before the newest cast expired')
+  await waitFor(async () => (await metric(sender, 'sworm_casts_dropped_total')) === dropped + 2, 15_000, 'both dropped once the newest one expired')
+  t.ok(Date.now() - t0 >= 4900, 'not before the newest cast expired')
+})
