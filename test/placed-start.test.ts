@@ -5,7 +5,7 @@
  */
 import { writeFileSync } from 'node:fs'
 import t, { type Test } from 'tap'
-import { InvalidArgumentError, NoWorkerError, ShuttingDownError, TimeoutError, type WorkerRef } from '../src/index.js'
+import { InvalidArgumentError, NoWorkerError, ShuttingDownError, TimeoutError, type SwormOptions, type WorkerRef } from '../src/index.js'
 import { internals } from '../src/internal.js'
 import { systemClock } from '../src/raft/types.js'
 import { startSworms, tempDir, waitFor } from './helpers.js'
@@ -44,10 +44,10 @@ export function broken() { throw new Error('this worker cannot start') }
 )
 
 /** Three sworms, every factory of `held` waiting at the gate (closed) until the test opens it. */
-async function gatedSworms(t: Test, name: string) {
+async function gatedSworms(t: Test, name: string, opts: Partial<SwormOptions> = {}) {
   gate.wait = new Promise<void>((r) => (gate.open = r))
   t.teardown(() => gate.open())
-  const c = await startSworms(3, name, { startTimeoutMs: 20_000 })
+  const c = await startSworms(3, name, { startTimeoutMs: 20_000, ...opts })
   t.teardown(() => c.stop())
   await Promise.all(c.nodes.map((s) => s.ready()))
   return c
@@ -134,11 +134,7 @@ t.test('a call waiting for a start ends when its node stops; a publish does not 
 
 t.test('casts held for a starting worker are bounded by castBufferSize, the oldest dropped, as casts held by name are', async (t) => {
   // Found by review of 7d1e206: they were held without bound for castHoldMs.
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-bound', { startTimeoutMs: 20_000, castBufferSize: 10 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-bound', { castBufferSize: 10 })
   const ref = await c.nodes[0]!.registerName('bounded', { module: MODULE, fn: 'held', args: ['bounded'] }, { wait: 'placed' })
   const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
   for (let i = 0; i < 30; i++) await sender.send(ref, i)
@@ -173,11 +169,7 @@ t.test('casts held for a starting worker take one turn and one timer together; a
   // Found by review of 4a7e2f6: each held cast kept its own link in the chain (its message
   // with it, dropped or not) and its own timer, for castHoldMs; and a cast handed over could be
   // counted as dropped when the worker cast to itself as the held ones went.
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-batch', { startTimeoutMs: 20_000, castBufferSize: 2 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-batch', { castBufferSize: 2 })
   const ref = await c.nodes[0]!.registerName('batch', { module: MODULE, fn: 'held', args: ['batch'] }, { wait: 'placed' })
   const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
   // (the timers the sworms set meanwhile: theirs are systemClock's)
@@ -212,11 +204,7 @@ t.test('each cast held for a starting worker is held callTimeoutMs from when it 
   // Found by review of ab257a2: a cast that joined a batch late inherited the batch's deadline,
   // set by its first cast (dropped after 0.5 s of its 2 s). Time must pass here for the holds
   // to matter: 'early' is sent, 'late' 2 s later, the worker starts once 'early''s 3 s are over.
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-hold', { startTimeoutMs: 20_000, callTimeoutMs: 3000 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-hold', { callTimeoutMs: 3000 })
   const ref = await c.nodes[0]!.registerName('hold', { module: MODULE, fn: 'held', args: ['hold'] }, { wait: 'placed' })
   const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
   const dropped = await metric(sender, 'sworm_casts_dropped_total')
@@ -235,11 +223,7 @@ t.test('each cast held for a starting worker is held callTimeoutMs from when it 
 t.test('a cast joining a batch that waits for a read barrier is held its own time too', async (t) => {
   // Found by review of 4de8f9b: the read barrier (a ref from an entry this node has not applied)
   // gave up at the deadline it began with, the batch's first cast's.
-  gate.wait = new Promise<void>((r) => (gate.open = r))
-  t.teardown(() => gate.open())
-  const c = await startSworms(3, 'placed-read', { startTimeoutMs: 20_000, callTimeoutMs: 3000 })
-  t.teardown(() => c.stop())
-  await Promise.all(c.nodes.map((s) => s.ready()))
+  const c = await gatedSworms(t, 'placed-read', { callTimeoutMs: 3000 })
   const placed = await c.nodes[0]!.registerName('read', { module: MODULE, fn: 'held', args: ['read'] }, { wait: 'placed' })
   const sender = c.nodes.find((s) => s.incarnation !== placed.inc)!
   // a ref of an entry far ahead of what the sender applied, and read barriers that never end
