@@ -66,7 +66,6 @@ function replyProblem(value: unknown, maxValues: number): string | undefined {
 /** How often a waiting call or held cast looks again without a change (a restored snapshot emits none). */
 const RECHECK_MS = 250
 
-/** Worker messaging of one node. */
 /** Casts to a starting worker that share one turn (see `Messaging.holdForRef`). */
 interface CastBatch {
   /** Each cast, and until when it is held. */
@@ -75,6 +74,7 @@ interface CastBatch {
   until: number
 }
 
+/** Worker messaging of one node. */
 export class Messaging {
   private readonly calls: PendingRequests
   /** Woken on any change of the name (or of any node or connection). */
@@ -449,10 +449,11 @@ export class Messaging {
    * sent or queued) in `ref`'s turn: once every message sent to `ref` before it went (or gave
    * up), and its worker runs (see {@link Messaging.untilStarted}). So messages to a worker that
    * is starting reach it in the order they were sent (found by review: one waiting for the start
-   * was overtaken by a later one sent once the worker ran). Each gives up at its own deadline,
-   * whatever the ones before it wait for (then it is never sent), or when `dropped()` says so
-   * before its turn (a cast pushed out of a full buffer).
-   * @throws what `late()` makes, if it could not go by `deadline`
+   * was overtaken by a later one sent once the worker ran). Each gives up at its deadline
+   * (`deadlineOf`: a time, or a function for one that may move on, a cast batch's), whatever the
+   * ones before it wait for, and is then never sent. `tail`: what stands for this turn in
+   * `refTail` while it is the last one (a cast batch, which later casts join).
+   * @throws what `late()` makes, if it could not go by its deadline
    */
   private inTurn<T>(ref: WorkerRef, deadlineOf: number | (() => number), late: () => Error, go: () => T, tail: object = {}): Promise<Awaited<T>> {
     const { host } = this
