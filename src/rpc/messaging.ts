@@ -10,7 +10,8 @@
  * Casts wait in a bounded buffer per name and go out in order. A call is sent at most once to a
  * worker: once it went out on a working connection, the death of that node, or the loss of that
  * connection, rejects it at once with OUTCOME_UNKNOWN (it is never sent again). A ref pins one
- * incarnation: calls and casts to a ref never follow a move.
+ * incarnation: calls and casts to a ref never follow a move. Messages to a ref fixed before its
+ * worker ran (`registerName(..., { wait: 'placed' })`) wait for it here: see starting-refs.ts.
  * @module
  */
 import { NoWorkerError, OutcomeUnknownError, SwormError, TimeoutError, WorkerCrashedError } from '../errors.js'
@@ -22,9 +23,10 @@ import { clip } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
 import type { Clock } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
-import { refKey, sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } from '../registry/types.js'
+import { sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } from '../registry/types.js'
 import type { LocalWorkers } from '../supervisor/local-workers.js'
 import { PendingRequests } from './pending.js'
+import { StartingRefs } from './starting-refs.js'
 import type { WireRouter } from './router.js'
 
 /** What messaging needs of its node. */
@@ -66,14 +68,6 @@ function replyProblem(value: unknown, maxValues: number): string | undefined {
 /** How often a waiting call or held cast looks again without a change (a restored snapshot emits none). */
 const RECHECK_MS = 250
 
-/** Casts to a starting worker that share one turn (see `Messaging.holdForRef`). */
-interface CastBatch {
-  /** Each cast, and until when it is held. */
-  msgs: Array<{ msg: unknown; until: number }>
-  /** Until when its newest cast is held: the batch gives up then. */
-  until: number
-}
-
 /** Worker messaging of one node. */
 export class Messaging {
   private readonly calls: PendingRequests
@@ -82,10 +76,17 @@ export class Messaging {
   private readonly held = new Map<string, Held>()
   /** Nodes whose connection was lost and has not opened again (their workers cannot be reached). */
   private readonly lost = new Set<string>()
+  /** Messages to refs whose worker is starting (`registerName(..., { wait: 'placed' })`), held here until it runs. */
+  private readonly starting: StartingRefs
 
   constructor(private readonly host: MessagingHost) {
     const { router, workers } = host
     this.calls = new PendingRequests(host.clock)
+    this.starting = new StartingRefs(host, {
+      castNow: (ref, msg) => this.castNow(ref, msg),
+      readBefore: (deadline, late) => this.readBefore(deadline, late),
+      change: (name, deadline) => this.change(name, deadline),
+    })
     router.on('cast', (_from, m) => {
       const local = this.localId(m.to)
       if (local !== undefined && host.gate(local)) workers.cast(local, m.msg)
@@ -131,11 +132,11 @@ export class Messaging {
     const { host } = this
     if (typeof target !== 'string') {
       const ref = this.checkRef(target)
-      if (this.mustWait(ref)) {
+      if (this.starting.mustWait(ref)) {
         // a worker whose ref was fixed before it ran: held, as casts by name are, until it runs
         // (for castHoldMs at most, castBufferSize of them at most: the oldest goes), behind what
         // was sent to it before
-        this.holdForRef(ref, msg)
+        this.starting.holdCast(ref, msg)
         return
       }
       this.castNow(ref, msg)
@@ -169,9 +170,9 @@ export class Messaging {
     const deadline = host.clock.now() + timeout
     if (typeof target !== 'string') {
       const ref = this.checkRef(target)
-      if (!this.mustWait(ref)) return this.deliver<R>(ref, msg, timeout, timeout)
+      if (!this.starting.mustWait(ref)) return this.deliver<R>(ref, msg, timeout, timeout)
       const late = (): Error => new TimeoutError(`call not answered within ${timeout} ms: the worker has not started`)
-      return this.inTurn(ref, deadline, late, () => this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout))
+      return this.starting.inTurn(ref, deadline, late, () => this.deliver<R>(ref, msg, Math.max(1, deadline - host.clock.now()), timeout))
     }
     let tried: WorkerRef | undefined
     for (;;) {
@@ -368,188 +369,6 @@ export class Messaging {
     }
     host.router.send(ref.node, { t: 'cast', to: ref, msg })
   }
-
-  /**
-   * Whether a message to `ref` must wait (see {@link Messaging.untilStarted}): a ref fixed at its
-   * supervised name's placement whose worker is not known to run yet, or one a message sent
-   * before this one still waits for.
-   */
-  private mustWait(ref: WorkerRef): boolean {
-    if (!(ref.id < 0)) return false // (only a fixed ref has a negative id)
-    if (this.refTurns.has(refKey(ref))) return true
-    const { host } = this
-    if (host.isLocal(ref) && host.workers.has(ref.id)) return false
-    if (host.state.startingName(ref) !== undefined) return true
-    return !host.state.isRegistered(ref) && host.state.appliedIndex < -ref.id
-  }
-
-  /**
-   * Hold a cast to `ref`, whose worker is starting (see {@link Messaging.send}). Casts sent one
-   * after another share one turn (a batch, handed over together, in order) and one timer; each is
-   * held `castHoldMs` from when it was sent (an older one is dropped when its turn comes, the
-   * batch gives up once its newest one's time is over), and the casts held for a ref are
-   * `castBufferSize` at most: past that the oldest goes, its message with it.
-   */
-  private holdForRef(ref: WorkerRef, msg: unknown): void {
-    const { host } = this
-    const key = refKey(ref)
-    let held = this.refCasts.get(key)
-    if (!held) this.refCasts.set(key, (held = { batches: [], count: 0 }))
-    const h = held
-    const until = host.clock.now() + host.castHoldMs
-    let batch = h.batches[h.batches.length - 1]
-    if (!batch || this.refTail.get(key) !== batch) {
-      // a new turn (the last one was a call's, or went)
-      const b: CastBatch = { msgs: [], until }
-      batch = b
-      h.batches.push(b)
-      const within = host.castHoldMs
-      const late = (): Error => new TimeoutError(`the worker did not start within ${within} ms`)
-      const leave = (): Array<{ msg: unknown; until: number }> => {
-        const i = h.batches.indexOf(b)
-        if (i >= 0) h.batches.splice(i, 1)
-        h.count -= b.msgs.length
-        if (h.batches.length === 0 && this.refCasts.get(key) === h) this.refCasts.delete(key)
-        const msgs = b.msgs
-        b.msgs = []
-        return msgs
-      }
-      const go = (): void => {
-        const msgs = leave()
-        const now = host.clock.now()
-        let sent = 0
-        try {
-          for (; sent < msgs.length; sent++) {
-            const m = msgs[sent]!
-            if (m.until > now) this.castNow(ref, m.msg)
-            else host.count.castDropped(1) // (held castHoldMs already)
-          }
-        } catch {
-          host.count.castDropped(msgs.length - sent) // (a worker of this node that ended)
-        }
-      }
-      void this.inTurn(ref, () => b.until, late, go, b).catch(() => {
-        const dropped = leave().length
-        if (dropped > 0) host.count.castDropped(dropped)
-      })
-    }
-    batch.msgs.push({ msg, until })
-    batch.until = until
-    h.count++
-    if (h.count > Math.max(1, Math.floor(host.castBufferSize))) {
-      const oldest = h.batches.find((b) => b.msgs.length > 0)!
-      oldest.msgs.shift()
-      h.count--
-      host.count.castDropped(1)
-    }
-  }
-
-  /**
-   * Hand a message to `ref`'s worker (`go`, which does it at once: a cast sent, a call's request
-   * sent or queued) in `ref`'s turn: once every message sent to `ref` before it went (or gave
-   * up), and its worker runs (see {@link Messaging.untilStarted}). So messages to a worker that
-   * is starting reach it in the order they were sent (found by review: one waiting for the start
-   * was overtaken by a later one sent once the worker ran). Each gives up at its deadline
-   * (`deadlineOf`: a time, or a function for one that may move on, a cast batch's), whatever the
-   * ones before it wait for, and is then never sent. `tail`: what stands for this turn in
-   * `refTail` while it is the last one (a cast batch, which later casts join).
-   * @throws what `late()` makes, if it could not go by its deadline
-   */
-  private inTurn<T>(ref: WorkerRef, deadlineOf: number | (() => number), late: () => Error, go: () => T, tail: object = {}): Promise<Awaited<T>> {
-    const { host } = this
-    const deadline = typeof deadlineOf === 'number' ? () => deadlineOf : deadlineOf
-    const key = refKey(ref)
-    const before = this.refTurns.get(key) ?? Promise.resolve()
-    let out: T
-    let gaveUp = false
-    let sent = false
-    const mine = before.then(async () => {
-      if (gaveUp) return
-      await this.untilStarted(ref, deadline, late)
-      if (gaveUp) return
-      sent = true
-      if (this.refTail.get(key) === tail) this.refTail.delete(key) // (nothing joins a turn that went)
-      out = go()
-    })
-    const turn = mine.then(
-      () => {},
-      () => {},
-    )
-    this.refTurns.set(key, turn)
-    this.refTail.set(key, tail)
-    void turn.then(() => {
-      if (this.refTurns.get(key) === turn) this.refTurns.delete(key)
-      if (this.refTail.get(key) === tail) this.refTail.delete(key)
-    })
-    return new Promise<Awaited<T>>((resolve, reject) => {
-      // (a deadline that moved on meanwhile, a cast batch's: armed again for what is left)
-      let timer: unknown
-      const arm = (): void => {
-        timer = host.clock.setTimeout(
-          () => {
-            if (sent) return
-            if (deadline() > host.clock.now()) return arm()
-            gaveUp = true
-            reject(late())
-          },
-          Math.max(1, deadline() - host.clock.now()),
-        )
-      }
-      arm()
-      mine.then(
-        () => {
-          host.clock.clearTimeout(timer)
-          if (gaveUp) return
-          resolve(out as Awaited<T>)
-        },
-        (err: unknown) => {
-          host.clock.clearTimeout(timer)
-          if (!gaveUp) reject(err)
-        },
-      )
-    })
-  }
-
-  /**
-   * Wait until a message to `ref`, a ref fixed at its supervised name's placement
-   * (`registerName(..., { wait: 'placed' })`, a negative id), can go: its node reported the
-   * worker running (or the worker runs on this node), or the name moved on or went (then it goes,
-   * and meets the end any message to a worker that ended meets). A ref this node's registry does
-   * not hold, from an entry it has not applied yet, waits for one read barrier first.
-   * @throws what `late()` makes, at `deadline()`; ShuttingDownError once this node stops
-   */
-  private async untilStarted(ref: WorkerRef, deadline: () => number, late: () => Error): Promise<void> {
-    const { host } = this
-    let read = false
-    for (;;) {
-      host.guard()
-      if (host.isLocal(ref) && host.workers.has(ref.id)) return
-      const name = host.state.startingName(ref)
-      if (name === undefined) {
-        if (read || host.state.isRegistered(ref) || host.state.appliedIndex >= -ref.id) return
-        const until = deadline()
-        try {
-          await this.readBefore(until, late)
-        } catch (err) {
-          // a cast batch whose deadline moved on meanwhile (a cast joined it: found by review):
-          // read again, to the new one
-          if (deadline() > until && deadline() > host.clock.now()) continue
-          throw err
-        }
-        read = true
-        continue
-      }
-      if (host.clock.now() >= deadline()) throw late()
-      await this.change(name, deadline())
-    }
-  }
-
-  /** Messages to refs that wait for their worker's start (see {@link Messaging.inTurn}), by ref key: the last one's turn. */
-  private readonly refTurns = new Map<string, Promise<void>>()
-  /** The last turn of each ref in `refTurns` (a cast batch joins it while it has not gone). */
-  private readonly refTail = new Map<string, object>()
-  /** Casts held for refs whose worker is starting, by ref key: their batches, oldest first, and how many (see {@link Messaging.holdForRef}). */
-  private readonly refCasts = new Map<string, { batches: CastBatch[]; count: number }>()
 
   /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
   private change(name: string, deadline: number): Promise<void> {
