@@ -427,14 +427,18 @@ export class Sworm extends EventEmitter<SwormEvents> {
     if (placed) {
       // the ref is fixed by the entry that places the name (see Registration.fx)
       const res = (await this.client.propose({ c: 'supervise', name: n, spec: sp, ue: 1, fx: this.name })) as SuperviseResult
-      if (res.placed && res.ref) return res.ref
-      if (!res.placed && !res.exists) throw new NoNodeError()
+      if (res.placed) {
+        // (an entry with `fx` places the name under the ref it fixes: its result always carries it)
+        if (res.ref) return res.ref
+        throw new SwormError('INTERNAL', `the log placed ${JSON.stringify(n)} without the ref its entry fixes (a bug: please report it)`)
+      }
+      if (!res.exists) throw new NoNodeError()
       // (lost to a registration still starting: its ref once it runs, as the default path gives)
-      if (!res.placed && !res.ref && res.kind === 'supervised' && this.startingHere(n)) {
+      if (!res.ref && res.kind === 'supervised' && this.startingHere(n)) {
         const winner = await this.startOf(n)
         throw new AlreadyRegisteredError(n, winner.ok ? winner.ref : undefined)
       }
-      throw new AlreadyRegisteredError(n, res.placed ? undefined : res.ref)
+      throw new AlreadyRegisteredError(n, res.ref)
     }
     // its host tells this node when the worker runs (see supervisor/early-starts.ts)
     const expecting = this.early.expect(n)

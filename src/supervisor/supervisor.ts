@@ -411,16 +411,11 @@ export class Supervisor {
         if (this.placedHere(name, epoch)) await this.stops.report(name, epoch, true)
         return
       }
-      // (a ref fixed at its placement names the worker's id: it takes that one)
+      // (a ref fixed at its placement names the worker's id: it takes that one. No worker of
+      // this name holds it now: one start per name at a time, and a worker that ends leaves the
+      // table before this name may start again; `add` refuses a taken id all the same)
       const now = this.host.state.peek(name)
       const fixed = now?.fx === 1 && now.ref?.node === this.host.nodeId && now.ref.inc === this.host.inc ? now.ref.id : undefined
-      if (fixed !== undefined && this.host.workers.has(fixed)) {
-        // its previous worker (the same start, tried again) has not ended yet: try again later
-        launchedNow?.()
-        abort.abort('moved')
-        await Promise.resolve(worker.terminate?.('moved')).catch(() => {})
-        return
-      }
       const id = this.host.workers.add(worker, abort, undefined, fixed)
       this.host.log.debug('supervised worker started', { name, epoch, worker: id })
       this.running.set(name, { id, epoch })
