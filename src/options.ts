@@ -58,7 +58,8 @@ export interface SwormOptions {
   leaseTimeoutMs?: number
   /**
    * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
-   * node's workers only after `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
+   * node's workers only after `leaseTimeoutMs + maxClockDriftMs` without an answer from it, and a
+   * new leader not before it has led for `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
    */
   maxClockDriftMs?: number
   /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
@@ -220,10 +221,12 @@ export interface ResolvedOptions {
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
-   * How long the leader waits before it declares a silent node gone: the lease, the drift, and
-   * `(electionTicks - 1)` ticks. A leader renews leases for at most that many ticks after the
-   * heartbeat round its own lease rests on, and any later leader was elected after that round was
-   * sent; so a new leader waits that long too, whatever voters' stickiness did.
+   * How long a new leader waits before it declares any node gone (and how long a node must be out
+   * of the configuration): the lease, the drift, and `(electionTicks - 1)` ticks. A leader renews
+   * leases for at most that many ticks after the heartbeat round its own lease rests on, and any
+   * later leader was elected after that round was sent; so a new leader waits that long, whatever
+   * voters' stickiness did. Silence towards the leader itself needs the lease and the drift only
+   * (see cluster/failure-detector.ts).
    */
   readonly nodeDownAfterMs: number
   /** The drift bound as a rate, as the Raft node takes it: `maxClockDriftMs / leaseTimeoutMs`. */

@@ -10,7 +10,7 @@ import { FailureDetector, type FailureDetectorHost } from '../src/cluster/failur
 import type { RegistryCommand } from '../src/registry/types.js'
 import { RegistryState } from '../src/registry/state.js'
 
-function harness(nodeDownAfterMs = 2750) {
+function harness(nodeDownAfterMs = 2750, silentAfterMs = 2500) {
   let now = 1000
   const heard = new Map<string, number>()
   const proposed: RegistryCommand[] = []
@@ -33,6 +33,7 @@ function harness(nodeDownAfterMs = 2750) {
     clock: { now: () => now, setTimeout: () => undefined, clearTimeout: () => {} },
     nodeId: 'n1',
     nodeDownAfterMs,
+    silentAfterMs,
     stopped: () => false,
   }
   const d = new FailureDetector(host)
@@ -47,15 +48,15 @@ t.test('the detector returns how long until a silent node may be declared gone, 
   t.equal(h.d.check(), 2750, 'a new leader first gives every node a full wait')
   h.advance(2750)
   h.heard.set('n3', h.now()) // n3 keeps talking; n2 fell silent at 1000
-  t.equal(h.d.check(), 2750, "n2's wait is over: declared gone now; n3's ends in 2750 ms")
+  t.equal(h.d.check(), 2500, "n2's wait is over: declared gone now; n3's ends in 2500 ms (lease + drift)")
   t.same(
     h.proposed.map((c) => c.c === 'nodeDown' && c.node),
     ['n2'],
     'n2 declared gone',
   )
   h.advance(1000)
-  t.equal(h.d.check(), 1750, "the next decision at the earliest: n3's wait ends in 1750 ms")
-  h.advance(1749)
+  t.equal(h.d.check(), 1500, "the next decision at the earliest: n3's wait ends in 1500 ms")
+  h.advance(1499)
   h.d.check()
   t.equal(h.proposed.length, 1, 'not a millisecond early')
   h.advance(1)
@@ -67,6 +68,39 @@ t.test('the detector returns how long until a silent node may be declared gone, 
   )
   h.raft.isLeader = false
   t.equal(h.d.check(), Infinity, 'a follower never decides')
+})
+
+t.test('a node this leader heard is declared gone lease + drift after it last heard it, never before the leader led for the whole node-down wait', async (t) => {
+  // Issue #15 (failover within lease + drift + 500 ms): the silence a node must keep towards the
+  // leader that hears it held (electionTicks - 1) ticks more than its lease can last (250 ms of
+  // every failover, by default). Those ticks cover renewals by an earlier leader, which end that
+  // long after this leader's election at the latest: they stay in the wait from leaderSince.
+  // Fails on c5d7214 (n2 declared at 2750 ms of silence, not 2500).
+  const h = harness(2750, 2500)
+  h.d.onLeader() // at 1000
+  h.heard.set('n2', h.now() + 100) // last heard at 1100
+  h.heard.set('n3', h.now() + 600) // last heard at 1600
+  t.equal(h.d.check(), 2750, 'a new leader first gives every node a full node-down wait')
+  h.advance(2749)
+  t.equal(h.d.check(), 1, 'not before leaderSince + nodeDownAfterMs, though n2 has been silent 2,649 ms')
+  t.equal(h.proposed.length, 0, 'nothing declared yet')
+  h.advance(1) // 3750: n2 silent 2,650 ms, n3 2,150 ms
+  t.equal(h.d.check(), 350, "n2 declared gone; n3's silence reaches lease + drift in 350 ms")
+  t.same(
+    h.proposed.map((c) => c.c === 'nodeDown' && c.node),
+    ['n2'],
+    'n2 declared gone once both waits were over',
+  )
+  h.advance(349)
+  h.d.check()
+  t.equal(h.proposed.length, 1, 'n3 not a millisecond early')
+  h.advance(1)
+  h.d.check()
+  t.same(
+    h.proposed.map((c) => c.c === 'nodeDown' && c.node),
+    ['n2', 'n3'],
+    'n3 declared gone at 2,500 ms of silence (lease + drift), not 2,750',
+  )
 })
 
 t.test("a gone node's names move a slice an entry, one entry after another, and a new leader goes on at once", async (t) => {
@@ -106,6 +140,7 @@ t.test("a gone node's names move a slice an entry, one entry after another, and 
       clock: { now: () => now, setTimeout: () => undefined, clearTimeout: () => {} },
       nodeId: 'n1',
       nodeDownAfterMs: 2750,
+      silentAfterMs: 2500,
       moveSlice: 3,
       stopped: () => false,
     })

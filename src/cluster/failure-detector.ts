@@ -20,8 +20,17 @@ export interface FailureDetectorHost {
   readonly state: RegistryState
   readonly clock: Clock
   readonly nodeId: string
-  /** See {@link ResolvedOptions.nodeDownAfterMs}. */
+  /**
+   * See {@link ResolvedOptions.nodeDownAfterMs}: how long a new leader waits before it declares
+   * any node gone, and how long a node must be out of the configuration.
+   */
   readonly nodeDownAfterMs: number
+  /**
+   * How long after this leader last heard a node (an answer to its heartbeats or appends, in this
+   * term) that node's lease has surely run out: `leaseTimeoutMs + maxClockDriftMs` (see
+   * {@link FailureDetector.check}). At most `nodeDownAfterMs`.
+   */
+  readonly silentAfterMs: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few). */
   readonly moveSlice?: number
   stopped(): boolean
@@ -56,14 +65,24 @@ export class FailureDetector {
   }
 
   /**
-   * On the leader: declare nodes gone after `nodeDownAfterMs` of silence, or of being out of the
-   * Raft configuration (a removed node may still talk to us, but no leader renews its lease).
-   * Returns how long until a node could be declared gone at the earliest, if nothing is heard
-   * meanwhile (Infinity when this node does not decide now): the caller checks again then, so a
-   * failover starts when the wait ends, not at the next turn of a periodic check.
+   * On the leader: declare nodes gone after `silentAfterMs` of silence towards this leader, once
+   * it has led for `nodeDownAfterMs`, or after `nodeDownAfterMs` out of the Raft configuration (a
+   * removed node may still talk to us, but no leader renews its lease). Returns how long until a
+   * node could be declared gone at the earliest, if nothing is heard meanwhile (Infinity when this
+   * node does not decide now): the caller checks again then, so a failover starts when the wait
+   * ends, not at the next turn of a periodic check.
+   *
+   * Why the silence need not add the `(electionTicks - 1)` ticks that `nodeDownAfterMs` holds: a
+   * node's lease is renewed only from when it sent an answer to a heartbeat round that a leader
+   * holding its own lease acknowledged. This leader acknowledges only answers it received, and it
+   * notes each one it receives (`lastHeard`): so none of its renewals starts after the last time it
+   * heard the node, and `lease + drift` after that (on this clock) the lease it gave is over. An
+   * earlier leader renews for at most `(electionTicks - 1)` ticks after the round its own lease
+   * rests on, which was sent before this leader's election: the wait of `nodeDownAfterMs` from
+   * `leaderSince` covers those renewals. A node is declared gone once both waits are over.
    */
   check(): number {
-    const { raft, clock, state, nodeDownAfterMs } = this.host
+    const { raft, clock, state, nodeDownAfterMs, silentAfterMs } = this.host
     // Only a leader that holds its lease right now (by its clock) decides: one that was stalled
     // may have been replaced meanwhile, and its view of who answered it is stale.
     if (this.host.stopped() || !raft.isLeader || !raft.holdsLeaderLease()) return Infinity
@@ -93,9 +112,11 @@ export class FailureDetector {
           continue
         }
       } else {
+        // (silence since this leader last heard it: see above; leaderSince's wait is over)
         const heard = raft.lastHeard(rec.node)
-        if (heard !== undefined && now - heard < nodeDownAfterMs) {
-          next = Math.min(next, heard + nodeDownAfterMs - now)
+        const wait = Math.min(silentAfterMs, nodeDownAfterMs)
+        if (heard !== undefined && now - heard < wait) {
+          next = Math.min(next, heard + wait - now)
           continue
         }
       }
