@@ -67,9 +67,12 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * 9: a supervised registration may fix its worker's ref when it is placed (`supervise` with
  * `fx`, `registerName(..., { wait: 'placed' })`), which a replica of version 8 would not do, so
  * its registry would show no worker where the others show one; a cluster upgrades from 8 by a
- * full stop.
+ * full stop. 10: a heartbeat answer carries its process's tag (`hbResp.p`) and the leader echoes
+ * it with its acknowledgement (`hb.ackP`); a node of version 10 renews its lease only on an
+ * acknowledgement that echoes its own tag, so under a leader of version 9 it would never hold a
+ * lease; a cluster upgrades from 9 by a full stop.
  */
-export const WS_PROTOCOL_VERSION = 9
+export const WS_PROTOCOL_VERSION = 10
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

@@ -148,6 +148,15 @@ export interface CoreOptions {
   disk?: string
   /** Whether a node with a `disk` votes before its configuration lists it. Default true. */
   voteUnlisted?: boolean
+  /**
+   * A number this process drew at its start, sent with each heartbeat answer (`hbResp.p`) and
+   * echoed by the leader with its acknowledgement (`hb.ackP`): a node's lease is renewed only by
+   * the acknowledgement of an answer its own process sent. Found by review (session 22): a node
+   * restarted under the same id answered a late copy of a heartbeat round its previous process
+   * had answered, and the leader's acknowledgement of that answer renewed the new process's lease
+   * from a time after the leader last heard the node.
+   */
+  answerTag?: number
 }
 
 /** A read that is ready to be served once the state machine has applied `index`. */
@@ -249,6 +258,7 @@ export class RaftCore {
   private readonly maxCommittedPerReady: number
   private readonly learnerPaceMs: number
   private readonly random: () => number
+  private readonly answerTag: number | undefined
 
   // persistent
   private term = 0
@@ -340,6 +350,7 @@ export class RaftCore {
     this.learnerPaceMs = opts.now ? Math.max(0, opts.learnerPaceMs ?? 0) : 0
     this.disk = opts.disk
     this.voteUnlisted = opts.voteUnlisted ?? true
+    this.answerTag = opts.answerTag
     this.leaseMs = opts.leaseMs ?? (opts.now ? 0 : this.electionTicks - 1)
     if (opts.now && !(this.leaseMs > 0)) throw new RangeError('leaseMs must be positive when a clock is given')
     if (this.electionTicks <= this.heartbeatTicks) throw new RangeError('electionTicks must be greater than heartbeatTicks')
@@ -855,7 +866,7 @@ export class RaftCore {
       // tell it where our log really ends, or it would never send them again.
       this.send({ t: 'appResp', from: this.id, to: m.from, term: this.term, success: false, index: m.commit, hint: this.lastIndex(), lost: true })
     }
-    this.send({ t: 'hbResp', from: this.id, to: m.from, term: this.term, seq: m.seq })
+    this.send({ t: 'hbResp', from: this.id, to: m.from, term: this.term, seq: m.seq, ...(this.answerTag !== undefined ? { p: this.answerTag } : {}) })
   }
 
   /**
@@ -959,7 +970,10 @@ export class RaftCore {
     const pr = this.progress.get(m.from)
     if (!pr) return
     pr.active = true
-    if (m.seq > pr.ackSeq) pr.ackSeq = m.seq
+    if (m.seq > pr.ackSeq) {
+      pr.ackSeq = m.seq
+      pr.ackP = m.p
+    }
     if (pr.state === 'probe') pr.paused = false
     if (pr.state === 'replicate') {
       // Appends may have been lost (a partition, a dropped frame): if the follower made no
@@ -1096,7 +1110,7 @@ export class RaftCore {
     const c = Math.min(pr.match, this.commit)
     if (c <= pr.sentCommit) return
     pr.sentCommit = c
-    this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq })
+    this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq, ...(pr.ackP !== undefined ? { ackP: pr.ackP } : {}) })
   }
 
   /**
@@ -1175,7 +1189,7 @@ export class RaftCore {
     for (const [id, pr] of this.progress) {
       const commit = Math.min(pr.match, this.commit)
       pr.sentCommit = Math.max(pr.sentCommit, commit)
-      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq, lease, ack: pr.ackSeq })
+      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq, lease, ack: pr.ackSeq, ...(pr.ackP !== undefined ? { ackP: pr.ackP } : {}) })
     }
   }
 

@@ -22,9 +22,14 @@ export class NodeLease {
   /** On the leader: when each peer last answered a heartbeat or append of this term. */
   private readonly heard = new Map<NodeId, number>()
 
+  /**
+   * @param answerTag - the tag this process sends with its heartbeat answers (see
+   *   `CoreOptions.answerTag`): an acknowledgement renews the lease only if it echoes it
+   */
   constructor(
     private readonly clock: Clock,
     private readonly leaseTimeoutMs: number | undefined,
+    private readonly answerTag?: number,
   ) {}
 
   /** When the lease was last renewed (this clock), if ever. */
@@ -62,10 +67,12 @@ export class NodeLease {
 
   /**
    * Leader `from`, holding its lease in `term`, acknowledged our answer to its round `ack`: renew
-   * from when we sent it (if `from` is still the leader we follow in that term).
+   * from when we sent it (if `from` is still the leader we follow in that term, and the answer it
+   * acknowledged was this process's: `ackP`, the tag it came with, is ours).
    */
-  acknowledged(current: { leader: NodeId | undefined; term: number }, from: NodeId, term: number, ack: number): void {
+  acknowledged(current: { leader: NodeId | undefined; term: number }, from: NodeId, term: number, ack: number, ackP?: number): void {
     if (current.leader !== from || current.term !== term) return
+    if (this.answerTag !== undefined && ackP !== this.answerTag) return
     const sentAt = this.answeredAt.get(`${term}|${from}|${ack}`)
     if (sentAt !== undefined) this.renew(sentAt)
   }

@@ -9,6 +9,7 @@
  * @module
  */
 import { EventEmitter } from 'node:events'
+import { randomInt } from 'node:crypto'
 import { RaftCore, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
 import {
   ConfigChangeError,
@@ -275,7 +276,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.maxPending = opts.maxPending ?? 100_000
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
-    this.lease = new NodeLease(this.clock, opts.leaseTimeoutMs)
+    this.lease = new NodeLease(this.clock, opts.leaseTimeoutMs, coreOptions.answerTag)
     this.reads = new ReadTracker(this.timeoutMs)
     this.observeCommitMs = opts.observeCommitMs
     this.snapshotAt = this.clock.now()
@@ -336,6 +337,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       leaseMs: ((electionTicks - 1) * (opts.tickMs ?? 50)) / (1 + (opts.clockDrift ?? 0.1)),
       ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
       voteUnlisted: typeof opts.voteUnlisted === 'function' ? opts.voteUnlisted() : (opts.voteUnlisted ?? true),
+      // (drawn once per process: a restart of this node draws another; not from `random`, whose
+      // seeded stream the simulation replays runs from: the tag is only ever compared)
+      answerTag: randomInt(2 ** 31, 2 ** 32),
       electionTicks,
       heartbeatTicks: opts.heartbeatTicks ?? 1,
       preVote: opts.preVote ?? true,
@@ -773,7 +777,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       }
       this.core.step(m)
       if ((m.t === 'hbResp' || m.t === 'appResp') && this.lastSoft.role === 'leader' && m.term === this.lastSoft.term) this.lease.heardFrom(from)
-      if (m.t === 'hb' && m.lease && m.ack !== undefined) this.lease.acknowledged(this.core.status(), from, m.term, m.ack)
+      if (m.t === 'hb' && m.lease && m.ack !== undefined) this.lease.acknowledged(this.core.status(), from, m.term, m.ack, m.ackP)
       this.kick()
     } catch (err) {
       this.log.error('failed to handle a message', { node: this.id, from, err: String(err) })

@@ -180,12 +180,20 @@ export interface MsgHeartbeat extends MsgBase {
   lease?: boolean
   /** The highest round this follower has acknowledged, as the leader saw it (node leases). */
   ack?: number
+  /** The `p` of the answer that acknowledged round `ack`: only the process that sent it renews its lease. */
+  ackP?: number
 }
 
 /** Answer to {@link MsgHeartbeat}, echoing its `seq`. */
 export interface MsgHeartbeatResp extends MsgBase {
   t: 'hbResp'
   seq: number
+  /**
+   * A number the answering process drew at its start ({@link CoreOptions.answerTag}): the leader
+   * echoes it with its acknowledgement, so that a process of this node restarted meanwhile does
+   * not take the acknowledgement of its predecessor's answer to the same round as its own.
+   */
+  p?: number
 }
 
 /** Answer to {@link MsgAppend}. On rejection, `hint` is where the leader should retry from. */

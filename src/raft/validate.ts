@@ -76,10 +76,10 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
       break
     case 'hb':
       if (!isNat(msg.commit) || !isNat(msg.seq)) return 'bad hb'
-      if ((msg.lease !== undefined && typeof msg.lease !== 'boolean') || (msg.ack !== undefined && !isNat(msg.ack))) return 'bad hb'
+      if ((msg.lease !== undefined && typeof msg.lease !== 'boolean') || (msg.ack !== undefined && !isNat(msg.ack)) || (msg.ackP !== undefined && !isNat(msg.ackP))) return 'bad hb'
       break
     case 'hbResp':
-      if (!isNat(msg.seq)) return 'bad hbResp'
+      if (!isNat(msg.seq) || (msg.p !== undefined && !isNat(msg.p))) return 'bad hbResp'
       break
     case 'snap':
       if (!isSnapshotMeta(msg.meta, msg.term) || !isChunk(msg)) return 'bad snap'
