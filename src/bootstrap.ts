@@ -51,6 +51,12 @@ export interface SwormDeps {
   reconcileRecheckMs?: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few, so that moves come in slices). */
   moveSlice?: number
+  /**
+   * Told when this node, leading, decides that node `node` (incarnation `inc`) is gone, just before
+   * it proposes so: the simulation checks that node's lease is over then (the failure detector's
+   * promise, whatever the run's faults did to messages and clocks).
+   */
+  nodeDownDecided?: (node: string, inc: string) => void
   /** How long the Raft node waits before it first retries a failed disk (default 1 s; the simulation varies it, so that a disk comes back within a lease). */
   storageRetryMs?: number
   /** Release transports and hub after stop. */
@@ -97,6 +103,7 @@ export interface SwormParts {
   readonly reconcileSlice: number | undefined
   readonly reconcileRecheckMs: number | undefined
   readonly moveSlice: number | undefined
+  readonly nodeDownDecided: ((node: string, inc: string) => void) | undefined
   readonly release: () => Promise<void>
 }
 
@@ -252,6 +259,7 @@ export async function assemble<S extends Assembled>(
       reconcileSlice: deps.reconcileSlice,
       reconcileRecheckMs: deps.reconcileRecheckMs,
       moveSlice: deps.moveSlice,
+      nodeDownDecided: deps.nodeDownDecided,
       release: deps.release,
     })
     onMade?.(sworm)

@@ -33,6 +33,8 @@ export interface FailureDetectorHost {
   readonly silentAfterMs: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few). */
   readonly moveSlice?: number
+  /** Told just before this leader proposes that `node` (incarnation `inc`) is gone (the simulation checks its lease is over). */
+  decided?(node: string, inc: string): void
   stopped(): boolean
 }
 
@@ -75,8 +77,10 @@ export class FailureDetector {
    * Why the silence need not add the `(electionTicks - 1)` ticks that `nodeDownAfterMs` holds: a
    * node's lease is renewed only from when it sent an answer to a heartbeat round that a leader
    * holding its own lease acknowledged. This leader acknowledges only answers it received, and it
-   * notes each one it receives (`lastHeard`): so none of its renewals starts after the last time it
-   * heard the node, and `lease + drift` after that (on this clock) the lease it gave is over. An
+   * notes each one it receives (`lastHeard`) once it leads (answers it acknowledged before were
+   * sent before `leaderSince`), and its acknowledgement renews only the process that sent the
+   * answer (`hbResp.p`): so none of its renewals starts after the last time it heard the node, and
+   * `lease + drift` after that (on this clock) the lease it gave is over. An
    * earlier leader renews for at most `(electionTicks - 1)` ticks after the round its own lease
    * rests on, which was sent before this leader's election: the wait of `nodeDownAfterMs` from
    * `leaderSince` covers those renewals. A node is declared gone once both waits are over.
@@ -121,6 +125,7 @@ export class FailureDetector {
         }
       }
       this.pendingDown.add(rec.node)
+      this.host.decided?.(rec.node, rec.inc)
       const term = raft.status().term
       const done = (): void => {
         this.pendingDown.delete(rec.node)

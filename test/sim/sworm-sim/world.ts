@@ -265,6 +265,8 @@ export class SimWorld {
       // forgot the lease it was armed for)
       ...(this.seed % 2 === 0 ? {} : { storageRetryMs: 200 }),
       discover: async (u) => new URL(u).hostname.split('.')[0]!,
+      // the failure detector's promise, checked at each decision: the node holds no lease then
+      nodeDownDecided: (node, inc) => this.leaseOverAt(node, inc),
       release: async () => {},
       created: (sworm) => {
         sworm.on('autopilot', (e) => {
@@ -292,6 +294,24 @@ export class SimWorld {
     // a node on an empty disk probes its peers before it starts: let simulated time run meanwhile
     if (wait) await sched.runUntilTrue(() => made, 10_000)
     return () => made
+  }
+
+  /**
+   * A leader decided that `node` (incarnation `inc`) is gone: that incarnation's lease must be over
+   * by its own clock (it fences its workers when its lease ends, and the names it held start
+   * elsewhere after this decision). Checked whatever the run's faults did; a process that crashed,
+   * or runs another incarnation, holds no lease of `inc`. (Session 22: the silence the detector
+   * waits for no longer adds `(electionTicks - 1)` ticks; this says at once if that was wrong, worker
+   * or not, where the overlap check needs a worker running on the far side at the right moment.)
+   */
+  private leaseOverAt(node: string, inc: string): void {
+    this.count('node-down-decided')
+    const x = this.members.get(node)
+    if (!x || !x.alive || !x.sworm || x.sworm.incarnation !== inc || !x.clock) return
+    const renewed = internals(x.sworm).raft.leaseRenewedAt()
+    if (renewed === undefined) return
+    const left = renewed + this.lease - x.clock.now()
+    if (left > 1e-6) this.faultProblems.push(`${node} (${inc}) was declared gone with ${left.toFixed(3)} ms of its lease left, by its clock (at ${this.sched.now.toFixed(1)})`)
   }
 
   /** The options of `m`'s node process: a joining node joins through an active member (one of the first ones if it can). */
