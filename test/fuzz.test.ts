@@ -40,6 +40,8 @@ const messageLike = fc.record(
     index: fc.oneof(fc.nat(50), fc.integer()),
     hint: fc.nat(50),
     seq: fc.nat(1000),
+    p: fc.oneof(fc.nat(), fc.integer(), fc.double(), fc.constant(2 ** 60), fc.string(), fc.constant(null)),
+    ackP: fc.oneof(fc.nat(), fc.integer(), fc.double(), fc.constant(2 ** 60), fc.string(), fc.constant(null)),
     ids: fc.array(fc.oneof(fc.nat(), fc.string()), { maxLength: 3 }),
     entries: fc.array(
       fc.record({ index: fc.nat(30), term: fc.nat(10), type: fc.constantFrom('cmd', 'noop', 'conf', 'bad'), data: fc.anything() }, { requiredKeys: [] }),
@@ -71,6 +73,10 @@ t.test('validateRaftMessage never throws and rejects what is malformed', async (
       }
       if (r.t === 'snap') return r.meta.term <= r.term && Object.keys(r.meta.config.voters).length > 0 && r.offset + r.data.length <= r.total
       if (r.t === 'vote') return r.lastTerm <= r.term
+      // a process tag is a safe natural number when there is one
+      const nat = (x: unknown): boolean => x === undefined || (typeof x === 'number' && Number.isSafeInteger(x) && x >= 0)
+      if (r.t === 'hb') return nat(r.ackP)
+      if (r.t === 'hbResp') return nat(r.p)
       return true
     }),
     { seed, numRuns: runs * 10 },

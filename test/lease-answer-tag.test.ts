@@ -10,6 +10,7 @@
  */
 import t from 'tap'
 import type { MsgHeartbeat } from '../src/raft/types.js'
+import { validateRaftMessage } from '../src/raft/validate.js'
 import { SimCluster } from './sim/raft-cluster.js'
 
 t.test("a restarted follower is not renewed by the acknowledgement of its previous process's answer", async (t) => {
@@ -47,4 +48,18 @@ t.test("a restarted follower is not renewed by the acknowledgement of its previo
   c.net.heal()
   t.ok(await c.sched.runUntilTrue(() => (F2.node!.leaseRenewedAt() ?? -1) > heard, 5_000), "its own answers renew it once the leader hears them")
   await c.stopAll()
+})
+
+t.test('a tag that is not a safe natural number makes the message malformed', async (t) => {
+  const hb = { t: 'hb', from: 'n2', to: 'n1', term: 3, commit: 0, seq: 4, lease: true, ack: 3 }
+  const hbResp = { t: 'hbResp', from: 'n2', to: 'n1', term: 3, seq: 4 }
+  for (const bad of [1.5, -1, 2 ** 60, 'x', null, {}]) {
+    t.type(validateRaftMessage({ ...hb, ackP: bad }, 'n2', 'n1'), 'string', `hb with ackP ${JSON.stringify(bad)} refused`)
+    t.type(validateRaftMessage({ ...hbResp, p: bad }, 'n2', 'n1'), 'string', `hbResp with p ${JSON.stringify(bad)} refused`)
+  }
+  for (const good of [0, 2 ** 32 - 1, Number.MAX_SAFE_INTEGER]) {
+    t.type(validateRaftMessage({ ...hb, ackP: good }, 'n2', 'n1'), 'object', `hb with ackP ${good} taken`)
+    t.type(validateRaftMessage({ ...hbResp, p: good }, 'n2', 'n1'), 'object', `hbResp with p ${good} taken`)
+  }
+  t.type(validateRaftMessage(hbResp, 'n2', 'n1'), 'object', 'an answer without a tag (a core without answerTag) taken')
 })

@@ -154,7 +154,8 @@ export interface CoreOptions {
    * the acknowledgement of an answer its own process sent. Found by review (session 22): a node
    * restarted under the same id answered a late copy of a heartbeat round its previous process
    * had answered, and the leader's acknowledgement of that answer renewed the new process's lease
-   * from a time after the leader last heard the node.
+   * from a time after the leader last heard the node. Without it (pure core tests), answers carry
+   * no tag.
    */
   answerTag?: number
 }

@@ -24,7 +24,8 @@ export class NodeLease {
 
   /**
    * @param answerTag - the tag this process sends with its heartbeat answers (see
-   *   `CoreOptions.answerTag`): an acknowledgement renews the lease only if it echoes it
+   *   `CoreOptions.answerTag`): an acknowledgement renews the lease only if it echoes it (without
+   *   one, as in tests of the lease alone, any acknowledgement of an answer of ours renews)
    */
   constructor(
     private readonly clock: Clock,
