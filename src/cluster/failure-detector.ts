@@ -80,10 +80,11 @@ export class FailureDetector {
    * notes each one it receives (`lastHeard`) once it leads (answers it acknowledged before were
    * sent before `leaderSince`), and its acknowledgement renews only the process that sent the
    * answer (`hbResp.p`): so none of its renewals starts after the last time it heard the node, and
-   * `lease + drift` after that (on this clock) the lease it gave is over. An
-   * earlier leader renews for at most `(electionTicks - 1)` ticks after the round its own lease
-   * rests on, which was sent before this leader's election: the wait of `nodeDownAfterMs` from
-   * `leaderSince` covers those renewals. A node is declared gone once both waits are over.
+   * `lease + drift` after that (on this clock) the lease it gave is over. An earlier leader
+   * renews for at most `(electionTicks - 1)` ticks after the round its own lease rests on, which
+   * was sent before this leader's election: the wait of `nodeDownAfterMs` from `leaderSince`
+   * covers those renewals. A node is declared gone once both waits are over. The simulation
+   * checks the outcome at every decision (`decided`: the node's lease is over by its own clock).
    */
   check(): number {
     const { raft, clock, state, nodeDownAfterMs, silentAfterMs } = this.host
