@@ -184,3 +184,74 @@ t.test('moved in slices, the names land where one entry would have put them; a n
   t.ok(back.st.supervisedOn('n2').every((r) => r.epoch === back.i && r.ref === undefined), 'under a new epoch, to start on the new incarnation')
   t.equal(back.st.apply({ c: 'moveOff', node: 'n2', inc: 'n2-i', term: 1, max: 4 }, ++back.i, 1), false, 'a late moveOff: no effect')
 })
+
+t.test("a leader whose lease lapsed while it moved a gone node's names goes on once its lease holds again, not at the next check", async (t) => {
+  // Found by a failover timeline (session 22): a survivor busy with the last slice missed a
+  // heartbeat round, the leader's 200 ms lease lapsed, and the chain of moveOff entries stopped
+  // until the next 100 ms check (230-470 ms lost in 4 of 45 runs). Fails on a172a16: nothing is
+  // proposed until check() runs again.
+  let now = 1000
+  let index = 0
+  const state = new RegistryState()
+  for (const n of ['n1', 'n2', 'n3']) state.apply({ c: 'nodeUp', node: n, inc: `${n}-i`, prev: '' }, ++index)
+  for (let i = 0; i < 30; i++) state.apply({ c: 'supervise', name: `w${String(i).padStart(2, '0')}`, spec: { module: 'm', fn: 'f', args: [] }, ue: 1 }, ++index)
+  const onN2 = (): number => state.supervisedOn('n2').length
+  const proposed: RegistryCommand[] = []
+  let lease = true
+  const timers: Array<{ at: number; fn: () => void }> = []
+  const raft = {
+    isLeader: true,
+    holdsLeaderLease: () => lease,
+    status: () => ({ term: 3, config: { voters: { n1: 'a', n2: 'b', n3: 'c' }, learners: {} } }),
+    lastHeard: (peer: string) => (peer === 'n2' ? 1000 : now),
+    propose: async (cmd: RegistryCommand) => {
+      proposed.push(cmd)
+      await Promise.resolve()
+      const res = state.apply(cmd, ++index, 3)
+      lease = false // applying the slice kept a survivor from answering the heartbeat round in time
+      return res
+    },
+  }
+  const d = new FailureDetector({
+    raft: raft as unknown as FailureDetectorHost['raft'],
+    state,
+    clock: { now: () => now, setTimeout: (fn: () => void, ms: number) => timers.push({ at: now + ms, fn }), clearTimeout: () => {} },
+    nodeId: 'n1',
+    nodeDownAfterMs: 2750,
+    silentAfterMs: 2500,
+    moveSlice: 3,
+    stopped: () => false,
+  })
+  /** Let the clock run `ms`, firing the timers that come due, and the promises they settle. */
+  const run = async (ms: number): Promise<void> => {
+    const end = now + ms
+    for (;;) {
+      await new Promise((r) => setImmediate(r))
+      timers.sort((a, b) => a.at - b.at)
+      const due = timers[0]
+      if (!due || due.at > end) break
+      timers.shift()
+      now = Math.max(now, due.at)
+      due.fn()
+    }
+    now = end
+  }
+  d.onLeader()
+  now += 2750
+  const left = onN2()
+  t.ok(left > 6, `${left} names on n2`)
+  d.check()
+  await run(0)
+  t.same(proposed.map((c) => c.c), ['nodeDown'], 'declared gone; its lease lapsed as the entry applied')
+  await run(50)
+  t.equal(proposed.length, 1, 'nothing proposed while the lease does not hold')
+  lease = true
+  await run(5)
+  t.same(proposed.map((c) => c.c), ['nodeDown', 'moveOff'], 'the next slice went within 5 ms of the lease holding again, no check() run')
+  // and so on to the last slice, the lease lapsing after each
+  for (let i = 0; i < 20 && onN2() > 0; i++) {
+    lease = true
+    await run(5)
+  }
+  t.equal(onN2(), 0, 'every name moved off n2')
+})
