@@ -154,9 +154,12 @@ export type SwormRequest =
   /**
    * Call every name (by name, from this node) until each has answered once; names are retried
    * every `everyMs` (default 10) while they fail. Names whose local ref is on a node of `skipNodes`
-   * are not called in that round (known dead). See {@link AwaitAnswersResult}.
+   * are not called in that round (known dead). With `ride`, every name is called at once and
+   * each call waits inside the sworm for the worker to run again (calls by name ride through a
+   * move: what an app calling its workers sees), retried when it fails or times out
+   * (`callTimeoutMs`); `skipNodes` is then unused. See {@link AwaitAnswersResult}.
    */
-  | { op: 'awaitAnswers'; names: string[]; msg: unknown; callTimeoutMs?: number; everyMs?: number; timeoutMs?: number; skipNodes?: string[] }
+  | { op: 'awaitAnswers'; names: string[]; msg: unknown; callTimeoutMs?: number; everyMs?: number; timeoutMs?: number; skipNodes?: string[]; ride?: boolean }
   /** `sworm.drain({ timeoutMs })`; resolves with how long it took. */
   | { op: 'drain'; timeoutMs?: number }
   /** `sworm.undrain()`. */

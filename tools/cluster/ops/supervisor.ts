@@ -224,7 +224,9 @@ async function callRefs({ sworm }: SwormNodeContext, req: Req<'callRefs'>): Prom
   return { answered, codes, ms: performance.now() - t0 }
 }
 
-async function awaitAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'>): Promise<AwaitAnswersResult> {
+async function awaitAnswers(ctx: SwormNodeContext, req: Req<'awaitAnswers'>): Promise<AwaitAnswersResult> {
+  if (req.ride) return rideAnswers(ctx, req)
+  const { sworm } = ctx
   const t0 = performance.now()
   const deadline = t0 + (req.timeoutMs ?? 30_000)
   const skip = new Set(req.skipNodes ?? [])
@@ -277,4 +279,32 @@ async function awaitAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'
   }
   const missing = [...waiting, ...ready]
   return { answered: req.names.length - missing.length, missing, doneAt, rounds, ms: performance.now() - t0 }
+}
+
+/**
+ * `awaitAnswers` with `ride`: every name called by name at once, each call waiting inside the
+ * sworm while its worker moves (location transparency), and called again when it fails (a call
+ * that reached the dead node: OUTCOME_UNKNOWN) or times out, after `everyMs`.
+ */
+async function rideAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'>): Promise<AwaitAnswersResult> {
+  const t0 = performance.now()
+  const deadline = t0 + (req.timeoutMs ?? 30_000)
+  let doneAt = nowEpoch()
+  let rounds = 0
+  const missing = new Set(req.names)
+  const ride = async (name: string): Promise<void> => {
+    while (performance.now() < deadline) {
+      rounds++
+      try {
+        await sworm.call(name, req.msg, { timeout: Math.max(1, Math.min(req.callTimeoutMs ?? 1000, deadline - performance.now())) })
+        doneAt = nowEpoch()
+        missing.delete(name)
+        return
+      } catch {
+        await new Promise((r) => setTimeout(r, req.everyMs ?? 10))
+      }
+    }
+  }
+  await Promise.all(req.names.map(ride))
+  return { answered: req.names.length - missing.size, missing: [...missing], doneAt, rounds, ms: performance.now() - t0 }
 }
