@@ -24,7 +24,7 @@ import type { Clock, Logger } from './raft/types.js'
 import { RegistryClient } from './registry/client.js'
 import type { RegistryChange, RegistryState } from './registry/state.js'
 import { runningRef, sameRef, type RegistryCommand, type RegistryResult, type StartSpec, type SuperviseResult, type WorkerRef } from './registry/types.js'
-import { Messaging, type Placing } from './rpc/messaging.js'
+import { Messaging } from './rpc/messaging.js'
 import { PendingRequests } from './rpc/pending.js'
 import { WireRouter } from './rpc/router.js'
 import { LeaseFence } from './supervisor/fencing.js'
@@ -165,16 +165,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const router = new WireRouter(p.msgs, peerLog)
     this.requests = new PendingRequests(clock)
     this.client = new RegistryClient({ ...node, requestTimeoutMs: o.requestTimeoutMs })
-    this.early = new EarlyStarts({
-      sworm: o.name,
-      nodeId: o.nodeId,
-      inc: p.inc,
-      state,
-      router,
-      maxNameBytes: o.maxNameBytes,
-      woken: (name) => this.messaging.nameChanged(name),
-      localWorker: (name) => this.supervisor.localWorker(name),
-    })
+    this.early = new EarlyStarts({ sworm: o.name, nodeId: o.nodeId, inc: p.inc, state, router, maxNameBytes: o.maxNameBytes, woken: (name) => this.messaging.nameChanged(name) })
     this.supervisor = new Supervisor({
       sworm: o.name,
       nodeId: o.nodeId,
@@ -208,7 +199,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
         },
         leaseRenewed: () => this.fire('leaseRenewed', { node: o.nodeId }),
         running: (name, epoch, ref, by) => this.early.running(name, epoch, ref, by),
-        startedHere: (name, epoch, ref) => this.early.startedHere(name, epoch, ref),
       },
     }, p.reconcileSlice, p.reconcileRecheckMs)
     this.fence = new LeaseFence({ clock, leaseTimeoutMs: o.leaseTimeoutMs, leaseRenewedAt: () => raft.leaseRenewedAt(), stopped }, this.supervisor)
@@ -218,8 +208,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
       raft,
       state,
       whereis: (name) => this.whereis(name),
-      placing: (name) => this.placing(name),
-      follow: (name, at) => this.early.follow(name, at.node, at.inc, at.epoch),
       workers,
       router,
       clock,
@@ -542,15 +530,6 @@ export class Sworm extends EventEmitter<SwormEvents> {
     const ms = this.opts.requestTimeoutMs
     await this.logged(name, ms)
     if (pending() !== undefined) throw new TimeoutError(`${what}: the worker runs, but the log does not have its start yet after ${ms} ms; try again`)
-  }
-
-  /** See `MessagingHost.placing` (rpc/messaging.ts). */
-  private placing(name: string): Placing | undefined {
-    const r = this.state.peek(name)
-    // (a ref fixed at its placement is waited for otherwise: see rpc/starting-refs.ts)
-    if (!r || r.kind !== 'supervised' || r.ref !== undefined || r.node === undefined || r.epoch === undefined || r.retiring || r.handoffTo !== undefined) return undefined
-    const n = this.state.nodeRecord(r.node)
-    return n?.up ? { node: r.node, inc: n.inc, epoch: r.epoch } : undefined
   }
 
   /** The ref answering to `name` here: the registry's, or the one its host just said runs (see supervisor/early-starts.ts). */

@@ -142,7 +142,7 @@ function stubEarly() {
   let handler: ((from: string, m: Record<string, unknown>) => void) | undefined
   const dropped: string[] = []
   const router = {
-    on: (t: string, fn: (from: string, m: Record<string, unknown>) => void) => void (t === 'startedAt' && (handler = fn)),
+    on: (_t: string, fn: (from: string, m: Record<string, unknown>) => void) => void (handler = fn),
     send: () => {},
     drop: (from: string, reason: string) => void dropped.push(`${from}: ${reason}`),
   }
@@ -151,7 +151,7 @@ function stubEarly() {
     nodeRecord: (node: string) => (node === 'b' ? { node: 'b', up: true, inc: 'ib' } : undefined),
     isUp: (node: string, inc: string) => node === 'b' && inc === 'ib',
   }
-  const early = new EarlyStarts({ sworm: 's', nodeId: 'a', inc: 'ia', state: state as never, router: router as never, maxNameBytes: 1024, woken: () => {}, localWorker: () => undefined })
+  const early = new EarlyStarts({ sworm: 's', nodeId: 'a', inc: 'ia', state: state as never, router: router as never, maxNameBytes: 1024, woken: () => {} })
   return { early, dropped, notice: (m: Record<string, unknown>) => handler!('b', m) }
 }
 

@@ -52,29 +52,6 @@ export interface MessagingHost {
   readonly castHoldMs: number
   /** Counters: casts dropped, calls redirected, calls rejected with OUTCOME_UNKNOWN. */
   readonly count: { castDropped(n: number): void; callRedirected(): void; callOutcomeUnknown(n: number): void }
-  /**
-   * Where supervised `name` waits for its worker: placed on `node` (incarnation `inc`, up) under
-   * `epoch`, its start not in the log yet; undefined otherwise.
-   */
-  placing(name: string): Placing | undefined
-  /**
-   * Take the word of `p`'s node that the worker of `name` runs, as soon as it does, until
-   * `done()` (see supervisor/early-starts.ts: `follow`); the hint then wakes what waits here.
-   */
-  follow(name: string, p: Placing): { done(): void }
-}
-
-/** A supervised name's placement whose worker is about to start (see {@link MessagingHost.placing}). */
-export interface Placing {
-  node: string
-  inc: string
-  epoch: number
-}
-
-/** What a message waiting for a moving worker follows (see `Messaging.follow`). */
-interface Following {
-  key: string
-  done(): void
 }
 
 /** Casts to one name, held until its worker runs again, each until its own deadline. */
@@ -265,44 +242,23 @@ export class Messaging {
   private async nextRef(name: string, deadline: number, timeout: number, tried: WorkerRef | undefined): Promise<WorkerRef> {
     const { host } = this
     let read = false
-    let following: Following | undefined
-    try {
-      for (;;) {
-        const ref = this.live(name)
-        if (ref && !(tried && sameRef(ref, tried))) return ref
-        if (!ref && !host.state.hasName(name)) {
-          if (read || tried) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
-          // the local copy may lag: one linearizable read before saying the name is unknown
-          await this.readBefore(deadline, () => new TimeoutError(`call not answered within ${timeout} ms: could not learn from the leader whether ${JSON.stringify(name)} is registered`))
-          read = true
-          continue
-        }
-        // registered, but moving, restarting, stopping, or on a node that cannot be reached
-        if (host.clock.now() >= deadline) {
-          throw new TimeoutError(`call not answered within ${timeout} ms: the worker of ${JSON.stringify(name)} is moving, restarting, or its node cannot be reached`)
-        }
-        following = this.follow(name, following)
-        await this.change(name, deadline)
-        host.guard()
+    for (;;) {
+      const ref = this.live(name)
+      if (ref && !(tried && sameRef(ref, tried))) return ref
+      if (!ref && !host.state.hasName(name)) {
+        if (read || tried) throw new NoWorkerError(`no worker is registered as ${JSON.stringify(name)}`)
+        // the local copy may lag: one linearizable read before saying the name is unknown
+        await this.readBefore(deadline, () => new TimeoutError(`call not answered within ${timeout} ms: could not learn from the leader whether ${JSON.stringify(name)} is registered`))
+        read = true
+        continue
       }
-    } finally {
-      following?.done()
+      // registered, but moving, restarting, stopping, or on a node that cannot be reached
+      if (host.clock.now() >= deadline) {
+        throw new TimeoutError(`call not answered within ${timeout} ms: the worker of ${JSON.stringify(name)} is moving, restarting, or its node cannot be reached`)
+      }
+      await this.change(name, deadline)
+      host.guard()
     }
-  }
-
-  /**
-   * A message waits for the worker of `name`: if the name is placed on a node that is about to
-   * start it, follow that placement (its node tells this one when the worker runs, a round of
-   * the log sooner than the log would: see supervisor/early-starts.ts), and stop following the
-   * one before (`prev`) if it changed.
-   */
-  private follow(name: string, prev: Following | undefined): Following | undefined {
-    const p = this.host.placing(name)
-    const key = p && !this.lost.has(p.node) ? `${p.node}\0${p.inc}\0${p.epoch}` : undefined
-    if (key === prev?.key) return prev
-    prev?.done()
-    if (!p || key === undefined) return undefined
-    return { key, done: this.host.follow(name, p).done }
   }
 
   /**
@@ -351,33 +307,27 @@ export class Messaging {
   /** Deliver the casts held for `name`, in order, once its worker runs; drop them when it is gone, or each when too late. */
   private async release(name: string, q: Held): Promise<void> {
     const { host } = this
-    let following: Following | undefined
-    try {
-      for (;;) {
-        if (this.held.get(name) !== q) return // dropped (stop)
-        const ref = this.live(name)
-        if (ref) this.sendHeld(q, ref)
-        else if (!host.state.hasName(name)) {
-          this.dropHeld(name, q)
-          return
-        } else {
-          const now = host.clock.now()
-          let late = 0
-          while (late < q.msgs.length && q.msgs[late]!.until <= now) late++
-          if (late > 0) {
-            q.msgs.splice(0, late)
-            host.count.castDropped(late)
-          }
+    for (;;) {
+      if (this.held.get(name) !== q) return // dropped (stop)
+      const ref = this.live(name)
+      if (ref) this.sendHeld(q, ref)
+      else if (!host.state.hasName(name)) {
+        this.dropHeld(name, q)
+        return
+      } else {
+        const now = host.clock.now()
+        let late = 0
+        while (late < q.msgs.length && q.msgs[late]!.until <= now) late++
+        if (late > 0) {
+          q.msgs.splice(0, late)
+          host.count.castDropped(late)
         }
-        if (q.msgs.length === 0) {
-          this.held.delete(name)
-          return
-        }
-        if (!ref) following = this.follow(name, following)
-        await this.change(name, q.msgs[0]!.until)
       }
-    } finally {
-      following?.done()
+      if (q.msgs.length === 0) {
+        this.held.delete(name)
+        return
+      }
+      await this.change(name, q.msgs[0]!.until)
     }
   }
 

@@ -26,12 +26,6 @@ export type WireMsg =
    * the node that registered them, before the log has their start (see supervisor/early-starts.ts).
    */
   | { t: 'startedAt'; inc: string; starts: Array<[name: string, epoch: number, id: number]> }
-  /**
-   * Tell the sender when the workers of these supervised names, placed on the receiver
-   * (incarnation `inc`) under these epochs, run there (a `startedAt`): messages to them wait on the
-   * sender (see supervisor/early-starts.ts).
-   */
-  | { t: 'watch'; inc: string; names: Array<[name: string, epoch: number]> }
   /** Where a node serves its metrics (`reply`: answer with yours). */
   | { t: 'metricsAt'; url: string; reply: boolean }
 

@@ -14,18 +14,6 @@
  * moved or unregistered; a notice is taken only for a name this node is registering (so a peer
  * cannot fill the table); other nodes learn the ref from the log, as before.
  *
- * The same word reaches a node whose messages wait for a worker that is moving (issue #15: calls
- * that ride through a move, a failover included). A call or cast by name to a supervised name
- * placed on another node, whose start is not in the log yet, asks that node to tell it when the
- * worker runs (`follow`, a `watch` message: names and the epochs they were placed under); the
- * host answers with a `startedAt` at the start (or at once if the worker runs already), and the
- * message goes to the worker then, a round of the log sooner than the `startedMany` report
- * would let it. A host keeps at most `MAX_WATCHED` names watched, drops a watch once the name
- * starts, moves on or goes, and takes one only for a name its registry holds as supervised (a
- * placement it has not applied yet included); a placement on this node is followed from the
- * local start (`startedHere`). A node of an older version drops a `watch` (an unknown type, with
- * a warning): the message waits for the log then, as before.
- *
  * Nothing here decides anything: where a worker runs, and that it runs once, is still the log's
  * and the lease's business (see supervisor.ts). A notice that never comes (the host is cut off,
  * older, or its start failed) leaves the caller waiting for the log, as it did before.
@@ -49,8 +37,6 @@ export interface EarlyStartsHost {
   readonly maxNameBytes: number
   /** A hint for `name` arrived: wake what waits for its worker (calls and casts by name). */
   woken(name: string): void
-  /** The worker of supervised `name` that runs on this node, if any: its id and the epoch it started for. */
-  localWorker(name: string): { readonly id: number; readonly epoch: number } | undefined
 }
 
 /**
@@ -60,16 +46,10 @@ export interface EarlyStartsHost {
  */
 export const MAX_HINTS = 100_000
 
-/** Starts per `startedAt` message, and names per `watch`, at most (a larger batch goes out in several; a larger one that arrives is dropped). */
+/** Starts per `startedAt` message at most (a larger batch goes out in several; a larger one that arrives is dropped). */
 export const MAX_PER_NOTICE = 4096
 /** Bytes of names per `startedAt` message at most (far below the frame limit, whatever `maxNameBytes`). */
 const MAX_NOTICE_NAME_BYTES = 256 * 1024
-
-/**
- * Names watched on a host at most (`watch`): beyond, a new one takes the place of the oldest, whose
- * watchers then wait for the log. A name is watched only while its worker is about to start here.
- */
-export const MAX_WATCHED = 100_000
 
 interface Hint {
   epoch: number
@@ -90,10 +70,6 @@ export class EarlyStarts {
   /** Notices to send, by node: `[name, epoch, id]` of workers that run here. */
   private outbox = new Map<NodeId, Array<[string, number, number]>>()
   private flushing = false
-  /** Host side: name -> the nodes that asked to hear when its worker of an epoch runs here (`watch`). */
-  private readonly watchers = new Map<string, Array<{ by: NodeId; epoch: number }>>()
-  /** Caller side: watches to send, by node: `[name, epoch]`, and the incarnation of that node they are for. */
-  private watchOut = new Map<NodeId, { inc: string; names: Array<[string, number]> }>()
 
   constructor(private readonly host: EarlyStartsHost) {
     host.router.on('startedAt', (from, m) => {
@@ -113,85 +89,6 @@ export class EarlyStarts {
         if (this.expecting.has(name)) this.heard(name, s[1] as number, { sworm: host.sworm, node: rec.node, inc, id: s[2] as number })
       }
     })
-    host.router.on('watch', (from, m) => {
-      if (typeof m.inc !== 'string' || !Array.isArray(m.names) || m.names.length > MAX_PER_NOTICE) {
-        host.router.drop(from, 'watch with bad fields')
-        return
-      }
-      // a watch of an earlier incarnation of this node (its workers are gone: the log tells)
-      if (m.inc !== host.inc || this.closed) return
-      for (const s of m.names as unknown[]) {
-        if (!Array.isArray(s) || typeof s[0] !== 'string' || !Number.isSafeInteger(s[1])) continue
-        const name = s[0]
-        if (name.length * 3 > host.maxNameBytes && Buffer.byteLength(name) > host.maxNameBytes) continue
-        this.watched(name, s[1] as number, from)
-      }
-    })
-  }
-
-  /**
-   * Host side: node `by` asks to hear when the worker of `name` for `epoch` runs here. Told at
-   * once if it runs; kept if the registry holds the name as supervised and has not placed it
-   * elsewhere (or under a later epoch), nor has its start already (the log tells `by` then).
-   */
-  private watched(name: string, epoch: number, by: NodeId): void {
-    const { host } = this
-    const w = host.localWorker(name)
-    if (w !== undefined && w.epoch === epoch) {
-      this.running(name, epoch, { sworm: host.sworm, node: host.nodeId, inc: host.inc, id: w.id }, by)
-      return
-    }
-    const r = host.state.peek(name)
-    if (r === undefined || r.kind !== 'supervised') return
-    const e = r.epoch ?? 0
-    if (e > epoch || (e === epoch && (r.node !== host.nodeId || runningRef(r) !== undefined))) return
-    let list = this.watchers.get(name)
-    if (!list) {
-      if (this.watchers.size >= MAX_WATCHED) this.watchers.delete(this.watchers.keys().next().value as string)
-      this.watchers.set(name, (list = []))
-    }
-    if (!list.some((x) => x.by === by && x.epoch === epoch) && list.length < 64) list.push({ by, epoch })
-  }
-
-  /**
-   * Host side: the worker of supervised `name` for `epoch` runs here (every start: see
-   * SupervisorEvents.startedHere). The nodes that watch it hear it, and this node itself if it
-   * waits for it (`follow`, or a registration of its own).
-   */
-  startedHere(name: string, epoch: number, ref: WorkerRef): void {
-    if (this.closed) return
-    if (this.expecting.has(name)) this.heard(name, epoch, ref)
-    if (this.watchers.size === 0) return
-    const list = this.watchers.get(name)
-    if (!list) return
-    this.watchers.delete(name)
-    for (const w of list) if (w.epoch === epoch) this.running(name, epoch, ref, w.by)
-  }
-
-  /**
-   * Caller side: a message waits for the worker of supervised `name`, placed on `node`
-   * (incarnation `inc`) under `epoch`, whose start the log does not have yet. Take that node's
-   * word that it runs (a hint, see {@link EarlyStarts.whereis}) until `done()`: asked of it with a
-   * `watch` (sent with the others of this microtask checkpoint), or, placed on this node, taken
-   * from its start here.
-   */
-  follow(name: string, node: NodeId, inc: string, epoch: number): { done(): void } {
-    const caller = this.expect(name)
-    if (this.closed) return caller
-    const { host } = this
-    if (node === host.nodeId) {
-      const w = host.localWorker(name)
-      if (w !== undefined && w.epoch === epoch) this.heard(name, epoch, { sworm: host.sworm, node, inc: host.inc, id: w.id })
-      return caller
-    }
-    let out = this.watchOut.get(node)
-    if (!out || out.inc !== inc) this.watchOut.set(node, (out = { inc, names: [] }))
-    out.names.push([name, epoch])
-    if (!this.flushing) {
-      this.flushing = true
-      queueMicrotask(() => this.flush())
-    }
-    return caller
   }
 
   /**
@@ -217,12 +114,18 @@ export class EarlyStarts {
     const out = this.outbox
     this.outbox = new Map()
     for (const [to, starts] of out) {
-      for (const part of inParts(starts)) this.host.router.send(to, { t: 'startedAt', inc: this.host.inc, starts: part })
-    }
-    const watches = this.watchOut
-    this.watchOut = new Map()
-    for (const [to, { inc, names }] of watches) {
-      for (const part of inParts(names)) this.host.router.send(to, { t: 'watch', inc, names: part })
+      let from = 0
+      while (from < starts.length) {
+        let end = from
+        let bytes = 0
+        while (end < starts.length && end - from < MAX_PER_NOTICE) {
+          bytes += Buffer.byteLength(starts[end]![0]) + 16
+          if (end > from && bytes > MAX_NOTICE_NAME_BYTES) break
+          end++
+        }
+        this.host.router.send(to, { t: 'startedAt', inc: this.host.inc, starts: starts.slice(from, end) })
+        from = end
+      }
     }
   }
 
@@ -334,9 +237,7 @@ export class EarlyStarts {
 
   /** A registry change: a hint the registry makes useless (the start is in the log, or the name moved on) goes. */
   onChange(ch: RegistryChange): void {
-    if (!('name' in ch)) return
-    if (this.watchers.size > 0) this.unwatch(ch)
-    if (this.hints.size === 0) return
+    if (this.hints.size === 0 || !('name' in ch)) return
     const h = this.hints.get(ch.name)
     if (!h) return
     // an event about an earlier epoch of the name (applied before the placement the hint is
@@ -348,59 +249,12 @@ export class EarlyStarts {
     }
   }
 
-  /**
-   * Host side: a registry change about a watched name. Its watches end once the log has its
-   * start, or the name goes, or moves on (placed elsewhere, or again under a later epoch: the
-   * watchers follow the new placement). A placement here under the watched epoch, applied after
-   * the watch came, keeps them.
-   */
-  private unwatch(ch: RegistryChange & { name: string }): void {
-    const list = this.watchers.get(ch.name)
-    if (!list) return
-    if (ch.type === 'placed') {
-      const keep = list.filter((w) => w.epoch > ch.epoch || (w.epoch === ch.epoch && ch.node === this.host.nodeId))
-      if (keep.length === list.length) return
-      if (keep.length > 0) this.watchers.set(ch.name, keep)
-      else this.watchers.delete(ch.name)
-      return
-    }
-    if (ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'startFailed' || ch.type === 'handoff' || ch.type === 'retire' || ch.type === 'unplaced') {
-      this.watchers.delete(ch.name)
-    }
-  }
-
-  /** Names watched on this node now (host side; for tests). */
-  get watchedNames(): number {
-    return this.watchers.size
-  }
-
-  /** Forget every hint, notice and watch (on stop). */
+  /** Forget every hint and notice (on stop). */
   close(): void {
     this.closed = true
     this.hints.clear()
     this.byRef.clear()
     this.outbox.clear()
     this.expecting.clear()
-    this.watchers.clear()
-    this.watchOut.clear()
-  }
-}
-
-/**
- * `items` (each a name first) in parts for one message each: `MAX_PER_NOTICE` items and about
- * `MAX_NOTICE_NAME_BYTES` of names at most (one item at least).
- */
-function* inParts<T extends [string, ...number[]]>(items: T[]): Generator<T[]> {
-  let from = 0
-  while (from < items.length) {
-    let end = from
-    let bytes = 0
-    while (end < items.length && end - from < MAX_PER_NOTICE) {
-      bytes += Buffer.byteLength(items[end]![0]) + 16
-      if (end > from && bytes > MAX_NOTICE_NAME_BYTES) break
-      end++
-    }
-    yield items.slice(from, end)
-    from = end
   }
 }

@@ -56,11 +56,6 @@ export interface SupervisorEvents {
    * node `by` registered the name and waits to hear it (see supervisor/early-starts.ts).
    */
   running?(name: string, epoch: number, ref: WorkerRef, by: string): void
-  /**
-   * The worker of supervised `name` for `epoch` runs here (before the log has its start): every
-   * start, whoever waits for it (see `EarlyStarts.startedHere`).
-   */
-  startedHere?(name: string, epoch: number, ref: WorkerRef): void
 }
 
 /** What the supervisor needs from its sworm. */
@@ -89,8 +84,7 @@ export interface SupervisorHost {
   readonly events?: SupervisorEvents
 }
 
-/** A supervised worker running on this node: its id, and the epoch it started for. */
-export interface Running {
+interface Running {
   id: number
   epoch: number
 }
@@ -195,11 +189,6 @@ export class Supervisor {
   /** The supervised name local worker `id` runs for, if it is a supervised one. */
   nameOf(id: number): string | undefined {
     return this.byId.get(id)
-  }
-
-  /** The worker of supervised `name` that runs on this node (its id, and the epoch it started for), if any. */
-  localWorker(name: string): Readonly<Running> | undefined {
-    return this.running.get(name)
   }
 
   /**
@@ -436,7 +425,6 @@ export class Supervisor {
         this.announce.delete(name)
         if (a.epoch === epoch) this.host.events?.running?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id }, a.by)
       }
-      this.host.events?.startedHere?.(name, epoch, { sworm: this.host.sworm, node: this.host.nodeId, inc: this.host.inc, id })
       launchedNow?.()
       const ok = await this.reports.report(name, epoch, id)
       if (ok !== true && this.running.get(name)?.id === id) {

@@ -212,10 +212,6 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
     .filter((n) => quietly(() => target?.whereisName(n)) === undefined)
     .slice(0, 8)
   const starts = names.map((n, i) => [n, i % 2 === 0 ? 1e9 : -1, 7])
-  // watches (a node asks to hear of starts on the target): with the target's incarnation, for
-  // names and epochs it may have or never will, bad fields, too many names
-  const toInc = quietly(() => target?.statusReport().incarnation) ?? 'x'
-  const watches = names.map((n, i) => [n, i % 2 === 0 ? 1e9 : 1])
   for (let k = 0; k < 20; k++) {
     const junk = w.pick<unknown>([
       null,
@@ -233,9 +229,6 @@ const hostileMessages = (w: SimWorld): FaultEnd => {
       { t: 'startedAt', inc: 'y'.repeat(1 + Math.floor(r() * 1000)), starts },
       { t: 'startedAt', inc, starts: new Array(5000).fill(['w1', 1, 1]) },
       { t: 'startedAt', inc: 7, starts: {} },
-      { t: 'watch', inc: toInc, names: [...watches, ['w1', 1.5], [42], 'x', null, ['x'.repeat(100_000), 1]] },
-      { t: 'watch', inc: toInc, names: new Array(5000).fill(['w1', 1]) },
-      { t: 'watch', inc: 7, names: {} },
     ])
     w.net.inject(from, to, junk, r() < 0.5 ? 'raft' : 'msg')
   }
