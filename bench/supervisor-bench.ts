@@ -166,6 +166,8 @@ interface Failover {
   moved: number
   /** Whether the calls were made at once and waited inside the sworm (see `failover`). */
   ride: boolean
+  /** From SIGKILL until half of them, and nine tenths, answered (with `ride`). */
+  quantilesMs?: [number, number]
   /** From SIGKILL until every one of them answered a call from a survivor. */
   answerMs?: number
   missing: number
@@ -285,6 +287,7 @@ async function failover(c: SwormCluster, leader: string, victim: string, groups:
   if (downAt.length) res.downMs = Math.min(...downAt) - tKillDate
   res.missing = a.missing.length
   if (a.missing.length === 0) res.answerMs = a.doneAt - tKill
+  if (a.halfAt !== undefined && a.nineTenthsAt !== undefined) res.quantilesMs = [a.halfAt - tKill, a.nineTenthsAt - tKill]
   else log(`  ${a.missing.length} names did not answer, e.g. ${a.missing.slice(0, 3).join(', ')}`)
   return res
 }
@@ -361,6 +364,7 @@ function report(r: Results): string {
     ]
     if (f.wasLeader) rows.push([`  new leader after SIGKILL of the leader`, ms(f.leaderMs), ''])
     rows.push([`  the victim declared gone (nodeDown applied on a survivor)`, ms(f.downMs), ''])
+    if (f.quantilesMs) rows.push([`  half, nine tenths of its workers answered`, `${ms(f.quantilesMs[0])}, ${ms(f.quantilesMs[1])}`, ''])
     return rows
   }
   const rows: Array<[string, string, string]> = [

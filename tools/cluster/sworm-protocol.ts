@@ -340,6 +340,9 @@ export interface AwaitAnswersResult {
   missing: string[]
   /** Wall-clock time (epoch ms, sub-ms precision) at which the last name answered. */
   doneAt: number
+  /** With `ride`: when (epoch ms) half, and nine tenths, of the names had answered. */
+  halfAt?: number
+  nineTenthsAt?: number
   /** Rounds of calls made. */
   rounds: number
   ms: number

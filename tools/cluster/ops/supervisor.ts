@@ -292,12 +292,14 @@ async function rideAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'>
   let doneAt = nowEpoch()
   let rounds = 0
   const missing = new Set(req.names)
+  const at: number[] = []
   const ride = async (name: string): Promise<void> => {
     while (performance.now() < deadline) {
       rounds++
       try {
         await sworm.call(name, req.msg, { timeout: Math.max(1, Math.min(req.callTimeoutMs ?? 1000, deadline - performance.now())) })
         doneAt = nowEpoch()
+        at.push(doneAt)
         missing.delete(name)
         return
       } catch {
@@ -306,5 +308,14 @@ async function rideAnswers({ sworm }: SwormNodeContext, req: Req<'awaitAnswers'>
     }
   }
   await Promise.all(req.names.map(ride))
-  return { answered: req.names.length - missing.size, missing: [...missing], doneAt, rounds, ms: performance.now() - t0 }
+  const quantile = (q: number): number | undefined => at[Math.ceil(q * req.names.length) - 1]
+  return {
+    answered: req.names.length - missing.size,
+    missing: [...missing],
+    doneAt,
+    ...(quantile(0.5) !== undefined ? { halfAt: quantile(0.5) } : {}),
+    ...(quantile(0.9) !== undefined ? { nineTenthsAt: quantile(0.9) } : {}),
+    rounds,
+    ms: performance.now() - t0,
+  }
 }
