@@ -328,6 +328,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
     this.every(Math.max(50, Math.min(250, this.opts.leaseTimeoutMs / 8)), () => {
       void this.supervisor.tick().catch((err: unknown) => this.log.error('supervisor tick failed', { err: String(err) }))
       this.fence.arm()
+      this.messaging.recheck() // (a restored snapshot wakes what waits for a worker)
     })
   }
 

@@ -65,8 +65,13 @@ function replyProblem(value: unknown, maxValues: number): string | undefined {
   return problem && `${problem}: it cannot be sent back unchanged (see "Values" in the README)`
 }
 
-/** How often a waiting call or held cast looks again without a change (a restored snapshot emits none). */
-const RECHECK_MS = 250
+/**
+ * How often a waiting call or held cast looks again without a change: a safety net only (every
+ * change that can give it a worker wakes it, and so does a restored snapshot, which emits none:
+ * see `Messaging.recheck`). It was 250 ms: with 10,000 calls waiting on one node through a
+ * failover, their looks cost that node about 400 ms of CPU over the lease's wait (session 23).
+ */
+export const RECHECK_MS = 1000
 
 /** Worker messaging of one node. */
 export class Messaging {
@@ -76,6 +81,10 @@ export class Messaging {
   private readonly held = new Map<string, Held>()
   /** Nodes whose connection was lost and has not opened again (their workers cannot be reached). */
   private readonly lost = new Set<string>()
+  /** The registry's count of restored snapshots when `recheck` last looked. */
+  private restoresSeen = 0
+  /** Times a waiting message looked again (woken by a change, or by its timer): for tests. @internal */
+  looks = 0
   /** Messages to refs whose worker is starting (`registerName(..., { wait: 'placed' })`), held here until it runs. */
   private readonly starting: StartingRefs
 
@@ -193,7 +202,16 @@ export class Messaging {
     }
   }
 
-  /** A change applied to the registry: wake what waits on it; a node declared gone loses its calls. */
+  /**
+   * A change applied to the registry: wake what waits on it, and only that (a node declared gone
+   * loses its calls). What waits for a name waits for a ref it can reach (or for the name to go):
+   * a change that cannot give one does not wake it. A node declared gone wakes nothing by itself
+   * (its refs become unreachable, none reachable; each of its names that moves or goes has a
+   * change of its own), nor does a worker told to stop (`stopWorker`: its name's `placed` or
+   * `unregistered` comes with it). A node up under a new incarnation wakes everything (refs of
+   * that incarnation become reachable). Found by a failover's profile (session 23): with 10,000
+   * calls waiting on the leader, the `nodeDown` woke them all, and each moved name twice.
+   */
   onChange(ch: RegistryChange): void {
     if (ch.type === 'nodeDown' || ch.type === 'nodeUp') {
       // declared gone, or replaced by a new incarnation (it restarted): calls to that process end
@@ -201,11 +219,22 @@ export class Messaging {
       const how = ch.type === 'nodeDown' ? 'was declared gone' : 'restarted'
       const n = this.calls.failNode(ch.node, gone, () => new OutcomeUnknownError(`node ${ch.node} ${how} before it answered the call; the worker may or may not have handled it`))
       if (n > 0) this.host.count.callOutcomeUnknown(n)
-      this.wakeAll()
-    } else if ('name' in ch) {
+      if (ch.type === 'nodeUp') this.wakeAll()
+    } else if ('name' in ch && ch.type !== 'stopWorker') {
       this.wake(ch.name)
       for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias)
     }
+  }
+
+  /**
+   * Wake everything that waits if the registry was replaced by a snapshot since the last look (a
+   * restore emits no change). Called often (the sworm's supervisor tick).
+   */
+  recheck(): void {
+    const restores = this.host.state.restores
+    if (restores === this.restoresSeen) return
+    this.restoresSeen = restores
+    this.wakeAll()
   }
 
   /** Something new is known about `name` outside the registry (a hint): wake what waits on it. */
@@ -370,7 +399,7 @@ export class Messaging {
     host.router.send(ref.node, { t: 'cast', to: ref, msg })
   }
 
-  /** Resolve on the next change of `name` (or of any node or connection), at `RECHECK_MS`, or at `deadline`. */
+  /** Resolve on the next change of `name` that may matter (see `onChange`; or of a connection), at `RECHECK_MS`, or at `deadline`. */
   private change(name: string, deadline: number): Promise<void> {
     const { host } = this
     return new Promise<void>((resolve) => {
@@ -378,6 +407,7 @@ export class Messaging {
       if (!set) this.waiting.set(name, (set = new Set()))
       const waiters = set
       const done = (): void => {
+        this.looks++
         host.clock.clearTimeout(timer)
         waiters.delete(done)
         if (waiters.size === 0 && this.waiting.get(name) === waiters) this.waiting.delete(name)

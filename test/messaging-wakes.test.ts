@@ -1,0 +1,154 @@
+/**
+ * What waits for a worker by name (a call, held casts) is woken by the changes that can give it
+ * one, not by every change, nor every 250 ms (issue #15: a failover's profile, session 23, saw
+ * 10,000 calls waiting on the leader woken all at once by the `nodeDown`, each moved name twice,
+ * and each call by its own 250 ms timer: about 400 ms of the leader's CPU over the failover).
+ * Fails on 44b0a3d: 4 looks per waiting call in 999 ms with nothing changed, and the `nodeDown`
+ * waking every waiting call.
+ * Messaging on a real registry, with a fake clock and network.
+ */
+import t from 'tap'
+import { RegistryState } from '../src/registry/state.js'
+import type { RegistryChange } from '../src/registry/state.js'
+import type { RegistryCommand, WorkerRef } from '../src/registry/types.js'
+import { Messaging, type MessagingHost, RECHECK_MS } from '../src/rpc/messaging.js'
+
+function harness() {
+  let now = 0
+  const timers = new Map<number, { at: number; fn: () => void }>()
+  let nextTimer = 1
+  const clock = {
+    now: () => now,
+    setTimeout: (fn: () => void, ms: number) => {
+      const h = nextTimer++
+      timers.set(h, { at: now + ms, fn })
+      return h
+    },
+    clearTimeout: (h: unknown) => void timers.delete(h as number),
+  }
+  /** Let `ms` pass: fire the timers that come due, in order, and what they settle. */
+  const advance = async (ms: number): Promise<void> => {
+    const end = now + ms
+    for (;;) {
+      await new Promise((r) => setImmediate(r))
+      const due = [...timers].filter(([, x]) => x.at <= end).sort((a, b) => a[1].at - b[1].at)[0]
+      if (!due) break
+      timers.delete(due[0])
+      now = Math.max(now, due[1].at)
+      due[1].fn()
+    }
+    now = end
+    await new Promise((r) => setImmediate(r))
+  }
+  const late: { m?: Messaging } = {} // (the registry is made first: its changes go to messaging once it exists)
+  const state = new RegistryState((ch: RegistryChange) => late.m?.onChange(ch))
+  let index = 0
+  const apply = (cmd: RegistryCommand): unknown => state.apply(cmd, ++index, 1)
+  for (const n of ['n1', 'n2', 'n3']) apply({ c: 'nodeUp', node: n, inc: `${n}-i`, prev: '' })
+  /** Calls sent, by node: [id, the ref it went to]. */
+  const sent: Array<{ node: string; id: number; to: WorkerRef }> = []
+  const handlers = new Map<string, (from: string, m: Record<string, unknown>) => void>()
+  const host: MessagingHost = {
+    raft: { read: () => Promise.resolve(), status: () => ({ config: { voters: { n1: '', n2: '', n3: '' }, learners: {} } }) } as never,
+    state,
+    whereis: (name) => state.whereis(name),
+    workers: { has: () => false, call: () => Promise.reject(new Error('no')), cast: () => false } as never,
+    router: {
+      on: (type: string, fn: (from: string, m: Record<string, unknown>) => void) => void handlers.set(type, fn),
+      send: (node: string, msg: { t: string; id: number; to: WorkerRef }) => void (msg.t === 'call' && sent.push({ node, id: msg.id, to: msg.to })),
+      drop: () => {},
+    } as never,
+    clock,
+    isLocal: (ref) => ref.node === 'n1' && ref.inc === 'n1-i',
+    gate: () => true,
+    guard: () => {},
+    maxMessageBytes: 1 << 20,
+    castBufferSize: 1000,
+    castHoldMs: 60_000,
+    count: { castDropped: () => {}, callRedirected: () => {}, callOutcomeUnknown: () => {} },
+  }
+  const msgs = new Messaging(host)
+  late.m = msgs
+  const reply = (node: string, id: number, value: unknown): void => handlers.get('reply')!(node, { t: 'reply', id, ok: true, value })
+  return { m: msgs, state, apply, advance, sent, reply, timers }
+}
+
+t.test('a call waiting for a worker by name wakes for the changes that can give it one, not for others, nor every 250 ms', async (t) => {
+  const h = harness()
+  const spec = { module: 'm', fn: 'f', args: [] }
+  const names = Array.from({ length: 90 }, (_, i) => `w${i}`)
+  let id = 100
+  for (const name of names) {
+    const res = h.apply({ c: 'supervise', name, spec, ue: 1 }) as { node: string; epoch: number }
+    h.apply({ c: 'startedMany', sworm: 's', node: res.node, inc: `${res.node}-i`, starts: [[name, res.epoch, ++id]] })
+  }
+  const on = (node: string): string[] => names.filter((n) => h.state.whereis(n)?.node === node)
+  const [onN1, onN2, onN3] = [on('n1'), on('n2'), on('n3')]
+  t.ok(onN1.length > 5 && onN2.length > 5 && onN3.length > 5, `spread: ${onN1.length}, ${onN2.length}, ${onN3.length}`)
+  // n2 is lost (its connection closed): calls to its workers wait; so do calls to workers of this
+  // node (n1) that are not running here (ended, the registry does not know yet)
+  h.m.onConnection('n2', false)
+  const calls = new Map<string, Promise<unknown>>()
+  for (const n of [...onN2, ...onN1]) calls.set(n, h.m.call(n, 'get', 60_000))
+  await h.advance(0)
+  t.equal(h.sent.length, 0, 'no call sent yet')
+  const waiting = calls.size
+  h.m.looks = 0
+  await h.advance(RECHECK_MS - 1)
+  t.equal(h.m.looks, 0, `nothing changed: no waiting call woken in ${RECHECK_MS - 1} ms (each looked again every 250 ms on 44b0a3d)`)
+  // n2 declared gone: its names move (a `stopWorker` and a `placed` each); the calls waiting for
+  // n1's workers have nothing new
+  h.apply({ c: 'nodeDown', node: 'n2', inc: 'n2-i' })
+  t.ok(onN2.every((n) => h.state.peek(n)?.node !== 'n2'), "n2's names moved")
+  t.equal(h.m.looks, onN2.length, `one wake for each moved name (${onN2.length}), none for the ${waiting - onN2.length} others`)
+  // their starts reported: each call goes to its worker's new ref, and is answered (those moved
+  // to this node, n1, wait on: no worker runs here in this harness)
+  await h.advance(0)
+  h.m.looks = 0
+  for (const n of onN2) {
+    const r = h.state.peek(n)!
+    h.apply({ c: 'startedMany', sworm: 's', node: r.node!, inc: `${r.node}-i`, starts: [[n, r.epoch!, ++id]] })
+  }
+  await h.advance(0)
+  t.equal(h.m.looks, onN2.length, 'one wake each for the starts')
+  const toN3 = onN2.filter((n) => h.state.whereis(n)?.node === 'n3')
+  t.ok(toN3.length > 0 && toN3.length < onN2.length, `${toN3.length} moved to n3, the others to n1`)
+  t.same(h.sent.map((s) => s.to.node), toN3.map(() => 'n3'), 'each call to a worker moved to n3 sent once, there')
+  for (const s of h.sent) h.reply(s.node, s.id, `from ${s.node}`)
+  for (const n of toN3) t.equal(await calls.get(n), 'from n3', `${n} answered from its new node`)
+  // the calls still waiting for n1's workers look again at their safety net, RECHECK_MS
+  h.m.looks = 0
+  await h.advance(RECHECK_MS)
+  t.equal(h.m.looks, waiting - toN3.length, 'each call still waiting looked again once, at its safety net')
+  t.equal(h.sent.length, toN3.length, 'and sends nothing: their workers still do not run here')
+})
+
+t.test('a restored snapshot wakes what waits (a restore emits no change)', async (t) => {
+  const h = harness()
+  const spec = { module: 'm', fn: 'f', args: [] }
+  // a registry elsewhere in which the name runs on n3; here, it is placed but its start not known
+  const other = new RegistryState()
+  let i = 0
+  for (const n of ['n1', 'n2', 'n3']) other.apply({ c: 'nodeUp', node: n, inc: `${n}-i`, prev: '' }, ++i, 1)
+  let res: { node: string; epoch: number }
+  let name = ''
+  for (let k = 0; ; k++) {
+    name = `r${k}`
+    res = other.apply({ c: 'supervise', name, spec, ue: 1 }, ++i, 1) as { node: string; epoch: number }
+    if (res.node === 'n3') break
+  }
+  other.apply({ c: 'startedMany', sworm: 's', node: 'n3', inc: 'n3-i', starts: [[name, res.epoch, 5]] }, ++i, 1)
+  const snap = other.snapshot()
+  // here: the name is registered (placed on n2, which is lost)
+  h.apply({ c: 'supervise', name, spec, ue: 1 })
+  h.m.onConnection('n2', false)
+  const call = h.m.call(name, 'get', 60_000)
+  await h.advance(10)
+  t.equal(h.sent.length, 0, 'the call waits')
+  h.state.restore(snap)
+  h.m.recheck()
+  await h.advance(0)
+  t.same(h.sent.map((s) => [s.node, s.to.id]), [['n3', 5]], 'woken by the restore: sent to the worker the snapshot holds, at once')
+  h.reply('n3', h.sent[0]!.id, 'ok')
+  t.equal(await call, 'ok')
+})
