@@ -533,7 +533,14 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     for (const n of this.nodes.values()) {
       if (n.up && !n.draining && n.node !== exclude) out.push({ node: n.node, load: this.loadOf(n.node) })
     }
-    out.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0))
+    // in node id order (ids are unique): inserted one by one, as `Array.prototype.sort` allocated
+    // its work arrays at every call (session 23: half of a failover's move allocations)
+    for (let i = 1; i < out.length; i++) {
+      const c = out[i]!
+      let j = i
+      for (; j > 0 && out[j - 1]!.node > c.node; j--) out[j] = out[j - 1]!
+      out[j] = c
+    }
     return out
   }
 
