@@ -8,6 +8,7 @@
  */
 import t from 'tap'
 import { defaultPlacement, fnv1a, hashPlacement, type PlacementCandidate } from '../src/registry/placement.js'
+import { seededRandom } from '../src/testkit/sim.js'
 
 /** The code before session 23 (placement.ts as 74721f6 left it, unchanged up to eda2a1c), the reference. */
 function refFnv(s: string): number {
@@ -39,23 +40,11 @@ function refDefault(name: string, candidates: readonly PlacementCandidate[]): st
   )
 }
 
-/** A small seeded generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let x = a
-    x = Math.imul(x ^ (x >>> 15), x | 1)
-    x ^= x + Math.imul(x ^ (x >>> 7), x | 61)
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296
-  }
-}
-
 const fromEnv = process.env.PLACE_SEED ? Number(process.env.PLACE_SEED) : undefined
 const seed = fromEnv ?? Math.floor(Math.random() * 1e9)
 
 t.test(`the placement strategies pick what the code before them did (seed ${seed}; replay: PLACE_SEED=${seed})`, async (t) => {
-  const r = rng(seed)
+  const r = seededRandom(seed)
   const str = (max: number): string => {
     const n = Math.floor(r() * max)
     let s = ''
