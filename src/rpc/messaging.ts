@@ -210,7 +210,7 @@ export class Messaging {
    * change of its own), nor does a worker told to stop (`stopWorker`: its name's `placed` or
    * `unregistered` comes with it). A node up under a new incarnation wakes everything (refs of
    * that incarnation become reachable). Found by a failover's profile (session 23): with 10,000
-   * calls waiting on the leader, the `nodeDown` woke them all, and each moved name twice.
+   * calls waiting on the leader, the `nodeDown` woke them all.
    */
   onChange(ch: RegistryChange): void {
     if (ch.type === 'nodeDown' || ch.type === 'nodeUp') {
