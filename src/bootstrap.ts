@@ -183,6 +183,9 @@ export async function assemble<S extends Assembled>(
     requestTimeoutMs: options.requestTimeoutMs,
     // the drift bound the leases assume, as a rate (the leader's lease must end before any voter's election timeout)
     clockDrift: options.clockDrift,
+    // the node leases and the failure detector rest on the leader's lease: a restarted voter must
+    // not elect a new leader while the old one may hold it (see RaftNodeOptions.leaderLease)
+    leaderLease: true,
     tickMs: options.raft.tickMs,
     electionTicks: options.raft.electionTicks,
     snapshotEvery: options.raft.snapshotEvery,

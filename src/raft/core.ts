@@ -65,6 +65,14 @@ export interface CoreOptions {
    * Relies on bounded clock drift between nodes (see README). Default false. */
   leaseRead?: boolean
   /**
+   * Something relies on the leader's lease ({@link RaftCore.leaseHeld}) besides reads: a node that
+   * just started then refuses votes for an election timeout, as if it had just heard from a
+   * leader (as lease reads make it), so that no leader is elected while an earlier one may still
+   * hold its lease. Without it, a voter restarted next to a leader that keeps its lease through it
+   * grants the first candidate at once. Default: `leaseRead`.
+   */
+  leaderLease?: boolean
+  /**
    * Turns entries into bytes and back: with it, the log keeps the entries the state machine has
    * applied as bytes rather than objects (see `log.ts`). Default: none, entries stay objects.
    */
@@ -248,6 +256,8 @@ export class RaftCore {
   private readonly preVote: boolean
   private readonly checkQuorum: boolean
   private readonly leaseRead: boolean
+  /** A node that just started waits an election timeout before it votes (see {@link CoreOptions.leaderLease}). */
+  private readonly stickyStart: boolean
   private readonly maxAppendEntries: number
   private readonly maxAppendBytes: number
   private readonly entryBytes: ((e: Entry) => number) | undefined
@@ -336,6 +346,7 @@ export class RaftCore {
     this.preVote = opts.preVote ?? true
     this.checkQuorum = opts.checkQuorum ?? true
     this.leaseRead = opts.leaseRead ?? false
+    this.stickyStart = opts.leaderLease ?? this.leaseRead
     this.maxAppendEntries = opts.maxAppendEntries ?? 256
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
@@ -610,7 +621,7 @@ export class RaftCore {
         // Leader stickiness; a node that just started does not know whether a leader is alive,
         // so it waits an election timeout too (keeps leader leases sound across restarts).
         const leaderFresh =
-          this.checkQuorum && (this.leader !== undefined || (this.leaseRead && this.ticks < this.electionTicks)) && this.electionElapsed < this.electionTicks
+          this.checkQuorum && (this.leader !== undefined || (this.stickyStart && this.ticks < this.electionTicks)) && this.electionElapsed < this.electionTicks
         if (leaderFresh && !m.transfer) return // a leader is alive: ignore the disruptive candidate
         if (m.pre) {
           this.handleVote(m)

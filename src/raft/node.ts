@@ -121,6 +121,12 @@ export interface RaftNodeOptions<C, R> {
   /** Serve linearizable reads from the leader lease (no quorum round). Default false. */
   leaseRead?: boolean
   /**
+   * Something relies on the leader's lease ({@link RaftNode.holdsLeaderLease}) besides reads, as
+   * Sworm's node leases and failure detector do: a node that just started then refuses votes for
+   * an election timeout (see `CoreOptions.leaderLease`). Default: `leaseRead`.
+   */
+  leaderLease?: boolean
+  /**
    * The most two nodes' clocks may run apart, as a fraction of the time elapsed (0.1: one clock
    * advances at most 10% more than another over any interval). The leader holds its lease (and
    * renews its followers') only while a quorum acknowledged a heartbeat sent less than
@@ -345,6 +351,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       preVote: opts.preVote ?? true,
       checkQuorum: opts.checkQuorum ?? true,
       leaseRead: opts.leaseRead ?? false,
+      leaderLease: opts.leaderLease ?? opts.leaseRead ?? false,
       random: opts.random ?? Math.random,
       snapshotChunkBytes: opts.snapshotChunkBytes,
       snapshotWindow: opts.snapshotWindow,
