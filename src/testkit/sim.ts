@@ -247,6 +247,8 @@ export interface NetworkFaults {
 export class SimNetwork {
   private readonly handlers = new Map<NodeId, (from: NodeId, msg: unknown) => void>()
   private readonly blocked = new Set<string>()
+  /** Links on which some messages are lost (see {@link SimNetwork.lose}). */
+  private readonly losing = new Map<string, (msg: unknown) => boolean>()
   /** Nodes whose process is stalled, until when (simulated time). */
   private readonly stalledUntil = new Map<NodeId, number>()
   faults: NetworkFaults = { drop: 0, duplicate: 0, minDelay: 1, maxDelay: 3 }
@@ -295,6 +297,14 @@ export class SimNetwork {
     this.blocked.add(a + '>' + b)
   }
 
+  /**
+   * Lose the messages from `a` to `b` (one direction) for which `what` holds, until
+   * {@link SimNetwork.heal} (as a congested sender's queue drops some and sends the next).
+   */
+  lose(a: NodeId, b: NodeId, what: (msg: unknown) => boolean): void {
+    this.losing.set(a + '>' + b, what)
+  }
+
   /** Cut the cluster into groups: nodes in different groups cannot talk. */
   partition(groups: NodeId[][]): void {
     this.heal()
@@ -309,18 +319,20 @@ export class SimNetwork {
     this.stalledUntil.set(id, Math.max(this.stalledUntil.get(id) ?? 0, this.sched.now + Math.max(0, ms)))
   }
 
-  /** Remove every block. */
+  /** Remove every block (and every {@link SimNetwork.lose}). */
   heal(): void {
     this.blocked.clear()
+    this.losing.clear()
   }
 
   /** Whether any block is in place. */
   get partitioned(): boolean {
-    return this.blocked.size > 0
+    return this.blocked.size > 0 || this.losing.size > 0
   }
 
   private send(from: NodeId, to: NodeId, msg: unknown, channel: string): void {
-    if (this.blocked.has(from + '>' + to)) {
+    const link = from + '>' + to
+    if (this.blocked.has(link) || (this.losing.size > 0 && this.losing.get(link)?.(msg) === true)) {
       this.dropped++
       return
     }

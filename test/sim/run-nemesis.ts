@@ -13,7 +13,10 @@
  * to start; the nemesis then removes them, as an operator would), bursts of hostile messages (from
  * an outsider, and carrying another cluster's id), failing disks (every write of a node fails for up
  * to 2.5 s; it retries its disk and rejoins; or only its snapshot writes, for up to 7.5 s; or its
- * disk fails while it starts), and, one run in `--large-every` (100), 50,000
+ * disk fails while it starts), a voter restarted while it bridges a cut-off leader to the rest
+ * (a new leader then elected inside the old one's lease, unless restarted voters wait; session 24;
+ * one run in four with 800 ms election timeouts, where that case reaches past the drift allowed),
+ * and, one run in `--large-every` (100), 50,000
  * static names registered first (`--large`), so that snapshots carry real weight. Checked: the history of static registerName / unregisterName /
  * whereisName(consistent) is linearizable (so no acknowledged change is lost), no two
  * incarnations of a supervised name overlap (on the true simulated time), and after healing every
@@ -84,6 +87,10 @@ console.log(
   `issue #10 faults: ${f('stall') + f('stall-leader')} process stalls (${f('stall-leader')} of the leader right after a partition), ${f('wipe')} voters restarted on a wiped disk under the same id, ` +
     `${f('hostile')} bursts of hostile messages, ${largeRuns} runs with ${large} names first; overlaps excused as a frozen process's late stop: ${lateStops}; ` +
     `failing disks: ${f('disk-fault') + f('disk-fault-leader')} (${f('disk-fault-leader')} of the leader), failing snapshot writes: ${f('snapshot-fault')} (${f('snapshot-write-failed')} snapshots failed), restarts on a failing disk: ${f('restart-failing-disk') + f('restart-failing-snapshots')} (${f('restart-failing-snapshots')} with only its snapshot writes failing)`,
+)
+console.log(
+  `leaders elected inside an earlier leader's lease, tried: ${f('bridge-restart')} voters restarted while bridging a cut-off leader to the other side; ` +
+    `${f('long-elections')} runs with 800 ms election timeouts; ${f('node-down-decided')} node-down decisions checked against the lease of the node declared gone`,
 )
 if (many) console.log(`autopilot: ${f('autopilot-promote')} promotions, ${f('autopilot-demote')} demotions, ${f('autopilot-remove')} dead nodes removed; ${f('crash-voters')} times two voters killed at once`)
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]

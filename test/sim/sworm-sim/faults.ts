@@ -36,8 +36,9 @@ const trace = (w: SimWorld, what: string): void => {
 
 /**
  * Inject one fault: with the faults of issue #10 (`opts.newFaults`, default on), a process stall
- * (6%), a wiped disk (2%), hostile messages (2%) or a failing disk (2%); else one of the classic
- * faults ({@link SCHEDULE}).
+ * (6%), a wiped disk (2%), hostile messages (2%), a failing disk (2%) or a new leader elected
+ * inside the old one's lease (2%, {@link bridgeRestart}); else one of the classic faults
+ * ({@link SCHEDULE}).
  */
 export function injectFault(w: SimWorld): FaultEnd {
   // (a draw only in runs that ask for it: the other runs replay as before)
@@ -47,6 +48,7 @@ export function injectFault(w: SimWorld): FaultEnd {
   if (y < 0.08) return wipeDisk(w)
   if (y < 0.1) return hostileMessages(w)
   if (y < 0.12) return diskFault(w)
+  if (y < 0.14) return bridgeRestart(w)
   const x = w.r()
   trace(w, `x=${x.toFixed(2)}`)
   const step: Step = { ids: [...w.members.keys()], down: w.active().filter((m) => !m.alive) }
@@ -143,6 +145,69 @@ const diskFault = (w: SimWorld): FaultEnd => {
   w.maybeDropped(m.id) // it may be declared gone meanwhile
   trace(w, `disk of ${m.id} fails for ${ms.toFixed(0)} ms (${m.sworm?.status().role})`)
   w.count(`disk-fault${m === leader ? '-leader' : ''}`)
+}
+
+/**
+ * A new leader elected while the old one still holds its lease, and still renews a follower's:
+ * the case the failure detector's wait from a leader's election covers (`nodeDownAfterMs` holds
+ * `(electionTicks - 1)` ticks for the renewals of an earlier leader). Before session 24 only
+ * `safety-sim.test.ts` (#10.1) built it: with that margin taken out, the nemesis passed.
+ *
+ * The leader L and a member X stay together; the other members are cut from both (both ways),
+ * except one voter B that bridges the two sides, and L's appends to B are lost (a congested
+ * sender's queue drops them; its heartbeats get through): B hears L, so it refuses the cut-off
+ * side's candidates (leader stickiness), L keeps its lease through B's answers, and B's log stays
+ * no longer than the cut-off side's (L commits nothing). Then, after 0.5 to 2 election timeouts
+ * (the cut-off side campaigns meanwhile), L's messages to B are lost and B restarts: a restarted
+ * voter has followed no one, so it grants the next candidate at once, and the cut-off side elects
+ * a leader while L holds its lease for up to an election timeout more and renews X's for rounds
+ * sent until then. That leader may declare X gone (X answers it nothing), and the check at each
+ * decision (`SimWorld.leaseOverAt`) says whether X's lease was over. Only with 5 voters or more
+ * (B and the cut-off side a quorum, L and X not), no membership change under way, and every voter
+ * up.
+ */
+const bridgeRestart = (w: SimWorld): FaultEnd => {
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (!leader || w.membership) return
+  const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
+  if (voters.length < 5 || !voters.every((id) => w.members.get(id)?.alive)) return
+  const others = w.alive().filter((m) => m !== leader)
+  const bridges = others.filter((m) => voters.includes(m.id) && !m.joins)
+  if (bridges.length < 3) return
+  const b = w.pick(bridges)
+  const x = w.pick(others.filter((m) => m !== b))
+  // the voters besides L, X and B are cut off with every other member; L, X and B must not be a
+  // quorum without them (X may be a learner)
+  const cut = [...w.members.keys()].filter((id) => id !== leader.id && id !== x.id && id !== b.id)
+  const cutVoters = cut.filter((id) => voters.includes(id)).length
+  if (cutVoters + 1 < Math.floor(voters.length / 2) + 1) return
+  for (const a of [leader.id, x.id])
+    for (const c of cut) {
+      w.net.block(a, c)
+      w.net.block(c, a)
+    }
+  w.net.lose(leader.id, b.id, isAppend)
+  for (const id of [leader.id, x.id, ...cut]) w.maybeDropped(id)
+  const delay = w.electionMs * (0.5 + w.r() * 1.5)
+  trace(w, `bridge ${b.id} between ${JSON.stringify([leader.id, x.id])} and ${JSON.stringify(cut)}; restarts in ${delay.toFixed(0)} ms`)
+  return {
+    wait: (async () => {
+      await w.sched.runUntil(w.sched.now + delay)
+      w.net.block(leader.id, b.id)
+      await w.crash(b)
+      await w.boot(b)
+      // no other fault until a leader elected now could have declared X gone (a heal, a new
+      // partition would end the case before its decision)
+      await w.sched.runUntil(w.sched.now + w.lease + w.drift + 2 * w.electionMs)
+    })(),
+    after: () => w.count('bridge-restart'),
+  }
+}
+
+/** A Raft append or snapshot chunk (what carries log entries). */
+const isAppend = (msg: unknown): boolean => {
+  const t = (msg as { t?: unknown } | null)?.t
+  return t === 'app' || t === 'snap'
 }
 
 /**
