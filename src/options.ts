@@ -60,6 +60,9 @@ export interface SwormOptions {
    * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
    * node's workers only after `leaseTimeoutMs + maxClockDriftMs` without an answer from it, and a
    * new leader not before it has led for `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
+   * The leader's own lease lasts `(electionTicks - 1) * tickMs / (1 + maxClockDriftMs / leaseTimeoutMs)`
+   * from a heartbeat a quorum answered; `Sworm.start` refuses options that make it shorter than two
+   * heartbeats (`2 * tickMs`), under which no node would ever hold a lease.
    */
   maxClockDriftMs?: number
   /** Where supervised workers go: `'load'` (default: the least loaded node), `'hash'` (consistent hashing), or your own pure function. */
@@ -350,6 +353,17 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
   }
   if (!Number.isSafeInteger(raft.maxInflightEntries)) throw new TypeError('Sworm.start: option "maxInflightEntries" must be an integer')
   if (raft.learnerPaceMs > 1000) throw new TypeError('Sworm.start: option "learnerPaceMs" must be at most 1000 (ms)')
+  // The leader holds its lease, and renews its followers', only while a quorum answered a
+  // heartbeat sent less than (electionTicks - 1) ticks / (1 + drift rate) ago. A window shorter
+  // than two heartbeats is never met: no node would ever hold a lease, and every supervised worker
+  // would stay fenced (found by review, session 24: lease 1 s with a drift of 5 s gave 42 ms).
+  const leaseWindowMs = ((raft.electionTicks - 1) * raft.tickMs) / (1 + maxClockDriftMs / leaseTimeoutMs)
+  if (leaseWindowMs < 2 * raft.tickMs) {
+    throw new TypeError(
+      `Sworm.start: options "maxClockDriftMs" (${maxClockDriftMs}), "leaseTimeoutMs" (${leaseTimeoutMs}) and "raft.electionTicks" (${raft.electionTicks}) leave the leader a lease window of ` +
+        `${leaseWindowMs.toFixed(1)} ms, less than two heartbeats (${2 * raft.tickMs} ms): no node could ever hold a lease. Raise "raft.electionTicks" or "leaseTimeoutMs", or lower "maxClockDriftMs"`,
+    )
+  }
   const voters = positive(o, 'voters', DEFAULTS.voters)
   if (!Number.isInteger(voters) || voters % 2 === 0) throw new TypeError('Sworm.start: option "voters" must be an odd integer (1, 3, 5, 7...)')
   if (o.zone !== undefined && (typeof o.zone !== 'string' || o.zone.length === 0 || o.zone.length > 256)) {

@@ -199,6 +199,9 @@ t.test('Sworm.start validates options and names the bad one', async (t) => {
     [{ ...base, raft: { learnerPaceMs: 5000 } }, /"learnerPaceMs" must be at most 1000/],
     [{ ...base, raft: { maxInflightEntries: 0 } }, /"maxInflightEntries"/],
     [{ ...base, raft: { maxInflightEntries: 1.5 } }, /"maxInflightEntries" must be an integer/],
+    // (found by review, session 24: accepted before, and no node ever held a lease)
+    [{ ...base, leaseTimeoutMs: 1000, maxClockDriftMs: 5000 }, /lease window of 41\.7 ms, less than two heartbeats \(100 ms\)/],
+    [{ ...base, raft: { electionTicks: 2 } }, /"raft.electionTicks" \(2\) leave the leader a lease window/],
   ]
   for (const [opts, re] of cases) await t.rejects(Sworm.start(opts as unknown as Parameters<typeof Sworm.start>[0]), { name: 'TypeError', message: re })
 })
