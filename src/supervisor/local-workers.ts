@@ -79,7 +79,10 @@ export interface Worker<Call = unknown, Reply = unknown, Cast = unknown> {
   /**
    * Clean up when the worker stops. `reason`: `'normal'` (exit or unregister), `'shutdown'` (the
    * sworm stops), `'crash'`, `'handoff'` (after beginHandoff), `'moved'`, or `'lease'` (this
-   * node lost contact with the cluster). Errors here are swallowed.
+   * node lost contact with the cluster). Errors here are swallowed. The worker gets no message
+   * once this is called, but its end is reported (and a supervised name restarted or moved) only
+   * once it settles: a `terminate` that never settles keeps its name without a worker, and calls
+   * to the name wait for one until their timeout. Bound your own cleanup.
    */
   terminate?(reason: string): void | Promise<void>
   /** A supervised worker about to move: return the state its next incarnation should get. */
