@@ -90,7 +90,7 @@ console.log(
 )
 console.log(
   `leaders elected inside an earlier leader's lease, tried: ${f('bridge-restart')} voters restarted while bridging a cut-off leader to the other side; ` +
-    `${f('long-elections')} runs with 800 ms election timeouts; ${f('node-down-decided')} node-down decisions checked against the lease of the node declared gone`,
+    `${f('long-elections')} runs with 800 ms election timeouts; ${f('node-down-decided')} node-down decisions checked against the lease of the node declared gone; ${f('stop')} graceful stops`,
 )
 if (many) console.log(`autopilot: ${f('autopilot-promote')} promotions, ${f('autopilot-demote')} demotions, ${f('autopilot-remove')} dead nodes removed; ${f('crash-voters')} times two voters killed at once`)
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]

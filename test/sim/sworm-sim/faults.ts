@@ -37,8 +37,8 @@ const trace = (w: SimWorld, what: string): void => {
 /**
  * Inject one fault: with the faults of issue #10 (`opts.newFaults`, default on), a process stall
  * (6%), a wiped disk (2%), hostile messages (2%), a failing disk (2%) or a new leader elected
- * inside the old one's lease (2%, {@link bridgeRestart}); else one of the classic faults
- * ({@link SCHEDULE}).
+ * inside the old one's lease (2%, {@link bridgeRestart}) or a graceful stop (2%, {@link stopNode});
+ * else one of the classic faults ({@link SCHEDULE}).
  */
 export function injectFault(w: SimWorld): FaultEnd {
   // (a draw only in runs that ask for it: the other runs replay as before)
@@ -49,6 +49,7 @@ export function injectFault(w: SimWorld): FaultEnd {
   if (y < 0.1) return hostileMessages(w)
   if (y < 0.12) return diskFault(w)
   if (y < 0.14) return bridgeRestart(w)
+  if (y < 0.16) return stopNode(w)
   const x = w.r()
   trace(w, `x=${x.toFixed(2)}`)
   const step: Step = { ids: [...w.members.keys()], down: w.active().filter((m) => !m.alive) }
@@ -202,6 +203,24 @@ const bridgeRestart = (w: SimWorld): FaultEnd => {
     })(),
     after: () => w.count('bridge-restart'),
   }
+}
+
+/**
+ * A node stops gracefully (SIGTERM, a rolling restart: `Sworm.stop()`), to be started again from
+ * its disk by {@link restartNode} later; under the other faults, its drain and its leadership
+ * transfer may not finish (the stop then goes on without them). Only a node whose loss leaves the
+ * voters a quorum, with no other member down. Before session 24 the nemesis only ever crashed
+ * nodes: graceful stops (drain with handoff, leadership transfer, dropping static names) ran in
+ * the real-process tests alone.
+ */
+const stopNode = (w: SimWorld): FaultEnd => {
+  const survivable = lossLeavesQuorum(w)
+  if (!survivable || w.active().some((m) => !m.alive)) return
+  const up = w.alive().filter((m) => m.role === 'active' && survivable(m))
+  if (!up.length) return
+  const m = w.pick(up)
+  trace(w, `stop ${m.id} (${m.sworm?.status().role})`)
+  return { wait: w.stop(m), after: () => w.count('stop') }
 }
 
 /** A Raft append or snapshot chunk (what carries log entries). */

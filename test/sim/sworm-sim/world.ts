@@ -375,6 +375,37 @@ export class SimWorld {
     }
   }
 
+  /**
+   * Stop `m`'s node process gracefully, as SIGTERM would (`Sworm.stop()`: its supervised workers
+   * drained to other nodes with their state, its static names dropped, leadership handed over,
+   * then the process ends); its disk keeps what it wrote. A stop still running after 15 s
+   * (simulated) ends in a crash. Resolves with whether the stop ended on its own.
+   */
+  async stop(m: Member): Promise<boolean> {
+    const s = m.sworm
+    if (!m.alive || !m.ready || !s) return false
+    const gen = m.gen
+    this.maybeDropped(m.id)
+    // (simulated time runs here: the caller waits for this, nothing else drives the scheduler)
+    let ended: boolean | undefined
+    s.stop().then(
+      () => (ended = true),
+      () => (ended = false),
+    )
+    await this.sched.runUntilTrue(() => ended !== undefined || !m.alive || m.gen !== gen, 15_000)
+    if (!m.alive || m.gen !== gen) return false
+    if (ended !== true) {
+      await this.crash(m)
+      return false
+    }
+    m.alive = false
+    m.ready = false
+    for (const d of m.detach) d()
+    m.sworm = undefined
+    await m.storage.close()
+    return true
+  }
+
   /** End `m`'s node process at once, as SIGKILL would: its workers die, its disk keeps what it wrote. */
   async crash(m: Member): Promise<void> {
     if (!m.alive) return
