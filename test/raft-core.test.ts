@@ -377,6 +377,70 @@ t.test('leadership transfer hands over to an up-to-date voter', async (t) => {
   t.equal(h.core('a').status().leader, 'c')
 })
 
+/** Three cores with leader leases on a clock advanced 50 ms a tick (an election timeout of 500 ms, a lease of 450), `a` elected. */
+function leasedCores(): { h: CoreHarness; step: (n: number, ids?: NodeId[]) => void; bothLead: () => boolean } {
+  let now = 0
+  const h = new CoreHarness(['a', 'b', 'c'], coreConfig(['a', 'b', 'c']), { seed: 7, now: () => now, leaderLease: true })
+  let both = false
+  const step = (n: number, ids: NodeId[] = ['a', 'b', 'c']): void => {
+    for (let i = 0; i < n; i++) {
+      now += 50
+      for (const id of ids) h.core(id).tick()
+      h.settle()
+      // a leader of a later term while an earlier one holds its lease
+      const leaders = [...h.cores.values()].filter((c) => c.status().role === 'leader')
+      if (leaders.length > 1 && leaders.some((c) => c.leaseHeld() && leaders.some((o) => o.status().term > c.status().term))) both = true
+    }
+  }
+  step(12) // (with leases, a node that just started votes after an election timeout)
+  h.tickUntil(['a'], () => h.core('a').status().role === 'leader')
+  step(5)
+  return { h, step, bothLead: () => both }
+}
+
+t.test('with leaderLease, a leader whose transfer timed out steps down: the timeoutNow it sent may still elect the target (found by review, session 24)', async (t) => {
+  // Failed on 4a6714e: the leader led on with its lease once the transfer timed out, and the late
+  // timeoutNow elected c (voters skip stickiness for a transfer) while a still held it.
+  const { h, step, bothLead } = leasedCores()
+  t.ok(h.core('a').leaseHeld(), 'a leads and holds its lease')
+  let held: RaftMessage | undefined
+  h.deliver = (m) => (m.t === 'timeoutNow' ? ((held = m), undefined) : m)
+  t.ok(h.core('a').transferLeadership('c'))
+  h.settle()
+  t.ok(held, "a's timeoutNow to c is delayed in the network")
+  h.deliver = (m) => m
+  step(11) // the transfer times out (an election timeout)
+  t.not(h.core('a').status().role, 'leader', 'a stepped down when its transfer timed out')
+  t.notOk(h.core('a').leaseHeld())
+  h.core('c').step(held!)
+  h.settle()
+  t.equal(h.core('c').status().role, 'leader', 'the late timeoutNow elects c')
+  step(12)
+  t.notOk(bothLead(), 'never a leader of a later term while an earlier one held its lease')
+})
+
+t.test('with leaderLease, a stale answer of a higher term does not make a follower forget it heard the leader (found by review, session 24)', async (t) => {
+  // Failed on 4a6714e: b took a delayed refusal of term T+1 from c, became a follower of T+1 with
+  // no leader, and granted c's next (pre-)vote at once, a tick after it answered a, whose lease
+  // rested on that answer.
+  const { h, step } = leasedCores()
+  const term = h.core('a').status().term
+  step(1)
+  t.equal(h.core('b').status().leader, 'a', 'b follows a and just heard it')
+  h.core('b').step({ t: 'voteResp', from: 'c', to: 'b', term: term + 1, pre: false, granted: false })
+  h.settle()
+  t.equal(h.core('b').status().term, term + 1, 'the stale answer moved b to a later term...')
+  t.equal(h.core('b').status().leader, undefined, '... with no leader')
+  const sent: RaftMessage[] = []
+  h.deliver = (m) => {
+    if (m.from === 'b' && m.to === 'c' && m.t === 'voteResp') sent.push(m)
+    return undefined
+  }
+  h.core('b').step({ t: 'vote', from: 'c', to: 'b', term: term + 2, pre: true, lastIndex: 1e6, lastTerm: term, transfer: false })
+  h.settle()
+  t.notOk(sent.some((m) => m.t === 'voteResp' && m.granted), 'b refuses c within an election timeout of hearing a')
+})
+
 t.test('snapshots: a follower that fell behind a compacted log gets InstallSnapshot', async (t) => {
   const h = harness(['a', 'b', 'c'])
   h.elect('a')

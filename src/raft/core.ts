@@ -65,11 +65,15 @@ export interface CoreOptions {
    * Relies on bounded clock drift between nodes (see README). Default false. */
   leaseRead?: boolean
   /**
-   * Something relies on the leader's lease ({@link RaftCore.leaseHeld}) besides reads: a node that
-   * just started then refuses votes for an election timeout, as if it had just heard from a
-   * leader (as lease reads make it), so that no leader is elected while an earlier one may still
-   * hold its lease. Without it, a voter restarted next to a leader that keeps its lease through it
-   * grants the first candidate at once. Default: `leaseRead`.
+   * Something relies on the leader's lease ({@link RaftCore.leaseHeld}) besides reads. Then no
+   * leader may be elected while an earlier one may still hold its lease, so: a node refuses votes
+   * for an election timeout after it last heard a leader whatever happened to its term since (a
+   * stale answer of a higher term makes it forget whom it follows), and after its own start (as if
+   * it had just heard one); and a leader whose transfer of leadership timed out steps down rather
+   * than lead on (the `timeoutNow` it sent may still elect the target, whose voters skip their
+   * stickiness). Without it, a voter restarted next to a leader that keeps its lease through it
+   * grants the first candidate at once (found by the nemesis, session 24; the other two by its
+   * review). Default: `leaseRead`.
    */
   leaderLease?: boolean
   /**
@@ -256,8 +260,10 @@ export class RaftCore {
   private readonly preVote: boolean
   private readonly checkQuorum: boolean
   private readonly leaseRead: boolean
-  /** A node that just started waits an election timeout before it votes (see {@link CoreOptions.leaderLease}). */
-  private readonly stickyStart: boolean
+  /** The leader's lease is relied on: see {@link CoreOptions.leaderLease}. */
+  private readonly leases: boolean
+  /** `ticks` when this node last heard a leader (its start counts as such; see {@link CoreOptions.leaderLease}). */
+  private heardLeaderTick = 0
   private readonly maxAppendEntries: number
   private readonly maxAppendBytes: number
   private readonly entryBytes: ((e: Entry) => number) | undefined
@@ -346,7 +352,7 @@ export class RaftCore {
     this.preVote = opts.preVote ?? true
     this.checkQuorum = opts.checkQuorum ?? true
     this.leaseRead = opts.leaseRead ?? false
-    this.stickyStart = opts.leaderLease ?? this.leaseRead
+    this.leases = opts.leaderLease ?? this.leaseRead
     this.maxAppendEntries = opts.maxAppendEntries ?? 256
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
@@ -492,7 +498,15 @@ export class RaftCore {
     if (this.incoming && this.ticks - this.incoming.at > 4 * this.electionTicks) this.incoming = undefined
     if (this.role === 'leader') {
       this.heartbeatElapsed++
-      if (this.transferee !== undefined && ++this.transferElapsed >= this.electionTicks) this.transferee = undefined
+      if (this.transferee !== undefined && ++this.transferElapsed >= this.electionTicks) {
+        this.transferee = undefined
+        if (this.leases) {
+          // the timeoutNow sent may still elect the target at any time: lead on, and this node
+          // would hold its lease again while another leader may be elected (see leaderLease)
+          this.becomeFollower(this.term, undefined)
+          return
+        }
+      }
       for (const pr of this.progress.values()) if (pr.state === 'snapshot') pr.snapTicks++
       if (this.electionElapsed >= this.electionTicks) {
         this.electionElapsed = 0
@@ -618,10 +632,12 @@ export class RaftCore {
     // Term handling (paper §5.1, with the pre-vote and leader-stickiness rules of the thesis §9.6).
     if (m.term > this.term) {
       if (m.t === 'vote') {
-        // Leader stickiness; a node that just started does not know whether a leader is alive,
-        // so it waits an election timeout too (keeps leader leases sound across restarts).
+        // Leader stickiness. Where the leader's lease is relied on, counted from when this node
+        // last heard a leader, whatever happened to its term since, and from its start (a node
+        // that just started does not know whether a leader is alive): see leaderLease.
         const leaderFresh =
-          this.checkQuorum && (this.leader !== undefined || (this.stickyStart && this.ticks < this.electionTicks)) && this.electionElapsed < this.electionTicks
+          this.checkQuorum &&
+          ((this.leader !== undefined && this.electionElapsed < this.electionTicks) || (this.leases && this.ticks - this.heardLeaderTick < this.electionTicks))
         if (leaderFresh && !m.transfer) return // a leader is alive: ignore the disruptive candidate
         if (m.pre) {
           this.handleVote(m)
@@ -830,6 +846,7 @@ export class RaftCore {
     this.role = 'follower'
     this.leader = m.from
     this.electionElapsed = 0
+    this.heardLeaderTick = this.ticks
     if (m.prevIndex < this.commit) {
       // Everything up to our commit matches the leader's log already; skip that part.
       const skip = this.commit - m.prevIndex
@@ -871,6 +888,7 @@ export class RaftCore {
     this.role = 'follower'
     this.leader = m.from
     this.electionElapsed = 0
+    this.heardLeaderTick = this.ticks
     const c = Math.min(m.commit, this.lastIndex())
     if (c > this.commit) this.commit = c
     if (this.recovering() && m.commit > this.lastIndex()) {
@@ -890,6 +908,7 @@ export class RaftCore {
     this.role = 'follower'
     this.leader = m.from
     this.electionElapsed = 0
+    this.heardLeaderTick = this.ticks
     const meta = m.meta
     if (meta.index <= this.commit) {
       this.incoming = undefined

@@ -28,6 +28,8 @@ export interface CoreHarnessOptions {
   seed?: number
   /** `leaseRead` of the cores. */
   leaseRead?: boolean
+  /** `leaderLease` of the cores (default: `leaseRead`). */
+  leaderLease?: boolean
   /** `snapshotChunkBytes` and `snapshotWindow` of the cores. */
   snapshotChunkBytes?: number
   snapshotWindow?: number
@@ -93,6 +95,7 @@ export class CoreHarness {
         electionTicks: 10,
         random: this.random,
         leaseRead: this.leaseRead,
+        ...(this.opts.leaderLease !== undefined ? { leaderLease: this.opts.leaderLease } : {}),
         snapshotChunkBytes: this.opts.snapshotChunkBytes,
         snapshotWindow: this.opts.snapshotWindow,
         // applied entries frozen into bytes, in segments of a few entries (see `setFrozenSegment` above)
