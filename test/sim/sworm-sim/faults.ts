@@ -149,57 +149,55 @@ const diskFault = (w: SimWorld): FaultEnd => {
 }
 
 /**
- * A new leader elected while the old one still holds its lease, and still renews a follower's:
- * the case the failure detector's wait from a leader's election covers (`nodeDownAfterMs` holds
- * `(electionTicks - 1)` ticks for the renewals of an earlier leader). Before session 24 only
- * `safety-sim.test.ts` (#10.1) built it: with that margin taken out, the nemesis passed.
+ * A new leader elected while the old one still holds its lease, and still renews its followers'.
  *
- * The leader L and a member X stay together; the other members are cut from both (both ways),
- * except one voter B that bridges the two sides, and L's appends to B are lost (a congested
- * sender's queue drops them; its heartbeats get through): B hears L, so it refuses the cut-off
- * side's candidates (leader stickiness), L keeps its lease through B's answers, and B's log stays
- * no longer than the cut-off side's (L commits nothing). Then, after 0.5 to 2 election timeouts
- * (the cut-off side campaigns meanwhile), L's messages to B are lost and B restarts: a restarted
- * voter has followed no one, so it grants the next candidate at once, and the cut-off side elects
- * a leader while L holds its lease for up to an election timeout more and renews X's for rounds
- * sent until then. That leader may declare X gone (X answers it nothing), and the check at each
- * decision (`SimWorld.leaseOverAt`) says whether X's lease was over. Only with 5 voters or more
- * (B and the cut-off side a quorum, L and X not), no membership change under way, and every voter
- * up.
+ * The leader L and some voters X stay together; the other voters (one short of a quorum) are cut
+ * from them (both ways) with every learner, except one voter B that bridges the two sides, and
+ * L's appends to B are lost (a congested sender's queue drops them; its heartbeats get through).
+ * So L keeps its lease through B's answers, B refuses the cut-off side's candidates (it heard L
+ * within an election timeout: stickiness), and B's log stays no longer than the cut-off side's (L
+ * commits nothing). After 0.5 to 2 election timeouts (the cut-off side campaigns meanwhile), L's
+ * messages to B are lost and B restarts. A restarted voter has followed no one: before session 24
+ * it granted the next candidate at once, and the cut-off side elected a leader while L held its
+ * lease, and L declared gone nodes the new leader had just renewed (the check at each decision,
+ * `SimWorld.leaseOverAt`, found it); now it waits an election timeout from its start
+ * (`leaderLease`). The new leader may then declare L and X gone. Only with an odd number of
+ * voters, 5 or more (L, X and B a quorum, and B with the cut-off side one), no membership change
+ * under way, and every voter up.
  */
 const bridgeRestart = (w: SimWorld): FaultEnd => {
   const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
   if (!leader || w.membership) return
   const voters = Object.keys(internals(leader.sworm!).raft.status().config.voters)
-  if (voters.length < 5 || !voters.every((id) => w.members.get(id)?.alive)) return
-  const others = w.alive().filter((m) => m !== leader)
-  const bridges = others.filter((m) => voters.includes(m.id) && !m.joins)
-  if (bridges.length < 3) return
-  const b = w.pick(bridges)
-  const x = w.pick(others.filter((m) => m !== b))
-  // the voters besides L, X and B are cut off with every other member; L, X and B must not be a
-  // quorum without them (X may be a learner)
-  const cut = [...w.members.keys()].filter((id) => id !== leader.id && id !== x.id && id !== b.id)
-  const cutVoters = cut.filter((id) => voters.includes(id)).length
-  if (cutVoters + 1 < Math.floor(voters.length / 2) + 1) return
-  for (const a of [leader.id, x.id])
+  if (voters.length < 5 || voters.length % 2 === 0 || !voters.every((id) => w.members.get(id)?.alive)) return
+  const quorum = Math.floor(voters.length / 2) + 1
+  const others = voters.filter((id) => id !== leader.id).sort(() => w.r() - 0.5)
+  const b = others.find((id) => !w.members.get(id)!.joins)
+  if (b === undefined) return
+  const rest = others.filter((id) => id !== b)
+  const xs = rest.slice(0, voters.length - quorum - 1) // L, X and B: a quorum
+  const cut = [...w.members.keys()].filter((id) => id !== leader.id && id !== b && !xs.includes(id)) // B and the voters here: a quorum
+  const side = [leader.id, ...xs]
+  for (const a of side)
     for (const c of cut) {
       w.net.block(a, c)
       w.net.block(c, a)
     }
-  w.net.lose(leader.id, b.id, isAppend)
-  for (const id of [leader.id, x.id, ...cut]) w.maybeDropped(id)
+  w.net.lose(leader.id, b, isAppend)
+  for (const id of [...side, ...cut]) w.maybeDropped(id)
   const delay = w.electionMs * (0.5 + w.r() * 1.5)
-  trace(w, `bridge ${b.id} between ${JSON.stringify([leader.id, x.id])} and ${JSON.stringify(cut)}; restarts in ${delay.toFixed(0)} ms`)
+  trace(w, `bridge ${b} between ${JSON.stringify(side)} and ${JSON.stringify(cut)}; restarts in ${delay.toFixed(0)} ms`)
+  const bm = w.members.get(b)!
   return {
     wait: (async () => {
       await w.sched.runUntil(w.sched.now + delay)
-      w.net.block(leader.id, b.id)
-      await w.crash(b)
-      await w.boot(b)
-      // no other fault until a leader elected now could have declared X gone (a heal, a new
-      // partition would end the case before its decision)
-      await w.sched.runUntil(w.sched.now + w.lease + w.drift + 2 * w.electionMs)
+      w.net.block(leader.id, b)
+      await w.crash(bm)
+      await w.boot(bm)
+      // no other fault until a leader elected now could have declared L's side gone (B waits an
+      // election timeout, a candidate's timeout, then the new leader waits nodeDownAfterMs): a
+      // heal or a new partition would end the case before its decision
+      await w.sched.runUntil(w.sched.now + w.lease + w.drift + 5 * w.electionMs)
     })(),
     after: () => w.count('bridge-restart'),
   }
