@@ -438,7 +438,17 @@ t.test('with leaderLease, a stale answer of a higher term does not make a follow
   }
   h.core('b').step({ t: 'vote', from: 'c', to: 'b', term: term + 2, pre: true, lastIndex: 1e6, lastTerm: term, transfer: false })
   h.settle()
-  t.notOk(sent.some((m) => m.t === 'voteResp' && m.granted), 'b refuses c within an election timeout of hearing a')
+  t.notOk(sent.some((m) => m.t === 'voteResp' && m.granted), 'b refuses c\'s pre-vote of a later term within an election timeout of hearing a')
+  // Found by review of ed694aa: a vote of b's own (new) term skipped the check, and c, the
+  // candidate of that term whose refusal moved b there, was granted at once.
+  h.core('b').step({ t: 'vote', from: 'c', to: 'b', term: term + 1, pre: false, lastIndex: 1e6, lastTerm: term, transfer: false })
+  h.settle()
+  t.notOk(sent.some((m) => m.t === 'voteResp' && m.granted), 'and its vote of the term b is in')
+  t.equal(h.core('b').status().vote, undefined, 'b voted for no one')
+  // a transfer's candidate is granted (its leader handed over, and holds no lease)
+  h.core('b').step({ t: 'vote', from: 'c', to: 'b', term: term + 1, pre: false, lastIndex: 1e6, lastTerm: term, transfer: true })
+  h.settle()
+  t.ok(sent.some((m) => m.t === 'voteResp' && m.granted), "a transfer's candidate is granted")
 })
 
 t.test('snapshots: a follower that fell behind a compacted log gets InstallSnapshot', async (t) => {

@@ -72,8 +72,8 @@ export interface CoreOptions {
    * it had just heard one); and a leader whose transfer of leadership timed out steps down rather
    * than lead on (the `timeoutNow` it sent may still elect the target, whose voters skip their
    * stickiness). Without it, a voter restarted next to a leader that keeps its lease through it
-   * grants the first candidate at once (found by the nemesis, session 24; the other two by its
-   * review). Default: `leaseRead`.
+   * grants the first candidate at once (found by the nemesis, session 24; the others by its
+   * reviews). Always on with `leaseRead`; default false otherwise.
    */
   leaderLease?: boolean
   /**
@@ -352,7 +352,7 @@ export class RaftCore {
     this.preVote = opts.preVote ?? true
     this.checkQuorum = opts.checkQuorum ?? true
     this.leaseRead = opts.leaseRead ?? false
-    this.leases = opts.leaderLease ?? this.leaseRead
+    this.leases = this.leaseRead || (opts.leaderLease ?? false)
     this.maxAppendEntries = opts.maxAppendEntries ?? 256
     this.maxAppendBytes = opts.maxAppendBytes ?? 8 * 1024 * 1024
     this.entryBytes = opts.entryBytes
@@ -632,13 +632,7 @@ export class RaftCore {
     // Term handling (paper §5.1, with the pre-vote and leader-stickiness rules of the thesis §9.6).
     if (m.term > this.term) {
       if (m.t === 'vote') {
-        // Leader stickiness. Where the leader's lease is relied on, counted from when this node
-        // last heard a leader, whatever happened to its term since, and from its start (a node
-        // that just started does not know whether a leader is alive): see leaderLease.
-        const leaderFresh =
-          this.checkQuorum &&
-          ((this.leader !== undefined && this.electionElapsed < this.electionTicks) || (this.leases && this.ticks - this.heardLeaderTick < this.electionTicks))
-        if (leaderFresh && !m.transfer) return // a leader is alive: ignore the disruptive candidate
+        if (this.leaderFresh() && !m.transfer) return // a leader is alive: ignore the disruptive candidate
         if (m.pre) {
           this.handleVote(m)
           return
@@ -823,7 +817,9 @@ export class RaftCore {
       // Would we vote for it in term m.term? (no state change)
       granted = m.term > this.term && this.upToDate(m.lastIndex, m.lastTerm)
     } else {
-      const canVote = this.vote === m.from || (this.vote === undefined && this.leader === undefined)
+      // (a request of this node's own term skipped the stickiness check in step(): where the
+      // leader's lease is relied on, a new vote waits for it too; found by review, session 24)
+      const canVote = this.vote === m.from || (this.vote === undefined && this.leader === undefined && !(this.leases && !m.transfer && this.leaderFresh()))
       granted = canVote && this.upToDate(m.lastIndex, m.lastTerm)
       if (granted) {
         this.vote = m.from
@@ -833,6 +829,17 @@ export class RaftCore {
     }
     // A pre-vote answer carries the term that was asked for, so a grant does not look stale.
     this.send({ t: 'voteResp', from: this.id, to: m.from, term: m.pre && granted ? m.term : this.term, pre: m.pre, granted })
+  }
+
+  /**
+   * Leader stickiness (thesis §9.6): whether a leader may be alive, so that this node refuses
+   * a candidate (unless it runs for a transfer). Where the leader's lease is relied on, counted
+   * from when this node last heard a leader, whatever happened to its term since, and from its
+   * start (a node that just started does not know whether a leader is alive): see leaderLease.
+   */
+  private leaderFresh(): boolean {
+    if (this.leases && this.ticks - this.heardLeaderTick < this.electionTicks) return true
+    return this.checkQuorum && this.leader !== undefined && this.electionElapsed < this.electionTicks
   }
 
   private handleVoteResp(m: MsgVoteResp): void {

@@ -122,8 +122,8 @@ export interface RaftNodeOptions<C, R> {
   leaseRead?: boolean
   /**
    * Something relies on the leader's lease ({@link RaftNode.holdsLeaderLease}) besides reads, as
-   * Sworm's node leases and failure detector do: a node that just started then refuses votes for
-   * an election timeout (see `CoreOptions.leaderLease`). Default: `leaseRead`.
+   * Sworm's node leases and failure detector do: no leader is then elected while an earlier one
+   * may still hold its lease (see `CoreOptions.leaderLease`). Always on with `leaseRead`.
    */
   leaderLease?: boolean
   /**
@@ -351,7 +351,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       preVote: opts.preVote ?? true,
       checkQuorum: opts.checkQuorum ?? true,
       leaseRead: opts.leaseRead ?? false,
-      leaderLease: opts.leaderLease ?? opts.leaseRead ?? false,
+      leaderLease: opts.leaderLease ?? false,
       random: opts.random ?? Math.random,
       snapshotChunkBytes: opts.snapshotChunkBytes,
       snapshotWindow: opts.snapshotWindow,
@@ -636,7 +636,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   /**
    * Hand leadership to `to` (default: the most up-to-date other voter). Resolves when this node
-   * is no longer leader, or rejects with TimeoutError.
+   * is no longer leader, or rejects with TimeoutError. With `leaderLease`, a transfer that does
+   * not happen within an election timeout makes this node step down (an election follows, which
+   * `to` may or may not win): that resolves it too.
    */
   async transferLeadership(to?: NodeId): Promise<void> {
     const st = this.core.status()
