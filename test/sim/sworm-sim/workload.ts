@@ -105,7 +105,7 @@ export class Clients {
       if (x < 0.45) {
         // register a fresh static worker of the owner node (only the owner can spawn it)
         const host = w.members.get(owner)
-        if (!host?.alive || !host.ready || !host.sworm) return
+        if (!host?.alive || !host.ready || !host.sworm || host.stopping) return
         const ref = host.sworm.spawn({ handleCall: () => 'ok' })
         const value = `v${ref.inc}.${ref.id}`
         op.input = { op: 'putIfAbsent', key, value }

@@ -72,6 +72,8 @@ export interface Member {
    * leader's fail, while its log writes, and the probe write of its retries, succeed.
    */
   snapshotFailsUntil: number
+  /** Its process is stopping gracefully ({@link SimWorld.stop}): the app on it spawns no more workers. */
+  stopping?: boolean
 }
 
 /** A process stall on the true simulated time, and when the stalled node's lease ended. */
@@ -247,6 +249,7 @@ export class SimWorld {
   async boot(m: Member, wait = true): Promise<() => boolean> {
     const { sched, net, r } = this
     m.gen++
+    m.stopping = false
     const gen = m.gen
     m.alive = true
     m.ready = false
@@ -385,6 +388,11 @@ export class SimWorld {
     const s = m.sworm
     if (!m.alive || !m.ready || !s) return false
     const gen = m.gen
+    // Its static names may be dropped from now on, more than once: its workers end (each name
+    // dropped), then its names are dropped together, then it is declared gone (names registered
+    // meanwhile, through other nodes, with refs of workers it spawned before it stopped). Found by
+    // seed 3500119: a name registered during the stop and dropped at its nodeDown.
+    m.stopping = true
     this.maybeDropped(m.id)
     // (simulated time runs here: the caller waits for this, nothing else drives the scheduler)
     let ended: boolean | undefined
@@ -398,6 +406,7 @@ export class SimWorld {
       await this.crash(m)
       return false
     }
+    this.maybeDropped(m.id)
     m.alive = false
     m.ready = false
     for (const d of m.detach) d()
