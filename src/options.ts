@@ -59,7 +59,7 @@ export interface SwormOptions {
   /**
    * The most two nodes' clocks may drift apart over `leaseTimeoutMs`. The leader moves a silent
    * node's workers only after `leaseTimeoutMs + maxClockDriftMs` without an answer from it, and a
-   * new leader not before it has led for `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`. Default 500 ms.
+   * new leader not before it has led that long. Default 500 ms.
    * The leader's own lease lasts `(electionTicks - 1) * tickMs / (1 + maxClockDriftMs / leaseTimeoutMs)`
    * from a heartbeat a quorum answered; `Sworm.start` refuses options that make it shorter than two
    * heartbeats (`2 * tickMs`), under which no node would ever hold a lease.
@@ -224,12 +224,11 @@ export interface ResolvedOptions {
   readonly metricsPort: number | undefined
   readonly metricsHost: string | undefined
   /**
-   * How long a new leader waits before it declares any node gone (and how long a node must be out
-   * of the configuration): the lease, the drift, and `(electionTicks - 1)` ticks. A leader renews
-   * leases for at most that many ticks after the heartbeat round its own lease rests on, and any
-   * later leader was elected after that round was sent; so a new leader waits that long, whatever
-   * voters' stickiness did. Silence towards the leader itself needs the lease and the drift only
-   * (see cluster/failure-detector.ts).
+   * How long a node must be out of the configuration before it is declared gone (and how long a
+   * new leader waits before autopilot changes voters): the lease, the drift, and `(electionTicks -
+   * 1)` ticks. Silence towards the leader, and the wait of a new leader before it declares any
+   * node gone, need the lease and the drift only (see cluster/failure-detector.ts: no leader is
+   * elected while an earlier one may still renew leases).
    */
   readonly nodeDownAfterMs: number
   /** The drift bound as a rate, as the Raft node takes it: `maxClockDriftMs / leaseTimeoutMs`. */

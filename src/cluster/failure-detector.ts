@@ -1,6 +1,7 @@
 /**
- * Failure detection, on the leader: a node that has been silent, or out of the Raft
- * configuration, for longer than `nodeDownAfterMs` is declared gone in the registry (its static
+ * Failure detection, on the leader: a node that has been silent towards it for the lease and the
+ * drift (once it has led that long), or out of the Raft configuration for `nodeDownAfterMs`, is
+ * declared gone in the registry (its static
  * names are dropped and its supervised workers move). Only a leader that holds its lease at that
  * moment decides, and the `nodeDown` it proposes takes effect only in an entry of its own term.
  * The `nodeDown` moves the first `moveSlice` of the node's supervised names; the leader moves the
@@ -21,14 +22,14 @@ export interface FailureDetectorHost {
   readonly clock: Clock
   readonly nodeId: string
   /**
-   * See {@link ResolvedOptions.nodeDownAfterMs}: how long a new leader waits before it declares
-   * any node gone, and how long a node must be out of the configuration.
+   * See {@link ResolvedOptions.nodeDownAfterMs}: how long a node must be out of the configuration
+   * before it is declared gone. At least `silentAfterMs`.
    */
   readonly nodeDownAfterMs: number
   /**
    * How long after this leader last heard a node (an answer to its heartbeats or appends, in this
-   * term) that node's lease has surely run out: `leaseTimeoutMs + maxClockDriftMs` (see
-   * {@link FailureDetector.check}). At most `nodeDownAfterMs`.
+   * term), or after this leader's election, that node's lease has surely run out: `leaseTimeoutMs +
+   * maxClockDriftMs` (see {@link FailureDetector.check}). At most `nodeDownAfterMs`.
    */
   readonly silentAfterMs: number
   /** Supervised names a gone node's entries move at most, each (default 4,096; the simulation uses a few). */
@@ -74,23 +75,31 @@ export class FailureDetector {
 
   /**
    * On the leader: declare nodes gone after `silentAfterMs` of silence towards this leader, once
-   * it has led for `nodeDownAfterMs`, or after `nodeDownAfterMs` out of the Raft configuration (a
+   * it has led for `silentAfterMs` too, or after `nodeDownAfterMs` out of the Raft configuration (a
    * removed node may still talk to us, but no leader renews its lease). Returns how long until a
    * node could be declared gone at the earliest, if nothing is heard meanwhile (Infinity when this
    * node does not decide now): the caller checks again then, so a failover starts when the wait
    * ends, not at the next turn of a periodic check.
    *
-   * Why the silence need not add the `(electionTicks - 1)` ticks that `nodeDownAfterMs` holds: a
-   * node's lease is renewed only from when it sent an answer to a heartbeat round that a leader
-   * holding its own lease acknowledged. This leader acknowledges only answers it received, and it
-   * notes each one it receives (`lastHeard`) once it leads (answers it acknowledged before were
-   * sent before `leaderSince`), and its acknowledgement renews only the process that sent the
-   * answer (`hbResp.p`): so none of its renewals starts after the last time it heard the node, and
-   * `lease + drift` after that (on this clock) the lease it gave is over. An earlier leader
-   * renews for at most `(electionTicks - 1)` ticks after the round its own lease rests on, which
-   * was sent before this leader's election: the wait of `nodeDownAfterMs` from `leaderSince`
-   * covers those renewals. A node is declared gone once both waits are over. The simulation
-   * checks the outcome at every decision (`decided`: the node's lease is over by its own clock).
+   * Why `lease + drift` (`silentAfterMs`) is enough, from the last answer this leader heard and
+   * from its election alike: a node's lease is renewed only from when it sent an answer to a
+   * heartbeat round that a leader *holding its own lease* acknowledged.
+   * - This leader acknowledges only answers it received, and it notes each one it receives
+   *   (`lastHeard`) once it leads, and its acknowledgement renews only the process that sent the
+   *   answer (`hbResp.p`): none of its renewals starts after the last time it heard the node.
+   * - An earlier leader (a lower term) renews only while it holds its lease, and no leader of a
+   *   later term is elected while it does (the Raft node's `leaderLease`: a voter that
+   *   acknowledged the round that lease rests on refuses every vote for an election timeout after
+   *   it heard it, longer than the lease by either clock; restarts, stale answers of a higher
+   *   term, votes of the voter's own term and timed-out transfers included, see "Leases and
+   *   fencing" in the README). So every renewal by an earlier leader started from an answer sent
+   *   before this leader's election, before `leaderSince`.
+   * Either way the lease it gave ends `lease + drift` after that on this clock. Until session 25
+   * the wait from `leaderSince` added `(electionTicks - 1)` ticks (`nodeDownAfterMs`), for an
+   * earlier leader renewing up to that long after the round its lease rests on: with the premise
+   * above those renewals end before the election, and the margin cost every leader failover 250
+   * ms by default. The simulation checks the outcome at every decision (`decided`: the node's
+   * lease is over by its own clock), under cut-off leaders kept leased through a restarted bridge.
    */
   check(): number {
     const { raft, clock, state, nodeDownAfterMs, silentAfterMs } = this.host
@@ -102,7 +111,9 @@ export class FailureDetector {
     // (never its own: this node leads, so it is about to announce itself up again)
     for (const rec of state.nodeRecords()) if (!rec.up && rec.node !== this.host.nodeId && state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
     const now = clock.now()
-    if (now - this.leaderSince < nodeDownAfterMs) return this.leaderSince + nodeDownAfterMs - now // give every node a chance to reach the new leader
+    // every node gets a chance to reach the new leader (and earlier leaders' renewals are over: see above)
+    const led = Math.min(silentAfterMs, nodeDownAfterMs)
+    if (now - this.leaderSince < led) return this.leaderSince + led - now
     let next = Infinity
     const cfg = raft.status().config
     // After a change of the members, measure again: a node may have been a member (and had its
@@ -125,9 +136,8 @@ export class FailureDetector {
       } else {
         // (silence since this leader last heard it: see above; leaderSince's wait is over)
         const heard = raft.lastHeard(rec.node)
-        const wait = Math.min(silentAfterMs, nodeDownAfterMs)
-        if (heard !== undefined && now - heard < wait) {
-          next = Math.min(next, heard + wait - now)
+        if (heard !== undefined && now - heard < led) {
+          next = Math.min(next, heard + led - now)
           continue
         }
       }

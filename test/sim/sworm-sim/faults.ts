@@ -195,7 +195,7 @@ const bridgeRestart = (w: SimWorld): FaultEnd => {
       await w.crash(bm)
       await w.boot(bm)
       // no other fault until a leader elected now could have declared L's side gone (B waits an
-      // election timeout, a candidate's timeout, then the new leader waits nodeDownAfterMs): a
+      // election timeout, a candidate's timeout, then the new leader waits lease + drift): a
       // heal or a new partition would end the case before its decision
       await w.sched.runUntil(w.sched.now + w.lease + w.drift + 5 * w.electionMs)
     })(),
