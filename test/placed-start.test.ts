@@ -200,48 +200,4 @@ t.test('casts held for a starting worker take one turn and one timer together; a
   t.same(seen.batch, [998, 999, 'n'], 'the 2 newest casts reached the first worker')
 })
 
-t.test('each cast held for a starting worker is held callTimeoutMs from when it was sent, whenever its batch began', async (t) => {
-  // Found by review of ab257a2: a cast that joined a batch late inherited the batch's deadline,
-  // set by its first cast (dropped after 0.5 s of its 2 s). Time must pass here for the holds
-  // to matter: 'early' is sent, 'late' 2 s later, the worker starts once 'early''s 3 s are over.
-  const c = await gatedSworms(t, 'placed-hold', { callTimeoutMs: 3000 })
-  const ref = await c.nodes[0]!.registerName('hold', { module: MODULE, fn: 'held', args: ['hold'] }, { wait: 'placed' })
-  const sender = c.nodes.find((s) => s.incarnation !== ref.inc)!
-  const dropped = await metric(sender, 'sworm_casts_dropped_total')
-  const t0 = Date.now()
-  await sender.send(ref, 'early')
-  await new Promise((r) => setTimeout(r, 2000))
-  await sender.send(ref, 'late')
-  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 3300 - Date.now())))
-  const last = sender.call(ref, 'last', { timeout: 20_000 })
-  gate.open()
-  await last
-  t.same(seen.hold, ['late', 'last'], "'early' dropped at its time, 'late' held its own")
-  t.equal(await metric(sender, 'sworm_casts_dropped_total'), dropped + 1)
-})
-
-t.test('a cast joining a batch that waits for a read barrier is held its own time too', async (t) => {
-  // Found by review of 4de8f9b: the read barrier (a ref from an entry this node has not applied)
-  // gave up at the deadline it began with, the batch's first cast's.
-  const c = await gatedSworms(t, 'placed-read', { callTimeoutMs: 3000 })
-  const placed = await c.nodes[0]!.registerName('read', { module: MODULE, fn: 'held', args: ['read'] }, { wait: 'placed' })
-  const sender = c.nodes.find((s) => s.incarnation !== placed.inc)!
-  // a ref of an entry far ahead of what the sender applied, and read barriers that never end
-  const ref = { ...placed, id: -(internals(sender).state.appliedIndex + 100_000) }
-  const raft = internals(sender).raft as unknown as { read(): Promise<void> }
-  const read = raft.read
-  raft.read = () => new Promise<void>(() => {})
-  t.teardown(() => void (raft.read = read))
-  const dropped = await metric(sender, 'sworm_casts_dropped_total')
-  const t0 = Date.now()
-  await sender.send(ref, 'early')
-  await new Promise((r) => setTimeout(r, 2000))
-  await sender.send(ref, 'late') // held until about t0 + 5 s
-  await new Promise((r) => setTimeout(r, Math.max(0, t0 + 3500 - Date.now())))
-  const at3500 = await metric(sender, 'sworm_casts_dropped_total')
-  // (on a machine too busy to look before 'late''s time is over, this look proves nothing)
-  if (Date.now() < t0 + 4700) t.equal(at3500, dropped, "past 'early''s time, 'late' still held: nothing dropped yet")
-  else t.comment('too late to look before the newest cast expired')
-  await waitFor(async () => (await metric(sender, 'sworm_casts_dropped_total')) === dropped + 2, 15_000, 'both dropped once the newest one expired')
-  t.ok(Date.now() - t0 >= 4900, 'not before the newest cast expired')
-})
+// (how long each held cast is held, on a simulated clock: test/starting-refs.test.ts)
