@@ -76,8 +76,13 @@ export const RECHECK_MS = 1000
 /** Worker messaging of one node. */
 export class Messaging {
   private readonly calls: PendingRequests
-  /** Woken on any change of the name (or of any node or connection). */
-  private readonly waiting = new Map<string, Set<() => void>>()
+  /**
+   * What waits on a change of a name (or of any node or connection), by name: each waiter, and
+   * whether it waits for a ref it can reach by name (a call or held casts by name: woken only by
+   * the changes that can give one, see `onChange`) or for any change of the name (a message to a
+   * starting worker's fixed ref, which also goes once the name moved on: see starting-refs.ts).
+   */
+  private readonly waiting = new Map<string, Map<() => void, boolean>>()
   private readonly held = new Map<string, Held>()
   /** Nodes whose connection was lost and has not opened again (their workers cannot be reached). */
   private readonly lost = new Set<string>()
@@ -94,7 +99,7 @@ export class Messaging {
     this.starting = new StartingRefs(host, {
       castNow: (ref, msg) => this.castNow(ref, msg),
       readBefore: (deadline, late) => this.readBefore(deadline, late),
-      change: (name, deadline) => this.change(name, deadline),
+      change: (name, deadline) => this.change(name, deadline, false),
     })
     router.on('cast', (_from, m) => {
       const local = this.localId(m.to)
@@ -205,12 +210,18 @@ export class Messaging {
   /**
    * A change applied to the registry: wake what waits on it, and only that (a node declared gone
    * loses its calls). What waits for a name waits for a ref it can reach (or for the name to go):
-   * a change that cannot give one does not wake it. A node declared gone wakes nothing by itself
-   * (its refs become unreachable, none reachable; each of its names that moves or goes has a
-   * change of its own), nor does a worker told to stop (`stopWorker`: its name's `placed` or
-   * `unregistered` comes with it). A node up under a new incarnation wakes everything (refs of
-   * that incarnation become reachable). Found by a failover's profile (session 23): with 10,000
-   * calls waiting on the leader, the `nodeDown` woke them all.
+   * a change that cannot give one does not wake it. Only three can: a name bound (`registered`),
+   * a supervised worker running (`started`), a name gone (`unregistered`); a name placed on
+   * another node (`placed`: moved, restarting, its ref cleared or fixed but not running yet), a
+   * failed start, a handoff begun, a name left without a node or being retired cannot, and wake
+   * only what waits on any change of the name (messages to a starting worker's fixed ref, which go
+   * once the name moved on). A node declared gone wakes nothing by itself (its refs become
+   * unreachable, none reachable; each of its names that moves or goes has a change of its own),
+   * nor does a worker told to stop (`stopWorker`: its name's `placed` or `unregistered` comes
+   * with it). A node up under a new incarnation wakes everything (refs of that incarnation become
+   * reachable). Found by failovers' profiles: with 10,000 calls waiting on the leader, the
+   * `nodeDown` woke them all (session 23), and each moved name woke its call twice, at its move
+   * and at its start, where only the start can give it a worker (session 25).
    */
   onChange(ch: RegistryChange): void {
     if (ch.type === 'nodeDown' || ch.type === 'nodeUp') {
@@ -221,8 +232,9 @@ export class Messaging {
       if (n > 0) this.host.count.callOutcomeUnknown(n)
       if (ch.type === 'nodeUp') this.wakeAll()
     } else if ('name' in ch && ch.type !== 'stopWorker') {
-      this.wake(ch.name)
-      for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias)
+      const byName = ch.type === 'registered' || ch.type === 'started' || ch.type === 'unregistered'
+      this.wake(ch.name, byName)
+      for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias, byName)
     }
   }
 
@@ -285,7 +297,7 @@ export class Messaging {
       if (host.clock.now() >= deadline) {
         throw new TimeoutError(`call not answered within ${timeout} ms: the worker of ${JSON.stringify(name)} is moving, restarting, or its node cannot be reached`)
       }
-      await this.change(name, deadline)
+      await this.change(name, deadline, true)
       host.guard()
     }
   }
@@ -356,7 +368,7 @@ export class Messaging {
         this.held.delete(name)
         return
       }
-      await this.change(name, q.msgs[0]!.until)
+      await this.change(name, q.msgs[0]!.until, true)
     }
   }
 
@@ -399,12 +411,16 @@ export class Messaging {
     host.router.send(ref.node, { t: 'cast', to: ref, msg })
   }
 
-  /** Resolve on the next change of `name` that may matter (see `onChange`; or of a connection), at `RECHECK_MS`, or at `deadline`. */
-  private change(name: string, deadline: number): Promise<void> {
+  /**
+   * Resolve on the next change of `name` that may matter (see `onChange`; or of a connection), at
+   * `RECHECK_MS`, or at `deadline`. `byName`: what waits is a call or held casts by name, woken only
+   * by the changes that can give them a ref (see `waiting`).
+   */
+  private change(name: string, deadline: number, byName: boolean): Promise<void> {
     const { host } = this
     return new Promise<void>((resolve) => {
       let set = this.waiting.get(name)
-      if (!set) this.waiting.set(name, (set = new Set()))
+      if (!set) this.waiting.set(name, (set = new Map()))
       const waiters = set
       const done = (): void => {
         this.looks++
@@ -414,18 +430,24 @@ export class Messaging {
         resolve()
       }
       const timer = host.clock.setTimeout(done, Math.max(1, Math.min(RECHECK_MS, deadline - host.clock.now())))
-      waiters.add(done)
+      waiters.set(done, byName)
     })
   }
 
-  private wake(name: string): void {
+  /**
+   * Wake what waits on a change of `name`: everything, or (`byName` false: a change that cannot
+   * give a ref to reach by name) only what waits on any change of it (see `waiting`).
+   */
+  private wake(name: string, byName = true): void {
     const set = this.waiting.get(name)
-    if (set) for (const done of [...set]) done()
+    if (!set) return
+    for (const [done, forRef] of [...set]) if (byName || !forRef) done()
   }
 
   private wakeAll(): void {
-    for (const set of [...this.waiting.values()]) for (const done of [...set]) done()
+    for (const set of [...this.waiting.values()]) for (const done of [...set.keys()]) done()
   }
+
 
   // ------------------------------------------------------------ refs
 
