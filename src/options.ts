@@ -8,6 +8,7 @@ import { resolve as resolvePath } from 'node:path'
 import type { DiscoveryOptions } from './cluster/discovery.js'
 import { secretProblem } from './net/handshake.js'
 import type { Logger, LogLevel } from './raft/types.js'
+import { leaseWindowMs } from './raft/node.js'
 import { defaultPlacement, hashPlacement, type PlacementStrategy } from './registry/placement.js'
 
 /** Options of {@link Sworm.start}. */
@@ -356,11 +357,11 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
   // heartbeat sent less than (electionTicks - 1) ticks / (1 + drift rate) ago. A window shorter
   // than two heartbeats is never met: no node would ever hold a lease, and every supervised worker
   // would stay fenced (found by review, session 24: lease 1 s with a drift of 5 s gave 42 ms).
-  const leaseWindowMs = ((raft.electionTicks - 1) * raft.tickMs) / (1 + maxClockDriftMs / leaseTimeoutMs)
-  if (leaseWindowMs < 2 * raft.tickMs) {
+  const window = leaseWindowMs(raft.electionTicks, raft.tickMs, maxClockDriftMs / leaseTimeoutMs, false)
+  if (window < 2 * raft.tickMs) {
     throw new TypeError(
       `Sworm.start: options "maxClockDriftMs" (${maxClockDriftMs}), "leaseTimeoutMs" (${leaseTimeoutMs}) and "raft.electionTicks" (${raft.electionTicks}) leave the leader a lease window of ` +
-        `${leaseWindowMs.toFixed(1)} ms, less than two heartbeats (${2 * raft.tickMs} ms): no node could ever hold a lease. Raise "raft.electionTicks" or "leaseTimeoutMs", or lower "maxClockDriftMs"`,
+        `${window.toFixed(1)} ms, less than two heartbeats (${2 * raft.tickMs} ms): no node could ever hold a lease. Raise "raft.electionTicks" or "leaseTimeoutMs", or lower "maxClockDriftMs"`,
     )
   }
   const voters = positive(o, 'voters', DEFAULTS.voters)
