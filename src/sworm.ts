@@ -854,8 +854,8 @@ export class Sworm extends EventEmitter<SwormEvents> {
    * Remove node `nodeId` from the cluster (an admin operation; call it on any node). The node is
    * taken out of the Raft configuration by the leader, so it votes and replicates no more and no
    * leader renews its lease: it stops its supervised workers when the lease runs out. The leader
-   * then declares it gone in the registry (after `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`, like a silent
-   * node): its static names are dropped and its supervised workers start elsewhere. Resolves once
+   * then declares it gone in the registry once it has been out of the configuration for
+   * `leaseTimeoutMs + maxClockDriftMs + (electionTicks - 1) * tickMs`: its static names are dropped and its supervised workers start elsewhere. Resolves once
    * this node sees it gone (on the removed node itself: once the configuration change is
    * committed). Idempotent: removing a node that is out already resolves.
    *

@@ -97,9 +97,11 @@ const DRIFT_MS = 300
 /**
  * The Raft timing of one run in four (by seed; the library's default in the others: ticks of 50
  * ms, 6 an election timeout): an election timeout of 800 ms, well past the drift allowed (300
- * ms), so that the margin the failure detector keeps for an earlier leader's renewals (`(8 - 1)`
- * ticks) is what keeps a node's lease safe (see `bridgeRestart` in faults.ts). With the default
- * timing the drift allowance alone covered it, and the nemesis passed with the margin taken out.
+ * ms), so that a leader's lease (up to 7 ticks over 1.3) outlasts the drift allowance: what keeps
+ * a node's lease safe then is that no leader is elected while an earlier one holds its lease (see
+ * `bridgeRestart` in faults.ts). With the default timing the drift allowance alone covered it.
+ * (Until session 25 the failure detector also waited `(electionTicks - 1)` ticks more after its
+ * election, for an earlier leader's renewals; see cluster/failure-detector.ts.)
  */
 const LONG_ELECTIONS = { tickMs: 100, electionTicks: 8 }
 
