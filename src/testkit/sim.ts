@@ -297,6 +297,11 @@ export class SimNetwork {
     this.blocked.add(a + '>' + b)
   }
 
+  /** Whether traffic from `a` to `b` is blocked (see {@link SimNetwork.block}). */
+  isBlocked(a: NodeId, b: NodeId): boolean {
+    return this.blocked.has(a + '>' + b)
+  }
+
   /**
    * Lose the messages from `a` to `b` (one direction) for which `what` holds, until
    * {@link SimNetwork.heal} (as a congested sender's queue drops some and sends the next).

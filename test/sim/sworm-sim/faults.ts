@@ -37,7 +37,8 @@ const trace = (w: SimWorld, what: string): void => {
 /**
  * Inject one fault: with the faults of issue #10 (`opts.newFaults`, default on), a process stall
  * (6%), a wiped disk (2%), hostile messages (2%), a failing disk (2%) or a new leader elected
- * inside the old one's lease (2%, {@link bridgeRestart}) or a graceful stop (2%, {@link stopNode});
+ * inside the old one's lease (2%, {@link bridgeRestart}), a graceful stop (2%, {@link stopNode}) or
+ * a leadership transfer away from a node only the old leader hears (2%, {@link transferCut});
  * else one of the classic faults ({@link SCHEDULE}).
  */
 export function injectFault(w: SimWorld): FaultEnd {
@@ -50,6 +51,7 @@ export function injectFault(w: SimWorld): FaultEnd {
   if (y < 0.12) return diskFault(w)
   if (y < 0.14) return bridgeRestart(w)
   if (y < 0.16) return stopNode(w)
+  if (y < 0.18) return transferCut(w)
   const x = w.r()
   trace(w, `x=${x.toFixed(2)}`)
   const step: Step = { ids: [...w.members.keys()], down: w.active().filter((m) => !m.alive) }
@@ -219,6 +221,44 @@ const stopNode = (w: SimWorld): FaultEnd => {
   const m = w.pick(up)
   trace(w, `stop ${m.id} (${m.sworm?.status().role})`)
   return { wait: w.stop(m), after: () => w.count('stop') }
+}
+
+/**
+ * A node X that only the leader L can reach (cut both ways from every other member), then L hands
+ * its leadership to another voter N. L renewed X's lease until the transfer began; N never hears
+ * X, so it declares X gone as soon as it may: `lease + drift` after its election, which follows the
+ * transfer's start by a few ms. The closest a node-down decision comes to the end of a lease it
+ * rests on, on purpose: with 20 ms of drift allowed (`SimWorld.drift`), a detector that waited
+ * 100 ms too little after its election fails here (session 25: the nemesis's other faults left
+ * every such decision hundreds of ms after the lease, and passed such a detector). Only with 3
+ * voters or more, all up, and no membership change under way.
+ */
+const transferCut = (w: SimWorld): FaultEnd => {
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  if (!leader || w.membership) return
+  const raft = internals(leader.sworm!).raft
+  const voters = Object.keys(raft.status().config.voters)
+  if (voters.length < 3 || !voters.every((id) => w.members.get(id)?.alive)) return
+  const n = w.pick(voters.filter((id) => id !== leader.id))
+  // X: any other member up (with 3 voters or more, those without X are a quorum: N, L and the rest)
+  const xs = w.alive().filter((m) => m.id !== leader.id && m.id !== n)
+  if (!xs.length) return
+  const x = w.pick(xs)
+  for (const id of w.members.keys()) {
+    if (id === x.id || id === leader.id) continue
+    w.net.block(x.id, id)
+    w.net.block(id, x.id)
+  }
+  // X, and any node an earlier fault left reaching L but not N, may now be declared gone (found
+  // by the nemesis: a node cut by an earlier such fault, up again through L, lost its names at
+  // the next transfer, which the history did not allow)
+  for (const id of w.members.keys()) if (id !== n && (id === x.id || w.net.isBlocked(id, n) || w.net.isBlocked(n, id))) w.maybeDropped(id)
+  trace(w, `transfer from ${leader.id} to ${n}; ${x.id} reaches ${leader.id} only`)
+  raft.transferLeadership(n).catch(() => {})
+  return {
+    wait: w.sched.runUntil(w.sched.now + w.lease + w.drift + 5 * w.electionMs),
+    after: () => w.count('transfer-cut'),
+  }
 }
 
 /** A Raft append or snapshot chunk (what carries log entries). */
