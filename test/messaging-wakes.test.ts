@@ -8,6 +8,7 @@
  * Messaging on a real registry, with a fake clock and network.
  */
 import t from 'tap'
+import { NoWorkerError } from '../src/errors.js'
 import { RegistryState } from '../src/registry/state.js'
 import type { RegistryChange } from '../src/registry/state.js'
 import type { RegistryCommand, WorkerRef } from '../src/registry/types.js'
@@ -154,6 +155,32 @@ t.test("a message to a starting worker's fixed ref still wakes when its name mov
   await h.advance(0)
   t.equal(h.m.looks, 1, 'the move woke what waits for the fixed ref, not the call by name')
   t.ok(refSettled || h.sent.some((x) => x.to.id === placed.ref.id), 'the message to the fixed ref went on at once (to the ref it names)')
+})
+
+t.test('a call by name waiting while its name is unregistered ends at once, though the host (cut off) never confirms the stop', async (t) => {
+  // Found by review of 002ec57, which woke calls by name only for `registered`, `started` and
+  // `unregistered`: the `retire` of an unregistered name is when callers stop seeing it, and its
+  // `unregistered` waits for the host to stop the worker. Fails on 002ec57 (the call ended at its
+  // 1 s safety net, 900 ms after the retire).
+  const h = harness()
+  const spec = { module: 'm', fn: 'f', args: [] }
+  let name = ''
+  let res: { node: string; epoch: number } | undefined
+  for (let k = 0; !res || res.node !== 'n2'; k++) {
+    name = `u${k}`
+    res = h.apply({ c: 'supervise', name, spec, ue: 1 }) as { node: string; epoch: number }
+  }
+  h.apply({ c: 'startedMany', sworm: 's', node: 'n2', inc: 'n2-i', starts: [[name, res.epoch, 7]] })
+  h.m.onConnection('n2', false) // n2 is cut off: the call waits
+  let err: unknown
+  const call = h.m.call(name, 'get', 60_000).catch((e: unknown) => (err = e))
+  await h.advance(100)
+  t.equal(err, undefined, 'the call waits')
+  h.apply({ c: 'unregister', name })
+  t.equal(h.state.hasName(name), false, 'the name is going (retired): callers no longer see it')
+  await h.advance(0)
+  t.ok(err instanceof NoWorkerError, `the call ended at once: ${String(err)}`)
+  await call
 })
 
 t.test('a restored snapshot wakes what waits (a restore emits no change)', async (t) => {

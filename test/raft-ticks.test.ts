@@ -47,4 +47,11 @@ t.test("the leader's lease window: electionTicks - 1 ticks over 1 + drift; a tic
   t.equal(leaseWindowMs(6, 50, 0.25, false), 200)
   t.equal(leaseWindowMs(6, 50, 0.25, true), 160)
   t.ok(leaseWindowMs(2, 50, 0.1, true) <= 0, 'too few election ticks for lease reads: no window')
+  const sched = new SimScheduler(4)
+  const net = new SimNetwork(sched)
+  await t.rejects(
+    RaftNode.start({ id: 'a', storage: new MemoryStorage(), transport: net.endpoint('a'), stateMachine: new KvStateMachine(), clock: sched.clock(), tickMs: 50, electionTicks: 2, leaseRead: true, bootstrap: coreConfig(['a']) }),
+    { name: 'RangeError', message: /electionTicks must be 3 or more with leaseRead/ },
+    'a node that could never hold a lease for reads is refused, naming the option',
+  )
 })

@@ -351,6 +351,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     const clock = opts.clock ?? systemClock
     const electionTicks = opts.electionTicks ?? 6
+    if (opts.leaseRead && !(electionTicks >= 3)) throw new RangeError(`electionTicks must be 3 or more with leaseRead (got ${electionTicks}): the lease lasts electionTicks - 2 ticks`)
     const coreOptions: CoreOptions = {
       id: opts.id,
       now: () => clock.now(),

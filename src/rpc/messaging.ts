@@ -210,10 +210,12 @@ export class Messaging {
   /**
    * A change applied to the registry: wake what waits on it, and only that (a node declared gone
    * loses its calls). What waits for a name waits for a ref it can reach (or for the name to go):
-   * a change that cannot give one does not wake it. Only three can: a name bound (`registered`),
-   * a supervised worker running (`started`), a name gone (`unregistered`); a name placed on
-   * another node (`placed`: moved, restarting, its ref cleared or fixed but not running yet), a
-   * failed start, a handoff begun, a name left without a node or being retired cannot, and wake
+   * a change that cannot give one does not wake it. Only four can: a name bound (`registered`),
+   * a supervised worker running (`started`), a name gone (`unregistered`), or going (`retire`:
+   * callers no longer see it; its `unregistered` waits for its host to stop the worker, which a
+   * host cut off never confirms: found by review, a call waited 900 ms for its safety net); a
+   * name placed on another node (`placed`: moved, restarting, its ref cleared or fixed but not
+   * running yet), a failed start, a handoff begun, a name left without a node cannot, and wake
    * only what waits on any change of the name (messages to a starting worker's fixed ref, which go
    * once the name moved on). A node declared gone wakes nothing by itself (its refs become
    * unreachable, none reachable; each of its names that moves or goes has a change of its own),
@@ -232,9 +234,9 @@ export class Messaging {
       if (n > 0) this.host.count.callOutcomeUnknown(n)
       if (ch.type === 'nodeUp') this.wakeAll()
     } else if ('name' in ch && ch.type !== 'stopWorker') {
-      const byName = ch.type === 'registered' || ch.type === 'started' || ch.type === 'unregistered'
-      this.wake(ch.name, byName)
-      for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias, byName)
+      const givesRef = ch.type === 'registered' || ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'retire'
+      this.wake(ch.name, givesRef)
+      for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias, givesRef)
     }
   }
 
@@ -435,13 +437,13 @@ export class Messaging {
   }
 
   /**
-   * Wake what waits on a change of `name`: everything, or (`byName` false: a change that cannot
+   * Wake what waits on a change of `name`: everything, or (`givesRef` false: a change that cannot
    * give a ref to reach by name) only what waits on any change of it (see `waiting`).
    */
-  private wake(name: string, byName = true): void {
+  private wake(name: string, givesRef = true): void {
     const set = this.waiting.get(name)
     if (!set) return
-    for (const [done, forRef] of [...set]) if (byName || !forRef) done()
+    for (const [done, byName] of [...set]) if (givesRef || !byName) done()
   }
 
   private wakeAll(): void {

@@ -92,9 +92,10 @@ console.log(
   `leaders elected inside an earlier leader's lease, tried: ${f('bridge-restart')} voters restarted while bridging a cut-off leader to the other side; ` +
     `${f('long-elections')} runs with 800 ms election timeouts; ${f('node-down-decided')} node-down decisions checked against the lease of the node declared gone; ${f('stop')} graceful stops`,
 )
+const slack = (p: string): string => `${f(`${p}decision-slack-under-25ms`)} under 25 ms, ${f(`${p}decision-slack-under-100ms`)} 25-100 ms, ${f(`${p}decision-slack-under-250ms`)} 100-250 ms, ${f(`${p}decision-slack-250ms-or-more`)} later`
 console.log(
-  `node-down decisions after the lease of the node declared gone ended (a live process's, by its clock): ${f('decision-slack-under-25ms')} under 25 ms, ${f('decision-slack-under-100ms')} 25-100 ms, ` +
-    `${f('decision-slack-under-250ms')} 100-250 ms, ${f('decision-slack-250ms-or-more')} later; ${f('tight-drift')} runs with 20 ms of drift allowed (300 in the others); ${f('transfer-cut')} transfers away from a node only the old leader reached`,
+  `node-down decisions after the lease of the node declared gone ended (a live process's, by its clock): with 300 ms of drift allowed, ${slack('')}; ` +
+    `with 20 ms (${f('tight-drift')} runs), ${slack('tight-')}; ${f('transfer-cut')} transfers away from a node only the old leader reached (${f('transfer-cut-missed')} more where another node led after)`,
 )
 if (many) console.log(`autopilot: ${f('autopilot-promote')} promotions, ${f('autopilot-demote')} demotions, ${f('autopilot-remove')} dead nodes removed; ${f('crash-voters')} times two voters killed at once`)
 const pct = (p: number): number | undefined => settle[Math.min(settle.length - 1, Math.floor(settle.length * p))]
