@@ -330,6 +330,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    * latest snapshot, and start ticking and serving.
    */
   static async start<C, R>(opts: RaftNodeOptions<C, R>): Promise<RaftNode<C, R>> {
+    // (before anything touches the storage or the state machine)
+    if (opts.leaseRead && !((opts.electionTicks ?? 6) >= 3)) throw new RangeError(`electionTicks must be 3 or more with leaseRead (got ${opts.electionTicks}): the lease lasts electionTicks - 2 ticks`)
     let persisted = await opts.storage.load()
     const fresh = persisted.entries.length === 0 && persisted.snapshot === undefined && persisted.hardState.term === 0
     const bootstrap = fresh ? (opts.resolveBootstrap ? await opts.resolveBootstrap() : opts.bootstrap) : undefined
@@ -351,7 +353,6 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     }
     const clock = opts.clock ?? systemClock
     const electionTicks = opts.electionTicks ?? 6
-    if (opts.leaseRead && !(electionTicks >= 3)) throw new RangeError(`electionTicks must be 3 or more with leaseRead (got ${electionTicks}): the lease lasts electionTicks - 2 ticks`)
     const coreOptions: CoreOptions = {
       id: opts.id,
       now: () => clock.now(),

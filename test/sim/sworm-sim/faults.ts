@@ -258,11 +258,14 @@ const transferCut = (w: SimWorld): FaultEnd => {
   // (X's static names may now be dropped: the history allows it at every node-down decision,
   // `SimWorld.leaseOverAt`)
   trace(w, `transfer from ${leader.id} to ${n}; ${x.id} reaches ${leader.id} only`)
+  const from = term(leader)
   raft.transferLeadership(n).catch(() => {})
+  const nm = w.members.get(n)!
   return {
     wait: w.sched.runUntil(w.sched.now + w.lease + w.drift + 5 * w.electionMs),
-    // (counted as such only if N leads now: a transfer that failed, or another leader since, is not this case)
-    after: () => w.count(w.members.get(n)?.sworm?.status().role === 'leader' ? 'transfer-cut' : 'transfer-cut-missed'),
+    // (counted as such only if N leads now, in the term right after L's: a transfer that failed,
+    // an ordinary election later, or another leader since, is not this case)
+    after: () => w.count(nm.alive && nm.sworm?.status().role === 'leader' && term(nm) === from + 1 ? 'transfer-cut' : 'transfer-cut-missed'),
   }
 }
 

@@ -346,8 +346,10 @@ export class SimWorld {
     // when they begin; but a node a fault left reachable through one leader only, up again, is
     // declared gone again at any later change of leader: found by review, session 25, with three
     // faults in a row. Whether the decision is sound is this check's, below.)
-    this.maybeDropped(node)
+    // (the running incarnation's only: a decision about an earlier one, which the registry refuses
+    // or whose process crashed, which the crash allowed for, must not cover a later loss: review)
     const x = this.members.get(node)
+    if (x?.alive && x.sworm?.incarnation === inc) this.maybeDropped(node)
     if (!x || !x.alive || !x.sworm || x.sworm.incarnation !== inc || !x.clock) return
     const renewed = internals(x.sworm).raft.leaseRenewedAt()
     if (renewed === undefined) return
