@@ -71,7 +71,15 @@ function harness() {
   const msgs = new Messaging(host)
   late.m = msgs
   const reply = (node: string, id: number, value: unknown): void => handlers.get('reply')!(node, { t: 'reply', id, ok: true, value })
-  return { m: msgs, state, apply, advance, sent, reply, timers }
+  /** Supervise names `${prefix}0`, `${prefix}1`, ... until one is placed on `node` (`fx`: its ref fixed by the entry): that one, and the entry's result. */
+  const superviseOn = <R extends { node: string }>(node: string, prefix: string, fx?: string): { name: string; res: R } => {
+    for (let k = 0; ; k++) {
+      const name = `${prefix}${k}`
+      const res = apply({ c: 'supervise', name, spec: { module: 'm', fn: 'f', args: [] }, ue: 1, ...(fx !== undefined ? { fx } : {}) }) as R
+      if (res.node === node) return { name, res }
+    }
+  }
+  return { m: msgs, state, apply, advance, sent, reply, timers, superviseOn }
 }
 
 t.test('a call waiting for a worker by name wakes for the changes that can give it one, not for others, nor every 250 ms', async (t) => {
@@ -133,13 +141,7 @@ t.test("a message to a starting worker's fixed ref still wakes when its name mov
   // worker that ended meets). Fails with every waiter filtered as calls by name are (it waited
   // for the 1 s safety net).
   const h = harness()
-  const spec = { module: 'm', fn: 'f', args: [] }
-  let name = ''
-  let placed: { node: string; ref: WorkerRef } | undefined
-  for (let k = 0; !placed || placed.node !== 'n2'; k++) {
-    name = `f${k}`
-    placed = h.apply({ c: 'supervise', name, spec, ue: 1, fx: 's' }) as { node: string; ref: WorkerRef }
-  }
+  const { name, res: placed } = h.superviseOn<{ node: string; ref: WorkerRef }>('n2', 'f', 's')
   const byRef = h.m.call(placed.ref, 'to the ref', 60_000)
   const byName = h.m.call(name, 'by name', 60_000)
   let refSettled = false
@@ -163,13 +165,7 @@ t.test('a call by name waiting while its name is unregistered ends at once, thou
   // `unregistered` waits for the host to stop the worker. Fails on 002ec57 (the call ended at its
   // 1 s safety net, 900 ms after the retire).
   const h = harness()
-  const spec = { module: 'm', fn: 'f', args: [] }
-  let name = ''
-  let res: { node: string; epoch: number } | undefined
-  for (let k = 0; !res || res.node !== 'n2'; k++) {
-    name = `u${k}`
-    res = h.apply({ c: 'supervise', name, spec, ue: 1 }) as { node: string; epoch: number }
-  }
+  const { name, res } = h.superviseOn<{ node: string; epoch: number }>('n2', 'u')
   h.apply({ c: 'startedMany', sworm: 's', node: 'n2', inc: 'n2-i', starts: [[name, res.epoch, 7]] })
   h.m.onConnection('n2', false) // n2 is cut off: the call waits
   let err: unknown

@@ -450,7 +450,6 @@ export class Messaging {
     for (const set of [...this.waiting.values()]) for (const done of [...set.keys()]) done()
   }
 
-
   // ------------------------------------------------------------ refs
 
   /** The worker id `to` names if it is a ref of this node incarnation. */
