@@ -1,8 +1,9 @@
 /**
  * Failure detection, on the leader: a node that has been silent towards it for the lease and the
  * drift (once it has led that long), or out of the Raft configuration for `nodeDownAfterMs`, is
- * declared gone in the registry (its static names are dropped and its supervised workers move). Only a leader that holds its lease at that
- * moment decides, and the `nodeDown` it proposes takes effect only in an entry of its own term.
+ * declared gone in the registry (its static names are dropped and its supervised workers move).
+ * Only a leader that holds its lease at that moment decides, and the `nodeDown` it proposes takes
+ * effect only in an entry of its own term.
  * The `nodeDown` moves the first `moveSlice` of the node's supervised names; the leader moves the
  * rest in `moveOff` entries, one after another, so that no replica's event loop is held for all
  * of them at once.
