@@ -175,6 +175,12 @@ interface Failover {
   leaderMs?: number
   /** From SIGKILL until a survivor applied the `nodeDown` of the victim (from its log line). */
   downMs?: number
+  /**
+   * Leases lost on the cluster before the kill (its nodes' `lease lost` log lines: the cluster was
+   * overloaded while it was built, and fenced workers; the victim may then hold fewer than its
+   * share), e.g. `n2 1× (99,134 workers), n3 2× (114,848)`; empty when none.
+   */
+  lapsedBefore: string
 }
 
 interface Drain {
@@ -252,7 +258,9 @@ async function failover(c: SwormCluster, leader: string, victim: string, groups:
     moved.push(...namesOf(prefix, count).filter((_, i) => refs[i]?.node === victim))
   }
   const count = groups.reduce((a, [, n]) => a + n, 0)
-  const res: Failover = { victim, wasLeader: victim === leader, moved: moved.length, missing: moved.length, ride }
+  const lapsedBefore = leasesLost(c)
+  const res: Failover = { victim, wasLeader: victim === leader, moved: moved.length, missing: moved.length, ride, lapsedBefore }
+  if (lapsedBefore) log(`  leases lost while the cluster was built (an overloaded machine; fenced workers restarted, some elsewhere): ${lapsedBefore}`)
   log(`  SIGKILL ${victim}${res.wasLeader ? ' (leader)' : ''}, holding ${moved.length} of ${count} workers`)
   const tKill = nowEpoch()
   const tKillDate = Date.now()
@@ -289,6 +297,27 @@ async function failover(c: SwormCluster, leader: string, victim: string, groups:
   if (a.missing.length === 0) res.answerMs = a.doneAt - tKill
   else log(`  ${a.missing.length} names did not answer, e.g. ${a.missing.slice(0, 3).join(', ')}`)
   return res
+}
+
+/**
+ * The leases the cluster's nodes lost so far, from their `lease lost` log lines (warnings: kept
+ * at any log level), per node: how many times, and the workers each time fenced.
+ */
+function leasesLost(c: SwormCluster): string {
+  const out: string[] = []
+  for (const id of c.ids) {
+    const fenced: number[] = []
+    for (const line of c.logs(id)) {
+      try {
+        const j = JSON.parse(line) as { msg?: string; workers?: number }
+        if (j.msg?.startsWith('lease lost')) fenced.push(j.workers ?? 0)
+      } catch {
+        // (not a log line of the node)
+      }
+    }
+    if (fenced.length) out.push(`${id} ${fenced.length}× (${fenced.map(int).join(', ')} workers)`)
+  }
+  return out.join(', ')
 }
 
 async function drain(c: SwormCluster, leader: string, prefix: string, count: number): Promise<Drain> {
@@ -361,6 +390,7 @@ function report(r: Results): string {
         '',
       ],
     ]
+    if (f.lapsedBefore) rows.push([`  leases lost before the kill, while the cluster was built (the machine overloaded: the figure is not a clean run's)`, f.lapsedBefore, ''])
     if (f.wasLeader) rows.push([`  new leader after SIGKILL of the leader`, ms(f.leaderMs), ''])
     rows.push([`  the victim declared gone (nodeDown applied on a survivor)`, ms(f.downMs), ''])
     if (f.quantilesMs) rows.push([`  half, nine tenths of its workers answered`, `${ms(f.quantilesMs[0])}, ${ms(f.quantilesMs[1])}`, ''])
