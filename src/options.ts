@@ -228,8 +228,8 @@ export interface ResolvedOptions {
    * How long a node must be out of the configuration before it is declared gone (and how long a
    * new leader waits before autopilot changes voters): the lease, the drift, and `(electionTicks -
    * 1)` ticks. Silence towards the leader, and the wait of a new leader before it declares any
-   * node gone, need the lease and the drift only (see cluster/failure-detector.ts: no leader is
-   * elected while an earlier one may still renew leases).
+   * node gone, need the lease and the drift only (see cluster/failure-detector.ts: every renewal
+   * by an earlier leader starts from an answer sent before the next leader's election).
    */
   readonly nodeDownAfterMs: number
   /** The drift bound as a rate, as the Raft node takes it: `maxClockDriftMs / leaseTimeoutMs`. */
@@ -353,15 +353,15 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
   }
   if (!Number.isSafeInteger(raft.maxInflightEntries)) throw new TypeError('Sworm.start: option "maxInflightEntries" must be an integer')
   if (raft.learnerPaceMs > 1000) throw new TypeError('Sworm.start: option "learnerPaceMs" must be at most 1000 (ms)')
-  // The leader holds its lease, and renews its followers', only while a quorum answered a
-  // heartbeat sent less than (electionTicks - 1) ticks / (1 + drift rate) ago. A window shorter
-  // than two heartbeats is never met: no node would ever hold a lease, and every supervised worker
-  // would stay fenced (found by review, session 24: lease 1 s with a drift of 5 s gave 42 ms).
+  // The leader holds its lease only while a quorum answered a heartbeat sent less than
+  // (electionTicks - 1) ticks / (1 + drift rate) ago. A window shorter than two heartbeats is
+  // never met: no leader would ever hold its lease, so none would declare a node gone or renew a
+  // lease at once (found by review, session 24: lease 1 s with a drift of 5 s gave 42 ms).
   const window = leaseWindowMs(raft.electionTicks, raft.tickMs, maxClockDriftMs / leaseTimeoutMs, false)
   if (window < 2 * raft.tickMs) {
     throw new TypeError(
       `Sworm.start: options "maxClockDriftMs" (${maxClockDriftMs}), "leaseTimeoutMs" (${leaseTimeoutMs}) and "raft.electionTicks" (${raft.electionTicks}) leave the leader a lease window of ` +
-        `${window.toFixed(1)} ms, less than two heartbeats (${2 * raft.tickMs} ms): no node could ever hold a lease. Raise "raft.electionTicks" or "leaseTimeoutMs", or lower "maxClockDriftMs"`,
+        `${window.toFixed(1)} ms, less than two heartbeats (${2 * raft.tickMs} ms): no leader could ever hold its lease. Raise "raft.electionTicks" or "leaseTimeoutMs", or lower "maxClockDriftMs"`,
     )
   }
   const voters = positive(o, 'voters', DEFAULTS.voters)

@@ -83,17 +83,21 @@ export class FailureDetector {
    *
    * Why `lease + drift` (`silentAfterMs`) is enough, from the last answer this leader heard and
    * from its election alike: a node's lease is renewed only from when it sent an answer to a
-   * heartbeat round that a leader *holding its own lease* acknowledged.
+   * heartbeat round that a leader acknowledged *holding its own lease*, or after a quorum had
+   * acknowledged a round it sent once it had received that answer (the Raft core's `renewalAck`).
    * - This leader acknowledges only answers it received, and it notes each one it receives
    *   (`lastHeard`) once it leads, and its acknowledgement renews only the process that sent the
    *   answer (`hbResp.p`): none of its renewals starts after the last time it heard the node.
-   * - An earlier leader (a lower term) renews only while it holds its lease, and no leader of a
-   *   later term is elected while it does (the Raft node's `leaderLease`: a voter that
-   *   acknowledged the round that lease rests on refuses every vote for an election timeout after
-   *   it heard it, longer than the lease by either clock; restarts, stale answers of a higher
-   *   term, votes of the voter's own term and timed-out transfers included, see "Leases and
-   *   fencing" in the README). So every renewal by an earlier leader started from an answer sent
-   *   before this leader's election, before `leaderSince`.
+   * - An earlier leader (a lower term) renews from an answer only while it holds its lease, and
+   *   no leader of a later term is elected while it does (the Raft node's `leaderLease`: a voter
+   *   that acknowledged the round that lease rests on refuses every vote for an election timeout
+   *   after it heard it, longer than the lease by either clock; restarts, stale answers of a
+   *   higher term, votes of the voter's own term and timed-out transfers included, see "Leases
+   *   and fencing" in the README); or once a quorum acknowledged a round it sent after it
+   *   received the answer, and a voter acknowledges a round of a term only before it votes in a
+   *   later one, so this leader, elected by a quorum that shares a voter with that one, was
+   *   elected after that round was sent. So every renewal by an earlier leader started from an
+   *   answer sent before this leader's election, before `leaderSince`.
    * Either way the lease it gave ends `lease + drift` after that on this clock. Until session 25
    * the wait from `leaderSince` added `(electionTicks - 1)` ticks (`nodeDownAfterMs`), for an
    * earlier leader renewing up to that long after the round its lease rests on: with the premise

@@ -45,6 +45,20 @@ import { crc32c } from '../util/crc32c.js'
  * buffer is allocated at the first chunk, from the size the leader declares.
  */
 const MAX_SNAPSHOT_BYTES = 2 ** 32 - 1
+/**
+ * Answers to heartbeat rounds a leader keeps per follower until a quorum round confirms them (see
+ * `RaftCore.renewalAck`; at 50 ms ticks, rounds coming back up to 3 s late); when full, newer ones
+ * are not kept until the oldest are confirmed.
+ */
+const MAX_UNCONFIRMED_ANSWERS = 64
+/**
+ * Heartbeat rounds a leader keeps the send time of: those of the last `ROUND_KEEP_LEASES` leader
+ * leases, `MAX_ROUNDS_KEPT` at most (a round starts at every Ready with a read waiting: at a read
+ * a millisecond, keeping 88 rounds, as until session 26, forgot a round before a quorum answered
+ * it once answers took 60 ms, and no lease was renewed: found by review).
+ */
+const ROUND_KEEP_LEASES = 16
+const MAX_ROUNDS_KEPT = 8192
 
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
@@ -1011,6 +1025,8 @@ export class RaftCore {
     if (m.seq > pr.ackSeq) {
       pr.ackSeq = m.seq
       pr.ackP = m.p
+      // (when full, the newest waits: the oldest are the next a quorum round confirms)
+      if (pr.answers.length < MAX_UNCONFIRMED_ANSWERS) pr.answers.push({ seq: m.seq, p: m.p, at: this.now() })
     }
     if (pr.state === 'probe') pr.paused = false
     if (pr.state === 'replicate') {
@@ -1140,15 +1156,17 @@ export class RaftCore {
 
   /** Send each voter (or each learner) a commit index it has not been told, up to what it holds. */
   private noticeCommit(learners: boolean): void {
-    for (const [id, pr] of this.progress) if (this.isVoter(id) !== learners) this.noticeCommitTo(id, pr)
+    const lease = this.leaseValid()
+    const quorumSentAt = this.quorumAckedAt()
+    for (const [id, pr] of this.progress) if (this.isVoter(id) !== learners) this.noticeCommitTo(id, pr, lease, quorumSentAt)
   }
 
   /** Send `id` the commit index, up to what it holds, if it has not been told it yet. */
-  private noticeCommitTo(id: NodeId, pr: Progress): void {
+  private noticeCommitTo(id: NodeId, pr: Progress, lease = this.leaseValid(), quorumSentAt = this.quorumAckedAt()): void {
     const c = Math.min(pr.match, this.commit)
     if (c <= pr.sentCommit) return
     pr.sentCommit = c
-    this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, lease: this.leaseValid(), ack: pr.ackSeq, ...(pr.ackP !== undefined ? { ackP: pr.ackP } : {}) })
+    this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit: c, seq: this.readSeq, ...this.renewalAck(pr, lease, quorumSentAt) })
   }
 
   /**
@@ -1198,12 +1216,13 @@ export class RaftCore {
   /** Start a heartbeat round: a new sequence number, stamped with the time it was sent at. */
   private newRound(): void {
     this.readSeq++
-    this.roundAt.set(this.readSeq, this.now())
-    if (this.roundAt.size > 4 * this.electionTicks + 64) {
-      for (const k of this.roundAt.keys()) {
-        if (this.roundAt.size <= 2 * this.electionTicks + 32) break
-        this.roundAt.delete(k)
-      }
+    const now = this.now()
+    this.roundAt.set(this.readSeq, now)
+    // (oldest first; a few are always kept, as with a clock of ticks)
+    for (const [k, at] of this.roundAt) {
+      if (this.roundAt.size <= 2 * this.electionTicks + 32) break
+      if (this.roundAt.size <= MAX_ROUNDS_KEPT && now - at < ROUND_KEEP_LEASES * this.leaseMs) break
+      this.roundAt.delete(k)
     }
   }
 
@@ -1224,11 +1243,43 @@ export class RaftCore {
 
   private broadcastHeartbeat(seq = this.readSeq): void {
     const lease = this.leaseValid()
+    const quorumSentAt = this.quorumAckedAt()
     for (const [id, pr] of this.progress) {
       const commit = Math.min(pr.match, this.commit)
       pr.sentCommit = Math.max(pr.sentCommit, commit)
-      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq, lease, ack: pr.ackSeq, ...(pr.ackP !== undefined ? { ackP: pr.ackP } : {}) })
+      this.send({ t: 'hb', from: this.id, to: id, term: this.term, commit, seq, ...this.renewalAck(pr, lease, quorumSentAt) })
     }
+  }
+
+  /**
+   * What a heartbeat to `pr`'s node acknowledges of its answers, and whether that renews its
+   * lease (`lease`: the node renews from when it sent that answer). Two acknowledgements renew:
+   * - the latest answer, while this leader holds its lease (`leaseHeld`, the heartbeat's moment):
+   *   no leader of a later term can have been elected before now, so before the answer was sent;
+   * - an earlier answer, received before a heartbeat round that a quorum has since acknowledged
+   *   was sent (`quorumSentAt`, see {@link RaftCore.quorumAckedAt}), however late the
+   *   acknowledgements came. A voter acknowledges a round only in this leader's term, so before
+   *   any vote it gives in a later term; a leader of a later term needs a quorum of votes, one of
+   *   them from a voter of that round; so it was elected after the round was sent, after the
+   *   answer. The leader's own lease rests on the same round (`NodeLease.renew` from
+   *   `quorumAckedAt`).
+   * The second keeps renewing nodes while heartbeat rounds take longer than the leader's lease to
+   * come back (until session 26 only the first renewed: on a 2-core machine running 3 nodes with
+   * 300k workers, event loops waiting for a core for seconds left no
+   * round acknowledged within the 200 ms lease, no lease was renewed, and nodes fenced up to 100k
+   * workers each in 5 of 10 runs of `bench:supervisor`'s build, restarting them all after).
+   * Otherwise the latest answer, not renewing (what the node makes of it, see NodeLease).
+   */
+  private renewalAck(pr: Progress, leaseHeld: boolean, quorumSentAt: number | undefined): Pick<MsgHeartbeat, 'lease' | 'ack' | 'ackP'> {
+    if (quorumSentAt !== undefined) {
+      // (strictly before: the round was sent after the answer had been received)
+      while (pr.answers.length > 0 && pr.answers[0]!.at < quorumSentAt) pr.confirmed = pr.answers.shift()!
+    }
+    const latest = { ack: pr.ackSeq, ...(pr.ackP !== undefined ? { ackP: pr.ackP } : {}) }
+    if (leaseHeld) return { lease: true, ...latest }
+    const c = pr.confirmed
+    if (c) return { lease: true, ack: c.seq, ...(c.p !== undefined ? { ackP: c.p } : {}) }
+    return { lease: false, ...latest }
   }
 
   /** Whether this node is leader and holds its lease (see {@link RaftCore.leaseValid}). */

@@ -1,17 +1,22 @@
 /**
  * This node's lease, and what the leader knows of who hears it.
  *
- * A follower's lease is renewed from the time it *sent* a heartbeat answer that a leader holding
- * its own lease has since acknowledged (contact in both directions: a node that hears the leader
- * but is not heard by it does not renew); the leader's lease runs from the heartbeat round a
- * quorum acknowledged. Both are read on this node's clock, so a node that was frozen finds its
+ * A follower's lease is renewed from the time it *sent* a heartbeat answer that the leader has
+ * since acknowledged as renewing (holding its own lease, or after a quorum acknowledged a round it
+ * sent once it had the answer: `RaftCore.renewalAck`), contact in both directions: a node that
+ * hears the leader but is not heard by it does not renew; the leader's lease runs from the
+ * heartbeat round a quorum acknowledged. Both are read on this node's clock, so a node that was frozen finds its
  * lease expired when it wakes.
  * @module
  */
 import type { Clock, NodeId } from './types.js'
 
-/** How many heartbeat answers' send times are kept (the leader acknowledges recent ones). */
-const MAX_ROUNDS = 256
+/**
+ * How many heartbeat answers' send times are kept (with reads, a round can start every
+ * millisecond, and the answer a leader confirms once a later round came back is a round trip old;
+ * a round forgotten is never noted again: see `answering`).
+ */
+const MAX_ROUNDS = 4096
 
 /** The lease of one node. */
 export class NodeLease {
@@ -19,6 +24,8 @@ export class NodeLease {
   private lapseCount = 0
   /** When this node answered each heartbeat round ("term|leader|seq" -> its clock). */
   private readonly answeredAt = new Map<string, number>()
+  /** The highest round of the latest leader whose answer `answeredAt` no longer holds. */
+  private forgotten: { term: number; leader: NodeId; seq: number } | undefined
   /** On the leader: when each peer last answered a heartbeat or append of this term. */
   private readonly heard = new Map<NodeId, number>()
 
@@ -62,12 +69,27 @@ export class NodeLease {
   answering(term: number, leader: NodeId, seq: number, now: number): void {
     const key = `${term}|${leader}|${seq}`
     if (this.answeredAt.has(key)) return
+    // A round at or below one forgotten may have been answered before: its first answer's time is
+    // gone, and a later one must not stand for it (found by review, session 26: a late copy of an
+    // old round, answered again after the node forgot it, renewed the lease from long after the
+    // leader last heard the node).
+    const f = this.forgotten
+    if (f && f.term === term && f.leader === leader && seq <= f.seq) return
     this.answeredAt.set(key, now)
-    if (this.answeredAt.size > MAX_ROUNDS) this.answeredAt.delete(this.answeredAt.keys().next().value!)
+    if (this.answeredAt.size > MAX_ROUNDS) {
+      const [oldest] = this.answeredAt
+      this.answeredAt.delete(oldest![0])
+      const [t, l, q] = oldest![0].split('|') as [string, string, string]
+      const ft = Number(t)
+      const fq = Number(q)
+      // (the latest term's leader only: rounds of an earlier one are acknowledged by nobody now)
+      if (!f || ft > f.term || (ft === f.term && l !== f.leader)) this.forgotten = { term: ft, leader: l, seq: fq }
+      else if (l === f.leader && ft === f.term && fq > f.seq) f.seq = fq
+    }
   }
 
   /**
-   * Leader `from`, holding its lease in `term`, acknowledged our answer to its round `ack`: renew
+   * Leader `from` acknowledged, as renewing (`hb.lease`), our answer to its round `ack` in `term`: renew
    * from when we sent it (if `from` is still the leader we follow in that term, and the answer it
    * acknowledged was this process's: `ackP`, the tag it came with, is ours).
    */

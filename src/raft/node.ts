@@ -132,9 +132,10 @@ export interface RaftNodeOptions<C, R> {
   leaderLease?: boolean
   /**
    * The most two nodes' clocks may run apart, as a fraction of the time elapsed (0.1: one clock
-   * advances at most 10% more than another over any interval). The leader holds its lease (and
-   * renews its followers') only while a quorum acknowledged a heartbeat sent less than
-   * `(electionTicks - 1) * tickMs / (1 + clockDrift)` ago by its clock. Default 0.1.
+   * advances at most 10% more than another over any interval). The leader holds its lease only
+   * while a quorum acknowledged a heartbeat sent less than `(electionTicks - 1) * tickMs / (1 +
+   * clockDrift)` ago by its clock (and renews a follower's from its latest answer then, or from an
+   * earlier one a later quorum round confirmed: `RaftCore.renewalAck`). Default 0.1.
    */
   clockDrift?: number
   /**
@@ -763,8 +764,9 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
 
   /**
    * When this node's lease was last renewed (its clock): the time it sent a heartbeat answer that
-   * a leader holding its own lease has since acknowledged, or, on the leader, the last time it held
-   * its lease. Contact in both directions is needed: a node that hears the leader but is not
+   * the leader has since acknowledged as renewing (holding its own lease, or once a quorum round
+   * sent after the answer came back), or, on the leader, when it sent the latest round a quorum
+   * acknowledged. Contact in both directions is needed: a node that hears the leader but is not
    * heard by it does not renew.
    */
   leaseRenewedAt(): number | undefined {

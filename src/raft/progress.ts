@@ -26,6 +26,14 @@ export interface Progress {
   ackSeq: number
   /** The answering process's tag (`hbResp.p`) of that acknowledgement, if it had one. */
   ackP: number | undefined
+  /**
+   * The answers (`hbResp`) received since the last one confirmed, oldest first: round, the
+   * answering process's tag, and when (the leader's clock) it was received. See
+   * `RaftCore.renewalAck`.
+   */
+  answers: Array<{ seq: number; p: number | undefined; at: number }>
+  /** The latest answer a quorum round sent after its receipt confirmed (see `RaftCore.renewalAck`). */
+  confirmed: { seq: number; p: number | undefined } | undefined
   /** Ticks since the snapshot transfer last made progress (snapshot state). */
   snapTicks: number
   /** Highest commit index sent to this follower. */
@@ -64,7 +72,7 @@ export function sent(pr: Progress, last: number, bytes: number): void {
 
 /** A follower the leader knows nothing of yet: probe it from `next`. */
 export function newProgress(next: number): Progress {
-  return { match: 0, next, state: 'probe', inflight: [], inflightBytes: [], bytesInFlight: 0, paused: false, active: true, ackSeq: 0, ackP: undefined, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0, snap: undefined, snapAcked: 0, snapNext: 0, snapRewound: -1 }
+  return { match: 0, next, state: 'probe', inflight: [], inflightBytes: [], bytesInFlight: 0, paused: false, active: true, ackSeq: 0, ackP: undefined, answers: [], confirmed: undefined, snapTicks: 0, sentCommit: 0, matchAtHb: 0, stalls: 0, snapIndexSent: 0, snap: undefined, snapAcked: 0, snapNext: 0, snapRewound: -1 }
 }
 
 /** Probe the follower again, one append at a time, from `next`. */

@@ -176,9 +176,16 @@ export interface MsgHeartbeat extends MsgBase {
   t: 'hb'
   commit: number
   seq: number
-  /** The leader holds its lease (a quorum acknowledged it within the last election timeout). */
+  /**
+   * The acknowledgement `ack` renews this node's lease (from when it sent that answer): the leader
+   * holds its lease, or a quorum acknowledged a round the leader sent after it received that
+   * answer (see `RaftCore.renewalAck`).
+   */
   lease?: boolean
-  /** The highest round this follower has acknowledged, as the leader saw it (node leases). */
+  /**
+   * A round this follower has acknowledged, as the leader saw it (node leases): the highest, or,
+   * when only an earlier answer renews (see `lease`), that one.
+   */
   ack?: number
   /** The `p` of the answer that acknowledged round `ack`: only the process that sent it renews its lease. */
   ackP?: number
