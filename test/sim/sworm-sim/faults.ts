@@ -492,8 +492,22 @@ const drainNode: Fault = (w) => {
   }
 }
 
+/**
+ * The network loses, duplicates and delays messages; one time in three, every message takes
+ * 100-200 ms more each way (a slow link, or event loops waiting for a core: heartbeat rounds come
+ * back later than the leader's lease, and only answers a later quorum round confirmed renew
+ * leases; session 26; much slower, and the leases lapse anyway), until the network is restored
+ * or degraded again (a healed partition keeps the delays).
+ */
 const degradeNetwork: Fault = (w) => {
-  w.net.faults = { drop: w.r() * 0.1, duplicate: w.r() * 0.05, minDelay: 1, maxDelay: 1 + w.r() * 20, corruptChunks: w.seed % 2 ? 0.1 : 0 }
+  const corruptChunks = w.seed % 2 ? 0.1 : 0
+  if (w.r() < 1 / 3) {
+    const minDelay = 100 + w.r() * 75
+    w.net.faults = { drop: w.r() * 0.05, duplicate: w.r() * 0.05, minDelay, maxDelay: minDelay + w.r() * 25, corruptChunks }
+    w.count('net-slow')
+    return
+  }
+  w.net.faults = { drop: w.r() * 0.1, duplicate: w.r() * 0.05, minDelay: 1, maxDelay: 1 + w.r() * 20, corruptChunks }
   w.count('net-degrade')
 }
 
