@@ -8,41 +8,54 @@
  * earlier answer once a quorum has acknowledged a round sent after the leader received it. Fails
  * on f59db44: no follower is renewed once the delay is in place.
  */
-import t from 'tap'
-import { SimCluster } from './sim/raft-cluster.js'
+import t, { type Test } from 'tap'
+import { SimCluster, type SimMember } from './sim/raft-cluster.js'
 
-t.test('followers stay renewed while every heartbeat round comes back later than the leader lease', async (t) => {
-  const c = new SimCluster({ seed: 26, tickMs: 50 })
+/** Three voters with a leader, and its two followers; every message then takes `delayMs` more each way. */
+async function slowCluster(t: Test, seed: number, delayMs: number): Promise<{ c: SimCluster; L: SimMember; followers: SimMember[]; term: number }> {
+  const c = new SimCluster({ seed, tickMs: 50 })
   await c.start(['a', 'b', 'c'], { voters: { a: '', b: '', c: '' }, learners: {} })
   t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
   await c.sched.runUntil(c.sched.now + 1000)
   const L = c.leader()!
-  const followers = [...c.members.values()].filter((m) => m.id !== L.id)
-  const term = L.node!.status().term
-  // from now on a round trip takes 300-320 ms
-  c.net.faults.minDelay = 150
-  c.net.faults.maxDelay = 160
+  c.net.faults.minDelay = delayMs
+  c.net.faults.maxDelay = delayMs + 10
+  return { c, L, followers: [...c.members.values()].filter((m) => m.id !== L.id), term: L.node!.status().term }
+}
+
+/**
+ * After 1.5 s to settle, look every 50 ms for `ms`: how old each follower's lease got at most, and
+ * in how many looks the leader held its own lease.
+ */
+async function oldestLeases(c: SimCluster, L: SimMember, followers: SimMember[], ms: number): Promise<{ oldest: Map<string, number>; leaseHeld: number; looks: number }> {
   await c.sched.runUntil(c.sched.now + 1500)
-  let leaseHeld = 0
-  let samples = 0
   const oldest = new Map<string, number>()
-  const until = c.sched.now + 5000
+  let leaseHeld = 0
+  let looks = 0
+  const until = c.sched.now + ms
   while (c.sched.now < until) {
     await c.sched.runUntil(c.sched.now + 50)
-    samples++
+    looks++
     if (L.node!.holdsLeaderLease()) leaseHeld++
     for (const f of followers) {
       const at = f.node!.leaseRenewedAt()
-      const age = at === undefined ? Infinity : c.sched.now - at
-      oldest.set(f.id, Math.max(oldest.get(f.id) ?? 0, age))
+      oldest.set(f.id, Math.max(oldest.get(f.id) ?? 0, at === undefined ? Infinity : c.sched.now - at))
     }
   }
-  t.equal(leaseHeld, 0, `the leader never held its lease (${samples} looks)`)
+  return { oldest, leaseHeld, looks }
+}
+
+function renewedWithin(t: Test, oldest: Map<string, number>, ms: number): void {
+  for (const [id, age] of oldest) t.ok(age < ms, `follower ${id}: its lease was never older than ${age.toFixed(0)} ms (under ${ms.toLocaleString('en-US')} ms)`)
+}
+
+t.test('followers stay renewed while every heartbeat round comes back later than the leader lease', async (t) => {
+  // from now on a round trip takes 300-320 ms
+  const { c, L, followers, term } = await slowCluster(t, 26, 150)
+  const { oldest, leaseHeld, looks } = await oldestLeases(c, L, followers, 5000)
+  t.equal(leaseHeld, 0, `the leader never held its lease (${looks} looks)`)
   t.equal(L.node!.status().term, term, 'and it led throughout, in the same term')
-  for (const f of followers) {
-    const age = oldest.get(f.id)!
-    t.ok(age < 1000, `follower ${f.id}: its lease was never older than ${age.toFixed(0)} ms (under 1,000 ms)`)
-  }
+  renewedWithin(t, oldest, 1000)
   await c.stopAll()
 })
 
@@ -51,15 +64,7 @@ t.test('followers stay renewed under a read every millisecond while rounds come 
   // of its last 44-88 rounds only, and each follower remembered its last 256 answers: at a read a
   // millisecond, a round's time was forgotten before a quorum answered it once answers took
   // 60 ms, and no follower was renewed at all (found by review, session 26; on f59db44 too).
-  const c = new SimCluster({ seed: 27, tickMs: 50 })
-  await c.start(['a', 'b', 'c'], { voters: { a: '', b: '', c: '' }, learners: {} })
-  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined, 10_000), 'a leader')
-  await c.sched.runUntil(c.sched.now + 1000)
-  const L = c.leader()!
-  const followers = [...c.members.values()].filter((m) => m.id !== L.id)
-  const term = L.node!.status().term
-  c.net.faults.minDelay = 60
-  c.net.faults.maxDelay = 70
+  const { c, L, followers, term } = await slowCluster(t, 27, 60)
   let reads = 0
   let answered = 0
   const read = (): void => {
@@ -69,22 +74,10 @@ t.test('followers stay renewed under a read every millisecond while rounds come 
     c.sched.schedule(1, read)
   }
   read()
-  await c.sched.runUntil(c.sched.now + 1500)
-  const oldest = new Map<string, number>()
-  const until = c.sched.now + 4000
-  while (c.sched.now < until) {
-    await c.sched.runUntil(c.sched.now + 50)
-    for (const f of followers) {
-      const at = f.node!.leaseRenewedAt()
-      oldest.set(f.id, Math.max(oldest.get(f.id) ?? 0, at === undefined ? Infinity : c.sched.now - at))
-    }
-  }
+  const { oldest } = await oldestLeases(c, L, followers, 4000)
   t.equal(L.node!.status().term, term, 'the same leader throughout')
   t.ok(answered > 1000, `reads answered: ${answered} of ${reads}`)
-  for (const f of followers) {
-    const age = oldest.get(f.id)!
-    t.ok(age < 1000, `follower ${f.id}: its lease was never older than ${age.toFixed(0)} ms (under 1,000 ms)`)
-  }
+  renewedWithin(t, oldest, 1000)
   await c.stopAll()
 })
 
