@@ -38,6 +38,7 @@ const regressions: Array<[number, string]> = [
   [1195479, 'the harness removed (or crashed while removing) one of 2 voters and never restarted it: the removal could never commit (failed on c86d2c1; nemesis)'],
   [3500119, 'the harness allowed a gracefully stopping node\'s static names to be dropped once, but a name registered during the stop was dropped again at its nodeDown (failed on 2521a5a; nemesis)'],
   [1196760, 'the leader\'s learner-pace timer fired a hair before the learners were due (the simulated clock fires within 1e-6 ms), found nothing to send and armed itself at 0 again: a loop that never let simulated time pass (hung on a6c5656; nemesis)'],
+  [5711634, 'a node removed while it was still joining (never up in the registry) joined again as a learner 2 s later: its process was alive, and no member could tell it had been removed; the harness now stops it (failed on f59db44 with 9bf5649\'s nemesis)'],
 ]
 
 t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, { timeout: 1_800_000 }, async (t) => {

@@ -78,10 +78,12 @@ export class NodeLease {
     this.answeredAt.set(key, now)
     if (this.answeredAt.size > MAX_ROUNDS) {
       const [oldest] = this.answeredAt
-      this.answeredAt.delete(oldest![0])
-      const [t, l, q] = oldest![0].split('|') as [string, string, string]
-      const ft = Number(t)
-      const fq = Number(q)
+      const k = oldest![0]
+      this.answeredAt.delete(k)
+      // (term and seq are digits; the leader's id, between them, may hold '|': found by review)
+      const ft = Number(k.slice(0, k.indexOf('|')))
+      const l = k.slice(k.indexOf('|') + 1, k.lastIndexOf('|'))
+      const fq = Number(k.slice(k.lastIndexOf('|') + 1))
       // (the latest term's leader only: rounds of an earlier one are acknowledged by nobody now)
       if (!f || ft > f.term || (ft === f.term && l !== f.leader)) this.forgotten = { term: ft, leader: l, seq: fq }
       else if (l === f.leader && ft === f.term && fq > f.seq) f.seq = fq

@@ -32,8 +32,10 @@ export function removeMember(w: SimWorld, x: Member): void {
     // alive, asks again, and no member can tell it was removed: session 26, a seed where one did
     // 2 s later, as a learner). The cluster cannot refuse it yet (see the README's Known limits):
     // its process ends, as an operator's would.
-    const seen = w.alive().find((m) => m !== x)?.sworm
-    if (x.alive && seen && internals(seen).state.nodeRecord(x.id) === undefined) await w.crash(x)
+    // (no replica that runs, itself included, knows it: a removed node's registry stops where it
+    // was removed, so one replica alone could miss a node that came up later: found by review)
+    const known = [x, ...w.alive()].some((m) => m.sworm !== undefined && internals(m.sworm).state.nodeRecord(x.id) !== undefined)
+    if (x.alive && !known) await w.crash(x)
     x.role = 'retired'
     w.membership = undefined
   })()
