@@ -493,7 +493,7 @@ const drainNode: Fault = (w) => {
 }
 
 /**
- * The network loses, duplicates and delays messages; one time in three, every message takes
+ * The network loses, duplicates and delays messages; one time in three (in runs of 5 nodes), every message takes
  * 100-200 ms more each way (a slow link, or event loops waiting for a core: heartbeat rounds come
  * back later than the leader's lease, and only answers a later quorum round confirmed renew
  * leases; session 26; much slower, and the leases lapse anyway), until the network is restored
@@ -501,7 +501,9 @@ const drainNode: Fault = (w) => {
  */
 const degradeNetwork: Fault = (w) => {
   const corruptChunks = w.seed % 2 ? 0.1 : 0
-  if (w.r() < 1 / 3) {
+  // (in the runs of 5 nodes only, as tried in session 26: the many-node runs, not tried with it,
+  // replay as before without the draw)
+  if ((w.opts.nodes ?? 5) <= 5 && w.r() < 1 / 3) {
     const minDelay = 100 + w.r() * 75
     w.net.faults = { drop: w.r() * 0.05, duplicate: w.r() * 0.05, minDelay, maxDelay: minDelay + w.r() * 25, corruptChunks }
     w.count('net-slow')
