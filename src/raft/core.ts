@@ -1258,16 +1258,15 @@ export class RaftCore {
    *   no leader of a later term can have been elected before now, so before the answer was sent;
    * - an earlier answer, received before a heartbeat round that a quorum has since acknowledged
    *   was sent (`quorumSentAt`, see {@link RaftCore.quorumAckedAt}), however late the
-   *   acknowledgements came. A voter acknowledges a round only in this leader's term, so before
+   *   acknowledgements came (within the rounds kept: `ROUND_KEEP_LEASES`). A voter acknowledges a round only in this leader's term, so before
    *   any vote it gives in a later term; a leader of a later term needs a quorum of votes, one of
    *   them from a voter of that round; so it was elected after the round was sent, after the
    *   answer. The leader's own lease rests on the same round (`NodeLease.renew` from
    *   `quorumAckedAt`).
    * The second keeps renewing nodes while heartbeat rounds take longer than the leader's lease to
-   * come back (until session 26 only the first renewed: on a 2-core machine running 3 nodes with
-   * 300k workers, event loops waiting for a core for seconds left no
-   * round acknowledged within the 200 ms lease, no lease was renewed, and nodes fenced up to 100k
-   * workers each in 5 of 10 runs of `bench:supervisor`'s build, restarting them all after).
+   * come back (until session 26 only the first renewed: with rounds coming back in more than the
+   * 200-227 ms of the lease, over slow links or from event loops waiting for a core, no follower
+   * was ever renewed; `test/lease-renewal-lag.test.ts`).
    * Otherwise the latest answer, not renewing (what the node makes of it, see NodeLease).
    */
   private renewalAck(pr: Progress, leaseHeld: boolean, quorumSentAt: number | undefined): Pick<MsgHeartbeat, 'lease' | 'ack' | 'ackP'> {

@@ -5,8 +5,8 @@
  * since acknowledged as renewing (holding its own lease, or after a quorum acknowledged a round it
  * sent once it had the answer: `RaftCore.renewalAck`), contact in both directions: a node that
  * hears the leader but is not heard by it does not renew; the leader's lease runs from the
- * heartbeat round a quorum acknowledged. Both are read on this node's clock, so a node that was frozen finds its
- * lease expired when it wakes.
+ * heartbeat round a quorum acknowledged. Both are read on this node's clock, so a node that was
+ * frozen finds its lease expired when it wakes.
  * @module
  */
 import type { Clock, NodeId } from './types.js'
