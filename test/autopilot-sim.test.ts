@@ -20,6 +20,7 @@ const regressions: Array<[number, string]> = [
   [810011, 'a dead node removed by a leader that lost office before the commit: its event never came, and the harness restarted it as a member'],
   [910197, 'the harness had a node join through a killed voter, which never answered'],
   [920025, 'a joining node whose join target died meanwhile asked only it until its start gave up (failed on 16044b4; it now learns the voters from its probe and asks them too)'],
+  [185293598, 'a joining node whose join target and the first two voters it learned of were all cut off from the leader asked only them, forever (failed on b608b99; it now asks two other learned voters each time, and probes them for the voters of now)'],
 ]
 
 t.test('many nodes with autopilot: seeds that found bugs', { skip: process.env.SIM_SEED ? 'replaying one seed' : false, timeout: 600_000 }, async (t) => {

@@ -67,6 +67,9 @@ function adminError(code: string, message: string, leader: string | undefined): 
   }
 }
 
+/** At most this many voters a joining node learns of from the answers to its probes. */
+const MAX_LEARNED = 64
+
 const stoppedError = (): ShuttingDownError => new ShuttingDownError('the sworm is stopped')
 
 /** Membership of one node incarnation. */
@@ -74,7 +77,7 @@ export class Membership {
   private upPromise: Promise<void> | undefined
   private upResolved = false
   private readonly joining = new Set<string>()
-  /** Voters a joining node learned of from its join target's answer (id to address). */
+  /** Voters a joining node learned of from the answers to its probes (id to address; at most {@link MAX_LEARNED}). */
   private readonly members = new Map<string, string>()
   /** When this node last asked to be added again (its clock). */
   private lastAsked = -Infinity
@@ -108,7 +111,7 @@ export class Membership {
       if (!isProbeResp(m) || !m.member || this.upResolved) return
       const voters = Object.entries(m.config.voters).filter(([id, url]) => id !== host.nodeId && typeof url === 'string')
       if (voters.length === 0) return
-      for (const [id, url] of voters.slice(0, 16)) this.members.set(id, url)
+      for (const [id, url] of voters.slice(0, 16)) if (this.members.size < MAX_LEARNED || this.members.has(id)) this.members.set(id, url)
       host.addPeers(Object.fromEntries(this.members))
     })
     router.on('removeReq', (from, m) => {
@@ -177,11 +180,17 @@ export class Membership {
       if (isMember(host.raft.status().appliedConfig, host.nodeId)) return
       if (checks++ % 5 !== 0) throw notYet
       // to the node it joins through, to the leader it knows of, if another, and to two voters it
-      // learned of (any of them may be gone); and ask the first for the members
+      // learned of, two others each time (any of them may be gone, or cut off from the leader:
+      // seed 185293598, where the node it joined through and the first two voters it learned of
+      // were); and ask them for the members, so that one that reaches the leader tells the voters
+      // of now, not those of when the node it joins through was cut off
       const req = { t: 'joinReq' as const, node: host.nodeId, url, ...(host.disk !== undefined ? { disk: host.disk } : {}) }
-      const targets = new Set([via, host.raft.leader, ...[...this.members.keys()].slice(0, 2)])
+      const learned = [...this.members.keys()]
+      const round = (checks - 1) / 5
+      const some = learned.length === 0 ? [] : [learned[(2 * round) % learned.length], learned[(2 * round + 1) % learned.length]]
+      const targets = new Set([via, host.raft.leader, ...some])
       for (const t of targets) if (t !== undefined && t !== host.nodeId) host.router.send(t, req)
-      if (host.disk !== undefined) host.router.send(via, { t: 'probe', disk: host.disk })
+      if (host.disk !== undefined) for (const t of [via, ...some]) if (t !== undefined && t !== host.nodeId) host.router.send(t, { t: 'probe', disk: host.disk })
       throw notYet
     })
     host.log.info('joined the cluster')
