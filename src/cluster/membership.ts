@@ -98,6 +98,13 @@ export class Membership {
       this.joinRefusal = m.code === 'DATA_LOST' ? new NodeDataLostError(host.nodeId, text) : new ConfigChangeError(text)
       host.log.error('the cluster refused to add this node', { reason: text })
     })
+    // Raft messages meant for the member this id was, on another data directory: this node lost
+    // its data, and a join must not wait for a refusal that its join target may never send
+    host.raft.on('dataLost', (from) => {
+      if (this.joinRefusal) return
+      this.joinRefusal = new NodeDataLostError(host.nodeId, dataLostMessage(host.nodeId, `${clip(from)} knows this id with another data directory`))
+      host.log.error('this node lost its data: the cluster knows its id with another data directory', { from: clip(from) })
+    })
     router.on('probe', (from, m) => {
       if (!isProbe(m)) return
       // a node on an empty data directory asks whether a cluster runs here (cluster/identity.ts)

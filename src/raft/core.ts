@@ -60,6 +60,22 @@ const MAX_UNCONFIRMED_ANSWERS = 64
 const ROUND_KEEP_LEASES = 16
 const MAX_ROUNDS_KEPT = 8192
 
+/**
+ * Whether `m` is addressed to another data directory than `disk`, this node's: the sender's
+ * configuration binds this node's id to a data directory (`ClusterConfig.disks`) and this node
+ * runs on another one. Such a node lost its data and started again under its id (an empty
+ * `dataDir`, with `join`): it forgot its term, its votes and its log, and answering as the member
+ * it was would count it in quorums it can no longer be part of. A stale leader's heartbeats
+ * answered by it gave two leaders their leases at once, a read that missed a committed entry,
+ * and two different entries committed at one index (session 27, found by review). It drops every
+ * such message (it neither takes the sender's term nor answers); the cluster then refuses its
+ * join (`DATA_LOST`). A node without a data directory id, or a sender whose configuration binds
+ * none to it (one from before such ids), is not checked.
+ */
+export function forAnotherDisk(m: { dk?: string }, disk: string | undefined): boolean {
+  return disk !== undefined && m.dk !== undefined && m.dk !== disk
+}
+
 /** Roles of a Raft node. `precandidate` is a node running a pre-vote. */
 export type Role = 'follower' | 'precandidate' | 'candidate' | 'leader'
 
@@ -642,7 +658,7 @@ export class RaftCore {
 
   /** Feed one message from a peer. Malformed input must be filtered by the caller. */
   step(m: RaftMessage): void {
-    if (m.to !== this.id) return
+    if (m.to !== this.id || forAnotherDisk(m, this.disk)) return
     // Term handling (paper §5.1, with the pre-vote and leader-stickiness rules of the thesis §9.6).
     if (m.term > this.term) {
       if (m.t === 'vote') {
@@ -1403,6 +1419,9 @@ export class RaftCore {
   // ------------------------------------------------------------------ output
 
   private send(m: RaftMessage): void {
+    // (the data directory this configuration binds the receiver to: see forAnotherDisk)
+    const dk = this.config.disks?.[m.to]
+    if (dk !== undefined) m.dk = dk
     if (this.role === 'leader') this.msgsNow.push(m)
     else this.msgsAfter.push(m)
   }

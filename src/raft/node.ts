@@ -10,7 +10,7 @@
  */
 import { EventEmitter } from 'node:events'
 import { randomInt } from 'node:crypto'
-import { RaftCore, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
+import { RaftCore, forAnotherDisk, type CoreOptions, type CoreStatus, type Ready, type Role } from './core.js'
 import {
   ConfigChangeError,
   InvalidArgumentError,
@@ -194,6 +194,12 @@ export interface RaftNodeEvents {
   failed: [Error]
   /** Storage works again; the node reloaded it and serves again (catching up from the leader). */
   recovered: []
+  /**
+   * A peer's configuration binds this node's id to another data directory than this one: this
+   * node lost its data (see `forAnotherDisk` in core.ts). Emitted once, with the peer's id; the
+   * node answers none of the Raft messages meant for that other data directory.
+   */
+  dataLost: [from: NodeId]
 }
 
 /**
@@ -274,6 +280,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly leaseReads: boolean
   /** Bad messages from peers: at most one line per peer a second. */
   private readonly dropLog: RateLimitedLog
+  /** Whether `dataLost` was emitted. */
+  private dataLostSeen = false
   private loggedLeader: NodeId | undefined
   private loggedTerm = 0
   private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
@@ -815,6 +823,21 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       const m = validateRaftMessage(raw, from, this.id)
       if (typeof m === 'string') {
         this.logDrop(from, m)
+        return
+      }
+      if (forAnotherDisk(m, this.coreOptions.disk)) {
+        // (dropped before the core and the lease see it: this node must not answer as the member
+        // whose data it lost, nor be renewed by what was meant for that member)
+        this.dropLog.warn(`disk:${from}`, 'this node lost its data: its peers know this node id with another data directory; it answers none of their Raft messages (start it under a new node id, on an empty data directory)', {
+          node: this.id,
+          from,
+          disk: this.coreOptions.disk,
+          known: m.dk,
+        })
+        if (!this.dataLostSeen) {
+          this.dataLostSeen = true
+          this.emit('dataLost', from)
+        }
         return
       }
       this.core.step(m)

@@ -140,6 +140,13 @@ interface MsgBase {
   term: number
   /** The sender's cluster id, once it knows one; a node drops messages of another cluster. */
   cid?: string
+  /**
+   * The data directory the sender's configuration binds the receiver's id to, if it binds one
+   * (`ClusterConfig.disks`). A node on another data directory drops the message: it lost the
+   * state of the member it was (its term, its votes, its log) and must not answer as that member
+   * (see `forAnotherDisk` in core.ts).
+   */
+  dk?: string
 }
 
 /** RequestVote (or the pre-vote probe when `pre` is true). */

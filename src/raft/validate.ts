@@ -50,6 +50,7 @@ export function validateRaftMessage(msg: unknown, from: string, self: string): R
   if (msg.from !== from) return 'sender mismatch'
   if (msg.to !== self) return 'not addressed to this node'
   if (!isNat(msg.term)) return 'bad term'
+  if (msg.dk !== undefined && !isStr(msg.dk)) return 'bad data directory id'
   switch (msg.t) {
     case 'vote':
       if (typeof msg.pre !== 'boolean' || typeof msg.transfer !== 'boolean' || !isNat(msg.lastIndex) || !isNat(msg.lastTerm)) return 'bad vote'
