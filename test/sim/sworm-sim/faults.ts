@@ -38,8 +38,9 @@ const trace = (w: SimWorld, what: string): void => {
  * Inject one fault: with the faults of issue #10 (`opts.newFaults`, default on), a process stall
  * (6%), a wiped disk (2%), hostile messages (2%), a failing disk (2%) or a new leader elected
  * inside the old one's lease (2%, {@link bridgeRestart}), a graceful stop (2%, {@link stopNode}) or
- * a leadership transfer away from a node only the old leader hears (2%, {@link transferCut});
- * else one of the classic faults ({@link SCHEDULE}).
+ * a leadership transfer away from a node only the old leader hears (2%, {@link transferCut}) or a
+ * leader that leads on, woken from a stall, with the one follower a lasting partition leaves it
+ * (1%, {@link oldLeaderLeadsOn}); else one of the classic faults ({@link SCHEDULE}).
  */
 export function injectFault(w: SimWorld): FaultEnd {
   // (a draw only in runs that ask for it: the other runs replay as before)
@@ -52,6 +53,7 @@ export function injectFault(w: SimWorld): FaultEnd {
   if (y < 0.14) return bridgeRestart(w)
   if (y < 0.16) return stopNode(w)
   if (y < 0.18) return transferCut(w)
+  if (y < 0.19) return oldLeaderLeadsOn(w)
   const x = w.r()
   trace(w, `x=${x.toFixed(2)}`)
   const step: Step = { ids: [...w.members.keys()], down: w.active().filter((m) => !m.alive) }
@@ -112,6 +114,37 @@ const stallFault = (w: SimWorld): FaultEnd => {
   } else {
     const m = w.alive()
     if (m.length) stall(w, w.pick(m), r() * 3000)
+  }
+}
+
+/**
+ * The leader stalls for 0.8 to 2.5 s right as a partition cuts it off with one follower, and the
+ * partition holds (no other fault meanwhile) until the others' new leader has had time to declare
+ * that follower gone: lease + drift after its election, and 3 s more. Woken, the old leader leads
+ * on for up to an election timeout, its ticks having stopped with it, reaching that follower
+ * only, and whatever it acknowledges must renew no lease past the new leader's election
+ * (`RaftCore.renewalAck`), or that follower's workers run past the new leader's decision (the
+ * check at every node-down). {@link stallFault} makes this shape too, but the next fault, 0.2 to
+ * 1 s later, mostly heals or moves the partition before any decision: a leader that acknowledged
+ * every latest answer as renewing passed 150 runs (session 26). Then the network heals.
+ */
+const oldLeaderLeadsOn = (w: SimWorld): FaultEnd => {
+  const leader = w.alive().find((m) => m.sworm!.status().role === 'leader')
+  const followers = w.alive().filter((m) => m !== leader)
+  if (!leader || !followers.length) return
+  const f = w.pick(followers)
+  const ids = [...w.members.keys()]
+  const sides = [[leader.id, f.id], ids.filter((id) => id !== leader.id && id !== f.id)]
+  w.net.partition(sides)
+  trace(w, `partition ${JSON.stringify(sides)} (the leader leads on with one follower)`)
+  for (const id of ids) w.maybeDropped(id)
+  stall(w, leader, 800 + w.r() * 1700)
+  return {
+    wait: w.sched.runUntil(w.sched.now + w.lease + w.drift + 3000),
+    after: () => {
+      w.net.heal()
+      w.count('old-leader-leads-on')
+    },
   }
 }
 
@@ -296,7 +329,9 @@ function lossLeavesQuorum(w: SimWorld): ((m: Member) => boolean) | undefined {
  * leaves a quorum of the voters: a learner, or a voter among 3 or more that are all up (with
  * autopilot's demotions and the scenario's removals the voters can be 2 of 4 members, and
  * wiping one of them leaves a cluster that can never elect a leader again, rightly: seed
- * 232485819 "did not settle").
+ * 232485819 "did not settle"). The process starts again with its `peers` a third of the time (it
+ * finds out before it serves), else with `join` (it serves Raft messages while its join waits
+ * for an answer), half of those times beside a stale leader ({@link staleLeaderWhileWiped}).
  */
 const wipeDisk = (w: SimWorld): FaultEnd => {
   const act = w.active()
@@ -305,15 +340,53 @@ const wipeDisk = (w: SimWorld): FaultEnd => {
   const victims = act.filter((m) => m.alive && m.ready && !m.joins && survivable(m))
   if (!w.membership && act.length > 3 && act.every((m) => m.alive) && victims.length) {
     const m = w.pick(victims)
-    return { wait: restartWiped(w, m), after: () => removeWiped(w, m) }
+    const x = w.r()
+    return { wait: restartWiped(w, m, x < 1 / 3 ? 'peers' : x < 2 / 3 ? 'join' : 'stale'), after: () => removeWiped(w, m) }
   }
 }
 
-async function restartWiped(w: SimWorld, m: Member): Promise<void> {
+async function restartWiped(w: SimWorld, m: Member, how: 'peers' | 'join' | 'stale'): Promise<void> {
+  const stale = how === 'stale' ? await staleLeaderWhileWiped(w, m) : undefined
   await w.crash(m)
   m.storage = w.wipedStorage(m)
+  m.joinVia = stale?.()
+  m.joins = how !== 'peers'
+  w.count(`wipe-${how}`)
   await w.boot(m)
+  m.joinVia = undefined
   await w.sched.runUntilTrue(() => !m.alive || m.ready, 5000)
+  if (stale) w.net.heal()
+}
+
+/**
+ * The leader stalls for 3 to 4 s, cut off with one follower E; the others elect a leader, `m`
+ * among them. Returns what to do once `m`'s disk is wiped (undefined, the plain `join` case, when
+ * there is no such leader): the partition then puts `m` with the stalled leader and E, so that,
+ * woken, the old leader leads on with E and the wiped `m`, a quorum of 3 of 5 if `m` answered as
+ * the voter it was (session 27, found by review: it did, in the time its join waited for a
+ * refusal; two leaders then held their leases at once, and the old one committed entries with
+ * it). That step returns the member `m` joins through, on the other side.
+ */
+async function staleLeaderWhileWiped(w: SimWorld, m: Member): Promise<(() => string) | undefined> {
+  const leader = w.alive().find((x) => x.sworm!.status().role === 'leader')
+  const others = w.alive().filter((x) => x !== leader && x !== m)
+  if (!leader || leader === m || others.length < 2) return undefined
+  const e = w.pick(others)
+  const ids = [...w.members.keys()]
+  const rest = ids.filter((id) => id !== leader.id && id !== e.id)
+  w.net.partition([[leader.id, e.id], rest])
+  for (const id of ids) w.maybeDropped(id)
+  stall(w, leader, 3000 + w.r() * 1000)
+  await w.sched.runUntilTrue(() => w.alive().some((x) => x !== leader && x.sworm?.status().role === 'leader'), 2000)
+  return () => {
+    const sides = [[leader.id, e.id, m.id], rest.filter((id) => id !== m.id)]
+    w.net.partition(sides)
+    trace(w, `${m.id} wiped, restarts with join beside the stalled leader: ${JSON.stringify(sides)}`)
+    for (const id of ids) w.maybeDropped(id)
+    // (it joins through a node on the other side, which cannot refuse it: only the old leader can,
+    // once it wakes and its next request reaches it)
+    return w.pick(sides[1]!)
+  }
 }
 
 function removeWiped(w: SimWorld, m: Member): void {

@@ -61,6 +61,8 @@ export interface Member {
   role: 'active' | 'leaving' | 'retired'
   /** Starts with `join` (it was added after the cluster started) instead of `peers`. */
   joins: boolean
+  /** The member its next start joins through, if a fault chose it (else one that runs, at random). */
+  joinVia?: string
   /**
    * Until this simulated time, every write to its disk fails (an I/O error, a full disk): the
    * node stops serving and retries its disk (see `storageRetryMs`). Its disk keeps what it wrote.
@@ -364,7 +366,8 @@ export class SimWorld {
   /** The options of `m`'s node process: a joining node joins through an active member (one of the first ones if it can). */
   private swormOptions(m: Member): SwormOptions {
     let via: string | undefined
-    if (m.joins) {
+    if (m.joins && m.joinVia !== undefined) via = m.joinVia
+    else if (m.joins) {
       // through a member that runs (as an operator would give; found by the many-node runs: a node
       // joining through a killed voter asked it, and only it, until its start gave up)
       const up = this.active().filter((x) => x !== m && x.alive)
