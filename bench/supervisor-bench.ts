@@ -301,7 +301,8 @@ async function failover(c: SwormCluster, leader: string, victim: string, groups:
 
 /**
  * The leases the cluster's nodes lost so far, from their `lease lost` log lines (warnings: kept
- * at any log level), per node: how many times, and the workers each time fenced.
+ * at any log level), per node: how many times, and the workers each time fenced. Only the lines
+ * still in each node's tail of stderr (`c.logs`, its last 200 lines) are seen.
  */
 function leasesLost(c: SwormCluster): string {
   const out: string[] = []

@@ -375,7 +375,7 @@ export class NodeProcesses {
     if (!p.child.kill(sig)) throw new Error(`could not send ${sig} to ${nodeId}`)
   }
 
-  /** The last lines a node wrote to stderr. */
+  /** The last lines a node wrote to stderr (200 at most). */
   logs(nodeId: string): string[] {
     return [...(this.procs.get(nodeId)?.stderrTail ?? [])]
   }

@@ -566,11 +566,11 @@ const drainNode: Fault = (w) => {
 }
 
 /**
- * The network loses, duplicates and delays messages; one time in three (in runs of 5 nodes), every message takes
- * 100-200 ms more each way (a slow link, or event loops waiting for a core: heartbeat rounds come
- * back later than the leader's lease, and only answers a later quorum round confirmed renew
- * leases; session 26; much slower, and the leases lapse anyway), until the network is restored
- * or degraded again (a healed partition keeps the delays).
+ * The network loses, duplicates and delays messages; one time in three, in runs of 5 nodes,
+ * every message takes 100-200 ms more each way (a slow link, or event loops waiting for a core):
+ * heartbeat rounds then come back later than the leader's lease, and only answers a later quorum
+ * round confirmed renew leases (session 26; much slower, and the leases lapse anyway). The
+ * delays last until the network is restored or degraded again (a healed partition keeps them).
  */
 const degradeNetwork: Fault = (w) => {
   const corruptChunks = w.seed % 2 ? 0.1 : 0
