@@ -19,7 +19,7 @@ import { pinoLogger } from './observability/logging.js'
 import type { ResolvedOptions } from './options.js'
 import { LevelStorage } from './raft/storage/level-storage.js'
 import { RaftNode } from './raft/node.js'
-import { systemClock, type Clock, type ClusterConfig, type Logger, type RaftStorage, type Transport } from './raft/types.js'
+import { diskOf, systemClock, type Clock, type ClusterConfig, type Logger, type RaftStorage, type Transport } from './raft/types.js'
 import type { WsHub } from './net/hub.js'
 import { RegistryState, type RegistryChange } from './registry/state.js'
 import type { RegistryCommand, RegistryResult } from './registry/types.js'
@@ -198,7 +198,7 @@ export async function assemble<S extends Assembled>(
   })
   try {
     const st = raft.status()
-    const bound = st.config.disks?.[nodeId]
+    const bound = diskOf(st.config, nodeId)
     if (disk !== undefined && bound !== undefined && bound !== disk) {
       // the configuration knows this node with another data directory: this one is not it
       deps.logger.error('refusing to start: this node lost its data', { node: nodeId })

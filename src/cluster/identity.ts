@@ -28,7 +28,7 @@
 import { createHash } from 'node:crypto'
 import { ClusterExistsError, NodeDataLostError } from '../errors.js'
 import { isMember } from './config.js'
-import type { Clock, ClusterConfig, Logger, NodeId, RaftStorage, Transport } from '../raft/types.js'
+import { diskOf, type Clock, type ClusterConfig, type Logger, type NodeId, type RaftStorage, type Transport } from '../raft/types.js'
 
 /** A probe, and its answers, on the message channel. */
 export type ProbeMsg =
@@ -85,7 +85,7 @@ export async function diskIdentity(storage: RaftStorage, random: () => number): 
 export function clusterIdOf(config: ClusterConfig): string {
   const canon = Object.keys(config.voters)
     .sort()
-    .map((id) => [id, config.voters[id], config.disks?.[id] ?? ''])
+    .map((id) => [id, config.voters[id], diskOf(config, id) ?? ''])
   return createHash('sha256').update(JSON.stringify(canon)).digest('hex').slice(0, 16)
 }
 
@@ -161,7 +161,7 @@ export async function probePeers(o: {
   if (member) {
     const cfg = member.config
     const listed = isMember(cfg, o.nodeId)
-    if (listed && cfg.disks?.[o.nodeId] === o.disk) {
+    if (listed && diskOf(cfg, o.nodeId) === o.disk) {
       o.logger.info('the cluster was started with this node meanwhile: catching up from the leader', { node: o.nodeId, via: member.from })
       return { bootstrap: undefined }
     }

@@ -8,7 +8,7 @@ import { ConfigChangeError, InvalidArgumentError, NodeDataLostError, NotFoundErr
 import { validateUrl } from '../options.js'
 import { clip, type RateLimitedLog } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
-import type { Clock, Logger } from '../raft/types.js'
+import { diskOf, type Clock, type Logger } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../registry/types.js'
 import type { PendingRequests } from '../rpc/pending.js'
@@ -98,13 +98,10 @@ export class Membership {
       this.joinRefusal = m.code === 'DATA_LOST' ? new NodeDataLostError(host.nodeId, text) : new ConfigChangeError(text)
       host.log.error('the cluster refused to add this node', { reason: text })
     })
-    // Raft messages meant for the member this id was, on another data directory: this node lost
-    // its data, and a join must not wait for a refusal that its join target may never send
-    host.raft.on('dataLost', (from) => {
-      if (this.joinRefusal) return
-      this.joinRefusal = new NodeDataLostError(host.nodeId, dataLostMessage(host.nodeId, `${clip(from)} knows this id with another data directory`))
-      host.log.error('this node lost its data: the cluster knows its id with another data directory', { from: clip(from) })
-    })
+    host.raft.on('dataLost', (from) => this.noteDataLost(from))
+    // (it may have come before this was listening: the node receives from its start)
+    const early = host.raft.dataLostFrom
+    if (early !== undefined) this.noteDataLost(early)
     router.on('probe', (from, m) => {
       if (!isProbe(m)) return
       // a node on an empty data directory asks whether a cluster runs here (cluster/identity.ts)
@@ -138,6 +135,21 @@ export class Membership {
       const got = host.requests.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: undefined })
       if (got === 'stranger') router.drop(from, 'answer from a node that was not asked')
     })
+  }
+
+  /**
+   * Raft messages from `from` were meant for this node id on another data directory: this node
+   * lost its data, and a join must not wait for a refusal that its join target may never send
+   * (one cut off from the cluster). Not while the applied configuration lists this node with its
+   * own data directory: then `from`'s configuration is the stale one (found by review).
+   */
+  private noteDataLost(from: string): void {
+    const { host } = this
+    if (this.joinRefusal) return
+    const applied = host.raft.status().appliedConfig
+    if (isMember(applied, host.nodeId) && diskOf(applied, host.nodeId) === host.disk) return
+    this.joinRefusal = new NodeDataLostError(host.nodeId, dataLostMessage(host.nodeId, `${clip(from)} knows this id with another data directory`))
+    host.log.error('this node lost its data: the cluster knows its id with another data directory', { from: clip(from) })
   }
 
   /** Whether this incarnation is up in the registry. */
@@ -215,7 +227,7 @@ export class Membership {
       host.peerLog.warn(`join:${node}`, 'refused a join', { peer: clip(node), reason: message })
       host.router.send(from, { t: 'joinRefused', node, code, message })
     }
-    if (isMember(cfg, node) && disk !== cfg.disks?.[node]) {
+    if (isMember(cfg, node) && disk !== diskOf(cfg, node)) {
       refuse('DATA_LOST', dataLostMessage(node, `${host.nodeId} refused its join`))
       return
     }
@@ -250,7 +262,7 @@ export class Membership {
       // a node the configuration does not list yet (joining), or lists with another data directory
       // (it lost its data and is about to be refused), is not up in the registry
       const applied = host.raft.status().appliedConfig
-      const bound = applied.disks?.[host.nodeId]
+      const bound = diskOf(applied, host.nodeId)
       if (!isMember(applied, host.nodeId) || (bound !== undefined && host.disk !== undefined && bound !== host.disk)) {
         // Not listed yet: ask (again) to be added. Its own log may list it in an entry that never
         // committed (the leader that appended it died, and the next one never contacts a node it

@@ -36,6 +36,7 @@ import type {
   RaftMessage,
   Snapshot,
 } from './types.js'
+import { diskOf } from './types.js'
 import { cloneConfig, emptyConfig, RaftLog, type EntryCodec } from './log.js'
 import { acknowledge, newProgress, sent, toProbe, toSnapshot, type Progress } from './progress.js'
 import { crc32c } from '../util/crc32c.js'
@@ -568,7 +569,7 @@ export class RaftCore {
   /** See {@link CoreOptions.disk}. */
   private mayVote(): boolean {
     if (this.disk === undefined) return true
-    const bound = this.config.disks?.[this.id]
+    const bound = diskOf(this.config, this.id)
     if (bound !== undefined) return bound === this.disk
     return this.isVoter() || this.voteUnlisted
   }
@@ -1420,7 +1421,7 @@ export class RaftCore {
 
   private send(m: RaftMessage): void {
     // (the data directory this configuration binds the receiver to: see forAnotherDisk)
-    const dk = this.config.disks?.[m.to]
+    const dk = diskOf(this.config, m.to)
     if (dk !== undefined) m.dk = dk
     if (this.role === 'leader') this.msgsNow.push(m)
     else this.msgsAfter.push(m)

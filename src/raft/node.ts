@@ -22,7 +22,7 @@ import {
   TimeoutError,
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
-import { silentLogger, systemClock } from './types.js'
+import { diskOf, silentLogger, systemClock } from './types.js'
 import { commandCopy, decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
@@ -196,8 +196,9 @@ export interface RaftNodeEvents {
   recovered: []
   /**
    * A peer's configuration binds this node's id to another data directory than this one: this
-   * node lost its data (see `forAnotherDisk` in core.ts). Emitted once, with the peer's id; the
-   * node answers none of the Raft messages meant for that other data directory.
+   * node lost its data (see `forAnotherDisk` in core.ts). Emitted once, with the peer's id, maybe
+   * before anything listens (the node receives from its start): see {@link RaftNode.dataLostFrom}.
+   * The node answers none of the Raft messages meant for that other data directory.
    */
   dataLost: [from: NodeId]
 }
@@ -280,8 +281,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly leaseReads: boolean
   /** Bad messages from peers: at most one line per peer a second. */
   private readonly dropLog: RateLimitedLog
-  /** Whether `dataLost` was emitted. */
-  private dataLostSeen = false
+  /** The peer whose message emitted `dataLost`, if one did. */
+  private dataLostPeer: NodeId | undefined
   private loggedLeader: NodeId | undefined
   private loggedTerm = 0
   private lastSoft: { role: Role; term: number; leader: NodeId | undefined } = { role: 'follower', term: 0, leader: undefined }
@@ -542,7 +543,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
    */
   async addNode(id: NodeId, address: string, opts: { voter?: boolean; disk?: string } = {}): Promise<void> {
     const cfg = this.core.status().config
-    if (opts.disk !== undefined && cfg.disks?.[id] !== undefined && cfg.disks[id] !== opts.disk) {
+    if (opts.disk !== undefined && diskOf(cfg, id) !== undefined && diskOf(cfg, id) !== opts.disk) {
       throw new ConfigChangeError(`${id} is a member with another data directory: remove it first`)
     }
     await this.changeConfig((cur) => {
@@ -791,6 +792,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     return this.lease.lastHeard(peer)
   }
 
+  /**
+   * The first peer whose Raft message was meant for this node id on another data directory (the
+   * `dataLost` event's), if any: this node lost its data, or that peer's configuration is stale.
+   */
+  get dataLostFrom(): NodeId | undefined {
+    return this.dataLostPeer
+  }
+
   private receive(from: NodeId, raw: unknown): void {
     if (this.stopped || this.failure) return
     // With lease reads, logical time must not lag behind the clock after a pause (the lease is
@@ -828,14 +837,14 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (forAnotherDisk(m, this.coreOptions.disk)) {
         // (dropped before the core and the lease see it: this node must not answer as the member
         // whose data it lost, nor be renewed by what was meant for that member)
-        this.dropLog.warn(`disk:${from}`, 'this node lost its data: its peers know this node id with another data directory; it answers none of their Raft messages (start it under a new node id, on an empty data directory)', {
+        this.dropLog.warn(`disk:${from}`, 'a peer knows this node id with another data directory: this node lost its data (then start it under a new node id, on an empty data directory), or that peer\'s configuration is stale; it answers none of the Raft messages meant for that data directory', {
           node: this.id,
           from,
           disk: this.coreOptions.disk,
           known: m.dk,
         })
-        if (!this.dataLostSeen) {
-          this.dataLostSeen = true
+        if (this.dataLostPeer === undefined) {
+          this.dataLostPeer = from
           this.emit('dataLost', from)
         }
         return

@@ -27,6 +27,15 @@ export interface ClusterConfig {
   cluster?: string
 }
 
+/**
+ * The identity of `id`'s data directory in `config`, if it records one (its own entry only: a node
+ * id such as `constructor` finds nothing on the object's prototype).
+ */
+export function diskOf(config: Pick<ClusterConfig, 'disks'>, id: NodeId): string | undefined {
+  const disks = config.disks
+  return disks !== undefined && Object.prototype.hasOwnProperty.call(disks, id) ? disks[id] : undefined
+}
+
 /** What a log entry holds. */
 export type EntryType =
   /** An application command, handed to the state machine. */
