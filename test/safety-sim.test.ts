@@ -54,8 +54,12 @@ class SimSworms {
     return [...this.running.values()].sort((a, b) => (a.id < b.id ? -1 : 1))
   }
 
-  /** Start node `id` from its disk (a new one the first time); resolves once it runs. */
-  async start(id: string, how: { join?: string } = {}): Promise<SimNode> {
+  /**
+   * Start node `id` from its disk (a new one the first time); resolves once it runs.
+   * `discoverMs`: how long finding out who answers at its `join` URL takes (a WebSocket
+   * handshake's time, which may be seconds).
+   */
+  async start(id: string, how: { join?: string; discoverMs?: number } = {}): Promise<SimNode> {
     let storage = this.storages.get(id)
     if (!storage) this.storages.set(id, (storage = new MemoryStorage()))
     const gen = ++this.gen
@@ -85,7 +89,10 @@ class SimSworms {
         inc: `${id}.${gen}`,
         random: this.sched.random,
         loadModule: async () => workers as unknown as Record<string, unknown>,
-        discover: async (u) => new URL(u).hostname.split('.')[0]!,
+        discover: async (u) => {
+          if (how.discoverMs) await new Promise<void>((r) => clock.setTimeout(r, how.discoverMs!))
+          return new URL(u).hostname.split('.')[0]!
+        },
         release: async () => {},
       },
     )
@@ -298,6 +305,36 @@ t.test('a voter restarted on a wiped disk with join answers no stale leader whil
     const read = await settle(c.sched, reading, 30_000)
     t.notOk('v' in read && read.v === undefined, `no consistent read through ${A.id} says 'k' is not registered (${String('v' in read ? JSON.stringify(read.v) : String((read as { e: unknown }).e)).slice(0, 120)})`)
     t.notOk(await settle(c.sched, registering, 30_000), `'k' cannot be registered again through ${A.id}`)
+    c.stopAll()
+  }
+})
+
+t.test('a wiped node whose join target is cut off fails its start with DATA_LOST once a stale leader reaches it, even during its join handshake (found by review, session 27)', async (t) => {
+  // Failed on e9aff0b with a 150 ms handshake: the node heard the stale leader's message for its
+  // old data directory before its membership listened for that, and its start ended 60 s later,
+  // with a TimeoutError, rather than at once with DATA_LOST.
+  for (const [seed, discoverMs] of [[1, 0], [1, 150], [2, 150]] as const) {
+    const c = new SimSworms(3, 960 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+    await c.startAll()
+    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
+    const A = c.leader()!
+    const [B, C] = c.nodes.filter((x) => x !== A) as [SimNode, SimNode]
+    const stallMs = 4000
+    A.clock.stall(stallMs)
+    c.net.stall(A.id, stallMs)
+    const wakes = c.sched.now + stallMs
+    c.net.partition([[A.id], [B.id, C.id]])
+    t.ok(await c.sched.runUntilTrue(() => c.leader([B, C]) !== undefined, 10_000), 'the others elect a leader')
+    const L = c.leader([B, C])!
+    const X = L === B ? C : B
+    await c.crash(X.id)
+    c.wipe(X.id)
+    c.net.partition([[A.id, X.id], [L.id]])
+    await c.sched.runUntil(wakes + 10) // A woke and leads on; X restarts now, its join target cut off
+    const t0 = c.sched.now
+    const err = await rejection(c.sched, c.start(X.id, { join: c.url(L.id), discoverMs }), 70_000)
+    t.equal(err?.code, 'DATA_LOST', `${X.id}'s start fails with DATA_LOST (handshake ${discoverMs} ms): ${String(err?.message).slice(0, 80)}`)
+    t.ok(c.sched.now - t0 < 5000, `within 5 s (${(c.sched.now - t0).toFixed(0)} ms), not at its join's deadline`)
     c.stopAll()
   }
 })
