@@ -339,6 +339,26 @@ t.test('a wiped node whose join target is cut off fails its start with DATA_LOST
   }
 })
 
+t.test('a node removed before it ever came up cannot join again under its id (session 27)', async (t) => {
+  // Failed on 58cafbb: the leader refused a join only from an id the registry knew, and a node
+  // removed while it was still joining (added to the configuration, never up) was added again
+  // (the nemesis met it in session 26: its process, left running, asked again).
+  const c = new SimSworms(3, 971, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+  await c.startAll()
+  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
+  const L = c.leader()!
+  c.ids.push('j')
+  // j was added as a learner (its join), then removed before it announced itself
+  await settle(c.sched, L.sworm.raftNode.addNode('j', c.url('j'), { voter: false, disk: 'j-disk-1' }))
+  await settle(c.sched, L.sworm.removeNode('j'), 30_000)
+  t.notOk(L.sworm.statusReport().nodes.some((x) => x.node === 'j'), 'the registry never knew j')
+  const err = await rejection(c.sched, c.start('j', { join: c.url(L.id) }), 70_000)
+  t.equal(err?.code, 'CONFIG_CHANGE', `j's join is refused: ${String(err?.message).slice(0, 100)}`)
+  const cfg = internals(L.sworm).raft.status().config
+  t.notOk('j' in cfg.voters || 'j' in cfg.learners, 'j is not in the configuration')
+  c.stopAll()
+})
+
 t.test('the leader applies the same decoded value as its followers, never the proposer\'s object (#10.4)', async (t) => {
   // Failed on fdfa2c3: the leader applied the caller's own object (a Map stayed a Map there, and
   // became a plain object on the followers; a later change by the caller reached the leader only).

@@ -8,7 +8,7 @@ import { ConfigChangeError, InvalidArgumentError, NodeDataLostError, NotFoundErr
 import { validateUrl } from '../options.js'
 import { clip, type RateLimitedLog } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
-import { diskOf, type Clock, type Logger } from '../raft/types.js'
+import { diskOf, wasRemoved, type Clock, type Logger } from '../raft/types.js'
 import type { RegistryChange, RegistryState } from '../registry/state.js'
 import type { RegistryCommand, RegistryResult } from '../registry/types.js'
 import type { PendingRequests } from '../rpc/pending.js'
@@ -231,9 +231,12 @@ export class Membership {
       refuse('DATA_LOST', dataLostMessage(node, `${host.nodeId} refused its join`))
       return
     }
-    if (!isMember(cfg, node) && host.state.nodeRecord(node) !== undefined) {
+    if (!isMember(cfg, node) && (host.state.nodeRecord(node) !== undefined || wasRemoved(cfg, node))) {
       // Raft counts on no voter ever forgetting its votes and log; a stale member may still hold a
-      // configuration with this id as a voter, so a removed id comes back only as a new id.
+      // configuration with this id as a voter, so a removed id comes back only as a new id. (The
+      // registry knows the ids that came up; the configuration remembers the ids it lost, those
+      // that never came up too: session 26's nemesis saw one removed while it was joining, its
+      // process left running, added back 2 s later.)
       refuse('CONFIG_CHANGE', `node id ${node} was removed from the cluster and cannot join again: start the machine under a new node id, on an empty data directory`)
       return
     }

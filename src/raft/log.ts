@@ -22,6 +22,7 @@ export function cloneConfig(c: ClusterConfig): ClusterConfig {
   const out: ClusterConfig = { voters: { ...c.voters }, learners: { ...c.learners } }
   if (c.disks) out.disks = { ...c.disks }
   if (c.cluster !== undefined) out.cluster = c.cluster
+  if (c.removed !== undefined) out.removed = [...c.removed]
   return out
 }
 

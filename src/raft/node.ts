@@ -22,7 +22,7 @@ import {
   TimeoutError,
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
-import { diskOf, silentLogger, systemClock } from './types.js'
+import { diskOf, MAX_REMOVED_IDS, silentLogger, systemClock } from './types.js'
 import { commandCopy, decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
@@ -611,6 +611,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         next.disks = { ...cur.disks }
         delete next.disks[id]
       }
+      // remembered: a node asking to join under it again is refused (cluster/membership.ts)
+      next.removed = [...(cur.removed ?? []).filter((x) => x !== id), id].slice(-MAX_REMOVED_IDS)
       return next
     })
     // Out of the latest configuration, but that may be a change not committed yet (this node may

@@ -25,6 +25,20 @@ export interface ClusterConfig {
   disks?: Record<NodeId, string>
   /** The id of the cluster, fixed at its bootstrap; every Raft message carries it. */
   cluster?: string
+  /**
+   * The ids removed from the configuration, the latest last, at most {@link MAX_REMOVED_IDS}: a
+   * removed id never comes back (an old configuration somewhere may still count it as a voter),
+   * and a node asking to join under one is refused, whether or not it ever came up.
+   */
+  removed?: NodeId[]
+}
+
+/** How many removed ids a configuration remembers (see {@link ClusterConfig.removed}). */
+export const MAX_REMOVED_IDS = 256
+
+/** Whether `config` remembers `id` as removed (see {@link ClusterConfig.removed}). */
+export function wasRemoved(config: Pick<ClusterConfig, 'removed'>, id: NodeId): boolean {
+  return config.removed !== undefined && config.removed.includes(id)
 }
 
 /**

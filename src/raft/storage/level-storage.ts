@@ -253,9 +253,13 @@ function toSnapshot(v: unknown, what: string): SnapshotRecord {
   if ((c.disks !== undefined && !isRecordObject(c.disks)) || (c.cluster !== undefined && typeof c.cluster !== 'string')) {
     throw new CorruptStorageError(what, 'malformed snapshot metadata')
   }
+  if (c.removed !== undefined && !(Array.isArray(c.removed) && c.removed.every((x) => typeof x === 'string'))) {
+    throw new CorruptStorageError(what, 'malformed snapshot metadata')
+  }
   const config: ClusterConfig = { voters: c.voters as Record<string, string>, learners: c.learners as Record<string, string> }
   if (c.disks !== undefined) config.disks = c.disks as Record<string, string>
   if (c.cluster !== undefined) config.cluster = c.cluster
+  if (c.removed !== undefined) config.removed = c.removed as string[]
   return {
     meta: { index: m.index, term: m.term, config },
     // a plain Uint8Array of its own, not a view into the record

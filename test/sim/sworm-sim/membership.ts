@@ -28,10 +28,11 @@ export function removeMember(w: SimWorld, x: Member): void {
       }
       await sched.sleep(100 + r() * 400)
     }
-    // A removed node that never came up in the registry can join again under its id (its process,
-    // alive, asks again, and no member can tell it was removed: session 26, a seed where one did
-    // 2 s later, as a learner). The cluster cannot refuse it yet (see the README's Known limits):
-    // its process ends, as an operator's would.
+    // A removed node that never came up in the registry can join again under its id when its
+    // process, alive, asks again, if its removal found it out of the configuration already (its
+    // add never committed: NOT_FOUND above), so that no configuration remembers it as removed
+    // (session 26, seed 5711634: it was a learner again 2 s later; since session 27 a node removed
+    // from the configuration is refused). Its process ends, as an operator's would.
     // (no replica that runs, itself included, knows it: a removed node's registry stops where it
     // was removed, so one replica alone could miss a node that came up later: found by review)
     const known = [x, ...w.alive()].some((m) => m.sworm !== undefined && internals(m.sworm).state.nodeRecord(x.id) !== undefined)
