@@ -550,6 +550,8 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       if (cur.voters[id] !== undefined || cur.learners[id] !== undefined) return undefined
       const next: ClusterConfig = { ...cur, voters: { ...cur.voters }, learners: { ...cur.learners, [id]: address } }
       if (opts.disk !== undefined) next.disks = { ...cur.disks, [id]: opts.disk }
+      // (an id added back on purpose, through this call, is no longer a removed one)
+      if (cur.removed?.includes(id)) next.removed = cur.removed.filter((x) => x !== id)
       return next
     })
     if (opts.voter === false || this.core.status().config.voters[id] !== undefined) return

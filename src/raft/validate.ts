@@ -9,7 +9,7 @@
  * log, a stale or a newer term) is the core's business: it rejects, clamps or follows Raft's rules.
  * @module
  */
-import { MAX_REMOVED_IDS, type Entry, type RaftMessage, type SnapshotMeta } from './types.js'
+import type { Entry, RaftMessage, SnapshotMeta } from './types.js'
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isNat = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0
@@ -20,7 +20,9 @@ function isConfig(v: unknown): boolean {
   if (!isObj(v) || !isObj(v.voters) || !isObj(v.learners)) return false
   for (const a of [...Object.values(v.voters), ...Object.values(v.learners)]) if (typeof a !== 'string') return false
   if (v.disks !== undefined && (!isObj(v.disks) || !Object.values(v.disks).every(isStr))) return false
-  if (v.removed !== undefined && (!Array.isArray(v.removed) || v.removed.length > MAX_REMOVED_IDS || !v.removed.every(isStr))) return false
+  // (ids of any length, as the voters' and learners' keys, and as many as a later build may keep:
+  // a configuration refused here could never reach this node, and its log would stop there)
+  if (v.removed !== undefined && (!Array.isArray(v.removed) || !v.removed.every((x) => typeof x === 'string'))) return false
   return v.cluster === undefined || isStr(v.cluster)
 }
 
