@@ -5,6 +5,7 @@
  * @module
  */
 import { ConfigChangeError, InvalidArgumentError, NodeDataLostError, NotFoundError, NotLeaderError, ProposalDroppedError, ShuttingDownError, SwormError, TimeoutError } from '../errors.js'
+import { MAX_ID_LENGTH } from '../net/handshake.js'
 import { validateUrl } from '../options.js'
 import { clip, type RateLimitedLog } from '../observability/rate-limited-log.js'
 import type { RaftNode } from '../raft/node.js'
@@ -87,7 +88,8 @@ export class Membership {
   constructor(private readonly host: MembershipHost) {
     const { router } = host
     router.on('joinReq', (from, m) => {
-      if (typeof m.node === 'string' && typeof m.url === 'string' && (m.disk === undefined || typeof m.disk === 'string')) {
+      // (a node id longer than a handshake takes could never connect: not added, nor later remembered as removed)
+      if (typeof m.node === 'string' && m.node.length > 0 && m.node.length <= MAX_ID_LENGTH && typeof m.url === 'string' && (m.disk === undefined || typeof m.disk === 'string')) {
         validateUrl('join', m.url)
         this.onJoinRequest(from, m.node, m.url, m.disk)
       }
