@@ -3,7 +3,7 @@
  * nodes, simulated network, in-memory disks, simulated time). Each one broke a guarantee before
  * its fix (issue #10): the commit it failed on is named in its test.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { silentLogger } from '../src/raft/types.js'
 import { Sworm, type SwormOptions } from '../src/sworm.js'
@@ -267,33 +267,43 @@ t.test('a voter restarted on a wiped disk does not help a stale node lose an ack
   }
 })
 
+/**
+ * A 3-node cluster whose leader A stalls for 4 s, cut off from B and C, which elect L; `acked`
+ * runs then, under L; the other one, X, loses its disk (crashed), and the network puts it with A
+ * only (its join target, L, cut off). X is not started again.
+ */
+async function staleLeaderAndWipedNode(t: Test, seed: number, acked?: (c: SimSworms, L: SimNode) => Promise<void>): Promise<{ c: SimSworms; A: SimNode; L: SimNode; X: SimNode; wakes: number }> {
+  const c = new SimSworms(3, 960 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
+  await c.startAll()
+  t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
+  const A = c.leader()!
+  const [B, C] = c.nodes.filter((x) => x !== A) as [SimNode, SimNode]
+  // A stalls (a long collection, SIGSTOP) and is cut off; B and C elect a leader
+  const stallMs = 4000
+  A.clock.stall(stallMs)
+  c.net.stall(A.id, stallMs)
+  const wakes = c.sched.now + stallMs
+  c.net.partition([[A.id], [B.id, C.id]])
+  t.ok(await c.sched.runUntilTrue(() => c.leader([B, C]) !== undefined, 10_000), 'the others elect a leader')
+  const L = c.leader([B, C])!
+  await acked?.(c, L)
+  const X = L === B ? C : B
+  await c.crash(X.id)
+  c.wipe(X.id)
+  c.net.partition([[A.id, X.id], [L.id]])
+  return { c, A, L, X, wakes }
+}
+
 t.test('a voter restarted on a wiped disk with join answers no stale leader while it waits to be refused (found by review, session 27)', async (t) => {
   // Failed on 8a08775: n3's process, restarted on an empty disk with join and cut off from its
   // join target, answered the heartbeats and appends of n1, a leader stalled since before the
-  // next election: n1 counted it as the voter it no longer was, served a consistent read that
-  // missed 'k', and registered 'k' again, committed with it alone.
+  // next election: n1 counted it as the voter it no longer was, and served a consistent read
+  // that missed 'k' (seed 2).
   for (const seed of [1, 2, 3]) {
-    const c = new SimSworms(3, 960 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
-    await c.startAll()
-    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
-    const A = c.leader()!
-    const [B, C] = c.nodes.filter((x) => x !== A) as [SimNode, SimNode]
-    // A stalls (a long collection, SIGSTOP) and is cut off; B and C elect a leader and acknowledge 'k'
-    const stallMs = 4000
-    A.clock.stall(stallMs)
-    c.net.stall(A.id, stallMs)
-    const wakes = c.sched.now + stallMs
-    c.net.partition([[A.id], [B.id, C.id]])
-    t.ok(await c.sched.runUntilTrue(() => c.leader([B, C]) !== undefined, 10_000), 'the others elect a leader')
-    const L = c.leader([B, C])!
-    await settle(c.sched, L.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`wiped-stale-${seed}/k`] }))
-    t.pass(`'k' acknowledged by ${L.id} (A=${A.id} stalled)`)
-    // the other one loses its disk, and its process starts again with join; the network now joins
-    // it to the stalled A only (its join target, L, is cut off)
-    const X = L === B ? C : B
-    await c.crash(X.id)
-    c.wipe(X.id)
-    c.net.partition([[A.id, X.id], [L.id]])
+    const { c, A, L, X, wakes } = await staleLeaderAndWipedNode(t, seed, async (c, L) => {
+      await settle(c.sched, L.sworm.registerName('k', { module: 'w', fn: 'counter', args: [`wiped-stale-${seed}/k`] }))
+      t.pass(`'k' acknowledged by ${L.id}`)
+    })
     const restarted = c.start(X.id, { join: c.url(L.id) })
     restarted.catch(() => {})
     t.ok(c.sched.now < wakes, 'the wiped node runs before A wakes')
@@ -314,22 +324,7 @@ t.test('a wiped node whose join target is cut off fails its start with DATA_LOST
   // old data directory before its membership listened for that, and its start ended 60 s later,
   // with a TimeoutError, rather than at once with DATA_LOST.
   for (const [seed, discoverMs] of [[1, 0], [1, 150], [2, 150]] as const) {
-    const c = new SimSworms(3, 960 + seed, { leaseTimeoutMs: 1000, maxClockDriftMs: 300 })
-    await c.startAll()
-    t.ok(await c.sched.runUntilTrue(() => c.leader() !== undefined && c.nodes.every((x) => x.sworm.leaseOk()), 10_000), 'a leader')
-    const A = c.leader()!
-    const [B, C] = c.nodes.filter((x) => x !== A) as [SimNode, SimNode]
-    const stallMs = 4000
-    A.clock.stall(stallMs)
-    c.net.stall(A.id, stallMs)
-    const wakes = c.sched.now + stallMs
-    c.net.partition([[A.id], [B.id, C.id]])
-    t.ok(await c.sched.runUntilTrue(() => c.leader([B, C]) !== undefined, 10_000), 'the others elect a leader')
-    const L = c.leader([B, C])!
-    const X = L === B ? C : B
-    await c.crash(X.id)
-    c.wipe(X.id)
-    c.net.partition([[A.id, X.id], [L.id]])
+    const { c, L, X, wakes } = await staleLeaderAndWipedNode(t, seed)
     await c.sched.runUntil(wakes + 10) // A woke and leads on; X restarts now, its join target cut off
     const t0 = c.sched.now
     const err = await rejection(c.sched, c.start(X.id, { join: c.url(L.id), discoverMs }), 70_000)
