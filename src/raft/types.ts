@@ -26,7 +26,7 @@ export interface ClusterConfig {
   /** The id of the cluster, fixed at its bootstrap; every Raft message carries it. */
   cluster?: string
   /**
-   * The ids removed from the configuration, the latest last, at most {@link MAX_REMOVED_IDS}: a
+   * The ids removed from the configuration, the latest last, at most 256 (`MAX_REMOVED_IDS`): a
    * removed id never comes back (an old configuration somewhere may still count it as a voter),
    * and a node asking to join under one is refused, whether or not it ever came up. Only
    * `RaftNode.addNode`, called on purpose, adds one back (and takes it off the list).
