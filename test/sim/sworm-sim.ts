@@ -27,7 +27,7 @@
 import { checkLinearizable, kvModel } from '../../src/testkit/linearizability.js'
 import { checkOverlaps, settled, unsettled } from './sworm-sim/checks.js'
 import { healFaults, injectFault, stallsEnd } from './sworm-sim/faults.js'
-import { Clients, loadLargeState, registerSupervised } from './sworm-sim/workload.js'
+import { Callers, Clients, loadLargeState, registerSupervised } from './sworm-sim/workload.js'
 import { SimWorld, type SwormScenarioOptions } from './sworm-sim/world.js'
 
 export { judgeOverlaps } from './sworm-sim/checks.js'
@@ -75,6 +75,8 @@ export async function runSwormScenario(seed: number, opts: SwormScenarioOptions 
   await sched.runUntil(sched.now + 2000)
   const clients = new Clients(w)
   clients.start(opts.clients ?? 0)
+  const callers = new Callers(w)
+  callers.start(opts.callers ?? 2)
 
   const end = sched.now + (opts.durationMs ?? 15_000)
   while (sched.now < end) {
@@ -94,6 +96,7 @@ export async function runSwormScenario(seed: number, opts: SwormScenarioOptions 
   for (const m of w.active()) if (!m.alive) await w.boot(m)
   for (const m of w.alive()) void m.sworm!.undrain().catch(() => {})
   clients.stop()
+  callers.stop()
   const healedAt = sched.now
   const problems: string[] = [...w.faultProblems]
   const ok = await sched.runUntilTrue(() => settled(w), 30_000, 20)

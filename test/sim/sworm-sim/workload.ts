@@ -5,6 +5,7 @@
  * @module
  */
 import type { KvOperation } from '../../../src/testkit/linearizability.js'
+import { seededRandom } from '../../../src/testkit/sim.js'
 import { STATIC_KEYS, type SimWorld } from './world.js'
 
 /** Register a supervised name through a running node: the next new one, or (once all are) one again. */
@@ -130,6 +131,62 @@ export class Clients {
         const i = history.indexOf(op)
         if (i >= 0 && (code !== 'SHUTTING_DOWN' || op.input.op === 'get')) history.splice(i, 1)
       }
+    }
+  }
+}
+
+/**
+ * Calls by name to the supervised names, through random running nodes, all through the faults:
+ * they wait inside the sworm while a name moves, restarts or its node cannot be reached, and go to
+ * its next worker (rpc/messaging.ts). Each asks the worker for its incarnation: a worker of another
+ * name answering is a problem of the run (a call handed to the wrong worker), and every call a
+ * worker handles is an act the overlap check sees (one outside its incarnation's lease is a
+ * violation). The callers pick from a random stream of their own. Before session 28 no call by
+ * name was made in the simulation: only calls to refs fixed at their placement.
+ */
+export class Callers {
+  private on = true
+  private readonly r: () => number
+
+  constructor(private readonly w: SimWorld) {
+    this.r = seededRandom(w.seed ^ 0x5ca11ed)
+  }
+
+  /** Start `n` callers. */
+  start(n: number): void {
+    const { sched } = this.w
+    for (let i = 0; i < n; i++) {
+      void (async () => {
+        while (this.on) {
+          await sched.sleep(20 + this.r() * 180)
+          if (this.on) void this.call()
+        }
+      })()
+    }
+  }
+
+  /** No new calls from now on. */
+  stop(): void {
+    this.on = false
+  }
+
+  private async call(): Promise<void> {
+    const w = this.w
+    const nodes = w.alive().filter((m) => m.ready && m.sworm)
+    if (!nodes.length || w.nextName === 0) return
+    const via = nodes[Math.floor(this.r() * nodes.length)]!.sworm!
+    const name = `w${Math.floor(this.r() * w.nextName)}`
+    w.count('call-by-name')
+    let inc: unknown
+    try {
+      inc = await via.call(name, 'incarnation', { timeout: 2000 })
+    } catch {
+      return // (not registered, timed out, outcome unknown, node stopped: none of them is checked here)
+    }
+    w.count('call-by-name-answered')
+    const started = w.lifeNow().find((e) => e.event === 'start' && e.incarnation === inc)
+    if (!started || started.name !== w.prefix + name) {
+      w.faultProblems.push(`a call by name to ${name} was answered by incarnation ${String(inc)} of ${started ? started.name : 'no worker of this run'}`)
     }
   }
 }

@@ -28,6 +28,8 @@ export interface SwormScenarioOptions {
   nodes?: number
   names?: number
   clients?: number
+  /** Callers by name to the supervised names through the faults (see `Callers`). Default 2. */
+  callers?: number
   /** Static names registered in bulk before the faults (snapshots then carry real weight). */
   largeState?: number
   /** Inject the fault classes added by issue #10 (stalls, wiped disks, hostile messages) and failing disks. Default true. */
