@@ -240,7 +240,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
         if (o.rebalance) void this.rebalance().catch((err: unknown) => log.warn('rebalance failed', { err: String(err) }))
       },
     })
-    this.detector = new FailureDetector({ ...node, sworm: o.name, nodeDownAfterMs: o.nodeDownAfterMs, silentAfterMs: o.leaseTimeoutMs + o.maxClockDriftMs, ...(p.moveSlice !== undefined ? { moveSlice: p.moveSlice } : {}), ...(p.nodeDownDecided ? { decided: p.nodeDownDecided } : {}) })
+    this.detector = new FailureDetector({ ...node, nodeDownAfterMs: o.nodeDownAfterMs, silentAfterMs: o.leaseTimeoutMs + o.maxClockDriftMs, ...(p.moveSlice !== undefined ? { moveSlice: p.moveSlice } : {}), ...(p.nodeDownDecided ? { decided: p.nodeDownDecided } : {}) })
     this.autopilot = new Autopilot({
       ...node,
       voters: o.voters,

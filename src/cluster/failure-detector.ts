@@ -21,8 +21,6 @@ export interface FailureDetectorHost {
   readonly state: RegistryState
   readonly clock: Clock
   readonly nodeId: string
-  /** The sworm's name: the refs a gone node's moves fix carry it (`nodeDown`'s `fm`). */
-  readonly sworm: string
   /**
    * See {@link ResolvedOptions.nodeDownAfterMs}: how long a node must be out of the configuration
    * before it is declared gone. At least `silentAfterMs`.
@@ -155,7 +153,7 @@ export class FailureDetector {
         // the first slice of its names moved: the rest, one entry after another
         if (state.leftOn(rec.node) > 0) this.moveOff(rec.node, rec.inc)
       }
-      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1, max: this.slice(), fm: this.host.sworm }, { term }).then(done, done)
+      raft.propose({ c: 'nodeDown', node: rec.node, inc: rec.inc, term, ord: 1, max: this.slice() }, { term }).then(done, done)
     }
     return next
   }
@@ -187,7 +185,7 @@ export class FailureDetector {
         return
       }
       const term = raft.status().term
-      raft.propose({ c: 'moveOff', node, inc, term, max: this.slice(), fm: this.host.sworm }, { term }).then(
+      raft.propose({ c: 'moveOff', node, inc, term, max: this.slice() }, { term }).then(
         (moved) => (moved === true ? next() : this.moving.delete(node)),
         () => this.moving.delete(node),
       )

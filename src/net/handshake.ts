@@ -70,13 +70,9 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * full stop. 10: a heartbeat answer carries its process's tag (`hbResp.p`) and the leader echoes
  * it with its acknowledgement (`hb.ackP`); a node of version 10 renews its lease only on an
  * acknowledgement that echoes its own tag, so under a leader of version 9 it would never hold a
- * lease; a cluster upgrades from 9 by a full stop. 11: a gone node's moves fix the refs of the
- * workers they place (`nodeDown` and `moveOff` with `fm`), which a replica of version 10 would
- * not do, and calls and casts by name go to a starting worker's node, which holds them until it
- * runs, where a node of version 10 would answer that there is no such worker; a cluster upgrades
- * from 10 by a full stop.
+ * lease; a cluster upgrades from 9 by a full stop.
  */
-export const WS_PROTOCOL_VERSION = 11
+export const WS_PROTOCOL_VERSION = 10
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

@@ -15,7 +15,6 @@ import { StaticName } from './static-name.js'
 import type { ShardedMap } from '../util/sharded-map.js'
 import { SnapshotReader, SnapshotWriter, addPlaced, deletePlaced, emptyTables, firstNames, sortedNames, type Member, type Session, type Tables } from './snapshot.js'
 import {
-  movedWorkerId,
   refKey,
   sameRef,
   type NodeRecord,
@@ -31,8 +30,6 @@ import {
 
 /** The names an entry may move at most (`max` of `nodeDown` and `moveOff`): all without one. */
 const sliceOf = (max: unknown): number => (Number.isSafeInteger(max) && (max as number) > 0 ? (max as number) : Infinity)
-/** A move's `fm` (the sworm name its fixed refs carry), if it is one (a malformed one fixes nothing, on every replica alike). */
-const fixingIn = (fm: unknown): string | undefined => (typeof fm === 'string' ? fm : undefined)
 
 const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 const isWorkerRef = (v: unknown): v is WorkerRef =>
@@ -318,9 +315,9 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       case 'nodeUp':
         return this.nodeUp(cmd.node, cmd.inc, cmd.prev, typeof cmd.zone === 'string' ? cmd.zone : undefined, cmd.ord === 1)
       case 'nodeDown':
-        return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1, sliceOf(cmd.max), fixingIn(cmd.fm))
+        return this.nodeDown(cmd.node, cmd.inc, cmd.ord === 1, sliceOf(cmd.max))
       case 'moveOff':
-        return this.moveOff(cmd.node, cmd.inc, sliceOf(cmd.max), fixingIn(cmd.fm))
+        return this.moveOff(cmd.node, cmd.inc, sliceOf(cmd.max))
       case 'supervise':
         return this.supervise(cmd.name, cmd.spec, cmd.ue === 1, cmd.s?.node, cmd.ue === 1 && typeof cmd.fx === 'string' ? cmd.fx : undefined)
       case 'started':
@@ -555,14 +552,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
   }
 
   /** Put supervised `r` on a (new) node with a new epoch; the node starts it. */
-  /**
-   * Place `reg` on `node` (none: it waits for one), under its next epoch. `fixIn` (the sworm's
-   * name): its next worker's ref is fixed now (see `Registration.fx`), under id `fixId` (for the
-   * epoch it takes: the epoch negated, which `supervise` gives) or, without one, the next id the
-   * node's record counts out for moves ({@link movedWorkerId}); a registration without unique
-   * epochs (older entries') is never fixed. The ref is in place before the `placed` change is told.
-   */
-  private place(reg: Readonly<Registration>, node: string | undefined, moved: boolean, by?: string, fixIn?: string, fixId?: (epoch: number) => number): void {
+  private place(reg: Readonly<Registration>, node: string | undefined, moved: boolean, by?: string): void {
     if (reg.retiring) {
       // its node is gone (or restarted): nothing runs any more, the name can go
       this.removeName(reg)
@@ -588,20 +578,6 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
       this.onChange?.({ type: 'unplaced', name: r.name })
       return
     }
-    const n = fixIn !== undefined && r.ue === 1 ? this.nodes.get(node) : undefined
-    if (n) {
-      // The worker's ref, fixed now: unique in this node incarnation (see `fixId` above), and
-      // never one a node gives its own workers (positive).
-      let id: number
-      if (fixId) id = fixId(r.epoch)
-      else {
-        id = movedWorkerId(n.fxn ?? 0)
-        n.fxn = (n.fxn ?? 0) + 1
-      }
-      r.ref = this.stored({ sworm: fixIn!, node, inc: n.inc, id }, n)
-      r.fx = 1
-      this.indexRef(r.name, r.ref, true)
-    }
     this.onChange?.({ type: 'placed', name: r.name, node, epoch: r.epoch, moved, from, ...(by !== undefined ? { by } : {}) })
   }
 
@@ -618,9 +594,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     // live process comes back (it read itself declared gone), not a copy its dead process left.
     if (seen !== undefined && prev && prev.inc === inc && !prev.up && seen !== inc) return false
     const newInc = !prev || prev.inc !== inc
-    // (the ids moves gave this incarnation stay counted: it may still host one of those workers)
-    const fxn = !newInc && prev?.fxn !== undefined ? { fxn: prev.fxn } : {}
-    this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false), ...(zone !== undefined ? { zone } : {}), ...fxn })
+    this.nodes.set(node, { node, inc, up: true, draining: newInc ? false : (prev?.draining ?? false), ...(zone !== undefined ? { zone } : {}) })
     if (newInc) {
       this.sessions.delete(node) // the old process and its retries are gone
       // The old process is gone, and its workers with it.
@@ -659,7 +633,7 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     return out
   }
 
-  private nodeDown(node: string, inc: string, byName: boolean, max: number, fixIn: string | undefined): boolean {
+  private nodeDown(node: string, inc: string, byName: boolean, max: number): boolean {
     const prev = this.nodes.get(node)
     if (!prev || prev.inc !== inc || !prev.up) return false
     prev.up = false
@@ -667,24 +641,23 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     this.onChange?.({ type: 'nodeDown', node, inc })
     // Its supervised workers move (the leader waited for the node's lease to run out): all of
     // them, or the first `max` (the leader moves the rest with `moveOff`).
-    this.moveNames(node, byName, max, fixIn)
+    this.moveNames(node, byName, max)
     return true
   }
 
   /** The next slice of the names still placed on `node`, declared gone (see `moveOff`). */
-  private moveOff(node: string, inc: string, max: number, fixIn: string | undefined): boolean {
+  private moveOff(node: string, inc: string, max: number): boolean {
     const rec = this.nodes.get(node)
     if (typeof inc !== 'string' || !rec || rec.inc !== inc || rec.up) return false
-    this.moveNames(node, true, max, fixIn)
+    this.moveNames(node, true, max)
     return true
   }
 
-  /** Move the first `max` supervised names placed on `node`; `fixIn`: fixing their next refs (see `nodeDown`'s `fm`). */
-  private moveNames(node: string, byName: boolean, max: number, fixIn: string | undefined): void {
+  private moveNames(node: string, byName: boolean, max: number): void {
     const moving = this.placed.get(node)
     if (!moving) return
     const names = byName && max < moving.size ? firstNames(moving, max) : this.inOrder(moving, byName).slice(0, max)
-    for (const name of names) this.place(this.names.get(name)!, this.choose(name), true, undefined, fixIn)
+    for (const name of names) this.place(this.names.get(name)!, this.choose(name), true)
   }
 
   /**
@@ -706,11 +679,17 @@ export class RegistryState implements StateMachine<RegistryCommand, RegistryResu
     const r: Registration = { name, kind: 'supervised', ref: undefined, spec, node: undefined, epoch: 0, ...(uniqueEpochs ? { ue: 1 as const } : {}) }
     this.setName(name, r)
     // (a ref fixed here needs no word that the worker runs: its caller does not wait for it)
-    // Its ref fixed: the entry's index (the epoch of a fresh registration with unique epochs) is
-    // unique in the log, so no other worker of that node incarnation can have it negated.
-    this.place(r, node, false, fixIn === undefined ? by : undefined, fixIn, (epoch) => -epoch)
-    const placed = this.names.get(name)!
-    return fixIn === undefined ? { placed: true, epoch: placed.epoch!, node } : { placed: true, epoch: placed.epoch!, node, ref: placed.ref! }
+    this.place(r, node, false, fixIn === undefined ? by : undefined)
+    if (fixIn === undefined) return { placed: true, epoch: r.epoch!, node }
+    // The worker's ref, fixed now: the entry's index (the epoch of a fresh registration with
+    // unique epochs) is unique in the log, so no other worker of that node incarnation can have
+    // it, and a node gives its own workers positive ids.
+    const n = this.nodes.get(node)!
+    const w = this.edit(r)
+    w.ref = this.stored({ sworm: fixIn, node, inc: n.inc, id: -r.epoch! }, n)
+    w.fx = 1
+    this.indexRef(name, w.ref, true)
+    return { placed: true, epoch: r.epoch!, node, ref: w.ref }
   }
 
   private current(name: string, epoch: number): Readonly<Registration> | undefined {

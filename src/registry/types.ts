@@ -87,12 +87,10 @@ export interface Registration {
   ue?: 1
   /**
    * supervised: its `ref` was fixed when its `supervise` entry placed it (the worker's id is that
-   * entry's index, negated: unique, and never one a node gives its own workers), or when a move
-   * placed it (`nodeDown` or `moveOff` with `fm`: an id from {@link movedWorkerId}), and its node
-   * has not reported the worker running yet. Messages by ref wait on the sending node for that
-   * report, or for word from the node; calls and casts by name go to the node, which holds them
-   * until the worker runs (rpc/arrivals.ts). Cleared by the report, or by the next placement
-   * (which leaves no ref until a node reports a start, unless it fixes one again).
+   * entry's index, negated: unique, and never one a node gives its own workers), and its node has
+   * not reported the worker running yet. Messages to the ref wait for that report, or for word
+   * from the node. Cleared by the report, or by the next placement (which leaves no ref until a
+   * node reports a start, as placements always did).
    */
   fx?: 1
   /** supervised: a move with state handoff in progress, to this node */
@@ -116,24 +114,6 @@ export interface NodeRecord {
   draining: boolean
   /** The zone the node announced (its `zone` option), if any. */
   zone?: string
-  /**
-   * Worker ids this incarnation was given by moves so far (`nodeDown` and `moveOff` with `fm`):
-   * the next moved worker placed on it takes {@link movedWorkerId}(fxn), then the count goes up.
-   * Absent until the first. Kept while the incarnation is the same (declared gone and back).
-   */
-  fxn?: number
-}
-
-/**
- * The first id of workers whose ref a move fixed (see `nodeDown`'s `fm`): 2^48, far below any
- * entry index negated (the ids `supervise` with `fx` fixes) and far from a node's own ids
- * (positive).
- */
-export const MOVED_ID_BASE = 2 ** 48
-
-/** The id of the `n`-th worker (from 0) a move fixed the ref of on one node incarnation: `-(2^48 + n)`. */
-export function movedWorkerId(n: number): number {
-  return -(MOVED_ID_BASE + n)
 }
 
 /**
@@ -189,7 +169,7 @@ export type RegistryOp =
    * every name, as version 4 did: a log written by version 4 replays as it applied, whichever
    * snapshot a replica starts from.
    */
-  | { c: 'nodeDown'; node: string; inc: string; term?: number; ord?: 1; max?: number; fm?: string }
+  | { c: 'nodeDown'; node: string; inc: string; term?: number; ord?: 1; max?: number }
   /**
    * Move on: the supervised names still placed on a node declared gone (incarnation `inc`, down),
    * at most `max` of them, the first in name order, as `nodeDown` moves them. A `nodeDown` with
@@ -197,15 +177,8 @@ export type RegistryOp =
    * the rest in entries of this kind, one after another: a node's failure then holds each
    * replica's event loop for one slice at a time, not for all its names at once (100k names: 1.3
    * to 2 s, longer than a lease). `term` as in `nodeDown`. Since version 8.
-   *
-   * `fm` (set by every proposer since version 11, on `nodeDown` too: the sworm's name): each
-   * supervised name it moves (of a registration with `ue`) gets its next worker's ref fixed by the
-   * move, as `supervise` with `fx` fixes it (`Registration.fx`), with an id the target node's
-   * record counts out (`NodeRecord.fxn`, see {@link movedWorkerId}). Calls by name then go to the
-   * new host at once, which holds them until the worker runs (rpc/arrivals.ts), instead of
-   * waiting on the caller's node for the start's report to be applied there.
    */
-  | { c: 'moveOff'; node: string; inc: string; term: number; max: number; fm?: string }
+  | { c: 'moveOff'; node: string; inc: string; term: number; max: number }
   /**
    * Register a supervised name; the state machine places it on a node. `ue: 1` (set by every
    * proposer since it existed): the registration's epochs are log indexes, never reused by a later

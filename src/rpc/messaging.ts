@@ -27,7 +27,6 @@ import { sameRef, type RegistryCommand, type RegistryResult, type WorkerRef } fr
 import type { LocalWorkers } from '../supervisor/local-workers.js'
 import { PendingRequests } from './pending.js'
 import { StartingRefs } from './starting-refs.js'
-import { Arrivals, type Arrival } from './arrivals.js'
 import type { WireRouter } from './router.js'
 
 /** What messaging needs of its node. */
@@ -58,11 +57,6 @@ export interface MessagingHost {
 /** Casts to one name, held until its worker runs again, each until its own deadline. */
 interface Held {
   msgs: Array<{ msg: unknown; until: number }>
-}
-
-/** The applied index a message to a fixed ref says its sender had (see arrivals.ts); 0 if none or malformed. */
-function appliedOf(ai: unknown): number {
-  return typeof ai === 'number' && Number.isFinite(ai) ? ai : 0
 }
 
 /** Why a worker's reply could not cross the wire unchanged, if so (see util/encodable.ts). */
@@ -98,8 +92,6 @@ export class Messaging {
   looks = 0
   /** Messages to refs whose worker is starting (`registerName(..., { wait: 'placed' })`), held here until it runs. */
   private readonly starting: StartingRefs
-  /** Messages that reached this node for a worker starting here, held until it runs (arrivals.ts). */
-  private readonly arrivals: Arrivals
 
   constructor(private readonly host: MessagingHost) {
     const { router, workers } = host
@@ -109,17 +101,9 @@ export class Messaging {
       readBefore: (deadline, late) => this.readBefore(deadline, late),
       change: (name, deadline) => this.change(name, deadline, false),
     })
-    this.arrivals = new Arrivals(host)
-    // (a microtask later: the supervisor has its worker in its tables by then, which fencing reads)
-    workers.onFixedAdded = (id) => queueMicrotask(() => this.arrivals.added(id))
     router.on('cast', (_from, m) => {
       const local = this.localId(m.to)
-      if (local === undefined) return
-      const cast = (): void => {
-        if (host.gate(local)) workers.cast(local, m.msg)
-      }
-      const item: Arrival = { cast: true, until: host.clock.now() + host.castHoldMs, go: cast, fail: () => {} }
-      if (!this.arrivals.hold(m.to as WorkerRef, appliedOf(m.ai), item)) cast()
+      if (local !== undefined && host.gate(local)) workers.cast(local, m.msg)
     })
     router.on('call', (from, m) => {
       if (typeof m.id !== 'number') {
@@ -128,27 +112,11 @@ export class Messaging {
       }
       const id = m.id
       const local = this.localId(m.to)
-      const noWorker = (): void => router.send(from, { t: 'reply', id, ok: false, code: 'NO_WORKER', message: 'no such worker on that node' })
-      if (local === undefined) return noWorker()
-      const answer = (): void => this.answer(from, id, local, m.msg, noWorker)
-      const within = typeof m.ms === 'number' && m.ms > 0 ? Math.min(m.ms, host.castHoldMs) : host.castHoldMs
-      const item: Arrival = { cast: false, until: host.clock.now() + within, go: answer, fail: noWorker }
-      if (!this.arrivals.hold(m.to as WorkerRef, appliedOf(m.ai), item)) answer()
-    })
-    router.on('reply', (from, m) => {
-      const error = m.ok ? undefined : m.code === 'NO_WORKER' ? new NoWorkerError(String(m.message)) : new WorkerCrashedError(String(m.message))
-      const got = this.calls.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: m.value })
-      // 'late': the call timed out, or was rejected when its node was lost
-      if (got === 'stranger') router.drop(from, 'reply from a node the call did not go to')
-    })
-  }
-
-  /** Hand a call from node `from` to local worker `local` and send its reply (NO_WORKER if it cannot take it). */
-  private answer(from: string, id: number, local: number, msg: unknown, noWorker: () => void): void {
-    const { host } = this
-    const { router } = host
-    if (!host.gate(local) || !host.workers.has(local)) return noWorker()
-    host.workers.call(local, msg).then(
+      if (local === undefined || !host.gate(local) || !workers.has(local)) {
+        router.send(from, { t: 'reply', id, ok: false, code: 'NO_WORKER', message: 'no such worker on that node' })
+        return
+      }
+      workers.call(local, m.msg).then(
         (value) => {
           const problem = replyProblem(value, host.maxMessageBytes)
           if (problem) router.send(from, { t: 'reply', id, ok: false, code: 'WORKER_CRASHED', message: problem })
@@ -159,6 +127,13 @@ export class Messaging {
           router.send(from, { t: 'reply', id, ok: false, code: e.code, message: e.message })
         },
       )
+    })
+    router.on('reply', (from, m) => {
+      const error = m.ok ? undefined : m.code === 'NO_WORKER' ? new NoWorkerError(String(m.message)) : new WorkerCrashedError(String(m.message))
+      const got = this.calls.settle(from, m.id, error ? { ok: false, error } : { ok: true, value: m.value })
+      // 'late': the call timed out, or was rejected when its node was lost
+      if (got === 'stranger') router.drop(from, 'reply from a node the call did not go to')
+    })
   }
 
   /** Calls waiting for a reply from another node. */
@@ -259,9 +234,7 @@ export class Messaging {
       if (n > 0) this.host.count.callOutcomeUnknown(n)
       if (ch.type === 'nodeUp') this.wakeAll()
     } else if ('name' in ch && ch.type !== 'stopWorker') {
-      // (a name placed with its ref fixed, as a move places it: its calls go to the new host at once)
-      const givesRef = ch.type === 'registered' || ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'retire' || (ch.type === 'placed' && this.host.state.peek(ch.name)?.fx === 1)
-      this.arrivals.changed(ch.name, ch.type === 'placed')
+      const givesRef = ch.type === 'registered' || ch.type === 'started' || ch.type === 'unregistered' || ch.type === 'retire'
       this.wake(ch.name, givesRef)
       for (const alias of this.host.state.aliasesOfName(ch.name)) this.wake(alias, givesRef)
     }
@@ -273,9 +246,7 @@ export class Messaging {
    */
   recheck(): void {
     const restores = this.host.state.restores
-    const restored = restores !== this.restoresSeen
-    this.arrivals.recheck(restored)
-    if (!restored) return
+    if (restores === this.restoresSeen) return
     this.restoresSeen = restores
     this.wakeAll()
   }
@@ -300,7 +271,6 @@ export class Messaging {
   /** Reject every call waiting for a reply, drop every held cast (on stop). */
   close(err: Error): void {
     this.calls.failAll(err)
-    this.arrivals.close()
     for (const [name, q] of this.held) this.dropHeld(name, q)
     this.wakeAll()
   }
@@ -349,53 +319,23 @@ export class Messaging {
     const { host } = this
     const timedOut = (): TimeoutError => new TimeoutError(`call not answered within ${timeout} ms`)
     if (host.isLocal(ref)) {
-      const value = await withDeadline(host.clock, this.callLocal(ref, msg, ms), ms, timedOut)
+      if (!host.gate(ref.id)) throw new NoWorkerError('the worker has stopped (this node lost its lease)')
+      const value = await withDeadline(host.clock, host.workers.call(ref.id, msg), ms, timedOut)
       // the same answer as from another node, where the reply must cross the wire
       const problem = replyProblem(value, host.maxMessageBytes)
       if (problem) throw new WorkerCrashedError(problem)
       return value as R
     }
-    // (to a fixed ref: how far this node applied the log, and the time left, for the node to hold it until its worker runs)
-    const fixed = ref.id < 0 ? { ai: host.state.appliedIndex, ms } : undefined
-    return this.calls.request<R>(ref.node, ms, timedOut, (id) => host.router.send(ref.node, { t: 'call', id, to: ref, msg, ...fixed }), ref.inc)
-  }
-
-  /**
-   * Call a worker of this node: at once, or, if it is starting here under a fixed ref, once it
-   * runs (held with what other nodes sent it: arrivals.ts), within `ms`.
-   * @throws NoWorkerError if it does not run (any more, or at all), or this node lost its lease
-   */
-  private callLocal(ref: WorkerRef, msg: unknown, ms: number): Promise<unknown> {
-    const { host } = this
-    return new Promise((resolve, reject) => {
-      const go = (): void => {
-        if (!host.gate(ref.id)) reject(new NoWorkerError('the worker has stopped (this node lost its lease)'))
-        else resolve(host.workers.call(ref.id, msg))
-      }
-      const fail = (): void => reject(new NoWorkerError('the worker did not start on this node'))
-      if (!this.arrivals.hold(ref, host.state.appliedIndex, { cast: false, until: host.clock.now() + ms, go, fail })) go()
-    })
-  }
-
-  /** Cast to a worker of this node, or hold the cast if it is starting here under a fixed ref; false if it cannot take it. */
-  private castLocal(ref: WorkerRef, msg: unknown): boolean {
-    const { host } = this
-    const go = (): boolean => host.gate(ref.id) && host.workers.cast(ref.id, msg)
-    const item: Arrival = { cast: true, until: host.clock.now() + host.castHoldMs, go: () => void go(), fail: () => {} }
-    return this.arrivals.hold(ref, host.state.appliedIndex, item) || go()
-  }
-
-  /** A cast to `ref` on another node (with how far this node applied the log, to a fixed ref: see arrivals.ts). */
-  private castRemote(ref: WorkerRef, msg: unknown): void {
-    this.host.router.send(ref.node, { t: 'cast', to: ref, msg, ...(ref.id < 0 ? { ai: this.host.state.appliedIndex } : {}) })
+    return this.calls.request<R>(ref.node, ms, timedOut, (id) => host.router.send(ref.node, { t: 'call', id, to: ref, msg }), ref.inc)
   }
 
   // ------------------------------------------------------------ casts
 
   /** Cast to `ref` if it can take it now. */
   private castTo(ref: WorkerRef, msg: unknown): boolean {
-    if (this.host.isLocal(ref)) return this.castLocal(ref, msg)
-    this.castRemote(ref, msg)
+    const { host } = this
+    if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.cast(ref.id, msg)
+    host.router.send(ref.node, { t: 'cast', to: ref, msg })
     return true
   }
 
@@ -458,20 +398,19 @@ export class Messaging {
     const { host } = this
     const ref = host.whereis(name)
     if (!ref) return undefined
-    // (a ref fixed at the name's placement or move, whose worker is starting: its node holds
-    // what is sent to it until the worker runs, see arrivals.ts)
-    if (host.isLocal(ref)) return (host.gate(ref.id) && host.workers.has(ref.id)) || host.state.startingName(ref) !== undefined ? ref : undefined
-    return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) ? ref : undefined
+    if (host.isLocal(ref)) return host.gate(ref.id) && host.workers.has(ref.id) ? ref : undefined
+    // (a ref fixed at the name's placement: once its node reported the worker running)
+    return host.state.isUp(ref.node, ref.inc) && !this.lost.has(ref.node) && host.state.startingName(ref) === undefined ? ref : undefined
   }
 
   /** Cast `msg` to `ref` now. @throws NoWorkerError if `ref` is a worker of this node that ended */
   private castNow(ref: WorkerRef, msg: unknown): void {
     const { host } = this
     if (host.isLocal(ref)) {
-      if (!this.castLocal(ref, msg)) throw new NoWorkerError('the worker has ended')
+      if (!host.gate(ref.id) || !host.workers.cast(ref.id, msg)) throw new NoWorkerError('the worker has ended')
       return
     }
-    this.castRemote(ref, msg)
+    host.router.send(ref.node, { t: 'cast', to: ref, msg })
   }
 
   /**

@@ -9,13 +9,8 @@ import type { WorkerRef } from '../registry/types.js'
 
 /** Every message of the `msg:<name>` channel. */
 export type WireMsg =
-  /**
-   * A cast, a call. To a fixed ref (a negative id: see `Registration.fx`), `ai` is how far the
-   * sender had applied the log, and a call's `ms` the time its caller has left: the receiver
-   * holds it until its worker runs (rpc/arrivals.ts). Since protocol version 11.
-   */
-  | { t: 'cast'; to: WorkerRef; msg: unknown; ai?: number }
-  | { t: 'call'; id: number; to: WorkerRef; msg: unknown; ai?: number; ms?: number }
+  | { t: 'cast'; to: WorkerRef; msg: unknown }
+  | { t: 'call'; id: number; to: WorkerRef; msg: unknown }
   | { t: 'reply'; id: number; ok: true; value: unknown }
   | { t: 'reply'; id: number; ok: false; code: string; message: string }
   | { t: 'joinReq'; node: string; url: string; disk?: string }

@@ -130,13 +130,6 @@ export class LocalWorkers {
   constructor(private readonly onExit: (id: number, reason: ExitReason) => void) {}
 
   /**
-   * Called when a worker is added under an id the registry gave it (`add`'s `fixedId`), once it
-   * can take messages (queued behind its `init`, if any): messages held for it until it ran go
-   * then (see rpc/arrivals.ts). Set by the node's messaging; must not throw.
-   */
-  onFixedAdded: ((id: number) => void) | undefined
-
-  /**
    * Start hosting `worker`; returns its local id. `abort` is aborted when it stops. With `init`,
    * its `init(init)` runs first (messages wait for it; a failure crashes the worker). `fixedId`:
    * the id the registry gave it (negative: a supervised worker whose ref was fixed at its
@@ -165,7 +158,6 @@ export class LocalWorkers {
         (err: unknown) => this.crash(s, env, err),
       )
     }
-    if (fixedId !== undefined) this.onFixedAdded?.(id)
     return id
   }
 
