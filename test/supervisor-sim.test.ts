@@ -51,7 +51,8 @@ t.test(`supervisor simulation: ${seeds.length} seeded runs from seed ${base}`, {
 
 t.test('supervisor simulation: seeds that found bugs', { timeout: 600_000, skip: process.env.SIM_SEED ? 'replaying one seed' : false }, async (t) => {
   for (const [seed, what] of regressions) {
-    const res = await runSwormScenario(seed, { clients: 4 })
+    // (found before the simulation made calls by name: replayed without them, as they ran then)
+    const res = await runSwormScenario(seed, { clients: 4, callers: 0 })
     t.ok(res.ok, `seed ${seed} (${what})`, { problems: res.problems, faults: res.faults })
   }
 })

@@ -76,7 +76,8 @@ export async function runSwormScenario(seed: number, opts: SwormScenarioOptions 
   const clients = new Clients(w)
   clients.start(opts.clients ?? 0)
   const callers = new Callers(w)
-  callers.start(opts.callers ?? 2)
+  const callerCount = opts.callers ?? 2
+  callers.start(callerCount)
 
   const end = sched.now + (opts.durationMs ?? 15_000)
   while (sched.now < end) {
@@ -98,16 +99,20 @@ export async function runSwormScenario(seed: number, opts: SwormScenarioOptions 
   clients.stop()
   callers.stop()
   const healedAt = sched.now
-  const problems: string[] = [...w.faultProblems]
+  // (the problems the faults, the decisions and the callers note: read at the end, with what
+  // they note while the cluster settles)
+  const problems: string[] = []
   const ok = await sched.runUntilTrue(() => settled(w), 30_000, 20)
   const settledAfterMs = sched.now - healedAt
   if (!ok) problems.push(unsettled(w))
 
+  if (callerCount > 0) await callers.finished()
   if (opts.clients) {
     await clients.finished()
     const lin = checkLinearizable(kvModel, w.history, { timeoutMs: 30_000 })
     if (!lin.ok) problems.push(`registry history not linearizable${lin.timedOut ? ' (checker timed out)' : ''}: ${lin.explanation ?? ''}`)
   }
+  problems.unshift(...w.faultProblems)
   const ov = checkOverlaps(w)
   if (ov.violations.length) problems.push(`overlapping incarnations: ${ov.violations.slice(0, 5).join('; ')}`)
   const names = w.active().find((m) => m.sworm)?.sworm?.registered().length ?? 0
