@@ -11,7 +11,8 @@
  *   0.5-3 s, then SIGCONTed. (The `freeze` step SIGSTOPs any node, leader or follower, until a
  *   later `revive` or the heal.) Stalls are pauses like freezes for the overlap check.
  * - A wiped disk (`wipe`): a voter is SIGKILLed, its dataDir deleted, and it is started again under
- *   the same id with the same `peers`. `Sworm.start` must refuse (`DATA_LOST`: `wipe:refused`) or
+ *   the same id, with the same `peers` or (half the time) with `join` through a live member
+ *   (`wipe:with-join`). `Sworm.start` must refuse (`DATA_LOST`: `wipe:refused`) or
  *   keep waiting (`wipe:waited`, ended after 10 s); if it resolves (`wipe:resolved`) that is a
  *   violation. Then, as the README tells an operator, the old id is removed (`removeNode` through
  *   a live member, retried) and the machine joins under a new id on a fresh dataDir (`join`

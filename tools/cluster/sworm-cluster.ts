@@ -102,8 +102,11 @@ export interface SwormCluster {
    * Start a killed (or stopped) node again from its data dir. Rejects with a {@link NodeStartError}
    * if it does not get ready (see {@link SpawnOptions}). A node started with `join` joins through
    * `opts.join` if given (and from then on), else through the address it joined through before.
+   * `opts.startWith` makes this one start, and only it, with the cluster's `peers` or with `join`
+   * through the address given, whichever way the node started before (a wiped voter started again
+   * as an operator might).
    */
-  restart(nodeId: string, opts?: SpawnOptions & { join?: string }): Promise<void>
+  restart(nodeId: string, opts?: SpawnOptions & { join?: string; startWith?: 'peers' | { join: string } }): Promise<void>
   /**
    * Start a new node `nodeId` on a fresh data dir that joins through `via` (an address; default
    * n1's) with the `join` option, listening on `opts.url` (default: a free port).
@@ -212,11 +215,20 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     return a
   }
 
-  const spawnNode = (id: string, sopts: SpawnOptions = {}): Promise<void> => {
+  const spawnNode = (id: string, sopts: SpawnOptions = {}, startWith?: 'peers' | { join: string }): Promise<void> => {
     const k = (starts.get(id) ?? 0) + 1
     starts.set(id, k)
     const env = opts.lifeDir ? { ...process.env, SWORM_LIFE_FILE: join(opts.lifeDir, `${id}.${k}.jsonl`) } : process.env
-    return procs.spawn(id, argsOf(id), env, sopts)
+    const a = argsOf(id)
+    if (startWith === 'peers') {
+      // (a node added later is not in the first peers: it lists itself beside them)
+      delete a.join
+      a.peers = id in peers ? peers : { ...peers, [id]: urls[id]! }
+    } else if (startWith !== undefined) {
+      delete a.peers
+      a.join = startWith.join
+    }
+    return procs.spawn(id, a, env, sopts)
   }
   const dataDirOf = (id: string): string => opts.dataDirs?.[id] ?? join(dir, id)
   const request = <T>(nodeId: string, msg: Req, timeoutMs?: number): Promise<T> => procs.request<T>(nodeId, msg, timeoutMs)
@@ -233,9 +245,9 @@ export async function startSwormCluster(opts: SwormClusterOptions): Promise<Swor
     kill: (nodeId) => procs.kill(nodeId),
     restart: async (nodeId, ropts = {}) => {
       if (!ids.includes(nodeId)) throw new Error(`unknown node ${nodeId}`)
-      const { join: via, ...sopts } = ropts
+      const { join: via, startWith, ...sopts } = ropts
       if (via !== undefined && joinedVia.has(nodeId)) joinedVia.set(nodeId, via)
-      await spawnNode(nodeId, sopts)
+      await spawnNode(nodeId, sopts, startWith)
     },
     startJoining: async (nodeId, via, jopts = {}) => {
       if (ids.includes(nodeId)) throw new Error(`node ${nodeId} already exists`)

@@ -38,11 +38,18 @@ async function restartWiped(run: NemesisRun, victim: string): Promise<void> {
   const { cl, found } = run
   await run.kill(victim)
   await rm(cl.dataDir(victim), { recursive: true, force: true })
-  found.note(`wipe: ${victim} killed and its dataDir deleted; starting it again under the same id and peers`)
+  // with its `peers` as before, or (half the time, since session 28) with `join` through a live
+  // member, as an operator who took the machine for a new one might start it: the cluster must
+  // refuse the join request of an id it binds to another data directory
+  // (usable() leaves out the victim: it is busy with its wipe)
+  const vias = run.usable()
+  const via = vias.length && run.r() < 0.5 ? run.pick(vias) : undefined
+  found.note(`wipe: ${victim} killed and its dataDir deleted; starting it again under the same id, ${via ? `joining through ${via}` : 'with the peers'}`)
+  found.count(via ? 'wipe:with-join' : 'wipe:with-peers')
   run.starts.set(victim, (run.starts.get(victim) ?? 1) + 1)
   let outcome: string
   try {
-    await cl.restart(victim, { mayBeRefused: true, startTimeoutMs: WIPED_START_WAIT_MS })
+    await cl.restart(victim, { mayBeRefused: true, startTimeoutMs: WIPED_START_WAIT_MS, startWith: via ? { join: cl.urls[via]! } : 'peers' })
     outcome = 'resolved'
   } catch (err) {
     const code = codeOf(err)
