@@ -3,10 +3,11 @@
  * another data directory of this node id, see `forAnotherDisk`). A node restarted on a wiped
  * `dataDir` under its old id fails its start with DATA_LOST (session 27). But a node whose own
  * applied configuration lists it with its present data directory is a member as it is: a peer
- * still binding its id to an older directory is the stale one (a peer cut off from the cluster
- * while the node was removed and added again), and must not fail it. Session 27 left that rule
- * untested: with it taken out of `Membership.noteDataLost`, the first case below fails (the
- * join is refused with DATA_LOST).
+ * still binding its id to an older directory is the stale one (one cut off while the id was
+ * removed and added back on purpose, `raftNode.addNode` with the new directory's id), and must
+ * not fail it. Session 27 left that rule untested: with it taken out of
+ * `Membership.noteDataLost`, the first case below fails (the join is refused with DATA_LOST).
+ * The word is judged once, when it comes, against the configuration applied then.
  */
 import t from 'tap'
 import { NodeDataLostError } from '../src/errors.js'
