@@ -80,9 +80,13 @@ export interface SwormOptions {
    * until the load is even. Default false: only new names go to the new node.
    */
   rebalance?: boolean
-  /** Longest name, in UTF-8 bytes. Default 1,024. */
+  /** Longest name, in UTF-8 bytes. Default 1,024; at most 1 MiB. */
   maxNameBytes?: number
-  /** Largest message for `send`/`call`, encoded. Default 1 MiB. */
+  /**
+   * Largest message for `send`/`call`, start-spec args and handoff state, encoded. Default 1 MiB;
+   * at most 32 MiB (a supervised registration, with its name, must fit one Raft log entry, and an
+   * entry one frame of the transport: 64 MiB).
+   */
   maxMessageBytes?: number
   /**
    * Default `call` timeout. Default 5,000 ms. A call by name to a worker that is moving,
@@ -251,6 +255,16 @@ function positive(opts: Record<string, unknown>, key: string, def: number): numb
   return v
 }
 
+/** The most `maxNameBytes` may be. */
+const MAX_NAME_BYTES = 1024 * 1024
+/** The most `maxMessageBytes` may be: with a name, it fits one log entry (63 MiB, `MAX_ENTRY_BYTES`). */
+const MAX_MESSAGE_BYTES = 32 * 1024 * 1024
+
+function atMost(v: number, key: string, max: number, said: string): number {
+  if (v > max) throw new TypeError(`Sworm.start: option "${key}" must be at most ${said} (${max}), got ${v}`)
+  return v
+}
+
 function nonNegative(opts: Record<string, unknown>, key: string, def: number): number {
   const v = opts[key]
   if (v === undefined) return def
@@ -334,8 +348,8 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
   const leaseTimeoutMs = positive(o, 'leaseTimeoutMs', DEFAULTS.leaseTimeoutMs)
   const maxClockDriftMs = positive(o, 'maxClockDriftMs', DEFAULTS.maxClockDriftMs)
   const startTimeoutMs = positive(o, 'startTimeoutMs', DEFAULTS.startTimeoutMs)
-  const maxNameBytes = positive(o, 'maxNameBytes', DEFAULTS.maxNameBytes)
-  const maxMessageBytes = positive(o, 'maxMessageBytes', DEFAULTS.maxMessageBytes)
+  const maxNameBytes = atMost(positive(o, 'maxNameBytes', DEFAULTS.maxNameBytes), 'maxNameBytes', MAX_NAME_BYTES, '1 MiB')
+  const maxMessageBytes = atMost(positive(o, 'maxMessageBytes', DEFAULTS.maxMessageBytes), 'maxMessageBytes', MAX_MESSAGE_BYTES, '32 MiB')
   const callTimeoutMs = positive(o, 'callTimeoutMs', DEFAULTS.callTimeoutMs)
   const castBufferSize = positive(o, 'castBufferSize', DEFAULTS.castBufferSize)
   const requestTimeoutMs = positive(o, 'requestTimeoutMs', DEFAULTS.requestTimeoutMs)

@@ -174,6 +174,7 @@ export class Sworm extends EventEmitter<SwormEvents> {
       workers,
       log,
       moduleBase: o.moduleBase,
+      maxStateBytes: o.maxMessageBytes,
       // Idempotent: every report names its epoch, and epochs are never reused (a registration's
       // epochs are log indexes), so a second copy applied finds it took effect already (`started`
       // of the same ref answers true) or matches nothing. A copy whose leader is gone then goes to

@@ -44,6 +44,7 @@ export function supervisorHarness(factories: (lease: TestLease) => Record<string
       workers: new LocalWorkers((id, reason) => void ref.sup?.onExit(id, reason)),
       log: silentLogger,
       moduleBase: process.cwd(),
+      maxStateBytes: 1024 * 1024,
       propose: async (cmd): Promise<RegistryResult> => {
         proposed.push(cmd)
         if (refuse(cmd)) throw new Error('no leader')

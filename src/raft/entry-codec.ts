@@ -84,10 +84,19 @@ const commandBytes = new WeakMap<object, Uint8Array>()
  * @throws whatever msgpackr throws for a command it cannot encode
  */
 export function commandCopy(command: unknown): unknown {
+  return sizedCommandCopy(command).copy
+}
+
+/**
+ * {@link commandCopy}, and the size of the command's encoding (what its log entry will carry,
+ * besides the entry's index, term and type: a few bytes).
+ * @throws whatever msgpackr throws for a command it cannot encode
+ */
+export function sizedCommandCopy(command: unknown): { copy: unknown; bytes: number } {
   const bytes = packr.pack(command)
   const copy = packr.unpack(bytes) as unknown
   if (typeof copy === 'object' && copy !== null) commandBytes.set(copy, bytes)
-  return copy
+  return { copy, bytes: bytes.length }
 }
 
 /**

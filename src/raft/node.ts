@@ -22,8 +22,8 @@ import {
   TimeoutError,
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
-import { diskOf, MAX_REMOVED_IDS, silentLogger, systemClock } from './types.js'
-import { commandCopy, decodeEntries, entryBytes, entryFromBytes } from './entry-codec.js'
+import { diskOf, MAX_ENTRY_BYTES, MAX_REMOVED_IDS, silentLogger, systemClock } from './types.js'
+import { decodeEntries, entryBytes, entryFromBytes, sizedCommandCopy } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
@@ -172,6 +172,14 @@ export interface RaftNodeOptions<C, R> {
   /** Proposals waiting at most (back-pressure); more reject at once. Default 100,000. */
   maxPending?: number
   /**
+   * The largest command a proposal may carry, encoded: a larger one is refused with
+   * {@link InvalidArgumentError} and nothing is appended. An entry travels to each follower in an
+   * append of its own at least, so it must fit the transport's largest frame with room for the
+   * append around it: a leader that appended one that does not fit could never send it, and
+   * every later entry would wait behind it. Default 63 MiB (`MAX_ENTRY_BYTES` in `raft/types.ts`).
+   */
+  maxEntryBytes?: number
+  /**
    * Called with the time (ms) from `propose` to applied on this node, for each proposal of this
    * node that takes effect. Must be cheap (it runs on the apply path).
    */
@@ -231,6 +239,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
   private readonly maxLogEntries: number
   private readonly timeoutMs: number
   private readonly maxPending: number
+  private readonly maxEntryBytes: number
   private readonly electionMs: number
   private readonly observeCommitMs: ((ms: number) => void) | undefined
   /** When (this clock) the latest snapshot was taken or installed, or the node started. */
@@ -304,6 +313,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.maxLogEntries = Math.max(this.snapshotEvery, opts.maxLogEntries ?? 300_000)
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
+    this.maxEntryBytes = opts.maxEntryBytes ?? MAX_ENTRY_BYTES
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
     this.lease = new NodeLease(this.clock, opts.leaseTimeoutMs, coreOptions.answerTag)
@@ -491,10 +501,15 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // or the disk, so the leader applies a decoded copy too, never the caller's object (a Map
     // would stay a Map here only, and a later change by the caller would reach this replica only).
     let copy: C
+    let bytes: number
     try {
-      copy = commandCopy(command) as C
+      ;({ copy, bytes } = sizedCommandCopy(command) as { copy: C; bytes: number })
     } catch (err) {
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
+    }
+    if (bytes > this.maxEntryBytes) {
+      // (appended, it could never be sent: every entry after it would wait behind it for ever)
+      return Promise.reject(new InvalidArgumentError(`the command is ${bytes} bytes encoded, more than the ${this.maxEntryBytes} a log entry may take`))
     }
     return new Promise<R>((resolve, reject) => {
       const p = pending(resolve, reject, this.clock.now(), opts.timeoutMs ?? this.timeoutMs)

@@ -37,6 +37,12 @@ export interface ClusterConfig {
 /** How many removed ids a configuration remembers (see {@link ClusterConfig.removed}). */
 export const MAX_REMOVED_IDS = 256
 
+/**
+ * The default of `RaftNodeOptions.maxEntryBytes`: the WebSocket transport's largest frame (64
+ * MiB, `net/wire.ts`) less a MiB for the append message around one entry and the frame's tag.
+ */
+export const MAX_ENTRY_BYTES = 63 * 1024 * 1024
+
 /** Whether `config` remembers `id` as removed (see {@link ClusterConfig.removed}). */
 export function wasRemoved(config: Pick<ClusterConfig, 'removed'>, id: NodeId): boolean {
   return config.removed !== undefined && config.removed.includes(id)

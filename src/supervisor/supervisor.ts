@@ -7,6 +7,7 @@
  * what the log decided for this node, and reports what happened back into the log.
  * @module
  */
+import { pack } from 'msgpackr'
 import { encodingProblem } from '../util/encodable.js'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -82,7 +83,16 @@ export interface SupervisorHost {
   readonly loadModule?: (specifier: string) => Promise<Record<string, unknown>>
   /** Hooks for events and metrics. */
   readonly events?: SupervisorEvents
+  /**
+   * The largest handoff state, encoded (`maxMessageBytes`): a larger one is logged and dropped,
+   * and the worker moves without it (its report goes into the log, and the Raft node refuses an
+   * entry too large to replicate: the report would be refused at every retry).
+   */
+  readonly maxStateBytes: number
 }
+
+/** The longest start error kept in the log (`startFailed`): longer ones are cut there. */
+export const MAX_START_ERROR_CHARS = 4096
 
 interface Running {
   id: number
@@ -394,7 +404,10 @@ export class Supervisor {
         if (reg.handoffState !== undefined && typeof worker.endHandoff === 'function') await worker.endHandoff(reg.handoffState)
       } catch (err) {
         abort.abort('crash')
-        const message = err instanceof Error ? err.message : String(err)
+        // (the cause goes into the log, and to the caller: cut, so that no message is too large
+        // for an entry, and no registry or log line keeps a long one)
+        const full = err instanceof Error ? err.message : String(err)
+        const message = full.length > MAX_START_ERROR_CHARS ? `${full.slice(0, MAX_START_ERROR_CHARS)}… (${full.length - MAX_START_ERROR_CHARS} more characters)` : full
         this.host.log.warn('supervised worker failed to start', { name, err: message })
         launchedNow?.()
         await this.proposeQuietly({ c: 'startFailed', name, epoch, error: message })
@@ -580,10 +593,11 @@ export class Supervisor {
         this.host.log.warn('beginHandoff failed; the worker moves without state', { name, err: String(err) })
         state = undefined
       }
-      const problem = encodingProblem(state, 'the state beginHandoff returned')
+      const problem = encodingProblem(state, 'the state beginHandoff returned') ?? this.stateSizeProblem(state)
       if (problem !== undefined) {
-        // it travels in the Raft log: refused here, rather than changed on the way
-        this.host.log.error('handoff state cannot be encoded; the worker moves without state', { name, problem })
+        // it travels in the Raft log: refused here, rather than changed on the way, or proposed
+        // in an entry too large to replicate (its report would be retried for ever)
+        this.host.log.error('handoff state cannot travel; the worker moves without state', { name, problem })
         state = undefined
       }
       this.handedOff.set(name, { epoch, state })
@@ -607,6 +621,19 @@ export class Supervisor {
       this.retiring.delete(name)
       this.touch()
     }
+  }
+
+  /** Why `state` is too large to hand over (see {@link SupervisorHost.maxStateBytes}), if it is. */
+  private stateSizeProblem(state: unknown): string | undefined {
+    const max = this.host.maxStateBytes
+    if (state === undefined) return undefined
+    let size: number
+    try {
+      size = pack(state).length
+    } catch (err) {
+      return `the state beginHandoff returned cannot be encoded: ${String(err)}`
+    }
+    return size > max ? `the state beginHandoff returned is ${size} bytes encoded, more than maxMessageBytes (${max})` : undefined
   }
 
   /** Report a finished handoff (reconcile() repeats it until the log has it). */
