@@ -13,6 +13,9 @@ import type { Worker } from './supervisor/local-workers.js'
 export const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
 /** The argument checks of one sworm (its name and size limits). */
+/** The longest node id or incarnation a ref may carry (both are short: ids of the configuration, random hex). */
+const MAX_REF_FIELD = 1024
+
 export class ArgChecks {
   constructor(
     private readonly sworm: string,
@@ -30,14 +33,16 @@ export class ArgChecks {
     return name
   }
 
-  /** A worker ref of this sworm (a copy with only the ref's fields). */
+  /** A worker ref of this sworm (a copy with only the ref's fields; node ids and incarnations are short). */
   ref(ref: unknown): WorkerRef {
     if (
       !isObj(ref) ||
       typeof ref.node !== 'string' ||
       ref.node.length === 0 ||
+      ref.node.length > MAX_REF_FIELD ||
       typeof ref.inc !== 'string' ||
       ref.inc.length === 0 ||
+      ref.inc.length > MAX_REF_FIELD ||
       typeof ref.id !== 'number' ||
       !Number.isSafeInteger(ref.id) ||
       ref.id === 0 || // (a node's own workers count from 1; a ref fixed at a placement is negative)

@@ -140,7 +140,7 @@ export interface SwormOptions {
     tickMs?: number
     electionTicks?: number
     snapshotEvery?: number
-    /** Bytes per chunk of a snapshot sent to a node that is behind. Default 1 MiB. */
+    /** Bytes per chunk of a snapshot sent to a node that is behind. Default 1 MiB; at most 16 MiB. */
     snapshotChunkBytes?: number
     /**
      * Most log entries after the snapshot: a restart replays at most this many. Default 300,000
@@ -257,6 +257,8 @@ function positive(opts: Record<string, unknown>, key: string, def: number): numb
 
 /** The most `maxNameBytes` may be. */
 const MAX_NAME_BYTES = 1024 * 1024
+/** The most `raft.snapshotChunkBytes` may be: a chunk, with its message, fits a frame (64 MiB). */
+const MAX_SNAPSHOT_CHUNK_BYTES = 16 * 1024 * 1024
 /** The most `maxMessageBytes` may be: with a name, it fits one log entry (63 MiB, `MAX_ENTRY_BYTES`). */
 const MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 
@@ -360,7 +362,8 @@ export function resolveOptions(options: SwormOptions): ResolvedOptions {
     tickMs: positive(r, 'tickMs', DEFAULTS.raft.tickMs),
     electionTicks: positive(r, 'electionTicks', DEFAULTS.raft.electionTicks),
     snapshotEvery: positive(r, 'snapshotEvery', DEFAULTS.raft.snapshotEvery),
-    snapshotChunkBytes: positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes),
+    // (a chunk travels in one frame of the transport: 64 MiB)
+    snapshotChunkBytes: atMost(positive(r, 'snapshotChunkBytes', DEFAULTS.raft.snapshotChunkBytes), 'snapshotChunkBytes', MAX_SNAPSHOT_CHUNK_BYTES, '16 MiB'),
     maxLogEntries: positive(r, 'maxLogEntries', DEFAULTS.raft.maxLogEntries),
     learnerPaceMs: nonNegative(r, 'learnerPaceMs', DEFAULTS.raft.learnerPaceMs),
     maxInflightEntries: positive(r, 'maxInflightEntries', DEFAULTS.raft.maxInflightEntries),

@@ -15,7 +15,7 @@
  * @module
  */
 import { Packr } from 'msgpackr'
-import { msgpackCostOfEach } from '../util/msgpack-guard.js'
+import { MAX_COST_PER_BYTE, msgpackCost, msgpackCostOfEach, msgpackFittingPrefix } from '../util/msgpack-guard.js'
 import type { Entry, EntryType } from './types.js'
 
 /** Entries whose encoding is kept (a power of two). */
@@ -27,6 +27,20 @@ export const ENTRY_DECODE_SLACK = 64 * 1024
 
 /** What a decoded entry's object and array slot take, charged on top of its data. */
 const ENTRY_OBJECT_BYTES = 96
+
+/** What an entry's tuple (`[index, term, type, data]`) may cost decoded besides its data, at most. */
+const ENTRY_TUPLE_COST = 256
+
+/** What `count` entries of `bytes` bytes in all may cost once decoded (see {@link decodeEntries}). */
+function entriesBudget(count: number, bytes: number): number {
+  return ENTRY_DECODE_RATIO * bytes + ENTRY_DECODE_SLACK - ENTRY_OBJECT_BYTES * count
+}
+
+/**
+ * Commands of at most this many bytes encoded always fit an entry's decode budget (no value costs
+ * more than `MAX_COST_PER_BYTE` a byte): they need no scan.
+ */
+const ALWAYS_DECODABLE_BYTES = Math.floor((ENTRY_DECODE_SLACK - ENTRY_OBJECT_BYTES - ENTRY_TUPLE_COST) / (MAX_COST_PER_BYTE - ENTRY_DECODE_RATIO))
 
 /**
  * The codec of entries: the log storage's (plain MessagePack maps, no shared record structures).
@@ -84,19 +98,34 @@ const commandBytes = new WeakMap<object, Uint8Array>()
  * @throws whatever msgpackr throws for a command it cannot encode
  */
 export function commandCopy(command: unknown): unknown {
-  return sizedCommandCopy(command).copy
+  return copyOf(packr.pack(command))
+}
+
+function copyOf(bytes: Uint8Array): unknown {
+  const copy = packr.unpack(bytes) as unknown
+  if (typeof copy === 'object' && copy !== null) commandBytes.set(copy, bytes)
+  return copy
 }
 
 /**
- * {@link commandCopy}, and the size of the command's encoding (what its log entry will carry,
- * besides the entry's index, term and type: a few bytes).
+ * {@link commandCopy} of a command to propose, once its encoding is known to fit one log entry
+ * that every follower takes: at most `maxBytes`, and no costlier to decode than a follower lets an
+ * entry alone be (see {@link decodeEntries}). Checked before the copy is decoded, so a refused
+ * command costs its encoding only.
+ * @returns the copy and the encoding's size, or why the command does not fit
  * @throws whatever msgpackr throws for a command it cannot encode
  */
-export function sizedCommandCopy(command: unknown): { copy: unknown; bytes: number } {
+export function proposalCopy(command: unknown, maxBytes: number): { copy: unknown; bytes: number } | { problem: string } {
   const bytes = packr.pack(command)
-  const copy = packr.unpack(bytes) as unknown
-  if (typeof copy === 'object' && copy !== null) commandBytes.set(copy, bytes)
-  return { copy, bytes: bytes.length }
+  if (bytes.length > maxBytes) return { problem: `the command is ${bytes.length} bytes encoded, more than the ${maxBytes} a log entry may take` }
+  if (bytes.length > ALWAYS_DECODABLE_BYTES) {
+    const budget = entriesBudget(1, bytes.length) - ENTRY_TUPLE_COST
+    const cost = msgpackCost(bytes, budget)
+    if (typeof cost !== 'number') {
+      return { problem: `the command (${bytes.length} bytes encoded) would take more than ${budget} bytes of memory decoded on a follower, which refuses it (${cost}): fewer, larger parts (a string or binary for many small objects)` }
+    }
+  }
+  return { copy: copyOf(bytes), bytes: bytes.length }
 }
 
 /**
@@ -133,9 +162,17 @@ export function decodeEntries(ents: unknown): Entry[] | string {
   }
   // (each decoded entry also takes an object and a slot of the array)
   const budget = ENTRY_DECODE_RATIO * total + ENTRY_DECODE_SLACK - ENTRY_OBJECT_BYTES * ents.length
-  if (budget < 0) return 'undecodable entry in app: over budget'
-  const cost = msgpackCostOfEach(ents as Uint8Array[], budget)
-  if (typeof cost !== 'number') return `undecodable entry in app: ${cost}`
+  const whole = budget < 0 ? 'over budget' : msgpackCostOfEach(ents as Uint8Array[], budget)
+  if (typeof whole !== 'number') {
+    // Too costly together, each perhaps not (many small entries of many small objects: the slack
+    // counts once a message). The longest prefix that fits is taken, one entry at least if it fits
+    // alone, which every proposal does (see `entryProblem`): the follower answers that it holds that
+    // much, and the leader sends the rest in its next append. Dropping the whole message instead
+    // stopped replication for good: the leader sent the same append again and again.
+    const fit = msgpackFittingPrefix(ents as Uint8Array[], entriesBudget)
+    if (fit.count === 0) return `undecodable entry in app: ${fit.refused ?? whole}`
+    return decodeEntries(ents.slice(0, fit.count))
+  }
   const out: Entry[] = new Array<Entry>(ents.length)
   // The entries are copied out of the frame they came in (a view would keep the whole frame, up
   // to 64 MiB, in memory for as long as the encoding cache keeps one 100-byte entry), all of this

@@ -33,6 +33,9 @@ const RESULT_RETRY = 2
 /** The leader appended the command at (index, term=value): the proposer can follow it in its own log. */
 const RESULT_ACCEPTED = 3
 
+/** Bytes of commands a proposer puts in one forwarding message at most (one command at least). */
+const FWD_MESSAGE_BYTES = 4 * 1024 * 1024
+
 /** What the forwarder needs of its node. */
 export interface ForwarderHost<R> {
   readonly id: NodeId
@@ -58,6 +61,8 @@ export interface ForwarderHost<R> {
 interface Outgoing<C, R> {
   p: Pending<R>
   cmd: C
+  /** Bytes of its encoding (see {@link FWD_MESSAGE_BYTES}). */
+  bytes: number
   /** The leader it was sent to, and in which term, when (this clock), and how many times. */
   sentTo: NodeId | undefined
   sentTerm: number
@@ -114,10 +119,10 @@ export class Forwarder<C, R> {
     return this.outgoing.size
   }
 
-  /** Forward `cmd` to the leader (or wait for one until `p`'s deadline). */
-  enqueue(p: Pending<R>, cmd: C, idempotent = false): void {
+  /** Forward `cmd` (`bytes` encoded) to the leader (or wait for one until `p`'s deadline). */
+  enqueue(p: Pending<R>, cmd: C, bytes: number, idempotent = false): void {
     const ref = ++this.seq
-    this.outgoing.set(ref, { p, cmd, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, resends: 0, accepted: false, pinned: false, idempotent })
+    this.outgoing.set(ref, { p, cmd, bytes, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, resends: 0, accepted: false, pinned: false, idempotent })
     this.queue.push(ref)
     if (this.flushScheduled) return
     this.flushScheduled = true
@@ -148,7 +153,8 @@ export class Forwarder<C, R> {
       return
     }
     if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
-    const reqs: FwdMsg['reqs'] = []
+    let reqs: FwdMsg['reqs'] = []
+    let bytes = 0
     const now = host.clock.now()
     for (const ref of this.queue) {
       const f = this.outgoing.get(ref)
@@ -158,10 +164,21 @@ export class Forwarder<C, R> {
       if (f.sends === 0) f.firstSentAt = now
       f.sentAt = now
       f.sends++
+      // (messages of a few MiB at most: every command fits a frame alone, not all of them together)
+      if (reqs.length > 0 && bytes + f.bytes > FWD_MESSAGE_BYTES) {
+        this.send(st.leader, st.term, reqs)
+        reqs = []
+        bytes = 0
+      }
       reqs.push([ref, f.cmd])
+      bytes += f.bytes
     }
     this.queue = []
-    if (reqs.length) host.out(st.leader, { t: 'fwd', from: host.id, to: st.leader, boot: host.boot, reqs, term: st.term } satisfies FwdMsg)
+    if (reqs.length) this.send(st.leader, st.term, reqs)
+  }
+
+  private send(to: NodeId, term: number, reqs: FwdMsg['reqs']): void {
+    this.host.out(to, { t: 'fwd', from: this.host.id, to, boot: this.host.boot, reqs, term } satisfies FwdMsg)
   }
 
   /** As leader: proposals forwarded by `from`. */
@@ -336,9 +353,10 @@ export class Forwarder<C, R> {
         )
       }
     }
-    if (resend.length && st.leader !== undefined) {
-      this.host.out(st.leader, { t: 'fwd', from: this.host.id, to: st.leader, boot: this.host.boot, reqs: resend, term: st.term } satisfies FwdMsg)
-    }
+    // Each in a message of its own: the transport packs them into frames, and splits a frame that
+    // would be too large or too costly to decode, down to one message; a message of many commands
+    // that is (small commands of many small objects: one slack for all) was dropped at every send.
+    if (st.leader !== undefined) for (const r of resend) this.send(st.leader, st.term, [r])
     if (this.queue.length) this.flush()
   }
 

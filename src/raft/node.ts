@@ -23,7 +23,7 @@ import {
 } from '../errors.js'
 import type { ClusterConfig, Clock, Entry, Logger, NodeId, PersistedState, RaftStorage, Snapshot, Transport, RaftMessage } from './types.js'
 import { diskOf, MAX_ENTRY_BYTES, MAX_REMOVED_IDS, silentLogger, systemClock } from './types.js'
-import { decodeEntries, entryBytes, entryFromBytes, sizedCommandCopy } from './entry-codec.js'
+import { decodeEntries, entryBytes, entryFromBytes, proposalCopy } from './entry-codec.js'
 import { validateRaftMessage } from './validate.js'
 import { Forwarder, type FwdMsg, type FwdRespMsg } from './forwarding.js'
 import { NodeLease } from './node-lease.js'
@@ -173,10 +173,12 @@ export interface RaftNodeOptions<C, R> {
   maxPending?: number
   /**
    * The largest command a proposal may carry, encoded: a larger one is refused with
-   * {@link InvalidArgumentError} and nothing is appended. An entry travels to each follower in an
-   * append of its own at least, so it must fit the transport's largest frame with room for the
-   * append around it: a leader that appended one that does not fit could never send it, and
-   * every later entry would wait behind it. Default 63 MiB (`MAX_ENTRY_BYTES` in `raft/types.ts`).
+   * {@link InvalidArgumentError} and nothing is appended (so is one costlier to decode than a
+   * follower lets an entry be: 16 times its size plus 64 KiB). An entry travels to each follower
+   * in an append of its own at least, so it must fit the transport's largest frame with room for
+   * the append around it: a leader that appended one that does not fit could never send it, and
+   * every later entry would wait behind it. Default 63 MiB (`MAX_ENTRY_BYTES` in `raft/types.ts`);
+   * smaller on a transport with smaller frames.
    */
   maxEntryBytes?: number
   /**
@@ -314,6 +316,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     this.timeoutMs = opts.requestTimeoutMs ?? 5_000
     this.maxPending = opts.maxPending ?? 100_000
     this.maxEntryBytes = opts.maxEntryBytes ?? MAX_ENTRY_BYTES
+    if (!(this.maxEntryBytes > 0)) throw new RangeError(`maxEntryBytes must be a positive number of bytes (got ${String(opts.maxEntryBytes)})`)
     this.electionMs = this.tickMs * (opts.electionTicks ?? 6)
     this.leaseReads = opts.leaseRead ?? false
     this.lease = new NodeLease(this.clock, opts.leaseTimeoutMs, coreOptions.answerTag)
@@ -500,16 +503,17 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // Every replica must apply the same value: followers get the command decoded from the wire
     // or the disk, so the leader applies a decoded copy too, never the caller's object (a Map
     // would stay a Map here only, and a later change by the caller would reach this replica only).
+    // (appended, a command too large for a frame, or too costly for a follower to decode, could
+    // never be replicated: every entry after it would wait behind it for ever)
     let copy: C
     let bytes: number
     try {
-      ;({ copy, bytes } = sizedCommandCopy(command) as { copy: C; bytes: number })
+      const c = proposalCopy(command, this.maxEntryBytes)
+      if ('problem' in c) return Promise.reject(new InvalidArgumentError(c.problem))
+      copy = c.copy as C
+      bytes = c.bytes
     } catch (err) {
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
-    }
-    if (bytes > this.maxEntryBytes) {
-      // (appended, it could never be sent: every entry after it would wait behind it for ever)
-      return Promise.reject(new InvalidArgumentError(`the command is ${bytes} bytes encoded, more than the ${this.maxEntryBytes} a log entry may take`))
     }
     return new Promise<R>((resolve, reject) => {
       const p = pending(resolve, reject, this.clock.now(), opts.timeoutMs ?? this.timeoutMs)
@@ -533,7 +537,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       // forward to the leader (or wait for one until the deadline)
-      this.fwd.enqueue(p, copy, opts.idempotent === true)
+      this.fwd.enqueue(p, copy, bytes, opts.idempotent === true)
     })
   }
 

@@ -4,7 +4,7 @@
  * must eventually be applied.
  * @module
  */
-import { NotLeaderError, ProposalDroppedError, ShuttingDownError, TimeoutError } from '../errors.js'
+import { InvalidArgumentError, NotLeaderError, ProposalDroppedError, ShuttingDownError, TimeoutError } from '../errors.js'
 import type { RaftNode } from '../raft/node.js'
 import type { Clock } from '../raft/types.js'
 import { retry } from '../util/retry.js'
@@ -76,7 +76,8 @@ export class RegistryClient {
 
   /** Background proposal that must eventually happen (retried until applied or stopped). */
   async proposeUntilDone(cmd: RegistryCommand): Promise<void> {
-    await retry(this.host.clock, { minMs: 200, retryable: (err) => !(err instanceof ShuttingDownError), stopped: () => this.host.stopped() }, () =>
+    // (a command the Raft node refuses as too large for the log is refused again at every try)
+    await retry(this.host.clock, { minMs: 200, retryable: (err) => !(err instanceof ShuttingDownError) && !(err instanceof InvalidArgumentError), stopped: () => this.host.stopped() }, () =>
       this.host.raft.propose(cmd),
     ).catch(() => {})
   }

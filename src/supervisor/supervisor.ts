@@ -8,6 +8,7 @@
  * @module
  */
 import { pack } from 'msgpackr'
+import { InvalidArgumentError } from '../errors.js'
 import { encodingProblem } from '../util/encodable.js'
 import { isAbsolute, resolve as resolvePath } from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -593,7 +594,7 @@ export class Supervisor {
         this.host.log.warn('beginHandoff failed; the worker moves without state', { name, err: String(err) })
         state = undefined
       }
-      const problem = encodingProblem(state, 'the state beginHandoff returned') ?? this.stateSizeProblem(state)
+      const problem = encodingProblem(state, 'the state beginHandoff returned', this.host.maxStateBytes) ?? this.stateSizeProblem(state)
       if (problem !== undefined) {
         // it travels in the Raft log: refused here, rather than changed on the way, or proposed
         // in an entry too large to replicate (its report would be retried for ever)
@@ -643,7 +644,13 @@ export class Supervisor {
     try {
       await this.host.propose({ c: 'handedOff', name, epoch, state })
       if (this.handedOff.get(name)?.epoch === epoch) this.handedOff.delete(name)
-    } catch {
+    } catch (err) {
+      if (err instanceof InvalidArgumentError && state !== undefined && this.handedOff.get(name)?.epoch === epoch) {
+        // refused by the Raft node (a state within maxMessageBytes, but of so many small parts that
+        // a follower would not decode its entry): the worker moves without it rather than never
+        this.host.log.error('handoff state cannot travel; the worker moves without state', { name, problem: err.message })
+        this.handedOff.set(name, { epoch, state: undefined })
+      }
       // retried by reconcile()
       this.touch()
     }

@@ -129,6 +129,32 @@ export function msgpackCostOfEach(values: readonly Uint8Array[], budget: number)
   return total
 }
 
+/**
+ * How many of the first `values` (each one encoded value, decoded one by one, keys shared as in
+ * {@link msgpackCostOfEach}) fit their budget: the longest prefix of `k` values whose cost bound is
+ * at most `budgetOf(k, bytes)`, `bytes` the sum of their lengths. Stops at the first value that
+ * does not fit, or is refused for another reason.
+ * @returns the prefix's length (0 when the first value alone does not fit), and the reason the
+ *   value after it was refused, if one was
+ */
+export function msgpackFittingPrefix(values: readonly Uint8Array[], budgetOf: (count: number, bytes: number) => number): { count: number; refused?: MsgpackRefusal } {
+  newScan()
+  let total = 0
+  let bytes = 0
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!
+    bytes += v.length
+    const cost = scan(v, budgetOf(i + 1, bytes) - total)
+    if (typeof cost !== 'number') {
+      endScan()
+      return { count: i, refused: cost }
+    }
+    total += cost
+  }
+  endScan()
+  return { count: values.length }
+}
+
 function newScan(): void {
   generation = (generation + 1) >>> 0
   if (generation === 0) {

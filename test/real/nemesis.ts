@@ -56,7 +56,7 @@ import { startSwormCluster, type SwormCluster } from '../../tools/cluster/sworm-
 import { Clients } from './nemesis/clients.js'
 import { checkHistoryAndNodes, nodeDowns, overlapsOf, readLives, waitSettled, writeDump } from './nemesis/checks.js'
 import { healEverything, runFaults } from './nemesis/faults.js'
-import { loadLargeState, registerSupervised, startHostile } from './nemesis/load.js'
+import { loadLargeState, registerOversized, registerSupervised, startHostile } from './nemesis/load.js'
 import { DRIFT_MS, Findings, LEASE_MS, MAX_RATE_SKEW, N, NemesisRun } from './nemesis/state.js'
 
 export { overlapsOf } from './nemesis/checks.js'
@@ -129,6 +129,7 @@ export async function runRealNemesis(opts: RealNemesisOptions): Promise<RealNeme
     const names = opts.names ?? 20
     const clients = new Clients(run, names, opts.clients ?? 4)
     await registerSupervised(run, names)
+    await registerOversized(run)
     const large = Math.max(0, Math.floor(opts.largeState ?? defaultLargeState(opts.seed)))
     const sitOut = large > 0 ? await loadLargeState(run, large) : undefined
     const stopHostile = startHostile(run, opts.seed)

@@ -27,7 +27,7 @@
 import { checkLinearizable, kvModel } from '../../src/testkit/linearizability.js'
 import { checkOverlaps, settled, unsettled } from './sworm-sim/checks.js'
 import { healFaults, injectFault, stallsEnd } from './sworm-sim/faults.js'
-import { Callers, Clients, loadLargeState, registerSupervised } from './sworm-sim/workload.js'
+import { Callers, Clients, CostlyBursts, loadLargeState, registerSupervised } from './sworm-sim/workload.js'
 import { SimWorld, type SwormScenarioOptions } from './sworm-sim/world.js'
 
 export { judgeOverlaps } from './sworm-sim/checks.js'
@@ -78,6 +78,7 @@ export async function runSwormScenario(seed: number, opts: SwormScenarioOptions 
   const callers = new Callers(w)
   const callerCount = opts.callers ?? 2
   callers.start(callerCount)
+  new CostlyBursts(w).start(opts.costly ?? 2, opts.durationMs ?? 15_000)
 
   const end = sched.now + (opts.durationMs ?? 15_000)
   while (sched.now < end) {

@@ -163,9 +163,21 @@ const crashWorkers: Fault = async (run, { s, healthy }, names) => {
   await Promise.all(victims.map((w) => run.cl.request(via, { op: 'call', name: w, msg: 'crash' }, 3000).catch(() => {})))
 }
 
-/** Drain a node; half the time undrain it right after. */
+/**
+ * Drain a node; half the time undrain it right after. Half the drains go to the node of a worker
+ * whose handoff state is larger than a frame (`xl0`/`xl1`, see `registerOversized`), when it is
+ * healthy: it must move without that state, and every write go on.
+ */
 const drain: Fault = async (run, { s, healthy }) => {
-  const id = run.pick(healthy)
+  let id = run.pick(healthy)
+  if (run.r() < 0.5) {
+    const refs = await run.cl.request<Array<{ node: string } | null>>(id, { op: 'whereisAll', prefix: 'xl', count: 2 }, 3000).catch(() => [])
+    const host = refs.map((x) => x?.node).find((n) => n !== undefined && healthy.includes(n))
+    if (host !== undefined) {
+      id = host
+      run.found.count('drainOversized')
+    }
+  }
   run.found.count('drain')
   run.found.note(`step ${s}: drain ${id}`)
   await run.cl.request(id, { op: 'drain', timeoutMs: 3000 }, 6000).catch(() => {})

@@ -6,7 +6,7 @@
  */
 import { fileURLToPath } from 'node:url'
 import { seededRandom } from '../../../src/testkit/sim.js'
-import type { RegisterManyResult } from '../../../tools/cluster/sworm-protocol.js'
+import type { RegisterManyResult, RegisterSupervisedManyResult } from '../../../tools/cluster/sworm-protocol.js'
 import { HOSTILE_KINDS, hostileAttack } from '../hostile-peers.js'
 import { BIG, sleep, wall, type NemesisRun } from './state.js'
 
@@ -23,6 +23,28 @@ export async function registerSupervised(run: NemesisRun, names: number): Promis
       .catch(() => undefined),
   )
   await Promise.all(registering)
+}
+
+/**
+ * Values too large for one frame of the transport (and so for one Raft log entry): two supervised
+ * workers `xl0`, `xl1` whose `beginHandoff` returns 65 MiB (a drain of their node must move them
+ * without it: see `drainOversized` in faults.ts), and one registration whose `init` throws a
+ * 65 MiB message, which must fail with its cause cut. Before session 29 either stopped every
+ * write of the cluster for good. Their names are outside the checked `w` prefix (no life log),
+ * but in every registry digest, and the clients' operations go on through the faults.
+ */
+export async function registerOversized(run: NemesisRun): Promise<void> {
+  const { cl, found } = run
+  found.count('oversizedValues')
+  const via = run.pick(run.usable())
+  await cl.request(via, { op: 'registerSupervisedMany', prefix: 'xl', count: 2, concurrency: 2, module: WORKERS, fn: 'hugeHandoff' }, 60_000).catch(() => undefined)
+  const failed = await cl
+    .request<RegisterSupervisedManyResult>(via, { op: 'registerSupervisedMany', prefix: 'xlfail', count: 1, concurrency: 1, module: WORKERS, fn: 'hugeStartError' }, 60_000)
+    .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [`request failed: ${String(err)}`] }))
+  const sample = failed.errorSamples[0] ?? ''
+  if (failed.ok !== 0 || !/x{100}… \(\d+ more characters\)/.test(sample)) {
+    found.problems.push(`a start error larger than a frame: expected the registration to fail with its cause cut, got ${failed.ok} ok, ${sample.slice(0, 200)}`)
+  }
 }
 
 /**

@@ -203,3 +203,41 @@ export class Callers {
     }
   }
 }
+
+/**
+ * Bursts of supervised registrations (counters), each small, but of many small objects (`spec.args`
+ * carries 130 empty objects, about 140 bytes): each entry fits what a follower decodes of one append, many of
+ * them together do not (its slack counts once an append), so a follower takes the longest prefix
+ * that fits and the leader sends it the rest next (session 29: the followers took none of them,
+ * and the log stopped for good). Replication then runs in those pieces through the run's faults.
+ * On a stream of their own; what they send draws from the network's.
+ */
+export class CostlyBursts {
+  private readonly r: () => number
+
+  constructor(private readonly w: SimWorld) {
+    this.r = seededRandom(w.seed ^ 0xc0571e5)
+  }
+
+  /** `n` bursts of 40 registrations at random times in the next `withinMs`. */
+  start(n: number, withinMs: number): void {
+    const { sched } = this.w
+    // (counters, as every supervised name of a run is: a third argument, unused, carries the parts)
+    const parts = Array.from({ length: 130 }, () => ({}))
+    for (let b = 0; b < n; b++) {
+      const at = this.r() * withinMs
+      const pick = this.r()
+      void (async () => {
+        await sched.sleep(at)
+        const nodes = this.w.alive().filter((m) => m.ready && m.sworm)
+        if (!nodes.length) return
+        const via = nodes[Math.floor(pick * nodes.length)]!.sworm!
+        this.w.count('costly-burst')
+        for (let k = 0; k < 40; k++) {
+          const name = `cost${b}:${k}`
+          void via.registerName(name, { module: 'sim-workers', fn: 'counter', args: [this.w.prefix + name, 0, parts] }).catch(() => {})
+        }
+      })()
+    }
+  }
+}

@@ -30,6 +30,8 @@ export interface SwormScenarioOptions {
   clients?: number
   /** Callers by name to the supervised names through the faults (see `Callers`). Default 2. */
   callers?: number
+  /** Bursts of registrations of many small objects during the faults (see `CostlyBursts`). Default 2; 0 replays the seeds found before session 29. */
+  costly?: number
   /** Static names registered in bulk before the faults (snapshots then carry real weight). */
   largeState?: number
   /** Inject the fault classes added by issue #10 (stalls, wiped disks, hostile messages) and failing disks. Default true. */
