@@ -12,10 +12,10 @@ import type { Worker } from './supervisor/local-workers.js'
 /** Whether `v` is a plain object (not null, not an array). */
 export const isObj = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v)
 
-/** The argument checks of one sworm (its name and size limits). */
 /** The longest node id or incarnation a ref may carry (both are short: ids of the configuration, random hex). */
 const MAX_REF_FIELD = 1024
 
+/** The argument checks of one sworm (its name and size limits). */
 export class ArgChecks {
   constructor(
     private readonly sworm: string,

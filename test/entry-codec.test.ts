@@ -101,3 +101,24 @@ t.test('the cache is bounded: an entry evicted is encoded again, alike', async (
   t.not(again, b)
   t.same(again, b)
 })
+
+t.test('entries costlier together than one append allows: the longest prefix that fits is taken (session 29)', async (t) => {
+  // each about 140 bytes of 130 empty objects: within an entry's budget alone, not 40 in one append
+  const ents = Array.from({ length: 40 }, (_, i) => entryBytes(entry(5000 + i, Array.from({ length: 130 }, () => ({})))))
+  const got = decodeEntries(ents)
+  if (typeof got === 'string') return void t.fail(`refused: ${got}`)
+  const k = got.length
+  t.ok(k >= 1 && k < ents.length, `a prefix: ${k} of ${ents.length}`)
+  t.same(
+    got.map((e) => e.index),
+    Array.from({ length: k }, (_, i) => 5000 + i),
+    'the first entries, in order',
+  )
+  const more = decodeEntries(ents.slice(0, k + 1))
+  t.equal(typeof more !== 'string' && more.length, k, `${k + 1} do not fit together: ${k} again`)
+  const all = decodeEntries(ents.slice(0, k))
+  t.equal(typeof all !== 'string' && all.length, k, `the ${k} alone are taken whole`)
+  // one entry that does not fit alone: the message is refused
+  const alone = decodeEntries([entryBytes(entry(6000, Array.from({ length: 300_000 }, () => ({}))))])
+  t.match(alone, /undecodable entry in app/, 'an entry over its own budget is refused')
+})

@@ -7,6 +7,7 @@ import t from 'tap'
 import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } from '../src/errors.js'
 import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { RaftNode, snapshotDue, snapshotPeriod } from '../src/raft/node.js'
+import { encodeCommand } from '../src/raft/entry-codec.js'
 import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
@@ -341,7 +342,7 @@ t.test('a forwarded request delivered again seconds later, after thousands of ot
     if (m.t === 'fwdResp') for (const r of m.res ?? []) answers.push([r[0], r[1]])
   })
   const term = l.node!.status().term
-  const fwd = (reqs: Array<[number, unknown]>): void => px.send(l.id, { t: 'fwd', from: 'px', to: l.id, boot: 'bootX', reqs, term })
+  const fwd = (reqs: Array<[number, unknown]>): void => px.send(l.id, { t: 'fwd', from: 'px', to: l.id, boot: 'bootX', reqs: reqs.map(([r, cmd]) => [r, encodeCommand(cmd)]), term })
   fwd([[1, { op: 'put', key: 'dup', value: 'once' }]])
   let ref = 2
   for (let step = 0; step < 45; step++) {
@@ -424,7 +425,7 @@ t.test('a leader appends nothing forwarded for another term than its own, and an
     return false
   })
   const term = leader.node!.status().term
-  c.net.inject(follower.id, leader.id, { t: 'fwd', from: follower.id, to: leader.id, boot: 'earlier', reqs: [[1, { op: 'put', key: 'x', value: 'stale-term' }]], term: term - 1 })
+  c.net.inject(follower.id, leader.id, { t: 'fwd', from: follower.id, to: leader.id, boot: 'earlier', reqs: [[1, encodeCommand({ op: 'put', key: 'x', value: 'stale-term' })]], term: term - 1 })
   await c.sched.runUntilTrue(() => answers.length > 0, 2000)
   t.same(answers, [[1, 2, leader.id, null, 0]], 'answered: not appended, send it to the leader of now')
   t.equal(await copiesOf(c, 'stale-term'), 0, 'nothing appended')

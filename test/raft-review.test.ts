@@ -6,6 +6,7 @@
  */
 import t from 'tap'
 import type { ClusterConfig, NodeId } from '../src/raft/types.js'
+import { encodeCommand } from '../src/raft/entry-codec.js'
 import { coreConfig, CoreHarness } from './sim/core-harness.js'
 import { settle, simCluster } from './sim/helpers.js'
 
@@ -90,7 +91,7 @@ t.test('[review F3] a forwarded proposal answered RETRY and resent to the same n
   const px = c.net.endpoint('px')
   const got: unknown[] = []
   px.onMessage((_from, msg) => got.push(msg))
-  const fwd = { t: 'fwd', from: 'px', to: f.id, boot: 'boot1', reqs: [[1, { op: 'put', key: 'fw', value: 'v' }]] }
+  const fwd = { t: 'fwd', from: 'px', to: f.id, boot: 'boot1', reqs: [[1, encodeCommand({ op: 'put', key: 'fw', value: 'v' })]] }
   px.send(f.id, fwd)
   await c.sched.runUntil(c.sched.now + 50)
   const first = got.shift() as { res: Array<[number, number]> } | undefined

@@ -115,17 +115,43 @@ function copyOf(bytes: Uint8Array): unknown {
  * @returns the copy and the encoding's size, or why the command does not fit
  * @throws whatever msgpackr throws for a command it cannot encode
  */
-export function proposalCopy(command: unknown, maxBytes: number): { copy: unknown; bytes: number } | { problem: string } {
+export function proposalCopy(command: unknown, maxBytes: number): { copy: unknown; enc: Uint8Array } | { problem: string } {
   const bytes = packr.pack(command)
-  if (bytes.length > maxBytes) return { problem: `the command is ${bytes.length} bytes encoded, more than the ${maxBytes} a log entry may take` }
-  if (bytes.length > ALWAYS_DECODABLE_BYTES) {
-    const budget = entriesBudget(1, bytes.length) - ENTRY_TUPLE_COST
-    const cost = msgpackCost(bytes, budget)
-    if (typeof cost !== 'number') {
-      return { problem: `the command (${bytes.length} bytes encoded) would take more than ${budget} bytes of memory decoded on a follower, which refuses it (${cost}): fewer, larger parts (a string or binary for many small objects)` }
-    }
+  const problem = encodedProblem(bytes, maxBytes)
+  if (problem !== undefined) return { problem }
+  return { copy: copyOf(bytes), enc: bytes }
+}
+
+/** Why a command encoded as `bytes` does not fit one log entry that every follower takes (see {@link proposalCopy}). */
+function encodedProblem(bytes: Uint8Array, maxBytes: number): string | undefined {
+  if (bytes.length > maxBytes) return `the command is ${bytes.length} bytes encoded, more than the ${maxBytes} a log entry may take`
+  if (bytes.length <= ALWAYS_DECODABLE_BYTES) return undefined
+  const budget = entriesBudget(1, bytes.length) - ENTRY_TUPLE_COST
+  const cost = msgpackCost(bytes, budget)
+  if (typeof cost === 'number') return undefined
+  return `the command (${bytes.length} bytes encoded) would take more than ${budget} bytes of memory decoded on a follower, which refuses it (${cost}): fewer, larger parts (a string or binary for many small objects)`
+}
+
+/** A command's encoding, as an entry carries it and a follower forwards it (tests inject forwarded commands with it). */
+export function encodeCommand(command: unknown): Uint8Array {
+  return packr.pack(command)
+}
+
+/**
+ * On the leader: the command a follower forwarded, as its encoding (`enc`, a binary of the
+ * message it came in), decoded if it fits one log entry that every follower takes; the encoding
+ * is kept for the entry (copied out of the message), so that the leader does not encode it again.
+ * @returns the command, or why it is refused (also for a value that is no encoded command)
+ */
+export function forwardedCommand(enc: unknown, maxBytes: number): { cmd: unknown } | { problem: string } {
+  if (!(enc instanceof Uint8Array)) return { problem: 'a forwarded command must be its encoding (protocol 11)' }
+  const problem = encodedProblem(enc, maxBytes)
+  if (problem !== undefined) return { problem }
+  try {
+    return { cmd: copyOf(enc.slice()) }
+  } catch (err) {
+    return { problem: `the forwarded command cannot be decoded: ${String(err)}` }
   }
-  return { copy: copyOf(bytes), bytes: bytes.length }
 }
 
 /**

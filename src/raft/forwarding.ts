@@ -5,8 +5,9 @@
  * network delivers twice is proposed once. These messages ride the Raft transport.
  * @module
  */
-import { NotLeaderError, ProposalDroppedError, SwormError, TimeoutError } from '../errors.js'
+import { InvalidArgumentError, NotLeaderError, ProposalDroppedError, SwormError, TimeoutError } from '../errors.js'
 import type { RaftCore } from './core.js'
+import { forwardedCommand } from './entry-codec.js'
 import { droppedError, rejectOnce, type Pending } from './pending.js'
 import type { ReadTracker } from './reads.js'
 import type { Clock, Entry, NodeId } from './types.js'
@@ -19,7 +20,8 @@ export type FwdMsg = {
   from: NodeId
   to: NodeId
   boot: string
-  reqs: Array<[number, unknown]>
+  /** Each proposal: its ref, and its command as it is encoded in an entry (protocol 11; decoded by the leader within an entry's budget). */
+  reqs: Array<[number, Uint8Array]>
   /** The term the proposer believes the receiver leads: a leader of another term appends nothing. */
   term?: number
   cid?: string
@@ -53,6 +55,8 @@ export interface ForwarderHost<R> {
   trackLocal(index: number, term: number, p: Pending<R>): void
   kick(): void
   out(to: NodeId, m: FwdMsg | FwdRespMsg): void
+  /** The largest command an entry may carry, encoded (`RaftNodeOptions.maxEntryBytes`). */
+  readonly maxEntryBytes: number
   logDrop(from: NodeId, reason: string): void
   observeCommitMs: ((ms: number) => void) | undefined
 }
@@ -61,8 +65,8 @@ export interface ForwarderHost<R> {
 interface Outgoing<C, R> {
   p: Pending<R>
   cmd: C
-  /** Bytes of its encoding (see {@link FWD_MESSAGE_BYTES}). */
-  bytes: number
+  /** Its encoding, as the leader's entry will carry it: what is sent (see {@link FWD_MESSAGE_BYTES}). */
+  enc: Uint8Array
   /** The leader it was sent to, and in which term, when (this clock), and how many times. */
   sentTo: NodeId | undefined
   sentTerm: number
@@ -119,10 +123,10 @@ export class Forwarder<C, R> {
     return this.outgoing.size
   }
 
-  /** Forward `cmd` (`bytes` encoded) to the leader (or wait for one until `p`'s deadline). */
-  enqueue(p: Pending<R>, cmd: C, bytes: number, idempotent = false): void {
+  /** Forward `cmd` (encoded `enc`) to the leader (or wait for one until `p`'s deadline). */
+  enqueue(p: Pending<R>, cmd: C, enc: Uint8Array, idempotent = false): void {
     const ref = ++this.seq
-    this.outgoing.set(ref, { p, cmd, bytes, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, resends: 0, accepted: false, pinned: false, idempotent })
+    this.outgoing.set(ref, { p, cmd, enc, sentTo: undefined, sentTerm: 0, sentAt: 0, firstSentAt: 0, sends: 0, resends: 0, accepted: false, pinned: false, idempotent })
     this.queue.push(ref)
     if (this.flushScheduled) return
     this.flushScheduled = true
@@ -153,8 +157,7 @@ export class Forwarder<C, R> {
       return
     }
     if (st.leader === undefined) return // wait for a leader (expire() rejects at the deadline)
-    let reqs: FwdMsg['reqs'] = []
-    let bytes = 0
+    const reqs: FwdMsg['reqs'] = []
     const now = host.clock.now()
     for (const ref of this.queue) {
       const f = this.outgoing.get(ref)
@@ -164,21 +167,30 @@ export class Forwarder<C, R> {
       if (f.sends === 0) f.firstSentAt = now
       f.sentAt = now
       f.sends++
-      // (messages of a few MiB at most: every command fits a frame alone, not all of them together)
-      if (reqs.length > 0 && bytes + f.bytes > FWD_MESSAGE_BYTES) {
-        this.send(st.leader, st.term, reqs)
-        reqs = []
-        bytes = 0
-      }
-      reqs.push([ref, f.cmd])
-      bytes += f.bytes
+      reqs.push([ref, f.enc])
     }
     this.queue = []
-    if (reqs.length) this.send(st.leader, st.term, reqs)
+    this.send(st.leader, st.term, reqs)
   }
 
+  /**
+   * Send `reqs` to `to` in messages of at most {@link FWD_MESSAGE_BYTES} of commands (one command
+   * at least): each command fits a frame alone, not all of them together. Each travels as its
+   * encoding, a binary, which the transport's decode check counts as cheap whatever it holds (the
+   * leader checks each against an entry's budget): as objects, a message of many small commands
+   * of many small objects was too costly for that check, and dropped at every send.
+   */
   private send(to: NodeId, term: number, reqs: FwdMsg['reqs']): void {
-    this.host.out(to, { t: 'fwd', from: this.host.id, to, boot: this.host.boot, reqs, term } satisfies FwdMsg)
+    let from = 0
+    let bytes = 0
+    for (let i = 0; i <= reqs.length; i++) {
+      if (i === reqs.length || (i > from && bytes + reqs[i]![1].length > FWD_MESSAGE_BYTES)) {
+        if (i > from) this.host.out(to, { t: 'fwd', from: this.host.id, to, boot: this.host.boot, reqs: reqs.slice(from, i), term } satisfies FwdMsg)
+        from = i
+        bytes = 0
+      }
+      if (i < reqs.length) bytes += reqs[i]![1].length
+    }
   }
 
   /** As leader: proposals forwarded by `from`. */
@@ -190,18 +202,29 @@ export class Forwarder<C, R> {
     // The network may deliver a message twice: handle each request once, whatever our role.
     const now = host.clock.now()
     const again: FwdRespMsg['res'] = []
-    const reqs = m.reqs.filter((r): r is [number, unknown] => {
-      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) return false
-      const key = `${from}:${m.boot}:${r[0]}`
+    const reqs: Array<[number, unknown]> = []
+    for (const r of m.reqs as unknown[]) {
+      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0])) continue
+      const ref = r[0] as number
+      const key = `${from}:${m.boot}:${ref}`
       if (this.seen.has(key)) {
         // sent again (our answer was lost, or is late): say again where it landed
         const answer = this.seen.get(key)
         if (answer) again.push(answer)
-        return false
+        continue
+      }
+      // its command, within what an entry may be (the proposer checked it; a node configured
+      // otherwise, or an older one, may not have): refused, it is never appended
+      const cmd = forwardedCommand(r[1], host.maxEntryBytes)
+      if ('problem' in cmd) {
+        const answer: FwdRespMsg['res'][number] = [ref, RESULT_ERR, cmd.problem, 'INVALID_ARGUMENT', 0]
+        this.seen.set(key, answer, now)
+        again.push(answer)
+        continue
       }
       this.seen.set(key, null, now)
-      return true
-    })
+      reqs.push([ref, cmd.cmd])
+    }
     this.seen.prune(now)
     if (again.length) host.out(from, { t: 'fwdResp', from: host.id, to: from, boot: m.boot, res: again } satisfies FwdRespMsg)
     if (!reqs.length) return
@@ -281,6 +304,7 @@ export class Forwarder<C, R> {
         if (typeof index === 'number' && index > host.applied()) host.reads.whenApplied(index, done, f.p.deadline)
         else done()
       } else if (code === 'PROPOSAL_DROPPED') f.p.reject(droppedError(f.p, new ProposalDroppedError()))
+      else if (code === 'INVALID_ARGUMENT') f.p.reject(new InvalidArgumentError(String(value)))
       else f.p.reject(new SwormError('APPLY_FAILED', String(value)))
     }
     if (retry) host.clock.setTimeout(() => this.flush(), host.tickMs)
@@ -337,7 +361,7 @@ export class Forwarder<C, R> {
         f.sentAt = now
         f.sends++
         f.resends++
-        resend.push([ref, f.cmd])
+        resend.push([ref, f.enc])
       } else if (this.moved(f, now, st)) {
         // an idempotent proposal whose leader is gone: to the new leader (or this node's log)
         f.sentTo = undefined
@@ -353,10 +377,7 @@ export class Forwarder<C, R> {
         )
       }
     }
-    // Each in a message of its own: the transport packs them into frames, and splits a frame that
-    // would be too large or too costly to decode, down to one message; a message of many commands
-    // that is (small commands of many small objects: one slack for all) was dropped at every send.
-    if (st.leader !== undefined) for (const r of resend) this.send(st.leader, st.term, [r])
+    if (resend.length && st.leader !== undefined) this.send(st.leader, st.term, resend)
     if (this.queue.length) this.flush()
   }
 

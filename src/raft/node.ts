@@ -342,6 +342,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
       trackLocal: (index, term, p) => this.trackLocal(index, term, p),
       kick: () => this.kick(),
       out: (to, m) => this.out(to, m),
+      maxEntryBytes: this.maxEntryBytes,
       logDrop: (from, reason) => this.logDrop(from, reason),
       observeCommitMs: this.observeCommitMs,
     })
@@ -506,12 +507,12 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
     // (appended, a command too large for a frame, or too costly for a follower to decode, could
     // never be replicated: every entry after it would wait behind it for ever)
     let copy: C
-    let bytes: number
+    let enc: Uint8Array
     try {
       const c = proposalCopy(command, this.maxEntryBytes)
       if ('problem' in c) return Promise.reject(new InvalidArgumentError(c.problem))
       copy = c.copy as C
-      bytes = c.bytes
+      enc = c.enc
     } catch (err) {
       return Promise.reject(new InvalidArgumentError(`the command cannot be encoded: ${String(err)}`))
     }
@@ -537,7 +538,7 @@ export class RaftNode<C = unknown, R = unknown> extends EventEmitter<RaftNodeEve
         return
       }
       // forward to the leader (or wait for one until the deadline)
-      this.fwd.enqueue(p, copy, bytes, opts.idempotent === true)
+      this.fwd.enqueue(p, copy, enc, opts.idempotent === true)
     })
   }
 

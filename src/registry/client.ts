@@ -6,7 +6,7 @@
  */
 import { InvalidArgumentError, NotLeaderError, ProposalDroppedError, ShuttingDownError, TimeoutError } from '../errors.js'
 import type { RaftNode } from '../raft/node.js'
-import type { Clock } from '../raft/types.js'
+import type { Clock, Logger } from '../raft/types.js'
 import { retry } from '../util/retry.js'
 import type { RegistryCommand, RegistryResult } from './types.js'
 
@@ -17,6 +17,8 @@ export interface RegistryClientHost {
   readonly nodeId: string
   readonly incarnation: string
   readonly requestTimeoutMs: number
+  /** Where a background proposal that is refused for good is reported. */
+  readonly log: Logger
   stopped(): boolean
 }
 
@@ -79,6 +81,8 @@ export class RegistryClient {
     // (a command the Raft node refuses as too large for the log is refused again at every try)
     await retry(this.host.clock, { minMs: 200, retryable: (err) => !(err instanceof ShuttingDownError) && !(err instanceof InvalidArgumentError), stopped: () => this.host.stopped() }, () =>
       this.host.raft.propose(cmd),
-    ).catch(() => {})
+    ).catch((err: unknown) => {
+      if (err instanceof InvalidArgumentError) this.host.log.error('a background proposal was refused; it is dropped', { command: cmd.c, err: err.message })
+    })
   }
 }

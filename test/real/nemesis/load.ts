@@ -42,7 +42,10 @@ export async function registerOversized(run: NemesisRun): Promise<void> {
     .request<RegisterSupervisedManyResult>(via, { op: 'registerSupervisedMany', prefix: 'xlfail', count: 1, concurrency: 1, module: WORKERS, fn: 'hugeStartError' }, 60_000)
     .catch((err: unknown) => ({ ok: 0, errors: 1, errorSamples: [`request failed: ${String(err)}`] }))
   const sample = failed.errorSamples[0] ?? ''
-  if (failed.ok !== 0 || !/x{100}… \(\d+ more characters\)/.test(sample)) {
+  if (sample.startsWith('request failed:')) {
+    // (the harness's request failed, not the registration: a busy machine, not a finding)
+    found.note(`oversized values: the failing registration's request failed: ${sample.slice(0, 200)}`)
+  } else if (failed.ok !== 0 || !/x{100}… \(\d+ more characters\)/.test(sample)) {
     found.problems.push(`a start error larger than a frame: expected the registration to fail with its cause cut, got ${failed.ok} ok, ${sample.slice(0, 200)}`)
   }
 }
