@@ -8,6 +8,7 @@ import { CorruptStorageError, NotLeaderError, ShuttingDownError, TimeoutError } 
 import { MemoryStorage } from '../src/raft/storage/memory-storage.js'
 import { RaftNode, snapshotDue, snapshotPeriod } from '../src/raft/node.js'
 import { encodeCommand } from '../src/raft/entry-codec.js'
+import { Packr } from 'msgpackr'
 import type { RaftStorage } from '../src/raft/types.js'
 import { KvStateMachine } from '../src/testkit/kv-state-machine.js'
 import type { KvOutput } from '../src/testkit/linearizability.js'
@@ -429,6 +430,30 @@ t.test('a leader appends nothing forwarded for another term than its own, and an
   await c.sched.runUntilTrue(() => answers.length > 0, 2000)
   t.same(answers, [[1, 2, leader.id, null, 0]], 'answered: not appended, send it to the leader of now')
   t.equal(await copiesOf(c, 'stale-term'), 0, 'nothing appended')
+})
+
+t.test('a leader refuses a forwarded command no follower would take, answers so, and the log goes on (session 29)', async (t) => {
+  // Found by review of 642bcc9: the leader appended a forwarded command's bytes as they came; a few
+  // bytes in a msgpackr extension (a record, here) decode on the leader and are refused by every
+  // follower, so the entry was sent again for ever and nothing committed after it.
+  const c = await cluster(3)
+  const leader = c.leader()!
+  const follower = c.alive().find((m) => m !== leader)!
+  const answers: Array<[number, number, unknown, unknown, number]> = []
+  dropWhere(c, (_f, to, m) => {
+    if (m.t === 'fwdResp' && to === follower.id) answers.push(...(m.res as Array<[number, number, unknown, unknown, number]>))
+    return false
+  })
+  const term = leader.node!.status().term
+  const records = new Packr({ useRecords: true }).pack({ op: 'put', key: 'rec', value: 'v' })
+  const costly = encodeCommand({ op: 'put', key: 'many', value: Array.from({ length: 300_000 }, () => ({})) })
+  c.net.inject(follower.id, leader.id, { t: 'fwd', from: follower.id, to: leader.id, boot: 'b', reqs: [[1, records], [2, costly], [3, { op: 'put', key: 'obj', value: 'v' }], [4, encodeCommand({ op: 'put', key: 'ok', value: 'v' })]], term })
+  await c.sched.runUntilTrue(() => answers.length >= 4, 2000)
+  for (const ref of [1, 2, 3]) t.match(answers.find((a) => a[0] === ref), [ref, 1, String, 'INVALID_ARGUMENT', 0], `request ${ref} refused`)
+  t.ok(answers.some((a) => a[0] === 4 && (a[1] === 3 || a[1] === 0)), 'the good one appended (accepted, or applied)')
+  t.same(await settle(c, follower.node!.propose({ op: 'putIfAbsent', key: 'after', value: '1' })), { ok: true }, 'the next proposal commits')
+  await settle(c, Promise.all(c.alive().map((m) => m.node!.read())))
+  for (const m of c.alive()) t.equal(m.sm.data.get('ok'), 'v', `${m.id} applied the good one`)
 })
 
 t.test('the leader sends what a Ready holds (the commit notice) before it applies a slow command', async (t) => {

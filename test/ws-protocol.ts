@@ -7,7 +7,7 @@ import { pack, unpack } from 'msgpackr'
 import { WebSocket } from 'ws'
 
 /** The protocol version these helpers speak. */
-export const VERSION = 11
+export const VERSION = 12
 
 /** The key handshake proofs are made with. */
 export function authKey(secret: string): Buffer {

@@ -70,12 +70,12 @@ import { createHash, createHmac, createSecretKey, hkdfSync, timingSafeEqual, typ
  * full stop. 10: a heartbeat answer carries its process's tag (`hbResp.p`) and the leader echoes
  * it with its acknowledgement (`hb.ackP`); a node of version 10 renews its lease only on an
  * acknowledgement that echoes its own tag, so under a leader of version 9 it would never hold a
- * lease; a cluster upgrades from 9 by a full stop. 11: a follower forwards each proposal as its
- * encoding (`fwd.reqs`: binaries), which the leader decodes within an entry's budget; a leader of
- * version 10 would append the binary itself as the command; a cluster upgrades from 10 by a full
- * stop.
+ * lease; a cluster upgrades from 9 by a full stop. (11: the experiment of 0d5a813, reverted by
+ * 68e10fa; never used again.) 12: a follower forwards each proposal as its encoding (`fwd.reqs`:
+ * binaries), which the leader decodes within an entry's budget; a leader of version 10 would
+ * append the binary itself as the command; a cluster upgrades from 10 by a full stop.
  */
-export const WS_PROTOCOL_VERSION = 11
+export const WS_PROTOCOL_VERSION = 12
 
 /** Bytes of each side's handshake nonce. */
 export const NONCE_BYTES = 32

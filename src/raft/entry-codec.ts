@@ -117,20 +117,28 @@ function copyOf(bytes: Uint8Array): unknown {
  */
 export function proposalCopy(command: unknown, maxBytes: number): { copy: unknown; enc: Uint8Array } | { problem: string } {
   const bytes = packr.pack(command)
-  const problem = encodedProblem(bytes, maxBytes)
+  const problem = encodedProblem(bytes, maxBytes, true)
   if (problem !== undefined) return { problem }
   return { copy: copyOf(bytes), enc: bytes }
 }
 
-/** Why a command encoded as `bytes` does not fit one log entry that every follower takes (see {@link proposalCopy}). */
-function encodedProblem(bytes: Uint8Array, maxBytes: number): string | undefined {
+/**
+ * Why a command encoded as `bytes` does not fit one log entry that every follower takes (see
+ * {@link proposalCopy}). `ours`: bytes this process's packr made, which hold only what a
+ * follower's check takes, so that small ones need no scan; bytes from another node are scanned
+ * whatever their size (a few bytes may hold a msgpackr extension, which a follower refuses).
+ */
+function encodedProblem(bytes: Uint8Array, maxBytes: number, ours: boolean): string | undefined {
   if (bytes.length > maxBytes) return `the command is ${bytes.length} bytes encoded, more than the ${maxBytes} a log entry may take`
-  if (bytes.length <= ALWAYS_DECODABLE_BYTES) return undefined
+  if (ours && bytes.length <= ALWAYS_DECODABLE_BYTES) return undefined
   const budget = entriesBudget(1, bytes.length) - ENTRY_TUPLE_COST
   const cost = msgpackCost(bytes, budget)
   if (typeof cost === 'number') return undefined
   return `the command (${bytes.length} bytes encoded) would take more than ${budget} bytes of memory decoded on a follower, which refuses it (${cost}): fewer, larger parts (a string or binary for many small objects)`
 }
+
+/** The wire protocol version since which a follower forwards commands as their encodings. */
+const FORWARD_PROTOCOL = 12
 
 /** A command's encoding, as an entry carries it and a follower forwards it (tests inject forwarded commands with it). */
 export function encodeCommand(command: unknown): Uint8Array {
@@ -144,11 +152,12 @@ export function encodeCommand(command: unknown): Uint8Array {
  * @returns the command, or why it is refused (also for a value that is no encoded command)
  */
 export function forwardedCommand(enc: unknown, maxBytes: number): { cmd: unknown } | { problem: string } {
-  if (!(enc instanceof Uint8Array)) return { problem: 'a forwarded command must be its encoding (protocol 11)' }
-  const problem = encodedProblem(enc, maxBytes)
+  if (!(enc instanceof Uint8Array)) return { problem: `a forwarded command must be its encoding (protocol ${FORWARD_PROTOCOL})` }
+  const problem = encodedProblem(enc, maxBytes, false)
   if (problem !== undefined) return { problem }
   try {
-    return { cmd: copyOf(enc.slice()) }
+    // (a copy: a Buffer's slice() is a view, and would keep the whole message it came in)
+    return { cmd: copyOf(Uint8Array.prototype.slice.call(enc)) }
   } catch (err) {
     return { problem: `the forwarded command cannot be decoded: ${String(err)}` }
   }

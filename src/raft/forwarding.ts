@@ -37,6 +37,12 @@ const RESULT_ACCEPTED = 3
 
 /** Bytes of commands a proposer puts in one forwarding message at most (one command at least). */
 const FWD_MESSAGE_BYTES = 4 * 1024 * 1024
+/**
+ * Commands in one forwarding message at most: the transport's decode check charges each about
+ * 200 bytes (its array and binary), more than 16 times a command of a few bytes; 256 of them
+ * exceed what their bytes allow by 28 KiB at most, within the check's 64 KiB of slack.
+ */
+const FWD_MESSAGE_REQS = 256
 
 /** What the forwarder needs of its node. */
 export interface ForwarderHost<R> {
@@ -174,8 +180,8 @@ export class Forwarder<C, R> {
   }
 
   /**
-   * Send `reqs` to `to` in messages of at most {@link FWD_MESSAGE_BYTES} of commands (one command
-   * at least): each command fits a frame alone, not all of them together. Each travels as its
+   * Send `reqs` to `to` in messages of at most {@link FWD_MESSAGE_BYTES} of commands and
+   * {@link FWD_MESSAGE_REQS} commands (one at least): each command fits a frame alone, not all of them together. Each travels as its
    * encoding, a binary, which the transport's decode check counts as cheap whatever it holds (the
    * leader checks each against an entry's budget): as objects, a message of many small commands
    * of many small objects was too costly for that check, and dropped at every send.
@@ -184,7 +190,7 @@ export class Forwarder<C, R> {
     let from = 0
     let bytes = 0
     for (let i = 0; i <= reqs.length; i++) {
-      if (i === reqs.length || (i > from && bytes + reqs[i]![1].length > FWD_MESSAGE_BYTES)) {
+      if (i === reqs.length || (i > from && (bytes + reqs[i]![1].length > FWD_MESSAGE_BYTES || i - from >= FWD_MESSAGE_REQS))) {
         if (i > from) this.host.out(to, { t: 'fwd', from: this.host.id, to, boot: this.host.boot, reqs: reqs.slice(from, i), term } satisfies FwdMsg)
         from = i
         bytes = 0
@@ -201,6 +207,12 @@ export class Forwarder<C, R> {
     if (typeof m.boot !== 'string') return host.logDrop(from, 'bad fwd')
     // The network may deliver a message twice: handle each request once, whatever our role.
     const now = host.clock.now()
+    const core = host.core()
+    const st = core.status()
+    // Sent for another term than ours (a resend after this node restarted, or a stale view), or
+    // to a node that does not lead: this node may not know what it appended then, so it appends
+    // nothing and says so (and decodes nothing: whether a command fits is the leader's to say).
+    const appending = st.role === 'leader' && (typeof m.term !== 'number' || m.term === st.term)
     const again: FwdRespMsg['res'] = []
     const reqs: Array<[number, unknown]> = []
     for (const r of m.reqs as unknown[]) {
@@ -213,8 +225,13 @@ export class Forwarder<C, R> {
         if (answer) again.push(answer)
         continue
       }
-      // its command, within what an entry may be (the proposer checked it; a node configured
-      // otherwise, or an older one, may not have): refused, it is never appended
+      if (!appending) {
+        reqs.push([ref, undefined])
+        continue
+      }
+      // its command, within what an entry every follower takes may be (the proposer checked it;
+      // a node configured or built otherwise, or a hostile one, may not have): refused, it is
+      // never appended
       const cmd = forwardedCommand(r[1], host.maxEntryBytes)
       if ('problem' in cmd) {
         const answer: FwdRespMsg['res'][number] = [ref, RESULT_ERR, cmd.problem, 'INVALID_ARGUMENT', 0]
@@ -228,13 +245,7 @@ export class Forwarder<C, R> {
     this.seen.prune(now)
     if (again.length) host.out(from, { t: 'fwdResp', from: host.id, to: from, boot: m.boot, res: again } satisfies FwdRespMsg)
     if (!reqs.length) return
-    const core = host.core()
-    // Sent for another term than ours (a resend after this node restarted, or a stale view): this
-    // node may not know what it appended then, so it appends nothing and says so.
-    const res =
-      typeof m.term === 'number' && m.term !== core.status().term
-        ? ({ ok: false, leader: core.status().leader } as const)
-        : core.proposeBatch(reqs.map((r) => r[1]))
+    const res = appending ? core.proposeBatch(reqs.map((r) => r[1])) : ({ ok: false, leader: st.leader } as const)
     if (!res.ok) {
       // nothing was appended: the proposer may send these again (review F3)
       for (const r of reqs) this.seen.delete(`${from}:${m.boot}:${r[0]}`)
