@@ -201,9 +201,10 @@ export function decodeEntries(ents: unknown): Entry[] | string {
   if (typeof whole !== 'number') {
     // Too costly together, each perhaps not (many small entries of many small objects: the slack
     // counts once a message). The longest prefix that fits is taken, one entry at least if it fits
-    // alone, which every proposal does (see `entryProblem`): the follower answers that it holds that
-    // much, and the leader sends the rest in its next append. Dropping the whole message instead
-    // stopped replication for good: the leader sent the same append again and again.
+    // alone, which every proposal does (see `proposalCopy`, `forwardedCommand`): the follower
+    // answers that it holds that much, and the leader sends the rest in its next append. Dropping
+    // the whole message instead stopped replication for good: the leader sent the same append
+    // again and again.
     const fit = msgpackFittingPrefix(ents as Uint8Array[], entriesBudget)
     if (fit.count === 0) return `undecodable entry in app: ${fit.refused ?? whole}`
     return decodeEntries(ents.slice(0, fit.count))

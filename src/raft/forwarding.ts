@@ -20,7 +20,7 @@ export type FwdMsg = {
   from: NodeId
   to: NodeId
   boot: string
-  /** Each proposal: its ref, and its command as it is encoded in an entry (protocol 11; decoded by the leader within an entry's budget). */
+  /** Each proposal: its ref, and its command as it is encoded in an entry (protocol 12; decoded by the leader within an entry's budget). */
   reqs: Array<[number, Uint8Array]>
   /** The term the proposer believes the receiver leads: a leader of another term appends nothing. */
   term?: number
@@ -181,10 +181,11 @@ export class Forwarder<C, R> {
 
   /**
    * Send `reqs` to `to` in messages of at most {@link FWD_MESSAGE_BYTES} of commands and
-   * {@link FWD_MESSAGE_REQS} commands (one at least): each command fits a frame alone, not all of them together. Each travels as its
-   * encoding, a binary, which the transport's decode check counts as cheap whatever it holds (the
-   * leader checks each against an entry's budget): as objects, a message of many small commands
-   * of many small objects was too costly for that check, and dropped at every send.
+   * {@link FWD_MESSAGE_REQS} commands (one at least): each command fits a frame alone, not all of
+   * them together. Each travels as its encoding, a binary, which the transport's decode check
+   * counts as cheap whatever it holds (the leader checks each against an entry's budget): as
+   * objects, a message of many small commands of many small objects was too costly for that
+   * check, and dropped at every send.
    */
   private send(to: NodeId, term: number, reqs: FwdMsg['reqs']): void {
     let from = 0
